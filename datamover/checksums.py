@@ -1,0 +1,166 @@
+"""Streaming hashers and the in-order digest that runs beside parallel parts.
+
+Every algorithm offers the hashlib shape (``update``, ``digest``, ``hexdigest``).
+sha256/sha512/md5 are hashlib (OpenSSL; the GIL is released for buffers over 2 KiB,
+so hashing overlaps network I/O on other threads); crc32c is google-crc32c's C
+implementation; blake3 is the Rust binding (imported only when asked for).
+
+``OrderedDigest`` lets parts of one file be read and sent in parallel, in any order,
+while the whole-file digest is still computed over the source bytes in stream order:
+a part that arrives early waits (holding its buffer, which the engine's memory budget
+already counts) until every earlier part has been hashed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from datamover.errors import UsageError
+
+ALGORITHMS = ("sha256", "sha512", "md5", "crc32c", "blake3")
+DEFAULT_ALGORITHM = "sha256"
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+    def digest(self) -> bytes: ...
+    def hexdigest(self) -> str: ...
+
+
+class _Crc32c:
+    """google-crc32c with the hashlib shape (big-endian 4-byte digest, as GCS and S3)."""
+
+    def __init__(self) -> None:
+        import google_crc32c
+
+        self._h = google_crc32c.Checksum()
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        self._h.update(data)
+
+    def digest(self) -> bytes:
+        return bytes(self._h.digest())
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    """A fresh hasher for ``algorithm`` (one of ``ALGORITHMS``)."""
+    if algorithm in ("sha256", "sha512", "md5"):
+        h: Hasher = hashlib.new(algorithm)
+        return h
+    if algorithm == "crc32c":
+        return _Crc32c()
+    if algorithm == "blake3":
+        try:
+            from blake3 import blake3
+        except ImportError as e:  # pragma: no cover - blake3 is a core dependency
+            raise UsageError("checksum blake3 needs the 'blake3' package: pip install blake3") from e
+        b: Hasher = blake3(max_threads=1)
+        return b
+    raise UsageError(f"unknown checksum algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+def check_algorithm(algorithm: str) -> str:
+    """Validate an algorithm name given by a user; returns it lower-cased."""
+    alg = algorithm.lower()
+    if alg not in ALGORITHMS:
+        raise UsageError(
+            f"unknown checksum algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+        )
+    return alg
+
+
+def digest_bytes(algorithm: str, data: bytes | bytearray | memoryview) -> bytes:
+    h = new_hasher(algorithm)
+    h.update(data)
+    return h.digest()
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class PartDigests:
+    """Digests of one part's bytes, computed on demand and cached.
+
+    The engine computes the manifest algorithm for every part; a store that wants a
+    different one for its provider-side check (S3 CRC32C, Azure MD5, GCS CRC32C) asks
+    for it here, so no algorithm is computed twice over the same bytes.
+    """
+
+    __slots__ = ("_data", "_raw")
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._data = data
+        self._raw: dict[str, bytes] = {}
+
+    def get(self, algorithm: str) -> bytes:
+        raw = self._raw.get(algorithm)
+        if raw is None:
+            raw = digest_bytes(algorithm, self._data)
+            self._raw[algorithm] = raw
+        return raw
+
+    def known(self) -> dict[str, bytes]:
+        return dict(self._raw)
+
+
+class OrderedDigest:
+    """Whole-stream digest fed by parts that complete in any order.
+
+    ``add(index, data, done)`` hands over part ``index``; the bytes are hashed as soon
+    as every earlier part has been, by whichever thread makes the run contiguous, and
+    then ``done()`` is called so the caller can release the buffer. Hashing runs
+    outside the lock; one thread hashes at a time so stream order holds.
+    """
+
+    def __init__(self, algorithms: tuple[str, ...]) -> None:
+        self._hashers = [new_hasher(a) for a in algorithms]
+        self.algorithms = algorithms
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[bytes | bytearray | memoryview, Callable[[], None]]] = {}
+        self._next = 0
+        self._draining = False
+        self.bytes_hashed = 0
+
+    def add(
+        self, index: int, data: bytes | bytearray | memoryview, done: Callable[[], None]
+    ) -> None:
+        with self._lock:
+            self._pending[index] = (data, done)
+            if self._draining:
+                return
+            self._draining = True
+        while True:
+            with self._lock:
+                item = self._pending.pop(self._next, None)
+                if item is None:
+                    self._draining = False
+                    return
+                self._next += 1
+            chunk, callback = item
+            for h in self._hashers:
+                h.update(chunk)
+            self.bytes_hashed += len(chunk)
+            callback()
+
+    @property
+    def parts_hashed(self) -> int:
+        return self._next
+
+    def hexdigests(self) -> dict[str, str]:
+        """Final digests; call only after every part has been added."""
+        with self._lock:
+            if self._pending:
+                raise RuntimeError("OrderedDigest finished with parts still pending")
+        return {a: h.hexdigest() for a, h in zip(self.algorithms, self._hashers, strict=True)}

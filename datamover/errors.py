@@ -1,0 +1,134 @@
+"""One error tree for the whole of datamover.
+
+::
+
+    DatamoverError
+    ├── UsageError                 bad input from the user; CLI exit 2
+    │   └── ConfigError            bad or missing configuration / credentials setup
+    ├── StoreError                 raised by a Store; SDK exceptions are mapped here
+    │   ├── NotFound               (also FileNotFoundError) the key does not exist
+    │   ├── PreconditionFailed     a conditional write lost (the target changed)
+    │   ├── Unsupported            an optional capability is missing: fall back
+    │   ├── IntegrityError         bytes failed a checksum (retryable, part level)
+    │   ├── TransientError         network / 5xx / throttling (retryable)
+    │   │   └── Throttled          the server asked us to slow down (retry_after)
+    │   └── FatalStoreError        stops the whole run at once (fatal)
+    │       ├── AuthError          credentials missing or rejected
+    │       ├── PermissionDenied   (also PermissionError) access denied
+    │       └── BucketNotFound     the bucket / container does not exist
+    └── TransferError              one file failed after every retry; the run goes on
+
+Who retries what (one layer per kind of failure, so retries never multiply):
+
+1. **The SDK** retries transient HTTP failures of a single request (connection
+   resets, 500/503, throttling) with its own standard policy: botocore ``standard``
+   mode, the Azure and GCS SDK retry policies. Stores configure these with a small
+   attempt count.
+2. **The engine** retries a failed *part* (or a small file's single request) when the
+   error is ``retryable``: ``TransientError`` that survived the SDK's retries, and
+   ``IntegrityError`` (a part whose bytes changed on the way is read and sent again).
+   Backoff is exponential with full jitter, and a ``Throttled.retry_after`` hint (HTTP
+   Retry-After, S3 SlowDown) is honoured as a lower bound.
+3. A file whose part still fails after the engine's attempts becomes a
+   ``TransferError``: the upload is aborted, the manifest records the file as failed,
+   and the run continues with other files (exit 1 at the end).
+4. ``fatal`` errors (bad credentials, missing bucket, access denied) are never
+   retried: the run stops at once and the CLI prints one line (exit 2).
+
+Messages never contain credentials: stores build them from bucket, key and the
+provider's error code only.
+"""
+
+from __future__ import annotations
+
+
+class DatamoverError(Exception):
+    """Base of every error datamover raises on purpose."""
+
+    retryable: bool = False
+    fatal: bool = False
+
+
+class UsageError(DatamoverError):
+    """The user asked for something that can't work; the message says what to do."""
+
+    fatal = True
+
+
+class ConfigError(UsageError):
+    """Configuration, endpoint or credential set-up is wrong or missing."""
+
+
+class StoreError(DatamoverError):
+    """A store operation failed. ``key`` names the object when there is one."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class NotFound(StoreError, FileNotFoundError):
+    """The object (or file) does not exist."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        StoreError.__init__(self, message, key=key)
+
+
+class PreconditionFailed(StoreError):
+    """A conditional operation found the target changed or already present."""
+
+
+class Unsupported(StoreError):
+    """The store can't do this optional thing; the caller falls back."""
+
+
+class IntegrityError(StoreError):
+    """Bytes did not match their checksum. Retrying re-reads and re-sends them."""
+
+    retryable = True
+
+
+class TransientError(StoreError):
+    """A failure that may go away: network trouble, 5xx, throttling."""
+
+    retryable = True
+
+
+class Throttled(TransientError):
+    """The server asked us to slow down; ``retry_after`` is its hint in seconds."""
+
+    def __init__(
+        self, message: str, *, key: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, key=key)
+        self.retry_after = retry_after
+
+
+class FatalStoreError(StoreError):
+    """Retrying can't help and no other file will fare better: stop the run."""
+
+    fatal = True
+
+
+class AuthError(FatalStoreError):
+    """Credentials are missing, malformed or rejected."""
+
+
+class PermissionDenied(FatalStoreError, PermissionError):
+    """The credentials are valid but not allowed to do this."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        FatalStoreError.__init__(self, message, key=key)
+
+
+class BucketNotFound(FatalStoreError):
+    """The bucket or container named in the URL does not exist."""
+
+
+class TransferError(DatamoverError):
+    """One file could not be transferred; the run goes on without it."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.path = path
+        self.cause = cause

@@ -1,0 +1,216 @@
+"""The Store interface: the one small surface every backend implements.
+
+A ``Store`` is bound to one namespace: a bucket (S3, GCS), a container (Azure), or the
+root of a POSIX filesystem. Keys are ``/``-separated strings relative to it, never
+starting with ``/``. The engine and the mount only ever talk to this interface; which
+cloud is behind it is not their business.
+
+Required: ``stat``, ``list``, ``read``, ``put``, ``open_writer``, ``delete``.
+Optional, each with a fallback the caller uses when ``Unsupported`` is raised:
+``copy_object`` (server-side copy; fallback: stream through memory) and
+``readinto`` (fallback: ``read`` then copy).
+
+Contracts common to every method:
+
+* Errors are the ``datamover.errors`` tree, mapped from SDK exceptions at this
+  boundary: a missing key raises ``NotFound``; a missing bucket ``BucketNotFound``;
+  bad credentials ``AuthError``; network trouble that survived the SDK's own retries
+  ``TransientError``; a checksum the server or the store rejected ``IntegrityError``.
+* Every method is safe to call from several threads at once.
+* Metadata keys are lower-case ASCII; stores translate them to what the provider
+  allows (Azure forbids ``-``) and back, so callers see the same keys everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from datamover.checksums import PartDigests
+from datamover.errors import Unsupported
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+Buffer = bytes | bytearray | memoryview
+
+#: User-metadata key holding a whole-object digest written by datamover, per algorithm.
+DIGEST_KEY_PREFIX = "datamover-"
+
+
+def digest_metadata_key(algorithm: str) -> str:
+    return f"{DIGEST_KEY_PREFIX}{algorithm}"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one object (or, with ``is_dir``, one prefix).
+
+    ``checksums`` maps an algorithm name to a hex digest of the *whole* object, from
+    datamover's own metadata or from the provider when the provider's value is a
+    plain whole-object digest (S3 single-part ETag md5, GCS md5/crc32c).
+    ``mtime`` is seconds since the epoch: the POSIX mtime carried in metadata when
+    present, else the provider's last-modified time.
+    """
+
+    key: str
+    size: int
+    mtime: float | None = None
+    etag: str | None = None
+    version: str | None = None
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    is_dir: bool = False
+    mode: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class PartLimits:
+    """A store's multipart limits. Parts are numbered from 0 by the engine."""
+
+    min_part_size: int
+    max_part_size: int
+    max_parts: int
+    max_single_put: int
+
+    def choose_part_size(self, size: int, requested: int | None = None) -> int:
+        """The part size for a ``size``-byte object: ``requested`` (or 8 MiB) raised
+        until the object fits in ``max_parts`` parts, rounded up to a whole MiB, and
+        kept within ``[min_part_size, max_part_size]``."""
+        part = requested or 8 * MiB
+        if size > part * self.max_parts:
+            part = math.ceil(size / self.max_parts / MiB) * MiB
+        return max(self.min_part_size, min(part, self.max_part_size))
+
+    def check_part_size(self, part_size: int) -> None:
+        if not self.min_part_size <= part_size <= self.max_part_size:
+            raise ValueError(
+                f"part size {part_size} outside [{self.min_part_size}, {self.max_part_size}]"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PartReceipt:
+    """What a store returns for one written part; enough to commit it later."""
+
+    index: int
+    size: int
+    etag: str | None = None
+    checksum: str | None = None
+
+
+class ChunkWriter(Protocol):
+    """A multipart upload in progress: parts of fixed ``part_size`` (the last may be
+    shorter), written in any order from several threads, then ``commit`` or ``abort``.
+
+    Nothing is visible at the key until ``commit`` returns. ``abort`` is idempotent and
+    removes every trace of the upload (uploaded parts, staged blocks, temporary part
+    objects, temp files); it never raises for an upload already gone.
+    """
+
+    key: str
+    part_size: int
+    size: int
+
+    def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
+        """Write part ``index`` (0-based). ``digests`` carries digests of ``data``
+        already computed by the engine; the store asks it for the algorithm its
+        provider verifies in flight. Re-writing a part replaces it. Raises
+        ``IntegrityError`` when the provider rejected the part's checksum."""
+        ...
+
+    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        """Make the object visible with ``metadata`` (which carries the whole-object
+        digest). Every part must have been written. Raises on failure, leaving the
+        upload to ``abort``."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+class Store(ABC):
+    """One namespace of one backend. See the module docstring for the contracts."""
+
+    #: URL scheme this store answers to (``s3``, ``az``, ``gs``, ``file``, ...).
+    scheme: str = ""
+    limits: PartLimits
+
+    @abstractmethod
+    def url(self, key: str = "") -> str:
+        """The URL a user would type for ``key`` (no credentials in it)."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Info for the object at ``key``. Raises ``NotFound`` if there is none
+        (a prefix with objects under it is not an object)."""
+
+    @abstractmethod
+    def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, streamed page by page in key
+        order. With ``recursive=False``, ``prefix`` is treated as a directory and
+        sub-directories come back once each as ``is_dir`` entries (key ending in
+        ``/``). An empty or missing prefix yields nothing; it does not raise."""
+
+    @abstractmethod
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes ``[offset, offset+length)`` of the object; fewer when the object ends
+        first, ``b""`` at or past the end. Raises ``NotFound``."""
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` from ``offset``; returns the count read (short at the end).
+        Stores override this to avoid the extra copy ``read`` implies."""
+        data = self.read(key, offset, len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    @abstractmethod
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        """Write a whole (small) object in one request, replacing any existing one.
+        Atomic: readers see the old object or the new one, never a mix."""
+
+    @abstractmethod
+    def open_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ChunkWriter:
+        """Start a multipart write of a ``size``-byte object in ``part_size`` parts."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object. Succeeds if it is already absent (idempotent)."""
+
+    def copy_object(
+        self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        """Server-side copy within this store. Raises ``Unsupported`` when the store
+        (or this server) can't; the caller then streams the bytes."""
+        raise Unsupported(f"{self.scheme} store has no server-side copy", key=src_key)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release clients and pools. Safe to call twice."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

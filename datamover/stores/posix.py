@@ -1,0 +1,262 @@
+"""POSIX filesystem store (local disks, NFS, GPFS, Lustre).
+
+Keys are paths relative to ``/``. Reads use ``preadv`` straight into the caller's
+buffer; multipart writes ``pwrite`` each part at its offset into one temp file in the
+destination directory (so the final ``rename`` never crosses a filesystem), and commit
+is ``fsync`` + ``rename`` + ``fsync`` of the directory. Readers of the final path see
+the old file or the complete new one, never a partial one. Temp files are named
+``.<name>.dmtmp-<random>`` and ``abort`` removes them.
+
+Errors: a missing file is ``NotFound``; a permission problem on one file is a plain
+``StoreError`` (that file fails, the run goes on); a full or read-only filesystem is
+fatal.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as statmod
+import threading
+from collections.abc import Iterator, Mapping
+
+from datamover.checksums import PartDigests
+from datamover.errors import FatalStoreError, NotFound, StoreError, UsageError
+from datamover.posixmeta import PosixAttrs
+from datamover.stores.base import (
+    GiB,
+    TiB,
+    Buffer,
+    ChunkWriter,
+    ObjectInfo,
+    PartLimits,
+    PartReceipt,
+    Store,
+)
+from datamover.urls import Location
+
+TEMP_MARK = ".dmtmp-"
+
+_FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def map_oserror(e: OSError, key: str) -> StoreError:
+    if isinstance(e, FileNotFoundError):
+        return NotFound(f"/{key}: no such file", key=key)
+    reason = e.strerror or type(e).__name__
+    if e.errno in _FATAL_ERRNOS:
+        return FatalStoreError(f"/{key}: {reason}", key=key)
+    return StoreError(f"/{key}: {reason}", key=key)
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=st.st_size,
+        mtime=st.st_mtime_ns / 1e9,
+        mode=st.st_mode,
+        is_dir=statmod.S_ISDIR(st.st_mode),
+        metadata=PosixAttrs.from_stat(st).to_metadata(),
+    )
+
+
+def _apply_attrs(fd: int, metadata: Mapping[str, str]) -> None:
+    """Apply mode and mtime carried in metadata to an open file."""
+    attrs = PosixAttrs.from_metadata(metadata)
+    if attrs.mode is not None:
+        os.fchmod(fd, statmod.S_IMODE(attrs.mode))
+    if attrs.mtime_ns is not None:
+        os.utime(fd, ns=(attrs.mtime_ns, attrs.mtime_ns))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, data: Buffer, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+class PosixWriter:
+    """Parts ``pwrite`` into ``.<name>.dmtmp-<rand>`` next to the target."""
+
+    def __init__(self, key: str, size: int, part_size: int) -> None:
+        self.key = key
+        self.size = size
+        self.part_size = part_size
+        self.path = "/" + key
+        directory, name = os.path.split(self.path)
+        self.temp_path = os.path.join(directory, f".{name}{TEMP_MARK}{secrets.token_hex(6)}")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._fd: int | None = os.open(
+                self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            os.ftruncate(self._fd, size)
+        except OSError as e:
+            raise map_oserror(e, key) from e
+        self._lock = threading.Lock()
+
+    def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
+        fd = self._fd
+        if fd is None:
+            raise StoreError(f"/{self.key}: write after commit or abort", key=self.key)
+        try:
+            _pwrite_all(fd, data, index * self.part_size)
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+        return PartReceipt(index, len(data))
+
+    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            raise StoreError(f"/{self.key}: commit after commit or abort", key=self.key)
+        try:
+            try:
+                _apply_attrs(fd, metadata)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(self.temp_path, self.path)
+            _fsync_dir(os.path.dirname(self.path))
+            return _info(self.key, os.stat(self.path))
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+
+    def abort(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass
+
+
+class PosixStore(Store):
+    scheme = "file"
+    # No provider limits; these keep part counts and buffers sane.
+    limits = PartLimits(
+        min_part_size=1, max_part_size=4 * GiB, max_parts=1_000_000, max_single_put=64 * TiB
+    )
+
+    @classmethod
+    def from_location(cls, loc: Location, settings: object) -> PosixStore:
+        return cls()
+
+    def url(self, key: str = "") -> str:
+        return "/" + key
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            return _info(key, os.stat("/" + key))
+        except OSError as e:
+            raise map_oserror(e, key) from e
+
+    def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        directory, _, name_prefix = prefix.rpartition("/")
+        base = directory + "/" if directory else ""
+        yield from self._walk(base, name_prefix, recursive)
+
+    def _walk(self, base: str, name_prefix: str, recursive: bool) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir("/" + base) as it:
+                entries = sorted(
+                    (e for e in it if e.name.startswith(name_prefix)), key=lambda e: e.name
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            raise map_oserror(e, base) from e
+        for entry in entries:
+            if TEMP_MARK in entry.name:
+                continue
+            key = base + entry.name
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue  # vanished between readdir and stat
+            except OSError as e:
+                raise map_oserror(e, key) from e
+            if statmod.S_ISDIR(st.st_mode):
+                if recursive:
+                    yield from self._walk(key + "/", "", True)
+                else:
+                    yield ObjectInfo(key=key + "/", size=0, mtime=st.st_mtime_ns / 1e9, is_dir=True)
+            elif statmod.S_ISREG(st.st_mode):
+                yield _info(key, st)
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length is None:
+            length = max(0, self.stat(key).size - offset)
+        buf = bytearray(length)
+        n = self.readinto(key, offset, memoryview(buf))
+        del buf[n:]
+        return bytes(buf)
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        try:
+            fd = os.open("/" + key, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise map_oserror(e, key) from e
+        try:
+            total = 0
+            view = buf.cast("B") if buf.format != "B" else buf
+            while total < len(view):
+                n = os.preadv(fd, [view[total:]], offset + total)
+                if n == 0:
+                    break
+                total += n
+            return total
+        except OSError as e:
+            raise map_oserror(e, key) from e
+        finally:
+            os.close(fd)
+
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        size = len(memoryview(data).cast("B"))
+        writer = PosixWriter(key, size, max(size, 1))
+        try:
+            writer.write_part(0, data, digests or PartDigests(data))
+            return writer.commit(metadata or {})
+        except BaseException:
+            writer.abort()
+            raise
+
+    def open_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ChunkWriter:
+        if key == "" or key.endswith("/"):
+            raise UsageError(f"/{key} is a directory, not a file name")
+        return PosixWriter(key, size, part_size)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink("/" + key)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise map_oserror(e, key) from e

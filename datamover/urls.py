@@ -1,0 +1,92 @@
+"""Turn what a user types into a ``Location``.
+
+Accepted forms, following fsspec's schemes:
+
+* ``/abs/path``, ``rel/path``, ``file:///abs/path``      -> POSIX
+* ``s3://bucket/key``                                      -> S3 (and S3-compatible)
+* ``az://container/path``, ``abfs://container/path``       -> Azure Blob
+* ``gs://bucket/path``, ``gcs://bucket/path``              -> Google Cloud Storage
+* ``remote:bucket/path``                                   -> a named remote from the config
+* ``other://...``                                          -> any installed fsspec protocol
+
+A trailing ``/`` is kept in ``key`` because it means "a directory" to the copy rules.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from datamover.errors import UsageError
+
+SCHEME_ALIASES = {
+    "file": "file",
+    "s3": "s3",
+    "s3a": "s3",
+    "az": "az",
+    "abfs": "az",
+    "abfss": "az",
+    "gs": "gs",
+    "gcs": "gs",
+}
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
+_REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*):(?!//)(.*)$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """``scheme`` is canonical (``file``, ``s3``, ``az``, ``gs`` or an fsspec protocol);
+    ``bucket`` is empty for POSIX; ``key`` has no leading ``/`` (POSIX keys are
+    relative to ``/``); ``remote`` names the config remote it came from, if any."""
+
+    scheme: str
+    bucket: str
+    key: str
+    remote: str | None = None
+
+    @property
+    def is_dir_hint(self) -> bool:
+        return self.key == "" or self.key.endswith("/")
+
+    def child(self, rel: str) -> Location:
+        base = self.key if (self.key == "" or self.key.endswith("/")) else self.key + "/"
+        return Location(self.scheme, self.bucket, base + rel, self.remote)
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return "/" + self.key
+        prefix = f"{self.remote}:" if self.remote else f"{self.scheme}://"
+        return f"{prefix}{self.bucket}/{self.key}"
+
+
+def parse_url(text: str) -> Location:
+    """Parse a user-supplied URL or path. Raises ``UsageError`` with a hint."""
+    if not text:
+        raise UsageError("empty path or URL; give a local path or s3://bucket/key")
+    m = _SCHEME_RE.match(text)
+    if m:
+        scheme, rest = m.group(1).lower(), m.group(2)
+        canonical = SCHEME_ALIASES.get(scheme, scheme)
+        if canonical == "file":
+            return _posix(rest if rest.startswith("/") else "/" + rest, text)
+        bucket, _, key = rest.partition("/")
+        if not bucket:
+            raise UsageError(f"{text!r} names no bucket; write {scheme}://BUCKET/path")
+        return Location(canonical, bucket, key.lstrip("/") if canonical != "s3" else key)
+    m = _REMOTE_RE.match(text)
+    if m and not os.path.exists(text):
+        name, rest = m.group(1), m.group(2)
+        bucket, _, key = rest.lstrip("/").partition("/")
+        return Location("", bucket, key, remote=name)
+    return _posix(text, text)
+
+
+def _posix(path: str, original: str) -> Location:
+    trailing = path.endswith("/") and len(path) > 1
+    absolute = os.path.abspath(os.path.expanduser(path))
+    key = absolute.lstrip("/")
+    if trailing and key:
+        key += "/"
+    return Location("file", "", key)
