@@ -9,6 +9,7 @@
     │   ├── NotFound               (also FileNotFoundError) the key does not exist
     │   ├── PreconditionFailed     a conditional write lost (the target changed)
     │   ├── Unsupported            an optional capability is missing: fall back
+    │   ├── SourceChanged          the source changed while it was read (not retried)
     │   ├── IntegrityError         bytes failed a checksum (retryable, part level)
     │   ├── TransientError         network / 5xx / throttling (retryable)
     │   │   └── Throttled          the server asked us to slow down (retry_after)
@@ -80,6 +81,11 @@ class PreconditionFailed(StoreError):
 
 class Unsupported(StoreError):
     """The store can't do this optional thing; the caller falls back."""
+
+
+class SourceChanged(StoreError):
+    """The source changed (size, mtime or version) while it was being read, so what was
+    read is not a consistent copy of anything. The file fails; a later run copies it."""
 
 
 class IntegrityError(StoreError):

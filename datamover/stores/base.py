@@ -172,6 +172,20 @@ class Store(ABC):
         buf[: len(data)] = data
         return len(data)
 
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """The whole object and its info, ideally from one request (S3 GET returns the
+        metadata with the body), as one consistent snapshot: a store whose objects can
+        change under a reader (POSIX) raises ``SourceChanged`` if that happened.
+        ``info`` is what a listing said, used by stores that have nothing better.
+        Raises ``NotFound``."""
+        info = self.stat(key) if info is None or not info.metadata else info
+        data = self.read(key, 0, info.size + 1)
+        if len(data) != info.size:
+            info = self.stat(key)
+        return data, info
+
     @abstractmethod
     def put(
         self,

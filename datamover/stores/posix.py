@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from datamover.checksums import PartDigests
-from datamover.errors import FatalStoreError, NotFound, StoreError, UsageError
+from datamover.errors import FatalStoreError, NotFound, SourceChanged, StoreError, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import (
     GiB,
@@ -204,6 +204,42 @@ class PosixStore(Store):
         n = self.readinto(key, offset, memoryview(buf))
         del buf[n:]
         return bytes(buf)
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        try:
+            fd = os.open("/" + key, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise map_oserror(e, key) from e
+        try:
+            before = os.fstat(fd)
+            # One byte more than expected: a file that grew is noticed, not truncated.
+            buf = bytearray(before.st_size + 1)
+            view = memoryview(buf)
+            total = 0
+            while total < len(view):
+                n = os.preadv(fd, [view[total:]], total)
+                if n == 0:
+                    break
+                total += n
+            after = os.fstat(fd)
+        except OSError as e:
+            raise map_oserror(e, key) from e
+        finally:
+            os.close(fd)
+        if (
+            total != before.st_size
+            or after.st_size != before.st_size
+            or after.st_mtime_ns != before.st_mtime_ns
+        ):
+            raise SourceChanged(
+                f"/{key}: changed while being read (size {before.st_size} -> {after.st_size})",
+                key=key,
+            )
+        del view
+        del buf[total:]
+        return buf, _info(key, before)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         try:

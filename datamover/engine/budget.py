@@ -1,0 +1,80 @@
+"""Bounds on work in flight: a byte budget, and retries with backoff."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from datamover.errors import DatamoverError, Throttled
+from datamover.options import RetryPolicy
+
+T = TypeVar("T")
+
+
+class ByteBudget:
+    """A counting semaphore in bytes: ``acquire(n)`` blocks until ``n`` more bytes fit.
+
+    A request larger than the whole budget is granted alone (when nothing else is
+    held), so one oversized part can't deadlock the run. Grants are FIFO only in the
+    sense that the engine acquires from a single scheduler thread, in plan order:
+    that ordering is what lets in-order hashing never wait on a part that has no
+    budget.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event | None = None) -> bool:
+        """Returns False (having acquired nothing) if ``stop`` is set while waiting."""
+        n = min(n, self.limit)
+        with self._cond:
+            while self._used and self._used + n > self.limit:
+                if stop is not None and stop.is_set():
+                    return False
+                self._cond.wait(0.2)
+            self._used += n
+            self.peak = max(self.peak, self._used)
+            return True
+
+    def release(self, n: int) -> None:
+        n = min(n, self.limit)
+        with self._cond:
+            self._used -= n
+            self._cond.notify_all()
+
+    @property
+    def used(self) -> int:
+        with self._cond:
+            return self._used
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rand: Callable[[], float] = random.random,
+    on_retry: Callable[[DatamoverError, int, float], None] | None = None,
+) -> T:
+    """Run ``fn``; retry ``retryable`` datamover errors per ``policy`` (errors.py
+    says which layer retries what). Anything else propagates at once."""
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except DatamoverError as e:
+            if not e.retryable or attempt >= policy.attempts:
+                raise
+            delay = min(policy.cap, policy.base * 2 ** (attempt - 1)) * rand()
+            if isinstance(e, Throttled) and e.retry_after is not None:
+                delay = max(delay, min(e.retry_after, policy.cap * 3))
+            if on_retry is not None:
+                on_retry(e, attempt, delay)
+            sleep(delay)
+            attempt += 1

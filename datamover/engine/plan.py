@@ -1,0 +1,109 @@
+"""Planning: what to copy where, streamed from the source listing.
+
+Copy rules (as rclone's ``copy``): a source *directory or prefix* copies its contents
+into the destination directory, so ``copy /data/run1 s3://b/run1`` puts
+``/data/run1/x/y`` at ``s3://b/run1/x/y`` whether or not the destination exists. A
+source *file* copied to a destination that ends in ``/``, is a bucket root, or is an
+existing directory/prefix lands under it with its own name; otherwise the destination
+names the new file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from datamover.errors import NotFound, UsageError
+from datamover.stores.base import ObjectInfo, Store
+
+
+@dataclass(frozen=True, slots=True)
+class FileJob:
+    """One file to move. ``rel`` is its path under the destination root (the manifest
+    path); ``info`` is what the source said about it at planning time."""
+
+    rel: str
+    src_key: str
+    dst_key: str
+    info: ObjectInfo
+
+
+@dataclass(slots=True)
+class Plan:
+    src_root: str  # key prefix ("" or ending in "/")
+    dst_root: str
+    single_file: bool
+    jobs: Iterator[FileJob]
+
+
+def _as_dir(key: str) -> str:
+    return key if key == "" or key.endswith("/") else key + "/"
+
+
+def _is_existing_dir(store: Store, key: str) -> bool:
+    if key == "" or key.endswith("/"):
+        return True
+    try:
+        if store.stat(key).is_dir:
+            return True
+    except NotFound:
+        pass
+    return next(iter(store.list(key + "/")), None) is not None
+
+
+def _parent(key: str) -> str:
+    head, sep, _ = key.rstrip("/").rpartition("/")
+    return head + sep
+
+
+def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
+    """Resolve the copy rules above. Raises ``UsageError`` for a missing source."""
+    single: ObjectInfo | None = None
+    if src_key and not src_key.endswith("/"):
+        try:
+            info = src.stat(src_key)
+            if not info.is_dir:
+                single = info
+        except NotFound:
+            pass
+    if single is not None:
+        name = src_key.rsplit("/", 1)[-1]
+        target = _as_dir(dst_key) + name if _is_existing_dir(dst, dst_key) else dst_key
+        job = FileJob(target.rsplit("/", 1)[-1], src_key, target, single)
+        return Plan(_parent(src_key), _parent(target), True, iter([job]))
+
+    src_root, dst_root = _as_dir(src_key), _as_dir(dst_key)
+    if type(src) is type(dst) and src.url(src_root) != dst.url(dst_root):
+        if dst.url(dst_root).startswith(src.url(src_root)):
+            raise UsageError(
+                f"destination {dst.url(dst_root)} is inside source {src.url(src_root)}; "
+                "copy to a place outside the source tree"
+            )
+    listing = iter(src.list(src_root))
+    first = next(listing, None)
+    if first is None and not _source_dir_exists(src, src_key):
+        raise UsageError(f"{src.url(src_key)}: no such file, directory or prefix")
+
+    def jobs() -> Iterator[FileJob]:
+        entries = listing if first is None else _chain(first, listing)
+        for info in entries:
+            if info.is_dir:
+                continue
+            rel = info.key[len(src_root) :]
+            yield FileJob(rel, info.key, dst_root + rel, info)
+
+    return Plan(src_root, dst_root, False, jobs())
+
+
+def _chain(first: ObjectInfo, rest: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:
+    yield first
+    yield from rest
+
+
+def _source_dir_exists(store: Store, key: str) -> bool:
+    if key == "" or store.scheme != "file":
+        return key == ""
+    try:
+        return store.stat(key.rstrip("/")).is_dir
+    except NotFound:
+        return False

@@ -1,0 +1,410 @@
+"""The runner: planned files -> part tasks -> one bounded executor -> commit.
+
+One scheduler thread (the caller's) walks the plan in order. For every file it
+reserves bytes from the ``ByteBudget`` and submits tasks to a single
+``ThreadPoolExecutor`` of ``transfers`` threads:
+
+* a file up to ``multipart_threshold`` is one task: read it whole, hash it, ``put`` it;
+* a larger file is opened as a ``ChunkWriter`` and split into parts; each part task
+  reads its range (``readinto``, no extra copy), computes the part digest, hands the
+  buffer to the file's ``OrderedDigest`` (whole-file digest in stream order) and writes
+  the part. A part's budget is released when it is both written and hashed. The task
+  that settles a file's last part finalizes it: compares the computed digest with any
+  digest the source already had, checks the source did not change meanwhile, and
+  commits with the digest in the object's metadata. Any failure aborts the writer, so
+  nothing partial becomes visible.
+
+Because the scheduler reserves budget strictly in plan order, the earliest part not
+yet hashed always holds its budget, so in-order hashing can never deadlock.
+
+With no destination store the runner only reads and hashes (``verify``, ``hash``).
+The runner never knows which cloud it talks to: it sees the ``Store`` interface only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from datamover.checksums import OrderedDigest, PartDigests, new_hasher
+from datamover.engine.budget import ByteBudget, call_with_retries
+from datamover.engine.plan import FileJob
+from datamover.errors import DatamoverError, IntegrityError, SourceChanged
+from datamover.options import KiB, TransferOptions
+from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
+from datamover.stores.base import ChunkWriter, ObjectInfo, Store, digest_metadata_key
+
+#: Budget charged at least this much per task, so empty files can't queue unboundedly.
+MIN_TASK_COST = 64 * KiB
+
+_POSIX_KEYS = (MODE, UID, GID, MTIME)
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What happened to one file. ``error`` is None on success."""
+
+    job: FileJob
+    size: int
+    digests: dict[str, str] = field(default_factory=dict)
+    part_size: int | None = None
+    parts: list[str] = field(default_factory=list)
+    dst_info: ObjectInfo | None = None
+    src_info: ObjectInfo | None = None
+    error: DatamoverError | None = None
+    seconds: float = 0.0
+    retries: int = 0
+
+
+class Listener:
+    """Progress hooks, called from worker threads; override what you need."""
+
+    def file_started(self, job: FileJob) -> None:
+        pass
+
+    def bytes_done(self, n: int) -> None:
+        pass
+
+    def file_finished(self, result: FileResult) -> None:
+        pass
+
+    def part_retried(self, job: FileJob, error: DatamoverError, attempt: int, delay: float) -> None:
+        pass
+
+
+def _check_expected(
+    job: FileJob, store: Store, expected: Mapping[str, str], computed: Mapping[str, str]
+) -> None:
+    for alg, value in computed.items():
+        want = expected.get(alg)
+        if want and want.lower() != value:
+            raise IntegrityError(
+                f"{store.url(job.src_key)}: {alg} of the bytes read is {value}, "
+                f"the source says {want.lower()}",
+                key=job.src_key,
+            )
+
+
+class Runner:
+    """Runs one batch of ``FileJob``s; ``on_result`` is called once per file."""
+
+    def __init__(
+        self,
+        src: Store,
+        dst: Store | None,
+        options: TransferOptions,
+        on_result: Callable[[FileResult], None],
+        *,
+        listener: Listener | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.algorithm = options.checksum
+        self.part_algorithm = options.part_checksum
+        self.requested_part_size = options.part_size
+        self.threshold = options.multipart_threshold
+        self.preserve = options.preserve
+        self.retry = options.retry
+        self.transfers = options.transfers
+        self.budget = ByteBudget(options.memory_budget)
+        self.on_result = on_result
+        self.listener = listener or Listener()
+        self.sleep = sleep
+        self.stop = threading.Event()
+        self.fatal: DatamoverError | None = None
+        self.bug: BaseException | None = None
+        self._results_lock = threading.Lock()
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def run(self, jobs: Iterable[FileJob]) -> None:
+        """Process every job; raises the first fatal error after in-flight work ends."""
+        with ThreadPoolExecutor(self.transfers, thread_name_prefix="dm-io") as pool:
+            self._pool = pool
+            try:
+                for job in jobs:
+                    if self.stop.is_set():
+                        break
+                    self._schedule(job)
+            except DatamoverError as e:
+                if not e.fatal:
+                    raise
+                self._set_fatal(e)
+            except BaseException:
+                self.stop.set()
+                raise
+        if self.bug is not None:
+            raise self.bug
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _submit(self, fn: Callable[..., None], *args: object) -> None:
+        def guarded() -> None:
+            try:
+                fn(*args)
+            except BaseException as e:  # a bug, not a store error: stop, don't hide it
+                self.bug = e
+                self.stop.set()
+                raise
+
+        self._pool.submit(guarded)
+
+    def _set_fatal(self, e: DatamoverError) -> None:
+        with self._results_lock:
+            if self.fatal is None:
+                self.fatal = e
+        self.stop.set()
+
+    def _schedule(self, job: FileJob) -> None:
+        size = job.info.size
+        if size <= self.threshold:
+            cost = max(size, MIN_TASK_COST)
+            if not self.budget.acquire(cost, self.stop):
+                return
+            self._submit(self._small_file, job, cost)
+            return
+        large = _LargeFile(self, job)
+        if not large.open():
+            return
+        for index in range(large.count):
+            cost = max(large.part_length(index), MIN_TASK_COST)
+            if not self.budget.acquire(cost, self.stop):
+                large.fail(DatamoverError("run stopped"), unsettled_from=index)
+                return
+            self._submit(large.part_task, index, cost)
+
+    # -- helpers shared by both paths ---------------------------------------------------
+
+    def retrying(self, job: FileJob, fn: Callable[[], object], counter: list[int]) -> object:
+        def note(e: DatamoverError, attempt: int, delay: float) -> None:
+            counter[0] += 1
+            self.listener.part_retried(job, e, attempt, delay)
+
+        if self.stop.is_set():
+            raise DatamoverError("run stopped")
+        return call_with_retries(fn, self.retry, sleep=self.sleep, on_retry=note)
+
+    def algorithms_for(self, expected: Mapping[str, str]) -> tuple[str, ...]:
+        # When the source only offers another whole-object digest (an S3 ETag md5, a
+        # GCS md5), compute that one too: it is the only end-to-end check available.
+        if self.algorithm in expected:
+            return (self.algorithm,)
+        extra = tuple(a for a in ("md5", "crc32c") if a in expected and a != self.algorithm)
+        return (self.algorithm, *extra[:1])
+
+    def dst_metadata(self, info: ObjectInfo, digest: str) -> dict[str, str]:
+        meta: dict[str, str] = {}
+        if self.preserve:
+            meta.update({k: info.metadata[k] for k in _POSIX_KEYS if k in info.metadata})
+            if MTIME not in meta and info.mtime is not None:
+                meta[MTIME] = format_mtime_ns(round(info.mtime * 1e9))
+        meta[digest_metadata_key(self.algorithm)] = digest
+        return meta
+
+    def check_unchanged(self, job: FileJob, before: ObjectInfo) -> None:
+        now = self.src.stat(job.src_key)
+        if now.size != before.size or now.mtime != before.mtime or now.etag != before.etag:
+            raise SourceChanged(
+                f"{self.src.url(job.src_key)}: changed while being copied "
+                f"(size {before.size} -> {now.size}); run again to copy the new version",
+                key=job.src_key,
+            )
+
+    def finish(self, result: FileResult) -> None:
+        if result.error is not None and result.error.fatal:
+            self._set_fatal(result.error)
+        with self._results_lock:
+            self.on_result(result)
+        self.listener.file_finished(result)
+
+    # -- small files: one task, one request ---------------------------------------------
+
+    def _small_file(self, job: FileJob, cost: int) -> None:
+        started = time.monotonic()
+        result = FileResult(job, job.info.size)
+        retries = [0]
+        try:
+            self.listener.file_started(job)
+            data, info = self._read_whole(job, retries)
+            algorithms = self.algorithms_for(info.checksums)
+            hashers = [new_hasher(a) for a in algorithms]
+            for h in hashers:
+                h.update(data)
+            computed = {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
+            _check_expected(job, self.src, info.checksums, computed)
+            digests = PartDigests(data)
+            result.size = len(data)
+            result.digests = computed
+            result.src_info = info
+            result.parts = [digests.get(self.part_algorithm).hex()]
+            if self.dst is not None:
+                dst = self.dst
+                meta = self.dst_metadata(info, computed[self.algorithm])
+                result.dst_info = self.retrying(  # type: ignore[assignment]
+                    job, lambda: dst.put(job.dst_key, data, metadata=meta, digests=digests), retries
+                )
+            self.listener.bytes_done(len(data))
+        except DatamoverError as e:
+            result.error = e
+        finally:
+            self.budget.release(cost)
+        result.seconds = time.monotonic() - started
+        result.retries = retries[0]
+        self.finish(result)
+
+    def _read_whole(self, job: FileJob, retries: list[int]) -> tuple[bytes | bytearray, ObjectInfo]:
+        src = self.src
+
+        def read() -> tuple[bytes | bytearray, ObjectInfo]:
+            return src.read_object(job.src_key, job.info)
+
+        data, info = self.retrying(job, read, retries)  # type: ignore[misc]
+        if len(data) != info.size:
+            raise SourceChanged(
+                f"{src.url(job.src_key)}: read {len(data)} bytes, expected {info.size}; "
+                "it changed while being copied",
+                key=job.src_key,
+            )
+        return data, info
+
+
+class _LargeFile:
+    """State of one multipart file while its parts are in flight."""
+
+    def __init__(self, runner: Runner, job: FileJob) -> None:
+        self.r = runner
+        self.job = job
+        self.started = time.monotonic()
+        self.retries = [0]
+        self.result = FileResult(job, job.info.size)
+        self.info = job.info
+        self.writer: ChunkWriter | None = None
+        self.lock = threading.Lock()
+        self.error: DatamoverError | None = None
+        self.count = 0
+        self.part_size = 0
+
+    def open(self) -> bool:
+        """Stat the source, size the parts, open the writer. False if the file failed."""
+        r, job = self.r, self.job
+        try:
+            r.listener.file_started(job)
+            self.info = r.retrying(job, lambda: r.src.stat(job.src_key), self.retries)  # type: ignore[assignment]
+            size = self.info.size
+            limits = r.dst.limits if r.dst is not None else r.src.limits
+            self.part_size = limits.choose_part_size(size, r.requested_part_size)
+            self.count = max(1, -(-size // self.part_size))
+            self.digest = OrderedDigest(r.algorithms_for(self.info.checksums))
+            self.part_digests: list[str] = [""] * self.count
+            self.pending = [2] * self.count  # each part: written + hashed
+            self.costs = [0] * self.count
+            self.unsettled = self.count
+            if r.dst is not None:
+                dst = r.dst
+                meta = {k: v for k, v in r.dst_metadata(self.info, "").items() if v}
+                self.writer = r.retrying(  # type: ignore[assignment]
+                    job,
+                    lambda: dst.open_writer(
+                        job.dst_key, size=size, part_size=self.part_size, metadata=meta
+                    ),
+                    self.retries,
+                )
+            return True
+        except DatamoverError as e:
+            self.result.error = e
+            self.result.seconds = time.monotonic() - self.started
+            self.r.finish(self.result)
+            return False
+
+    def part_length(self, index: int) -> int:
+        return min(self.part_size, self.info.size - index * self.part_size)
+
+    def part_task(self, index: int, cost: int) -> None:
+        self.costs[index] = cost
+        if self.error is not None or self.r.stop.is_set():
+            self.fail(self.error or DatamoverError("run stopped"), unsettled_from=None)
+            self._settle(index, 2)
+            return
+        r, job = self.r, self.job
+        hashed_added = False
+        try:
+            length = self.part_length(index)
+            buf = memoryview(bytearray(length))
+            offset = index * self.part_size
+
+            def read() -> int:
+                return r.src.readinto(job.src_key, offset, buf)
+
+            n = r.retrying(job, read, self.retries)
+            if n != length:
+                raise SourceChanged(
+                    f"{r.src.url(job.src_key)}: ended at {offset + int(n)} bytes, expected "  # type: ignore[call-overload]
+                    f"{self.info.size}; it changed while being copied",
+                    key=job.src_key,
+                )
+            digests = PartDigests(buf)
+            self.part_digests[index] = digests.get(r.part_algorithm).hex()
+            hashed_added = True
+            self.digest.add(index, buf, lambda: self._settle(index, 1))
+            if self.writer is not None:
+                writer = self.writer
+                r.retrying(job, lambda: writer.write_part(index, buf, digests), self.retries)
+            r.listener.bytes_done(length)
+            self._settle(index, 1)
+        except DatamoverError as e:
+            self.fail(e, unsettled_from=None)
+            self._settle(index, 1 if hashed_added else 2)
+
+    def fail(self, e: DatamoverError, *, unsettled_from: int | None) -> None:
+        """Mark the file failed; with ``unsettled_from``, parts from there on were never
+        submitted and are settled here."""
+        with self.lock:
+            if self.error is None:
+                self.error = e
+        self.digest.cancel()
+        if unsettled_from is not None:
+            for i in range(unsettled_from, self.count):
+                self._settle(i, 2)
+
+    def _settle(self, index: int, n: int) -> None:
+        with self.lock:
+            self.pending[index] -= n
+            done_part = self.pending[index] == 0
+            if done_part:
+                self.unsettled -= 1
+            last = self.unsettled == 0
+        if done_part and self.costs[index]:
+            self.r.budget.release(self.costs[index])
+        if last:
+            self._finalize()
+
+    def _finalize(self) -> None:
+        r, job, result = self.r, self.job, self.result
+        result.part_size = self.part_size
+        result.src_info = self.info
+        try:
+            if self.error is not None:
+                raise self.error
+            computed = self.digest.hexdigests()
+            _check_expected(job, r.src, self.info.checksums, computed)
+            r.check_unchanged(job, self.info)
+            result.digests = computed
+            result.parts = self.part_digests
+            if self.writer is not None:
+                writer = self.writer
+                meta = r.dst_metadata(self.info, computed[r.algorithm])
+                result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)  # type: ignore[assignment]
+        except DatamoverError as e:
+            result.error = e
+            if self.writer is not None:
+                try:
+                    self.writer.abort()
+                except DatamoverError:
+                    pass  # the store's cleanup command can still find it
+        result.seconds = time.monotonic() - self.started
+        result.retries = self.retries[0]
+        r.finish(result)

@@ -1,0 +1,122 @@
+"""Option objects, built once at the edge (CLI or library call), validated, frozen.
+
+Workers receive plain values taken from these, never the objects themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from datamover.checksums import ALGORITHMS, DEFAULT_ALGORITHM
+from datamover.errors import UsageError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.I)
+_UNIT_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_size(text: str | int) -> int:
+    """``8MiB``, ``64M``, ``1G``, ``512k``, ``1048576`` -> bytes.
+
+    Units are binary (``M`` = ``MiB`` = 2**20), as in rclone and GNU coreutils' ``-B``
+    suffixes: storage people mean parts and buffers, which are powers of two.
+    """
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise UsageError(f"cannot read size {text!r}; write it like 8MiB, 64M, 1G or 4096")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    value = int(number * (1024 ** _UNIT_POWER[unit]))
+    return value
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Engine-level retries of one part or one small-file request (see errors.py).
+
+    ``attempts`` counts the first try. Delay before attempt n+1 is uniform in
+    ``[0, min(cap, base * 2**(n-1))]`` (full jitter), raised to the server's
+    Retry-After hint when one was given.
+    """
+
+    attempts: int = 5
+    base: float = 0.25
+    cap: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UsageError("retries: attempts must be at least 1")
+        if self.base < 0 or self.cap < 0:
+            raise UsageError("retries: delays must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOptions:
+    """What a copy or verify run may do.
+
+    Memory: part buffers in flight never exceed ``memory_budget`` bytes (each queued
+    small file is charged at least 64 KiB, so the queue is bounded too). Typical use is
+    ``min(memory_budget, transfers x part_size)``; parts that finished early and wait
+    for earlier parts to be hashed in stream order stay within the same budget.
+    Default: 256 MiB, i.e. 8 transfers x 8 MiB parts with room for 4x reordering.
+
+    ``part_size=None`` picks per file: 8 MiB, raised until the file fits the
+    destination's part-count limit (S3: 10,000 parts), within its min/max part size.
+    ``multipart_threshold``: files up to this size go as one request (default 8 MiB).
+    """
+
+    checksum: str = DEFAULT_ALGORITHM
+    part_checksum: str = "crc32c"
+    part_size: int | None = None
+    multipart_threshold: int = 8 * MiB
+    transfers: int = 8
+    memory_budget: int = 256 * MiB
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    preserve: bool = True
+    manifest: str | None = None
+    command_line: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.checksum not in ALGORITHMS:
+            raise UsageError(
+                f"unknown checksum {self.checksum!r}; choose one of {', '.join(ALGORITHMS)}"
+            )
+        if self.part_checksum not in ALGORITHMS:
+            raise UsageError(f"unknown part checksum {self.part_checksum!r}")
+        if not 1 <= self.transfers <= 256:
+            raise UsageError("--transfers must be between 1 and 256")
+        if self.part_size is not None and not 64 * KiB <= self.part_size <= 5 * GiB:
+            raise UsageError("--part-size must be between 64KiB and 5GiB")
+        if self.memory_budget < 1 * MiB:
+            raise UsageError("--memory-budget must be at least 1MiB")
+        if self.multipart_threshold < 0:
+            raise UsageError("--multipart-threshold must not be negative")
+
+    def with_(self, **changes: Any) -> TransferOptions:
+        return replace(self, **changes)
+
+    def public(self) -> dict[str, Any]:
+        """The options worth recording in a manifest header (no secrets live here)."""
+        return {
+            "checksum": self.checksum,
+            "part_checksum": self.part_checksum,
+            "part_size": self.part_size,
+            "multipart_threshold": self.multipart_threshold,
+            "transfers": self.transfers,
+            "memory_budget": self.memory_budget,
+            "preserve": self.preserve,
+        }

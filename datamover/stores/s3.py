@@ -1,0 +1,576 @@
+"""S3 and S3-compatible stores (AWS, Ceph RGW, MinIO, SeaweedFS, moto) over boto3.
+
+Endpoint: ``StoreSettings.endpoint``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``
+(which botocore also reads); any custom endpoint gets path-style addressing, which every
+S3-compatible server accepts. Credentials and region come from the standard chain
+(env, profile, SSO, instance role); ``StoreSettings.profile`` picks a profile.
+
+Integrity in flight: every part and every small put carries ``x-amz-checksum-crc32c``
+computed by the engine from the source bytes, so the server rejects bytes that changed
+on the way (SeaweedFS and AWS enforce it; moto does not). botocore's own automatic
+checksums are switched to ``when_required`` so nothing is hashed twice.
+
+The whole-object digest can only be known after the last part is read, but S3 takes
+metadata when a multipart upload is *created*. So a multipart object is completed with
+the POSIX metadata known up front, then copied onto itself server-side with the final
+metadata (``MetadataDirective=REPLACE``, guarded by ``CopySourceIfMatch`` on the
+completed ETag so a concurrent writer's object is never relabelled). The object is
+complete and correct from ``CompleteMultipartUpload`` on; the digest metadata follows a
+moment later. If that copy fails, the object stays without the digest metadata and the
+manifest still has the digest.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from datamover.checksums import PartDigests, b64, unb64
+from datamover.errors import (
+    AuthError,
+    BucketNotFound,
+    ConfigError,
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    StoreError,
+    Throttled,
+    TransientError,
+    Unsupported,
+)
+from datamover.posixmeta import MTIME, parse_mtime_ns
+from datamover.stores import StoreSettings
+from datamover.stores.base import (
+    DIGEST_KEY_PREFIX,
+    GiB,
+    MiB,
+    TiB,
+    Buffer,
+    ChunkWriter,
+    ObjectInfo,
+    PartLimits,
+    PartReceipt,
+    Store,
+)
+from datamover.urls import Location
+
+S3_LIMITS = PartLimits(
+    min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB
+)
+MAX_OBJECT_SIZE = 5 * TiB
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_NO_BUCKET = {"NoSuchBucket"}
+_AUTH = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidClientTokenId",
+    "AuthorizationHeaderMalformed",
+}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
+_INTEGRITY = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"}
+_TRANSIENT = {"InternalError", "ServiceUnavailable", "RequestTimeout", "500", "502", "504"}
+_PRECONDITION = {"PreconditionFailed", "412"}
+
+
+def _endpoint(settings: StoreSettings) -> str | None:
+    return (
+        settings.endpoint
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
+    """Map a botocore exception to the datamover tree (no secrets in messages)."""
+    import botocore.exceptions as bce
+
+    where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
+    if isinstance(e, bce.ClientError):
+        err = e.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        reason = err.get("Message") or code or f"HTTP {status}"
+        if code in _NO_BUCKET:
+            return BucketNotFound(
+                f"{where}: bucket {bucket!r} does not exist; create it or check the name",
+                key=key,
+            )
+        if code in _NOT_FOUND or status == 404:
+            return NotFound(f"{where}: not found", key=key)
+        if code in _AUTH:
+            return AuthError(
+                f"{where}: credentials rejected ({code}); check AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY or the profile",
+                key=key,
+            )
+        if code in _DENIED or status == 403:
+            return PermissionDenied(f"{where}: access denied ({code})", key=key)
+        if code in _INTEGRITY:
+            return IntegrityError(f"{where}: checksum rejected by the server ({code})", key=key)
+        if code in _PRECONDITION or status == 412:
+            return PreconditionFailed(f"{where}: precondition failed", key=key)
+        if code in _THROTTLE or status in (429, 503):
+            retry_after = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            hint = retry_after.get("retry-after")
+            return Throttled(
+                f"{where}: server asked to slow down ({code})",
+                key=key,
+                retry_after=float(hint) if hint and hint.isdigit() else None,
+            )
+        if code in _TRANSIENT or (isinstance(status, int) and status >= 500):
+            return TransientError(f"{where}: {reason}", key=key)
+        return StoreError(f"{where}: {reason}", key=key)
+    if isinstance(e, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return AuthError(
+            f"{where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or configure a remote",
+            key=key,
+        )
+    if isinstance(e, bce.EndpointConnectionError):
+        return TransientError(f"{where}: cannot connect to the endpoint", key=key)
+    if isinstance(
+        e,
+        bce.ConnectionError
+        | bce.ReadTimeoutError
+        | bce.ConnectTimeoutError
+        | bce.ResponseStreamingError
+        | bce.IncompleteReadError,
+    ):
+        return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
+    if isinstance(e, bce.FlexibleChecksumError):
+        return IntegrityError(f"{where}: response checksum mismatch", key=key)
+    if isinstance(e, ConnectionError | TimeoutError):
+        return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
+    return StoreError(f"{where}: {type(e).__name__}: {e}", key=key)
+
+
+def _error_code(e: BaseException) -> str:
+    response = getattr(e, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _checksums(metadata: Mapping[str, str], etag: str | None, sse: str | None) -> dict[str, str]:
+    out = {
+        k[len(DIGEST_KEY_PREFIX) :]: v
+        for k, v in metadata.items()
+        if k.startswith(DIGEST_KEY_PREFIX)
+    }
+    # A plain ETag (no "-N" suffix) is the object's MD5 unless SSE-KMS/SSE-C changed it.
+    if etag and "-" not in etag and len(etag) == 32 and sse in (None, "AES256"):
+        out.setdefault("md5", etag)
+    return out
+
+
+def _mtime(metadata: Mapping[str, str], last_modified: datetime | None) -> float | None:
+    raw = metadata.get(MTIME)
+    if raw:
+        ns = parse_mtime_ns(raw)
+        if ns is not None:
+            return ns / 1e9
+    return last_modified.timestamp() if last_modified else None
+
+
+class S3Store(Store):
+    scheme = "s3"
+    limits = S3_LIMITS
+
+    def __init__(self, bucket: str, settings: StoreSettings, *, page_size: int = 1000) -> None:
+        import boto3
+        import botocore.config
+
+        self.bucket = bucket
+        self.page_size = page_size
+        endpoint = _endpoint(settings)
+        try:
+            session = boto3.session.Session(profile_name=settings.profile)
+        except Exception as e:  # botocore ProfileNotFound and friends
+            raise ConfigError(f"AWS profile {settings.profile!r}: {e}") from e
+        config = botocore.config.Config(
+            max_pool_connections=max(10, settings.connections),
+            retries={"mode": "standard", "max_attempts": 3},
+            s3={"addressing_style": "path" if endpoint else "auto"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            tcp_keepalive=True,
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._client: Any = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=settings.region or session.region_name or "us-east-1",
+            config=config,
+        )
+
+    @classmethod
+    def from_location(cls, loc: Location, settings: StoreSettings) -> S3Store:
+        return cls(loc.bucket, settings)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _call(self, key: str | None, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+
+    def stat(self, key: str) -> ObjectInfo:
+        if key == "" or key.endswith("/"):
+            raise NotFound(f"{self.url(key)}: not an object", key=key)
+        r = self._call(key, self._client.head_object, Key=key)
+        meta = r.get("Metadata", {})
+        etag = r.get("ETag", "").strip('"') or None
+        return ObjectInfo(
+            key=key,
+            size=r["ContentLength"],
+            mtime=_mtime(meta, r.get("LastModified")),
+            etag=etag,
+            version=r.get("VersionId"),
+            checksums=_checksums(meta, etag, r.get("ServerSideEncryption")),
+            metadata=meta,
+        )
+
+    def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": self.page_size}
+        if not recursive:
+            kwargs["Delimiter"] = "/"
+        token: str | None = None
+        while True:
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(prefix, self._client.list_objects_v2, **kwargs)
+            for cp in page.get("CommonPrefixes", ()):
+                yield ObjectInfo(key=cp["Prefix"], size=0, is_dir=True)
+            for obj in page.get("Contents", ()):
+                key = obj["Key"]
+                etag = obj.get("ETag", "").strip('"') or None
+                yield ObjectInfo(
+                    key=key,
+                    size=obj["Size"],
+                    mtime=obj["LastModified"].timestamp(),
+                    etag=etag,
+                    checksums=_checksums({}, etag, None),
+                    is_dir=key.endswith("/"),
+                )
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                return
+
+    def _get(self, key: str, offset: int, length: int | None) -> Any:
+        if length is not None and length <= 0:
+            return None
+        end = "" if length is None else str(offset + length - 1)
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}")
+        except Exception as e:
+            if _error_code(e) == "InvalidRange":
+                return None  # at or past the end (or an empty object)
+            raise map_error(e, self.bucket, key) from e
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        r = self._get(key, offset, length)
+        if r is None:
+            return b""
+        try:
+            data: bytes = r["Body"].read()
+            return data
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+        finally:
+            r["Body"].close()
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        r = self._call(key, self._client.get_object, Key=key)
+        try:
+            data: bytes = r["Body"].read()
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+        finally:
+            r["Body"].close()
+        meta = r.get("Metadata", {})
+        etag = r.get("ETag", "").strip('"') or None
+        return data, ObjectInfo(
+            key=key,
+            size=int(r["ContentLength"]),
+            mtime=_mtime(meta, r.get("LastModified")),
+            etag=etag,
+            version=r.get("VersionId"),
+            checksums=_checksums(meta, etag, r.get("ServerSideEncryption")),
+            metadata=meta,
+        )
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        r = self._get(key, offset, len(buf))
+        if r is None:
+            return 0
+        expected = int(r["ContentLength"])
+        raw = r["Body"]._raw_stream  # urllib3 response: readinto avoids a copy
+        view = buf.cast("B") if buf.format != "B" else buf
+        total = 0
+        try:
+            while total < expected:
+                n = raw.readinto(view[total:expected])
+                if not n:
+                    break
+                total += n
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+        finally:
+            r["Body"].close()
+        if total != expected:
+            raise TransientError(
+                f"{self.url(key)}: body ended after {total} of {expected} bytes", key=key
+            )
+        return total
+
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        digests = digests or PartDigests(data)
+        body = data if isinstance(data, bytes | bytearray) else bytes(data)
+        r = self._call(
+            key,
+            self._client.put_object,
+            Key=key,
+            Body=body,
+            Metadata=dict(metadata or {}),
+            ChecksumCRC32C=b64(digests.get("crc32c")),
+        )
+        etag = r.get("ETag", "").strip('"') or None
+        return ObjectInfo(
+            key=key,
+            size=len(body),
+            etag=etag,
+            version=r.get("VersionId"),
+            metadata=dict(metadata or {}),
+            checksums=_checksums(metadata or {}, etag, r.get("ServerSideEncryption")),
+        )
+
+    def open_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ChunkWriter:
+        if size > MAX_OBJECT_SIZE:
+            raise StoreError(f"{self.url(key)}: {size} bytes exceeds S3's 5 TiB limit", key=key)
+        return S3Writer(self, key, size, part_size, dict(metadata or {}))
+
+    def delete(self, key: str) -> None:
+        self._call(key, self._client.delete_object, Key=key)
+
+    def copy_object(
+        self,
+        src_key: str,
+        dst_key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        if_match: str | None = None,
+        size: int | None = None,
+    ) -> ObjectInfo:
+        """Server-side copy: CopyObject up to 5 GiB, UploadPartCopy beyond."""
+        if size is None:
+            size = self.stat(src_key).size
+        extra: dict[str, Any] = {}
+        if metadata is not None:
+            extra["Metadata"] = dict(metadata)
+            extra["MetadataDirective"] = "REPLACE"
+        if if_match:
+            extra["CopySourceIfMatch"] = f'"{if_match}"'
+        source = {"Bucket": self.bucket, "Key": src_key}
+        if size <= S3_LIMITS.max_single_put:
+            r = self._call(dst_key, self._client.copy_object, Key=dst_key, CopySource=source, **extra)
+            etag = r.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
+            return ObjectInfo(
+                key=dst_key, size=size, etag=etag, version=r.get("VersionId"),
+                metadata=dict(metadata or {}),
+            )
+        return self._multipart_copy(source, dst_key, size, metadata, if_match)
+
+    def _multipart_copy(
+        self,
+        source: dict[str, str],
+        dst_key: str,
+        size: int,
+        metadata: Mapping[str, str] | None,
+        if_match: str | None,
+    ) -> ObjectInfo:
+        if metadata is None:
+            head = self._call(source["Key"], self._client.head_object, Key=source["Key"])
+            metadata = head.get("Metadata", {})
+        part_size = S3_LIMITS.choose_part_size(size, 1 * GiB)
+        mpu = self._call(
+            dst_key, self._client.create_multipart_upload, Key=dst_key, Metadata=dict(metadata)
+        )
+        upload_id = mpu["UploadId"]
+        cond = {"CopySourceIfMatch": f'"{if_match}"'} if if_match else {}
+
+        def copy_part(n: int) -> dict[str, Any]:
+            start = n * part_size
+            end = min(size, start + part_size) - 1
+            r = self._call(
+                dst_key,
+                self._client.upload_part_copy,
+                Key=dst_key,
+                UploadId=upload_id,
+                PartNumber=n + 1,
+                CopySource=source,
+                CopySourceRange=f"bytes={start}-{end}",
+                **cond,
+            )
+            return {"PartNumber": n + 1, "ETag": r["CopyPartResult"]["ETag"]}
+
+        try:
+            count = -(-size // part_size)
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                parts = list(pool.map(copy_part, range(count)))
+            r = self._call(
+                dst_key,
+                self._client.complete_multipart_upload,
+                Key=dst_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            self._abort(dst_key, upload_id)
+            raise
+        return ObjectInfo(
+            key=dst_key, size=size, etag=r.get("ETag", "").strip('"') or None,
+            version=r.get("VersionId"), metadata=dict(metadata),
+        )
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as e:
+            mapped = map_error(e, self.bucket, key)
+            if not isinstance(mapped, NotFound):  # NoSuchUpload: already gone
+                raise mapped from e
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class S3Writer:
+    """One multipart upload. Parts carry CRC32C checksums the server verifies."""
+
+    def __init__(
+        self, store: S3Store, key: str, size: int, part_size: int, metadata: dict[str, str]
+    ) -> None:
+        limits = store.limits
+        limits.check_part_size(part_size) if size > part_size else None
+        if -(-size // part_size) > limits.max_parts:
+            raise StoreError(
+                f"{store.url(key)}: {size} bytes in {part_size}-byte parts exceeds "
+                f"{limits.max_parts} parts; use a larger part size",
+                key=key,
+            )
+        self.store = store
+        self.key = key
+        self.size = size
+        self.part_size = part_size
+        self._initial_metadata = metadata
+        r = store._call(
+            key,
+            store.client.create_multipart_upload,
+            Key=key,
+            Metadata=metadata,
+            ChecksumAlgorithm="CRC32C",
+        )
+        self.upload_id: str = r["UploadId"]
+        self._parts: dict[int, PartReceipt] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
+        crc = b64(digests.get("crc32c"))
+        body = data if isinstance(data, bytes | bytearray) else bytes(data)
+        r = self.store._call(
+            self.key,
+            self.store.client.upload_part,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=index + 1,
+            Body=body,
+            ChecksumCRC32C=crc,
+        )
+        returned = r.get("ChecksumCRC32C")
+        if returned and unb64(returned) != unb64(crc):
+            raise IntegrityError(
+                f"{self.store.url(self.key)}: part {index + 1} stored with CRC32C {returned}, "
+                f"sent {crc}",
+                key=self.key,
+            )
+        receipt = PartReceipt(index, len(body), r["ETag"], crc)
+        with self._lock:
+            self._parts[index] = receipt
+        return receipt
+
+    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        with self._lock:
+            parts = [self._parts[i] for i in sorted(self._parts)]
+        expected = -(-self.size // self.part_size)
+        if len(parts) != expected:
+            raise StoreError(
+                f"{self.store.url(self.key)}: commit with {len(parts)} of {expected} parts",
+                key=self.key,
+            )
+        r = self.store._call(
+            self.key,
+            self.store.client.complete_multipart_upload,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={
+                "Parts": [
+                    {"PartNumber": p.index + 1, "ETag": p.etag, "ChecksumCRC32C": p.checksum}
+                    for p in parts
+                ]
+            },
+        )
+        self._closed = True
+        etag = r.get("ETag", "").strip('"') or None
+        info = ObjectInfo(
+            key=self.key, size=self.size, etag=etag, version=r.get("VersionId"),
+            metadata=dict(self._initial_metadata),
+        )
+        if dict(metadata) != self._initial_metadata:
+            try:
+                info = self.store.copy_object(
+                    self.key, self.key, metadata=metadata, if_match=etag, size=self.size
+                )
+            except Unsupported:
+                pass
+        return info
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.store._abort(self.key, self.upload_id)
