@@ -320,6 +320,11 @@ class LocalServer(ABC):
         return self.workdir / "server.log"
 
     @property
+    def data_dir(self) -> Path:
+        """Where the server keeps its objects (when it keeps them on disk)."""
+        return self.workdir / "data"
+
+    @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
@@ -394,11 +399,16 @@ class LocalServer(ABC):
             self._port, *self._extra_ports = free_ports(
                 1 + self.extra_port_count, paired_offset=offset
             )
+        # Start every attempt from an empty data dir: weed, for one, reloads
+        # the ports of a failed attempt from the mini.options it left there.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir()
+        command = self._command()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
-        self._log.write(f"$ {' '.join(self._command())}\n".encode())
+        self._log.write(f"$ {' '.join(command)}\n".encode())
         self._log.flush()
         self._proc = subprocess.Popen(
-            self._command(),
+            command,
             cwd=self.workdir,
             env=self._process_env(),
             stdin=subprocess.DEVNULL,
@@ -631,7 +641,7 @@ class SeaweedServer(S3Server):
         return [
             str(self.binary),
             "mini",
-            f"-dir={self.workdir / 'data'}",
+            f"-dir={self.data_dir}",
             # Without -ip weed advertises a non-local address to its own parts.
             f"-ip={HOST}",
             f"-ip.bind={HOST}",
@@ -655,10 +665,6 @@ class SeaweedServer(S3Server):
         ]
 
     def _launch(self) -> None:
-        # A failed attempt leaves mini.options behind, which weed would reload
-        # with the old ports.
-        shutil.rmtree(self.workdir / "data", ignore_errors=True)
-        (self.workdir / "data").mkdir()
         (self.workdir / "tmp").mkdir(exist_ok=True)
         super()._launch()
 
@@ -782,15 +788,16 @@ class AzuriteServer(LocalServer):
             HOST,
             "--blobPort",
             str(self.port),
-            "--location",
-            str(self.workdir),
             "--skipApiVersionCheck",
             "--loose",
             "--silent",
             "--disableTelemetry",
         ]
+        # Azurite refuses --inMemoryPersistence together with --location.
         if self.in_memory:
             cmd.append("--inMemoryPersistence")
+        else:
+            cmd += ["--location", str(self.data_dir)]
         return cmd
 
     def _probe(self) -> None:
@@ -893,7 +900,7 @@ class FakeGcsServer(LocalServer):
             self.endpoint,
         ]
         if self.backend == "filesystem":
-            cmd += ["-filesystem-root", str(self.workdir / "data")]
+            cmd += ["-filesystem-root", str(self.data_dir)]
         return cmd
 
     def _probe(self) -> None:

@@ -33,7 +33,16 @@ from datamover.stores import StoreSettings, open_location, open_store
 from datamover.stores.base import ObjectInfo, Store
 from datamover.urls import parse_url
 
-__all__ = ["FileResult", "Listener", "TransferReport", "VerifyReport", "copy", "hash_url", "verify"]
+__all__ = [
+    "FileResult",
+    "Listener",
+    "TransferReport",
+    "VerifyReport",
+    "copy",
+    "copy_between",
+    "hash_url",
+    "verify",
+]
 
 
 def state_dir() -> str:
@@ -116,21 +125,23 @@ def copy(
     src_store, src_key = open_store(src, settings)
     dst_store, dst_key = open_store(dst, settings)
     try:
-        return _copy(src_store, src_key, dst_store, dst_key, options, listener, sleep)
+        return copy_between(src_store, src_key, dst_store, dst_key, options, listener=listener, sleep=sleep)
     finally:
         src_store.close()
         dst_store.close()
 
 
-def _copy(
+def copy_between(
     src_store: Store,
     src_key: str,
     dst_store: Store,
     dst_key: str,
     options: TransferOptions,
-    listener: Listener | None,
-    sleep: Callable[[float], None],
+    *,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> TransferReport:
+    """``copy`` between stores already open (the caller closes them)."""
     started = time.monotonic()
     plan = plan_copy(src_store, src_key, dst_store, dst_key)
     job_id = new_job_id()

@@ -68,6 +68,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any, cast
+from urllib.parse import urlsplit
 
 import requests
 from azure.core.exceptions import (
@@ -248,6 +249,10 @@ def _response_info(
     )
 
 
+def _item_name(item: BlobProperties | BlobPrefix) -> str:
+    return str(item.name)
+
+
 def _is_directory_marker(props: BlobProperties) -> bool:
     """Zero-byte ``dir/`` blobs (portal, HNS accounts, other tools) are not files."""
     return props.name.endswith("/") or (props.metadata or {}).get("hdi_isfolder") == "true"
@@ -319,7 +324,13 @@ def map_error(e: BaseException, container: str, key: str | None = None) -> Store
             if code == "ContainerNotFound":
                 return BucketNotFound(f"az://{container}: container does not exist", key=key)
             return NotFound(f"{where}: no such blob", key=key)
-        if status == 401 or code in ("AuthenticationFailed", "InvalidAuthenticationInfo"):
+        if (
+            status == 401
+            or code in ("AuthenticationFailed", "InvalidAuthenticationInfo")
+            # Azurite sends a bad signature as AuthorizationFailure with Azure's
+            # AuthenticationFailed wording.
+            or (status == 403 and "failed to authenticate" in str(e).lower())
+        ):
             return AuthError(f"{where}: credentials rejected ({reason})", key=key)
         if status == 403:
             return PermissionDenied(f"{where}: access denied ({reason})", key=key)
@@ -393,52 +404,62 @@ def _transport(connections: int) -> RequestsTransport:
     )
 
 
-def make_service_client(settings: StoreSettings) -> BlobServiceClient:
+def _resolve_credentials(settings: StoreSettings) -> tuple[str | None, str, Any]:
+    """``(connection string, account URL, credential)``; with a connection string the
+    other two are unused unless ``settings.endpoint`` overrides its endpoint."""
+    env = os.environ
+    conn = env.get(ENV_CONNECTION_STRING)
+    if conn:
+        if not settings.endpoint:
+            return conn, "", None
+        return None, settings.endpoint, _connection_string_credential(conn)
+    account = settings.account or env.get(ENV_ACCOUNT)
+    if not account and not settings.endpoint:
+        raise ConfigError(_NO_CREDENTIALS)
+    url = settings.endpoint or f"https://{account}.blob.core.windows.net"
+    key, sas = env.get(ENV_KEY), env.get(ENV_SAS)
+    if key and account:
+        return None, url, {"account_name": account, "account_key": key}
+    if sas:
+        return None, url, sas.lstrip("?")
+    credential = _default_credential()
+    if credential is None:
+        raise ConfigError(_NO_CREDENTIALS)
+    return None, url, credential
+
+
+def make_service_client(settings: StoreSettings, *, retries: int = 3) -> BlobServiceClient:
     """A ``BlobServiceClient`` from the environment's credentials (see the module
-    docstring for the order) with datamover's transport, pool and retry tuning.
+    docstring for the order) with datamover's transport, pool and retry tuning;
+    ``retries`` is the SDK's attempt budget per request after the first.
     Raises ``ConfigError`` when no credentials are found; makes no request."""
-    transport = _transport(settings.connections)
+    conn, url, credential = _resolve_credentials(settings)
     options: dict[str, Any] = {
-        "transport": transport,
         "retry_policy": ExponentialRetry(
-            initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1
+            initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=1
         ),
         "max_single_put_size": AzureStore.limits.max_single_put,
         "max_single_get_size": 32 * MiB,
         "max_chunk_get_size": 8 * MiB,
         "connection_data_block_size": MiB,
     }
-    env = os.environ
-    conn = env.get(ENV_CONNECTION_STRING)
     if conn:
         try:
-            if settings.endpoint:
-                return BlobServiceClient(
-                    settings.endpoint, credential=_connection_string_credential(conn), **options
-                )
-            return BlobServiceClient.from_connection_string(conn, **options)
+            client = BlobServiceClient.from_connection_string(conn, **options)
         except ValueError as e:
             # The SDK's message does not echo the string; ours must not either.
             raise ConfigError(f"{ENV_CONNECTION_STRING} is malformed") from e
-
-    account = settings.account or env.get(ENV_ACCOUNT)
-    if not account and not settings.endpoint:
-        raise ConfigError(_NO_CREDENTIALS)
-    url = settings.endpoint or f"https://{account}.blob.core.windows.net"
-    key, sas = env.get(ENV_KEY), env.get(ENV_SAS)
-    credential: Any
-    if key and account:
-        credential = {"account_name": account, "account_key": key}
-    elif sas:
-        credential = sas.lstrip("?")
     else:
-        credential = _default_credential()
-        if credential is None:
-            raise ConfigError(_NO_CREDENTIALS)
-    try:
-        return BlobServiceClient(url, credential=credential, **options)
-    except ValueError as e:
-        raise ConfigError(f"bad Azure endpoint or account for {url}: {e}") from e
+        try:
+            client = BlobServiceClient(url, credential=credential, **options)
+        except ValueError as e:
+            # Scheme, host and path only: a pasted URL may carry a SAS in its query.
+            shown = urlsplit(url)._replace(query="", fragment="").geturl()
+            reason = str(e).replace(url, shown)
+            raise ConfigError(f"bad Azure account URL {shown}: {reason}") from None
+    # Swapped in after validation so a refused set-up leaves no session behind.
+    client._pipeline._transport = _transport(settings.connections)
+    return client
 
 
 # --- the store ---------------------------------------------------------------------
@@ -641,27 +662,28 @@ class AzureStore(Store):
         client = self._container_client
         try:
             if recursive:
-                items: Iterator[BlobProperties | BlobPrefix] = iter(
-                    client.list_blobs(
-                        name_starts_with=prefix or None,
-                        include=["metadata"],
-                        results_per_page=self._page_size,
-                    )
-                )
-            else:
-                items = iter(
-                    client.walk_blobs(
-                        name_starts_with=prefix or None,
-                        include=["metadata"],
-                        delimiter="/",
-                        results_per_page=self._page_size,
-                    )
-                )
-            for item in items:
-                if isinstance(item, BlobPrefix):
-                    yield ObjectInfo(key=item.name, size=0, is_dir=True)
-                elif not _is_directory_marker(item):
-                    yield _properties_info(item)
+                for props in client.list_blobs(
+                    name_starts_with=prefix or None,
+                    include=["metadata"],
+                    results_per_page=self._page_size,
+                ):
+                    if not _is_directory_marker(props):
+                        yield _properties_info(props)
+                return
+            pages = client.walk_blobs(
+                name_starts_with=prefix or None,
+                include=["metadata"],
+                delimiter="/",
+                results_per_page=self._page_size,
+            ).by_page()
+            for page in pages:
+                # The SDK hands each page's prefixes first, then its blobs; one page
+                # spans one key range, so sorting the page restores key order.
+                for item in sorted(page, key=_item_name):
+                    if isinstance(item, BlobPrefix):
+                        yield ObjectInfo(key=item.name, size=0, is_dir=True)
+                    elif not _is_directory_marker(item):
+                        yield _properties_info(item)
         except AzureError as e:
             raise self._error(e, prefix) from e
 

@@ -34,6 +34,19 @@ into the whole object's CRC32C, and the composite object's CRC32C must equal it.
 Composite objects have no md5Hash: their ``checksums`` carry ``crc32c`` only (plus
 datamover's own ``datamover-<alg>`` metadata).
 
+Costs and caveats: an upload of up to 8 MiB is one request (the SDK's multipart
+upload); above that the SDK uses a resumable session (one request to start it, one PUT
+per 100 MiB). A payload that is not ``bytes`` is copied once to ``bytes``, and the SDK
+copies it again into the request body. Each part and each intermediate is a billed
+Class A operation, and deleting temporaries is one request per object (done in
+parallel, ``connections`` at a time). ``abort`` must not race ``write_part``: a part
+that lands after abort's listing stays behind (for the lifecycle rule).
+
+fake-gcs-server differs from GCS (tests run on it): it accepts a wrong CRC32C in the
+upload resource (the comparison with the reported CRC32C catches that), ignores
+generation preconditions on compose and delete, reports an md5Hash for composite
+objects, and sends every prefix of a delimited listing on the first page.
+
 Retries: the SDK retries transient failures (429, 5xx, connection errors) with its
 exponential backoff up to a bounded deadline (``settings.extra["retry_deadline"]``,
 default 60 s); what survives that is mapped to ``TransientError`` for the engine.
@@ -322,17 +335,20 @@ class GCSStore(Store):
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> GCSStore:
+        """Client for ``loc.bucket``. An endpoint (``settings.endpoint``, else
+        ``STORAGE_EMULATOR_HOST``; ``http://`` assumed without a scheme) means anonymous
+        credentials, as emulators want, unless ``settings.extra["anonymous"]`` is false
+        (a private endpoint that still needs ADC). ``extra`` also takes ``project``,
+        ``retry_deadline`` (s), ``page_size`` and ``temp_prefix``."""
         extra = settings.extra
         endpoint = settings.endpoint or os.environ.get("STORAGE_EMULATOR_HOST")
+        if endpoint and "://" not in endpoint:
+            endpoint = "http://" + endpoint
         project = extra.get("project") or os.environ.get("GOOGLE_CLOUD_PROJECT")
-        if endpoint:
-            if "://" not in endpoint:
-                endpoint = "http://" + endpoint
-            client = storage.Client(
-                project=project or DEFAULT_PROJECT,
-                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                client_options={"api_endpoint": endpoint},
-            )
+        credentials: Any
+        if endpoint and extra.get("anonymous", True):
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+            project = project or DEFAULT_PROJECT
         else:
             try:
                 credentials, adc_project = google.auth.default(scopes=list(storage.Client.SCOPE))
@@ -342,7 +358,12 @@ class GCSStore(Store):
                     "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file or run "
                     "`gcloud auth application-default login`"
                 ) from e
-            client = storage.Client(project=project or adc_project, credentials=credentials)
+            project = project or adc_project
+        client = storage.Client(
+            project=project,
+            credentials=credentials,
+            client_options={"api_endpoint": endpoint} if endpoint else None,
+        )
         return cls(
             client,
             loc.bucket,
@@ -375,6 +396,8 @@ class GCSStore(Store):
         if isinstance(e, DataCorruption):
             return IntegrityError(f"{where}: downloaded bytes failed their checksum", key=key)
         if isinstance(e, google.auth.exceptions.RefreshError):
+            if getattr(e, "retryable", False):  # e.g. the metadata server did not answer
+                return TransientError(f"{where}: could not refresh Google credentials", key=key)
             return AuthError(f"{where}: Google credentials were rejected or expired", key=key)
         if isinstance(e, gexc.GoogleAPICallError):
             return self._map_status(e, key, where, missing)
@@ -440,7 +463,8 @@ class GCSStore(Store):
     def _list(self, prefix: str, *, delimiter: str | None, hide_temp: bool) -> Iterator[ObjectInfo]:
         """Stream a listing in key order. Prefixes are held in a heap and released just
         before the first item that sorts after them: GCS sends them in order, but the
-        emulator puts every prefix on the first page."""
+        emulator puts every prefix on the first page. A prefix that sorts before what was
+        already yielded is taken for a repeat (so memory stays bounded)."""
         try:
             pages = iter(
                 self._client.list_blobs(
@@ -542,10 +566,10 @@ class GCSStore(Store):
         metadata: Mapping[str, str] | None = None,
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
-        blob = self.upload(key, data, digests or PartDigests(data), metadata=metadata)
+        blob = self._upload(key, data, digests or PartDigests(data), metadata=metadata)
         return _blob_info(blob, key)
 
-    def upload(
+    def _upload(
         self,
         name: str,
         data: Buffer,
@@ -638,7 +662,7 @@ class GCSStore(Store):
 
     # -- helpers for the writer -------------------------------------------------------------
 
-    def compose(
+    def _compose(
         self,
         name: str,
         sources: Sequence[tuple[str, int]],
@@ -658,10 +682,13 @@ class GCSStore(Store):
                 retry=self.retry,
             )
         except Exception as e:
-            raise self.map_error(e, name) from e
+            err = self.map_error(e, name)
+            if type(err) is NotFound:  # a source, not the target: say so
+                err = StoreError(f"{self.url(name)}: a part to compose has vanished", key=name)
+            raise err from e
         return dst
 
-    def delete_under(self, prefix: str) -> None:
+    def _delete_under(self, prefix: str) -> None:
         """Delete every object under ``prefix`` (temporaries), in parallel. Missing
         objects and a missing bucket are fine: there is nothing left to remove."""
         try:
@@ -746,7 +773,7 @@ class GCSWriter:
                 f"{self._store.url(self.key)}: write after {self._state}", key=self.key
             )
         name = f"{self.temp_dir}part-{index:06d}"
-        blob = self._store.upload(name, data, digests)
+        blob = self._store._upload(name, data, digests)
         part = _Part(
             name, int(blob.generation), nbytes, int.from_bytes(digests.get("crc32c"), "big")
         )
@@ -806,15 +833,15 @@ class GCSWriter:
             ]
 
             def compose_group(group: tuple[str, list[tuple[str, int]]]) -> tuple[str, int]:
-                blob = store.compose(group[0], group[1])
+                blob = store._compose(group[0], group[1])
                 return group[0], int(blob.generation)
 
             sources = _pool_map(compose_group, groups, store.connections)
-        return store.compose(self.key, sources, metadata=metadata)
+        return store._compose(self.key, sources, metadata=metadata)
 
     def _remove_temporaries(self, *, raise_errors: bool) -> None:
         try:
-            self._store.delete_under(self.temp_dir)
+            self._store._delete_under(self.temp_dir)
         except StoreError as e:
             if raise_errors:
                 raise

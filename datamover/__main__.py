@@ -1,0 +1,5 @@
+import sys
+
+from datamover.cli import main
+
+sys.exit(main())

@@ -1,0 +1,276 @@
+"""The ``datamover`` command: parse, build options, call the library, render.
+
+No transfer logic lives here. Exit codes: 0 all good; 1 some files failed or did not
+verify (the rest completed and are recorded); 2 usage, configuration or a fatal store
+error (missing bucket, bad credentials), printed as one line; 130 interrupted.
+Tracebacks appear only with ``-vv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import IO
+
+from datamover import engine
+from datamover.checksums import ALGORITHMS
+from datamover.errors import DatamoverError, UsageError
+from datamover.manifest import export_sums, read_manifest
+from datamover.options import TransferOptions, format_size, parse_size
+from datamover.stores import open_store
+from datamover.stores.base import ObjectInfo
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+log = logging.getLogger("datamover")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"datamover: error: {message}\n")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except DatamoverError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _transfer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG",
+        help=f"whole-file digest for the manifest: {', '.join(ALGORITHMS)} (default sha256)",
+    )
+    p.add_argument(
+        "--transfers", type=int, default=8, metavar="N",
+        help="worker threads moving parts and small files at once (default 8)",
+    )
+    p.add_argument(
+        "--part-size", type=_size, default=None, metavar="SIZE",
+        help="multipart part size, e.g. 8MiB, 64M (default: 8MiB, raised to fit the "
+        "destination's part-count limit)",
+    )
+    p.add_argument(
+        "--multipart-threshold", type=_size, default=8 * 1024 * 1024, metavar="SIZE",
+        help="files up to this size go as one request (default 8MiB)",
+    )
+    p.add_argument(
+        "--memory-budget", type=_size, default=256 * 1024 * 1024, metavar="SIZE",
+        help="cap on part buffers in flight; peak ~= min(budget, transfers x part size) "
+        "(default 256MiB)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from datamover import __version__
+
+    parser = _Parser(
+        prog="datamover",
+        description="Move bulk research data between filesystems and object stores, "
+        "with checksum manifests.",
+    )
+    parser.add_argument("--version", action="version", version=f"datamover {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("copy", help="copy a file, directory or prefix, writing a manifest")
+    p.add_argument("src", help="local path, s3://bucket/key, az://..., gs://...")
+    p.add_argument("dst", help="destination path or URL")
+    p.add_argument(
+        "--manifest", metavar="PATH",
+        help="where to write the manifest (default: $XDG_STATE_HOME/datamover/manifests/)",
+    )
+    _transfer_args(p)
+
+    p = sub.add_parser("verify", help="re-read a copy and compare it with its manifest")
+    p.add_argument("manifest", help="manifest written by copy")
+    p.add_argument("target", nargs="?", help="root to check (default: the manifest's destination)")
+    p.add_argument("--transfers", type=int, default=8, metavar="N", help="parallel reads")
+
+    p = sub.add_parser("manifest", help="show or export a manifest")
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION", parser_class=_Parser)
+    e = msub.add_parser("export", help="write sha256sum -c compatible lines")
+    e.add_argument("manifest")
+    e.add_argument("--format", default="sha256sum", choices=["sha256sum"])
+    e.add_argument("--output", "-o", metavar="PATH", help="file to write (default stdout)")
+    s = msub.add_parser("show", help="summarise a manifest")
+    s.add_argument("manifest")
+
+    p = sub.add_parser("ls", help="list objects or files")
+    p.add_argument("url")
+    p.add_argument("-R", "--recursive", action="store_true", help="list the whole tree")
+
+    p = sub.add_parser("hash", help="digest of one file or object")
+    p.add_argument("url")
+    p.add_argument("--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG")
+    return parser
+
+
+def _options(args: argparse.Namespace, argv: Sequence[str]) -> TransferOptions:
+    return TransferOptions(
+        checksum=args.checksum,
+        transfers=args.transfers,
+        part_size=args.part_size,
+        multipart_threshold=args.multipart_threshold,
+        memory_budget=args.memory_budget,
+        manifest=getattr(args, "manifest", None),
+        command_line=("datamover", *argv),
+    )
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{format_size(nbytes / seconds)}/s" if seconds > 0 else "-"
+
+
+def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
+    report = engine.copy(args.src, args.dst, _options(args, argv))
+    for path, error in report.failures[:50]:
+        print(f"FAILED {path}: {error}", file=sys.stderr)
+    if len(report.failures) > 50:
+        print(f"... and {len(report.failures) - 50} more failures", file=sys.stderr)
+    if not args.quiet:
+        print(
+            f"copied {report.files_ok} files, {format_size(report.bytes)} in "
+            f"{report.seconds:.1f}s ({_rate(report.bytes, report.seconds)})"
+            + (f", {report.files_failed} FAILED" if report.files_failed else "")
+            + (f", {report.retries} retries" if report.retries else ""),
+            file=out,
+        )
+        print(f"manifest: {report.manifest}", file=out)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
+    options = TransferOptions(transfers=args.transfers)
+    report = engine.verify(args.manifest, args.target, options)
+    for path in report.missing:
+        print(f"MISSING {path}", file=out)
+    for path, why in report.mismatched:
+        print(f"MISMATCH {path}: {why}", file=out)
+    for path, why in report.errors:
+        print(f"ERROR {path}: {why}", file=out)
+    if not args.quiet or not report.passed:
+        verdict = "OK" if report.passed else "FAILED"
+        print(
+            f"{verdict}: {report.ok} of {report.checked} files match {report.target} "
+            f"({len(report.missing)} missing, {len(report.mismatched)} mismatched, "
+            f"{len(report.errors)} unreadable; {format_size(report.bytes)} read in "
+            f"{report.seconds:.1f}s)",
+            file=out,
+        )
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
+    if args.manifest_command is None:
+        raise UsageError("manifest needs an action: export or show")
+    manifest = read_manifest(args.manifest)
+    if args.manifest_command == "show":
+        ok = sum(1 for e in manifest.entries if e.status == "ok")
+        failed = len(manifest.entries) - ok
+        h = manifest.header
+        print(f"job {h.get('job_id')}  {h.get('operation')}  started {h.get('started')}", file=out)
+        print(f"  {h.get('source')} -> {h.get('destination')}", file=out)
+        print(
+            f"  {ok} files ok, {failed} failed, "
+            f"{format_size(sum(e.size for e in manifest.entries if e.status == 'ok'))}, "
+            f"{manifest.algorithm}" + ("" if manifest.summary else "  (incomplete: no summary)"),
+            file=out,
+        )
+        return EXIT_OK
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            count = export_sums(manifest, fh)
+        if not args.quiet:
+            print(f"wrote {count} lines to {args.output}", file=sys.stderr)
+    else:
+        export_sums(manifest, out)
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace, out: IO[str]) -> int:
+    store, key = open_store(args.url)
+    with store:
+        prefix = key
+        if key and not key.endswith("/"):
+            try:
+                info = store.stat(key)
+                if not info.is_dir:
+                    _print_entry(info, out, "")
+                    return EXIT_OK
+            except DatamoverError as e:
+                if e.fatal:
+                    raise
+            prefix = key + "/"
+        for info in store.list(prefix, recursive=args.recursive):
+            _print_entry(info, out, prefix)
+    return EXIT_OK
+
+
+def _print_entry(info: ObjectInfo, out: IO[str], prefix: str) -> None:
+    name = info.key[len(prefix) :] if info.key.startswith(prefix) else info.key
+    if info.is_dir:
+        print(f"{'DIR':>12}  {'':19}  {name}", file=out)
+        return
+    when = (
+        datetime.fromtimestamp(info.mtime, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if info.mtime is not None
+        else "-"
+    )
+    print(f"{info.size:>12}  {when}  {name}", file=out)
+
+
+def cmd_hash(args: argparse.Namespace, out: IO[str]) -> int:
+    digests = engine.hash_url(args.url, TransferOptions(checksum=args.checksum))
+    print(f"{digests[args.checksum]}  {args.url}", file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2) if not args.quiet else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    out = sys.stdout
+    try:
+        if args.command == "copy":
+            return cmd_copy(args, argv, out)
+        if args.command == "verify":
+            return cmd_verify(args, out)
+        if args.command == "manifest":
+            return cmd_manifest(args, out)
+        if args.command == "ls":
+            return cmd_ls(args, out)
+        if args.command == "hash":
+            return cmd_hash(args, out)
+        parser.error(f"unknown command {args.command}")
+    except KeyboardInterrupt:
+        print("datamover: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except DatamoverError as e:
+        if args.verbose >= 2:
+            log.exception("failed")
+        print(f"datamover: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
