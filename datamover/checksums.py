@@ -19,16 +19,16 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from datamover.errors import UsageError
-
 from crc32c import crc32c as _crc32c_extend
+
+from datamover.errors import UsageError
 
 ALGORITHMS = ("sha256", "sha512", "md5", "crc32c", "blake3")
 DEFAULT_ALGORITHM = "sha256"
 
 
 class Hasher(Protocol):
-    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+    def update(self, data: bytes | bytearray | memoryview, /) -> object: ...
     def digest(self) -> bytes: ...
     def hexdigest(self) -> str: ...
 
@@ -63,10 +63,14 @@ def new_hasher(algorithm: str) -> Hasher:
         try:
             from blake3 import blake3
         except ImportError as e:  # pragma: no cover - blake3 is a core dependency
-            raise UsageError("checksum blake3 needs the 'blake3' package: pip install blake3") from e
+            raise UsageError(
+                "checksum blake3 needs the 'blake3' package: pip install blake3"
+            ) from e
         b: Hasher = blake3(max_threads=1)
         return b
-    raise UsageError(f"unknown checksum algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    raise UsageError(
+        f"unknown checksum algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+    )
 
 
 def check_algorithm(algorithm: str) -> str:

@@ -44,24 +44,39 @@ def _size(text: str) -> int:
 
 def _transfer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG",
+        "--checksum",
+        default="sha256",
+        choices=ALGORITHMS,
+        metavar="ALG",
         help=f"whole-file digest for the manifest: {', '.join(ALGORITHMS)} (default sha256)",
     )
     p.add_argument(
-        "--transfers", type=int, default=8, metavar="N",
+        "--transfers",
+        type=int,
+        default=8,
+        metavar="N",
         help="worker threads moving parts and small files at once (default 8)",
     )
     p.add_argument(
-        "--part-size", type=_size, default=None, metavar="SIZE",
+        "--part-size",
+        type=_size,
+        default=None,
+        metavar="SIZE",
         help="multipart part size, e.g. 8MiB, 64M (default: 8MiB, raised to fit the "
         "destination's part-count limit)",
     )
     p.add_argument(
-        "--multipart-threshold", type=_size, default=8 * 1024 * 1024, metavar="SIZE",
+        "--multipart-threshold",
+        type=_size,
+        default=8 * 1024 * 1024,
+        metavar="SIZE",
         help="files up to this size go as one request (default 8MiB)",
     )
     p.add_argument(
-        "--memory-budget", type=_size, default=256 * 1024 * 1024, metavar="SIZE",
+        "--memory-budget",
+        type=_size,
+        default=256 * 1024 * 1024,
+        metavar="SIZE",
         help="cap on part buffers in flight; peak ~= min(budget, transfers x part size) "
         "(default 256MiB)",
     )
@@ -84,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="local path, s3://bucket/key, az://..., gs://...")
     p.add_argument("dst", help="destination path or URL")
     p.add_argument(
-        "--manifest", metavar="PATH",
+        "--manifest",
+        metavar="PATH",
         help="where to write the manifest (default: $XDG_STATE_HOME/datamover/manifests/)",
     )
     _transfer_args(p)

@@ -64,8 +64,17 @@ class ManifestEntry:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "file", "path": self.path, "size": self.size}
         for name in (
-            "status", "digest", "mtime", "mode", "part_size", "etag", "version",
-            "error", "source_path", "seconds", "attempts",
+            "status",
+            "digest",
+            "mtime",
+            "mode",
+            "part_size",
+            "etag",
+            "version",
+            "error",
+            "source_path",
+            "seconds",
+            "attempts",
         ):
             value = getattr(self, name)
             if value is not None:

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import AzuriteServer, FakeGcsServer, MotoServer, SeaweedServer  # noqa: E402
+from servers import AzuriteServer, FakeGcsServer, MotoServer, SeaweedServer
 
 # Never inherit a CA bundle or profile meant for somewhere else.
 for _var in ("AWS_CA_BUNDLE", "AWS_PROFILE"):
@@ -25,7 +25,9 @@ for _var in ("AWS_CA_BUNDLE", "AWS_PROFILE"):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Default manifests and journals go to a temp dir, never to ~/.local/state."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
 

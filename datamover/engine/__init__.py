@@ -125,7 +125,9 @@ def copy(
     src_store, src_key = open_store(src, settings)
     dst_store, dst_key = open_store(dst, settings)
     try:
-        return copy_between(src_store, src_key, dst_store, dst_key, options, listener=listener, sleep=sleep)
+        return copy_between(
+            src_store, src_key, dst_store, dst_key, options, listener=listener, sleep=sleep
+        )
     finally:
         src_store.close()
         dst_store.close()
@@ -283,4 +285,3 @@ def hash_url(url: str, options: TransferOptions | None = None) -> dict[str, str]
     if errors:
         raise errors[0]
     return out
-

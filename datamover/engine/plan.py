@@ -73,12 +73,12 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
         return Plan(_parent(src_key), _parent(target), True, iter([job]))
 
     src_root, dst_root = _as_dir(src_key), _as_dir(dst_key)
-    if type(src) is type(dst) and src.url(src_root) != dst.url(dst_root):
-        if dst.url(dst_root).startswith(src.url(src_root)):
-            raise UsageError(
-                f"destination {dst.url(dst_root)} is inside source {src.url(src_root)}; "
-                "copy to a place outside the source tree"
-            )
+    src_url, dst_url = src.url(src_root), dst.url(dst_root)
+    if type(src) is type(dst) and src_url != dst_url and dst_url.startswith(src_url):
+        raise UsageError(
+            f"destination {dst_url} is inside source {src_url}; "
+            "copy to a place outside the source tree"
+        )
     listing = iter(src.list(src_root))
     first = next(listing, None)
     if first is None and not _source_dir_exists(src, src_key):

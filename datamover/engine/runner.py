@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
 from datamover.engine.budget import ByteBudget, call_with_retries
@@ -39,6 +40,8 @@ from datamover.stores.base import ChunkWriter, ObjectInfo, Store, digest_metadat
 
 #: Budget charged at least this much per task, so empty files can't queue unboundedly.
 MIN_TASK_COST = 64 * KiB
+
+T = TypeVar("T")
 
 _POSIX_KEYS = (MODE, UID, GID, MTIME)
 
@@ -179,7 +182,7 @@ class Runner:
 
     # -- helpers shared by both paths ---------------------------------------------------
 
-    def retrying(self, job: FileJob, fn: Callable[[], object], counter: list[int]) -> object:
+    def retrying(self, job: FileJob, fn: Callable[[], T], counter: list[int]) -> T:
         def note(e: DatamoverError, attempt: int, delay: float) -> None:
             counter[0] += 1
             self.listener.part_retried(job, e, attempt, delay)
@@ -244,7 +247,7 @@ class Runner:
             if self.dst is not None:
                 dst = self.dst
                 meta = self.dst_metadata(info, computed[self.algorithm])
-                result.dst_info = self.retrying(  # type: ignore[assignment]
+                result.dst_info = self.retrying(
                     job, lambda: dst.put(job.dst_key, data, metadata=meta, digests=digests), retries
                 )
             self.listener.bytes_done(len(data))
@@ -262,7 +265,7 @@ class Runner:
         def read() -> tuple[bytes | bytearray, ObjectInfo]:
             return src.read_object(job.src_key, job.info)
 
-        data, info = self.retrying(job, read, retries)  # type: ignore[misc]
+        data, info = self.retrying(job, read, retries)
         if len(data) != info.size:
             raise SourceChanged(
                 f"{src.url(job.src_key)}: read {len(data)} bytes, expected {info.size}; "
@@ -293,7 +296,7 @@ class _LargeFile:
         r, job = self.r, self.job
         try:
             r.listener.file_started(job)
-            self.info = r.retrying(job, lambda: r.src.stat(job.src_key), self.retries)  # type: ignore[assignment]
+            self.info = r.retrying(job, lambda: r.src.stat(job.src_key), self.retries)
             size = self.info.size
             limits = r.dst.limits if r.dst is not None else r.src.limits
             self.part_size = limits.choose_part_size(size, r.requested_part_size)
@@ -306,7 +309,7 @@ class _LargeFile:
             if r.dst is not None:
                 dst = r.dst
                 meta = {k: v for k, v in r.dst_metadata(self.info, "").items() if v}
-                self.writer = r.retrying(  # type: ignore[assignment]
+                self.writer = r.retrying(
                     job,
                     lambda: dst.open_writer(
                         job.dst_key, size=size, part_size=self.part_size, metadata=meta
@@ -342,7 +345,7 @@ class _LargeFile:
             n = r.retrying(job, read, self.retries)
             if n != length:
                 raise SourceChanged(
-                    f"{r.src.url(job.src_key)}: ended at {offset + int(n)} bytes, expected "  # type: ignore[call-overload]
+                    f"{r.src.url(job.src_key)}: ended at {offset + int(n)} bytes, expected "
                     f"{self.info.size}; it changed while being copied",
                     key=job.src_key,
                 )
@@ -397,7 +400,7 @@ class _LargeFile:
             if self.writer is not None:
                 writer = self.writer
                 meta = r.dst_metadata(self.info, computed[r.algorithm])
-                result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)  # type: ignore[assignment]
+                result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)
         except DatamoverError as e:
             result.error = e
             if self.writer is not None:

@@ -70,9 +70,7 @@ def _backend_class(scheme: str) -> Any:
     return getattr(module, cls_name)
 
 
-def open_location(
-    loc: Location, settings: StoreSettings | None = None
-) -> Store:
+def open_location(loc: Location, settings: StoreSettings | None = None) -> Store:
     """The store for ``loc``'s namespace (its bucket, or ``/`` for POSIX)."""
     if loc.remote is not None:
         raise UsageError(

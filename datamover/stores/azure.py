@@ -434,7 +434,9 @@ def make_service_client(settings: StoreSettings, *, retries: int = 3) -> BlobSer
     ``retries`` is the SDK's attempt budget per request after the first.
     Raises ``ConfigError`` when no credentials are found; makes no request."""
     conn, url, credential = _resolve_credentials(settings)
+    transport = _transport(settings.connections)
     options: dict[str, Any] = {
+        "transport": transport,
         "retry_policy": ExponentialRetry(
             initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=1
         ),
@@ -447,18 +449,18 @@ def make_service_client(settings: StoreSettings, *, retries: int = 3) -> BlobSer
         try:
             client = BlobServiceClient.from_connection_string(conn, **options)
         except ValueError as e:
+            transport.close()
             # The SDK's message does not echo the string; ours must not either.
             raise ConfigError(f"{ENV_CONNECTION_STRING} is malformed") from e
     else:
         try:
             client = BlobServiceClient(url, credential=credential, **options)
         except ValueError as e:
+            transport.close()
             # Scheme, host and path only: a pasted URL may carry a SAS in its query.
             shown = urlsplit(url)._replace(query="", fragment="").geturl()
             reason = str(e).replace(url, shown)
             raise ConfigError(f"bad Azure account URL {shown}: {reason}") from None
-    # Swapped in after validation so a refused set-up leaves no session behind.
-    client._pipeline._transport = _transport(settings.connections)
     return client
 
 

@@ -25,14 +25,14 @@ from datamover.checksums import PartDigests
 from datamover.errors import FatalStoreError, NotFound, SourceChanged, StoreError, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import (
-    GiB,
-    TiB,
     Buffer,
     ChunkWriter,
+    GiB,
     ObjectInfo,
     PartLimits,
     PartReceipt,
     Store,
+    TiB,
 )
 from datamover.urls import Location
 

@@ -47,15 +47,15 @@ from datamover.posixmeta import MTIME, parse_mtime_ns
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
     DIGEST_KEY_PREFIX,
-    GiB,
-    MiB,
-    TiB,
     Buffer,
     ChunkWriter,
+    GiB,
+    MiB,
     ObjectInfo,
     PartLimits,
     PartReceipt,
     Store,
+    TiB,
 )
 from datamover.urls import Location
 
@@ -279,7 +279,9 @@ class S3Store(Store):
             return None
         end = "" if length is None else str(offset + length - 1)
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}")
+            return self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}"
+            )
         except Exception as e:
             if _error_code(e) == "InvalidRange":
                 return None  # at or past the end (or an empty object)
@@ -406,10 +408,15 @@ class S3Store(Store):
             extra["CopySourceIfMatch"] = f'"{if_match}"'
         source = {"Bucket": self.bucket, "Key": src_key}
         if size <= S3_LIMITS.max_single_put:
-            r = self._call(dst_key, self._client.copy_object, Key=dst_key, CopySource=source, **extra)
+            r = self._call(
+                dst_key, self._client.copy_object, Key=dst_key, CopySource=source, **extra
+            )
             etag = r.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
             return ObjectInfo(
-                key=dst_key, size=size, etag=etag, version=r.get("VersionId"),
+                key=dst_key,
+                size=size,
+                etag=etag,
+                version=r.get("VersionId"),
                 metadata=dict(metadata or {}),
             )
         return self._multipart_copy(source, dst_key, size, metadata, if_match)
@@ -462,8 +469,11 @@ class S3Store(Store):
             self._abort(dst_key, upload_id)
             raise
         return ObjectInfo(
-            key=dst_key, size=size, etag=r.get("ETag", "").strip('"') or None,
-            version=r.get("VersionId"), metadata=dict(metadata),
+            key=dst_key,
+            size=size,
+            etag=r.get("ETag", "").strip('"') or None,
+            version=r.get("VersionId"),
+            metadata=dict(metadata),
         )
 
     def _abort(self, key: str, upload_id: str) -> None:
@@ -557,7 +567,10 @@ class S3Writer:
         self._closed = True
         etag = r.get("ETag", "").strip('"') or None
         info = ObjectInfo(
-            key=self.key, size=self.size, etag=etag, version=r.get("VersionId"),
+            key=self.key,
+            size=self.size,
+            etag=etag,
+            version=r.get("VersionId"),
             metadata=dict(self._initial_metadata),
         )
         if dict(metadata) != self._initial_metadata:

@@ -1,7 +1,8 @@
 """AzureStore against a real Azurite (npm ``azurite``) over HTTP.
 
-One Azurite per session (in memory), one container per test. The store is opened the
-way the CLI opens it: ``from_location`` with credentials from the environment.
+One Azurite per session (conftest's ``azurite``, in memory), one container per test.
+The store is opened the way the CLI opens it: ``from_location`` with credentials from
+the environment.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import ClassVar
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 
 from datamover.checksums import PartDigests
 from datamover.errors import (
@@ -46,17 +48,10 @@ from datamover.stores.azure import (
 )
 from datamover.stores.base import MiB, digest_metadata_key
 from datamover.urls import Location
-from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 
 pytestmark = pytest.mark.cloud
 
 _AZURE_ENV = (ENV_CONNECTION_STRING, ENV_ACCOUNT, ENV_KEY, ENV_SAS)
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[AzuriteServer]:
-    with AzuriteServer(in_memory=True) as server:
-        yield server
 
 
 @pytest.fixture

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import ServerEnv
+from faults import FaultyStore
 
 import datamover
 from datamover.engine import copy_between
 from datamover.errors import TransientError
 from datamover.options import MiB, RetryPolicy, TransferOptions
 from datamover.stores import open_store
-
-from conftest import ServerEnv
-from faults import FaultyStore
 
 pytestmark = pytest.mark.cloud
 
@@ -118,7 +117,8 @@ def test_sha256sum_export_checks_with_coreutils(s3: ServerEnv, tmp_path: Path) -
     sums = tmp_path / "SHA256SUMS"
     rc = subprocess.run(
         [*DM, "manifest", "export", up.manifest, "--format", "sha256sum", "-o", str(sums)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert rc.returncode == 0, rc.stderr
     check = subprocess.run(["sha256sum", "-c", str(sums)], cwd=back, capture_output=True, text=True)
@@ -151,9 +151,7 @@ def test_forced_part_failure_aborts_and_leaves_nothing(s3: ServerEnv, tmp_path: 
     faulty = FaultyStore(dst_store)
     faulty.fail("write_part", 1, times=99, error=lambda: TransientError("injected"))
     src_store, src_key = open_store(str(src))
-    opts = _opts(
-        tmp_path, "m", part_size=PART, retry=RetryPolicy(attempts=3, base=0.0, cap=0.0)
-    )
+    opts = _opts(tmp_path, "m", part_size=PART, retry=RetryPolicy(attempts=3, base=0.0, cap=0.0))
     report = copy_between(src_store, src_key, faulty, "f/", opts, sleep=lambda s: None)
     assert report.files_failed == 1 and report.files_ok == 1
     assert faulty.injected == 3 and faulty.aborts == 1
