@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from datamover.errors import UsageError
+from datamover.options import MiB, TransferOptions, parse_size
+from datamover.stores.base import GiB, PartLimits
+from datamover.stores.s3 import S3_LIMITS
+from datamover.urls import parse_url
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("8MiB", 8 * MiB),
+        ("64M", 64 * MiB),
+        ("1G", GiB),
+        ("1g", GiB),
+        ("512k", 512 * 1024),
+        ("4096", 4096),
+        ("1.5M", int(1.5 * MiB)),
+        ("2 GiB", 2 * GiB),
+    ],
+)
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "8 furlongs", "-1M", "1MB/s"])
+def test_parse_size_rejects_nonsense_with_a_hint(text: str) -> None:
+    with pytest.raises(UsageError, match="8MiB"):
+        parse_size(text)
+
+
+def test_options_validate() -> None:
+    with pytest.raises(UsageError):
+        TransferOptions(transfers=0)
+    with pytest.raises(UsageError):
+        TransferOptions(part_size=1024)
+    with pytest.raises(UsageError):
+        TransferOptions(checksum="sha1")
+
+
+def test_part_size_stays_within_s3_limits() -> None:
+    assert S3_LIMITS.choose_part_size(100 * MiB) == 8 * MiB
+    assert S3_LIMITS.choose_part_size(100 * MiB, 1 * MiB) == 5 * MiB  # raised to the minimum
+    huge = 200 * GiB  # > 10,000 x 8 MiB: parts grow so the count fits
+    part = S3_LIMITS.choose_part_size(huge)
+    assert -(-huge // part) <= 10_000 and part % MiB == 0
+    five_tib = 5 * 1024 * GiB
+    part = S3_LIMITS.choose_part_size(five_tib)
+    assert -(-five_tib // part) <= 10_000 and part <= 5 * GiB
+
+
+def test_part_limits_check() -> None:
+    limits = PartLimits(5, 10, 3, 10)
+    limits.check_part_size(5)
+    with pytest.raises(ValueError):
+        limits.check_part_size(11)
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "bucket", "key"),
+    [
+        ("s3://b/a/k.txt", "s3", "b", "a/k.txt"),
+        ("s3://b", "s3", "b", ""),
+        ("s3://b/dir/", "s3", "b", "dir/"),
+        ("gs://b/x", "gs", "b", "x"),
+        ("gcs://b/x", "gs", "b", "x"),
+        ("az://c/x", "az", "c", "x"),
+        ("abfs://c/x", "az", "c", "x"),
+        ("file:///tmp/x", "file", "", "tmp/x"),
+        ("/tmp/x/", "file", "", "tmp/x/"),
+    ],
+)
+def test_parse_url(url: str, scheme: str, bucket: str, key: str) -> None:
+    loc = parse_url(url)
+    assert (loc.scheme, loc.bucket, loc.key) == (scheme, bucket, key)
+
+
+def test_parse_url_relative_path_and_remote() -> None:
+    import os
+
+    assert parse_url("rel/path").key == os.path.abspath("rel/path").lstrip("/")
+    loc = parse_url("archive:bucket/some/key")
+    assert (loc.remote, loc.bucket, loc.key) == ("archive", "bucket", "some/key")
+    with pytest.raises(UsageError, match="names no bucket"):
+        parse_url("s3:///key")
