@@ -77,6 +77,11 @@ class TransferOptions:
     ``part_size=None`` picks per file: 8 MiB, raised until the file fits the
     destination's part-count limit (S3: 10,000 parts), within its min/max part size.
     ``multipart_threshold``: files up to this size go as one request (default 8 MiB).
+
+    ``server_side_copy``: when source and destination are one service (same S3
+    endpoint and credentials, same GCS client, same Azure account), the provider copies
+    and no bytes pass through this machine; the manifest digest is then the one stored
+    on the source object (read and hashed once when it is absent).
     """
 
     checksum: str = DEFAULT_ALGORITHM
@@ -87,6 +92,7 @@ class TransferOptions:
     memory_budget: int = 256 * MiB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     preserve: bool = True
+    server_side_copy: bool = True
     manifest: str | None = None
     command_line: tuple[str, ...] = ()
 
@@ -119,4 +125,5 @@ class TransferOptions:
             "transfers": self.transfers,
             "memory_budget": self.memory_budget,
             "preserve": self.preserve,
+            "server_side_copy": self.server_side_copy,
         }

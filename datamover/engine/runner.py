@@ -40,6 +40,8 @@ from datamover.stores.base import ChunkWriter, ObjectInfo, Store, digest_metadat
 
 #: Budget charged at least this much per task, so empty files can't queue unboundedly.
 MIN_TASK_COST = 64 * KiB
+#: Read size when a server-side copy must hash a source that carries no digest.
+HASH_CHUNK = 8 * 1024 * KiB
 
 T = TypeVar("T")
 
@@ -114,6 +116,7 @@ class Runner:
         self.retry = options.retry
         self.transfers = options.transfers
         self.budget = ByteBudget(options.memory_budget)
+        self.server_copy = dst is not None and options.server_side_copy and dst.can_copy_from(src)
         self.on_result = on_result
         self.listener = listener or Listener()
         self.sleep = sleep
@@ -164,6 +167,11 @@ class Runner:
 
     def _schedule(self, job: FileJob) -> None:
         size = job.info.size
+        if self.server_copy:
+            cost = max(min(size, HASH_CHUNK), MIN_TASK_COST)
+            if self.budget.acquire(cost, self.stop):
+                self._submit(self._server_side_copy, job, cost)
+            return
         if size <= self.threshold:
             cost = max(size, MIN_TASK_COST)
             if not self.budget.acquire(cost, self.stop):
@@ -273,6 +281,62 @@ class Runner:
                 key=job.src_key,
             )
         return data, info
+
+    # -- server-side copies: the provider moves the bytes ------------------------------------
+
+    def _server_side_copy(self, job: FileJob, cost: int) -> None:
+        started = time.monotonic()
+        result = FileResult(job, job.info.size)
+        retries = [0]
+        try:
+            self.listener.file_started(job)
+            src, dst = self.src, self.dst
+            assert dst is not None
+            info = self.retrying(job, lambda: src.stat(job.src_key), retries)
+            digest = info.checksums.get(self.algorithm)
+            if digest is None:
+                digest = self._hash_sequential(job, info, min(cost, max(info.size, 1)), retries)
+            meta = self.dst_metadata(info, digest)
+            result.dst_info = self.retrying(
+                job, lambda: dst.copy_from(src, job.src_key, job.dst_key, metadata=meta), retries
+            )
+            if result.dst_info.size != info.size:
+                raise IntegrityError(
+                    f"{dst.url(job.dst_key)}: server-side copy has {result.dst_info.size} "
+                    f"bytes, source {info.size}",
+                    key=job.dst_key,
+                )
+            result.src_info = info
+            result.size = info.size
+            result.digests = {self.algorithm: digest}
+            self.listener.bytes_done(info.size)
+        except DatamoverError as e:
+            result.error = e
+        finally:
+            self.budget.release(cost)
+        result.seconds = time.monotonic() - started
+        result.retries = retries[0]
+        self.finish(result)
+
+    def _hash_sequential(
+        self, job: FileJob, info: ObjectInfo, chunk: int, retries: list[int]
+    ) -> str:
+        hasher = new_hasher(self.algorithm)
+        buf = memoryview(bytearray(chunk))
+        offset = 0
+        while offset < info.size:
+            want = buf[: min(chunk, info.size - offset)]
+
+            def read(at: int = offset, into: memoryview = want) -> int:
+                return self.src.readinto(job.src_key, at, into)
+
+            n = self.retrying(job, read, retries)
+            if n != len(want):
+                raise SourceChanged(f"{self.src.url(job.src_key)}: shorter than listed")
+            hasher.update(want)
+            offset += n
+        self.check_unchanged(job, info)
+        return hasher.hexdigest()
 
 
 class _LargeFile:

@@ -100,7 +100,9 @@ class PartLimits:
 
 @dataclass(frozen=True, slots=True)
 class PartReceipt:
-    """What a store returns for one written part; enough to commit it later."""
+    """What a store returns for one written part; enough to commit it later.
+    ``checksum`` is the provider-side check of the part as the store sent it (hex or
+    base64, the store's own business; the engine only journals it)."""
 
     index: int
     size: int
@@ -130,11 +132,18 @@ class ChunkWriter(Protocol):
 
     def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
         """Make the object visible with ``metadata`` (which carries the whole-object
-        digest). Every part must have been written. Raises on failure, leaving the
-        upload to ``abort``."""
+        digest). It is merged over the metadata given to ``open_writer``; on a clash
+        ``commit``'s value wins. Every part must have been written. Raises on failure,
+        leaving the upload to ``abort``."""
         ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Drop the upload. Afterwards nothing of it is visible, and nothing of it is
+        billed for long: where a provider can't delete pieces directly (Azure's
+        uncommitted blocks expire after 7 days), they are at least invisible. Never
+        deletes an object already committed at the key. A part still in flight when
+        ``abort`` runs may land afterwards; the cleanup command finds such leftovers."""
+        ...
 
 
 class Store(ABC):
@@ -143,6 +152,9 @@ class Store(ABC):
     #: URL scheme this store answers to (``s3``, ``az``, ``gs``, ``file``, ...).
     scheme: str = ""
     limits: PartLimits
+    #: False when the backend can't store user metadata (plain fsspec filesystems):
+    #: digests and POSIX attributes then live only in the manifest.
+    supports_metadata: bool = True
 
     @abstractmethod
     def url(self, key: str = "") -> str:
@@ -219,6 +231,26 @@ class Store(ABC):
         """Server-side copy within this store. Raises ``Unsupported`` when the store
         (or this server) can't; the caller then streams the bytes."""
         raise Unsupported(f"{self.scheme} store has no server-side copy", key=src_key)
+
+    def can_copy_from(self, source: Store) -> bool:
+        """Whether ``copy_from(source, ...)`` can work server-side (no request made).
+        Default: only within this very namespace (same bucket/container)."""
+        return type(source) is type(self) and source.url("") == self.url("")
+
+    def copy_from(
+        self,
+        source: Store,
+        src_key: str,
+        dst_key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Server-side copy of ``source``'s ``src_key`` to ``dst_key`` here. Stores that
+        can copy across buckets of one service override this; the default handles the
+        same namespace through ``copy_object``. Raises ``Unsupported`` otherwise."""
+        if not self.can_copy_from(source):
+            raise Unsupported(f"no server-side copy from {source.url('')} to {self.url('')}")
+        return self.copy_object(src_key, dst_key, metadata=metadata)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release clients and pools. Safe to call twice."""

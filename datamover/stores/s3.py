@@ -206,6 +206,8 @@ class S3Store(Store):
             connect_timeout=10,
             read_timeout=60,
         )
+        credentials = session.get_credentials()
+        self._identity = (settings.profile, credentials.access_key if credentials else None)
         self._client: Any = session.client(
             "s3",
             endpoint_url=endpoint,
@@ -388,6 +390,26 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         self._call(key, self._client.delete_object, Key=key)
 
+    def can_copy_from(self, source: Store) -> bool:
+        # One endpoint, one set of credentials: CopyObject works across its buckets.
+        return (
+            isinstance(source, S3Store)
+            and source._client.meta.endpoint_url == self._client.meta.endpoint_url
+            and source._identity == self._identity
+        )
+
+    def copy_from(
+        self,
+        source: Store,
+        src_key: str,
+        dst_key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        if not isinstance(source, S3Store) or not self.can_copy_from(source):
+            raise Unsupported(f"no server-side copy from {source.url('')} to {self.url('')}")
+        return self.copy_object(src_key, dst_key, metadata=metadata, src_bucket=source.bucket)
+
     def copy_object(
         self,
         src_key: str,
@@ -396,17 +418,24 @@ class S3Store(Store):
         metadata: Mapping[str, str] | None = None,
         if_match: str | None = None,
         size: int | None = None,
+        src_bucket: str | None = None,
     ) -> ObjectInfo:
         """Server-side copy: CopyObject up to 5 GiB, UploadPartCopy beyond."""
+        src_bucket = src_bucket or self.bucket
         if size is None:
-            size = self.stat(src_key).size
+            head = (
+                self._call(src_key, self._client.head_object, Key=src_key)
+                if (src_bucket == self.bucket)
+                else self._head_other(src_bucket, src_key)
+            )
+            size = int(head["ContentLength"])
         extra: dict[str, Any] = {}
         if metadata is not None:
             extra["Metadata"] = dict(metadata)
             extra["MetadataDirective"] = "REPLACE"
         if if_match:
             extra["CopySourceIfMatch"] = f'"{if_match}"'
-        source = {"Bucket": self.bucket, "Key": src_key}
+        source = {"Bucket": src_bucket, "Key": src_key}
         if size <= S3_LIMITS.max_single_put:
             r = self._call(
                 dst_key, self._client.copy_object, Key=dst_key, CopySource=source, **extra
@@ -421,6 +450,12 @@ class S3Store(Store):
             )
         return self._multipart_copy(source, dst_key, size, metadata, if_match)
 
+    def _head_other(self, bucket: str, key: str) -> Any:
+        try:
+            return self._client.head_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            raise map_error(e, bucket, key) from e
+
     def _multipart_copy(
         self,
         source: dict[str, str],
@@ -430,8 +465,7 @@ class S3Store(Store):
         if_match: str | None,
     ) -> ObjectInfo:
         if metadata is None:
-            head = self._call(source["Key"], self._client.head_object, Key=source["Key"])
-            metadata = head.get("Metadata", {})
+            metadata = self._head_other(source["Bucket"], source["Key"]).get("Metadata", {})
         part_size = S3_LIMITS.choose_part_size(size, 1 * GiB)
         mpu = self._call(
             dst_key, self._client.create_multipart_upload, Key=dst_key, Metadata=dict(metadata)
