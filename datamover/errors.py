@@ -11,6 +11,7 @@
     │   ├── Unsupported            an optional capability is missing: fall back
     │   ├── SourceChanged          the source changed while it was read (not retried)
     │   ├── IntegrityError         bytes failed a checksum (retryable, part level)
+    │   │   └── DigestMismatch     whole-file digest differs (the file is redone)
     │   ├── TransientError         network / 5xx / throttling (retryable)
     │   │   └── Throttled          the server asked us to slow down (retry_after)
     │   └── FatalStoreError        stops the whole run at once (fatal)
@@ -30,10 +31,14 @@ Who retries what (one layer per kind of failure, so retries never multiply):
    ``IntegrityError`` (a part whose bytes changed on the way is read and sent again).
    Backoff is exponential with full jitter, and a ``Throttled.retry_after`` hint (HTTP
    Retry-After, S3 SlowDown) is honoured as a lower bound.
-3. A file whose part still fails after the engine's attempts becomes a
+3. The engine redoes a *whole file* (up to ``RetryPolicy.file_attempts``) only for what
+   no part-level check can catch: ``DigestMismatch`` (the whole-file digest of what was
+   read differs from the digest the source carries, e.g. a corrupted download) and
+   ``SourceChanged``. Nothing half-done is committed in between.
+4. A file whose part still fails after the engine's attempts becomes a
    ``TransferError``: the upload is aborted, the manifest records the file as failed,
    and the run continues with other files (exit 1 at the end).
-4. ``fatal`` errors (bad credentials, missing bucket, access denied) are never
+5. ``fatal`` errors (bad credentials, missing bucket, access denied) are never
    retried: the run stops at once and the CLI prints one line (exit 2).
 
 Messages never contain credentials: stores build them from bucket, key and the
@@ -92,6 +97,10 @@ class IntegrityError(StoreError):
     """Bytes did not match their checksum. Retrying re-reads and re-sends them."""
 
     retryable = True
+
+
+class DigestMismatch(IntegrityError):
+    """The whole-file digest of the bytes read differs from the one the source carries."""
 
 
 class TransientError(StoreError):

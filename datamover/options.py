@@ -56,9 +56,10 @@ class RetryPolicy:
     attempts: int = 5
     base: float = 0.25
     cap: float = 20.0
+    file_attempts: int = 3
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
+        if self.attempts < 1 or self.file_attempts < 1:
             raise UsageError("retries: attempts must be at least 1")
         if self.base < 0 or self.cap < 0:
             raise UsageError("retries: delays must not be negative")

@@ -26,6 +26,7 @@ class FileJob:
     src_key: str
     dst_key: str
     info: ObjectInfo
+    attempt: int = 1
 
 
 @dataclass(slots=True)

@@ -23,6 +23,8 @@ The runner never knows which cloud it talks to: it sees the ``Store`` interface 
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +35,7 @@ from typing import TypeVar
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
 from datamover.engine.budget import ByteBudget, call_with_retries
 from datamover.engine.plan import FileJob
-from datamover.errors import DatamoverError, IntegrityError, SourceChanged
+from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
 from datamover.options import KiB, TransferOptions
 from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
 from datamover.stores.base import ChunkWriter, ObjectInfo, Store, digest_metadata_key
@@ -86,7 +88,7 @@ def _check_expected(
     for alg, value in computed.items():
         want = expected.get(alg)
         if want and want.lower() != value:
-            raise IntegrityError(
+            raise DigestMismatch(
                 f"{store.url(job.src_key)}: {alg} of the bytes read is {value}, "
                 f"the source says {want.lower()}",
                 key=job.src_key,
@@ -123,6 +125,9 @@ class Runner:
         self.stop = threading.Event()
         self.fatal: DatamoverError | None = None
         self.bug: BaseException | None = None
+        self._flow = threading.Condition()
+        self._inflight = 0
+        self._redo: collections.deque[FileJob] = collections.deque()
         self._results_lock = threading.Lock()
 
     # -- scheduling -------------------------------------------------------------------
@@ -135,7 +140,9 @@ class Runner:
                 for job in jobs:
                     if self.stop.is_set():
                         break
+                    self._schedule_redos(wait=False)
                     self._schedule(job)
+                self._schedule_redos(wait=True)
             except DatamoverError as e:
                 if not e.fatal:
                     raise
@@ -147,6 +154,17 @@ class Runner:
             raise self.bug
         if self.fatal is not None:
             raise self.fatal
+
+    def _schedule_redos(self, *, wait: bool) -> None:
+        """Schedule files queued to be redone; with ``wait``, until none is in flight."""
+        while True:
+            with self._flow:
+                while wait and not self._redo and self._inflight and not self.stop.is_set():
+                    self._flow.wait(0.5)
+                if not self._redo or self.stop.is_set():
+                    return
+                job = self._redo.popleft()
+            self._schedule(job)
 
     def _submit(self, fn: Callable[..., None], *args: object) -> None:
         def guarded() -> None:
@@ -166,6 +184,8 @@ class Runner:
         self.stop.set()
 
     def _schedule(self, job: FileJob) -> None:
+        with self._flow:
+            self._inflight += 1
         size = job.info.size
         if self.server_copy:
             cost = max(min(size, HASH_CHUNK), MIN_TASK_COST)
@@ -226,11 +246,27 @@ class Runner:
             )
 
     def finish(self, result: FileResult) -> None:
-        if result.error is not None and result.error.fatal:
-            self._set_fatal(result.error)
+        error, job = result.error, result.job
+        redo = (
+            isinstance(error, DigestMismatch | SourceChanged)
+            and job.attempt < self.retry.file_attempts
+            and not self.stop.is_set()
+        )
+        if redo:
+            self.listener.part_retried(job, error, job.attempt, 0.0)  # type: ignore[arg-type]
+            with self._flow:
+                self._redo.append(dataclasses.replace(job, attempt=job.attempt + 1))
+                self._inflight -= 1
+                self._flow.notify_all()
+            return
+        if error is not None and error.fatal:
+            self._set_fatal(error)
         with self._results_lock:
             self.on_result(result)
         self.listener.file_finished(result)
+        with self._flow:
+            self._inflight -= 1
+            self._flow.notify_all()
 
     # -- small files: one task, one request ---------------------------------------------
 
@@ -240,13 +276,7 @@ class Runner:
         retries = [0]
         try:
             self.listener.file_started(job)
-            data, info = self._read_whole(job, retries)
-            algorithms = self.algorithms_for(info.checksums)
-            hashers = [new_hasher(a) for a in algorithms]
-            for h in hashers:
-                h.update(data)
-            computed = {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
-            _check_expected(job, self.src, info.checksums, computed)
+            data, info, computed = self._read_whole(job, retries)
             digests = PartDigests(data)
             result.size = len(data)
             result.digests = computed
@@ -267,20 +297,30 @@ class Runner:
         result.retries = retries[0]
         self.finish(result)
 
-    def _read_whole(self, job: FileJob, retries: list[int]) -> tuple[bytes | bytearray, ObjectInfo]:
+    def _read_whole(
+        self, job: FileJob, retries: list[int]
+    ) -> tuple[bytes | bytearray, ObjectInfo, dict[str, str]]:
+        """Read and hash a whole small file; a digest mismatch with what the source
+        carries is retried like any failed request (it is this file's only part)."""
         src = self.src
 
-        def read() -> tuple[bytes | bytearray, ObjectInfo]:
-            return src.read_object(job.src_key, job.info)
+        def read() -> tuple[bytes | bytearray, ObjectInfo, dict[str, str]]:
+            data, info = src.read_object(job.src_key, job.info)
+            if len(data) != info.size:
+                raise SourceChanged(
+                    f"{src.url(job.src_key)}: read {len(data)} bytes, expected {info.size}; "
+                    "it changed while being copied",
+                    key=job.src_key,
+                )
+            algorithms = self.algorithms_for(info.checksums)
+            hashers = [new_hasher(a) for a in algorithms]
+            for h in hashers:
+                h.update(data)
+            computed = {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
+            _check_expected(job, src, info.checksums, computed)
+            return data, info, computed
 
-        data, info = self.retrying(job, read, retries)
-        if len(data) != info.size:
-            raise SourceChanged(
-                f"{src.url(job.src_key)}: read {len(data)} bytes, expected {info.size}; "
-                "it changed while being copied",
-                key=job.src_key,
-            )
-        return data, info
+        return self.retrying(job, read, retries)
 
     # -- server-side copies: the provider moves the bytes ------------------------------------
 

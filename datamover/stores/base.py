@@ -234,8 +234,12 @@ class Store(ABC):
 
     def can_copy_from(self, source: Store) -> bool:
         """Whether ``copy_from(source, ...)`` can work server-side (no request made).
-        Default: only within this very namespace (same bucket/container)."""
-        return type(source) is type(self) and source.url("") == self.url("")
+        Default: within this very namespace, for stores that implement ``copy_object``."""
+        return (
+            type(source) is type(self)
+            and source.url("") == self.url("")
+            and type(self).copy_object is not Store.copy_object
+        )
 
     def copy_from(
         self,

@@ -150,7 +150,18 @@ def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
         return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
     if isinstance(e, bce.FlexibleChecksumError):
         return IntegrityError(f"{where}: response checksum mismatch", key=key)
-    if isinstance(e, ConnectionError | TimeoutError):
+    import http.client
+
+    import urllib3.exceptions
+
+    # Body reads go straight to urllib3 (readinto), so its errors arrive unwrapped.
+    if isinstance(
+        e,
+        ConnectionError
+        | TimeoutError
+        | urllib3.exceptions.HTTPError
+        | http.client.HTTPException,
+    ):
         return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
     return StoreError(f"{where}: {type(e).__name__}: {e}", key=key)
 
