@@ -80,6 +80,33 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         help="cap on part buffers in flight; peak ~= min(budget, transfers x part size) "
         "(default 256MiB)",
     )
+    p.add_argument(
+        "--bwlimit",
+        type=_size,
+        default=None,
+        metavar="RATE",
+        help="bandwidth cap for the whole run in bytes/s, shared by all threads (e.g. 50M)",
+    )
+    p.add_argument(
+        "--manifest",
+        metavar="PATH",
+        help="where to write the manifest (default: $XDG_STATE_HOME/datamover/manifests/)",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the job journal lives (default $XDG_STATE_HOME/datamover)",
+    )
+    p.add_argument(
+        "--new-job",
+        action="store_true",
+        help="don't resume an unfinished run of the same command; start afresh",
+    )
+    p.add_argument(
+        "--no-server-side-copy",
+        action="store_true",
+        help="stream bytes through this machine even within one cloud",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,12 +125,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("copy", help="copy a file, directory or prefix, writing a manifest")
     p.add_argument("src", help="local path, s3://bucket/key, az://..., gs://...")
     p.add_argument("dst", help="destination path or URL")
+    _transfer_args(p)
+
+    p = sub.add_parser("sync", help="copy only what differs; optionally delete extras")
+    p.add_argument("src", help="source directory, prefix or file")
+    p.add_argument("dst", help="destination directory or prefix")
     p.add_argument(
-        "--manifest",
-        metavar="PATH",
-        help="where to write the manifest (default: $XDG_STATE_HOME/datamover/manifests/)",
+        "--checksum-compare",
+        "-c",
+        dest="compare_checksum",
+        action="store_true",
+        help="compare whole-file digests instead of size + mtime",
+    )
+    p.add_argument(
+        "--delete", action="store_true", help="delete destination files absent at the source"
+    )
+    p.add_argument(
+        "--max-delete",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --delete: abort, deleting nothing, if more than N files would go",
     )
     _transfer_args(p)
+
+    p = sub.add_parser("jobs", help="list, show, resume or clean journaled jobs")
+    jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
+    j = jsub.add_parser("list", help="every job in the journal")
+    j.add_argument("--state-dir", metavar="DIR")
+    j = jsub.add_parser("show", help="one job's state")
+    j.add_argument("job_id")
+    j.add_argument("--state-dir", metavar="DIR")
+    j = jsub.add_parser("resume", help="resume an unfinished job")
+    j.add_argument("job_id")
+    j.add_argument("--state-dir", metavar="DIR")
+    j = jsub.add_parser("clean", help="forget finished jobs; abort and forget others with --all")
+    j.add_argument("job_id", nargs="?")
+    j.add_argument("--all", action="store_true", help="also abort unfinished jobs' uploads")
+    j.add_argument("--state-dir", metavar="DIR")
 
     p = sub.add_parser("verify", help="re-read a copy and compare it with its manifest")
     p.add_argument("manifest", help="manifest written by copy")
@@ -136,7 +195,11 @@ def _options(args: argparse.Namespace, argv: Sequence[str]) -> TransferOptions:
         part_size=args.part_size,
         multipart_threshold=args.multipart_threshold,
         memory_budget=args.memory_budget,
-        manifest=getattr(args, "manifest", None),
+        bwlimit=args.bwlimit,
+        manifest=args.manifest,
+        state_dir=args.state_dir,
+        resume=not args.new_job,
+        server_side_copy=not args.no_server_side_copy,
         command_line=("datamover", *argv),
     )
 
@@ -147,20 +210,72 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
     report = engine.copy(args.src, args.dst, _options(args, argv))
+    return _render(report, args, out)
+
+
+def cmd_sync(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
+    report = engine.sync(
+        args.src,
+        args.dst,
+        _options(args, argv),
+        checksum=args.compare_checksum,
+        delete=args.delete,
+        max_delete=args.max_delete,
+    )
+    return _render(report, args, out)
+
+
+def _render(report: engine.TransferReport, args: argparse.Namespace, out: IO[str]) -> int:
     for path, error in report.failures[:50]:
         print(f"FAILED {path}: {error}", file=sys.stderr)
     if len(report.failures) > 50:
         print(f"... and {len(report.failures) - 50} more failures", file=sys.stderr)
     if not args.quiet:
+        if report.resumed:
+            print(
+                f"resumed job {report.job_id}: {report.files_resumed} files already done",
+                file=out,
+            )
         print(
             f"copied {report.files_ok} files, {format_size(report.bytes)} in "
-            f"{report.seconds:.1f}s ({_rate(report.bytes, report.seconds)})"
+            f"{report.seconds:.1f}s ({_rate(report.bytes, report.seconds)}); "
+            f"moved {format_size(report.bytes_moved)}"
+            + (f", {report.files_skipped} unchanged" if report.files_skipped else "")
+            + (f", {len(report.deleted)} deleted" if report.deleted else "")
             + (f", {report.files_failed} FAILED" if report.files_failed else "")
             + (f", {report.retries} retries" if report.retries else ""),
             file=out,
         )
         print(f"manifest: {report.manifest}", file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_jobs(args: argparse.Namespace, out: IO[str]) -> int:
+    from datamover.engine import jobs_admin
+
+    if args.jobs_command is None:
+        raise UsageError("jobs needs an action: list, show, resume or clean")
+    state = args.state_dir
+    if args.jobs_command == "list":
+        for job in jobs_admin.list_jobs(state):
+            print(
+                f"{job.job_id}  {job.state:10}  {job.operation:4}  {job.source} -> "
+                f"{job.destination}  ({job.files_done} done, {job.files_failed} failed)",
+                file=out,
+            )
+        return EXIT_OK
+    if args.jobs_command == "show":
+        job, counts = jobs_admin.show_job(args.job_id, state)
+        print(f"job {job.job_id}: {job.state}", file=out)
+        print(f"  {job.operation} {job.source} -> {job.destination}", file=out)
+        print(f"  manifest: {job.manifest}", file=out)
+        print("  files: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
+        return EXIT_OK
+    if args.jobs_command == "resume":
+        return _render(jobs_admin.resume_job(args.job_id, state), args, out)
+    removed = jobs_admin.clean_jobs(args.job_id, state, include_unfinished=args.all)
+    print(f"removed {removed} jobs from the journal", file=out)
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
@@ -265,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "copy":
             return cmd_copy(args, argv, out)
+        if args.command == "sync":
+            return cmd_sync(args, argv, out)
+        if args.command == "jobs":
+            return cmd_jobs(args, out)
         if args.command == "verify":
             return cmd_verify(args, out)
         if args.command == "manifest":

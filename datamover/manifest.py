@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
+STATUS_DELETED = "deleted"
 
 _SUM_TOOLS = {"sha256": "sha256sum", "sha512": "sha512sum", "md5": "md5sum"}
 
@@ -146,18 +147,45 @@ class ManifestWriter:
     manifest at ``PATH`` is always a finished one (with its summary line).
     """
 
-    def __init__(self, path: str, header: Mapping[str, Any]) -> None:
+    def __init__(self, path: str, header: Mapping[str, Any], *, resume: bool = False) -> None:
+        """With ``resume``, entries are appended to an existing ``PATH.partial`` (a job
+        picked up after a crash) instead of starting a new file."""
         self.path = path
         self._partial = path + ".partial"
         directory = os.path.dirname(os.path.abspath(path))
+        appending = resume and os.path.exists(self._partial)
         try:
             os.makedirs(directory, exist_ok=True)
-            self._fh: IO[str] = open(self._partial, "w", encoding="utf-8")  # noqa: SIM115
+            self._fh: IO[str] = open(  # noqa: SIM115
+                self._partial, "a" if appending else "w", encoding="utf-8"
+            )
         except OSError as e:
             raise UsageError(f"cannot write manifest {path}: {e.strerror}") from e
         self._lock = threading.Lock()
         self._started = time.monotonic()
-        self._write(header)
+        if appending:
+            self._terminate_torn_line()
+        else:
+            self._write(header)
+
+    def _terminate_torn_line(self) -> None:
+        """A process killed mid-write can leave half a line; end it so the next entry
+        starts clean (readers skip the unparseable fragment)."""
+        with open(self._partial, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            last = fh.read(1)
+        if last != b"\n":
+            self._fh.write("\n")
+            self._fh.flush()
+
+    def entries_so_far(self) -> list[ManifestEntry]:
+        """Entries written (by this run and any run it resumed), last one per path."""
+        with self._lock:
+            self._fh.flush()
+        return list(_dedupe(_read_entries(self._partial)).values())
 
     def _write(self, obj: Mapping[str, Any]) -> None:
         line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
@@ -167,6 +195,14 @@ class ManifestWriter:
 
     def add(self, entry: ManifestEntry) -> None:
         self._write(entry.to_json())
+
+    def suspend(self, summary: Mapping[str, Any]) -> None:
+        """End this run without finishing the manifest: the summary (with ``aborted``)
+        is written to ``PATH.partial``, which a resumed run appends to."""
+        self._write({"type": "summary", "ended": utc_now(), **summary})
+        with self._lock:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
 
     def close(self, summary: Mapping[str, Any]) -> None:
         body = {"type": "summary", "ended": utc_now(), **summary}
@@ -189,7 +225,24 @@ class Manifest:
         return str(self.header["algorithm"])
 
 
-def iter_manifest(path: str) -> Iterator[dict[str, Any]]:
+def _read_entries(path: str) -> Iterator[ManifestEntry]:
+    for obj in iter_manifest(path, tolerate_torn=True):
+        if obj["type"] == "file":
+            yield ManifestEntry.from_json(obj)
+
+
+def _dedupe(entries: Iterator[ManifestEntry]) -> dict[str, ManifestEntry]:
+    """A resumed job may list a path twice (failed, then ok): the last entry wins."""
+    out: dict[str, ManifestEntry] = {}
+    for e in entries:
+        out.pop(e.path, None)
+        out[e.path] = e
+    return out
+
+
+def iter_manifest(path: str, *, tolerate_torn: bool = False) -> Iterator[dict[str, Any]]:
+    """Lines of a manifest. ``tolerate_torn`` skips a line cut short by a killed writer
+    (only ever the last line before a resume appended more)."""
     try:
         fh = open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as e:
@@ -201,6 +254,8 @@ def iter_manifest(path: str) -> Iterator[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
+                if tolerate_torn:
+                    continue
                 raise UsageError(f"{path}:{lineno}: not a datamover manifest line ({e.msg})") from e
             if not isinstance(obj, dict) or "type" not in obj:
                 raise UsageError(f"{path}:{lineno}: not a datamover manifest line")
@@ -211,7 +266,7 @@ def read_manifest(path: str) -> Manifest:
     header: dict[str, Any] | None = None
     entries: list[ManifestEntry] = []
     summary = None
-    for obj in iter_manifest(path):
+    for obj in iter_manifest(path, tolerate_torn=True):
         kind = obj["type"]
         if kind == "header":
             if obj.get("format") != FORMAT:
@@ -228,7 +283,7 @@ def read_manifest(path: str) -> Manifest:
             summary = obj
     if header is None:
         raise UsageError(f"{path}: no manifest header; is this a datamover manifest?")
-    return Manifest(header, entries, summary)
+    return Manifest(header, list(_dedupe(iter(entries)).values()), summary)
 
 
 def _sum_line(digest: str, path: str) -> str:

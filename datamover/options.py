@@ -79,6 +79,13 @@ class TransferOptions:
     destination's part-count limit (S3: 10,000 parts), within its min/max part size.
     ``multipart_threshold``: files up to this size go as one request (default 8 MiB).
 
+    ``bwlimit``: bytes per second for the whole run, shared by all threads (None:
+    unlimited).
+
+    ``state_dir``: where the job journal lives (default ``$XDG_STATE_HOME/datamover``).
+    ``resume``: re-running the same copy resumes its unfinished job (finished files are
+    skipped, partly uploaded files continue from their parts); False starts afresh.
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -95,6 +102,9 @@ class TransferOptions:
     preserve: bool = True
     server_side_copy: bool = True
     manifest: str | None = None
+    state_dir: str | None = None
+    resume: bool = True
+    bwlimit: int | None = None
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -110,11 +120,23 @@ class TransferOptions:
             raise UsageError("--part-size must be between 64KiB and 5GiB")
         if self.memory_budget < 1 * MiB:
             raise UsageError("--memory-budget must be at least 1MiB")
+        if self.bwlimit is not None and self.bwlimit < 1024:
+            raise UsageError("--bwlimit must be at least 1KiB (per second)")
         if self.multipart_threshold < 0:
             raise UsageError("--multipart-threshold must not be negative")
 
     def with_(self, **changes: Any) -> TransferOptions:
         return replace(self, **changes)
+
+    def identity(self) -> dict[str, Any]:
+        """The options that change what lands at the destination: a re-run with the
+        same source, destination and these resumes the unfinished job."""
+        return {
+            "checksum": self.checksum,
+            "part_checksum": self.part_checksum,
+            "part_size": self.part_size,
+            "preserve": self.preserve,
+        }
 
     def public(self) -> dict[str, Any]:
         """The options worth recording in a manifest header (no secrets live here)."""

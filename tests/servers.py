@@ -26,9 +26,9 @@ Design:
 * Everything binds to 127.0.0.1 only, on ports picked at ``start()`` time by
   asking the kernel for free ones.  There is a small window between picking a
   port and the server binding it, so a start that dies with "address already in
-  use" is retried with fresh ports.  SeaweedFS opens ten listeners (five HTTP,
-  five gRPC); all ten are passed explicitly so two instances never collide and
-  none depends on the default "HTTP port + 10000" gRPC rule.
+  use" is retried with fresh ports.  SeaweedFS opens ten listeners: five HTTP
+  ports passed explicitly, each with a gRPC twin at HTTP + 10000 (the rule its
+  own parts dial by), so its ports are picked in pairs with both halves free.
 * Each instance owns a temporary work directory (data, log file, Unix sockets)
   that ``stop()`` deletes.  Server output goes to ``<workdir>/server.log``, never
   to the terminal; startup errors quote its tail.
@@ -353,7 +353,7 @@ class LocalServer(ABC):
                 if attempt == _START_ATTEMPTS:
                     raise RuntimeError(
                         f"{self.name} server: port already in use on {_START_ATTEMPTS} "
-                        f"attempts\n{self._log_tail()}"
+                        f"attempts; end of its log:\n{self._log_tail()}"
                     )
         except BaseException:
             self.stop()
@@ -430,7 +430,7 @@ class LocalServer(ABC):
                     return False
                 raise RuntimeError(
                     f"{self.name} server exited with status {code} during startup; "
-                    f"log {self.log_path}:\n{tail}"
+                    f"end of its log:\n{tail}"
                 )
             try:
                 self._probe()
@@ -445,8 +445,8 @@ class LocalServer(ABC):
                 continue
             if time.monotonic() >= deadline:
                 raise RuntimeError(
-                    f"{self.name} server not ready after {self.startup_timeout:.0f} s "
-                    f"(last probe error: {last_error!r}); log {self.log_path}:\n"
+                    f"{self.name} server not ready after {self.startup_timeout:g} s "
+                    f"(last probe error: {last_error!r}); end of its log:\n"
                     f"{self._log_tail()}"
                 )
             time.sleep(delay)
@@ -547,6 +547,7 @@ class S3Server(LocalServer):
         here (path-style addressing, checksums only when required).
         """
         import boto3
+        import botocore.session
         from botocore.config import Config
 
         settings: dict[str, Any] = {
@@ -556,7 +557,17 @@ class S3Server(LocalServer):
             "retries": {"mode": "standard"},
         }
         settings.update(config)
+        # The test process itself may carry AWS_PROFILE (ProfileNotFound) or a
+        # ~/.aws config; this client must not depend on either.
+        core = botocore.session.Session(
+            session_vars={
+                "profile": (None, None, None, None),
+                "config_file": (None, None, os.devnull, None),
+                "credentials_file": (None, None, os.devnull, None),
+            }
+        )
         session = boto3.session.Session(
+            botocore_session=core,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
@@ -948,8 +959,10 @@ def _main(argv: list[str] | None = None) -> int:
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # `kill PID` should clean up the same way as Ctrl-C.
+    # `kill PID` should clean up the same way as Ctrl-C; SIGINT is installed
+    # explicitly because shells start background jobs with it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
     server = SERVERS[args.server](port=args.port)
     print(f"# starting {args.server} ...", file=sys.stderr, flush=True)

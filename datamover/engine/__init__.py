@@ -8,20 +8,27 @@ errors (after in-flight work has stopped and the manifest is closed).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as statmod
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from datamover.engine.jobs import JobContext
 from datamover.engine.plan import FileJob, plan_copy
 from datamover.engine.runner import FileResult, Listener, Runner
+from datamover.engine.sync import SyncPlanner
 from datamover.errors import DatamoverError, NotFound, SourceChanged, UsageError
+from datamover.journal import Journal, job_key, journal_path
 from datamover.manifest import (
+    STATUS_DELETED,
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_SKIPPED,
     ManifestEntry,
     ManifestWriter,
     make_header,
@@ -33,6 +40,8 @@ from datamover.stores import StoreSettings, open_location, open_store
 from datamover.stores.base import ObjectInfo, Store
 from datamover.urls import parse_url
 
+log = logging.getLogger("datamover")
+
 __all__ = [
     "FileResult",
     "Listener",
@@ -41,6 +50,7 @@ __all__ = [
     "copy",
     "copy_between",
     "hash_url",
+    "sync",
     "verify",
 ]
 
@@ -67,8 +77,13 @@ class TransferReport:
     manifest: str | None
     files_ok: int = 0
     files_failed: int = 0
+    files_skipped: int = 0
+    files_resumed: int = 0
     bytes: int = 0
+    bytes_moved: int = 0
+    resumed: bool = False
     retries: int = 0
+    deleted: list[str] = field(default_factory=list)
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -144,55 +159,259 @@ def copy_between(
     sleep: Callable[[float], None] = time.sleep,
 ) -> TransferReport:
     """``copy`` between stores already open (the caller closes them)."""
-    started = time.monotonic()
     plan = plan_copy(src_store, src_key, dst_store, dst_key)
-    job_id = new_job_id()
-    manifest_path = options.manifest or os.path.join(state_dir(), "manifests", f"{job_id}.jsonl")
-    report = TransferReport(
-        job_id, "copy", src_store.url(plan.src_root), dst_store.url(plan.dst_root), manifest_path
+    return run_job(
+        "copy",
+        src_store,
+        dst_store,
+        plan.src_root,
+        plan.dst_root,
+        plan.jobs,
+        options,
+        listener=listener,
+        sleep=sleep,
     )
-    header = make_header(
-        operation="copy",
-        source=report.source,
-        destination=report.destination,
-        algorithm=options.checksum,
-        part_algorithm=options.part_checksum,
-        options=options.public(),
-        job_id=job_id,
-        command_line=options.command_line,
-    )
-    writer = ManifestWriter(manifest_path, header)
 
-    def on_result(result: FileResult) -> None:
-        writer.add(_entry(result, options.checksum))
-        report.retries += result.retries
-        if result.error is None:
-            report.files_ok += 1
-            report.bytes += result.size
-        else:
-            report.files_failed += 1
-            report.failures.append((result.job.rel, str(result.error)))
 
-    runner = Runner(src_store, dst_store, options, on_result, listener=listener, sleep=sleep)
-    aborted: DatamoverError | None = None
+def run_job(
+    operation: str,
+    src_store: Store,
+    dst_store: Store,
+    src_root: str,
+    dst_root: str,
+    jobs: Iterable[FileJob],
+    options: TransferOptions,
+    *,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    skip_sink: Callable[[Callable[[ManifestEntry], None]], None] | None = None,
+    after: Callable[[TransferReport], None] | None = None,
+    request: Mapping[str, Any] | None = None,
+) -> TransferReport:
+    """Run planned ``jobs`` as one journaled job with one manifest.
+
+    The same operation between the same roots with the same identity options resumes
+    the newest unfinished job (``options.resume``): its manifest is appended to, files
+    it finished are skipped, and partly written files continue from their parts.
+    ``skip_sink`` receives the function that records a file as skipped (sync);
+    ``after`` runs once every file is done, before the manifest is closed (sync's
+    deletions).
+    """
+    started = time.monotonic()
+    source, destination = src_store.url(src_root), dst_store.url(dst_root)
+    journal = Journal(journal_path(options.state_dir or state_dir()))
     try:
-        runner.run(plan.jobs)
-    except DatamoverError as e:
-        aborted = e
-        raise
+        key = job_key(operation, source, destination, options.identity())
+        previous = journal.resumable(key) if options.resume else None
+        if (
+            previous is not None
+            and previous.manifest
+            and not os.path.exists(previous.manifest + ".partial")
+        ):
+            previous = None  # its manifest was finished: that run ended after all
+        if previous is not None:
+            job_id = previous.job_id
+            manifest_path = options.manifest or previous.manifest or ""
+        else:
+            job_id = new_job_id()
+            manifest_path = options.manifest or os.path.join(
+                state_dir(), "manifests", f"{job_id}.jsonl"
+            )
+            journal.create_job(
+                job_id,
+                key,
+                operation,
+                source,
+                destination,
+                options.public(),
+                manifest_path,
+                request,
+            )
+        ctx = JobContext(journal, job_id, resumed=previous is not None)
+        report = TransferReport(job_id, operation, source, destination, manifest_path)
+        report.resumed = ctx.resumed
+        header = make_header(
+            operation=operation,
+            source=source,
+            destination=destination,
+            algorithm=options.checksum,
+            part_algorithm=options.part_checksum,
+            options=options.public(),
+            job_id=job_id,
+            command_line=options.command_line,
+        )
+        writer = ManifestWriter(manifest_path, header, resume=ctx.resumed)
+
+        def record_skip(entry: ManifestEntry) -> None:
+            writer.add(entry)
+            report.files_skipped += 1
+
+        if skip_sink is not None:
+            skip_sink(record_skip)
+
+        def on_result(result: FileResult) -> None:
+            writer.add(_entry(result, options.checksum))
+            report.retries += result.retries
+            if result.error is None:
+                report.files_ok += 1
+                report.bytes += result.size
+            else:
+                report.files_failed += 1
+                report.failures.append((result.job.rel, str(result.error)))
+
+        runner = Runner(
+            src_store, dst_store, options, on_result, listener=listener, sleep=sleep, job=ctx
+        )
+        aborted: DatamoverError | None = None
+        try:
+            runner.run(ctx.pending(jobs))
+            if after is not None:
+                after(report)
+                for path in report.deleted:
+                    writer.add(ManifestEntry(path=path, size=0, status=STATUS_DELETED))
+        except DatamoverError as e:
+            aborted = e
+            raise
+        finally:
+            report.seconds = time.monotonic() - started
+            report.bytes_moved = runner.bytes_moved
+            report.files_resumed = ctx.skipped_done
+            entries = writer.entries_so_far()
+            ok = [e for e in entries if e.status == STATUS_OK]
+            summary: dict[str, object] = {
+                "files_ok": len(ok),
+                "files_failed": sum(1 for e in entries if e.status == STATUS_FAILED),
+                "files_skipped": sum(1 for e in entries if e.status == STATUS_SKIPPED),
+                "bytes": sum(e.size for e in ok),
+                "bytes_moved": runner.bytes_moved,
+                "seconds": round(report.seconds, 3),
+                "peak_buffer_bytes": runner.budget.peak,
+            }
+            if aborted is not None:
+                summary["aborted"] = str(aborted)
+                writer.suspend(summary)
+                journal.finish_job(
+                    job_id,
+                    "aborted",
+                    len(ok),
+                    int(str(summary["files_failed"])),
+                    int(str(summary["bytes"])),
+                )
+            else:
+                writer.close(summary)
+                journal.finish_job(
+                    job_id,
+                    "done" if report.files_failed == 0 else "incomplete",
+                    len(ok),
+                    report.files_failed,
+                    int(str(summary["bytes"])),
+                )
+        return report
     finally:
-        report.seconds = time.monotonic() - started
-        summary: dict[str, object] = {
-            "files_ok": report.files_ok,
-            "files_failed": report.files_failed,
-            "bytes": report.bytes,
-            "seconds": round(report.seconds, 3),
-            "peak_buffer_bytes": runner.budget.peak,
-        }
-        if aborted is not None:
-            summary["aborted"] = str(aborted)
-        writer.close(summary)
-    return report
+        journal.close()
+
+
+def sync(
+    src: str,
+    dst: str,
+    options: TransferOptions | None = None,
+    *,
+    checksum: bool = False,
+    delete: bool = False,
+    max_delete: int | None = None,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TransferReport:
+    """Make ``dst`` hold what ``src`` holds, copying only files that differ (see
+    ``engine.sync``). With ``delete``, destination files absent from the source are
+    removed after every copy succeeded; more than ``max_delete`` of them aborts before
+    anything is deleted."""
+    options = options or TransferOptions()
+    settings = _settings(options)
+    src_store, src_key = open_store(src, settings)
+    dst_store, dst_key = open_store(dst, settings)
+    try:
+        return sync_between(
+            src_store,
+            src_key,
+            dst_store,
+            dst_key,
+            options,
+            checksum=checksum,
+            delete=delete,
+            max_delete=max_delete,
+            listener=listener,
+            sleep=sleep,
+        )
+    finally:
+        src_store.close()
+        dst_store.close()
+
+
+def sync_between(
+    src_store: Store,
+    src_key: str,
+    dst_store: Store,
+    dst_key: str,
+    options: TransferOptions,
+    *,
+    checksum: bool = False,
+    delete: bool = False,
+    max_delete: int | None = None,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TransferReport:
+    plan = plan_copy(src_store, src_key, dst_store, dst_key)
+    src_root, dst_root = plan.src_root, plan.dst_root
+    planner = SyncPlanner(
+        src_store,
+        src_root,
+        dst_store,
+        dst_root,
+        algorithm=options.checksum,
+        checksum=checksum,
+        delete=delete and not plan.single_file,
+        threads=min(options.transfers, 16),
+    )
+
+    def set_sink(sink: Callable[[ManifestEntry], None]) -> None:
+        planner.record_skip = sink
+
+    def deletions(report: TransferReport) -> None:
+        doomed = planner.plan.to_delete
+        if not doomed:
+            return
+        if planner.plan.out_of_order:
+            raise UsageError(
+                "a listing came back out of key order, so files to delete can't be "
+                "trusted; nothing was deleted (run without --delete, and report this)"
+            )
+        if report.files_failed:
+            log.warning("not deleting %d files: %d copies failed", len(doomed), report.files_failed)
+            return
+        if max_delete is not None and len(doomed) > max_delete:
+            raise UsageError(
+                f"sync would delete {len(doomed)} files, more than --max-delete "
+                f"{max_delete}; nothing was deleted (raise --max-delete to allow it)"
+            )
+        for key in doomed:
+            dst_store.delete(key)
+            report.deleted.append(key[len(dst_root) :])
+
+    jobs = plan.jobs if plan.single_file else planner.jobs()
+    return run_job(
+        "sync",
+        src_store,
+        dst_store,
+        src_root,
+        dst_root,
+        jobs,
+        options,
+        listener=listener,
+        sleep=sleep,
+        skip_sink=set_sink,
+        after=deletions,
+    )
 
 
 @dataclass(slots=True)
@@ -231,7 +450,11 @@ def verify(
     store = open_location(loc, _settings(options))
     root = loc.key if loc.key == "" or loc.key.endswith("/") else loc.key + "/"
     report = VerifyReport(manifest_path, store.url(root))
-    expected = {e.path: e for e in manifest.entries if e.status == STATUS_OK}
+    expected = {
+        e.path: e
+        for e in manifest.entries
+        if e.status == STATUS_OK or (e.status == STATUS_SKIPPED and e.digest)
+    }
     started = time.monotonic()
 
     def on_result(result: FileResult) -> None:

@@ -78,3 +78,41 @@ def call_with_retries(
                 on_retry(e, attempt, delay)
             sleep(delay)
             attempt += 1
+
+
+class TokenBucket:
+    """One bandwidth limit shared by every worker thread (``--bwlimit``).
+
+    ``consume(n)`` blocks until ``n`` bytes of allowance have accrued at ``rate`` bytes
+    per second; the bucket holds at most ``burst`` bytes (default: one second's worth),
+    so an idle period can't be saved up into a flood. Requests larger than the burst
+    are paid for in full, by waiting longer.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else rate
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def consume(self, n: int) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            debt = -self._tokens
+        if debt > 0:
+            self._sleep(debt / self.rate)

@@ -33,12 +33,19 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
-from datamover.engine.budget import ByteBudget, call_with_retries
+from datamover.engine.budget import ByteBudget, TokenBucket, call_with_retries
+from datamover.engine.jobs import JobContext
 from datamover.engine.plan import FileJob
 from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
 from datamover.options import KiB, TransferOptions
 from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
-from datamover.stores.base import ChunkWriter, ObjectInfo, Store, digest_metadata_key
+from datamover.stores.base import (
+    ChunkWriter,
+    ObjectInfo,
+    ResumableWriter,
+    Store,
+    digest_metadata_key,
+)
 
 #: Budget charged at least this much per task, so empty files can't queue unboundedly.
 MIN_TASK_COST = 64 * KiB
@@ -107,8 +114,14 @@ class Runner:
         *,
         listener: Listener | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        job: JobContext | None = None,
     ) -> None:
         self.src = src
+        self.job = job
+        #: Bytes that really crossed to or from a store (resumed parts don't count).
+        self.bytes_moved = 0
+        self._moved_lock = threading.Lock()
+        self.bandwidth = TokenBucket(options.bwlimit, sleep=sleep) if options.bwlimit else None
         self.dst = dst
         self.algorithm = options.checksum
         self.part_algorithm = options.part_checksum
@@ -236,6 +249,14 @@ class Runner:
         meta[digest_metadata_key(self.algorithm)] = digest
         return meta
 
+    def moved(self, n: int) -> None:
+        with self._moved_lock:
+            self.bytes_moved += n
+
+    def throttle(self, n: int) -> None:
+        if self.bandwidth is not None:
+            self.bandwidth.consume(n)
+
     def check_unchanged(self, job: FileJob, before: ObjectInfo) -> None:
         now = self.src.stat(job.src_key)
         if now.size != before.size or now.mtime != before.mtime or now.etag != before.etag:
@@ -261,6 +282,13 @@ class Runner:
             return
         if error is not None and error.fatal:
             self._set_fatal(error)
+        if self.job is not None and not (error is not None and error.fatal):
+            self.job.finished(
+                job,
+                error is None,
+                result.digests.get(self.algorithm),
+                None if error is None else str(error),
+            )
         with self._results_lock:
             self.on_result(result)
         self.listener.file_finished(result)
@@ -276,6 +304,7 @@ class Runner:
         retries = [0]
         try:
             self.listener.file_started(job)
+            self.throttle(job.info.size)
             data, info, computed = self._read_whole(job, retries)
             digests = PartDigests(data)
             result.size = len(data)
@@ -288,6 +317,7 @@ class Runner:
                 result.dst_info = self.retrying(
                     job, lambda: dst.put(job.dst_key, data, metadata=meta, digests=digests), retries
                 )
+            self.moved(len(data))
             self.listener.bytes_done(len(data))
         except DatamoverError as e:
             result.error = e
@@ -410,22 +440,68 @@ class _LargeFile:
             self.pending = [2] * self.count  # each part: written + hashed
             self.costs = [0] * self.count
             self.unsettled = self.count
+            self.resumed: dict[int, str] = {}
             if r.dst is not None:
-                dst = r.dst
-                meta = {k: v for k, v in r.dst_metadata(self.info, "").items() if v}
-                self.writer = r.retrying(
-                    job,
-                    lambda: dst.open_writer(
-                        job.dst_key, size=size, part_size=self.part_size, metadata=meta
-                    ),
-                    self.retries,
-                )
+                self.writer = self._resume() or self._open_new()
             return True
         except DatamoverError as e:
             self.result.error = e
             self.result.seconds = time.monotonic() - self.started
             self.r.finish(self.result)
             return False
+
+    def _open_new(self) -> ChunkWriter:
+        r, job, dst = self.r, self.job, self.r.dst
+        assert dst is not None
+        meta = {k: v for k, v in r.dst_metadata(self.info, "").items() if v}
+        writer = r.retrying(
+            job,
+            lambda: dst.open_writer(
+                job.dst_key, size=self.info.size, part_size=self.part_size, metadata=meta
+            ),
+            self.retries,
+        )
+        if r.job is not None and isinstance(writer, ResumableWriter):
+            r.job.writing(job, self.part_size, writer)
+        return writer
+
+    def _resume(self) -> ChunkWriter | None:
+        """Reopen a previous attempt's upload; keep the parts the store still holds
+        with the journaled receipts. None when there is nothing to resume."""
+        r, job, dst = self.r, self.job, self.r.dst
+        rec = r.job.partial(job) if r.job is not None else None
+        if dst is None or rec is None or rec.writer is None or rec.part_size != self.part_size:
+            return None
+        state = rec.writer
+        try:
+            writer = dst.resume_writer(
+                job.dst_key, size=self.info.size, part_size=self.part_size, state=state
+            )
+            valid = writer.verify_parts({i: receipt for i, (receipt, _) in rec.parts.items()})
+        except DatamoverError as e:
+            if e.fatal:
+                raise
+            return None
+        self.resumed = {i: rec.parts[i][1] for i in valid}
+        for i in valid:
+            assert r.job is not None
+            r.job.part(job, rec.parts[i][0], rec.parts[i][1])
+        return writer
+
+    def _read_resumed(self, index: int, buf: memoryview) -> bool:
+        """Fill ``buf`` for a part the store already holds: from the writer when it can
+        read back (a POSIX temp file: no network), else from the source. True when the
+        bytes match the journaled part digest, so the part need not be written."""
+        r, job, writer = self.r, self.job, self.writer
+        read_back = getattr(writer, "read_part", None)
+        offset = index * self.part_size
+        if read_back is not None:
+            n = read_back(index, buf)
+        else:
+            n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, buf), self.retries)
+        if n != len(buf):
+            return False
+        return PartDigests(buf).get(r.part_algorithm).hex() == self.resumed[index]
 
     def part_length(self, index: int) -> int:
         return min(self.part_size, self.info.size - index * self.part_size)
@@ -446,7 +522,10 @@ class _LargeFile:
             def read() -> int:
                 return r.src.readinto(job.src_key, offset, buf)
 
-            n = r.retrying(job, read, self.retries)
+            skip_write = index in self.resumed and self._read_resumed(index, buf)
+            if not skip_write:
+                r.throttle(length)
+            n = length if skip_write else r.retrying(job, read, self.retries)
             if n != length:
                 raise SourceChanged(
                     f"{r.src.url(job.src_key)}: ended at {offset + int(n)} bytes, expected "
@@ -457,9 +536,15 @@ class _LargeFile:
             self.part_digests[index] = digests.get(r.part_algorithm).hex()
             hashed_added = True
             self.digest.add(index, buf, lambda: self._settle(index, 1))
-            if self.writer is not None:
+            if self.writer is not None and not skip_write:
                 writer = self.writer
-                r.retrying(job, lambda: writer.write_part(index, buf, digests), self.retries)
+                receipt = r.retrying(
+                    job, lambda: writer.write_part(index, buf, digests), self.retries
+                )
+                if r.job is not None and isinstance(writer, ResumableWriter):
+                    r.job.part(job, receipt, self.part_digests[index])
+            if not skip_write:
+                r.moved(length)
             r.listener.bytes_done(length)
             self._settle(index, 1)
         except DatamoverError as e:

@@ -661,6 +661,8 @@ class AzureStore(Store):
         return _properties_info(props, key)
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        if not recursive and prefix and not prefix.endswith("/"):
+            prefix += "/"  # one level down means "this directory", never a name prefix
         client = self._container_client
         try:
             if recursive:
@@ -703,6 +705,19 @@ class AzureStore(Store):
             if _is_invalid_range(e):
                 return b""
             raise self._error(e, key) from e
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """Bytes and properties from one Get Blob (the SDK pins any further ranges to
+        the first response's ETag), so both describe the same blob even when it is
+        replaced meanwhile; a stat and then a read could pair new bytes with old info."""
+        try:
+            downloader = self._blob(key).download_blob(max_concurrency=1)
+            data = downloader.readall()
+        except AzureError as e:
+            raise self._error(e, key) from e
+        return data, _properties_info(downloader.properties, key)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         view = _bytes_view(buf)

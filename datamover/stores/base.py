@@ -27,7 +27,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from datamover.checksums import PartDigests
 from datamover.errors import Unsupported
@@ -146,6 +146,22 @@ class ChunkWriter(Protocol):
         ...
 
 
+@runtime_checkable
+class ResumableWriter(ChunkWriter, Protocol):
+    """A writer whose upload survives the process: the engine journals ``state()`` and
+    a later run reopens it with ``Store.resume_writer``."""
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able token naming the upload (S3 upload id, POSIX temp path, ...)."""
+        ...
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """Of the parts a journal claims were written, those the store really holds
+        with the same receipt (S3 ListParts ETag, POSIX bytes re-read and CRC32C
+        checked). Only these are skipped on resume; the rest are written again."""
+        ...
+
+
 class Store(ABC):
     """One namespace of one backend. See the module docstring for the contracts."""
 
@@ -220,6 +236,20 @@ class Store(ABC):
         metadata: Mapping[str, str] | None = None,
     ) -> ChunkWriter:
         """Start a multipart write of a ``size``-byte object in ``part_size`` parts."""
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> ResumableWriter:
+        """Reopen an upload a previous process started (``state`` from its
+        ``ResumableWriter.state()``). Raises ``NotFound`` when the upload is gone
+        (completed, aborted, expired) and ``Unsupported`` when this store can't."""
+        raise Unsupported(f"{self.scheme} store can't resume uploads", key=key)
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -154,6 +154,8 @@ class FsspecStore(Store):
         return self._info(key, info)
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        if not recursive and prefix and not prefix.endswith("/"):
+            prefix += "/"  # one level down means "this directory", never a name prefix
         directory, _, _ = prefix.rpartition("/")
         base = self.path(directory) if directory else self._root or "/"
         try:

@@ -92,6 +92,7 @@ from datamover.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    SourceChanged,
     StoreError,
     Throttled,
     TransientError,
@@ -533,6 +534,33 @@ class GCSStore(Store):
         except Exception as e:
             raise self.map_error(e, key) from e
         return data
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """The object's resource, then its bytes pinned to that generation and checked
+        against its size and CRC32C, so data and info describe one generation; an
+        object replaced in between is read again (``SourceChanged`` if it keeps
+        changing). A stat and a plain read could pair new bytes with old info."""
+        for _ in range(3):
+            blob = self._bucket.blob(key)
+            try:
+                blob.reload(retry=self.retry)
+                data: bytes = blob.download_as_bytes(
+                    raw_download=True,
+                    checksum=None,  # compared below with the resource's CRC32C
+                    if_generation_match=blob.generation,
+                    retry=self.retry,
+                )
+            except gexc.PreconditionFailed:
+                continue
+            except Exception as e:
+                raise self.map_error(e, key) from e
+            crc = int.from_bytes(PartDigests(data).get("crc32c"), "big")
+            expected = _crc_from_b64(blob.crc32c)
+            if len(data) == int(blob.size or 0) and expected in (None, crc):
+                return data, _blob_info(blob, key)
+        raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if offset < 0:

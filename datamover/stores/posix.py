@@ -20,6 +20,8 @@ import secrets
 import stat as statmod
 import threading
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from datamover.checksums import PartDigests
 from datamover.errors import FatalStoreError, NotFound, SourceChanged, StoreError, UsageError
@@ -89,22 +91,64 @@ def _pwrite_all(fd: int, data: Buffer, offset: int) -> None:
 class PosixWriter:
     """Parts ``pwrite`` into ``.<name>.dmtmp-<rand>`` next to the target."""
 
-    def __init__(self, key: str, size: int, part_size: int) -> None:
+    #: Metadata given to ``open_writer``; ``commit``'s is merged over it.
+    initial_metadata: Mapping[str, str] = MappingProxyType({})
+
+    def __init__(
+        self, key: str, size: int, part_size: int, *, resume_from: str | None = None
+    ) -> None:
         self.key = key
         self.size = size
         self.part_size = part_size
         self.path = "/" + key
         directory, name = os.path.split(self.path)
+        self._lock = threading.Lock()
+        if resume_from is not None:
+            self.temp_path = resume_from
+            try:
+                self._fd: int | None = os.open(resume_from, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError as e:
+                raise NotFound(f"{resume_from}: partial download is gone", key=key) from e
+            except OSError as e:
+                raise map_oserror(e, key) from e
+            if os.fstat(self._fd).st_size != size:
+                os.close(self._fd)
+                raise NotFound(f"{resume_from}: partial download has the wrong size", key=key)
+            return
         self.temp_path = os.path.join(directory, f".{name}{TEMP_MARK}{secrets.token_hex(6)}")
         try:
             os.makedirs(directory, exist_ok=True)
-            self._fd: int | None = os.open(
-                self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            self._fd = os.open(
+                self.temp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
             )
             os.ftruncate(self._fd, size)
         except OSError as e:
             raise map_oserror(e, key) from e
-        self._lock = threading.Lock()
+
+    def state(self) -> dict[str, Any]:
+        return {"temp_path": self.temp_path}
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """Re-read each claimed part from the temp file and check its CRC32C."""
+        fd = self._fd
+        if fd is None:
+            return set()
+        valid = set()
+        for index, receipt in claimed.items():
+            length = min(self.part_size, self.size - index * self.part_size)
+            if receipt.checksum is None or receipt.size != length or length <= 0:
+                continue
+            buf = os.pread(fd, length, index * self.part_size)
+            if len(buf) == length and PartDigests(buf).get("crc32c").hex() == receipt.checksum:
+                valid.add(index)
+        return valid
+
+    def read_part(self, index: int, buf: memoryview) -> int:
+        """Bytes of an already written part, for hashing on resume (no network)."""
+        fd = self._fd
+        if fd is None:
+            raise StoreError(f"/{self.key}: read after commit or abort", key=self.key)
+        return os.preadv(fd, [buf], index * self.part_size)
 
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
         fd = self._fd
@@ -114,7 +158,7 @@ class PosixWriter:
             _pwrite_all(fd, data, index * self.part_size)
         except OSError as e:
             raise map_oserror(e, self.key) from e
-        return PartReceipt(index, len(data))
+        return PartReceipt(index, len(data), checksum=digests.get("crc32c").hex())
 
     def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
         with self._lock:
@@ -123,7 +167,7 @@ class PosixWriter:
             raise StoreError(f"/{self.key}: commit after commit or abort", key=self.key)
         try:
             try:
-                _apply_attrs(fd, metadata)
+                _apply_attrs(fd, {**self.initial_metadata, **metadata})
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -165,6 +209,8 @@ class PosixStore(Store):
             raise map_oserror(e, key) from e
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        if not recursive and prefix and not prefix.endswith("/"):
+            prefix += "/"  # one level down means "this directory", never a name prefix
         directory, _, name_prefix = prefix.rpartition("/")
         base = directory + "/" if directory else ""
         yield from self._walk(base, name_prefix, recursive)
@@ -172,8 +218,11 @@ class PosixStore(Store):
     def _walk(self, base: str, name_prefix: str, recursive: bool) -> Iterator[ObjectInfo]:
         try:
             with os.scandir("/" + base) as it:
+                # Key order, not name order: a directory's keys all carry its "/", so
+                # "d.txt" < "d/..." < "d0" ("." < "/" < "0").
                 entries = sorted(
-                    (e for e in it if e.name.startswith(name_prefix)), key=lambda e: e.name
+                    (e for e in it if e.name.startswith(name_prefix)),
+                    key=lambda e: e.name + "/" if e.is_dir() else e.name,
                 )
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -199,7 +248,14 @@ class PosixStore(Store):
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         if length is None:
-            length = max(0, self.stat(key).size - offset)
+            # Size and bytes from one open file: a file replaced meanwhile is read whole
+            # (a stat, then an open, could read the new file cut to the old size).
+            try:
+                with open("/" + key, "rb", buffering=0) as f:
+                    f.seek(offset)
+                    return f.read()
+            except OSError as e:
+                raise map_oserror(e, key) from e
         buf = bytearray(length)
         n = self.readinto(key, offset, memoryview(buf))
         del buf[n:]
@@ -287,7 +343,24 @@ class PosixStore(Store):
     ) -> ChunkWriter:
         if key == "" or key.endswith("/"):
             raise UsageError(f"/{key} is a directory, not a file name")
-        return PosixWriter(key, size, part_size)
+        writer = PosixWriter(key, size, part_size)
+        writer.initial_metadata = dict(metadata or {})
+        return writer
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> PosixWriter:
+        temp = state.get("temp_path")
+        directory = os.path.dirname("/" + key)
+        if not isinstance(temp, str) or os.path.dirname(temp) != directory:
+            raise NotFound(f"/{key}: no partial download to resume", key=key)
+        return PosixWriter(key, size, part_size, resume_from=temp)
 
     def delete(self, key: str) -> None:
         try:

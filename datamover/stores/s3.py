@@ -43,7 +43,7 @@ from datamover.errors import (
     TransientError,
     Unsupported,
 )
-from datamover.posixmeta import MTIME, parse_mtime_ns
+from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
     DIGEST_KEY_PREFIX,
@@ -64,7 +64,7 @@ S3_LIMITS = PartLimits(
 )
 MAX_OBJECT_SIZE = 5 * TiB
 
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _NO_BUCKET = {"NoSuchBucket"}
 _AUTH = {
     "InvalidAccessKeyId",
@@ -142,9 +142,10 @@ def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
     if isinstance(
         e,
         bce.ConnectionError
-        | bce.ReadTimeoutError
+        # HTTPClientError covers ConnectionClosedError (a reset before the response),
+        # ReadTimeoutError and ResponseStreamingError.
+        | bce.HTTPClientError
         | bce.ConnectTimeoutError
-        | bce.ResponseStreamingError
         | bce.IncompleteReadError,
     ):
         return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
@@ -157,10 +158,7 @@ def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
     # Body reads go straight to urllib3 (readinto), so its errors arrive unwrapped.
     if isinstance(
         e,
-        ConnectionError
-        | TimeoutError
-        | urllib3.exceptions.HTTPError
-        | http.client.HTTPException,
+        ConnectionError | TimeoutError | urllib3.exceptions.HTTPError | http.client.HTTPException,
     ):
         return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
     return StoreError(f"{where}: {type(e).__name__}: {e}", key=key)
@@ -202,6 +200,7 @@ class S3Store(Store):
 
         self.bucket = bucket
         self.page_size = page_size
+        self._bucket_seen = False
         endpoint = _endpoint(settings)
         try:
             session = boto3.session.Session(profile_name=settings.profile)
@@ -243,10 +242,33 @@ class S3Store(Store):
         except Exception as e:
             raise map_error(e, self.bucket, key) from e
 
+    def _check_bucket(self, key: str) -> None:
+        """Raise ``BucketNotFound`` if the bucket is missing. A HEAD's 404 has no body,
+        so it can't say whether the key or the bucket is missing; HeadBucket tells. When
+        that can't be asked (no permission) the caller's ``NotFound`` stands. A bucket
+        seen once is not asked about again."""
+        if self._bucket_seen:
+            return
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except Exception as e:
+            if isinstance(map_error(e, self.bucket, key), NotFound):
+                raise BucketNotFound(
+                    f"{self.url(key)}: bucket {self.bucket!r} does not exist; create it or "
+                    "check the name",
+                    key=key,
+                ) from e
+            return
+        self._bucket_seen = True
+
     def stat(self, key: str) -> ObjectInfo:
         if key == "" or key.endswith("/"):
             raise NotFound(f"{self.url(key)}: not an object", key=key)
-        r = self._call(key, self._client.head_object, Key=key)
+        try:
+            r = self._call(key, self._client.head_object, Key=key)
+        except NotFound:
+            self._check_bucket(key)
+            raise
         meta = r.get("Metadata", {})
         etag = r.get("ETag", "").strip('"') or None
         return ObjectInfo(
@@ -257,9 +279,12 @@ class S3Store(Store):
             version=r.get("VersionId"),
             checksums=_checksums(meta, etag, r.get("ServerSideEncryption")),
             metadata=meta,
+            mode=PosixAttrs.from_metadata(meta).mode,
         )
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        if not recursive and prefix and not prefix.endswith("/"):
+            prefix += "/"  # one level down means "this directory", never a name prefix
         kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": self.page_size}
         if not recursive:
             kwargs["Delimiter"] = "/"
@@ -268,19 +293,27 @@ class S3Store(Store):
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._call(prefix, self._client.list_objects_v2, **kwargs)
-            for cp in page.get("CommonPrefixes", ()):
-                yield ObjectInfo(key=cp["Prefix"], size=0, is_dir=True)
+            # A page holds its prefixes and its objects in two lists; one page spans one
+            # key range, so merging the two by key keeps the whole listing in key order.
+            entries = [
+                ObjectInfo(key=cp["Prefix"], size=0, is_dir=True)
+                for cp in page.get("CommonPrefixes", ())
+            ]
             for obj in page.get("Contents", ()):
                 key = obj["Key"]
                 etag = obj.get("ETag", "").strip('"') or None
-                yield ObjectInfo(
-                    key=key,
-                    size=obj["Size"],
-                    mtime=obj["LastModified"].timestamp(),
-                    etag=etag,
-                    checksums=_checksums({}, etag, None),
-                    is_dir=key.endswith("/"),
+                entries.append(
+                    ObjectInfo(
+                        key=key,
+                        size=obj["Size"],
+                        mtime=obj["LastModified"].timestamp(),
+                        etag=etag,
+                        checksums=_checksums({}, etag, None),
+                        is_dir=key.endswith("/"),
+                    )
                 )
+            entries.sort(key=lambda info: info.key)
+            yield from entries
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -332,6 +365,7 @@ class S3Store(Store):
             version=r.get("VersionId"),
             checksums=_checksums(meta, etag, r.get("ServerSideEncryption")),
             metadata=meta,
+            mode=PosixAttrs.from_metadata(meta).mode,
         )
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
@@ -397,6 +431,30 @@ class S3Store(Store):
         if size > MAX_OBJECT_SIZE:
             raise StoreError(f"{self.url(key)}: {size} bytes exceeds S3's 5 TiB limit", key=key)
         return S3Writer(self, key, size, part_size, dict(metadata or {}))
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> S3Writer:
+        upload_id = state.get("upload_id")
+        if not isinstance(upload_id, str):
+            raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
+        initial = state.get("metadata")
+        writer = S3Writer(
+            self,
+            key,
+            size,
+            part_size,
+            dict(initial if isinstance(initial, dict) else {}),
+            upload_id=upload_id,
+        )
+        writer.verify_parts({})  # NoSuchUpload -> NotFound now, not at the first part
+        return writer
 
     def delete(self, key: str) -> None:
         self._call(key, self._client.delete_object, Key=key)
@@ -537,7 +595,14 @@ class S3Writer:
     """One multipart upload. Parts carry CRC32C checksums the server verifies."""
 
     def __init__(
-        self, store: S3Store, key: str, size: int, part_size: int, metadata: dict[str, str]
+        self,
+        store: S3Store,
+        key: str,
+        size: int,
+        part_size: int,
+        metadata: dict[str, str],
+        *,
+        upload_id: str | None = None,
     ) -> None:
         limits = store.limits
         limits.check_part_size(part_size) if size > part_size else None
@@ -552,6 +617,12 @@ class S3Writer:
         self.size = size
         self.part_size = part_size
         self._initial_metadata = metadata
+        self._parts: dict[int, PartReceipt] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        if upload_id is not None:
+            self.upload_id = upload_id
+            return
         r = store._call(
             key,
             store.client.create_multipart_upload,
@@ -559,10 +630,41 @@ class S3Writer:
             Metadata=metadata,
             ChecksumAlgorithm="CRC32C",
         )
-        self.upload_id: str = r["UploadId"]
-        self._parts: dict[int, PartReceipt] = {}
-        self._lock = threading.Lock()
-        self._closed = False
+        self.upload_id = r["UploadId"]
+
+    def state(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "metadata": self._initial_metadata}
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """ListParts, and keep the claimed parts whose ETag and size the server agrees
+        with; those become this writer's parts as if written now."""
+        held: dict[int, dict[str, Any]] = {}
+        marker = 0
+        while True:
+            r = self.store._call(
+                self.key,
+                self.store.client.list_parts,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumberMarker=marker,
+            )
+            for p in r.get("Parts", ()):
+                held[int(p["PartNumber"]) - 1] = p
+            if not r.get("IsTruncated"):
+                break
+            marker = int(r["NextPartNumberMarker"])
+        valid = set()
+        for index, receipt in claimed.items():
+            p = held.get(index)
+            if (
+                p
+                and p["ETag"].strip('"') == (receipt.etag or "").strip('"')
+                and (int(p["Size"]) == receipt.size)
+            ):
+                valid.add(index)
+                with self._lock:
+                    self._parts[index] = receipt
+        return valid
 
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
         crc = b64(digests.get("crc32c"))
@@ -618,10 +720,12 @@ class S3Writer:
             version=r.get("VersionId"),
             metadata=dict(self._initial_metadata),
         )
-        if dict(metadata) != self._initial_metadata:
+        # commit's metadata is merged over open_writer's (the ChunkWriter contract).
+        final = {**self._initial_metadata, **metadata}
+        if final != self._initial_metadata:
             try:
                 info = self.store.copy_object(
-                    self.key, self.key, metadata=metadata, if_match=etag, size=self.size
+                    self.key, self.key, metadata=final, if_match=etag, size=self.size
                 )
             except Unsupported:
                 pass

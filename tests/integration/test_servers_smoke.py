@@ -16,13 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import (
-    AzuriteServer,
-    FakeGcsServer,
-    LocalServer,
-    MotoServer,
-    SeaweedServer,
-)
+# tests/conftest.py puts tests/ on sys.path; import it under the same name.
+from servers import AzuriteServer, FakeGcsServer, LocalServer, MotoServer, SeaweedServer
 
 pytestmark = pytest.mark.cloud
 
@@ -72,6 +67,11 @@ def test_s3_server(
     payload: bytes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Hostile leftovers from a developer's shell: neither the server, nor its
+    # own client, nor a client built from server.env may be affected.
+    monkeypatch.setenv("AWS_PROFILE", "datamover-no-such-profile")
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     with server_cls() as server:
         assert server.endpoint.startswith("http://127.0.0.1:")
         assert server.env["AWS_ENDPOINT_URL"] == server.endpoint

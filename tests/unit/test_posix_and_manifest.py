@@ -79,7 +79,7 @@ def test_copy_into_itself_is_refused(tmp_path: Path) -> None:
 
 def test_manifest_reader_rejects_other_files(tmp_path: Path) -> None:
     (tmp_path / "x").write_text("not json\n")
-    with pytest.raises(UsageError, match="not a datamover manifest"):
+    with pytest.raises(UsageError, match="datamover manifest"):
         read_manifest(str(tmp_path / "x"))
     (tmp_path / "y").write_text(
         '{"type": "header", "format": "datamover-manifest", "format_version": 99}\n'

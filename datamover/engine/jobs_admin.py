@@ -1,0 +1,101 @@
+"""``datamover jobs list|show|resume|clean``: the journal, seen from the outside."""
+
+from __future__ import annotations
+
+from datamover.engine import TransferReport, copy, state_dir, sync
+from datamover.errors import DatamoverError, UsageError
+from datamover.journal import JobRecord, Journal, journal_path
+from datamover.options import TransferOptions
+from datamover.stores import open_store
+
+_FINISHED = ("done",)
+
+
+def _journal(directory: str | None) -> Journal:
+    return Journal(journal_path(directory or state_dir()))
+
+
+def list_jobs(directory: str | None = None) -> list[JobRecord]:
+    journal = _journal(directory)
+    try:
+        return journal.jobs()
+    finally:
+        journal.close()
+
+
+def _find(journal: Journal, job_id: str) -> JobRecord:
+    job = journal.job(job_id)
+    if job is None:
+        raise UsageError(f"no job {job_id!r} in {journal.path}; see `datamover jobs list`")
+    return job
+
+
+def show_job(job_id: str, directory: str | None = None) -> tuple[JobRecord, dict[str, int]]:
+    journal = _journal(directory)
+    try:
+        job = _find(journal, job_id)
+        return job, journal.file_counts(job.job_id)
+    finally:
+        journal.close()
+
+
+def resume_job(job_id: str, directory: str | None = None) -> TransferReport:
+    """Run an unfinished job again with the options it was started with."""
+    journal = _journal(directory)
+    try:
+        job = _find(journal, job_id)
+    finally:
+        journal.close()
+    if job.state in _FINISHED:
+        raise UsageError(f"job {job.job_id} already finished; nothing to resume")
+    known = set(TransferOptions.__dataclass_fields__)
+    options = TransferOptions(
+        **{k: v for k, v in job.options.items() if k in known},
+        manifest=job.manifest,
+        state_dir=directory,
+    )
+    request = job.request
+    src, dst = request.get("src", job.source), request.get("dst", job.destination)
+    if job.operation == "sync":
+        return sync(
+            src,
+            dst,
+            options,
+            checksum=bool(request.get("checksum")),
+            delete=bool(request.get("delete")),
+            max_delete=request.get("max_delete"),
+        )
+    return copy(src, dst, options)
+
+
+def clean_jobs(
+    job_id: str | None, directory: str | None = None, *, include_unfinished: bool = False
+) -> int:
+    """Forget finished jobs (or the one named). With ``include_unfinished``, unfinished
+    ones too, after aborting the uploads they still hold open."""
+    journal = _journal(directory)
+    removed = 0
+    try:
+        jobs = [_find(journal, job_id)] if job_id else journal.jobs()
+        for job in jobs:
+            unfinished = job.state not in _FINISHED
+            if unfinished and not (include_unfinished or job_id):
+                continue
+            if unfinished:
+                _abort_writers(journal, job)
+            journal.delete_job(job.job_id)
+            removed += 1
+    finally:
+        journal.close()
+    return removed
+
+
+def _abort_writers(journal: Journal, job: JobRecord) -> None:
+    store, root = open_store(job.destination)
+    with store:
+        for rel, size, part_size, state in journal.writers(job.job_id):
+            try:
+                store.resume_writer(root + rel, size=size, part_size=part_size, state=state).abort()
+            except DatamoverError as e:
+                if e.fatal:
+                    raise

@@ -1,0 +1,208 @@
+"""Sync planning: copy only what differs, optionally delete what the source lacks.
+
+Both trees are listed (streamed, paged) and merge-joined in key order, so memory does
+not grow with the tree. A file present on both sides is *unchanged* when
+
+* default: sizes are equal and the POSIX mtimes agree (to the nanosecond, or to the
+  second when either side only kept seconds, as s3fs does). An object store's listing
+  has no user metadata, so for equal-size candidates the object is HEADed for the
+  ``mtime`` datamover (or rclone, or s3fs) stored; an object with no stored mtime
+  counts as changed.
+* ``checksum=True``: whole-file digests are equal. The destination's digest comes from
+  the metadata datamover stored on it (no re-read); only when that is absent is the
+  destination re-read. The source's digest comes from its metadata, or by reading it.
+
+Those checks run ``lookahead`` at a time on a small thread pool while decisions are
+yielded in key order. Deletions (destination-only files) are collected as keys and
+carried out by the caller after the copies, and only if every copy succeeded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from datamover.checksums import new_hasher
+from datamover.engine.plan import FileJob
+from datamover.errors import NotFound
+from datamover.manifest import STATUS_SKIPPED, ManifestEntry
+from datamover.posixmeta import PosixAttrs, format_mtime_ns
+from datamover.stores.base import ObjectInfo, Store
+
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class SyncPlan:
+    to_delete: list[str] = field(default_factory=list)  # destination keys
+    skipped: int = 0
+    skipped_bytes: int = 0
+    out_of_order: bool = False
+
+
+def _merge(
+    src: Iterator[ObjectInfo], src_root: str, dst: Iterator[ObjectInfo], dst_root: str
+) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]:
+    """Full outer join of two key-ordered listings on the path relative to each root."""
+
+    def rel(it: Iterator[ObjectInfo], root: str) -> Iterator[tuple[str, ObjectInfo]]:
+        for info in it:
+            if not info.is_dir:
+                yield info.key[len(root) :], info
+
+    a, b = rel(src, src_root), rel(dst, dst_root)
+    x, y = next(a, None), next(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x[0] < y[0]):
+            assert x is not None
+            yield x[0], x[1], None
+            x = next(a, None)
+        elif x is None or y[0] < x[0]:
+            yield y[0], None, y[1]
+            y = next(b, None)
+        else:
+            yield x[0], x[1], y[1]
+            x, y = next(a, None), next(b, None)
+
+
+def _ordered(
+    items: Iterable[tuple[str, ObjectInfo | None, ObjectInfo | None]],
+    plan: SyncPlan,
+) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]:
+    """Pass items through, noting when a listing was not in key order (then the merge
+    can't be trusted and the caller falls back to an in-memory join)."""
+    last = ""
+    for item in items:
+        if item[0] < last:
+            plan.out_of_order = True
+        last = item[0]
+        yield item
+
+
+def _mtime_ns(info: ObjectInfo) -> int | None:
+    attrs = PosixAttrs.from_metadata(info.metadata)
+    if attrs.mtime_ns is not None:
+        return attrs.mtime_ns
+    return None
+
+
+def _same_mtime(a: int, b: int) -> bool:
+    if a == b:
+        return True
+    whole = a % 1_000_000_000 == 0 or b % 1_000_000_000 == 0
+    return whole and abs(a - b) < 1_000_000_000
+
+
+class SyncPlanner:
+    def __init__(
+        self,
+        src: Store,
+        src_root: str,
+        dst: Store,
+        dst_root: str,
+        *,
+        algorithm: str,
+        checksum: bool,
+        delete: bool,
+        threads: int = 8,
+        lookahead: int = 256,
+    ) -> None:
+        self.src, self.dst = src, dst
+        self.src_root, self.dst_root = src_root, dst_root
+        self.algorithm = algorithm
+        self.checksum = checksum
+        self.delete = delete
+        self.threads = threads
+        self.lookahead = lookahead
+        self.plan = SyncPlan()
+        self.record_skip: Callable[[ManifestEntry], None] = lambda e: None
+
+    def jobs(self) -> Iterator[FileJob]:
+        merged = _ordered(
+            _merge(
+                iter(self.src.list(self.src_root)),
+                self.src_root,
+                iter(self.dst.list(self.dst_root)),
+                self.dst_root,
+            ),
+            self.plan,
+        )
+        window: deque[tuple[str, ObjectInfo, Future[tuple[bool, ObjectInfo, str | None]]]] = deque()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="dm-sync") as pool:
+            for rel, s, d in merged:
+                if s is None:
+                    if self.delete and d is not None:
+                        self.plan.to_delete.append(d.key)
+                    continue
+                if d is None:
+                    yield FileJob(rel, s.key, self.dst_root + rel, s)
+                    continue
+                window.append((rel, s, pool.submit(self._unchanged, s, d)))
+                yield from self._drain(window, self.lookahead)
+            yield from self._drain(window, 0)
+
+    def _drain(
+        self,
+        window: deque[tuple[str, ObjectInfo, Future[tuple[bool, ObjectInfo, str | None]]]],
+        keep: int,
+    ) -> Iterator[FileJob]:
+        while len(window) > keep or (window and window[0][2].done()):
+            rel, s, fut = window.popleft()
+            same, info, digest = fut.result()
+            if same:
+                self.plan.skipped += 1
+                self.plan.skipped_bytes += s.size
+                self.record_skip(_skip_entry(rel, info, digest))
+            else:
+                yield FileJob(rel, s.key, self.dst_root + rel, s)
+
+    def _full(self, store: Store, info: ObjectInfo) -> ObjectInfo:
+        """Listings of object stores carry no user metadata: HEAD for it."""
+        if info.metadata or store.scheme == "file":
+            return info
+        try:
+            return store.stat(info.key)
+        except NotFound:
+            return info
+
+    def _unchanged(self, s: ObjectInfo, d: ObjectInfo) -> tuple[bool, ObjectInfo, str | None]:
+        if s.size != d.size:
+            return False, s, None
+        s, d = self._full(self.src, s), self._full(self.dst, d)
+        if not self.checksum:
+            sm, dm = _mtime_ns(s), _mtime_ns(d)
+            if sm is None and s.mtime is not None:
+                sm = round(s.mtime * 1e9)
+            if dm is None and self.dst.scheme == "file" and d.mtime is not None:
+                dm = round(d.mtime * 1e9)
+            same = sm is not None and dm is not None and _same_mtime(sm, dm)
+            return same, s, d.checksums.get(self.algorithm)
+        want = s.checksums.get(self.algorithm) or self._hash(self.src, s)
+        have = d.checksums.get(self.algorithm) or self._hash(self.dst, d)
+        return want == have, s, want
+
+    def _hash(self, store: Store, info: ObjectInfo) -> str:
+        h = new_hasher(self.algorithm)
+        buf = memoryview(bytearray(min(HASH_CHUNK, max(info.size, 1))))
+        for i in range(math.ceil(info.size / len(buf))):
+            n = store.readinto(info.key, i * len(buf), buf)
+            h.update(buf[:n])
+        return h.hexdigest()
+
+
+def _skip_entry(rel: str, info: ObjectInfo, digest: str | None) -> ManifestEntry:
+    ns = _mtime_ns(info)
+    if ns is None and info.mtime is not None:
+        ns = round(info.mtime * 1e9)
+    attrs = PosixAttrs.from_metadata(info.metadata)
+    return ManifestEntry(
+        path=rel,
+        size=info.size,
+        status=STATUS_SKIPPED,
+        digest=digest,
+        mtime=format_mtime_ns(ns) if ns is not None else None,
+        mode=f"{attrs.mode & 0o7777:04o}" if attrs.mode is not None else None,
+    )

@@ -1,0 +1,422 @@
+"""The job journal: a durable record of every run, so a killed job resumes where it was.
+
+One SQLite database (stdlib ``sqlite3``, WAL mode) per state directory, by default
+``$XDG_STATE_HOME/datamover/journal.db``. It holds, per job: its identity (operation,
+source, destination and the options that change bytes), the plan as it streams (one
+row per file scheduled), per-file state, and for files in multipart flight the
+writer's resume token (S3 upload id, POSIX temp file, ...) with every completed part's
+receipt and digest.
+
+Writes are batched: callers enqueue, one writer thread commits every
+``FLUSH_SECONDS`` or ``FLUSH_ROWS`` rows, so the journal never becomes the bottleneck.
+A WAL commit survives ``kill -9`` of the process. What is lost when a process dies is at
+most the last batch: those parts are simply sent again on resume, because nothing the
+journal claims is trusted blindly (parts are re-checked against the store, files
+against their source's size and mtime).
+
+Reads (``lookup``) go through a separate connection and see committed rows only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from datamover.errors import UsageError
+from datamover.stores.base import PartReceipt
+
+FLUSH_SECONDS = 0.2
+FLUSH_ROWS = 2000
+QUEUE_BOUND = 20_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    job_key TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    options TEXT NOT NULL,
+    manifest TEXT,
+    request TEXT NOT NULL DEFAULT '{}',  -- the call as given: src, dst, sync flags
+    state TEXT NOT NULL,            -- running | done | incomplete | aborted
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    files_done INTEGER NOT NULL DEFAULT 0,
+    files_failed INTEGER NOT NULL DEFAULT 0,
+    bytes_done INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (job_key, state);
+CREATE TABLE IF NOT EXISTS files (
+    job_id TEXT NOT NULL,
+    rel TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL,
+    etag TEXT,
+    state TEXT NOT NULL,            -- planned | writing | done | failed | skipped
+    part_size INTEGER,
+    writer TEXT,                    -- JSON resume token of the writer
+    digest TEXT,
+    error TEXT,
+    PRIMARY KEY (job_id, rel)
+);
+CREATE TABLE IF NOT EXISTS parts (
+    job_id TEXT NOT NULL,
+    rel TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT,
+    checksum TEXT,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (job_id, rel, idx)
+);
+"""
+
+
+def journal_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "journal.db")
+
+
+def job_key(operation: str, source: str, destination: str, options: Mapping[str, Any]) -> str:
+    """Identity of "the same command": re-running it resumes the unfinished job."""
+    blob = json.dumps([operation, source, destination, dict(options)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+_JOB_COLUMNS = (
+    "job_id, job_key, operation, source, destination, options, manifest, request, state,"
+    " created, updated, files_done, files_failed, bytes_done"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    job_key: str
+    operation: str
+    source: str
+    destination: str
+    options: dict[str, Any]
+    manifest: str | None
+    request: dict[str, Any]
+    state: str
+    created: float
+    updated: float
+    files_done: int
+    files_failed: int
+    bytes_done: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    rel: str
+    size: int
+    mtime: float | None
+    etag: str | None
+    state: str
+    part_size: int | None
+    writer: dict[str, Any] | None
+    digest: str | None
+    parts: dict[int, tuple[PartReceipt, str]]
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class Journal:
+    """Thread-safe; one per process. ``close()`` flushes everything queued."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._w = _connect(path)
+            self._w.executescript(_SCHEMA)
+            self._r = _connect(path)
+        except (OSError, sqlite3.Error) as e:
+            raise UsageError(
+                f"cannot open the job journal {path}: {e}; set --state-dir to a writable place"
+            ) from e
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(QUEUE_BOUND)
+        self._flushed = threading.Condition()
+        self._pending = 0
+        self._thread = threading.Thread(target=self._writer, name="dm-journal", daemon=True)
+        self._thread.start()
+
+    # -- writing (batched) --------------------------------------------------------------
+
+    def _put(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._flushed:
+            self._pending += 1
+        self._queue.put((sql, args))
+
+    def _writer(self) -> None:
+        batch: list[tuple[str, tuple[Any, ...]]] = []
+        stop = False
+        while not stop:
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while len(batch) < FLUSH_ROWS:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            if batch:
+                with self._write_lock:
+                    self._w.execute("BEGIN")
+                    for sql, args in batch:
+                        self._w.execute(sql, args)
+                    self._w.execute("COMMIT")
+                with self._flushed:
+                    self._pending -= len(batch)
+                    self._flushed.notify_all()
+                batch = []
+
+    def flush(self) -> None:
+        """Block until everything queued so far is committed."""
+        with self._flushed:
+            while self._pending:
+                self._flushed.wait(1.0)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.flush()
+            self._queue.put(None)
+            self._thread.join()
+        self._w.close()
+        self._r.close()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        job_id: str,
+        key: str,
+        operation: str,
+        source: str,
+        destination: str,
+        options: Mapping[str, Any],
+        manifest: str | None,
+        request: Mapping[str, Any] | None = None,
+    ) -> None:
+        now = time.time()
+        with self._write_lock:
+            self._w.execute(
+                "INSERT INTO jobs (job_id, job_key, operation, source, destination, options,"
+                " manifest, request, state, created, updated)"
+                " VALUES (?,?,?,?,?,?,?,?,'running',?,?)",
+                (
+                    job_id,
+                    key,
+                    operation,
+                    source,
+                    destination,
+                    json.dumps(dict(options)),
+                    manifest,
+                    json.dumps(dict(request or {})),
+                    now,
+                    now,
+                ),
+            )
+
+    def finish_job(
+        self, job_id: str, state: str, files_done: int, files_failed: int, bytes_done: int
+    ) -> None:
+        self.flush()
+        with self._write_lock:
+            self._w.execute(
+                "UPDATE jobs SET state=?, updated=?, files_done=?, files_failed=?, bytes_done=?"
+                " WHERE job_id=?",
+                (state, time.time(), files_done, files_failed, bytes_done, job_id),
+            )
+
+    def resumable(self, key: str) -> JobRecord | None:
+        """The newest unfinished job run with the same identity, if any."""
+        rows = self._query(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_key=?"
+            " AND state IN ('running','aborted','incomplete')"
+            " ORDER BY created DESC LIMIT 1",
+            (key,),
+        )
+        return _job(rows[0]) if rows else None
+
+    def job(self, job_id: str) -> JobRecord | None:
+        rows = self._query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))
+        if not rows:
+            rows = self._query(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id LIKE ?", (job_id + "%",)
+            )
+        if len(rows) > 1:
+            raise UsageError(f"job id {job_id!r} is ambiguous; give more of it")
+        return _job(rows[0]) if rows else None
+
+    def jobs(self) -> list[JobRecord]:
+        return [
+            _job(r) for r in self._query(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created", ())
+        ]
+
+    def delete_job(self, job_id: str) -> None:
+        self.flush()
+        with self._write_lock:
+            for table in ("parts", "files", "jobs"):
+                self._w.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
+
+    def file_counts(self, job_id: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT state, COUNT(*) FROM files WHERE job_id=? GROUP BY state", (job_id,)
+        )
+        return {str(state): int(n) for state, n in rows}
+
+    # -- files and parts ------------------------------------------------------------------
+
+    def planned(
+        self, job_id: str, rel: str, size: int, mtime: float | None, etag: str | None
+    ) -> None:
+        self._put(
+            "INSERT INTO files (job_id, rel, size, mtime, etag, state) VALUES (?,?,?,?,?,'planned')"
+            " ON CONFLICT(job_id, rel) DO UPDATE SET size=excluded.size, mtime=excluded.mtime,"
+            " etag=excluded.etag WHERE files.state NOT IN ('done', 'writing')",
+            (job_id, rel, size, mtime, etag),
+        )
+
+    def writing(
+        self,
+        job_id: str,
+        rel: str,
+        size: int,
+        mtime: float | None,
+        etag: str | None,
+        part_size: int,
+        writer: Mapping[str, Any],
+    ) -> None:
+        self._put(
+            "INSERT INTO files (job_id, rel, size, mtime, etag, state, part_size, writer)"
+            " VALUES (?,?,?,?,?,'writing',?,?) ON CONFLICT(job_id, rel) DO UPDATE SET"
+            " size=excluded.size, mtime=excluded.mtime, etag=excluded.etag, state='writing',"
+            " part_size=excluded.part_size, writer=excluded.writer",
+            (job_id, rel, size, mtime, etag, part_size, json.dumps(dict(writer))),
+        )
+        self._put("DELETE FROM parts WHERE job_id=? AND rel=?", (job_id, rel))
+
+    def part(self, job_id: str, rel: str, receipt: PartReceipt, digest: str) -> None:
+        self._put(
+            "INSERT OR REPLACE INTO parts (job_id, rel, idx, size, etag, checksum, digest)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (job_id, rel, receipt.index, receipt.size, receipt.etag, receipt.checksum, digest),
+        )
+
+    def finished(
+        self,
+        job_id: str,
+        rel: str,
+        state: str,
+        size: int,
+        mtime: float | None,
+        etag: str | None,
+        digest: str | None,
+        error: str | None,
+    ) -> None:
+        self._put(
+            "INSERT INTO files (job_id, rel, size, mtime, etag, state, digest, error)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(job_id, rel) DO UPDATE SET"
+            " size=excluded.size, mtime=excluded.mtime, etag=excluded.etag,"
+            " state=excluded.state, digest=excluded.digest, error=excluded.error, writer=NULL",
+            (job_id, rel, size, mtime, etag, state, digest, error),
+        )
+        self._put("DELETE FROM parts WHERE job_id=? AND rel=?", (job_id, rel))
+
+    def lookup(self, job_id: str, rel: str) -> FileRecord | None:
+        rows = self._query(
+            "SELECT rel, size, mtime, etag, state, part_size, writer, digest FROM files"
+            " WHERE job_id=? AND rel=?",
+            (job_id, rel),
+        )
+        if not rows:
+            return None
+        rel_, size, mtime, etag, state, part_size, writer, digest = rows[0]
+        parts: dict[int, tuple[PartReceipt, str]] = {}
+        if state == "writing":
+            for idx, psize, petag, checksum, pdigest in self._query(
+                "SELECT idx, size, etag, checksum, digest FROM parts WHERE job_id=? AND rel=?",
+                (job_id, rel),
+            ):
+                parts[int(idx)] = (PartReceipt(int(idx), int(psize), petag, checksum), pdigest)
+        return FileRecord(
+            rel_,
+            int(size),
+            mtime,
+            etag,
+            state,
+            part_size,
+            json.loads(writer) if writer else None,
+            digest,
+            parts,
+        )
+
+    def writers(self, job_id: str) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
+        """Files of a job still holding an open writer: rel, size, part size, token."""
+        for rel, size, part_size, writer in self._query(
+            "SELECT rel, size, part_size, writer FROM files"
+            " WHERE job_id=? AND state='writing' AND writer IS NOT NULL",
+            (job_id,),
+        ):
+            yield str(rel), int(size), int(part_size), json.loads(writer)
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            return list(self._r.execute(sql, args))
+
+
+def _job(row: tuple[Any, ...]) -> JobRecord:
+    (
+        job_id,
+        key,
+        operation,
+        source,
+        destination,
+        options,
+        manifest,
+        request,
+        state,
+        created,
+        updated,
+        files_done,
+        files_failed,
+        bytes_done,
+    ) = row
+    return JobRecord(
+        job_id,
+        key,
+        operation,
+        source,
+        destination,
+        json.loads(options),
+        manifest,
+        json.loads(request),
+        state,
+        created,
+        updated,
+        files_done,
+        files_failed,
+        bytes_done,
+    )

@@ -1,0 +1,90 @@
+"""``MountOptions``: built once at the edge (CLI or library call), validated, frozen.
+
+Memory the mount may use, whatever the number of open files::
+
+    prefetch_budget                 read-ahead buffers of every open file together
+  + write_buffer                    part buffers in flight (uploads, base downloads)
+  + listing cache                   <= max_cached_entries names with their attributes
+  + a few KiB per open file / known inode
+
+and on disk at most ``cache_size`` bytes of staging files under ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+from datamover.errors import UsageError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    """What ``datamover mount`` may do. Sizes are bytes, times seconds.
+
+    ``uid``/``gid`` own objects that carry no ``uid``/``gid`` metadata (default: the
+    user who mounts); ``umask`` masks the default mode of objects without ``mode``
+    metadata (0666 files, 0777 directories).
+
+    ``stream_size_hint`` sizes the parts of a file written sequentially, whose final
+    size is unknown while it streams: parts are the store's
+    ``choose_part_size(stream_size_hint)`` (S3: 27 MiB for 256 GiB), so a streamed
+    file can reach ``stream_size_hint`` (more where the part count allows) before
+    ``EFBIG``. Files staged on disk are sized exactly at upload and have no such cap.
+    """
+
+    read_only: bool = False
+    cache_dir: str | None = None
+    cache_size: int = 16 * GiB
+    allow_other: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    umask: int = 0o022
+    attr_ttl: float = 5.0
+    dir_ttl: float = 5.0
+    negative_ttl: float = 2.0
+    prefetch_budget: int = 256 * MiB
+    write_buffer: int = 256 * MiB
+    fs_threads: int = 16
+    stream_size_hint: int = 256 * GiB
+    read_ahead: int = 16 * MiB
+    max_cached_entries: int = 200_000
+    log_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache_size < 64 * MiB:
+            raise UsageError("--cache-size must be at least 64MiB")
+        if not 0 <= self.umask <= 0o777:
+            raise UsageError("--umask must be an octal number between 000 and 777")
+        for name in ("attr_ttl", "dir_ttl", "negative_ttl"):
+            value = getattr(self, name)
+            if not 0 <= value <= 86400:
+                raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 86400 seconds")
+        if self.prefetch_budget < 0:
+            raise UsageError("--prefetch-budget must not be negative")
+        if self.write_buffer < 16 * MiB:
+            raise UsageError("write buffer must be at least 16MiB")
+        if not 1 <= self.fs_threads <= 256:
+            raise UsageError("--fs-threads must be between 1 and 256")
+        if self.stream_size_hint < 64 * MiB:
+            raise UsageError("stream size hint must be at least 64MiB")
+        if self.uid is not None and self.uid < 0 or self.gid is not None and self.gid < 0:
+            raise UsageError("--uid and --gid must not be negative")
+        if self.max_cached_entries < 1000:
+            raise UsageError("max_cached_entries must be at least 1000")
+
+    @property
+    def owner_uid(self) -> int:
+        return os.getuid() if self.uid is None else self.uid
+
+    @property
+    def owner_gid(self) -> int:
+        return os.getgid() if self.gid is None else self.gid
+
+    def with_(self, **changes: Any) -> MountOptions:
+        return replace(self, **changes)

@@ -1,0 +1,119 @@
+"""Local staging files for files being written, and the disk budget they share.
+
+Every file opened for writing is backed by one sparse file under the mount's cache
+directory (``<cache_dir>/datamover-mount-XXXX/<n>``, mode 0600, removed on release and
+the whole directory at unmount). The budget counts the bytes a staging file may hold:
+its size, less any range already uploaded and punched out (``punch``, used by
+streamed uploads so a file larger than the cache can still be written sequentially).
+
+The methods here block (they are plain ``pread``/``pwrite``); the core calls them on
+worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_fallocate = _libc.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_fallocate.restype = ctypes.c_int
+
+
+class CacheFull(OSError):
+    def __init__(self) -> None:
+        super().__init__(errno.ENOSPC, "mount cache full")
+
+
+class CacheDir:
+    """A private directory under ``parent`` and a byte budget for what it holds."""
+
+    def __init__(self, parent: str | None, capacity: int) -> None:
+        if parent is not None:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix="datamover-mount-", dir=parent)
+        self.capacity = capacity
+        self.used = 0
+        self._names = itertools.count()
+        self._lock = threading.Lock()
+
+    def try_reserve(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.capacity:
+                return False
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used = max(0, self.used - n)
+
+    def new_file(self) -> StagedFile:
+        return StagedFile(os.path.join(self.path, str(next(self._names))))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class StagedFile:
+    """One sparse local file. ``charged`` is what it holds against the budget."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.charged = 0
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def pread(self, offset: int, length: int) -> bytes:
+        chunks = []
+        while length > 0:
+            chunk = os.pread(self.fd, length, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        total = 0
+        while total < len(buf):
+            n = os.preadv(self.fd, [buf[total:]], offset + total)
+            if n == 0:
+                break
+            total += n
+        return total
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def punch(self, offset: int, length: int) -> None:
+        """Free the disk blocks of ``[offset, offset+length)``; reads there give zeros."""
+        if length <= 0:
+            return
+        if _fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
