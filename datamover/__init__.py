@@ -13,7 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from datamover import errors
-from datamover.engine import TransferReport, VerifyReport, copy, hash_url, verify
+from datamover.engine import TransferReport, VerifyReport, copy, hash_url, sync, verify
 from datamover.options import RetryPolicy, TransferOptions
 from datamover.stores import StoreSettings, open_store
 
@@ -28,5 +28,6 @@ __all__ = [
     "errors",
     "hash_url",
     "open_store",
+    "sync",
     "verify",
 ]

@@ -411,6 +411,7 @@ class FaultProxy:
         self.stall_range = stall_range
         self._rng = random.Random(seed)
         self._credit: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+        self._turn_cost: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stats = _Stats()
         self._server: _Server | None = None
@@ -492,7 +493,7 @@ class FaultProxy:
             return self._stats.requests
 
     def log(self) -> list[tuple[str, str, str]]:
-        """The last injected faults as ``(kind, method, target)``."""
+        """The last faults injected (or skipped) as ``(kind, method, target)``."""
         with self._lock:
             return list(self._stats.log)
 
@@ -510,13 +511,17 @@ class FaultProxy:
         with self._lock:
             (self._sockets.add if add else self._sockets.discard)(sock)
 
-    def _count(self, kind: str, req: _Request, *, skipped: bool = False) -> None:
+    def _count(self, kind: str, req: _Request, *, skipped: str | None = None) -> None:
+        """Count an injected fault, or with ``skipped`` (why) one that could not apply;
+        a skipped kind gets its round-robin turn back."""
         with self._lock:
-            if skipped:
-                self._stats.skipped[kind] += 1
-            else:
+            if skipped is None:
                 self._stats.counts[kind] += 1
                 self._stats.log.append((kind, req.method, req.target))
+            else:
+                self._stats.skipped[kind] += 1
+                self._stats.log.append((f"{kind} skipped: {skipped}", req.method, req.target))
+                self._credit[kind] += self._turn_cost.get(kind, 0.0)
 
     def _choose(self, req: _Request) -> str | None:
         with self._lock:
@@ -538,7 +543,8 @@ class FaultProxy:
             for k, w in eligible.items():
                 self._credit[k] += w
             kind = max(eligible, key=lambda k: (self._credit[k], -KINDS.index(k)))
-            self._credit[kind] -= sum(eligible.values())
+            self._turn_cost[kind] = sum(eligible.values())
+            self._credit[kind] -= self._turn_cost[kind]
             return kind
 
     def _uniform(self, lo: float, hi: float) -> float:
@@ -591,7 +597,7 @@ class FaultProxy:
         elif kind == "flip_request_bit":
             span = _payload_span(req, self.flavor)
             if span is None:
-                self._count(kind, req, skipped=True)
+                self._count(kind, req, skipped="no payload in this body")
             else:
                 with self._lock:
                     req.body = _flip(req.body, span[0], span[1], self._rng)
@@ -647,10 +653,10 @@ class FaultProxy:
         head_bytes = head.encode("latin-1")
 
         if kind == "flip_response_bit" and not (length and _is_data_response(req, resp, self.flavor)):
-            self._count(kind, req, skipped=True)
+            self._count(kind, req, skipped=f"HTTP {resp.status}, not object data")
             kind = None
         if kind == "truncate_body" and not length:
-            self._count(kind, req, skipped=True)
+            self._count(kind, req, skipped=f"HTTP {resp.status}, empty body")
             kind = None
 
         if kind == "reset_mid_body" and not length:

@@ -109,6 +109,7 @@ def _verify(manifest: Path, env: dict[str, str]) -> None:
 def _report(label: str, proxy: FaultProxy, seconds: float) -> None:
     # Shown with -rP / -s; handy when tuning rates.
     print(f"{label}: {seconds:.1f}s, {proxy.summary()}, skipped {proxy.skipped}")
+    print([x for x in proxy.log() if "skipped" in x[0] and "truncate" not in x[0]][:10])
 
 
 def test_mixed_tree_round_trip_at_5_percent_faults(target: Target, tmp_path: Path) -> None:

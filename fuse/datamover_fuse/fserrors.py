@@ -1,0 +1,46 @@
+"""Errors of the mount: one errno each, and how store errors become errnos.
+
+The core raises ``FsError(errno)``; the pyfuse3 adapter turns it into ``FUSEError``.
+Store errors (``datamover.errors``) are mapped by ``errno_for``; anything unexpected
+is ``EIO`` (and logged with its traceback by the adapter).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from datamover.errors import (
+    AuthError,
+    BucketNotFound,
+    DatamoverError,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    Unsupported,
+)
+
+
+class FsError(Exception):
+    """A request fails with ``errno``; ``reason`` is for the log, never the caller."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"{errno.errorcode.get(code, code)}: {reason or os.strerror(code)}")
+        self.errno = code
+        self.reason = reason
+
+
+def errno_for(e: BaseException) -> int:
+    if isinstance(e, FsError):
+        return e.errno
+    if isinstance(e, NotFound):
+        return errno.ENOENT
+    if isinstance(e, PermissionDenied | AuthError):
+        return errno.EACCES
+    if isinstance(e, Unsupported):
+        return errno.ENOTSUP
+    if isinstance(e, BucketNotFound | PreconditionFailed | DatamoverError):
+        return errno.EIO
+    if isinstance(e, OSError) and e.errno:
+        return e.errno
+    return errno.EIO

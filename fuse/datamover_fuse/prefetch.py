@@ -1,0 +1,170 @@
+"""Reading an object through one open file handle.
+
+A handle reading sequentially gets a read-ahead window that starts at 1 MiB and
+doubles with every segment it schedules, up to 64 MiB; the window is fetched as
+ranged GETs of at most 8 MiB (``store.readinto`` into a buffer), several in flight
+at once, so one reader can use many connections as goofys and mountpoint-s3 do.
+A read far from where the handle was reading (more than a window behind or ahead) is
+random access: the window is dropped and the read is served by one exact ranged GET
+of the bytes the kernel asked for.
+
+Memory: every segment buffer is taken from the one ``PrefetchBudget`` shared by all
+handles. When it is spent, a sequential reader just reads what the kernel asks for,
+directly, until buffers come back. Segments the reader has passed are returned at
+once, so a reader holds at most its window.
+
+The kernel may deliver the read requests of one reader slightly out of order (its own
+read-ahead sends several at once), so a read a little behind the current position is
+still sequential: served from a live segment if there is one, else directly, without
+dropping the window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from datamover.stores.base import MiB
+from datamover_fuse.runtime import Runtime
+
+CHUNK = 8 * MiB
+INITIAL_WINDOW = 1 * MiB
+MAX_WINDOW = 64 * MiB
+#: Segments this far behind the newest read are kept for stragglers.
+BEHIND_SLACK = 4 * MiB
+
+
+class _Segment:
+    __slots__ = ("buf", "done", "dropped", "end", "error", "filled", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+        self.buf = bytearray(end - start)
+        self.filled = 0
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.dropped = False
+
+
+class Prefetcher:
+    """Read-ahead state of one open handle. ``key`` is asked for on every request so
+    a rename while the file is open is followed."""
+
+    def __init__(self, rt: Runtime, key: Callable[[], str], size: int) -> None:
+        self._rt = rt
+        self._key = key
+        self.size = size
+        self._segments: deque[_Segment] = deque()
+        self._fetch_end = 0
+        self._next = 0
+        self._window = INITIAL_WINDOW
+        self._closed = False
+        self.direct_reads = 0
+        self.prefetched_bytes = 0
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if offset >= self.size or length <= 0:
+            return b""
+        end = min(self.size, offset + length)
+        if not self._is_sequential(offset):
+            self._reset()
+            self._next = end
+            self.direct_reads += 1
+            return await self._direct(offset, end - offset)
+        if offset > self._fetch_end:  # a skip forward: what is fetched is all behind
+            while self._segments:
+                self._drop(self._segments.popleft())
+            self._fetch_end = offset
+        self._schedule(offset)
+        out: list[bytes] = []
+        pos = offset
+        while pos < end:
+            seg = self._find(pos)
+            if seg is None:
+                out.append(await self._direct(pos, end - pos))
+                self.direct_reads += 1
+                break
+            await seg.done.wait()
+            if seg.error is not None:
+                raise seg.error
+            stop = min(end, seg.start + seg.filled)
+            if stop <= pos:
+                break  # the object ended early: it shrank since it was opened
+            out.append(bytes(seg.buf[pos - seg.start : stop - seg.start]))
+            pos = stop
+        self._next = max(self._next, end)
+        self._free_behind(offset)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def close(self) -> None:
+        self._closed = True
+        self._reset()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _is_sequential(self, offset: int) -> bool:
+        if offset == self._next:
+            return True
+        if not self._segments:
+            return False
+        # Stragglers a little behind, or a short skip forward within the window.
+        low = self._segments[0].start - BEHIND_SLACK
+        return low <= offset <= self._fetch_end + self._window
+
+    def _find(self, pos: int) -> _Segment | None:
+        for seg in self._segments:
+            if seg.start <= pos < seg.end:
+                return seg
+        return None
+
+    def _schedule(self, pos: int) -> None:
+        target = min(self.size, pos + self._window)
+        budget = self._rt.prefetch
+        while self._fetch_end < target and not self._closed:
+            length = min(CHUNK, self._window, self.size - self._fetch_end)
+            if not budget.try_acquire(length):
+                return
+            seg = _Segment(self._fetch_end, self._fetch_end + length)
+            self._segments.append(seg)
+            self._rt.spawn(self._fetch, seg)
+            self._fetch_end = seg.end
+            self._window = min(MAX_WINDOW, self._window * 2)
+            self.prefetched_bytes += length
+
+    async def _fetch(self, seg: _Segment) -> None:
+        try:
+            seg.filled = await self._rt.call(
+                self._rt.store.readinto, self._key(), seg.start, memoryview(seg.buf)
+            )
+        except Exception as e:
+            seg.error = e
+        finally:
+            seg.done.set()
+            if seg.dropped:
+                self._release(seg)
+
+    def _release(self, seg: _Segment) -> None:
+        self._rt.prefetch.release(seg.end - seg.start)
+        seg.buf = bytearray()
+
+    def _drop(self, seg: _Segment) -> None:
+        if seg.done.is_set():
+            self._release(seg)
+        else:
+            seg.dropped = True
+
+    def _free_behind(self, offset: int) -> None:
+        while self._segments and self._segments[0].end + BEHIND_SLACK <= offset:
+            self._drop(self._segments.popleft())
+
+    def _reset(self) -> None:
+        while self._segments:
+            self._drop(self._segments.popleft())
+        self._window = INITIAL_WINDOW
+        self._fetch_end = 0
+
+    async def _direct(self, offset: int, length: int) -> bytes:
+        return await self._rt.call(self._rt.store.read, self._key(), offset, length)

@@ -1,0 +1,144 @@
+"""What every part of the mount shares: the store, worker threads, budgets, the clock.
+
+pyfuse3 runs every request handler as a trio task on one thread, so nothing here may
+block: a store call or a staging-file call runs on a worker thread
+(``trio.to_thread.run_sync``) under a ``CapacityLimiter``. Store calls and disk calls
+have separate limiters so a slow store never starves staging-file I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from datamover.stores.base import Store
+from datamover_fuse.cache import Clock
+from datamover_fuse.options import MountOptions
+from datamover_fuse.staging import CacheDir
+from datamover_fuse.storeext import StoreExt
+
+T = TypeVar("T")
+
+
+class PrefetchBudget:
+    """One budget for the read-ahead buffers of all open files. Never waits: a
+    handle that can't get bytes reads directly instead."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+
+    def try_acquire(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def release(self, n: int) -> None:
+        self.used -= n
+
+
+class ByteBudget:
+    """Bytes of write-side buffers in flight, granted first come first served.
+
+    FIFO order matters: parts of one upload ask in part order, and a part waiting to
+    be hashed in stream order holds its buffer, so a later part must never take the
+    bytes an earlier part is waiting for. A request larger than the limit is granted
+    alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._queue: deque[tuple[int, trio.Event]] = deque()
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.limit)
+        if not self._queue and (self.used == 0 or self.used + n <= self.limit):
+            self._grant(n)
+            return n
+        event = trio.Event()
+        entry = (n, event)
+        self._queue.append(entry)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                self.release(n)
+            else:
+                self._queue.remove(entry)
+                self._wake()
+            raise
+        return n
+
+    def _grant(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._queue:
+            n, event = self._queue[0]
+            if self.used and self.used + n > self.limit:
+                return
+            self._queue.popleft()
+            self._grant(n)
+            event.set()
+
+
+class Runtime:
+    """Shared state. ``nursery`` is set while the filesystem runs (``FsCore.running``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ext: StoreExt,
+        options: MountOptions,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.store = store
+        self.ext = ext
+        self.options = options
+        self.clock = clock
+        self.wall_ns = wall_clock
+        self.store_limiter = trio.CapacityLimiter(options.fs_threads)
+        self.disk_limiter = trio.CapacityLimiter(max(2, options.fs_threads // 2))
+        self.prefetch = PrefetchBudget(options.prefetch_budget)
+        self.write_budget = ByteBudget(options.write_buffer)
+        self.cache = CacheDir(options.cache_dir, options.cache_size)
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("the filesystem is not running (use FsCore.running())")
+        return self._nursery
+
+    @nursery.setter
+    def nursery(self, nursery: trio.Nursery | None) -> None:
+        self._nursery = nursery
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call on a worker thread."""
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self.store_limiter
+        )
+
+    async def disk(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a staging-file call (or hashing) on a worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.disk_limiter)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self.nursery.start_soon(fn, *args)
