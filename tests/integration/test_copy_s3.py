@@ -11,14 +11,15 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import ServerEnv
-from faults import FaultyStore
 
 import datamover
 from datamover.engine import copy_between
 from datamover.errors import TransientError
 from datamover.options import MiB, RetryPolicy, TransferOptions
 from datamover.stores import open_store
+
+from conftest import ServerEnv
+from faults import FaultyStore
 
 pytestmark = pytest.mark.cloud
 
