@@ -411,7 +411,6 @@ class FaultProxy:
         self.stall_range = stall_range
         self._rng = random.Random(seed)
         self._credit: dict[str, float] = dict.fromkeys(KINDS, 0.0)
-        self._turn_cost: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stats = _Stats()
         self._server: _Server | None = None
@@ -512,8 +511,7 @@ class FaultProxy:
             (self._sockets.add if add else self._sockets.discard)(sock)
 
     def _count(self, kind: str, req: _Request, *, skipped: str | None = None) -> None:
-        """Count an injected fault, or with ``skipped`` (why) one that could not apply;
-        a skipped kind gets its round-robin turn back."""
+        """Count an injected fault, or with ``skipped`` (why) one that could not apply."""
         with self._lock:
             if skipped is None:
                 self._stats.counts[kind] += 1
@@ -521,7 +519,6 @@ class FaultProxy:
             else:
                 self._stats.skipped[kind] += 1
                 self._stats.log.append((f"{kind} skipped: {skipped}", req.method, req.target))
-                self._credit[kind] += self._turn_cost.get(kind, 0.0)
 
     def _choose(self, req: _Request) -> str | None:
         with self._lock:
@@ -535,7 +532,7 @@ class FaultProxy:
                 eligible.pop("flip_request_bit", None)
             if req.method != "GET":
                 eligible.pop("flip_response_bit", None)
-            if req.method == "HEAD":
+            if req.method not in ("GET", "POST"):  # PUT, HEAD, DELETE answers: no body
                 eligible.pop("truncate_body", None)
             if not eligible:
                 return None
@@ -543,8 +540,7 @@ class FaultProxy:
             for k, w in eligible.items():
                 self._credit[k] += w
             kind = max(eligible, key=lambda k: (self._credit[k], -KINDS.index(k)))
-            self._turn_cost[kind] = sum(eligible.values())
-            self._credit[kind] -= self._turn_cost[kind]
+            self._credit[kind] -= sum(eligible.values())
             return kind
 
     def _uniform(self, lo: float, hi: float) -> float:

@@ -727,13 +727,16 @@ class GCSStore(Store):
 
 
 def _size_pool(client: Any, connections: int) -> None:
-    """Let ``connections`` threads hold a connection each: requests' default pool keeps
-    10 per host and discards the rest after use, so more threads would reconnect on
-    every request. Adapters other than the plain one (mTLS) are left as they are."""
+    """Let every thread hold a connection: requests' default pool keeps 10 per host and
+    discards the rest after use, so more threads would reconnect on every request.
+    Commits fan out compose/delete calls ``connections`` wide while other files' parts
+    are in flight, hence the headroom. Adapters other than the plain one (mTLS) are
+    left as they are."""
     session = client._http
     for prefix in ("https://", "http://"):
         if type(session.adapters.get(prefix)) is HTTPAdapter:
-            session.mount(prefix, HTTPAdapter(pool_maxsize=max(connections, 10), max_retries=0))
+            adapter = HTTPAdapter(pool_maxsize=max(4 * connections, 32), max_retries=0)
+            session.mount(prefix, adapter)
 
 
 # -- the multipart writer ----------------------------------------------------------------

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import use_server
 
 from datamover.checksums import PartDigests
 from datamover.errors import BucketNotFound, NotFound, SourceChanged, Unsupported
@@ -34,6 +33,8 @@ from datamover.stores.base import KiB, ObjectInfo, Store, digest_metadata_key
 from datamover.stores.fsspec import FsspecStore
 from datamover.stores.posix import TEMP_MARK, PosixStore
 from datamover.urls import Location
+
+from conftest import use_server
 
 CLOUD = ("seaweed", "moto", "azurite", "gcs")
 BACKENDS = [
@@ -78,6 +79,7 @@ class Backend:
     make: Callable[[int | None], Store]
     make_missing: Callable[[], Store] | None = None
     leftovers: Callable[[str], list[str]] = lambda key: []
+    cleanup: Callable[[], None] = lambda: None
     opened: list[Store] = field(default_factory=list)
 
     def open(self, page_size: int | None = None) -> Store:
@@ -100,7 +102,7 @@ def _posix(tmp_path: Path) -> Backend:
     return Backend("posix", str(root).lstrip("/") + "/", lambda _: PosixStore(), None, leftovers)
 
 
-def _memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Backend, Callable[[], None]]:
+def _memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     # The fsspec writer stages parts in $TMPDIR: give it one we can watch.
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -121,7 +123,8 @@ def _memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Backend, C
         if fs.exists(f"/{bucket}"):
             fs.rm(f"/{bucket}", recursive=True)
 
-    return backend, cleanup
+    backend.cleanup = cleanup
+    return backend
 
 
 def _missing_bucket() -> str:
@@ -193,11 +196,10 @@ def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
     name: str = request.param
-    cleanup: Callable[[], None] = lambda: None
     if name == "posix":
         b = _posix(tmp_path)
     elif name == "memory":
-        b, cleanup = _memory(tmp_path, monkeypatch)
+        b = _memory(tmp_path, monkeypatch)
     elif name in ("seaweed", "moto"):
         b = _s3(name, request.getfixturevalue(name), monkeypatch)
     elif name == "azurite":
@@ -209,7 +211,7 @@ def backend(
     finally:
         for store in b.opened:
             store.close()
-        cleanup()
+        b.cleanup()
 
 
 @pytest.fixture
