@@ -103,6 +103,20 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         help="don't resume an unfinished run of the same command; start afresh",
     )
     p.add_argument(
+        "--no-preserve",
+        action="store_true",
+        help="don't carry POSIX mode, owner and mtime as metadata or restore them",
+    )
+    p.add_argument(
+        "--copy-links",
+        "-L",
+        action="store_true",
+        help="follow symlinks and copy what they point to (default: copy them as links)",
+    )
+    p.add_argument(
+        "--xattrs", action="store_true", help="carry user.* extended attributes as metadata"
+    )
+    p.add_argument(
         "--no-server-side-copy",
         action="store_true",
         help="stream bytes through this machine even within one cloud",
@@ -185,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash", help="digest of one file or object")
     p.add_argument("url")
     p.add_argument("--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG")
+    _mount_parsers(sub)
     return parser
 
 
@@ -200,6 +215,9 @@ def _options(args: argparse.Namespace, argv: Sequence[str]) -> TransferOptions:
         state_dir=args.state_dir,
         resume=not args.new_job,
         server_side_copy=not args.no_server_side_copy,
+        preserve=not args.no_preserve,
+        copy_links=args.copy_links,
+        xattrs=args.xattrs,
         command_line=("datamover", *argv),
     )
 
@@ -364,6 +382,93 @@ def cmd_hash(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal number such as 022") from e
+
+
+def _mount_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("mount", help="mount a bucket or prefix as a POSIX tree (FUSE)")
+    p.add_argument("url", help="s3://bucket/prefix, az://container/prefix, gs://..., or a path")
+    p.add_argument("mountpoint", help="an existing empty directory")
+    p.add_argument("--read-only", action="store_true", help="refuse every write with EROFS")
+    p.add_argument("--cache-dir", metavar="DIR", help="where staging files go (default: $TMPDIR)")
+    p.add_argument(
+        "--cache-size",
+        type=_size,
+        default=16 * 1024**3,
+        metavar="SIZE",
+        help="disk bound for staging files; writes past it fail with ENOSPC (default 16GiB)",
+    )
+    p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    p.add_argument("--uid", type=int, metavar="N", help="owner of objects without uid metadata")
+    p.add_argument("--gid", type=int, metavar="N", help="group of objects without gid metadata")
+    p.add_argument(
+        "--umask", type=_octal, default=0o022, metavar="OCTAL", help="for objects without mode"
+    )
+    p.add_argument("--foreground", action="store_true", help="serve until unmounted")
+    for name, default, what in (
+        ("attr-ttl", 5.0, "file attributes"),
+        ("dir-ttl", 5.0, "directory listings"),
+        ("negative-ttl", 2.0, "lookups that found nothing"),
+    ):
+        p.add_argument(
+            f"--{name}", type=float, default=default, metavar="S", help=f"cache {what} (s)"
+        )
+    p.add_argument(
+        "--prefetch-budget",
+        type=_size,
+        default=256 * 1024**2,
+        metavar="SIZE",
+        help="read-ahead memory shared by all open files (default 256MiB)",
+    )
+    p.add_argument(
+        "--fs-threads", type=int, default=16, metavar="N", help="store requests at once (16)"
+    )
+    p.add_argument("--log-file", metavar="PATH", help="where a background mount logs")
+    p = sub.add_parser("umount", help="unmount a datamover mount")
+    p.add_argument("mountpoint")
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    try:
+        import datamover_fuse
+    except ImportError as e:
+        raise UsageError(
+            "datamover mount needs the datamover-fuse package: pip install datamover-fuse"
+        ) from e
+    options = datamover_fuse.MountOptions(
+        read_only=args.read_only,
+        cache_dir=args.cache_dir,
+        cache_size=args.cache_size,
+        allow_other=args.allow_other,
+        uid=args.uid,
+        gid=args.gid,
+        umask=args.umask,
+        attr_ttl=args.attr_ttl,
+        dir_ttl=args.dir_ttl,
+        negative_ttl=args.negative_ttl,
+        prefetch_budget=args.prefetch_budget,
+        fs_threads=args.fs_threads,
+        log_file=args.log_file,
+    )
+    datamover_fuse.mount(args.url, args.mountpoint, options, foreground=args.foreground)
+    return EXIT_OK
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    try:
+        import datamover_fuse
+    except ImportError as e:
+        raise UsageError(
+            "datamover umount needs the datamover-fuse package: pip install datamover-fuse"
+        ) from e
+    datamover_fuse.umount(args.mountpoint)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -392,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ls(args, out)
         if args.command == "hash":
             return cmd_hash(args, out)
+        if args.command == "mount":
+            return cmd_mount(args)
+        if args.command == "umount":
+            return cmd_umount(args)
         parser.error(f"unknown command {args.command}")
     except KeyboardInterrupt:
         print("datamover: interrupted", file=sys.stderr)

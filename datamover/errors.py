@@ -10,6 +10,7 @@
     │   ├── PreconditionFailed     a conditional write lost (the target changed)
     │   ├── Unsupported            an optional capability is missing: fall back
     │   ├── SourceChanged          the source changed while it was read (not retried)
+    │   ├── UnsafePath             a key that can't be written safely as a path here
     │   ├── IntegrityError         bytes failed a checksum (retryable, part level)
     │   │   └── DigestMismatch     whole-file digest differs (the file is redone)
     │   ├── TransientError         network / 5xx / throttling (retryable)
@@ -91,6 +92,12 @@ class Unsupported(StoreError):
 class SourceChanged(StoreError):
     """The source changed (size, mtime or version) while it was being read, so what was
     read is not a consistent copy of anything. The file fails; a later run copies it."""
+
+
+class UnsafePath(StoreError):
+    """A source key can't become a path under the destination root without escaping it
+    or clobbering something (``..``, absolute, NUL, a symlinked directory, a name that
+    is both a file and a directory). That file is refused; the run goes on."""
 
 
 class IntegrityError(StoreError):

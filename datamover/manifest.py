@@ -61,6 +61,10 @@ class ManifestEntry:
     source_path: str | None = None
     seconds: float | None = None
     attempts: int | None = None
+    kind: str | None = None  # None: a regular file; "dir", "symlink", "hardlink"
+    link_to: str | None = None
+    uid: int | None = None
+    gid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "file", "path": self.path, "size": self.size}
@@ -76,6 +80,10 @@ class ManifestEntry:
             "source_path",
             "seconds",
             "attempts",
+            "kind",
+            "link_to",
+            "uid",
+            "gid",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -101,6 +109,10 @@ class ManifestEntry:
             source_path=obj.get("source_path"),
             seconds=obj.get("seconds"),
             attempts=obj.get("attempts"),
+            kind=obj.get("kind"),
+            link_to=obj.get("link_to"),
+            uid=obj.get("uid"),
+            gid=obj.get("gid"),
         )
 
 
@@ -303,7 +315,7 @@ def export_sums(manifest: Manifest, out: IO[str]) -> int:
         )
     count = 0
     for e in manifest.entries:
-        if e.status == STATUS_OK and e.digest:
+        if e.status == STATUS_OK and e.digest and e.kind in (None, "hardlink"):
             out.write(_sum_line(e.digest, e.path))
             count += 1
     return count

@@ -86,6 +86,10 @@ class TransferOptions:
     ``resume``: re-running the same copy resumes its unfinished job (finished files are
     skipped, partly uploaded files continue from their parts); False starts afresh.
 
+    ``preserve``: carry POSIX mode, owner and mtime (and back onto POSIX files);
+    ``copy_links``: follow symlinks instead of copying them as links; ``xattrs``: carry
+    ``user.*`` extended attributes as metadata.
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -100,6 +104,8 @@ class TransferOptions:
     memory_budget: int = 256 * MiB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     preserve: bool = True
+    copy_links: bool = False
+    xattrs: bool = False
     server_side_copy: bool = True
     manifest: str | None = None
     state_dir: str | None = None
@@ -136,6 +142,8 @@ class TransferOptions:
             "part_checksum": self.part_checksum,
             "part_size": self.part_size,
             "preserve": self.preserve,
+            "copy_links": self.copy_links,
+            "xattrs": self.xattrs,
         }
 
     def public(self) -> dict[str, Any]:
@@ -148,5 +156,7 @@ class TransferOptions:
             "transfers": self.transfers,
             "memory_budget": self.memory_budget,
             "preserve": self.preserve,
+            "copy_links": self.copy_links,
+            "xattrs": self.xattrs,
             "server_side_copy": self.server_side_copy,
         }

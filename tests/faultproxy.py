@@ -66,7 +66,7 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import BinaryIO, Literal
@@ -154,6 +154,7 @@ class _Stats:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     requests: int = 0
+    chosen: int = 0
     log: collections.deque[tuple[str, str, str]] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -251,14 +252,27 @@ def _payload_span(req: _Request, flavor: Flavor) -> tuple[int, int] | None:
     return head_end + 4, end
 
 
+def _may_fetch_data(req: _Request, flavor: Flavor) -> bool:
+    """Whether ``req`` asks for object bytes (decided before the response is seen)."""
+    if req.method != "GET":
+        return False
+    query = req.query
+    if flavor == "s3":
+        has_key = len(req.path.strip("/").split("/", 1)) == 2
+        return has_key and not {"uploadId", "tagging", "acl", "attributes"} & query.keys()
+    if flavor == "azure":
+        return not {"comp", "restype"} & query.keys()
+    return query.get("alt", [""])[0] == "media"
+
+
 def _is_data_response(req: _Request, resp: http.client.HTTPResponse, flavor: Flavor) -> bool:
-    if req.method != "GET" or not 200 <= resp.status < 300:
+    if not _may_fetch_data(req, flavor) or not 200 <= resp.status < 300:
         return False
     if flavor == "s3":
         return resp.getheader("ETag") is not None  # object GETs; listings have none
     if flavor == "azure":
         return resp.getheader("x-ms-blob-type") is not None
-    return req.query.get("alt", [""])[0] == "media"
+    return True
 
 
 def _flip(data: bytes | bytearray, lo: int, hi: int, rng: random.Random) -> bytes:
@@ -393,10 +407,14 @@ class FaultProxy:
         seed: int = 0,
         enabled: bool = True,
         stall_range: tuple[float, float] = STALL_RANGE,
+        only: Callable[[str, str, Mapping[str, str]], bool] | None = None,
+        max_faults: int | None = None,
     ) -> None:
         """``upstream``: ``http://127.0.0.1:PORT[/...]`` (only the port is used; any path
         stays the client's business). ``weights`` per kind (default: every kind 1);
-        a kind missing from ``weights`` is never injected."""
+        a kind missing from ``weights`` is never injected. ``only(method, target,
+        headers)`` (header names lower-cased) limits faults to the requests it accepts;
+        ``max_faults`` stops injecting after that many."""
         parts = urlsplit(upstream if "://" in upstream else f"http://{upstream}")
         if parts.hostname not in (HOST, "localhost") or parts.port is None:
             raise ValueError(f"upstream must be http://{HOST}:PORT, not {upstream!r}")
@@ -409,6 +427,8 @@ class FaultProxy:
         self.weights = dict(weights) if weights is not None else dict.fromkeys(KINDS, 1.0)
         self.enabled = enabled
         self.stall_range = stall_range
+        self.only = only
+        self.max_faults = max_faults
         self._rng = random.Random(seed)
         self._credit: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         self._lock = threading.Lock()
@@ -453,7 +473,10 @@ class FaultProxy:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -525,12 +548,18 @@ class FaultProxy:
             self._stats.requests += 1
             if not self.enabled or self.fault_rate <= 0:
                 return None
+            if self.max_faults is not None and self._stats.chosen >= self.max_faults:
+                return None
+            if self.only is not None and not self.only(
+                req.method, req.target, {k.lower(): v for k, v in req.headers}
+            ):
+                return None
             if self._rng.random() >= self.fault_rate:
                 return None
             eligible = {k: w for k, w in self.weights.items() if w > 0}
             if not req.body_announced():
                 eligible.pop("flip_request_bit", None)
-            if req.method != "GET":
+            if not _may_fetch_data(req, self.flavor):
                 eligible.pop("flip_response_bit", None)
             if req.method not in ("GET", "POST"):  # PUT, HEAD, DELETE answers: no body
                 eligible.pop("truncate_body", None)
@@ -541,6 +570,7 @@ class FaultProxy:
                 self._credit[k] += w
             kind = max(eligible, key=lambda k: (self._credit[k], -KINDS.index(k)))
             self._credit[kind] -= sum(eligible.values())
+            self._stats.chosen += 1
             return kind
 
     def _uniform(self, lo: float, hi: float) -> float:
@@ -648,7 +678,9 @@ class FaultProxy:
         head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
         head_bytes = head.encode("latin-1")
 
-        if kind == "flip_response_bit" and not (length and _is_data_response(req, resp, self.flavor)):
+        if kind == "flip_response_bit" and not (
+            length and _is_data_response(req, resp, self.flavor)
+        ):
             self._count(kind, req, skipped=f"HTTP {resp.status}, not object data")
             kind = None
         if kind == "truncate_body" and not length:

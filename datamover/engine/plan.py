@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from datamover.errors import NotFound, UsageError
+from datamover.errors import NotFound, StoreError, UsageError
 from datamover.stores.base import ObjectInfo, Store
 
 
@@ -27,6 +27,12 @@ class FileJob:
     dst_key: str
     info: ObjectInfo
     attempt: int = 1
+    #: "file"; "dir" (an empty directory or a directory marker, ``rel`` ends in "/");
+    #: "hardlink" (``link_to`` is the rel of the file it is a hard link to).
+    kind: str = "file"
+    link_to: str | None = None
+    #: Why this file can't be written (an unsafe key): it fails without being read.
+    problem: StoreError | None = None
 
 
 @dataclass(slots=True)
@@ -70,7 +76,7 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     if single is not None:
         name = src_key.rsplit("/", 1)[-1]
         target = _as_dir(dst_key) + name if _is_existing_dir(dst, dst_key) else dst_key
-        job = FileJob(target.rsplit("/", 1)[-1], src_key, target, single)
+        job = make_job(dst, _parent(target), target.rsplit("/", 1)[-1], single, {})
         return Plan(_parent(src_key), _parent(target), True, iter([job]))
 
     src_root, dst_root = _as_dir(src_key), _as_dir(dst_key)
@@ -87,13 +93,35 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
 
     def jobs() -> Iterator[FileJob]:
         entries = listing if first is None else _chain(first, listing)
+        linked: dict[str, str] = {}  # link_id -> rel of the first path seen
         for info in entries:
-            if info.is_dir:
-                continue
             rel = info.key[len(src_root) :]
-            yield FileJob(rel, info.key, dst_root + rel, info)
+            if not rel or (info.is_dir and not info.key.endswith("/")):
+                continue
+            yield make_job(dst, dst_root, rel, info, linked)
 
     return Plan(src_root, dst_root, False, jobs())
+
+
+def make_job(
+    dst: Store, dst_root: str, rel: str, info: ObjectInfo, linked: dict[str, str]
+) -> FileJob:
+    """One FileJob for a listed entry: directory, later hard link, or file; a key the
+    destination can't take safely becomes a job that fails with the reason."""
+    kind, link_to = "file", None
+    if info.is_dir:
+        kind = "dir"
+    elif info.link_id is not None:
+        link_to = linked.setdefault(info.link_id, rel)
+        if link_to != rel:
+            kind = "hardlink"
+        else:
+            link_to = None
+    try:
+        dst_key = dst.child_key(dst_root, rel)
+    except StoreError as e:
+        return FileJob(rel, info.key, dst_root + rel, info, problem=e)
+    return FileJob(rel, info.key, dst_key, info, kind=kind, link_to=link_to)
 
 
 def _chain(first: ObjectInfo, rest: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
+import stat as statmod
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -40,11 +42,13 @@ from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, Sou
 from datamover.options import KiB, TransferOptions
 from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
 from datamover.stores.base import (
+    HARDLINK_KEY,
     ChunkWriter,
     ObjectInfo,
     ResumableWriter,
     Store,
     digest_metadata_key,
+    digests_from_metadata,
 )
 
 #: Budget charged at least this much per task, so empty files can't queue unboundedly.
@@ -55,6 +59,12 @@ HASH_CHUNK = 8 * 1024 * KiB
 T = TypeVar("T")
 
 _POSIX_KEYS = (MODE, UID, GID, MTIME)
+#: Metadata carried from source to destination besides the POSIX keys.
+XATTR_PREFIX = "xattr-"
+_CARRIED = (XATTR_PREFIX, "lustre-stripe-")
+ALIGN_KEY = "lustre-stripe-size"
+
+log = logging.getLogger("datamover")
 
 
 @dataclass(slots=True)
@@ -115,6 +125,7 @@ class Runner:
         listener: Listener | None = None,
         sleep: Callable[[float], None] = time.sleep,
         job: JobContext | None = None,
+        roots: tuple[str, str] = ("", ""),
     ) -> None:
         self.src = src
         self.job = job
@@ -141,6 +152,12 @@ class Runner:
         self._flow = threading.Condition()
         self._inflight = 0
         self._redo: collections.deque[FileJob] = collections.deque()
+        self._links: list[FileJob] = []
+        self._linking = False
+        #: Digests of files that other paths hard-link to (bounded by such files).
+        self.link_digests: dict[str, str] = {}
+        self.src_root = roots[0]
+        self.dst_root = roots[1]
         self._results_lock = threading.Lock()
 
     # -- scheduling -------------------------------------------------------------------
@@ -154,6 +171,13 @@ class Runner:
                     if self.stop.is_set():
                         break
                     self._schedule_redos(wait=False)
+                    self._schedule(job)
+                self._schedule_redos(wait=True)
+                # Hard links last: on POSIX their targets must exist first.
+                self._linking = True
+                for job in self._links:
+                    if self.stop.is_set():
+                        break
                     self._schedule(job)
                 self._schedule_redos(wait=True)
             except DatamoverError as e:
@@ -197,9 +221,19 @@ class Runner:
         self.stop.set()
 
     def _schedule(self, job: FileJob) -> None:
+        if job.kind == "hardlink" and not self._linking:
+            self._links.append(job)  # bounded by the hard links in the tree
+            return
         with self._flow:
             self._inflight += 1
         size = job.info.size
+        if job.problem is not None:
+            self.finish(FileResult(job, size, error=job.problem))
+            return
+        if job.kind in ("dir", "hardlink") or (self.dst is None and job.info.is_dir):
+            if self.budget.acquire(MIN_TASK_COST, self.stop):
+                self._submit(self._entry_only, job, MIN_TASK_COST)
+            return
         if self.server_copy:
             cost = max(min(size, HASH_CHUNK), MIN_TASK_COST)
             if self.budget.acquire(cost, self.stop):
@@ -241,13 +275,42 @@ class Runner:
         return (self.algorithm, *extra[:1])
 
     def dst_metadata(self, info: ObjectInfo, digest: str) -> dict[str, str]:
+        """POSIX attributes (s3fs/rclone keys), xattrs and Lustre layout carried over
+        from the source, plus the whole-file digest. A symlink keeps its mode even
+        without ``preserve``: the mode is what makes it a link."""
         meta: dict[str, str] = {}
         if self.preserve:
-            meta.update({k: info.metadata[k] for k in _POSIX_KEYS if k in info.metadata})
+            meta.update(
+                {
+                    k: v
+                    for k, v in info.metadata.items()
+                    if k in _POSIX_KEYS or k.startswith(_CARRIED)
+                }
+            )
             if MTIME not in meta and info.mtime is not None:
                 meta[MTIME] = format_mtime_ns(round(info.mtime * 1e9))
-        meta[digest_metadata_key(self.algorithm)] = digest
-        return meta
+        elif MODE in info.metadata and statmod.S_ISLNK(int(info.metadata[MODE])):
+            meta[MODE] = info.metadata[MODE]
+        if digest:
+            meta[digest_metadata_key(self.algorithm)] = digest
+        return self.fit_metadata(meta)
+
+    def fit_metadata(self, meta: dict[str, str]) -> dict[str, str]:
+        """Drop xattrs that don't fit the destination's metadata limit (warned once per
+        file by the caller through ``dropped_xattrs``)."""
+        dst = self.dst
+        if dst is None:
+            return meta
+        size = sum(len(k) + len(v) for k, v in meta.items())
+        if size <= dst.max_metadata_bytes:
+            return meta
+        kept = {k: v for k, v in meta.items() if not k.startswith(XATTR_PREFIX)}
+        log.warning(
+            "xattrs dropped: %d bytes of metadata exceed the destination's %d-byte limit",
+            size,
+            dst.max_metadata_bytes,
+        )
+        return kept
 
     def moved(self, n: int) -> None:
         with self._moved_lock:
@@ -296,6 +359,48 @@ class Runner:
             self._inflight -= 1
             self._flow.notify_all()
 
+    # -- entries with no bytes of their own: directories and hard links ----------------------
+
+    def _entry_only(self, job: FileJob, cost: int) -> None:
+        """A directory (marker object / mkdir) or a hard link (marker object / link())."""
+        started = time.monotonic()
+        result = FileResult(job, 0)
+        retries = [0]
+        try:
+            info = job.info
+            result.src_info = info
+            meta = self.dst_metadata(info, "")
+            meta.pop(digest_metadata_key(self.algorithm), None)
+            if job.kind == "hardlink":
+                assert job.link_to is not None
+                digest = self.link_digests.get(job.link_to)
+                if digest is None:
+                    raise SourceChanged(f"{job.rel}: its hard-link target {job.link_to} failed")
+                result.digests = {self.algorithm: digest}
+                result.size = info.size
+                meta[HARDLINK_KEY] = self.dst_root + job.link_to
+                meta[digest_metadata_key(self.algorithm)] = digest
+            if self.dst is not None:
+                dst = self.dst
+                result.dst_info = self.retrying(
+                    job, lambda: dst.put(job.dst_key, b"", metadata=meta), retries
+                )
+            else:  # verify: the directory (or its marker) must exist
+                src = self.src
+                self.retrying(job, lambda: src.read_object(job.src_key, job.info), retries)
+        except DatamoverError as e:
+            result.error = e
+        finally:
+            self.budget.release(cost)
+        result.seconds = time.monotonic() - started
+        result.retries = retries[0]
+        self.finish(result)
+
+    def note_digest(self, job: FileJob, digests: Mapping[str, str]) -> None:
+        if job.info.link_id is not None and self.algorithm in digests:
+            with self._results_lock:
+                self.link_digests[job.rel] = digests[self.algorithm]
+
     # -- small files: one task, one request ---------------------------------------------
 
     def _small_file(self, job: FileJob, cost: int) -> None:
@@ -306,6 +411,20 @@ class Runner:
             self.listener.file_started(job)
             self.throttle(job.info.size)
             data, info, computed = self._read_whole(job, retries)
+            target = info.metadata.get(HARDLINK_KEY)
+            if target is not None and target.startswith(self.src_root):
+                # A hard-link marker written by datamover: recreate the link at the end.
+                rel = target[len(self.src_root) :]
+                digest = digests_from_metadata(info.metadata).get(self.algorithm, "")
+                self.link_digests[rel] = digest
+                link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
+                with self._flow:
+                    self._links.append(link)
+                    self._inflight -= 1
+                    self._flow.notify_all()
+                self.budget.release(cost)
+                return
+            self.note_digest(job, computed)
             digests = PartDigests(data)
             result.size = len(data)
             result.digests = computed
@@ -347,7 +466,8 @@ class Runner:
             for h in hashers:
                 h.update(data)
             computed = {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
-            _check_expected(job, src, info.checksums, computed)
+            if HARDLINK_KEY not in info.metadata:  # a link marker carries its target's digest
+                _check_expected(job, src, info.checksums, computed)
             return data, info, computed
 
         return self.retrying(job, read, retries)
@@ -434,6 +554,12 @@ class _LargeFile:
             size = self.info.size
             limits = r.dst.limits if r.dst is not None else r.src.limits
             self.part_size = limits.choose_part_size(size, r.requested_part_size)
+            align = int(self.info.metadata.get(ALIGN_KEY, 0) or 0)
+            if align and self.part_size % align:
+                # Whole stripes per part: consecutive parts read from different OSTs.
+                aligned = -(-self.part_size // align) * align
+                if aligned <= limits.max_part_size:
+                    self.part_size = aligned
             self.count = max(1, -(-size // self.part_size))
             self.digest = OrderedDigest(r.algorithms_for(self.info.checksums))
             self.part_digests: list[str] = [""] * self.count
@@ -585,6 +711,7 @@ class _LargeFile:
             _check_expected(job, r.src, self.info.checksums, computed)
             r.check_unchanged(job, self.info)
             result.digests = computed
+            r.note_digest(job, computed)
             result.parts = self.part_digests
             if self.writer is not None:
                 writer = self.writer

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from datamover.checksums import new_hasher
-from datamover.engine.plan import FileJob
+from datamover.engine.plan import FileJob, make_job
 from datamover.errors import NotFound
 from datamover.manifest import STATUS_SKIPPED, ManifestEntry
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
@@ -50,7 +50,7 @@ def _merge(
 
     def rel(it: Iterator[ObjectInfo], root: str) -> Iterator[tuple[str, ObjectInfo]]:
         for info in it:
-            if not info.is_dir:
+            if not info.is_dir or info.key.endswith("/"):
                 yield info.key[len(root) :], info
 
     a, b = rel(src, src_root), rel(dst, dst_root)
@@ -118,6 +118,7 @@ class SyncPlanner:
         self.threads = threads
         self.lookahead = lookahead
         self.plan = SyncPlan()
+        self.linked: dict[str, str] = {}
         self.record_skip: Callable[[ManifestEntry], None] = lambda e: None
 
     def jobs(self) -> Iterator[FileJob]:
@@ -138,7 +139,7 @@ class SyncPlanner:
                         self.plan.to_delete.append(d.key)
                     continue
                 if d is None:
-                    yield FileJob(rel, s.key, self.dst_root + rel, s)
+                    yield make_job(self.dst, self.dst_root, rel, s, self.linked)
                     continue
                 window.append((rel, s, pool.submit(self._unchanged, s, d)))
                 yield from self._drain(window, self.lookahead)
@@ -157,7 +158,7 @@ class SyncPlanner:
                 self.plan.skipped_bytes += s.size
                 self.record_skip(_skip_entry(rel, info, digest))
             else:
-                yield FileJob(rel, s.key, self.dst_root + rel, s)
+                yield make_job(self.dst, self.dst_root, rel, s, self.linked)
 
     def _full(self, store: Store, info: ObjectInfo) -> ObjectInfo:
         """Listings of object stores carry no user metadata: HEAD for it."""
@@ -169,7 +170,9 @@ class SyncPlanner:
             return info
 
     def _unchanged(self, s: ObjectInfo, d: ObjectInfo) -> tuple[bool, ObjectInfo, str | None]:
-        if s.size != d.size:
+        if s.is_dir and d.is_dir:
+            return True, s, None
+        if s.size != d.size or s.is_dir != d.is_dir:
             return False, s, None
         s, d = self._full(self.src, s), self._full(self.dst, d)
         if not self.checksum:

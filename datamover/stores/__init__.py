@@ -7,14 +7,17 @@ install, as fsspec's ``known_implementations`` does.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from datamover.errors import ConfigError, UsageError
 from datamover.stores.base import ChunkWriter, ObjectInfo, PartLimits, PartReceipt, Store
-from datamover.urls import Location, parse_url
+from datamover.urls import SCHEME_ALIASES, Location, parse_url
 
 __all__ = [
     "ChunkWriter",
@@ -25,6 +28,8 @@ __all__ = [
     "StoreSettings",
     "open_location",
     "open_store",
+    "referenced_secret",
+    "resolve_remote",
 ]
 
 
@@ -70,13 +75,100 @@ def _backend_class(scheme: str) -> Any:
     return getattr(module, cls_name)
 
 
+def _check_scheme(scheme: str) -> None:
+    """A scheme no backend and no fsspec implementation knows: say so, with a guess."""
+    if scheme in _BACKENDS:
+        return
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        return
+    if scheme in known_implementations or scheme in registry:
+        return
+    guess = difflib.get_close_matches(scheme, [*SCHEME_ALIASES, *_BACKENDS], n=1)
+    hint = f" (did you mean {guess[0]}://?)" if guess else ""
+    raise UsageError(
+        f"unknown URL scheme {scheme}://{hint}; use a local path, s3://, az://, gs://, a "
+        "remote from the config (name:bucket/path) or a protocol fsspec knows"
+    )
+
+
+def resolve_remote(
+    loc: Location, settings: StoreSettings | None = None
+) -> tuple[Location, StoreSettings]:
+    """The concrete location and settings of a ``name:path`` location, from the named
+    remote in the config (``datamover.config``). The remote's settings win over
+    ``settings`` except for ``connections``. Raises ``ConfigError`` for an unknown
+    remote or a secret reference whose env var is not set."""
+    from datamover.config import load_config
+
+    assert loc.remote is not None
+    base = settings or StoreSettings()
+    config = load_config()
+    if loc.remote not in config.remotes:
+        guess = difflib.get_close_matches(loc.remote, list(config.remotes), n=1)
+        if loc.remote.lower() in SCHEME_ALIASES and not guess:
+            raise UsageError(
+                f"{loc.remote}:{loc.bucket}/{loc.key} is not a URL (no //) and no remote is "
+                f"named {loc.remote!r}; did you mean {loc.remote}://{loc.bucket}/{loc.key}?"
+            )
+        if guess:
+            raise ConfigError(
+                f"unknown remote {loc.remote!r} (did you mean {guess[0]!r}?); "
+                "`datamover remotes list` shows the remotes defined"
+            )
+    remote = config.remote(loc.remote)
+    for ref, var in remote.secret_refs.items():
+        if not os.environ.get(var):
+            raise ConfigError(
+                f"remote {remote.name!r}: {ref} names ${var}, which is not set; export it "
+                "(or remove the reference to use the SDK's credential chain)"
+            )
+    rest = loc.bucket + ("/" + loc.key if loc.key else "")
+    root = remote.root.strip("/")
+    full = f"{root}/{rest}" if root and rest else root or rest
+    if remote.type == "file":
+        path = posixpath.normpath("/" + full)
+        key = path.lstrip("/") + ("/" if full.endswith("/") and path != "/" else "")
+        concrete = Location("file", "", key)
+    else:
+        bucket, _, key = full.partition("/")
+        if not bucket:
+            raise UsageError(
+                f"{loc.remote}: names no bucket; write {loc.remote}:BUCKET/path (or set root "
+                f"in [remotes.{loc.remote}])"
+            )
+        concrete = Location(remote.type, bucket, key)
+    merged = StoreSettings(
+        endpoint=remote.endpoint or base.endpoint,
+        region=remote.region or base.region,
+        profile=remote.profile or base.profile,
+        account=remote.account or base.account,
+        connections=base.connections,
+        extra={**base.extra, **remote.settings_extra()},
+    )
+    return concrete, merged
+
+
+def referenced_secret(settings: StoreSettings, ref: str) -> str | None:
+    """The secret a remote refers to by env var name (``settings.extra[ref]``, e.g.
+    ``secret_key_env``), read at the moment a store needs it; None when the remote
+    names none. Raises ``ConfigError`` when the named variable is not set."""
+    var = settings.extra.get(ref)
+    if not var:
+        return None
+    value = os.environ.get(str(var))
+    if not value:
+        raise ConfigError(f"{ref} names ${var}, which is not set; export it")
+    return value
+
+
 def open_location(loc: Location, settings: StoreSettings | None = None) -> Store:
-    """The store for ``loc``'s namespace (its bucket, or ``/`` for POSIX)."""
+    """The store for ``loc``'s namespace (its bucket, or ``/`` for POSIX). A
+    ``name:path`` location is resolved through the named remote (``resolve_remote``)."""
     if loc.remote is not None:
-        raise UsageError(
-            f"unknown remote {loc.remote!r}: define it in the config file or use a URL "
-            "such as s3://bucket/path"
-        )
+        loc, settings = resolve_remote(loc, settings)
+    _check_scheme(loc.scheme)
     cls = _backend_class(loc.scheme)
     store: Store = cls.from_location(loc, settings or StoreSettings())
     return store

@@ -36,11 +36,19 @@ MD5 as its Content-MD5 property, and ``stat``/``list`` report it as the ``md5``
 checksum. A block-list commit gets a Content-MD5 property only when the commit metadata
 carries ``datamover-md5``; the service stores that value without checking it.
 
-**Multipart writes** stage blocks with ids ``<12 random hex><part index, 8 digits>``
-(the SDK base64-encodes them; all ids of one blob have the same length, as Azure
-requires). The random part is per upload, so two uploads racing to one key can never
-mix their blocks: the first commit wins and the other's commit fails. The commit lists
-the blocks in part order with the final metadata.
+**Multipart writes** stage blocks with ids
+``<12 random hex><part index, 8 digits><part MD5, 32 hex>`` (the SDK base64-encodes
+them; all ids of one blob have the same length, as Azure requires). The random part is
+per upload, so two uploads racing to one key can never mix their blocks: the first
+commit wins and the other's commit fails. The commit lists the blocks in part order
+with the final metadata.
+
+**Resume.** A writer's ``state()`` is its random id prefix and its open-time metadata.
+``resume_writer`` reopens it, and ``verify_parts`` asks Get Block List for the blob's
+uncommitted blocks: a journaled part is kept only when a block with its index, its MD5
+(from the id; Get Block List reports no checksum) and its size is there. When no
+uncommitted block carries the prefix any more (committed, discarded by another
+upload's commit, or expired) the upload is ``NotFound``.
 
 **Abort caveat.** Azure has no call that deletes uncommitted blocks. They are invisible
 (a blob with only uncommitted blocks does not exist for Get, List or Stat), they are
@@ -65,12 +73,14 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import requests
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -108,7 +118,7 @@ from datamover.errors import (
     UsageError,
 )
 from datamover.posixmeta import PosixAttrs
-from datamover.stores import StoreSettings
+from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import (
     DIGEST_KEY_PREFIX,
     Buffer,
@@ -117,6 +127,7 @@ from datamover.stores.base import (
     ObjectInfo,
     PartLimits,
     PartReceipt,
+    PendingUpload,
     Store,
     digest_metadata_key,
 )
@@ -126,6 +137,8 @@ ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 ENV_ACCOUNT = "AZURE_STORAGE_ACCOUNT"
 ENV_KEY = "AZURE_STORAGE_KEY"
 ENV_SAS = "AZURE_STORAGE_SAS_TOKEN"
+#: ``StoreSettings.extra`` keys of a remote naming the env vars that hold its secrets.
+_SECRET_REFS = ("connection_string_env", "account_key_env", "sas_token_env")
 
 #: Azure's own ceiling for one List Blobs page.
 MAX_PAGE_SIZE = 5000
@@ -135,6 +148,12 @@ DEFAULT_COPY_TIMEOUT = 600.0
 _CONNECT_TIMEOUT = 20
 _READ_TIMEOUT = 120
 _BLOCK_ID_DIGITS = 8
+#: Get Block List probes of committed blobs, in flight / per batch (cleanup listings).
+_PROBE_WORKERS = 8
+_PROBE_BATCH = 256
+_TOKEN_RE = re.compile(r"^[0-9a-f]{12}$")
+#: A datamover block id: upload token, part index, part MD5 (hex).
+_BLOCK_ID_RE = re.compile(r"^([0-9a-f]{12})([0-9]{8})([0-9a-f]{32})$")
 
 # Container names: 3-63 of [a-z0-9-], starting with a letter or digit, no "--";
 # plus the three reserved names the service defines.
@@ -408,7 +427,13 @@ def _resolve_credentials(settings: StoreSettings) -> tuple[str | None, str, Any]
     """``(connection string, account URL, credential)``; with a connection string the
     other two are unused unless ``settings.endpoint`` overrides its endpoint."""
     env = os.environ
-    conn = env.get(ENV_CONNECTION_STRING)
+    # A remote that names env vars for its secrets uses only those, never the defaults.
+    by_ref = any(settings.extra.get(r) for r in _SECRET_REFS)
+    conn = (
+        referenced_secret(settings, "connection_string_env")
+        if by_ref
+        else env.get(ENV_CONNECTION_STRING)
+    )
     if conn:
         if not settings.endpoint:
             return conn, "", None
@@ -417,7 +442,11 @@ def _resolve_credentials(settings: StoreSettings) -> tuple[str | None, str, Any]
     if not account and not settings.endpoint:
         raise ConfigError(_NO_CREDENTIALS)
     url = settings.endpoint or f"https://{account}.blob.core.windows.net"
-    key, sas = env.get(ENV_KEY), env.get(ENV_SAS)
+    if by_ref:
+        key = referenced_secret(settings, "account_key_env")
+        sas = referenced_secret(settings, "sas_token_env")
+    else:
+        key, sas = env.get(ENV_KEY), env.get(ENV_SAS)
     if key and account:
         return None, url, {"account_name": account, "account_key": key}
     if sas:
@@ -510,6 +539,7 @@ class AzureBlockWriter:
         size: int,
         part_size: int,
         metadata: Mapping[str, str],
+        token: str | None = None,
     ) -> None:
         self.key = key
         self.size = size
@@ -518,13 +548,46 @@ class AzureBlockWriter:
         self._container = container
         self._metadata = dict(metadata)
         self._parts = math.ceil(size / part_size) if size else 0
-        self._token = secrets.token_hex(6)
+        self._token = token or secrets.token_hex(6)
         self._written: dict[int, PartReceipt] = {}
         self._state = "open"
         self._lock = threading.Lock()
 
-    def _block_id(self, index: int) -> str:
-        return f"{self._token}{index:0{_BLOCK_ID_DIGITS}d}"
+    def _block_id(self, index: int, md5_hex: str) -> str:
+        return f"{self._token}{index:0{_BLOCK_ID_DIGITS}d}{md5_hex}"
+
+    def state(self) -> dict[str, Any]:
+        return {"token": self._token, "metadata": dict(self._metadata)}
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """Keep the claimed parts staged as uncommitted blocks of this upload with the
+        receipt's size and MD5 (carried in the block id). Raises ``NotFound`` when no
+        uncommitted block of this upload is left."""
+        try:
+            _committed, uncommitted = self._blob.get_block_list("uncommitted")
+        except AzureError as e:
+            raise map_error(e, self._container, self.key) from e
+        held: dict[tuple[int, str], int] = {}
+        for block in uncommitted:
+            m = _BLOCK_ID_RE.match(str(block.id))
+            if m and m.group(1) == self._token:
+                held[(int(m.group(2)), m.group(3))] = int(block.size)
+        if not held:
+            raise NotFound(
+                f"{self._where()}: upload {self._token} has no uncommitted blocks left "
+                "(committed, replaced or expired)",
+                key=self.key,
+            )
+        valid = set()
+        for index, receipt in claimed.items():
+            md5_hex = (receipt.checksum or "").lower()
+            if not 0 <= index < self._parts or receipt.size != self._expected_size(index):
+                continue
+            if held.get((index, md5_hex)) == receipt.size:
+                valid.add(index)
+                with self._lock:
+                    self._written[index] = PartReceipt(index, receipt.size, checksum=md5_hex)
+        return valid
 
     def _where(self) -> str:
         return f"az://{self._container}/{self.key}"
@@ -548,7 +611,7 @@ class AzureBlockWriter:
         try:
             # The SDK sends any bytes-like body as is; its annotation only says bytes.
             self._blob.stage_block(
-                self._block_id(index),
+                self._block_id(index, md5.hex()),
                 cast(bytes, view),
                 length=len(view),
                 transactional_content_md5=md5,
@@ -565,6 +628,11 @@ class AzureBlockWriter:
             if self._state != "open":
                 raise StoreError(f"{self._where()}: commit after {self._state}", key=self.key)
             missing = [i for i in range(self._parts) if i not in self._written]
+            ids = [
+                self._block_id(i, r.checksum or "")
+                for i, r in sorted(self._written.items())
+                if i < self._parts
+            ]
         if missing:
             raise StoreError(
                 f"{self._where()}: {len(missing)} of {self._parts} parts never written "
@@ -582,7 +650,7 @@ class AzureBlockWriter:
             # Ids go in the "latest" list: if the SDK retries a commit whose first
             # attempt did land, the blocks are committed by then and still resolve.
             response = self._blob.commit_block_list(
-                [BlobBlock(self._block_id(i)) for i in range(self._parts)],
+                [BlobBlock(block_id) for block_id in ids],
                 content_settings=content,
                 metadata=to_azure_metadata(final),
             )
@@ -600,6 +668,7 @@ class AzureBlockWriter:
 
 
 class AzureStore(Store):
+    max_metadata_bytes = 8192
     """One Azure Blob Storage container. See the module docstring."""
 
     scheme = "az"
@@ -787,6 +856,150 @@ class AzureStore(Store):
             part_size=part_size,
             metadata=metadata or {},
         )
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> AzureBlockWriter:
+        token = state.get("token")
+        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+            raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
+        initial = state.get("metadata")
+        writer = AzureBlockWriter(
+            self._blob(key),
+            self.container,
+            key,
+            size=size,
+            part_size=part_size,
+            metadata=initial if isinstance(initial, dict) else (metadata or {}),
+            token=token,
+        )
+        writer.verify_parts({})  # gone -> NotFound now, not at commit
+        return writer
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """Blobs under ``prefix`` holding uncommitted blocks, one ``PendingUpload`` per
+        blob (Azure keeps one uncommitted list per blob name, whoever staged it).
+
+        Two listings, merged by name: List Blobs with ``uncommittedblobs`` and without.
+        A name only the first shows has no committed blob: its pieces can be removed
+        (see ``abort_pending_upload``); ``initiated`` is its creation time and ``size``
+        the sum of its uncommitted blocks (one Get Block List each). A committed blob
+        may hold uncommitted blocks too, which only Get Block List reveals: that is one
+        request per committed blob under the prefix (``_PROBE_WORKERS`` at a time, in
+        batches, so memory stays bounded). Such blocks can't be removed without
+        rewriting the blob, so they come back with ``cannot_abort`` set and
+        ``initiated`` None; Azure discards them at the blob's next commit or after 7
+        days."""
+        client = self._container_client
+        with ThreadPoolExecutor(max_workers=_PROBE_WORKERS) as pool:
+            try:
+                with_uncommitted = client.list_blobs(
+                    name_starts_with=prefix or None,
+                    include=["uncommittedblobs"],
+                    results_per_page=self._page_size,
+                )
+                committed = iter(
+                    client.list_blobs(
+                        name_starts_with=prefix or None, results_per_page=self._page_size
+                    )
+                )
+                batch: list[str] = []
+                current = next(committed, None)
+                for props in with_uncommitted:
+                    while current is not None and current.name < props.name:
+                        current = next(committed, None)
+                    if current is not None and current.name == props.name:
+                        batch.append(props.name)
+                        if len(batch) >= _PROBE_BATCH:
+                            yield from self._committed_with_blocks(pool, batch)
+                            batch = []
+                        continue
+                    blocks = self._uncommitted_blocks(props.name)
+                    if not blocks:
+                        continue  # committed or discarded since the listing
+                    created = props.creation_time or props.last_modified
+                    yield PendingUpload(
+                        key=props.name,
+                        initiated=created.timestamp() if created else None,
+                        size=sum(int(b.size) for b in blocks),
+                        token={"blob": props.name},
+                    )
+                yield from self._committed_with_blocks(pool, batch)
+            except AzureError as e:
+                raise self._error(e, prefix) from e
+
+    def _uncommitted_blocks(self, key: str) -> Sequence[Any] | None:
+        """The blob's uncommitted blocks; None when there is no blob at all."""
+        try:
+            _committed, uncommitted = self._blob(key).get_block_list("uncommitted")
+        except AzureError as e:
+            error = self._error(e, key)
+            if isinstance(error, NotFound):
+                return None
+            raise error from e
+        return list(uncommitted)
+
+    def _committed_with_blocks(
+        self, pool: ThreadPoolExecutor, names: Sequence[str]
+    ) -> Iterator[PendingUpload]:
+        for name, blocks in zip(names, pool.map(self._uncommitted_blocks, names), strict=True):
+            if blocks:
+                yield PendingUpload(
+                    key=name,
+                    initiated=None,
+                    size=sum(int(b.size) for b in blocks),
+                    token={"blob": name, "committed": True},
+                    cannot_abort=(
+                        "a committed blob exists at this name; its uncommitted blocks can't "
+                        "be removed without rewriting it (Azure drops them at the blob's "
+                        "next commit or after 7 days)"
+                    ),
+                )
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        """Clear a blob name that holds uncommitted blocks and no committed blob: a Put
+        Block List with an empty list and ``If-None-Match: *`` (which fails if a
+        committed blob exists, so one is never replaced) discards every uncommitted
+        block of the name and leaves an empty blob, which is then deleted if it is still
+        the one just written (``If-Match`` on its ETag). That empty blob exists for a
+        moment: a BlobCreated event fires for it, and with versioning on it leaves a
+        (zero-byte) version. Uncommitted blocks next to a committed blob raise
+        ``Unsupported``. A writer still staging blocks at that name loses them; its
+        commit then fails. (Put Block List rather than Put Blob: its discarding of
+        unlisted blocks is documented, and Azurite honours ``If-None-Match`` for it.)"""
+        key = upload.token.get("blob")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{self.url(upload.key)}: not an Azure upload token")
+        blob = self._blob(key)
+        try:
+            response = blob.commit_block_list([], if_none_match="*")
+        except HttpResponseError as e:
+            exists = _error_code(e) == "BlobAlreadyExists" or e.status_code == 412
+            if not exists:
+                raise self._error(e, key) from e
+            if self._uncommitted_blocks(key):
+                raise Unsupported(
+                    f"{self.url(key)}: a committed blob exists at this name; its "
+                    "uncommitted blocks expire after 7 days",
+                    key=key,
+                ) from e
+            return  # committed meanwhile: nothing pending any more
+        except AzureError as e:
+            raise self._error(e, key) from e
+        try:
+            blob.delete_blob(
+                etag=str(response["etag"]), match_condition=MatchConditions.IfNotModified
+            )
+        except AzureError as e:
+            error = self._error(e, key)
+            if not isinstance(error, NotFound | PreconditionFailed):
+                raise error from e
 
     def delete(self, key: str) -> None:
         if key == "":

@@ -8,7 +8,9 @@ cloud is behind it is not their business.
 Required: ``stat``, ``list``, ``read``, ``put``, ``open_writer``, ``delete``.
 Optional, each with a fallback the caller uses when ``Unsupported`` is raised:
 ``copy_object`` (server-side copy; fallback: stream through memory) and
-``readinto`` (fallback: ``read`` then copy).
+``readinto`` (fallback: ``read`` then copy). Optional without a fallback:
+``resume_writer`` (the upload starts over) and ``list_pending_uploads`` /
+``abort_pending_upload`` (``datamover cleanup`` says the store can't).
 
 Contracts common to every method:
 
@@ -47,6 +49,24 @@ def digest_metadata_key(algorithm: str) -> str:
     return f"{DIGEST_KEY_PREFIX}{algorithm}"
 
 
+#: Metadata naming the key of the object this one is a hard link to (POSIX trees).
+HARDLINK_KEY = "datamover-hardlink"
+
+
+def digests_from_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """``{algorithm: hex}`` from ``datamover-<alg>`` metadata; other ``datamover-*``
+    keys (``datamover-hardlink``) are not digests."""
+    from datamover.checksums import ALGORITHMS
+
+    out = {}
+    for key, value in metadata.items():
+        if key.startswith(DIGEST_KEY_PREFIX) and value:
+            alg = key[len(DIGEST_KEY_PREFIX) :]
+            if alg in ALGORITHMS:
+                out[alg] = value.lower()
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What a store knows about one object (or, with ``is_dir``, one prefix).
@@ -67,6 +87,8 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)
     is_dir: bool = False
     mode: int | None = None
+    #: ``dev:inode`` of a POSIX file with more than one hard link, else None.
+    link_id: str | None = None
 
     @property
     def name(self) -> str:
@@ -162,12 +184,40 @@ class ResumableWriter(ChunkWriter, Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PendingUpload:
+    """An unfinished multipart upload the store still holds pieces of: an S3 multipart
+    upload, a blob's uncommitted Azure blocks, a group of GCS temporary part objects, a
+    POSIX ``.NAME.dmtmp-*`` temp file. Found by ``Store.list_pending_uploads``.
+
+    ``key`` is the key the upload was writing (``""`` when the store can't tell, which
+    only ever shows in a listing of the whole namespace). ``initiated`` is when the
+    upload started, in seconds since the epoch, as near as the store knows (the oldest
+    piece's time; a POSIX temp file's mtime); None when unknown. ``size`` is the bytes
+    its pieces hold, None when that would take more requests to learn. ``token`` is the
+    store's own JSON-able handle for ``abort_pending_upload``. ``cannot_abort`` is set
+    when the store can see the pieces but has no way to remove them (its value says
+    why); ``abort_pending_upload`` then raises ``Unsupported``.
+    """
+
+    key: str
+    initiated: float | None
+    size: int | None
+    token: dict[str, Any]
+    cannot_abort: str | None = None
+
+
 class Store(ABC):
     """One namespace of one backend. See the module docstring for the contracts."""
 
     #: URL scheme this store answers to (``s3``, ``az``, ``gs``, ``file``, ...).
     scheme: str = ""
     limits: PartLimits
+    #: True where a put with ``HARDLINK_KEY`` metadata makes a real hard link (POSIX);
+    #: elsewhere it stores a marker object naming the link's target.
+    hardlinks: bool = False
+    #: Total bytes of user metadata (keys + values) the provider accepts per object.
+    max_metadata_bytes: int = 2048
     #: False when the backend can't store user metadata (plain fsspec filesystems):
     #: digests and POSIX attributes then live only in the manifest.
     supports_metadata: bool = True
@@ -251,6 +301,20 @@ class Store(ABC):
         (completed, aborted, expired) and ``Unsupported`` when this store can't."""
         raise Unsupported(f"{self.scheme} store can't resume uploads", key=key)
 
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """Unfinished uploads (including ones a live process is still writing) whose
+        key starts with ``prefix``, streamed, in no promised order. Raises
+        ``Unsupported`` when the store keeps no such pieces or can't list them."""
+        raise Unsupported(f"{self.scheme} store can't list unfinished uploads", key=prefix)
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        """Remove every piece of ``upload`` (from ``list_pending_uploads``). Idempotent:
+        an upload already gone (aborted, committed, expired) is not an error. Never
+        touches a committed object. A live writer of that upload fails at its next part
+        or at commit. Raises ``Unsupported`` when the store can't remove it
+        (``upload.cannot_abort`` says why)."""
+        raise Unsupported(f"{self.scheme} store can't abort unfinished uploads", key=upload.key)
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object. Succeeds if it is already absent (idempotent)."""
@@ -261,6 +325,13 @@ class Store(ABC):
         """Server-side copy within this store. Raises ``Unsupported`` when the store
         (or this server) can't; the caller then streams the bytes."""
         raise Unsupported(f"{self.scheme} store has no server-side copy", key=src_key)
+
+    def child_key(self, root: str, rel: str) -> str:
+        """The key for ``rel`` (a path relative to a copy's root, taken from a source
+        listing) under ``root`` here. Stores whose keys become paths refuse what can't
+        be one safely (``..``, empty components, NUL, ...) with ``UnsafePath``; object
+        stores take any key."""
+        return root + rel
 
     def can_copy_from(self, source: Store) -> bool:
         """Whether ``copy_from(source, ...)`` can work server-side (no request made).

@@ -14,6 +14,9 @@ bucket-level prefix, by default ``.datamover-tmp/``::
     .datamover-tmp/<YYYYmmddTHHMMSSZ>-<16 hex>/part-<index:06d>
     .datamover-tmp/<YYYYmmddTHHMMSSZ>-<16 hex>/compose-<level>-<index:06d>
 
+Each part object carries the key it is for in its metadata (``datamover-upload-key``),
+so ``list_pending_uploads`` can say which key a leftover upload was writing.
+
 One prefix (rather than parts next to each key) keeps them out of users' directories,
 lets ``abort`` find every trace of an upload with one listing, and lets an operator add
 one lifecycle rule (``matchesPrefix: [".datamover-tmp/"]``, age 7 days) as the net under
@@ -22,6 +25,12 @@ uploads whose process died. The timestamp in the upload id says how old debris i
 reserved. Where IAM only allows writing under some prefix, set
 ``settings.extra["temp_prefix"]`` to a prefix the credentials may write (it must end in
 ``/``).
+
+Resume: a writer's ``state()`` is its upload id (and its open-time metadata);
+``resume_writer`` reopens it and ``verify_parts`` lists the upload's part objects,
+keeping a journaled part only when its object is there with the receipt's size, CRC32C
+and ETag (the verified parts are composed with the generation the listing reports).
+An upload none of whose parts remain (committed, aborted, cleaned up) is ``NotFound``.
 
 Compose takes at most 32 sources, so more parts are composed in levels: groups of 32
 become intermediate temporary objects, which are composed again, until one compose
@@ -64,6 +73,7 @@ import http.client
 import logging
 import mimetypes
 import os
+import re
 import secrets
 import threading
 import time
@@ -100,20 +110,24 @@ from datamover.errors import (
 from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
-    DIGEST_KEY_PREFIX,
     Buffer,
     ChunkWriter,
     GiB,
     ObjectInfo,
     PartLimits,
     PartReceipt,
+    PendingUpload,
     Store,
+    digests_from_metadata,
 )
 from datamover.urls import Location
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMP_PREFIX = ".datamover-tmp/"
+#: Metadata on each temporary part object: the key the upload is writing.
+UPLOAD_KEY_METADATA = "datamover-upload-key"
+_UPLOAD_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}$")
 COMPOSE_MAX_SOURCES = 32
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_RETRY_DEADLINE = 60.0
@@ -253,9 +267,7 @@ def _blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
     crc = _b64_to_hex(blob.crc32c)
     if crc:
         checksums["crc32c"] = crc
-    for name, value in metadata.items():
-        if name.startswith(DIGEST_KEY_PREFIX) and value:
-            checksums[name[len(DIGEST_KEY_PREFIX) :]] = value.lower()
+    checksums.update(digests_from_metadata(metadata))
     mtime: float | None = None
     mtime_ns = parse_mtime_ns(metadata[MTIME]) if MTIME in metadata else None
     if mtime_ns is not None:
@@ -304,6 +316,7 @@ def _pool_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list
 
 
 class GCSStore(Store):
+    max_metadata_bytes = 8192
     """One GCS bucket. See the module docstring for credentials and multipart writes."""
 
     scheme = "gs"
@@ -541,12 +554,16 @@ class GCSStore(Store):
         """The object's resource, then its bytes pinned to that generation and checked
         against its size and CRC32C, so data and info describe one generation; an
         object replaced in between is read again (``SourceChanged`` if it keeps
-        changing). A stat and a plain read could pair new bytes with old info."""
+        changing); bytes damaged on the way are ``IntegrityError`` (short: transient).
+        A stat and a plain read could pair new bytes with old info."""
         for _ in range(3):
             blob = self._bucket.blob(key)
             try:
                 blob.reload(retry=self.retry)
-                data: bytes = blob.download_as_bytes(
+                # A fresh handle, without the mediaLink the reload set: the bytes come
+                # from the configured endpoint, not from whatever host the server names
+                # (an emulator's external URL, the public host behind a private endpoint).
+                data: bytes = self._bucket.blob(key).download_as_bytes(
                     raw_download=True,
                     checksum=None,  # compared below with the resource's CRC32C
                     if_generation_match=blob.generation,
@@ -560,6 +577,16 @@ class GCSStore(Store):
             expected = _crc_from_b64(blob.crc32c)
             if len(data) == int(blob.size or 0) and expected in (None, crc):
                 return data, _blob_info(blob, key)
+            # The read was pinned to this generation: other bytes were damaged on the way.
+            if len(data) != int(blob.size or 0):
+                raise TransientError(
+                    f"{self.url(key)}: read {len(data)} of {blob.size} bytes", key=key
+                )
+            raise IntegrityError(
+                f"{self.url(key)}: downloaded bytes have crc32c {crc:08x}, the object "
+                f"{expected or 0:08x}",
+                key=key,
+            )
         raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
@@ -654,6 +681,88 @@ class GCSStore(Store):
         self.limits.check_part_size(part_size)
         return GCSWriter(self, key, size=size, part_size=part_size, metadata=metadata)
 
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> GCSWriter:
+        upload_id = state.get("upload_id")
+        if not isinstance(upload_id, str) or not _UPLOAD_ID_RE.match(upload_id):
+            raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
+        initial = state.get("metadata")
+        writer = GCSWriter(
+            self,
+            key,
+            size=size,
+            part_size=part_size,
+            metadata=initial if isinstance(initial, dict) else metadata,
+            upload_id=upload_id,
+        )
+        writer.verify_parts({})  # gone -> NotFound now, not at commit
+        return writer
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """Groups of temporary objects under the temp prefix, one per upload, whose key
+        (from the parts' metadata) starts with ``prefix``. The whole temp prefix is
+        listed once, whatever ``prefix`` is. ``initiated`` is the oldest object's
+        creation time, ``size`` the bytes the group holds. An upload whose key can't be
+        told (only compose intermediates left, or parts without the metadata) is listed
+        with key ``""``, and only when ``prefix`` is empty."""
+        group: list[Any] = []
+        for blob in self._temp_blobs(self.temp_prefix):
+            if group and _upload_dir(group[0].name) != _upload_dir(blob.name):
+                upload = self._pending(group, prefix)
+                if upload is not None:
+                    yield upload
+                group = []
+            group.append(blob)
+        if group:
+            upload = self._pending(group, prefix)
+            if upload is not None:
+                yield upload
+
+    def _pending(self, blobs: Sequence[Any], prefix: str) -> PendingUpload | None:
+        keys = {
+            (b.metadata or {}).get(UPLOAD_KEY_METADATA)
+            for b in blobs
+            if b.name.rsplit("/", 1)[-1].startswith("part-")
+        }
+        keys.discard(None)
+        key = str(keys.pop()) if len(keys) == 1 else ""
+        if not key.startswith(prefix) or (not key and prefix):
+            return None
+        created = [b.time_created.timestamp() for b in blobs if b.time_created is not None]
+        return PendingUpload(
+            key=key,
+            initiated=min(created) if created else None,
+            size=sum(int(b.size or 0) for b in blobs),
+            token={"temp_dir": _upload_dir(blobs[0].name)},
+        )
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        temp_dir = upload.token.get("temp_dir")
+        if (
+            not isinstance(temp_dir, str)
+            or not temp_dir.startswith(self.temp_prefix)
+            or not _UPLOAD_ID_RE.match(temp_dir[len(self.temp_prefix) :].rstrip("/"))
+        ):
+            raise ValueError(f"{self.url(upload.key)}: not a GCS upload token")
+        self._delete_under(temp_dir)
+
+    def _temp_blobs(self, prefix: str) -> Iterator[Any]:
+        """Raw blob resources (metadata, generation, CRC32C) under ``prefix``, which is
+        under the temp prefix, in name order."""
+        try:
+            yield from self._client.list_blobs(
+                self._bucket, prefix=prefix, page_size=self.page_size, retry=self.retry
+            )
+        except Exception as e:
+            raise self.map_error(e, prefix, missing="bucket") from e
+
     def delete(self, key: str) -> None:
         try:
             self._bucket.blob(key).delete(retry=self.retry)
@@ -726,6 +835,11 @@ class GCSStore(Store):
         _pool_map(self.delete, names, self.connections)
 
 
+def _upload_dir(name: str) -> str:
+    """``<temp prefix><upload id>/`` of a temporary object's name."""
+    return name.rsplit("/", 1)[0] + "/"
+
+
 def _size_pool(client: Any, connections: int) -> None:
     """Let every thread hold a connection: requests' default pool keeps 10 per host and
     discards the rest after use, so more threads would reconnect on every request.
@@ -765,6 +879,7 @@ class GCSWriter:
         size: int,
         part_size: int,
         metadata: Mapping[str, str] | None,
+        upload_id: str | None = None,
     ) -> None:
         if size < 0:
             raise ValueError("size must be >= 0")
@@ -779,8 +894,10 @@ class GCSWriter:
             )
         self._store = store
         self._metadata = dict(metadata or {})
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        self.upload_id = f"{stamp}-{secrets.token_hex(8)}"
+        if upload_id is None:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            upload_id = f"{stamp}-{secrets.token_hex(8)}"
+        self.upload_id = upload_id
         self.temp_dir = f"{store.temp_prefix}{self.upload_id}/"
         self._parts: dict[int, _Part] = {}
         self._lock = threading.Lock()
@@ -790,6 +907,48 @@ class GCSWriter:
         if index == self.nparts - 1:
             return self.size - index * self.part_size
         return self.part_size
+
+    def _part_name(self, index: int) -> str:
+        return f"{self.temp_dir}part-{index:06d}"
+
+    def state(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "metadata": dict(self._metadata)}
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """List this upload's part objects and keep the claimed parts whose object has
+        the receipt's size, CRC32C and (when the receipt has one) ETag; those are
+        composed at commit with the generation listed. Raises ``NotFound`` when no part
+        of the upload is left, or the parts were written for another key."""
+        held: dict[str, Any] = {}
+        for blob in self._store._temp_blobs(self.temp_dir):
+            if blob.name.rsplit("/", 1)[-1].startswith("part-"):
+                held[blob.name] = blob
+        owner = {(b.metadata or {}).get(UPLOAD_KEY_METADATA, self.key) for b in held.values()}
+        if not held or owner != {self.key}:
+            raise NotFound(
+                f"{self._store.url(self.key)}: upload {self.upload_id} has no parts left "
+                "(committed, aborted or cleaned up)",
+                key=self.key,
+            )
+        valid = set()
+        for index, receipt in claimed.items():
+            if not 0 <= index < self.nparts or receipt.size != self._expected_size(index):
+                continue
+            blob = held.get(self._part_name(index))
+            if blob is None or blob.generation is None:
+                continue
+            crc = _crc_from_b64(blob.crc32c)
+            if (
+                crc is None
+                or f"{crc:08x}" != (receipt.checksum or "").lower()
+                or int(blob.size or 0) != receipt.size
+                or (receipt.etag is not None and blob.etag != receipt.etag)
+            ):
+                continue
+            valid.add(index)
+            with self._lock:
+                self._parts[index] = _Part(blob.name, int(blob.generation), receipt.size, crc)
+        return valid
 
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
         if not 0 <= index < self.nparts:
@@ -803,8 +962,8 @@ class GCSWriter:
             raise StoreError(
                 f"{self._store.url(self.key)}: write after {self._state}", key=self.key
             )
-        name = f"{self.temp_dir}part-{index:06d}"
-        blob = self._store._upload(name, data, digests)
+        name = self._part_name(index)
+        blob = self._store._upload(name, data, digests, metadata={UPLOAD_KEY_METADATA: self.key})
         part = _Part(
             name, int(blob.generation), nbytes, int.from_bytes(digests.get("crc32c"), "big")
         )

@@ -7,6 +7,30 @@ is ``fsync`` + ``rename`` + ``fsync`` of the directory. Readers of the final pat
 the old file or the complete new one, never a partial one. Temp files are named
 ``.<name>.dmtmp-<random>`` and ``abort`` removes them.
 
+Fidelity (issue #6), all in this store so the engine stays store-agnostic:
+
+* **Symlinks** are listed and read as links (``lstat``; the "content" is the link
+  text, mode carries ``S_IFLNK``, as s3fs stores them) unless the store follows them
+  (``--copy-links``); written back as symlinks (temp name + rename). A link is never
+  followed when writing: the temp file is created ``O_EXCL`` and ``rename`` replaces a
+  link rather than writing through it, and ``child_key`` refuses a key whose parent
+  directory under the destination root is a symlink.
+* **Empty directories** are listed as ``is_dir`` entries (``dir/``); putting ``dir/``
+  makes the directory. **Hard links** carry ``link_id`` (``dev:ino``) when
+  ``st_nlink > 1``; a put with ``datamover-hardlink`` metadata makes a hard link to
+  that key.
+* **Sparse files**: reads use ``SEEK_DATA`` to zero-fill holes without reading them;
+  writes pre-size the temp file with ``ftruncate`` and skip parts that are all zeros,
+  so holes stay holes.
+* **Owners**: uid/gid from metadata are applied when running as root or when they are
+  the caller's own; otherwise they stay recorded (manifest, metadata) and are reported.
+* **xattrs** (``user.*``, with ``xattrs=True``) travel as ``xattr-<name>`` metadata,
+  base64-encoded.
+* **Lustre**: on a Lustre mount (statfs magic ``0x0BD00BD0``) with ``lfs`` on PATH, a
+  large file's stripe layout is read with ``lfs getstripe`` into ``lustre-stripe-*``
+  metadata, parts align to the stripe size, and a file written into Lustre with that
+  metadata is created with ``lfs setstripe`` first. The filesystem probe is injectable.
+
 Errors: a missing file is ``NotFound``; a permission problem on one file is a plain
 ``StoreError`` (that file fails, the run goes on); a full or read-only filesystem is
 fatal.
@@ -14,31 +38,55 @@ fatal.
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import ctypes.util
 import errno
+import logging
 import os
 import secrets
+import shutil
 import stat as statmod
+import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from crc32c import crc32c as _crc32c_extend
+
 from datamover.checksums import PartDigests
-from datamover.errors import FatalStoreError, NotFound, SourceChanged, StoreError, UsageError
-from datamover.posixmeta import PosixAttrs
+from datamover.errors import (
+    FatalStoreError,
+    NotFound,
+    SourceChanged,
+    StoreError,
+    UnsafePath,
+    UsageError,
+)
+from datamover.posixmeta import GID, UID, PosixAttrs
 from datamover.stores.base import (
+    HARDLINK_KEY,
     Buffer,
     ChunkWriter,
     GiB,
     ObjectInfo,
     PartLimits,
     PartReceipt,
+    PendingUpload,
     Store,
     TiB,
 )
 from datamover.urls import Location
 
 TEMP_MARK = ".dmtmp-"
+XATTR_PREFIX = "xattr-"
+STRIPE_COUNT = "lustre-stripe-count"
+STRIPE_SIZE = "lustre-stripe-size"
+LUSTRE_MAGIC = 0x0BD00BD0
+NAME_MAX = 255
+
+log = logging.getLogger("datamover")
 
 _FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
@@ -52,20 +100,162 @@ def map_oserror(e: OSError, key: str) -> StoreError:
     return StoreError(f"/{key}: {reason}", key=key)
 
 
-def _info(key: str, st: os.stat_result) -> ObjectInfo:
+def _info(key: str, st: os.stat_result, extra: Mapping[str, str] | None = None) -> ObjectInfo:
+    meta = PosixAttrs.from_stat(st).to_metadata()
+    if extra:
+        meta.update(extra)
+    linked = statmod.S_ISREG(st.st_mode) and st.st_nlink > 1
     return ObjectInfo(
         key=key,
         size=st.st_size,
         mtime=st.st_mtime_ns / 1e9,
         mode=st.st_mode,
         is_dir=statmod.S_ISDIR(st.st_mode),
-        metadata=PosixAttrs.from_stat(st).to_metadata(),
+        metadata=meta,
+        link_id=f"{st.st_dev}:{st.st_ino}" if linked else None,
     )
 
 
-def _apply_attrs(fd: int, metadata: Mapping[str, str]) -> None:
-    """Apply mode and mtime carried in metadata to an open file."""
+def read_xattrs(path: str) -> dict[str, str]:
+    """``user.*`` extended attributes as ``xattr-<name>`` metadata (base64 values)."""
+    out: dict[str, str] = {}
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return out
+    for name in names:
+        if not name.startswith("user."):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        out[XATTR_PREFIX + name[len("user.") :]] = base64.b64encode(value).decode()
+    return out
+
+
+def _apply_xattrs(path: str, metadata: Mapping[str, str]) -> None:
+    for key, value in metadata.items():
+        if key.startswith(XATTR_PREFIX):
+            try:
+                os.setxattr(
+                    path,
+                    "user." + key[len(XATTR_PREFIX) :],
+                    base64.b64decode(value),
+                    follow_symlinks=False,
+                )
+            except (OSError, ValueError) as e:
+                log.warning("%s: could not set xattr %s: %s", path, key, e)
+
+
+def _apply_owner(fd: int, path: str, metadata: Mapping[str, str]) -> None:
+    """chown only where it can work: as root, or to the caller's own ids."""
     attrs = PosixAttrs.from_metadata(metadata)
+    uid = attrs.uid if UID in metadata else None
+    gid = attrs.gid if GID in metadata else None
+    if uid is None and gid is None:
+        return
+    if os.geteuid() != 0 and (
+        uid not in (None, os.geteuid()) or gid not in (None, *os.getgroups(), os.getegid())
+    ):
+        log.info("%s: owner %s:%s recorded, not restored (not root)", path, uid, gid)
+        return
+    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+
+
+def _statfs_type(path: str) -> int | None:
+    """f_type of the filesystem holding ``path`` (Linux statfs), or None."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return None
+    return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def _read_sparse(fd: int, view: memoryview, offset: int) -> int:
+    """``preadv`` into ``view`` from ``offset``, zero-filling holes found with
+    ``SEEK_DATA`` instead of reading them from disk. Returns the count (short at EOF)."""
+    size = os.fstat(fd).st_size
+    want = max(0, min(len(view), size - offset))
+    total = 0
+    while total < want:
+        pos = offset + total
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: only a hole from here to EOF
+                raise
+            data = offset + want
+        if data > pos:  # a hole: zeros without touching the disk
+            gap = min(data, offset + want) - pos
+            view[total : total + gap] = bytes(gap)
+            total += gap
+            continue
+        n = os.preadv(fd, [view[total:want]], pos)
+        if n == 0:
+            break
+        total += n
+    return total
+
+
+def with_suppressed_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+SPARSE_BLOCK = 64 * 1024
+
+
+def _write_sparse(fd: int, view: memoryview, offset: int) -> None:
+    """``pwrite`` the runs of ``view`` that aren't all-zero 64 KiB blocks, leaving the
+    zero blocks of the pre-sized file as holes. A block's CRC32C (hardware, ~14 GB/s)
+    picks candidates; only those are compared byte for byte."""
+    zero_crc = int.from_bytes(_zero_crc(SPARSE_BLOCK), "big")
+    start = None  # start of the pending run of data blocks
+    pos = 0
+    n = len(view)
+    while pos < n:
+        block = view[pos : pos + SPARSE_BLOCK]
+        hole = (
+            len(block) == SPARSE_BLOCK
+            and _crc32c_extend(block) == zero_crc
+            and bytes(block) == bytes(SPARSE_BLOCK)
+        )
+        if hole and start is not None:
+            _pwrite_all(fd, view[start:pos], offset + start)
+            start = None
+        elif not hole and start is None:
+            start = pos
+        pos += SPARSE_BLOCK
+    if start is not None:
+        _pwrite_all(fd, view[start:], offset + start)
+
+
+def _zero_crc(length: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006 - memo
+    crc = cache.get(length)
+    if crc is None:
+        crc = cache[length] = PartDigests(bytes(length)).get("crc32c")
+    return crc
+
+
+def _is_zeros(data: Buffer, digests: PartDigests) -> bool:
+    """All-zero part? The CRC32C is already computed, so only a likely hole is compared."""
+    view = memoryview(data).cast("B")
+    if digests.get("crc32c") != _zero_crc(len(view)):
+        return False
+    return bytes(view) == bytes(len(view))
+
+
+def _apply_attrs(fd: int, metadata: Mapping[str, str], path: str = "") -> None:
+    """Apply owner, mode and mtime carried in metadata to an open file (owner first:
+    chown clears setuid bits that the mode then restores)."""
+    attrs = PosixAttrs.from_metadata(metadata)
+    _apply_owner(fd, path, metadata)
     if attrs.mode is not None:
         os.fchmod(fd, statmod.S_IMODE(attrs.mode))
     if attrs.mtime_ns is not None:
@@ -88,6 +278,55 @@ def _pwrite_all(fd: int, data: Buffer, offset: int) -> None:
         offset += n
 
 
+def _replace(temp: str, path: str, key: str) -> None:
+    """Atomically put ``temp`` at ``path`` (never writing through a link there)."""
+    try:
+        os.rename(temp, path)
+    except IsADirectoryError as e:
+        os.unlink(temp)
+        raise UnsafePath(
+            f"/{key}: is a directory here (the source has a name that is both a file and "
+            "a prefix); refusing this one",
+            key=key,
+        ) from e
+    _fsync_dir(os.path.dirname(path))
+
+
+def lfs_getstripe(path: str) -> tuple[int, int] | None:
+    """(stripe count, stripe size) from ``lfs getstripe -c -S``, or None."""
+    lfs = shutil.which("lfs")
+    if lfs is None:
+        return None
+    try:
+        out = subprocess.run(
+            [lfs, "getstripe", "-c", "-S", path],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
+        return int(out[0]), int(out[1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _lfs_setstripe(path: str, layout: tuple[int, int]) -> None:
+    """Create ``path`` empty with this stripe layout (``lfs setstripe -c N -S SIZE``)."""
+    lfs = shutil.which("lfs")
+    if lfs is None:
+        return
+    count, size = layout
+    try:
+        subprocess.run(
+            [lfs, "setstripe", "-c", str(count), "-S", str(size), path],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("%s: lfs setstripe failed (%s); default layout used", path, e)
+
+
 class PosixWriter:
     """Parts ``pwrite`` into ``.<name>.dmtmp-<rand>`` next to the target."""
 
@@ -95,7 +334,13 @@ class PosixWriter:
     initial_metadata: Mapping[str, str] = MappingProxyType({})
 
     def __init__(
-        self, key: str, size: int, part_size: int, *, resume_from: str | None = None
+        self,
+        key: str,
+        size: int,
+        part_size: int,
+        *,
+        resume_from: str | None = None,
+        layout: tuple[int, int] | None = None,
     ) -> None:
         self.key = key
         self.size = size
@@ -103,6 +348,7 @@ class PosixWriter:
         self.path = "/" + key
         directory, name = os.path.split(self.path)
         self._lock = threading.Lock()
+        self._written: set[int] = set()
         if resume_from is not None:
             self.temp_path = resume_from
             try:
@@ -118,8 +364,25 @@ class PosixWriter:
         self.temp_path = os.path.join(directory, f".{name}{TEMP_MARK}{secrets.token_hex(6)}")
         try:
             os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            raise UnsafePath(
+                f"/{key}: a parent of it is a file, not a directory (the source has a "
+                "name that is both a file and a prefix); refusing this one",
+                key=key,
+            ) from e
+        except OSError as e:
+            raise map_oserror(e, key) from e
+        if layout is not None:
+            _lfs_setstripe(self.temp_path, layout)
+        try:
             self._fd = os.open(
-                self.temp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+                self.temp_path,
+                os.O_RDWR
+                | os.O_CREAT
+                | os.O_CLOEXEC
+                | os.O_NOFOLLOW
+                | (0 if layout is not None else os.O_EXCL),
+                0o600,
             )
             os.ftruncate(self._fd, size)
         except OSError as e:
@@ -141,6 +404,8 @@ class PosixWriter:
             buf = os.pread(fd, length, index * self.part_size)
             if len(buf) == length and PartDigests(buf).get("crc32c").hex() == receipt.checksum:
                 valid.add(index)
+        with self._lock:
+            self._written |= valid
         return valid
 
     def read_part(self, index: int, buf: memoryview) -> int:
@@ -155,25 +420,38 @@ class PosixWriter:
         if fd is None:
             raise StoreError(f"/{self.key}: write after commit or abort", key=self.key)
         try:
-            _pwrite_all(fd, data, index * self.part_size)
+            if not _is_zeros(data, digests):  # the temp file is pre-sized: zeros stay holes
+                _write_sparse(fd, memoryview(data).cast("B"), index * self.part_size)
         except OSError as e:
             raise map_oserror(e, self.key) from e
+        with self._lock:
+            self._written.add(index)
         return PartReceipt(index, len(data), checksum=digests.get("crc32c").hex())
 
     def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
         with self._lock:
+            # A part never written would be a hole of zeros in the file: refuse, and
+            # leave the temp file to abort().
+            missing = [i for i in range(-(-self.size // self.part_size)) if i not in self._written]
+            if missing and self._fd is not None:
+                raise StoreError(
+                    f"/{self.key}: commit with {len(missing)} part(s) never written "
+                    f"(first: {missing[0]})",
+                    key=self.key,
+                )
             fd, self._fd = self._fd, None
         if fd is None:
             raise StoreError(f"/{self.key}: commit after commit or abort", key=self.key)
         try:
+            merged = {**self.initial_metadata, **metadata}
             try:
-                _apply_attrs(fd, {**self.initial_metadata, **metadata})
+                _apply_xattrs(self.temp_path, merged)
+                _apply_attrs(fd, merged, self.path)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(self.temp_path, self.path)
-            _fsync_dir(os.path.dirname(self.path))
-            return _info(self.key, os.stat(self.path))
+            _replace(self.temp_path, self.path, self.key)
+            return _info(self.key, os.lstat(self.path))
         except OSError as e:
             raise map_oserror(e, self.key) from e
 
@@ -190,23 +468,94 @@ class PosixWriter:
 
 class PosixStore(Store):
     scheme = "file"
+    hardlinks = True
+    max_metadata_bytes = 1 << 20
     # No provider limits; these keep part counts and buffers sane.
     limits = PartLimits(
         min_part_size=1, max_part_size=4 * GiB, max_parts=1_000_000, max_single_put=64 * TiB
     )
 
+    def __init__(
+        self,
+        *,
+        follow_symlinks: bool = False,
+        xattrs: bool = False,
+        fs_type: Callable[[str], int | None] = _statfs_type,
+    ) -> None:
+        self.follow_symlinks = follow_symlinks
+        self.xattrs = xattrs
+        self._fs_type = fs_type
+        self._lustre: dict[int, bool] = {}
+
     @classmethod
     def from_location(cls, loc: Location, settings: object) -> PosixStore:
-        return cls()
+        extra = getattr(settings, "extra", {}) or {}
+        return cls(follow_symlinks=bool(extra.get("copy_links")), xattrs=bool(extra.get("xattrs")))
 
     def url(self, key: str = "") -> str:
         return "/" + key
 
+    def _stat(self, path: str) -> os.stat_result:
+        return os.stat(path) if self.follow_symlinks else os.lstat(path)
+
+    def _extra(self, path: str, st: os.stat_result) -> dict[str, str] | None:
+        extra = read_xattrs(path) if self.xattrs else {}
+        if statmod.S_ISREG(st.st_mode) and self.on_lustre(path, st.st_dev):
+            layout = lfs_getstripe(path)
+            if layout is not None:
+                extra[STRIPE_COUNT], extra[STRIPE_SIZE] = str(layout[0]), str(layout[1])
+        return extra or None
+
+    def on_lustre(self, path: str, dev: int | None = None) -> bool:
+        """Whether ``path`` is on Lustre (statfs magic), cached per device."""
+        if dev is None:
+            try:
+                dev = os.stat(path).st_dev
+            except OSError:
+                return False
+        known = self._lustre.get(dev)
+        if known is None:
+            known = self._lustre[dev] = self._fs_type(path) == LUSTRE_MAGIC
+        return known
+
     def stat(self, key: str) -> ObjectInfo:
+        path = "/" + key
         try:
-            return _info(key, os.stat("/" + key))
+            st = self._stat(path)
+            return _info(key, st, self._extra(path, st))
         except OSError as e:
             raise map_oserror(e, key) from e
+
+    def child_key(self, root: str, rel: str) -> str:
+        """Refuse keys that can't be a path under ``root`` safely: absolute, empty or
+        ``.``/``..`` components, NUL, components over 255 bytes, or a parent directory
+        (below ``root``) that is a symlink, which writing would follow out of the tree."""
+        trailing = rel.endswith("/")
+        parts = (rel[:-1] if trailing else rel).split("/")
+        why = None
+        if rel.startswith("/"):
+            why = "it is absolute"
+        elif "\0" in rel:
+            why = "it contains a NUL byte"
+        elif any(p in ("", ".", "..") for p in parts):
+            why = "it has an empty, '.' or '..' component that would leave the tree"
+        elif any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+            why = f"a component is longer than {NAME_MAX} bytes"
+        if why is None:
+            path = "/" + root
+            for part in parts[:-1]:
+                path = os.path.join(path, part)
+                try:
+                    if statmod.S_ISLNK(os.lstat(path).st_mode):
+                        why = f"{path} is a symlink, and writing through it would leave the tree"
+                        break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    break
+        if why is not None:
+            raise UnsafePath(f"refusing key {rel!r}: {why}", key=rel)
+        return root + rel
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         if not recursive and prefix and not prefix.endswith("/"):
@@ -216,13 +565,14 @@ class PosixStore(Store):
         yield from self._walk(base, name_prefix, recursive)
 
     def _walk(self, base: str, name_prefix: str, recursive: bool) -> Iterator[ObjectInfo]:
+        follow = self.follow_symlinks
         try:
             with os.scandir("/" + base) as it:
                 # Key order, not name order: a directory's keys all carry its "/", so
                 # "d.txt" < "d/..." < "d0" ("." < "/" < "0").
                 entries = sorted(
                     (e for e in it if e.name.startswith(name_prefix)),
-                    key=lambda e: e.name + "/" if e.is_dir() else e.name,
+                    key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=follow) else e.name,
                 )
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -233,18 +583,24 @@ class PosixStore(Store):
                 continue
             key = base + entry.name
             try:
-                st = entry.stat()
+                st = entry.stat(follow_symlinks=follow)
             except FileNotFoundError:
-                continue  # vanished between readdir and stat
+                continue  # vanished between readdir and stat (or a dangling followed link)
             except OSError as e:
                 raise map_oserror(e, key) from e
             if statmod.S_ISDIR(st.st_mode):
-                if recursive:
-                    yield from self._walk(key + "/", "", True)
-                else:
+                if not recursive:
                     yield ObjectInfo(key=key + "/", size=0, mtime=st.st_mtime_ns / 1e9, is_dir=True)
-            elif statmod.S_ISREG(st.st_mode):
-                yield _info(key, st)
+                    continue
+                found = 0
+                for info in self._walk(key + "/", "", True):
+                    found += 1
+                    yield info
+                if not found:  # an empty directory is listed so it can be recreated
+                    yield _info(key + "/", st)
+            elif statmod.S_ISREG(st.st_mode) or statmod.S_ISLNK(st.st_mode):
+                extra = read_xattrs(entry.path) if self.xattrs else None
+                yield _info(key, st, extra)
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         if length is None:
@@ -264,8 +620,19 @@ class PosixStore(Store):
     def read_object(
         self, key: str, info: ObjectInfo | None = None
     ) -> tuple[bytes | bytearray, ObjectInfo]:
+        path = "/" + key
+        if key.endswith("/") or not self.follow_symlinks:
+            try:
+                st = os.lstat(path.rstrip("/") or "/")
+            except OSError as e:
+                raise map_oserror(e, key) from e
+            if statmod.S_ISLNK(st.st_mode) and not self.follow_symlinks:
+                target = os.fsencode(os.readlink(path))
+                return target, _info(key, st)
+            if statmod.S_ISDIR(st.st_mode):
+                return b"", _info(key if key.endswith("/") else key + "/", st)
         try:
-            fd = os.open("/" + key, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             raise map_oserror(e, key) from e
         try:
@@ -295,7 +662,7 @@ class PosixStore(Store):
             )
         del view
         del buf[total:]
-        return buf, _info(key, before)
+        return buf, _info(key, before, self._extra(path, before) if self.xattrs else None)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         try:
@@ -303,14 +670,8 @@ class PosixStore(Store):
         except OSError as e:
             raise map_oserror(e, key) from e
         try:
-            total = 0
             view = buf.cast("B") if buf.format != "B" else buf
-            while total < len(view):
-                n = os.preadv(fd, [view[total:]], offset + total)
-                if n == 0:
-                    break
-                total += n
-            return total
+            return _read_sparse(fd, view, offset)
         except OSError as e:
             raise map_oserror(e, key) from e
         finally:
@@ -324,6 +685,14 @@ class PosixStore(Store):
         metadata: Mapping[str, str] | None = None,
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
+        meta = metadata or {}
+        mode = PosixAttrs.from_metadata(meta).mode
+        if key.endswith("/"):
+            return self._make_dir(key, meta)
+        if HARDLINK_KEY in meta:
+            return self._make_link(key, meta[HARDLINK_KEY], meta)
+        if mode is not None and statmod.S_ISLNK(mode):
+            return self._make_symlink(key, bytes(data), meta)
         size = len(memoryview(data).cast("B"))
         writer = PosixWriter(key, size, max(size, 1))
         try:
@@ -332,6 +701,54 @@ class PosixStore(Store):
         except BaseException:
             writer.abort()
             raise
+
+    def _temp_for(self, key: str) -> str:
+        directory, name = os.path.split("/" + key)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            raise UnsafePath(
+                f"/{key}: a parent of it is a file, not a directory; refusing this one", key=key
+            ) from e
+        return os.path.join(directory, f".{name}{TEMP_MARK}{secrets.token_hex(6)}")
+
+    def _make_dir(self, key: str, meta: Mapping[str, str]) -> ObjectInfo:
+        path = "/" + key.rstrip("/")
+        try:
+            os.makedirs(path, exist_ok=True)
+            attrs = PosixAttrs.from_metadata(meta)
+            if attrs.mode is not None:
+                os.chmod(path, statmod.S_IMODE(attrs.mode))
+            if attrs.mtime_ns is not None:
+                os.utime(path, ns=(attrs.mtime_ns, attrs.mtime_ns))
+            return _info(key, os.stat(path))
+        except FileExistsError as e:
+            raise UnsafePath(f"{path}: exists and is not a directory; refusing", key=key) from e
+        except OSError as e:
+            raise map_oserror(e, key) from e
+
+    def _make_symlink(self, key: str, target: bytes, meta: Mapping[str, str]) -> ObjectInfo:
+        temp = self._temp_for(key)
+        try:
+            os.symlink(target, temp)
+            attrs = PosixAttrs.from_metadata(meta)
+            if attrs.mtime_ns is not None:
+                os.utime(temp, ns=(attrs.mtime_ns, attrs.mtime_ns), follow_symlinks=False)
+            _replace(temp, "/" + key, key)
+            return _info(key, os.lstat("/" + key))
+        except OSError as e:
+            with_suppressed_unlink(temp)
+            raise map_oserror(e, key) from e
+
+    def _make_link(self, key: str, target_key: str, meta: Mapping[str, str]) -> ObjectInfo:
+        temp = self._temp_for(key)
+        try:
+            os.link("/" + target_key, temp, follow_symlinks=False)
+            _replace(temp, "/" + key, key)
+            return _info(key, os.lstat("/" + key))
+        except OSError as e:
+            with_suppressed_unlink(temp)
+            raise map_oserror(e, key) from e
 
     def open_writer(
         self,
@@ -343,7 +760,13 @@ class PosixStore(Store):
     ) -> ChunkWriter:
         if key == "" or key.endswith("/"):
             raise UsageError(f"/{key} is a directory, not a file name")
-        writer = PosixWriter(key, size, part_size)
+        meta = metadata or {}
+        layout = None
+        if STRIPE_COUNT in meta and STRIPE_SIZE in meta:
+            directory = os.path.dirname("/" + key)
+            if self.on_lustre(directory if os.path.isdir(directory) else "/"):
+                layout = (int(meta[STRIPE_COUNT]), int(meta[STRIPE_SIZE]))
+        writer = PosixWriter(key, size, part_size, layout=layout)
         writer.initial_metadata = dict(metadata or {})
         return writer
 
@@ -361,6 +784,58 @@ class PosixStore(Store):
         if not isinstance(temp, str) or os.path.dirname(temp) != directory:
             raise NotFound(f"/{key}: no partial download to resume", key=key)
         return PosixWriter(key, size, part_size, resume_from=temp)
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """Temp files ``.NAME.dmtmp-*`` whose target key starts with ``prefix``, found
+        by walking the prefix's directory tree (symlinks are not followed; directories
+        that can't be read are passed over). ``initiated`` is the temp file's mtime,
+        i.e. when it was last written; ``size`` its length."""
+        directory, _, name_prefix = prefix.rpartition("/")
+        yield from self._walk_temps(directory + "/" if directory else "", name_prefix)
+
+    def _walk_temps(self, base: str, name_prefix: str) -> Iterator[PendingUpload]:
+        try:
+            with os.scandir("/" + base) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return  # missing, not a directory, or unreadable: nothing to find there
+        for entry in entries:
+            name = entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                is_file = entry.is_file(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir and name.startswith(name_prefix):
+                yield from self._walk_temps(f"{base}{name}/", "")
+                continue
+            mark = name.find(TEMP_MARK)
+            target = name[1:mark]
+            if not (is_file and name.startswith(".") and mark > 1):
+                continue
+            if not target.startswith(name_prefix):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # vanished meanwhile
+            yield PendingUpload(
+                key=base + target,
+                initiated=st.st_mtime_ns / 1e9,
+                size=st.st_size,
+                token={"temp_path": "/" + base + name},
+            )
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        temp = upload.token.get("temp_path")
+        if not isinstance(temp, str) or TEMP_MARK not in os.path.basename(temp):
+            raise ValueError(f"/{upload.key}: not a datamover temp file token")
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise map_oserror(e, upload.key) from e
 
     def delete(self, key: str) -> None:
         try:

@@ -44,9 +44,8 @@ from datamover.errors import (
     Unsupported,
 )
 from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
-from datamover.stores import StoreSettings
+from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import (
-    DIGEST_KEY_PREFIX,
     Buffer,
     ChunkWriter,
     GiB,
@@ -54,8 +53,10 @@ from datamover.stores.base import (
     ObjectInfo,
     PartLimits,
     PartReceipt,
+    PendingUpload,
     Store,
     TiB,
+    digests_from_metadata,
 )
 from datamover.urls import Location
 
@@ -170,11 +171,7 @@ def _error_code(e: BaseException) -> str:
 
 
 def _checksums(metadata: Mapping[str, str], etag: str | None, sse: str | None) -> dict[str, str]:
-    out = {
-        k[len(DIGEST_KEY_PREFIX) :]: v
-        for k, v in metadata.items()
-        if k.startswith(DIGEST_KEY_PREFIX)
-    }
+    out = digests_from_metadata(metadata)
     # A plain ETag (no "-N" suffix) is the object's MD5 unless SSE-KMS/SSE-C changed it.
     if etag and "-" not in etag and len(etag) == 32 and sse in (None, "AES256"):
         out.setdefault("md5", etag)
@@ -202,8 +199,17 @@ class S3Store(Store):
         self.page_size = page_size
         self._bucket_seen = False
         endpoint = _endpoint(settings)
+        # A remote may name env vars holding the keys; otherwise the standard chain.
+        key_id = referenced_secret(settings, "access_key_env")
+        secret = referenced_secret(settings, "secret_key_env")
+        token = referenced_secret(settings, "session_token_env")
         try:
-            session = boto3.session.Session(profile_name=settings.profile)
+            session = boto3.session.Session(
+                profile_name=settings.profile,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                aws_session_token=token,
+            )
         except Exception as e:  # botocore ProfileNotFound and friends
             raise ConfigError(f"AWS profile {settings.profile!r}: {e}") from e
         config = botocore.config.Config(
@@ -458,6 +464,36 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self._call(key, self._client.delete_object, Key=key)
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """ListMultipartUploads under ``prefix``, page by page. ``initiated`` is the
+        server's Initiated time; ``size`` is None (it would take a ListParts each)."""
+        kwargs: dict[str, Any] = {"Prefix": prefix, "MaxUploads": self.page_size}
+        while True:
+            page = self._call(prefix, self._client.list_multipart_uploads, **kwargs)
+            for u in page.get("Uploads", ()):
+                initiated = u.get("Initiated")
+                yield PendingUpload(
+                    key=u["Key"],
+                    initiated=initiated.timestamp() if isinstance(initiated, datetime) else None,
+                    size=None,
+                    token={"upload_id": u["UploadId"]},
+                )
+            markers = {
+                "KeyMarker": page.get("NextKeyMarker") or "",
+                "UploadIdMarker": page.get("NextUploadIdMarker") or "",
+            }
+            if not page.get("IsTruncated") or not markers["KeyMarker"]:
+                return
+            if all(kwargs.get(k) == v for k, v in markers.items()):
+                return  # a server repeating its markers would loop forever
+            kwargs.update(markers)
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        upload_id = upload.token.get("upload_id")
+        if not isinstance(upload_id, str):
+            raise ValueError(f"{self.url(upload.key)}: not an S3 upload token")
+        self._abort(upload.key, upload_id)
 
     def can_copy_from(self, source: Store) -> bool:
         # One endpoint, one set of credentials: CopyObject works across its buckets.

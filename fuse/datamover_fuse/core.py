@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from datamover.errors import DatamoverError, NotFound, Unsupported
-from datamover.posixmeta import GID, MODE, MTIME, UID, PosixAttrs
+from datamover.errors import NotFound, Unsupported
+from datamover.posixmeta import MODE, PosixAttrs
 from datamover.stores import StoreSettings
 from datamover.stores.base import DIGEST_KEY_PREFIX, MiB, ObjectInfo, Store
 from datamover_fuse.cache import Clock, TTLCache
@@ -328,8 +328,7 @@ class FsCore:
             if isinstance(handle, FileHandle) and handle.reader is not None:
                 handle.reader.close()
         self._handles.clear()
-        while any(lf.stream is not None for lf in self.writes.streams):
-            await trio.sleep(0.01)
+        await self.writes.idle()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -430,17 +429,20 @@ class FsCore:
     def _file_node(self, parent: Inode, name: str, info: ObjectInfo, *, exact: bool) -> Inode:
         """The inode for a file/symlink entry, created or refreshed from ``info``."""
         key = parent.key + name
-        kind = _kind_of(info)
+        etag = info.etag or info.version
         node = self.table.at(key)
-        if node is not None and node.kind is not kind and node.local is None:
+        if node is not None and (
+            node.local is not None or (not exact and node.exact and node.etag == etag)
+        ):
+            return node
+        kind = _kind_of(info)
+        if not exact and node is not None and node.etag == etag:
+            kind = node.kind  # a listing without metadata can't tell a symlink from a file
+        if node is not None and node.kind is not kind:
             self.table.detach(node)
             node = None
         if node is None:
             node = self.table.add(kind, key, parent.ino, name)
-        elif node.local is not None or (
-            node.exact and not exact and node.etag == (info.etag or info.version)
-        ):
-            return node
         self._apply_info(node, info, exact=exact)
         return node
 
@@ -510,9 +512,13 @@ class FsCore:
             info = await self._stat(node.key)
         except Exception:
             return
-        if info is not None and not node.detached and node.local is None:
-            if _kind_of(info) is node.kind:
-                self._apply_info(node, info, exact=True)
+        if (
+            info is not None
+            and not node.detached
+            and node.local is None
+            and _kind_of(info) is node.kind
+        ):
+            self._apply_info(node, info, exact=True)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -536,39 +542,44 @@ class FsCore:
             if info is None:
                 return None
             if info.is_dir:
-                marker = await self.rt.call(self.rt.ext.stat_dir, dkey)
-                return self._dir_node(parent, name, marker, exact=True)
+                found = await self.rt.call(self.rt.ext.stat_dir, dkey)
+                return self._dir_node(parent, name, found, exact=True)
             node = self._file_node(
                 parent, name, info, exact=self.rt.ext.listing_has_metadata or info.metadata != {}
             )
-            if not node.exact:
-                await self._refresh_file(node)
-            return node
-        found: dict[str, object] = {}
+            if node.exact:
+                return node
+            self._statahead(node)
+            head = await self._stat(fkey)
+            if head is None:
+                self.table.detach(node)
+                self.negative.put(fkey, True)
+                return None
+            return self._file_node(parent, name, head, exact=True)
+        head: ObjectInfo | None = None
+        marker: ObjectInfo | None = None
+        has_child = False
 
-        async def head() -> None:
-            found["file"] = await self._stat(fkey)
+        async def ask_head() -> None:
+            nonlocal head
+            head = await self._stat(fkey)
 
-        async def marker() -> None:
-            found["marker"] = await self.rt.call(self.rt.ext.stat_dir, dkey)
+        async def ask_marker() -> None:
+            nonlocal marker
+            marker = await self.rt.call(self.rt.ext.stat_dir, dkey)
 
-        async def child() -> None:
-            found["child"] = await self.rt.call(_has_child, self.store, dkey)
+        async def ask_child() -> None:
+            nonlocal has_child
+            has_child = await self.rt.call(_has_child, self.store, dkey)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(head)
-            nursery.start_soon(marker)
-            nursery.start_soon(child)
-        marker_info = found.get("marker")
-        if marker_info is not None or found.get("child"):
-            assert marker_info is None or isinstance(marker_info, ObjectInfo)
-            return self._dir_node(parent, name, marker_info, exact=True)
-        info = found.get("file")
-        if isinstance(info, ObjectInfo):
-            node = self._file_node(parent, name, info, exact=True)
-            if node.local is None:
-                self._apply_info(node, info, exact=True)
-            return node
+            nursery.start_soon(ask_head)
+            nursery.start_soon(ask_marker)
+            nursery.start_soon(ask_child)
+        if marker is not None or has_child:
+            return self._dir_node(parent, name, marker, exact=True)
+        if head is not None:
+            return self._file_node(parent, name, head, exact=True)
         self.negative.put(fkey, True)
         return None
 
@@ -631,7 +642,7 @@ class FsCore:
         lf = self._local(node, truncate=size == 0)
         try:
             async with lf.lock:
-                if not lf.base_loaded:
+                if not lf.base_loaded and size > 0:
                     await self.writes.load_base(lf, node.size)
                 await self.writes.truncate(lf, size)
             node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
@@ -727,9 +738,9 @@ class FsCore:
         writing = access in (os.O_WRONLY, os.O_RDWR) or bool(flags & os.O_TRUNC)
         if writing:
             self._writable()
-        if node.local is None and node.remote and not node.detached:
-            if not (node.exact and node.expires > self._mono()):
-                await self._refresh_file(node)
+        fresh = node.exact and node.expires > self._mono()
+        if node.local is None and node.remote and not node.detached and not fresh:
+            await self._refresh_file(node)
         handle = FileHandle(node, writable=writing)
         if writing:
             lf = self._local(node, truncate=bool(flags & os.O_TRUNC))
@@ -798,9 +809,14 @@ class FsCore:
         async with lf.lock:
             if lf.failed:
                 raise FsError(errno.EIO, lf.failed)
-            if not lf.base_loaded:
-                await self.writes.load_base(lf, node.size)
-            await self.writes.write(lf, offset, data)
+            try:
+                if not lf.base_loaded:
+                    await self.writes.load_base(lf, node.size)
+                await self.writes.write(lf, offset, data)
+            except Exception as e:
+                # The file can't hold what the program wrote: never upload it.
+                lf.failed = f"write to {lf.key} failed: {e}"
+                raise
         node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
         return len(data)
 
@@ -930,7 +946,9 @@ class FsCore:
         except Exception as e:
             raise FsError(errno_for(e), str(e)) from e
         node = self._file_node(
-            parent, name, ObjectInfo(key=key, size=len(target), etag=info.etag, metadata=meta),
+            parent,
+            name,
+            ObjectInfo(key=key, size=len(target), etag=info.etag, metadata=meta),
             exact=True,
         )
         node.target = target
@@ -1039,7 +1057,9 @@ class FsCore:
         if not src.remote:
             self._forget_local_name(src)
             self._local_only.setdefault(dst_parent.key, set()).add(new_name)
-        self.table.rekey(src, new_key + ("/" if src.kind is Kind.DIR else ""), dst_parent.ino, new_name)
+        self.table.rekey(
+            src, new_key + ("/" if src.kind is Kind.DIR else ""), dst_parent.ino, new_name
+        )
         src.index = -1
         self._listing_remove(src_parent, old_name)
         if src.remote:
@@ -1081,7 +1101,7 @@ class FsCore:
         old_prefix = src.key
         rt = self.rt
         try:
-            if not await rt.call(getattr(rt.ext, "rename_dir", _no_native_rename), old_prefix, new_prefix):
+            if not await rt.call(rt.ext.rename_dir, old_prefix, new_prefix):
                 await self._move_tree(old_prefix, new_prefix)
         except FsError:
             raise
@@ -1098,7 +1118,7 @@ class FsCore:
         for key in list(self._local_only):
             if key.startswith(old_prefix):
                 self._local_only[new_prefix + key[len(old_prefix) :]] = self._local_only.pop(key)
-        for key in self.listings.keys():
+        for key in self.listings.keys():  # noqa: SIM118 - a TTLCache, not a dict
             if key.startswith(old_prefix):
                 self.listings.pop(key)
 
@@ -1114,7 +1134,9 @@ class FsCore:
                     if info.is_dir:
                         subdirs.append(info.key)
                         continue
-                    nursery.start_soon(self._move_object, info, new_prefix + info.key[len(old_prefix) :])
+                    nursery.start_soon(
+                        self._move_object, info, new_prefix + info.key[len(old_prefix) :]
+                    )
         for sub in subdirs:
             await self._move_tree(sub, new_prefix + sub[len(old_prefix) :])
         marker = await rt.call(rt.ext.stat_dir, old_prefix)
@@ -1131,9 +1153,7 @@ class FsCore:
     async def opendir(self, ino: int) -> int:
         return self._new_fh(DirHandle(self._dir(ino)))
 
-    async def readdir(
-        self, fh: int, start: int, reply: Callable[[str, Attr, int], bool]
-    ) -> None:
+    async def readdir(self, fh: int, start: int, reply: Callable[[str, Attr, int], bool]) -> None:
         """Call ``reply(name, attr, next)`` for entries from position ``start`` until it
         returns False; each accepted entry's lookup count goes up (readdirplus)."""
         handle = self._handles.get(fh)
@@ -1201,8 +1221,6 @@ class FsCore:
                 node = self._dir_node(parent, name, None, exact=False)
                 info = ObjectInfo(key=info.key, size=0, is_dir=True)
             else:
-                if (prefix + name + "/") in handle.seen:
-                    continue
                 node = self._file_node(parent, name, info, exact=exact)
             if len(handle.seen) < cap:
                 handle.seen.add(name)
@@ -1217,7 +1235,7 @@ class FsCore:
     # -- xattrs -----------------------------------------------------------------------------
 
     async def _digests(self, node: Inode) -> dict[str, str]:
-        if node.kind is Kind.DIR or node.local is not None and node.local.dirty:
+        if node.kind is Kind.DIR or (node.local is not None and node.local.dirty):
             return {}
         if node.remote and not node.exact:
             await self._refresh_file(node)
@@ -1259,10 +1277,3 @@ class FsCore:
             "f_favail": 1 << 32,
             "f_namemax": NAME_MAX,
         }
-
-
-def _no_native_rename(old_prefix: str, new_prefix: str) -> bool:
-    return False
-
-
-_ = (GID, UID, MTIME, DatamoverError)

@@ -73,7 +73,7 @@ class MountOptions:
             raise UsageError("--fs-threads must be between 1 and 256")
         if self.stream_size_hint < 64 * MiB:
             raise UsageError("stream size hint must be at least 64MiB")
-        if self.uid is not None and self.uid < 0 or self.gid is not None and self.gid < 0:
+        if (self.uid is not None and self.uid < 0) or (self.gid is not None and self.gid < 0):
             raise UsageError("--uid and --gid must not be negative")
         if self.max_cached_entries < 1000:
             raise UsageError("max_cached_entries must be at least 1000")

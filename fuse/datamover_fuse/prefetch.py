@@ -37,7 +37,7 @@ BEHIND_SLACK = 4 * MiB
 
 
 class _Segment:
-    __slots__ = ("buf", "done", "dropped", "end", "error", "filled", "start")
+    __slots__ = ("buf", "done", "dropped", "end", "error", "filled", "released", "start", "users")
 
     def __init__(self, start: int, end: int) -> None:
         self.start = start
@@ -47,6 +47,8 @@ class _Segment:
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.dropped = False
+        self.users = 0
+        self.released = False
 
 
 class Prefetcher:
@@ -62,6 +64,7 @@ class Prefetcher:
         self._next = 0
         self._window = INITIAL_WINDOW
         self._closed = False
+        self._reading: list[int] = []
         self.direct_reads = 0
         self.prefetched_bytes = 0
 
@@ -81,22 +84,32 @@ class Prefetcher:
         self._schedule(offset)
         out: list[bytes] = []
         pos = offset
-        while pos < end:
-            seg = self._find(pos)
-            if seg is None:
-                out.append(await self._direct(pos, end - pos))
-                self.direct_reads += 1
-                break
-            await seg.done.wait()
-            if seg.error is not None:
-                raise seg.error
-            stop = min(end, seg.start + seg.filled)
-            if stop <= pos:
-                break  # the object ended early: it shrank since it was opened
-            out.append(bytes(seg.buf[pos - seg.start : stop - seg.start]))
-            pos = stop
+        self._reading.append(offset)
+        try:
+            while pos < end:
+                seg = self._find(pos)
+                if seg is None:
+                    out.append(await self._direct(pos, end - pos))
+                    self.direct_reads += 1
+                    break
+                seg.users += 1
+                try:
+                    await seg.done.wait()
+                    if seg.error is not None:
+                        raise seg.error
+                    stop = min(end, seg.start + seg.filled)
+                    if stop <= pos:
+                        break  # the object ended early: it shrank since it was opened
+                    out.append(bytes(seg.buf[pos - seg.start : stop - seg.start]))
+                finally:
+                    seg.users -= 1
+                    if seg.dropped and not seg.users and seg.done.is_set():
+                        self._release(seg)
+                pos = stop
+        finally:
+            self._reading.remove(offset)
         self._next = max(self._next, end)
-        self._free_behind(offset)
+        self._free_behind(min(self._reading, default=offset))
         return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:
@@ -143,18 +156,21 @@ class Prefetcher:
             seg.error = e
         finally:
             seg.done.set()
-            if seg.dropped:
+            if seg.dropped and not seg.users:
                 self._release(seg)
 
     def _release(self, seg: _Segment) -> None:
+        if seg.released:
+            return
+        seg.released = True
         self._rt.prefetch.release(seg.end - seg.start)
         seg.buf = bytearray()
 
     def _drop(self, seg: _Segment) -> None:
-        if seg.done.is_set():
+        """Give the segment's bytes back once no read uses it and its fetch is over."""
+        seg.dropped = True
+        if seg.done.is_set() and not seg.users:
             self._release(seg)
-        else:
-            seg.dropped = True
 
     def _free_behind(self, offset: int) -> None:
         while self._segments and self._segments[0].end + BEHIND_SLACK <= offset:

@@ -138,7 +138,9 @@ class Runtime:
 
     async def disk(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a staging-file call (or hashing) on a worker thread."""
-        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.disk_limiter)
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args), limiter=self.disk_limiter
+        )
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         self.nursery.start_soon(fn, *args)

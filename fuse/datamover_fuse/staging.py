@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import itertools
 import os
 import shutil
@@ -29,11 +28,6 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _fallocate = _libc.fallocate
 _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _fallocate.restype = ctypes.c_int
-
-
-class CacheFull(OSError):
-    def __init__(self) -> None:
-        super().__init__(errno.ENOSPC, "mount cache full")
 
 
 class CacheDir:

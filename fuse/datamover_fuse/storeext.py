@@ -92,6 +92,11 @@ class StoreExt:
         nothing is under the prefix."""
         self.store.delete(key)
 
+    def rename_dir(self, old_prefix: str, new_prefix: str) -> bool:
+        """Rename a whole directory natively; False when the store can't (the caller
+        then moves object by object)."""
+        return False
+
     # -- metadata -----------------------------------------------------------------
 
     def update_metadata(self, info: ObjectInfo, metadata: Mapping[str, str]) -> ObjectInfo:
@@ -243,9 +248,10 @@ class PosixExt(StoreExt):
 
     def stat_dir(self, key: str) -> ObjectInfo | None:
         try:
-            return self._dir_info(key)
-        except FileNotFoundError:
+            info = self._dir_info(key)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        return info if info.mode is not None and statmod.S_ISDIR(info.mode) else None
 
     def remove_dir(self, key: str) -> None:
         try:
@@ -257,11 +263,17 @@ class PosixExt(StoreExt):
                 raise UsageError(f"/{key}: directory not empty") from e
             raise StoreError(f"/{key}: {e.strerror}", key=key) from e
 
+    def rename_dir(self, old_prefix: str, new_prefix: str) -> bool:
+        os.rename(self._path(old_prefix), self._path(new_prefix))
+        return True
+
     @staticmethod
     def _apply(path: str, metadata: Mapping[str, str]) -> None:
         attrs = PosixAttrs.from_metadata(metadata)
         if attrs.uid is not None or attrs.gid is not None:
-            os.chown(path, -1 if attrs.uid is None else attrs.uid, -1 if attrs.gid is None else attrs.gid)
+            os.chown(
+                path, -1 if attrs.uid is None else attrs.uid, -1 if attrs.gid is None else attrs.gid
+            )
         if attrs.mode is not None:
             os.chmod(path, statmod.S_IMODE(attrs.mode))
         if attrs.mtime_ns is not None:

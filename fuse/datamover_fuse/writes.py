@@ -42,7 +42,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import trio
 
@@ -51,7 +52,7 @@ from datamover.errors import SourceChanged
 from datamover.stores.base import ChunkWriter, MiB, ObjectInfo, digest_metadata_key
 from datamover_fuse.fserrors import FsError
 from datamover_fuse.runtime import Runtime
-from datamover_fuse.staging import CacheFull, StagedFile
+from datamover_fuse.staging import StagedFile
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,8 @@ class OrderedHasher:
             return
         await rt.disk(self._hash.update, data)
         self.next += 1
-        event = self._waiters.pop(self.next, None)
-        if event is not None:
-            event.set()
+        if self.next in self._waiters:
+            self._waiters.pop(self.next).set()
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -163,6 +163,9 @@ class WriteManager:
         self.rt = rt
         self.streams: set[LocalFile] = set()
         self._part_done = trio.Event()
+        self._background = 0
+        self._idle = trio.Event()
+        self._idle.set()
         limits = rt.store.limits
         self.stream_part_size = limits.choose_part_size(rt.options.stream_size_hint)
         self.stream_capacity = self.stream_part_size * limits.max_parts
@@ -185,6 +188,24 @@ class WriteManager:
             streamable=streamable and self.rt.ext.can_stream,
         )
 
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Background work that must finish before unmount (part uploads, aborts)."""
+
+        async def run() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._background -= 1
+                if not self._background:
+                    self._idle.set()
+
+        self._background += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self.rt.spawn(run)
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
     # -- disk budget ------------------------------------------------------------------
 
     async def reserve(self, lf: LocalFile, n: int) -> None:
@@ -195,7 +216,7 @@ class WriteManager:
             if any(f.stream is not None and f.stream.inflight for f in self.streams):
                 await self._part_done.wait()
                 continue
-            raise CacheFull()
+            raise FsError(errno.ENOSPC, "the mount's cache is full (--cache-size)")
         lf.staged.charged += n
 
     def unreserve(self, lf: LocalFile, n: int) -> None:
@@ -312,7 +333,7 @@ class WriteManager:
             granted = await self.rt.write_budget.acquire(length)
             st.scheduled += 1
             st.inflight += 1
-            self.rt.spawn(self._upload_part, lf, st, index, offset, length, granted)
+            self._spawn(self._upload_part, lf, st, index, offset, length, granted)
 
     async def _upload_part(
         self, lf: LocalFile, st: Stream, index: int, offset: int, length: int, granted: int
@@ -357,7 +378,7 @@ class WriteManager:
         if st is not None:
             st.aborted = True
             st.hasher.abandon()
-            self.rt.spawn(self._abort_stream, lf.key, st)
+            self._spawn(self._abort_stream, lf.key, st)
 
     async def _abort_stream(self, key: str, st: Stream) -> None:
         while st.inflight:
@@ -389,7 +410,9 @@ class WriteManager:
         digest = await self._hash_staged(lf, size)
         meta = {**metadata, DIGEST_KEY: digest}
         part = rt.store.limits.choose_part_size(size)
-        writer = await rt.call(rt.store.open_writer, lf.key, size=size, part_size=part, metadata=meta)
+        writer = await rt.call(
+            rt.store.open_writer, lf.key, size=size, part_size=part, metadata=meta
+        )
 
         async def one(index: int, offset: int) -> None:
             n = min(part, size - offset)

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from datamover.checksums import PartDigests
-from datamover.errors import BucketNotFound, NotFound, SourceChanged, Unsupported
+from datamover.errors import BucketNotFound, NotFound, SourceChanged, StoreError, Unsupported
 from datamover.posixmeta import MODE, MTIME
 from datamover.stores import StoreSettings
 from datamover.stores.base import KiB, ObjectInfo, Store, digest_metadata_key
@@ -52,8 +52,8 @@ SERVER_SIDE_COPY = {
     "azurite": True,
     "gcs": True,
 }
-#: Which backends store arbitrary user metadata. POSIX keeps only the POSIX attributes
-#: (mode, mtime; docs/SEMANTICS.md, issue #6); fsspec has no portable metadata at all.
+#: Which backends store arbitrary user metadata. POSIX keeps only POSIX attributes
+#: (mode, mtime, and its own xattrs); fsspec has no portable metadata at all.
 USER_METADATA = {name: name in CLOUD for name in SERVER_SIDE_COPY}
 
 SHA_KEY = digest_metadata_key("sha256")
@@ -357,7 +357,9 @@ def test_unicode_keys_and_spaces(store: tuple[Store, str]) -> None:
     )
     for k in keys:
         s.delete(k)
-    assert _keys(s.list(p)) == []
+    # POSIX keeps the emptied directories, and lists them (is_dir) so a copy can
+    # recreate them; objects, there are none left anywhere.
+    assert [i.key for i in s.list(p) if not i.is_dir] == []
 
 
 def test_put_replaces_an_existing_object_atomically(
@@ -457,7 +459,10 @@ def test_user_metadata_round_trip(backend: Backend, store: tuple[Store, str]) ->
     if not s.supports_metadata:
         pytest.skip(f"{type(s).__name__}.supports_metadata is False: fsspec has no metadata")
     if not USER_METADATA[backend.name]:
-        pytest.skip("PosixStore keeps only mode and mtime (SEMANTICS.md; xattrs: issue #6)")
+        pytest.skip(
+            "PosixStore stores POSIX attributes (mode, mtime; the file's own user.* xattrs "
+            "with xattrs=True), not arbitrary metadata such as datamover-sha256"
+        )
     data = b"metadata"
     digest = hashlib.sha256(data).hexdigest()
     meta = {SHA_KEY: digest, MTIME: MTIME_VALUE, MODE: MODE_VALUE, "x-multi-dash-key": "v 1"}
@@ -636,10 +641,15 @@ def test_abort_leaves_nothing(backend: Backend, store: tuple[Store, str]) -> Non
     w.abort()
     w.abort()  # idempotent
     assert s.read(old) == b"old bytes"
-    # A fresh key, partly written.
+    # A fresh key, partly written: commit refuses (every part must have been written)
+    # and leaves the upload to abort.
     new = p + "abort/new.bin"
     w2 = s.open_writer(new, size=len(data), part_size=part)
-    _write_parts(w2, data, part, [1, 0])
+    _write_parts(w2, data, part, [2, 0])
+    with pytest.raises(StoreError):
+        w2.commit({})
+    with pytest.raises(NotFound):
+        s.stat(new)
     w2.abort()
     with pytest.raises(NotFound):
         s.stat(new)

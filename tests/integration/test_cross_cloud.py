@@ -30,7 +30,10 @@ from conftest import ServerEnv, use_server
 pytestmark = pytest.mark.cloud
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "manifests" / "manifest.schema.json").read_text())
+# One validator, built once: jsonschema.validate() re-checks the schema on every call.
+MANIFEST_LINE = jsonschema.Draft202012Validator(
+    json.loads((ROOT / "manifests" / "manifest.schema.json").read_text())
+)
 DM = [sys.executable, "-m", "datamover"]
 BIG = "big/ünïcødé 64MiB.bin"
 BIG_SIZE = 64 * MiB
@@ -84,7 +87,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def _manifest(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     for line in lines:
-        jsonschema.validate(line, SCHEMA)
+        MANIFEST_LINE.validate(line)
     assert lines[0]["type"] == "header" and lines[-1]["type"] == "summary"
     return lines[0], {x["path"]: x for x in lines if x["type"] == "file"}
 
@@ -152,7 +155,7 @@ def test_cloud_to_cloud_stages_nothing_locally(
     clouds: dict[str, ServerEnv], tmp_path: Path
 ) -> None:
     """S3 -> GCS moves the bytes through memory only: with TMPDIR pointing at an empty
-    directory for the run, that directory is still empty afterwards."""
+    directory for the run, nothing is ever created in that directory."""
     rng = random.Random(7)
     files = {"large/parts.bin": os.urandom(20 * MiB + 123)}
     files.update({f"small/{i:02d} ☃.txt": rng.randbytes(rng.randint(1, 50_000)) for i in range(30)})
@@ -164,6 +167,9 @@ def test_cloud_to_cloud_stages_nothing_locally(
         s3.close()
     watched = tmp_path / "watched-tmp"
     watched.mkdir()
+    # A directory's mtime moves when an entry is created or removed in it, so this also
+    # catches a temp file made and deleted during the run.
+    untouched = watched.stat().st_mtime_ns
     manifest = tmp_path / "c2c.jsonl"
     env = dict(os.environ, TMPDIR=str(watched))
     copy = subprocess.run(
@@ -184,6 +190,7 @@ def test_cloud_to_cloud_stages_nothing_locally(
     )
     assert copy.returncode == 0, copy.stdout + copy.stderr
     assert list(watched.iterdir()) == []
+    assert watched.stat().st_mtime_ns == untouched, "a file was created and removed in TMPDIR"
     _, entries = _manifest(manifest)
     assert {p: e["digest"] for p, e in entries.items()} == {
         rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()

