@@ -13,16 +13,18 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import IO
 
-from datamover import engine
+from datamover import api, cli_browse, engine
 from datamover.checksums import ALGORITHMS
-from datamover.errors import DatamoverError, UsageError
+from datamover.engine.observer import Fanout, Observer
+from datamover.engine.plan import FileJob
+from datamover.engine.runner import Listener
+from datamover.errors import DatamoverError, TransientError, UsageError
+from datamover.filters import EXCLUDE, INCLUDE, FileFilter
 from datamover.manifest import export_sums, read_manifest
 from datamover.options import TransferOptions, format_size, parse_size
-from datamover.stores import open_store
-from datamover.stores.base import ObjectInfo
+from datamover.redact import RedactingFilter, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -123,6 +125,116 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Rule(argparse.Action):
+    """--include/--exclude into one ordered list: the first matching rule wins."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        rules = list(getattr(namespace, "filter_rules", None) or [])
+        rules.append((INCLUDE if option_string == "--include" else EXCLUDE, str(values)))
+        namespace.filter_rules = rules
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Filters, dry run and machine-readable output (copy and sync)."""
+    p.set_defaults(filter_rules=[])
+    p.add_argument(
+        "--include",
+        action=_Rule,
+        metavar="GLOB",
+        help="take files matching GLOB (relative path; * within a segment, ** across); "
+        "with any --include, unmatched files are left out; first matching rule wins",
+    )
+    p.add_argument("--exclude", action=_Rule, metavar="GLOB", help="leave out files matching GLOB")
+    p.add_argument("--files-from", metavar="FILE", help="only these relative paths (one per line)")
+    p.add_argument("--min-size", type=_size, metavar="SIZE", help="skip files smaller than SIZE")
+    p.add_argument("--max-size", type=_size, metavar="SIZE", help="skip files larger than SIZE")
+    p.add_argument(
+        "--max-age",
+        metavar="AGE",
+        help="only files modified within AGE (30s, 10m, 2h, 7d) or since a date (2024-05-01)",
+    )
+    p.add_argument(
+        "--min-age", metavar="AGE", help="only files modified at least AGE ago, or before a date"
+    )
+    p.add_argument(
+        "--dry-run",
+        "-n",
+        action="store_true",
+        help="plan and print what would be copied/deleted; transfer, delete and record nothing",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON-lines events on stdout (file_started, file_done, file_failed, "
+        "file_skipped, part_retried, summary, ...)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        help="write an end-of-run JSON report (manifests/report.schema.json)",
+    )
+
+
+def _filters(args: argparse.Namespace) -> FileFilter | None:
+    flt = FileFilter.build(
+        rules=args.filter_rules,
+        files_from=args.files_from,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        max_age=args.max_age,
+        min_age=args.min_age,
+    )
+    return flt if flt.active else None
+
+
+def _bag_info(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        label, eq, value = pair.partition("=")
+        if not eq or not label.strip():
+            raise UsageError(f"--bag-info {pair!r}: write it as LABEL=VALUE")
+        out[label.strip()] = value.strip()
+    return out
+
+
+class _DryRunPrinter(Observer):
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def would_copy(self, job: FileJob) -> None:
+        print(f"would copy {job.rel} ({format_size(job.info.size)})", file=self.out)
+
+    def would_delete(self, path: str) -> None:
+        print(f"would delete {path}", file=self.out)
+
+
+def _run_listener(args: argparse.Namespace, out: IO[str]) -> tuple[Listener | None, Observer]:
+    """The CLI's listeners for a copy/sync, and the progress display (to stop)."""
+    from rich.console import Console
+
+    from datamover.events import JsonLines
+    from datamover.progress import make_progress
+
+    parts: list[Listener] = []
+    progress = None
+    if args.json:
+        parts.append(JsonLines(out))
+    elif args.dry_run and not args.quiet:
+        parts.append(_DryRunPrinter(out))
+    if not (args.json or args.verbose):
+        progress = make_progress(Console(stderr=True), quiet=args.quiet)
+        if progress is not None:
+            parts.append(progress)
+    listener = None if not parts else parts[0] if len(parts) == 1 else Fanout(parts)
+    return listener, progress or Observer()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from datamover import __version__
 
@@ -134,12 +246,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"datamover {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file with named remotes (default $DATAMOVER_CONFIG, else "
+        "$XDG_CONFIG_HOME/datamover/config.toml)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("copy", help="copy a file, directory or prefix, writing a manifest")
     p.add_argument("src", help="local path, s3://bucket/key, az://..., gs://...")
     p.add_argument("dst", help="destination path or URL")
     _transfer_args(p)
+    _run_args(p)
+    p.add_argument(
+        "--bagit",
+        action="store_true",
+        help="lay the copy out as a BagIt bag: payload in DST/data/, tag files written from "
+        "the manifest after a successful copy (POSIX destination; follows symlinks)",
+    )
+    p.add_argument(
+        "--bag-info",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="with --bagit: a bag-info.txt field, e.g. Source-Organization=Lab (repeatable)",
+    )
 
     p = sub.add_parser("sync", help="copy only what differs; optionally delete extras")
     p.add_argument("src", help="source directory, prefix or file")
@@ -162,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --delete: abort, deleting nothing, if more than N files would go",
     )
     _transfer_args(p)
+    _run_args(p)
 
     p = sub.add_parser("jobs", help="list, show, resume or clean journaled jobs")
     jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
@@ -185,20 +318,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("manifest", help="show or export a manifest")
     msub = p.add_subparsers(dest="manifest_command", metavar="ACTION", parser_class=_Parser)
-    e = msub.add_parser("export", help="write sha256sum -c compatible lines")
+    e = msub.add_parser("export", help="write sha256sum -c lines, or a BagIt bag")
     e.add_argument("manifest")
-    e.add_argument("--format", default="sha256sum", choices=["sha256sum"])
-    e.add_argument("--output", "-o", metavar="PATH", help="file to write (default stdout)")
+    e.add_argument(
+        "--format",
+        default="sha256sum",
+        choices=["sha256sum", "bagit"],
+        help="sha256sum: `<alg>sum -c` lines; bagit: a BagIt bag at --output DIR of the "
+        "copied files (hard-linked, or copied across filesystems)",
+    )
+    e.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="file to write (default stdout); for bagit the bag directory (required)",
+    )
+    e.add_argument(
+        "--copy", action="store_true", help="bagit: copy payload files instead of hard-linking"
+    )
+    e.add_argument(
+        "--bag-info",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="bagit: a bag-info.txt field, e.g. Source-Organization=Lab (repeatable)",
+    )
     s = msub.add_parser("show", help="summarise a manifest")
     s.add_argument("manifest")
-
-    p = sub.add_parser("ls", help="list objects or files")
-    p.add_argument("url")
-    p.add_argument("-R", "--recursive", action="store_true", help="list the whole tree")
 
     p = sub.add_parser("hash", help="digest of one file or object")
     p.add_argument("url")
     p.add_argument("--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG")
+    cli_browse.add_parsers(sub)
     _mount_parsers(sub)
     return parser
 
@@ -227,28 +378,70 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 
 def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
-    report = engine.copy(args.src, args.dst, _options(args, argv))
-    return _render(report, args, out)
+    listener, progress = _run_listener(args, out)
+    try:
+        report = api.copy(
+            args.src,
+            args.dst,
+            _options(args, argv),
+            listener=listener,
+            filters=_filters(args),
+            dry_run=args.dry_run,
+            report=args.report,
+            bagit=args.bagit,
+            bag_info=_bag_info(args.bag_info),
+        )
+    finally:
+        _stop(progress)
+    code = _render(report, args, out)
+    if args.bagit and report.ok and not args.dry_run and not (args.quiet or args.json):
+        print(f"bag: {args.dst} (BagIt 1.0; payload in data/)", file=out)
+    return code
 
 
 def cmd_sync(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
-    report = engine.sync(
-        args.src,
-        args.dst,
-        _options(args, argv),
-        checksum=args.compare_checksum,
-        delete=args.delete,
-        max_delete=args.max_delete,
-    )
+    listener, progress = _run_listener(args, out)
+    try:
+        report = api.sync(
+            args.src,
+            args.dst,
+            _options(args, argv),
+            checksum=args.compare_checksum,
+            delete=args.delete,
+            max_delete=args.max_delete,
+            listener=listener,
+            filters=_filters(args),
+            dry_run=args.dry_run,
+            report=args.report,
+        )
+    finally:
+        _stop(progress)
     return _render(report, args, out)
+
+
+def _stop(progress: Observer) -> None:
+    stop = getattr(progress, "stop", None)
+    if stop is not None:
+        stop()
 
 
 def _render(report: engine.TransferReport, args: argparse.Namespace, out: IO[str]) -> int:
     for path, error in report.failures[:50]:
-        print(f"FAILED {path}: {error}", file=sys.stderr)
+        print(f"FAILED {path}: {redact(error)}", file=sys.stderr)
     if len(report.failures) > 50:
         print(f"... and {len(report.failures) - 50} more failures", file=sys.stderr)
-    if not args.quiet:
+    if getattr(args, "json", False):
+        pass  # the summary event said it all; stdout stays JSON lines only
+    elif report.dry_run:
+        if not args.quiet:
+            print(
+                f"dry run: would copy {report.files_ok} files ({format_size(report.bytes)})"
+                + (f", {report.files_skipped} unchanged" if report.files_skipped else "")
+                + (f", would delete {len(report.deleted)}" if report.deleted else "")
+                + "; nothing was transferred",
+                file=out,
+            )
+    elif not args.quiet:
         if report.resumed:
             print(
                 f"resumed job {report.job_id}: {report.files_resumed} files already done",
@@ -334,6 +527,21 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
             file=out,
         )
         return EXIT_OK
+    if args.format == "bagit":
+        from datamover.bagit_export import export_bag
+
+        if not args.output:
+            raise UsageError("--format bagit needs --output DIR (the bag to create)")
+        bag = export_bag(
+            args.manifest, args.output, link=not args.copy, info=_bag_info(args.bag_info)
+        )
+        if not args.quiet:
+            how = f"{bag.linked} hard-linked, {bag.copied} copied"
+            print(
+                f"wrote bag {bag.path}: {bag.files} files, {format_size(bag.bytes)} ({how})",
+                file=sys.stderr,
+            )
+        return EXIT_OK
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             count = export_sums(manifest, fh)
@@ -342,38 +550,6 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
     else:
         export_sums(manifest, out)
     return EXIT_OK
-
-
-def cmd_ls(args: argparse.Namespace, out: IO[str]) -> int:
-    store, key = open_store(args.url)
-    with store:
-        prefix = key
-        if key and not key.endswith("/"):
-            try:
-                info = store.stat(key)
-                if not info.is_dir:
-                    _print_entry(info, out, "")
-                    return EXIT_OK
-            except DatamoverError as e:
-                if e.fatal:
-                    raise
-            prefix = key + "/"
-        for info in store.list(prefix, recursive=args.recursive):
-            _print_entry(info, out, prefix)
-    return EXIT_OK
-
-
-def _print_entry(info: ObjectInfo, out: IO[str], prefix: str) -> None:
-    name = info.key[len(prefix) :] if info.key.startswith(prefix) else info.key
-    if info.is_dir:
-        print(f"{'DIR':>12}  {'':19}  {name}", file=out)
-        return
-    when = (
-        datetime.fromtimestamp(info.mtime, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        if info.mtime is not None
-        else "-"
-    )
-    print(f"{info.size:>12}  {when}  {name}", file=out)
 
 
 def cmd_hash(args: argparse.Namespace, out: IO[str]) -> int:
@@ -473,16 +649,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2) if not args.quiet else logging.ERROR,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(args.verbose, args.quiet)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     out = sys.stdout
     try:
+        if args.config:
+            from datamover.config import load_config, use_config
+
+            use_config(args.config)
+            load_config()
+        if args.command in cli_browse.COMMANDS:
+            return cli_browse.run(args, out)
         if args.command == "copy":
             return cmd_copy(args, argv, out)
         if args.command == "sync":
@@ -493,8 +672,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_verify(args, out)
         if args.command == "manifest":
             return cmd_manifest(args, out)
-        if args.command == "ls":
-            return cmd_ls(args, out)
         if args.command == "hash":
             return cmd_hash(args, out)
         if args.command == "mount":
@@ -511,9 +688,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatamoverError as e:
         if args.verbose >= 2:
             log.exception("failed")
-        print(f"datamover: error: {e}", file=sys.stderr)
+        print(f"datamover: error: {redact(_explain(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug or an unmapped SDK error: one line unless -vv
+        if args.verbose >= 2:
+            raise
+        print(
+            f"datamover: internal error: {redact(f'{type(e).__name__}: {e}')} "
+            "(run with -vv for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     return EXIT_USAGE
+
+
+def _explain(e: DatamoverError) -> str:
+    """The error's one line, with what to do when the store's message lacks it."""
+    text = str(e)
+    if isinstance(e, TransientError) and "check the endpoint" not in text:
+        text += (
+            "; check the endpoint (AWS_ENDPOINT_URL, AZURE_STORAGE_CONNECTION_STRING, "
+            "STORAGE_EMULATOR_HOST or the remote's endpoint) and that the service is up, "
+            "then retry"
+        )
+    return text
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    """-v: datamover's info; -vv: its debug and tracebacks; -vvv: every library's debug
+    too. Every line passes through ``RedactingFilter``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 3 else logging.ERROR if quiet else logging.WARNING)
+    levels = {0: logging.WARNING, 1: logging.INFO}
+    log.setLevel(logging.ERROR if quiet else levels.get(verbose, logging.DEBUG))
 
 
 if __name__ == "__main__":

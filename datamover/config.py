@@ -211,7 +211,9 @@ def load_config(path: str | None = None) -> Config:
 def parse_config(data: Mapping[str, Any], path: str = "config.toml") -> Config:
     unknown = set(data) - {"remotes"}
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (expected [remotes.NAME])")
+        raise ConfigError(
+            f"{path}: unknown top-level key {sorted(unknown)[0]!r} (expected [remotes.NAME])"
+        )
     tables = data.get("remotes", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'remotes' must be a table of [remotes.NAME] tables")
@@ -223,8 +225,13 @@ def _parse_remote(name: str, table: Any, path: str) -> Remote:
     where = f"{path}: [remotes.{name}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    if not name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum() or not name[0].isalpha():
-        raise ConfigError(f"{where}: a remote name starts with a letter and has letters, digits, _ . -")
+    if (
+        not name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum()
+        or not name[0].isalpha()
+    ):
+        raise ConfigError(
+            f"{where}: a remote name starts with a letter and has letters, digits, _ . -"
+        )
     for key in table:
         if key.lower() in _LITERAL_SECRETS:
             ref = _REF_FOR.get(key.lower(), key.lower() + "_env")
@@ -255,7 +262,7 @@ def _parse_remote(name: str, table: Any, path: str) -> Remote:
     refs = {k: table[k] for k in SECRET_REFS[kind] if k in table}
     for ref, var in refs.items():
         if not var or not var.replace("_", "A").isalnum():
-            raise ConfigError(f"{where}: {ref} names an environment variable, e.g. \"MY_SECRET\"")
+            raise ConfigError(f'{where}: {ref} names an environment variable, e.g. "MY_SECRET"')
     options = {k: table[k] for k in _SETTINGS[kind] if k in table} if kind == "gs" else {}
     options.pop("endpoint", None)
     root = str(table.get("root", "/" if kind == "file" else ""))

@@ -69,7 +69,7 @@ class Snapshot:
     planning: bool
     elapsed: float
     rate: float  # bytes/s over the last few seconds
-    in_flight: list[tuple[str, int, int | None, float]]  # (path, size, done|None, started)
+    in_flight: list[tuple[str, int, int | None, float]]  # (path, size, done|None, seconds)
 
     @property
     def eta(self) -> float | None:
@@ -174,7 +174,7 @@ class Tally(Observer):
                 planning=self.planning,
                 elapsed=now - self.started,
                 rate=rate,
-                in_flight=[(p, s[0], s[1], s[2]) for p, s in flying],
+                in_flight=[(p, s[0], s[1], now - s[2]) for p, s in flying],
             )
 
 

@@ -232,7 +232,7 @@ class _AbortingBuffered(io.BufferedWriter):
             self.raw.discard()
 
 
-def open(  # noqa: A001 - datamover.open mirrors the builtin on purpose
+def open(  # datamover.open mirrors the builtin on purpose
     url: str,
     mode: str = "rb",
     *,

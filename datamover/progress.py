@@ -84,10 +84,10 @@ def render(snap: Snapshot, *, title: str = "", width: int = 100) -> RenderableTy
     if snap.retries:
         extras.append(f"{snap.retries} retries")
     name_width = max(20, width - 60)
-    for path, size, done, started in snap.in_flight:
+    for path, size, done, seconds in snap.in_flight:
         if done is None:
             bar = ProgressBar(total=None, width=30, pulse=True)
-            where = f"{format_size(size)}"
+            where = f"{format_size(size)}  {format_duration(seconds)}"
         else:
             bar = ProgressBar(total=max(size, 1), completed=done, width=30)
             where = f"{format_size(done)} / {format_size(size)}"

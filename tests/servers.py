@@ -662,6 +662,7 @@ class SeaweedServer(S3Server):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.port={self.port}",
+            "-s3.autoCreateBucket=false",  # as real S3: writing to a missing bucket fails
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",

@@ -216,7 +216,11 @@ def _filtered(jobs: Iterable[FileJob], filters: FileFilter | None) -> Iterable[F
     return (
         job
         for job in jobs
-        if (filters.path_allowed(job.rel) if job.kind == "dir" else filters.allows(job.rel, job.info))
+        if (
+            filters.path_allowed(job.rel)
+            if job.kind == "dir"
+            else filters.allows(job.rel, job.info)
+        )
     )
 
 
@@ -248,7 +252,16 @@ def run_job(
     obs = as_observer(listener)
     if dry_run:
         return _dry_run(
-            operation, src_store, dst_store, src_root, dst_root, jobs, options, obs, skip_sink, after
+            operation,
+            src_store,
+            dst_store,
+            src_root,
+            dst_root,
+            jobs,
+            options,
+            obs,
+            skip_sink,
+            after,
         )
     started = time.monotonic()
     source, destination = src_store.url(src_root), dst_store.url(dst_root)

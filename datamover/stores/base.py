@@ -229,14 +229,17 @@ class Store(ABC):
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo:
         """Info for the object at ``key``. Raises ``NotFound`` if there is none
-        (a prefix with objects under it is not an object)."""
+        (a prefix with objects under it is not an object). Stores with real
+        directories (POSIX) return an ``is_dir`` entry for a directory."""
 
     @abstractmethod
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         """Objects whose key starts with ``prefix``, streamed page by page in key
         order. With ``recursive=False``, ``prefix`` is treated as a directory and
         sub-directories come back once each as ``is_dir`` entries (key ending in
-        ``/``). An empty or missing prefix yields nothing; it does not raise."""
+        ``/``). Recursive listings include directory markers (``dir/`` objects) and,
+        on POSIX, empty directories as ``is_dir`` entries, so empty directories can be
+        recreated. An empty or missing prefix yields nothing; it does not raise."""
 
     @abstractmethod
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

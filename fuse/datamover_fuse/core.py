@@ -292,6 +292,7 @@ class FsCore:
         self._fh_numbers = itertools.count(1)
         self._stats: dict[str, _Pending] = {}
         self._local_only: dict[str, set[str]] = {}
+        self._markers_keep_metadata: bool | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -672,8 +673,12 @@ class FsCore:
             if node.kind is Kind.DIR:
                 if node.ino == ROOT_INO and not node.key:
                     raise Unsupported("the bucket root has no marker to carry metadata")
+                if self._markers_keep_metadata is False:
+                    raise Unsupported("this store drops the metadata of directory markers")
                 info = await self.rt.call(self.rt.ext.update_dir_metadata, node.key, meta)
                 node.marker = True
+                if not await self._marker_metadata_kept(node.key):
+                    raise Unsupported("this store drops the metadata of directory markers")
             else:
                 current = ObjectInfo(
                     key=node.key, size=node.size, etag=node.etag, metadata=node.metadata
@@ -910,6 +915,9 @@ class FsCore:
             info = await self.rt.call(self.rt.ext.make_dir, key, meta)
         except Exception as e:
             raise FsError(errno_for(e), str(e)) from e
+        # The directory exists either way; where markers can't carry metadata its mode
+        # lasts as long as this mount (docs/SEMANTICS.md).
+        await self._marker_metadata_kept(key)
         node = self._dir_node(parent, name, ObjectInfo(key=key, size=0, metadata=meta), exact=True)
         node.marker = True
         node.metadata = dict(info.metadata or meta)
@@ -920,6 +928,25 @@ class FsCore:
         self.listings.put(key, empty)
         self._listing_add(parent, name, ObjectInfo(key=key, size=0, is_dir=True))
         return self._attr(node)
+
+    async def _marker_metadata_kept(self, key: str) -> bool:
+        """Whether the store keeps user metadata on ``dir/`` markers, learnt once by
+        reading back the first marker written (SeaweedFS turns ``dir/`` keys into
+        directories of its filer and drops their metadata)."""
+        if self._markers_keep_metadata is None:
+            try:
+                marker = await self.rt.call(self.rt.ext.stat_dir, key)
+            except Exception as e:
+                log.warning("%s: could not read back a directory marker: %s", key, e)
+                return True
+            self._markers_keep_metadata = marker is not None and MODE in marker.metadata
+            if not self._markers_keep_metadata:
+                log.warning(
+                    "this store drops the metadata of directory markers: directory modes, "
+                    "owners and mtimes can't be stored (chmod/chown/utime on directories "
+                    "fail with EPERM)"
+                )
+        return self._markers_keep_metadata
 
     def _listing_add(self, parent: Inode, name: str, info: ObjectInfo) -> None:
         listing = self.listings.get(parent.key)

@@ -48,12 +48,14 @@ def make_tree(root: Path) -> Path:
     return root
 
 
-def assert_same_attrs(src: Path, dst: Path) -> None:
-    """Modes and nanosecond mtimes of every file and directory under ``src``."""
+def assert_same_attrs(src: Path, dst: Path, *, dirs: bool = True) -> None:
+    """Modes and nanosecond mtimes of every file (and directory) under ``src``."""
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         a, b = path.lstat(), (dst / rel).lstat()
         assert stat.S_IFMT(a.st_mode) == stat.S_IFMT(b.st_mode), rel
+        if stat.S_ISDIR(a.st_mode) and not dirs:
+            continue
         if stat.S_ISLNK(a.st_mode):
             assert os.readlink(path) == os.readlink(dst / rel)
             continue
@@ -65,9 +67,10 @@ def assert_same_attrs(src: Path, dst: Path) -> None:
 
 def test_cp_a_a_tree_in_and_diff_it_back(target: Target, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
-    run(["cp", "-a", str(src), str(target.path / "src")])
+    dir_errors_ok = not target.backend.dir_metadata
+    run(["cp", "-a", str(src), str(target.path / "src")], dir_errors_ok=dir_errors_ok)
     run(["diff", "-r", str(src), str(target.path / "src")])
-    assert_same_attrs(src, target.path / "src")
+    assert_same_attrs(src, target.path / "src", dirs=target.backend.dir_metadata)
     assert (
         target.store.read(target.key("src/sub/deeper/c.bin"))
         == (src / "sub/deeper/c.bin").read_bytes()
@@ -82,7 +85,7 @@ def test_tar_x_into_the_mount_and_tar_c_out_of_it(target: Target, tmp_path: Path
     run(["tar", "--format=posix", "-cf", str(archive), "-C", str(src), "."])
     dst = target.path / "x"
     dst.mkdir()
-    run(["tar", "xf", str(archive), "-C", str(dst)])
+    run(["tar", "xf", str(archive), "-C", str(dst)], dir_errors_ok=not target.backend.dir_metadata)
     run(["diff", "-r", str(src), str(dst)])
     out = tmp_path / "out.tar"
     run(["tar", "--format=posix", "-cf", str(out), "-C", str(dst), "."])
@@ -90,16 +93,17 @@ def test_tar_x_into_the_mount_and_tar_c_out_of_it(target: Target, tmp_path: Path
     back.mkdir()
     run(["tar", "xf", str(out), "-C", str(back)])
     run(["diff", "-r", str(src), str(back)])
-    assert_same_attrs(src, back)
+    assert_same_attrs(src, back, dirs=target.backend.dir_metadata)
 
 
 def test_rsync_a_preserves_modes_and_mtimes_after_a_remount(target: Target, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
-    run(["rsync", "-a", f"{src}/", f"{target.path / 'r'}/"])
+    dirs = target.backend.dir_metadata
+    run(["rsync", "-a", f"{src}/", f"{target.path / 'r'}/"], dir_errors_ok=not dirs)
     with target.remount(tmp_path) as fresh:
         dst = fresh.path / target.prefix / "r"
         run(["diff", "-r", str(src), str(dst)])
-        assert_same_attrs(src, dst)
+        assert_same_attrs(src, dst, dirs=dirs)
         again = run(["rsync", "-a", "--dry-run", "--itemize-changes", f"{src}/", f"{dst}/"])
         assert [line for line in again.stdout.splitlines() if line[:2] in (">f", "cd")] == []
 
@@ -179,8 +183,9 @@ def test_rename_over_an_existing_file_and_a_directory_tree(target: Target) -> No
 
 def test_two_processes_read_one_file(target: Target) -> None:
     data = os.urandom(24 * MiB)
-    target.store.put(target.key("shared.bin"), data)
-    path = target.path / "shared.bin"
+    key = target.fresh_key("shared.bin")
+    target.store.put(key, data)
+    path = target.mount.path / key
     procs = [
         subprocess.Popen(["sha256sum", str(path)], stdout=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -115,12 +115,11 @@ def _verify(manifest: Path, env: dict[str, str]) -> None:
 def _report(label: str, proxy: FaultProxy, seconds: float) -> None:
     # Shown with -rP / -s; handy when tuning rates.
     print(f"{label}: {seconds:.1f}s, {proxy.summary()}, skipped {proxy.skipped}")
-    print([x for x in proxy.log() if "skipped" in x[0] and "truncate" not in x[0]][:10])
 
 
 def test_mixed_tree_round_trip_at_5_percent_faults(target: Target, tmp_path: Path) -> None:
     src = tmp_path / "src"
-    _make_tree(src, big=[40 * MiB, 12 * MiB], small=600, seed=1)
+    _make_tree(src, big=[40 * MiB, 12 * MiB], small=400, seed=1)
     proxy = target.proxy
     proxy.fault_rate = 0.05
 
@@ -140,7 +139,7 @@ def test_mixed_tree_round_trip_at_5_percent_faults(target: Target, tmp_path: Pat
     _verify(tmp_path / "down.jsonl", target.direct_env)
 
     total = {k: up_counts[k] + down_counts[k] for k in KINDS}
-    assert sum(total.values()) >= 40, total
+    assert sum(total.values()) >= 30, total
     assert up_counts["flip_request_bit"] > 0, up_counts
     assert down_counts["flip_response_bit"] > 0, down_counts
     missing = [k for k, n in total.items() if n == 0]
@@ -189,6 +188,7 @@ def test_download_bit_flips_are_never_committed(target: Target, tmp_path: Path) 
 
     entries = [json.loads(line) for line in manifest.read_text().splitlines()]
     failed = {e["path"] for e in entries if e.get("type") == "file" and e["status"] != "ok"}
+    print(f"download flips: failed {sorted(failed) or 'none'}")
     assert run.returncode == (1 if failed else 0), run.stdout + run.stderr
     assert failed <= {"big/file0.bin"}, failed  # small files: 5 x 3 reads each
     got, want = _tree(back), _tree(src)
@@ -235,12 +235,10 @@ COMMIT = {
 }
 
 
-@pytest.mark.parametrize("times", [1, 2])
-def test_commit_whose_answer_is_lost_is_not_a_failure(
-    target: Target, tmp_path: Path, times: int
-) -> None:
+def test_commit_whose_answer_is_lost_is_not_a_failure(target: Target, tmp_path: Path) -> None:
     """The server completes the multipart upload but the client never hears it (RST in
-    the answer); the retried commit must not turn into a failed file."""
+    the answer), twice; the retried commit must not turn into a failed file."""
+    times = 2
     src = tmp_path / "src"
     _make_tree(src, big=[12 * MiB], small=0, seed=5)
     proxy = target.proxy

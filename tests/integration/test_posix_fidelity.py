@@ -1,0 +1,272 @@
+"""A POSIX tree through an object store and back comes back as it was (issue #6), and
+hostile keys never write outside the destination."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import datamover
+from datamover.engine import copy_between
+from datamover.manifest import read_manifest
+from datamover.options import MiB, TransferOptions
+from datamover.stores import open_store
+from datamover.stores.posix import LUSTRE_MAGIC, PosixStore
+
+from conftest import ServerEnv, use_server
+from servers import MotoServer
+
+pytestmark = pytest.mark.cloud
+DM = [sys.executable, "-m", "datamover"]
+MTIME_NS = 1_577_934_245_123_456_789  # 2020-01-02T03:04:05.123456789Z
+
+
+def _fidelity_tree(root: Path) -> None:
+    (root / "empty").mkdir(parents=True)
+    (root / "sub" / "deeper_empty").mkdir(parents=True)
+    (root / "outside").mkdir()
+    a = root / "a.txt"
+    a.write_bytes(b"hello\n")
+    os.chown(a, 1234, 5678)
+    a.chmod(0o640)
+    os.setxattr(a, "user.project", b"climate-\xff")
+    os.utime(a, ns=(MTIME_NS, MTIME_NS))
+    (root / "exec.sh").write_text("#!/bin/sh\n")
+    (root / "exec.sh").chmod(0o755)
+    os.symlink("a.txt", root / "link_in")
+    os.symlink("/etc/hostname", root / "link_out")
+    os.link(a, root / "hard_a")
+    with open(root / "sparse.bin", "wb") as f:
+        f.truncate(64 * MiB)
+        f.write(b"HEAD")
+        f.seek(64 * MiB - 4)
+        f.write(b"TAIL")
+
+
+def _describe(root: Path) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = ("link", os.readlink(p))
+        elif stat.S_ISDIR(st.st_mode):
+            out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+        else:
+            out[rel] = (
+                "file",
+                p.read_bytes(),
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns,
+            )
+    return out
+
+
+def test_round_trip_keeps_modes_owners_times_links_dirs_holes_xattrs(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    src, back = tmp_path / "src", tmp_path / "back"
+    _fidelity_tree(src)
+    url = seaweed_env.url("fid")
+    up = datamover.copy(str(src), url, xattrs=True, manifest=str(tmp_path / "up.jsonl"))
+    assert up.ok, up.failures
+    down = datamover.copy(url, str(back), xattrs=True, manifest=str(tmp_path / "down.jsonl"))
+    assert down.ok, down.failures
+    assert _describe(back) == _describe(src)
+    assert (back / "a.txt").stat().st_mtime_ns == MTIME_NS
+    assert (back / "a.txt").stat().st_ino == (back / "hard_a").stat().st_ino
+    assert os.getxattr(back / "a.txt", "user.project") == b"climate-\xff"
+    # Holes stay holes: du far below the apparent size, as at the source.
+    du = int(
+        subprocess.run(
+            ["du", "-k", str(back / "sparse.bin")], capture_output=True, text=True
+        ).stdout.split()[0]
+    )
+    assert du < 1024 and (back / "sparse.bin").stat().st_size == 64 * MiB
+    for m in (up.manifest, down.manifest):
+        assert datamover.verify(m or "").passed
+    entries = {e.path: e for e in read_manifest(up.manifest or "").entries}
+    assert entries["hard_a"].kind == "hardlink" and entries["hard_a"].link_to == "a.txt"
+    assert entries["link_out"].kind == "symlink"
+    assert entries["empty/"].kind == "dir"
+    assert (entries["a.txt"].uid, entries["a.txt"].gid, entries["a.txt"].mode) == (
+        1234,
+        5678,
+        "0640",
+    )
+    # The objects carry the keys s3fs and rclone read.
+    store, _ = open_store(url)
+    meta = store.stat("fid/a.txt").metadata
+    assert meta["mode"] == str(stat.S_IFREG | 0o640) and meta["uid"] == "1234"
+    assert meta["mtime"] == "1577934245.123456789"
+    link = store.stat("fid/link_out")
+    assert (
+        stat.S_ISLNK(int(link.metadata["mode"])) and store.read("fid/link_out") == b"/etc/hostname"
+    )
+    marker, _ = store.read_object("fid/empty/")  # empty directories travel as markers
+    assert marker == b""
+
+
+def test_objects_written_by_s3fs_and_rclone_read_back_with_their_metadata(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    store, _ = open_store(seaweed_env.url())
+    store.put(
+        "t/s3fs.txt",
+        b"from s3fs",
+        metadata={"mode": "33261", "mtime": "1500000000", "uid": "0", "gid": "0"},
+    )
+    store.put("t/rclone.txt", b"from rclone", metadata={"mtime": "1600000000.5"})
+    store.put("t/s3fs-link", b"s3fs.txt", metadata={"mode": str(stat.S_IFLNK | 0o777)})
+    assert datamover.copy(seaweed_env.url("t"), str(tmp_path / "out")).ok
+    assert (tmp_path / "out" / "s3fs.txt").stat().st_mtime_ns == 1_500_000_000 * 10**9
+    assert stat.S_IMODE((tmp_path / "out" / "s3fs.txt").stat().st_mode) == 0o755
+    assert (tmp_path / "out" / "rclone.txt").stat().st_mtime_ns == 1_600_000_000_500_000_000
+    assert os.readlink(tmp_path / "out" / "s3fs-link") == "s3fs.txt"
+
+
+def test_copy_links_follows_and_no_preserve_drops_attributes(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "target.txt").write_text("pointed at")
+    os.utime(src / "target.txt", ns=(MTIME_NS, MTIME_NS))
+    os.symlink("target.txt", src / "link")
+    url = seaweed_env.url("cl")
+    assert datamover.copy(str(src), url, copy_links=True, preserve=False).ok
+    store, _ = open_store(url)
+    assert store.read("cl/link") == b"pointed at"
+    assert "mode" not in store.stat("cl/link").metadata
+    out = tmp_path / "out"
+    assert datamover.copy(url, str(out), preserve=False).ok
+    assert not (out / "link").is_symlink() and (out / "link").read_text() == "pointed at"
+    assert abs((out / "target.txt").stat().st_mtime - time.time()) < 120
+
+
+def test_hostile_keys_are_refused_per_file_and_never_escape(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # moto stores any key as given, as AWS does (SeaweedFS normalises '..' away).
+    seaweed_env = use_server(moto, monkeypatch)
+    store, _ = open_store(seaweed_env.url())
+    good = {"h/ok.txt": b"fine", "h/dir/ok2.txt": b"fine too"}
+    evil = {
+        "h/../escaped.txt": b"x",  # '..' component
+        "h/a//b.txt": b"x",  # empty component
+        "h/" + "n" * 300: b"x",  # over-long name
+        "h/clash": b"file",  # both a file ...
+        "h/clash/inner.txt": b"and a dir",  # ... and a prefix
+    }
+    for key, data in {**good, **evil}.items():
+        store.put(key, data)
+    dst = tmp_path / "dst"
+    proc = subprocess.run(
+        [*DM, "copy", seaweed_env.url("h"), str(dst)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert (dst / "ok.txt").read_bytes() == b"fine"
+    assert (dst / "dir" / "ok2.txt").read_bytes() == b"fine too"
+    assert not (tmp_path / "escaped.txt").exists()
+    assert "'../escaped.txt'" in proc.stderr and "'a//b.txt'" in proc.stderr
+    assert "longer than 255" in proc.stderr
+    assert "both a file and a prefix" in proc.stderr
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")}
+    assert all(w.startswith("dst") for w in written), written
+
+
+def _drop_dac_override() -> None:
+    """In the child: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set, so after exec even root gets EACCES on a mode-000 file."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop = 24
+    for cap in (1, 2):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_unreadable_and_growing_source_files_are_reported(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("ok")
+    (src / "secret.txt").write_text("no")
+    (src / "secret.txt").chmod(0)
+    dst = tmp_path / "dst"
+    proc = subprocess.run(  # root reads a mode-000 file anyway, unless it loses DAC override
+        [*DM, "copy", str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_drop_dac_override,
+    )
+    assert proc.returncode == 1 and "secret.txt" in proc.stderr
+    assert "Permission denied" in proc.stderr
+    assert (dst / "ok.txt").read_text() == "ok" and not (dst / "secret.txt").exists()
+
+    growing = src / "growing.log"
+    growing.write_bytes(os.urandom(24 * MiB))
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(growing, "ab") as f:
+            while not stop.is_set():
+                f.write(b"more\n")
+                f.flush()
+                time.sleep(0.005)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        report = datamover.copy(
+            str(growing), str(tmp_path / "g.log"), bwlimit=16 * MiB, part_size=8 * MiB
+        )
+    finally:
+        stop.set()
+        writer.join()
+    assert not report.ok and "changed while being" in report.failures[0][1]
+    assert not (tmp_path / "g.log").exists()  # never committed with wrong content
+
+
+def test_lustre_layout_is_read_aligned_recorded_and_recreated(tmp_path: Path) -> None:
+    calls = tmp_path / "lfs-calls"
+    fake = tmp_path / "bin" / "lfs"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        'if [ "$1" = getstripe ]; then echo 4; echo 3145728; exit 0; fi\n'
+        'if [ "$1" = setstripe ]; then for a; do last=$a; done; : > "$last"; exit 0; fi\n'
+    )
+    fake.chmod(0o755)
+    os.environ["PATH"] = f"{fake.parent}:{os.environ['PATH']}"
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        data = os.urandom(20 * MiB)
+        (src / "big.h5").write_bytes(data)
+        lustre = PosixStore(fs_type=lambda path: LUSTRE_MAGIC)
+        report = copy_between(
+            lustre,
+            str(src).lstrip("/"),
+            lustre,
+            str(tmp_path / "dst").lstrip("/"),
+            TransferOptions(manifest=str(tmp_path / "m.jsonl")),
+        )
+        assert report.ok, report.failures
+        entry = read_manifest(str(tmp_path / "m.jsonl")).entries[0]
+        assert entry.part_size == 9 * MiB  # 8 MiB raised to whole 3 MiB stripes
+        assert (tmp_path / "dst" / "big.h5").read_bytes() == data
+        log = calls.read_text()
+        assert "getstripe -c -S" in log and "setstripe -c 4 -S 3145728" in log
+    finally:
+        os.environ["PATH"] = os.environ["PATH"].split(":", 1)[1]
