@@ -1,8 +1,16 @@
 """Measuring one command: wall time, client CPU (user+sys) and peak RSS.
 
-A command runs as a child process; ``os.wait4`` returns its rusage, which on Linux
-covers the child and every descendant it waited for (so ``sh -c 'cp && sha256sum'``
-counts both). ``ru_maxrss`` is the largest resident set among them, in KiB.
+A command runs as a grandchild: the harness starts ``spawn`` (bench/spawn.c, built
+on first use), which forks the command, reaps it with ``wait4`` and writes its rusage
+to a file. That rusage covers the command and every descendant it waited for (so
+``sh -c 'cp && sha256sum'`` counts both); ``ru_maxrss`` is the largest resident set
+among them, in KiB. The launcher exists because Linux starts a forked child's
+``ru_maxrss`` at its parent's high-water mark: forked straight from this Python
+process, ``dd`` would report the harness's ~140 MiB. Without a C compiler the harness
+falls back to forking directly and says so (RSS then has that floor).
+
+The machine may be shared: ``Contention`` reads ``/proc/stat`` around each sample and
+records the CPU seconds that neither the client nor the servers used ("others").
 
 Some clients are daemons that outlive the command being timed (a FUSE mount serving
 ``dd``): ``DaemonWatch`` samples ``/proc/PID/stat`` (utime+stime of all its threads)
@@ -13,8 +21,12 @@ them to the command's own numbers.
 from __future__ import annotations
 
 import os
+import resource
+import shutil
+import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +45,8 @@ class Sample:
     rc: int
     daemon_cpu: float = 0.0
     daemon_rss_kib: int = 0
+    server_cpu: float = 0.0
+    others_cpu: float = 0.0
 
     @property
     def cpu(self) -> float:
@@ -50,6 +64,8 @@ class Sample:
             "daemon_cpu_s": round(self.daemon_cpu, 4),
             "cpu_s": round(self.cpu, 4),
             "peak_rss_mib": round(self.rss_mib, 1),
+            "server_cpu_s": round(self.server_cpu, 3),
+            "others_cpu_s": round(self.others_cpu, 3),
             "rc": self.rc,
         }
 
@@ -82,6 +98,59 @@ class DaemonWatch:
         return self.cpu_seconds() - self._start, self.peak_rss_kib()
 
 
+def _proc_cpu(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return sum(int(x) for x in fields[11:15]) / _TICK
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores spent not idle since boot."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    values = [int(x) for x in parts[:8]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / _TICK
+
+
+def wait_for_quiet(server_pids: Sequence[int], max_wait: float, threshold: float = 0.25) -> float:
+    """Wait (up to ``max_wait`` s) until other processes use under ``threshold`` of
+    one core over a 1 s window; returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < max_wait:
+        b0, s0 = machine_busy(), sum(_proc_cpu(p) for p in server_pids)
+        time.sleep(1.0)
+        b1, s1 = machine_busy(), sum(_proc_cpu(p) for p in server_pids)
+        if (b1 - b0) - (s1 - s0) < threshold:
+            break
+    return time.monotonic() - began
+
+
+_SPAWN: str | None = None
+
+
+def launcher(build_dir: Path) -> str | None:
+    """Path of the compiled ``spawn`` launcher (built once), or None without cc."""
+    global _SPAWN
+    if _SPAWN is not None:
+        return _SPAWN or None
+    source = Path(__file__).with_name("spawn.c")
+    binary = build_dir / "spawn"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        cc = shutil.which("cc") or shutil.which("gcc")
+        ok = cc is not None and subprocess.run([cc, "-O2", "-o", str(binary), str(source)]).returncode == 0
+        if not ok:
+            print("# no C compiler: peak RSS of small commands includes the harness's", flush=True)
+            _SPAWN = ""
+            return None
+    _SPAWN = str(binary)
+    return _SPAWN
+
+
 def run_measured(
     argv: Sequence[str],
     *,
@@ -91,6 +160,8 @@ def run_measured(
     timeout: float = 3600.0,
     daemon_pid: int | None = None,
     until: Callable[[], bool] | None = None,
+    spawn: str | None = None,
+    server_pids: Sequence[int] = (),
 ) -> Sample:
     """Run ``argv`` to completion and measure it. ``until``, when given, is polled
     after the command exits and the clock stops only when it returns True (e.g. "the
@@ -100,37 +171,69 @@ def run_measured(
     if log is not None:
         log.write(f"$ {' '.join(map(str, argv))}\n".encode())
         log.flush()
+    result_file = None
+    cmd = list(map(str, argv))
+    if spawn:
+        fd, result_file = tempfile.mkstemp(prefix="dm-bench-rusage-")
+        os.close(fd)
+        cmd = [spawn, result_file, *cmd]
+    busy0 = machine_busy()
+    servers0 = sum(_proc_cpu(p) for p in server_pids)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        list(map(str, argv)),
+        cmd,
         env=dict(env) if env is not None else None,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=out,
+        start_new_session=True,
     )
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.002)
-    rc = os.waitstatus_to_exitcode(status)
-    proc.returncode = rc  # already reaped: keep Popen from waiting again
-    if until is not None and rc == 0:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if until is not None and proc.returncode == 0:
+        deadline = started + timeout
         while not until():
             if time.perf_counter() > deadline:
                 raise CommandFailed(f"{argv[0]}: result not visible after {timeout:.0f} s")
             time.sleep(0.02)
     wall = time.perf_counter() - started
-    sample = Sample(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss, rc)
+    busy = machine_busy() - busy0
+    server_cpu = sum(_proc_cpu(p) for p in server_pids) - servers0
+    if result_file is not None:
+        try:
+            fields = Path(result_file).read_text().split()
+        finally:
+            os.unlink(result_file)
+        if not fields:
+            raise CommandFailed(f"{argv[0]}: launcher wrote no rusage")
+        user, sys_, maxrss, status = float(fields[0]), float(fields[1]), int(fields[2]), int(fields[3])
+        rc = os.waitstatus_to_exitcode(status)
+    else:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # cumulative: see _children
+        user, sys_, maxrss = _children_delta(usage)
+        rc = proc.returncode
+    sample = Sample(wall, user, sys_, maxrss, rc)
     if watch is not None:
         sample.daemon_cpu, sample.daemon_rss_kib = watch.delta()
+    sample.server_cpu = server_cpu
+    sample.others_cpu = max(0.0, busy - server_cpu - sample.cpu)
     return sample
+
+
+_last_children = (0.0, 0.0)
+
+
+def _children_delta(usage: resource.struct_rusage) -> tuple[float, float, int]:
+    """Fallback without the launcher: this process's RUSAGE_CHILDREN grows by each
+    reaped child; the difference is that child's CPU (maxrss is a max, not a sum)."""
+    global _last_children
+    u0, s0 = _last_children
+    _last_children = (usage.ru_utime, usage.ru_stime)
+    return usage.ru_utime - u0, usage.ru_stime - s0, usage.ru_maxrss
 
 
 @dataclass(slots=True)

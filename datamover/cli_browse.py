@@ -94,8 +94,8 @@ def _size_text(n: int, human: bool) -> str:
     return format_size(n) if human else str(n)
 
 
-def _entry_json(info: ObjectInfo, name: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "key": info.key, "is_dir": info.is_dir}
+def _entry_json(info: ObjectInfo, name: str, url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "url": url, "is_dir": info.is_dir}
     if not info.is_dir:
         out["size"] = info.size
         out["mtime"] = _iso(info.mtime)
@@ -113,7 +113,8 @@ def cmd_ls(args: argparse.Namespace, out: IO[str]) -> int:
         for info in entries:
             name = info.key[len(prefix) :] if info.key.startswith(prefix) else info.key
             if args.json:
-                print(json.dumps(_entry_json(info, name), ensure_ascii=False), file=out)
+                doc = _entry_json(info, name, store.url(info.key))
+                print(json.dumps(doc, ensure_ascii=False), file=out)
             elif args.long:
                 size = "DIR" if info.is_dir else _size_text(info.size, args.human_readable)
                 print(
@@ -130,8 +131,7 @@ def cmd_stat(args: argparse.Namespace, out: IO[str]) -> int:
         info = ops.stat_url(store, key)
         url = store.url(info.key)
     if args.json:
-        doc = _entry_json(info, info.name)
-        doc["url"] = url
+        doc = _entry_json(info, info.name, url)
         if info.version:
             doc["version"] = info.version
         if info.mode is not None:

@@ -39,7 +39,7 @@ from datamover.manifest import (
 )
 from datamover.options import TransferOptions
 from datamover.posixmeta import MODE, PosixAttrs, format_mtime_ns
-from datamover.stores import StoreSettings, open_location, open_store
+from datamover.stores import StoreSettings, open_location, open_store, resolve_remote
 from datamover.stores.base import ObjectInfo, Store
 from datamover.urls import parse_url
 
@@ -628,8 +628,10 @@ def verify(
     root_url = target or str(manifest.header.get("destination", ""))
     if not root_url:
         raise UsageError(f"{manifest_path} names no destination; give the TARGET to verify")
-    loc = parse_url(root_url)
-    store = open_location(loc, _settings(options))
+    loc, settings = parse_url(root_url), _settings(options)
+    if loc.remote is not None:
+        loc, settings = resolve_remote(loc, settings)
+    store = open_location(loc, settings)
     root = loc.key if loc.key == "" or loc.key.endswith("/") else loc.key + "/"
     report = VerifyReport(manifest_path, store.url(root))
     expected = {

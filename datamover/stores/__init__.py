@@ -175,6 +175,9 @@ def open_location(loc: Location, settings: StoreSettings | None = None) -> Store
 
 
 def open_store(url: str, settings: StoreSettings | None = None) -> tuple[Store, str]:
-    """Parse ``url`` and open its store; returns ``(store, key)``."""
+    """Parse ``url`` and open its store; returns ``(store, key)`` (for ``name:path``,
+    the key within the remote's bucket)."""
     loc = parse_url(url)
+    if loc.remote is not None:
+        loc, settings = resolve_remote(loc, settings)
     return open_location(loc, settings), loc.key

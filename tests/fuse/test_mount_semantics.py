@@ -1,0 +1,192 @@
+"""What the mount promises (docs/SEMANTICS.md, "The mount"), checked on real mounts:
+metadata persistence, links, xattrs, read-only mounts, big listings, big files."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from mounting import Target, run
+
+from datamover.errors import NotFound
+from datamover.posixmeta import PosixAttrs
+from datamover.stores.base import MiB
+
+pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
+
+
+def test_chmod_chown_utime_persist_in_the_object_metadata(target: Target) -> None:
+    path = target.path / "m.txt"
+    path.write_bytes(b"metadata")
+    os.chmod(path, 0o751)
+    os.chown(path, 1001, 1002)
+    os.utime(path, ns=(1_600_000_000_000_000_000, 1_500_000_000_123_456_789))
+    info = target.store.stat(target.key("m.txt"))
+    attrs = PosixAttrs.from_metadata(info.metadata)
+    assert attrs == PosixAttrs(stat.S_IFREG | 0o751, 1001, 1002, 1_500_000_000_123_456_789)
+    assert info.checksums["sha256"] == hashlib.sha256(b"metadata").hexdigest()
+    st = path.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o751, 1001, 1002)
+    assert st.st_mtime_ns == 1_500_000_000_123_456_789
+
+    d = target.path / "dd"
+    d.mkdir(mode=0o755)
+    if target.backend.dir_metadata:
+        os.chmod(d, 0o700)
+        marker = target.store.stat(target.key("dd/"))
+        assert PosixAttrs.from_metadata(marker.metadata).mode == stat.S_IFDIR | 0o700
+    else:
+        with pytest.raises(PermissionError):
+            os.chmod(d, 0o700)  # never pretend: this store can't keep it
+
+
+def test_links_symlinks_and_the_digest_xattr(target: Target) -> None:
+    path = target.path / "f"
+    path.write_bytes(b"hello")
+    with pytest.raises(PermissionError) as e:
+        os.link(path, target.path / "hard")
+    assert e.value.errno == errno.EPERM
+
+    os.symlink("f", target.path / "ln")
+    assert os.readlink(target.path / "ln") == "f"
+    assert (target.path / "ln").read_bytes() == b"hello"
+    assert target.store.read(target.key("ln")) == b"f"
+    mode = PosixAttrs.from_metadata(target.store.stat(target.key("ln")).metadata).mode
+    assert mode is not None and stat.S_ISLNK(mode)
+
+    digest = hashlib.sha256(b"hello").hexdigest().encode()
+    assert os.getxattr(path, "user.datamover.sha256") == digest
+    assert "user.datamover.sha256" in os.listxattr(path)
+    with pytest.raises(OSError) as e:
+        os.setxattr(path, "user.other", b"1")
+    assert e.value.errno == errno.ENOTSUP
+
+
+def test_symlink_and_modes_survive_a_remount(target: Target, tmp_path: Path) -> None:
+    (target.path / "data").write_bytes(b"x")
+    os.chmod(target.path / "data", 0o640)
+    os.symlink("data", target.path / "alias")
+    with target.remount(tmp_path) as fresh:
+        base = fresh.path / target.prefix
+        assert os.readlink(base / "alias") == "data"
+        assert stat.S_IMODE((base / "data").stat().st_mode) == 0o640
+        listing = {p.name: p.lstat() for p in base.iterdir()}
+        assert stat.S_ISLNK(os.lstat(base / "alias").st_mode)
+        assert set(listing) == {"data", "alias"}
+
+
+def test_read_only_mount_refuses_writes_with_erofs(s3_target: Target, tmp_path: Path) -> None:
+    (s3_target.path / "f").write_bytes(b"keep")
+    (s3_target.path / "d").mkdir()
+    with s3_target.remount(tmp_path, "--read-only") as ro:
+        base = ro.path / s3_target.prefix
+        assert (base / "f").read_bytes() == b"keep"
+        attempts = [
+            lambda: open(base / "f", "r+b"),  # noqa: SIM115
+            lambda: open(base / "new", "wb"),  # noqa: SIM115
+            lambda: (base / "d2").mkdir(),
+            lambda: (base / "f").unlink(),
+            lambda: (base / "d").rmdir(),
+            lambda: os.rename(base / "f", base / "g"),
+            lambda: os.chmod(base / "f", 0o600),
+            lambda: os.truncate(base / "f", 0),
+            lambda: os.symlink("f", base / "l"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(OSError) as e:
+                attempt()
+            assert e.value.errno == errno.EROFS
+    assert s3_target.store.read(s3_target.key("f")) == b"keep"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ls_l_and_find_on_a_10000_object_prefix(s3_target: Target) -> None:
+    count = 10_000
+    key = s3_target.fresh_key("")
+    client = s3_target.backend.server.client(max_pool_connections=32)  # type: ignore[attr-defined]
+
+    def put(i: int) -> None:
+        client.put_object(
+            Bucket=s3_target.backend.bucket, Key=f"{key}f{i:05d}", Body=b"x" * (i % 97)
+        )
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, range(count)))
+    made = time.monotonic() - start
+    path = s3_target.mount.path / key.rstrip("/")
+    start = time.monotonic()
+    listing = run(["ls", "-l", str(path)]).stdout.splitlines()
+    ls_seconds = time.monotonic() - start
+    assert listing[0].startswith("total") and len(listing) == count + 1
+    sizes = {line.split()[-1]: int(line.split()[4]) for line in listing[1:]}
+    assert sizes["f00096"] == 96 and sizes["f09999"] == 9999 % 97
+    start = time.monotonic()
+    found = run(["find", str(path)]).stdout.splitlines()
+    find_seconds = time.monotonic() - start
+    assert len(found) == count + 1
+    print(
+        f"\n10,000 objects: made in {made:.1f}s, ls -l {ls_seconds:.1f}s, find {find_seconds:.1f}s"
+    )
+    client.close()
+
+
+@pytest.mark.slow
+def test_big_file_streams_up_and_reads_back_through_a_fresh_mount(
+    s3_target: Target, tmp_path: Path
+) -> None:
+    size = 200 * MiB
+    local = tmp_path / "big.bin"
+    with open(local, "wb") as fh:
+        for _ in range(size // MiB):
+            fh.write(os.urandom(MiB))
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    start = time.monotonic()
+    run(["dd", f"if={local}", f"of={s3_target.path / 'big.bin'}", "bs=1M"])
+    write_seconds = time.monotonic() - start
+    key = s3_target.key("big.bin")
+    info = s3_target.store.stat(key)
+    assert info.size == size and info.checksums["sha256"] == digest
+    assert info.etag is not None and "-" in info.etag  # a multipart upload, streamed
+
+    start = time.monotonic()
+    direct = s3_target.store.read(key)
+    direct_seconds = time.monotonic() - start
+    assert len(direct) == size
+    del direct
+    with s3_target.remount(tmp_path) as fresh:  # a new mount: nothing in the page cache
+        start = time.monotonic()
+        out = run(["sha256sum", str(fresh.path / key)]).stdout.split()[0]
+        mount_seconds = time.monotonic() - start
+    assert out == digest
+    rate = size / MiB
+    print(
+        f"\n200 MiB: write through mount {rate / write_seconds:.0f} MiB/s, "
+        f"read through mount {rate / mount_seconds:.0f} MiB/s, "
+        f"direct store.read {rate / direct_seconds:.0f} MiB/s"
+    )
+    assert rate / mount_seconds > 20  # a floor that catches a broken read-ahead
+
+
+def test_unlinked_file_is_gone_from_the_store(target: Target) -> None:
+    path = target.path / "gone"
+    path.write_bytes(b"x")
+    path.unlink()
+    with pytest.raises(NotFound):
+        target.store.stat(target.key("gone"))
+    (target.path / "d").mkdir()
+    (target.path / "d/f").write_bytes(b"x")
+    with pytest.raises(OSError) as e:
+        (target.path / "d").rmdir()
+    assert e.value.errno == errno.ENOTEMPTY
+    subprocess.run(["rm", "-r", str(target.path / "d")], check=True, timeout=60)
+    assert not (target.path / "d").exists()
+    assert [i.key for i in target.store.list(target.key("d/"), recursive=True)] == []
