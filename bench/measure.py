@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,7 @@ def run_measured(
         fd, result_file = tempfile.mkstemp(prefix="dm-bench-rusage-")
         os.close(fd)
         cmd = [spawn, result_file, *cmd]
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = machine_busy()
     servers0 = sum(_proc_cpu(p) for p in server_pids)
     started = time.perf_counter()
@@ -189,11 +191,13 @@ def run_measured(
         stderr=out,
         start_new_session=True,
     )
+    # A blocking wait (Popen.wait(timeout) polls with sleeps of up to 50 ms).
+    killer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
+    killer.start()
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    finally:
+        killer.cancel()
     if until is not None and proc.returncode == 0:
         deadline = started + timeout
         while not until():
@@ -213,8 +217,12 @@ def run_measured(
         user, sys_, maxrss, status = float(fields[0]), float(fields[1]), int(fields[2]), int(fields[3])
         rc = os.waitstatus_to_exitcode(status)
     else:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # cumulative: see _children
-        user, sys_, maxrss = _children_delta(usage)
+        # Without the launcher: the growth of this process's children's totals (a
+        # max, for maxrss, so it has the harness's own RSS as a floor).
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        user = children1.ru_utime - children0.ru_utime
+        sys_ = children1.ru_stime - children0.ru_stime
+        maxrss = children1.ru_maxrss
         rc = proc.returncode
     sample = Sample(wall, user, sys_, maxrss, rc)
     if watch is not None:
@@ -222,18 +230,6 @@ def run_measured(
     sample.server_cpu = server_cpu
     sample.others_cpu = max(0.0, busy - server_cpu - sample.cpu)
     return sample
-
-
-_last_children = (0.0, 0.0)
-
-
-def _children_delta(usage: resource.struct_rusage) -> tuple[float, float, int]:
-    """Fallback without the launcher: this process's RUSAGE_CHILDREN grows by each
-    reaped child; the difference is that child's CPU (maxrss is a max, not a sum)."""
-    global _last_children
-    u0, s0 = _last_children
-    _last_children = (usage.ru_utime, usage.ru_stime)
-    return usage.ru_utime - u0, usage.ru_stime - s0, usage.ru_maxrss
 
 
 @dataclass(slots=True)

@@ -481,9 +481,15 @@ class PosixStore(Store):
         follow_symlinks: bool = False,
         xattrs: bool = False,
         fs_type: Callable[[str], int | None] = _statfs_type,
+        case_insensitive: bool | None = None,
     ) -> None:
         self.follow_symlinks = follow_symlinks
         self.xattrs = xattrs
+        #: None: probe each destination root; True/False: known (tests, odd mounts).
+        self.case_insensitive = case_insensitive
+        self._case_folding: dict[str, bool] = {}
+        # Folded name -> first key, only for roots that ignore case (bounded by the tree).
+        self._case_seen: dict[str, dict[str, str]] = {}
         self._fs_type = fs_type
         self._lustre: dict[int, bool] = {}
 
@@ -553,9 +559,35 @@ class PosixStore(Store):
                     break
                 except OSError:
                     break
+        if why is None and self._folds_case(root):
+            seen = self._case_seen.setdefault(root, {})
+            other = seen.setdefault(rel.casefold(), rel)
+            if other != rel:
+                why = f"it differs from {other!r} only by case, and {root!r} ignores case"
         if why is not None:
             raise UnsafePath(f"refusing key {rel!r}: {why}", key=rel)
         return root + rel
+
+    def _folds_case(self, root: str) -> bool:
+        """Whether names under ``root`` are case-insensitive (vfat, SMB, casefold ext4):
+        probed once per root by creating a name and looking it up in upper case."""
+        known = self._case_folding.get(root)
+        if known is None:
+            if self.case_insensitive is not None:
+                known = self.case_insensitive
+            else:
+                directory = "/" + root
+                probe = os.path.join(directory, f".dmcase-{secrets.token_hex(4)}")
+                try:
+                    os.makedirs(directory, exist_ok=True)
+                    with open(probe, "x"):
+                        pass
+                    known = os.path.exists(os.path.join(directory, os.path.basename(probe).upper()))
+                    os.unlink(probe)
+                except OSError:
+                    known = False
+            self._case_folding[root] = known
+        return known
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         if not recursive and prefix and not prefix.endswith("/"):

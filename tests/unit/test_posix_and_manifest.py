@@ -86,3 +86,20 @@ def test_manifest_reader_rejects_other_files(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="newer"):
         read_manifest(str(tmp_path / "y"))
+
+
+def test_child_key_refuses_unsafe_keys_and_case_collisions(tmp_path: Path) -> None:
+    from datamover.errors import UnsafePath
+
+    store = PosixStore(case_insensitive=True)
+    root = str(tmp_path).lstrip("/") + "/"
+    assert store.child_key(root, "a/B.txt") == root + "a/B.txt"
+    for bad in ("/abs", "a/../../x", "a//b", "./x", "nul\0byte", "x" * 256):
+        with pytest.raises(UnsafePath):
+            store.child_key(root, bad)
+    with pytest.raises(UnsafePath, match="only by case"):
+        store.child_key(root, "A/b.TXT")
+    (tmp_path / "linkdir").symlink_to("/etc")
+    with pytest.raises(UnsafePath, match="symlink"):
+        store.child_key(root, "linkdir/passwd")
+    assert PosixStore(case_insensitive=False).child_key(root, "A/b.TXT")
