@@ -346,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = msub.add_parser("show", help="summarise a manifest")
     s.add_argument("manifest")
 
+    p = sub.add_parser("cleanup", help="abort uploads that runs left unfinished under a URL")
+    p.add_argument("url")
+    p.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="only uploads started longer ago than this (30m, 12h, 7d); give one whenever "
+        "another datamover may be running against that place",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be aborted")
+
     p = sub.add_parser("hash", help="digest of one file or object")
     p.add_argument("url")
     p.add_argument("--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG")
@@ -552,6 +562,30 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def cmd_cleanup(args: argparse.Namespace, out: IO[str]) -> int:
+    from datamover.engine.cleanup import cleanup
+    from datamover.filters import parse_duration
+
+    older = parse_duration(args.older_than) if args.older_than else None
+    report = cleanup(args.url, older_than=older, dry_run=args.dry_run)
+    for e in report.entries:
+        age = f"{e.age:.0f}s" if e.age is not None else "age unknown"
+        size = format_size(e.upload.size) if e.upload.size is not None else "-"
+        what = {"would-abort": "would abort"}.get(e.action, e.action)
+        print(
+            f"{what:12} {e.upload.key}  ({age}, {size})" + (f": {e.reason}" if e.reason else ""),
+            file=out,
+        )
+    if not args.quiet:
+        verb = "would abort" if args.dry_run else "aborted"
+        print(
+            f"{len(report.found)} pending uploads under {args.url}: {len(report.aborted)} "
+            f"{verb}, {len(report.skipped)} skipped, {len(report.failed)} failed",
+            file=out,
+        )
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
 def cmd_hash(args: argparse.Namespace, out: IO[str]) -> int:
     digests = engine.hash_url(args.url, TransferOptions(checksum=args.checksum))
     print(f"{digests[args.checksum]}  {args.url}", file=out)
@@ -674,6 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_manifest(args, out)
         if args.command == "hash":
             return cmd_hash(args, out)
+        if args.command == "cleanup":
+            return cmd_cleanup(args, out)
         if args.command == "mount":
             return cmd_mount(args)
         if args.command == "umount":

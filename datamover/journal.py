@@ -309,14 +309,19 @@ class Journal:
         part_size: int,
         writer: Mapping[str, Any],
     ) -> None:
-        self._put(
-            "INSERT INTO files (job_id, rel, size, mtime, etag, state, part_size, writer)"
-            " VALUES (?,?,?,?,?,'writing',?,?) ON CONFLICT(job_id, rel) DO UPDATE SET"
-            " size=excluded.size, mtime=excluded.mtime, etag=excluded.etag, state='writing',"
-            " part_size=excluded.part_size, writer=excluded.writer",
-            (job_id, rel, size, mtime, etag, part_size, json.dumps(dict(writer))),
-        )
-        self._put("DELETE FROM parts WHERE job_id=? AND rel=?", (job_id, rel))
+        # Committed before returning, not batched: a kill between opening an upload and
+        # journaling it would leave an upload nobody knows to resume or abort.
+        with self._write_lock:
+            self._w.execute("BEGIN")
+            self._w.execute(
+                "INSERT INTO files (job_id, rel, size, mtime, etag, state, part_size, writer)"
+                " VALUES (?,?,?,?,?,'writing',?,?) ON CONFLICT(job_id, rel) DO UPDATE SET"
+                " size=excluded.size, mtime=excluded.mtime, etag=excluded.etag, state='writing',"
+                " part_size=excluded.part_size, writer=excluded.writer",
+                (job_id, rel, size, mtime, etag, part_size, json.dumps(dict(writer))),
+            )
+            self._w.execute("DELETE FROM parts WHERE job_id=? AND rel=?", (job_id, rel))
+            self._w.execute("COMMIT")
 
     def part(self, job_id: str, rel: str, receipt: PartReceipt, digest: str) -> None:
         self._put(

@@ -15,10 +15,10 @@ import pytest
 
 from datamover.checksums import PartDigests
 from datamover.engine.cleanup import cleanup
-from datamover.errors import UsageError
+from datamover.errors import Unsupported, UsageError
 from datamover.options import KiB, MiB
 from datamover.stores import open_store
-from datamover.stores.base import PendingUpload, Store
+from datamover.stores.base import Store
 from datamover.stores.gcs import DEFAULT_TEMP_PREFIX
 
 from conftest import ServerEnv, use_server
@@ -95,8 +95,7 @@ def place(
 
         def look() -> list[str]:
             return sorted(
-                str(p.parent / p.name[1 : p.name.index(".dmtmp-")])
-                for p in base.rglob("*.dmtmp-*")
+                str(p.parent / p.name[1 : p.name.index(".dmtmp-")]) for p in base.rglob("*.dmtmp-*")
             )
 
         store, root = open_store(url(""))
@@ -164,9 +163,7 @@ def test_cleanup_of_everything_and_of_nothing(place: Place) -> None:
     assert cleanup(place.url(""), dry_run=True).entries == []
     _orphan(place, "a.bin")
     report = cleanup(place.url(""))
-    assert [(e.upload.key, e.action) for e in report.entries] == [
-        (place.root + "a.bin", "aborted")
-    ]
+    assert [(e.upload.key, e.action) for e in report.entries] == [(place.root + "a.bin", "aborted")]
     assert place.leftovers() == []
 
 
@@ -186,7 +183,7 @@ def test_azure_uncommitted_blocks_beside_a_committed_blob_are_reported_and_kept(
         assert store.read("c/blob") == b"committed"
         assert _azure_leftovers(env)() == ["c/blob"]
         # Asked directly, the store refuses rather than touch the committed blob.
-        with pytest.raises(Exception, match="committed blob"):
+        with pytest.raises(Unsupported, match="committed blob"):
             store.abort_pending_upload(entry.upload)
         assert store.read("c/blob") == b"committed"
 
@@ -204,6 +201,18 @@ def test_cleanup_where_unsupported_is_a_usage_error(tmp_path: Path) -> None:
         cleanup(str(tmp_path), older_than=-1)
 
 
-def test_pending_upload_is_plain_data() -> None:
-    u = PendingUpload("k", 1.0, 2, {"x": 1})
-    assert u.cannot_abort is None and u.token == {"x": 1}
+def test_cleanup_command_line(seaweed_env: ServerEnv) -> None:
+    import subprocess
+    import sys
+
+    store, _ = open_store(seaweed_env.url())
+    writer = store.open_writer("cli/orphan.bin", size=6 * MiB, part_size=5 * MiB)
+    writer.write_part(0, bytes(5 * MiB), PartDigests(bytes(5 * MiB)))
+    dm = [sys.executable, "-m", "datamover", "cleanup", seaweed_env.url("cli/")]
+    listed = subprocess.run([*dm, "--dry-run"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "would abort  cli/orphan.bin" in listed.stdout
+    young = subprocess.run([*dm, "--older-than", "1h"], capture_output=True, text=True)
+    assert "1 skipped" in young.stdout
+    done = subprocess.run(dm, capture_output=True, text=True)
+    assert done.returncode == 0 and "1 aborted" in done.stdout
+    assert not list(store.list_pending_uploads("cli/"))
