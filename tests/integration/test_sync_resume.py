@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,9 +111,23 @@ def test_fatal_error_stops_run_and_resume_finishes_it(
     assert datamover.verify(str(tmp_path / "m.jsonl")).passed
 
 
-def _run_killed(cmd: list[str], env: dict[str, str], after: float) -> None:
+def _parts_journaled(state: Path) -> int:
+    db = state / "datamover" / "journal.db"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM parts").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _run_killed(cmd: list[str], env: dict[str, str], until: Callable[[], bool]) -> None:
+    """Start ``cmd`` and SIGKILL it once ``until()`` holds (bounded: 30 s)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(after)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and not until() and time.monotonic() < deadline:
+        time.sleep(0.02)
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -151,9 +167,14 @@ def test_kill_9_at_several_points_then_resume(
         "--transfers",
         "4",
     ]
-    # Killed while starting/planning, mid-part, between parts, around commit.
-    for after in (0.4, 1.2, 1.9, 2.6):
-        _run_killed(cmd, env, after)
+    # Killed while starting up and planning, then once some parts are journaled, then
+    # later in the upload: each run gets further, none finishes.
+    state = Path(env["XDG_STATE_HOME"])
+    started = time.monotonic
+    t0 = started()
+    _run_killed(cmd, env, lambda: started() - t0 > 0.3)
+    for parts in (2, 4, 6):
+        _run_killed(cmd, env, lambda n=parts: _parts_journaled(state) >= n)
     assert not manifest.exists()  # only a finished run renames the manifest
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stdout + final.stderr
