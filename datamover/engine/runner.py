@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from crc32c import crc32c as _crc32c_extend
+
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
 from datamover.engine.budget import ByteBudget, TokenBucket, call_with_retries
 from datamover.engine.jobs import JobContext
@@ -57,6 +59,10 @@ MIN_TASK_COST = 64 * KiB
 HASH_CHUNK = 8 * 1024 * KiB
 
 T = TypeVar("T")
+
+
+def _crc32c(data: memoryview) -> int:
+    return _crc32c_extend(data)
 
 _POSIX_KEYS = (MODE, UID, GID, MTIME)
 #: Metadata carried from source to destination besides the POSIX keys.
@@ -629,6 +635,29 @@ class _LargeFile:
             return False
         return PartDigests(buf).get(r.part_algorithm).hex() == self.resumed[index]
 
+    def _confirm_read(self, index: int, buf: memoryview) -> None:
+        """After a whole-file digest mismatch (a redo), a part is trusted only once two
+        consecutive reads of it agree: a part corrupted on the way in is read again,
+        rather than the whole file being redone again. Costs one more read per part,
+        on redo attempts only."""
+        r, job = self.r, self.job
+        offset = index * self.part_size
+        check = memoryview(bytearray(len(buf)))
+        crc = _crc32c(buf)
+        for _ in range(r.retry.attempts):
+            n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, check), self.retries)
+            again = _crc32c(check[:n])
+            if n == len(buf) and again == crc:
+                return
+            self.retries[0] += 1
+            buf[:n] = check[:n]
+            crc = again
+        raise IntegrityError(
+            f"{r.src.url(job.src_key)}: reads of bytes {offset}-{offset + len(buf) - 1} "
+            f"keep disagreeing ({r.retry.attempts} tries)",
+            key=job.src_key,
+        )
+
     def part_length(self, index: int) -> int:
         return min(self.part_size, self.info.size - index * self.part_size)
 
@@ -658,6 +687,8 @@ class _LargeFile:
                     f"{self.info.size}; it changed while being copied",
                     key=job.src_key,
                 )
+            if job.attempt > 1 and not skip_write:
+                self._confirm_read(index, buf)
             digests = PartDigests(buf)
             self.part_digests[index] = digests.get(r.part_algorithm).hex()
             hashed_added = True

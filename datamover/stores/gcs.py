@@ -554,8 +554,7 @@ class GCSStore(Store):
         """The object's resource, then its bytes pinned to that generation and checked
         against its size and CRC32C, so data and info describe one generation; an
         object replaced in between is read again (``SourceChanged`` if it keeps
-        changing); bytes damaged on the way are ``IntegrityError`` (short: transient).
-        A stat and a plain read could pair new bytes with old info."""
+        changing). A stat and a plain read could pair new bytes with old info."""
         for _ in range(3):
             blob = self._bucket.blob(key)
             try:
@@ -577,16 +576,6 @@ class GCSStore(Store):
             expected = _crc_from_b64(blob.crc32c)
             if len(data) == int(blob.size or 0) and expected in (None, crc):
                 return data, _blob_info(blob, key)
-            # The read was pinned to this generation: other bytes were damaged on the way.
-            if len(data) != int(blob.size or 0):
-                raise TransientError(
-                    f"{self.url(key)}: read {len(data)} of {blob.size} bytes", key=key
-                )
-            raise IntegrityError(
-                f"{self.url(key)}: downloaded bytes have crc32c {crc:08x}, the object "
-                f"{expected or 0:08x}",
-                key=key,
-            )
         raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:

@@ -178,6 +178,20 @@ def _checksums(metadata: Mapping[str, str], etag: str | None, sse: str | None) -
     return out
 
 
+def _body(data: Buffer) -> bytes | bytearray:
+    """``data`` as botocore takes a body (bytes or bytearray, not memoryview), without
+    a copy when it is a view of a whole bytes/bytearray: the engine's part buffers are
+    ``memoryview(bytearray(n))``, and copying each part cost a pass over every byte
+    and a second part-sized buffer per thread."""
+    if isinstance(data, bytes | bytearray):
+        return data
+    view = memoryview(data)
+    base = view.obj
+    if isinstance(base, bytes | bytearray) and view.c_contiguous and view.nbytes == len(base):
+        return base
+    return view.tobytes()
+
+
 def _mtime(metadata: Mapping[str, str], last_modified: datetime | None) -> float | None:
     raw = metadata.get(MTIME)
     if raw:
@@ -379,15 +393,23 @@ class S3Store(Store):
         if r is None:
             return 0
         expected = int(r["ContentLength"])
-        raw = r["Body"]._raw_stream  # urllib3 response: readinto avoids a copy
+        raw = r["Body"]._raw_stream  # the urllib3 response
+        # urllib3's readinto reads into a new bytes object and copies that into the
+        # buffer; the http.client response under it fills the buffer straight from
+        # the socket. botocore asks urllib3 not to decode, so the bytes are the same.
+        reader = getattr(raw, "_fp", None) or raw
         view = buf.cast("B") if buf.format != "B" else buf
         total = 0
         try:
             while total < expected:
-                n = raw.readinto(view[total:expected])
+                n = reader.readinto(view[total:expected])
                 if not n:
                     break
                 total += n
+            if reader is not raw and total == expected and reader.isclosed():
+                # Body read to its end: hand the connection back to the pool, as
+                # urllib3 does itself when its own reads reach the end.
+                raw.release_conn()
         except Exception as e:
             raise map_error(e, self.bucket, key) from e
         finally:
@@ -407,7 +429,7 @@ class S3Store(Store):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         digests = digests or PartDigests(data)
-        body = data if isinstance(data, bytes | bytearray) else bytes(data)
+        body = _body(data)
         r = self._call(
             key,
             self._client.put_object,
@@ -704,7 +726,7 @@ class S3Writer:
 
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
         crc = b64(digests.get("crc32c"))
-        body = data if isinstance(data, bytes | bytearray) else bytes(data)
+        body = _body(data)
         r = self.store._call(
             self.key,
             self.store.client.upload_part,

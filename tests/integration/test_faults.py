@@ -166,9 +166,9 @@ def test_upload_bit_flips_are_caught_and_resent(target: Target, tmp_path: Path) 
 
 def test_download_bit_flips_are_never_committed(target: Target, tmp_path: Path) -> None:
     """20% of object GETs come back with a bit flipped. Small files are re-read until
-    their digest matches; a multipart download is checked by its whole-file digest only
-    and redone at most ``file_attempts`` times (see the xfail test below), so at this
-    rate it may still fail: then it must be absent and reported, never half-written."""
+    their digest matches; a multipart download caught by its whole-file digest is redone
+    with every part read until two reads agree. Should a file still fail, it must be
+    absent and reported, never half-written."""
     src = tmp_path / "src"
     _make_tree(src, big=[12 * MiB], small=40, seed=3)
     proxy = target.proxy
@@ -199,13 +199,6 @@ def test_download_bit_flips_are_never_committed(target: Target, tmp_path: Path) 
         _verify(manifest, target.direct_env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a download has no part-level integrity check, so a part whose "
-    "bytes change on the way is only caught by the whole-file digest and the whole file "
-    "is redone at most RetryPolicy.file_attempts (3) times; a part corrupted 3 times fails "
-    "the file although RetryPolicy.attempts (5) per part would have recovered it",
-)
 def test_download_part_corrupted_three_times_is_reread(target: Target, tmp_path: Path) -> None:
     src = tmp_path / "src"
     _make_tree(src, big=[12 * MiB], small=0, seed=4)
