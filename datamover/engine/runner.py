@@ -17,6 +17,13 @@ reserves bytes from the ``ByteBudget`` and submits tasks to a single
 Because the scheduler reserves budget strictly in plan order, the earliest part not
 yet hashed always holds its budget, so in-order hashing can never deadlock.
 
+Entries with no bytes of their own (empty directories, hard links) are one small task
+each; hard links run last, after their targets. A file whose whole-file digest differs
+from the source's, or whose source changed, is queued to be redone (bounded); on a redo
+each part is trusted only once two reads of it agree. With a job context, every opened
+upload and written part is journaled, and a resumed file skips the parts the store
+still holds.
+
 With no destination store the runner only reads and hashes (``verify``, ``hash``).
 The runner never knows which cloud it talks to: it sees the ``Store`` interface only.
 """
@@ -34,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from crc32c import crc32c as _crc32c_extend
+from crc32c import crc32c as _crc32c
 
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
 from datamover.engine.budget import ByteBudget, TokenBucket, call_with_retries
@@ -59,10 +66,6 @@ MIN_TASK_COST = 64 * KiB
 HASH_CHUNK = 8 * 1024 * KiB
 
 T = TypeVar("T")
-
-
-def _crc32c(data: memoryview) -> int:
-    return _crc32c_extend(data)
 
 _POSIX_KEYS = (MODE, UID, GID, MTIME)
 #: Metadata carried from source to destination besides the POSIX keys.
