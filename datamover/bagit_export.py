@@ -23,6 +23,10 @@ given) and ``tagmanifest-<alg>.txt`` over the other tag files. Payload paths are
 ``data/`` + the manifest path, with ``%``, CR and LF percent-encoded (RFC 8493 §2.1.3).
 Only regular files are payload: directory and symlink entries are left out (copy
 ``--bagit`` follows symlinks, so the bag holds their targets' bytes).
+
+Caveat: bagit-python up to 1.9 encodes only CR and LF, not ``%``
+(LibraryOfCongress/bagit-python#157), so it misreads our (RFC-conformant) manifest
+lines for payload paths containing ``%``; other paths validate with it.
 """
 
 from __future__ import annotations

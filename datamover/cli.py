@@ -17,10 +17,11 @@ from typing import IO
 
 from datamover import api, cli_browse, engine
 from datamover.checksums import ALGORITHMS
-from datamover.engine.observer import Fanout, Observer
+from datamover.engine.observer import Fanout, Observer, RunInfo
 from datamover.engine.plan import FileJob
-from datamover.engine.runner import Listener
+from datamover.engine.runner import FileResult, Listener
 from datamover.errors import DatamoverError, TransientError, UsageError
+from datamover.events import JsonLines
 from datamover.filters import EXCLUDE, INCLUDE, FileFilter
 from datamover.manifest import export_sums, read_manifest
 from datamover.options import TransferOptions, format_size, parse_size
@@ -214,25 +215,57 @@ class _DryRunPrinter(Observer):
         print(f"would delete {path}", file=self.out)
 
 
-def _run_listener(args: argparse.Namespace, out: IO[str]) -> tuple[Listener | None, Observer]:
-    """The CLI's listeners for a copy/sync, and the progress display (to stop)."""
+class _LogLines(Observer):
+    """With -v: the run in log lines (info), each file too with -vv (debug)."""
+
+    def run_started(self, run: RunInfo) -> None:
+        log.info(
+            "%s%s %s -> %s (job %s, manifest %s)",
+            "dry run: " if run.dry_run else "",
+            run.operation,
+            run.source,
+            run.destination,
+            run.job_id,
+            run.manifest,
+        )
+
+    def planning_finished(self) -> None:
+        log.info("planning done: every file to copy has been found")
+
+    def file_finished(self, result: FileResult) -> None:
+        if result.error is not None:
+            log.warning("failed %s: %s", result.job.rel, result.error)
+        else:
+            log.debug("done %s (%d bytes, %.2fs)", result.job.rel, result.size, result.seconds)
+
+    def part_retried(self, job: FileJob, error: DatamoverError, attempt: int, delay: float) -> None:
+        log.info("retrying %s (attempt %d, in %.1fs): %s", job.rel, attempt + 1, delay, error)
+
+
+def _run_listener(
+    args: argparse.Namespace, out: IO[str]
+) -> tuple[Listener | None, Observer, JsonLines | None]:
+    """The CLI's listeners for a copy/sync, the progress display (to stop) and the
+    --json stream (to end with a summary even when the run never started)."""
     from rich.console import Console
 
-    from datamover.events import JsonLines
     from datamover.progress import make_progress
 
     parts: list[Listener] = []
     progress = None
-    if args.json:
-        parts.append(JsonLines(out))
+    stream = JsonLines(out) if args.json else None
+    if stream is not None:
+        parts.append(stream)
     elif args.dry_run and not args.quiet:
         parts.append(_DryRunPrinter(out))
-    if not (args.json or args.verbose):
+    if args.verbose:
+        parts.append(_LogLines())
+    elif not args.json:
         progress = make_progress(Console(stderr=True), quiet=args.quiet)
         if progress is not None:
             parts.append(progress)
     listener = None if not parts else parts[0] if len(parts) == 1 else Fanout(parts)
-    return listener, progress or Observer()
+    return listener, progress or Observer(), stream
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,7 +421,7 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 
 def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
-    listener, progress = _run_listener(args, out)
+    listener, progress, stream = _run_listener(args, out)
     try:
         report = api.copy(
             args.src,
@@ -401,6 +434,10 @@ def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int
             bagit=args.bagit,
             bag_info=_bag_info(args.bag_info),
         )
+    except DatamoverError as e:
+        if stream is not None:
+            stream.failed_to_start(e)
+        raise
     finally:
         _stop(progress)
     code = _render(report, args, out)
@@ -410,7 +447,7 @@ def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int
 
 
 def cmd_sync(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
-    listener, progress = _run_listener(args, out)
+    listener, progress, stream = _run_listener(args, out)
     try:
         report = api.sync(
             args.src,
@@ -424,6 +461,10 @@ def cmd_sync(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int
             dry_run=args.dry_run,
             report=args.report,
         )
+    except DatamoverError as e:
+        if stream is not None:
+            stream.failed_to_start(e)
+        raise
     finally:
         _stop(progress)
     return _render(report, args, out)

@@ -193,6 +193,8 @@ class EventStream(Tally):
         self._emit_lock = threading.Lock()
         self.progress_interval = progress_interval
         self._last_progress = 0.0
+        #: True once the summary event went out.
+        self.summarised = False
 
     def emit(self, event: Event) -> None:
         with self._emit_lock:
@@ -284,6 +286,15 @@ class EventStream(Tally):
 
     def run_finished(self, report: TransferReport, error: BaseException | None) -> None:
         self.emit(summary_event(report, error))
+        self.summarised = True
+
+    def failed_to_start(self, error: BaseException) -> None:
+        """A run that stopped before it began still ends its stream with a summary."""
+        if not self.summarised:
+            self.emit(
+                {"event": "summary", "time": _now(), "ok": False, "error": redact(str(error))}
+            )
+            self.summarised = True
 
 
 def summary_event(report: TransferReport, error: BaseException | None = None) -> Event:

@@ -11,6 +11,7 @@ from typing import Any
 
 from datamover.checksums import ALGORITHMS, DEFAULT_ALGORITHM
 from datamover.errors import UsageError
+from datamover.redact import scrub_argv
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -114,6 +115,9 @@ class TransferOptions:
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.command_line:
+            # Recorded in manifests and reports: never with a secret in it.
+            object.__setattr__(self, "command_line", tuple(scrub_argv(self.command_line)))
         if self.checksum not in ALGORITHMS:
             raise UsageError(
                 f"unknown checksum {self.checksum!r}; choose one of {', '.join(ALGORITHMS)}"

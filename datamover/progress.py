@@ -47,35 +47,44 @@ def _short(path: str, width: int) -> str:
 
 
 def render(snap: Snapshot, *, title: str = "", width: int = 100) -> RenderableType:
-    """The picture for one snapshot (also what the tests look at)."""
+    """The picture for one snapshot (also what the tests look at): a bar and a line
+    of text per row, the bar narrowing on narrow terminals."""
+    bar_width = min(30, max(8, width - 70))
     grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True)
-    grid.add_column(no_wrap=True)
-    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True, width=bar_width)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
     rate = f"{format_size(snap.rate)}/s"
     if snap.planning:
-        overall = Text(
-            f"planning: {snap.files_total} files, {format_size(snap.bytes_total)} found",
-            style="cyan",
+        grid.add_row(
+            ProgressBar(total=None, width=bar_width, pulse=True),
+            Text(
+                f"planning: {snap.files_total} files, {format_size(snap.bytes_total)} found · "
+                f"{format_size(snap.bytes_done)} done · {rate} · {format_duration(snap.elapsed)}",
+                style="cyan",
+            ),
         )
-        counts = Text(
-            f"{format_size(snap.bytes_done)} done  {snap.files_done} files  {rate}  "
-            f"{format_duration(snap.elapsed)}"
-        )
-        grid.add_row(ProgressBar(total=None, width=30, pulse=True), overall, counts)
     else:
         total = max(snap.bytes_total, 1)
         percent = 100.0 * snap.bytes_done / total
-        counts = Text(
-            f"{format_size(snap.bytes_done)} / {format_size(snap.bytes_total)} "
-            f"({percent:.0f}%)  files {snap.files_done}/{snap.files_total}  {rate}  "
-            f"ETA {format_duration(snap.eta)}"
-        )
         grid.add_row(
-            ProgressBar(total=total, completed=snap.bytes_done, width=30),
-            Text(title or "total", style="bold"),
-            counts,
+            ProgressBar(total=total, completed=snap.bytes_done, width=bar_width),
+            Text(
+                f"{title + ' ' if title else ''}{format_size(snap.bytes_done)} / "
+                f"{format_size(snap.bytes_total)} ({percent:.0f}%) · files "
+                f"{snap.files_done}/{snap.files_total} · {rate} · ETA {format_duration(snap.eta)}"
+            ),
         )
+    name_width = max(16, width - bar_width - 30)
+    for path, size, done, seconds in snap.in_flight:
+        if done is None:
+            bar = ProgressBar(total=None, width=bar_width, pulse=True)
+            where = f"{format_size(size)}  {format_duration(seconds)}"
+        else:
+            bar = ProgressBar(total=max(size, 1), completed=done, width=bar_width)
+            where = f"{format_size(done)} / {format_size(size)}"
+        line = Text(_short(path, name_width) + "  ")
+        line.append(where, style="dim")
+        grid.add_row(bar, line)
     extras = []
     if snap.files_failed:
         extras.append(f"{snap.files_failed} failed")
@@ -83,15 +92,6 @@ def render(snap: Snapshot, *, title: str = "", width: int = 100) -> RenderableTy
         extras.append(f"{snap.files_skipped} unchanged")
     if snap.retries:
         extras.append(f"{snap.retries} retries")
-    name_width = max(20, width - 60)
-    for path, size, done, seconds in snap.in_flight:
-        if done is None:
-            bar = ProgressBar(total=None, width=30, pulse=True)
-            where = f"{format_size(size)}  {format_duration(seconds)}"
-        else:
-            bar = ProgressBar(total=max(size, 1), completed=done, width=30)
-            where = f"{format_size(done)} / {format_size(size)}"
-        grid.add_row(bar, Text(_short(path, name_width)), Text(where, style="dim"))
     parts: list[RenderableType] = [grid]
     if extras:
         parts.append(Text("  ".join(extras), style="yellow"))

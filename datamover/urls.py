@@ -39,12 +39,15 @@ _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*):(?!//)(.*)$", re.S)
 class Location:
     """``scheme`` is canonical (``file``, ``s3``, ``az``, ``gs`` or an fsspec protocol);
     ``bucket`` is empty for POSIX; ``key`` has no leading ``/`` (POSIX keys are
-    relative to ``/``); ``remote`` names the config remote it came from, if any."""
+    relative to ``/``); ``remote`` names the config remote it came from, if any, and
+    ``remote_path`` is everything after ``name:`` as typed (a trailing ``/`` kept),
+    which the registry resolves against the remote's settings."""
 
     scheme: str
     bucket: str
     key: str
     remote: str | None = None
+    remote_path: str | None = None
 
     @property
     def is_dir_hint(self) -> bool:
@@ -79,7 +82,7 @@ def parse_url(text: str) -> Location:
     if m and not os.path.exists(text):
         name, rest = m.group(1), m.group(2)
         bucket, _, key = rest.lstrip("/").partition("/")
-        return Location("", bucket, key, remote=name)
+        return Location("", bucket, key, remote=name, remote_path=rest.lstrip("/"))
     return _posix(text, text)
 
 

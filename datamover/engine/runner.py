@@ -98,8 +98,8 @@ class Listener:
     def file_started(self, job: FileJob) -> None:
         pass
 
-    def bytes_done(self, n: int) -> None:
-        pass
+    def bytes_done(self, n: int, job: FileJob | None = None) -> None:
+        """``n`` more bytes moved, for ``job``."""
 
     def file_finished(self, result: FileResult) -> None:
         pass
@@ -446,7 +446,7 @@ class Runner:
                     job, lambda: dst.put(job.dst_key, data, metadata=meta, digests=digests), retries
                 )
             self.moved(len(data))
-            self.listener.bytes_done(len(data))
+            self.listener.bytes_done(len(data), job)
         except DatamoverError as e:
             result.error = e
         finally:
@@ -508,7 +508,7 @@ class Runner:
             result.src_info = info
             result.size = info.size
             result.digests = {self.algorithm: digest}
-            self.listener.bytes_done(info.size)
+            self.listener.bytes_done(info.size, job)
         except DatamoverError as e:
             result.error = e
         finally:
@@ -705,7 +705,7 @@ class _LargeFile:
                     r.job.part(job, receipt, self.part_digests[index])
             if not skip_write:
                 r.moved(length)
-            r.listener.bytes_done(length)
+            r.listener.bytes_done(length, job)
             self._settle(index, 1)
         except DatamoverError as e:
             self.fail(e, unsettled_from=None)

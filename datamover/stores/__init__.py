@@ -85,7 +85,7 @@ def _check_scheme(scheme: str) -> None:
         return
     if scheme in known_implementations or scheme in registry:
         return
-    guess = difflib.get_close_matches(scheme, [*SCHEME_ALIASES, *_BACKENDS], n=1)
+    guess = difflib.get_close_matches(scheme, [*SCHEME_ALIASES, *_BACKENDS], n=1, cutoff=0.5)
     hint = f" (did you mean {guess[0]}://?)" if guess else ""
     raise UsageError(
         f"unknown URL scheme {scheme}://{hint}; use a local path, s3://, az://, gs://, a "
@@ -124,7 +124,9 @@ def resolve_remote(
                 f"remote {remote.name!r}: {ref} names ${var}, which is not set; export it "
                 "(or remove the reference to use the SDK's credential chain)"
             )
-    rest = loc.bucket + ("/" + loc.key if loc.key else "")
+    rest = loc.remote_path
+    if rest is None:
+        rest = loc.bucket + ("/" + loc.key if loc.key else "")
     root = remote.root.strip("/")
     full = f"{root}/{rest}" if root and rest else root or rest
     if remote.type == "file":

@@ -576,10 +576,13 @@ class PosixStore(Store):
             if self.case_insensitive is not None:
                 known = self.case_insensitive
             else:
+                # Probe the nearest existing directory (same filesystem, in practice):
+                # planning, a dry run included, must not create the destination.
                 directory = "/" + root
+                while not os.path.isdir(directory) and directory != "/":
+                    directory = os.path.dirname(directory.rstrip("/")) or "/"
                 probe = os.path.join(directory, f".dmcase-{secrets.token_hex(4)}")
                 try:
-                    os.makedirs(directory, exist_ok=True)
                     with open(probe, "x"):
                         pass
                     known = os.path.exists(os.path.join(directory, os.path.basename(probe).upper()))

@@ -165,7 +165,9 @@ def test_sequential_write_streams_parts_before_close(options: MountOptions) -> N
         fh, _ = await core.create(parent, name, 0o100644, os.O_WRONLY, UID, GID)
         for off in range(0, len(data), MiB):
             await core.write(fh, off, data[off : off + MiB])
-        await trio.sleep(0.2)
+        with trio.move_on_after(10):
+            while store.calls["write_part"] < 2:
+                await trio.sleep(0.01)
         parts_before_close.append(store.calls["write_part"])
         await core.flush(fh)
         await core.release(fh)
@@ -449,12 +451,14 @@ def test_readdir_uses_list_attributes_and_lookups_head_with_statahead(
         assert store.calls["stat"] == stats  # no HEAD per entry
         attr = await core.lookup(d, "f000")
         assert attr is not None and stat.S_IMODE(attr.mode) == 0o600 and attr.mtime_ns == 10**9
-        await trio.sleep(0.1)
-        assert store.calls["stat"] > 10  # statahead fetched the next siblings
-        before = store.calls["stat"]
-        for i in range(1, 20):
+        with trio.move_on_after(10):
+            while store.calls["stat"] <= stats + 10:
+                await trio.sleep(0.01)
+        assert store.calls["stat"] > stats + 10  # statahead fetched the next siblings
+        for i in range(1, 50):
             assert (await core.lookup(d, f"f{i:03d}")) is not None
-        assert store.calls["stat"] - before < 5
+        await trio.sleep(0.05)
+        assert store.calls["stat"] - stats == 50  # one HEAD per object, never two
 
     run(store, options, body)
 
@@ -707,3 +711,15 @@ def test_core_over_the_posix_store(options: MountOptions, tmp_path: Path) -> Non
     assert (root / "e" / "f").read_bytes() == payload(10 * MiB)
     assert stat.S_IMODE((root / "e" / "f").stat().st_mode) == 0o604
     assert stat.S_IMODE((root / "e").stat().st_mode) == 0o750
+
+
+def test_streamed_files_past_100_gib_stay_within_s3_part_limits(tmp_path: Path) -> None:
+    from datamover.stores.s3 import S3_LIMITS
+
+    store = MemoryStore()
+    store.limits = S3_LIMITS
+    core = FsCore(store, "", MountOptions(cache_dir=str(tmp_path)))
+    part = core.writes.stream_part_size
+    assert S3_LIMITS.min_part_size <= part <= 32 * MiB  # memory per part in flight stays small
+    assert core.writes.stream_capacity >= 256 * 1024 * MiB > 100 * 1024 * MiB
+    core.rt.cache.remove()

@@ -21,7 +21,6 @@ from typing import ClassVar
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-from servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 
 from datamover.checksums import PartDigests
 from datamover.errors import (
@@ -48,6 +47,8 @@ from datamover.stores.azure import (
 )
 from datamover.stores.base import MiB, digest_metadata_key
 from datamover.urls import Location
+
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 
 pytestmark = pytest.mark.cloud
 
