@@ -715,7 +715,6 @@ def test_missing_bucket_is_bucket_not_found(backend: Backend) -> None:
             0, b"0123456789", PartDigests(b"0123456789")
         ),
     }
-    created_on_write: list[str] = []
     for what, call in calls.items():
         try:
             call()
