@@ -25,12 +25,14 @@ help:
 
 setup: system-deps python-deps node-deps
 
-# fuse3 + libfuse3-dev + pkg-config: pyfuse3 compiles against libfuse3, tests mount.
+# fuse3 + libfuse3-dev + pkg-config: pyfuse3 compiles against libfuse3, tests mount;
+# rsync: the mount tests drive the mount with it.
 system-deps:
-	@if ! command -v fusermount3 >/dev/null || ! pkg-config --exists fuse3 2>/dev/null; then \
-	  echo "installing fuse3, libfuse3-dev, pkg-config"; \
+	@if ! command -v fusermount3 >/dev/null || ! pkg-config --exists fuse3 2>/dev/null \
+	    || ! command -v rsync >/dev/null; then \
+	  echo "installing fuse3, libfuse3-dev, pkg-config, rsync"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fuse3 libfuse3-dev pkg-config >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fuse3 libfuse3-dev pkg-config rsync >/dev/null; \
 	fi
 
 python-deps:

@@ -66,10 +66,11 @@ NAME_MAX = 255
 KEY_MAX = 1024
 BLKSIZE = 1 * MiB
 #: Siblings HEADed ahead when a provisional entry is looked up.
-STATAHEAD = 32
+STATAHEAD = 64
 #: Entries pulled from a listing per worker-thread call.
 LIST_BATCH = 500
 NEGATIVE_ENTRIES = 100_000
+ORDER_TTL = 600.0
 XATTR_PREFIX = "user.datamover."
 
 
@@ -213,6 +214,7 @@ class DirHandle:
     rows: list[tuple[str, Inode]] = field(default_factory=list)
     base: int = 0
     source: Iterator[ObjectInfo] | None = None
+    order: list[str] = field(default_factory=list)
     done: bool = False
     seen: set[str] = field(default_factory=set)
 
@@ -286,6 +288,11 @@ class FsCore:
         self.table.insert(root)
         self.listings: TTLCache[str, DirListing] = TTLCache(
             options.max_cached_entries, options.dir_ttl, clock
+        )
+        # Names in listing order per directory, for statahead; kept longer than the
+        # listing itself because `ls -l` of a big directory outlasts --dir-ttl.
+        self.orders: TTLCache[str, list[str]] = TTLCache(
+            options.max_cached_entries, ORDER_TTL, clock
         )
         self.negative: TTLCache[str, bool] = TTLCache(NEGATIVE_ENTRIES, options.negative_ttl, clock)
         self._handles: dict[int, FileHandle | DirHandle] = {}
@@ -494,10 +501,10 @@ class FsCore:
 
     def _statahead(self, node: Inode) -> None:
         parent = self.table.by_ino.get(node.parent)
-        listing = self.listings.get(parent.key) if parent is not None else None
-        if listing is None or node.index < 0 or parent is None:
+        order = self.orders.get(parent.key) if parent is not None else None
+        if order is None or node.index < 0 or parent is None:
             return
-        for name in listing.order[node.index + 1 : node.index + 1 + STATAHEAD]:
+        for name in order[node.index + 1 : node.index + 1 + STATAHEAD]:
             sibling = self.table.at(parent.key + name)
             if (
                 sibling is None
@@ -538,25 +545,28 @@ class FsCore:
         if self.negative.get(fkey):
             return None
         listing = self.listings.get(parent.key)
-        if listing is not None and listing.complete:
-            info = listing.entries.get(name)
-            if info is None:
-                return None
-            if info.is_dir:
-                found = await self.rt.call(self.rt.ext.stat_dir, dkey)
-                return self._dir_node(parent, name, found, exact=True)
-            node = self._file_node(
+        info = listing.entries.get(name) if listing is not None else None
+        if info is None and listing is not None and listing.complete:
+            return None
+        if info is not None and info.is_dir:
+            found = await self.rt.call(self.rt.ext.stat_dir, dkey)
+            return self._dir_node(parent, name, found, exact=True)
+        if info is not None:
+            f = self._file_node(
                 parent, name, info, exact=self.rt.ext.listing_has_metadata or info.metadata != {}
             )
-            if node.exact:
-                return node
-            self._statahead(node)
-            head = await self._stat(fkey)
-            if head is None:
-                self.table.detach(node)
+            if f.exact:
+                return f
+        if d is None and f is not None and f.remote:
+            # A listing (maybe still being read) says it is a file: one HEAD for the
+            # metadata, with the next siblings HEADed ahead as `ls -l` will want them.
+            self._statahead(f)
+            fresh = await self._stat(fkey)
+            if fresh is None:
+                self.table.detach(f)
                 self.negative.put(fkey, True)
                 return None
-            return self._file_node(parent, name, head, exact=True)
+            return self._file_node(parent, name, fresh, exact=True)
         head: ObjectInfo | None = None
         marker: ObjectInfo | None = None
         has_child = False
@@ -787,7 +797,7 @@ class FsCore:
         fh = self._new_fh(FileHandle(node, writable=True))
         return fh, self._attr(node)
 
-    async def read(self, fh: int, offset: int, length: int) -> bytes:
+    async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
         handle = self._file_handle(fh)
         node = handle.node
         lf = node.local
@@ -1192,7 +1202,9 @@ class FsCore:
         if handle.source is None and not handle.done:
             handle.source = iter(self.store.list(handle.node.key, recursive=False))
             handle.listing = DirListing()
+            handle.order = []
             self.listings.put(handle.node.key, handle.listing, weight=1)
+            self.orders.put(handle.node.key, handle.order, weight=1)
         index = start
         while True:
             while index >= handle.base + len(handle.rows):
@@ -1237,6 +1249,7 @@ class FsCore:
                 self.listings.put(prefix, listing, weight=max(1, len(listing.entries)))
             else:
                 self.listings.pop(prefix)
+            self.orders.put(prefix, handle.order, weight=max(1, len(handle.order)))
             return
         exact = self.rt.ext.listing_has_metadata
         for info in batch:
@@ -1252,7 +1265,8 @@ class FsCore:
             if len(handle.seen) < cap:
                 handle.seen.add(name)
             if len(listing.entries) < cap:
-                node.index = len(listing.order)
+                node.index = len(handle.order)
+                handle.order.append(name)
                 listing.add(name, info)
             handle.rows.append((name, node))
 

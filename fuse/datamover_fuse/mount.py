@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from datamover.errors import ConfigError, DatamoverError, UsageError
 from datamover.stores import StoreSettings, open_store
+from datamover.urls import parse_url
 from datamover_fuse.options import KiB, MountOptions
 
 log = logging.getLogger("datamover.mount")
@@ -136,6 +137,7 @@ def serve(
     from datamover_fuse.core import FsCore
     from datamover_fuse.ops import Operations
 
+    _raise_fd_limit()
     settings = _settings(options)
     store, key = open_store(url, settings)
     core = FsCore(store, key, options, settings=settings)
@@ -174,6 +176,17 @@ def serve(
         store.close()
 
 
+def _raise_fd_limit() -> None:
+    """Each file open for writing holds a staging-file descriptor: allow as many as
+    the hard limit permits."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def mount(url: str, mountpoint: str, options: MountOptions, *, foreground: bool) -> None:
     """Mount ``url`` (a bucket, container or prefix; any store) at ``mountpoint``.
 
@@ -186,6 +199,13 @@ def mount(url: str, mountpoint: str, options: MountOptions, *, foreground: bool)
     except ImportError as e:
         raise ConfigError(INSTALL_HINT) from e
     mountpoint = os.path.abspath(mountpoint)
+    location = parse_url(url)
+    if location.scheme == "file":  # the daemon works from /: pin relative paths now
+        url = "/" + location.key
+    options = options.with_(
+        cache_dir=os.path.abspath(options.cache_dir) if options.cache_dir else None,
+        log_file=os.path.abspath(options.log_file) if options.log_file else None,
+    )
     _check(url, mountpoint, options)
     if foreground:
         serve(url, mountpoint, options)
@@ -203,6 +223,7 @@ def _daemonize(url: str, mountpoint: str, options: MountOptions) -> None:
         status = 1
         try:
             os.setsid()
+            os.chdir("/")  # keep no directory of the caller busy
             _detach_stdio(options.log_file)
 
             def ready() -> None:

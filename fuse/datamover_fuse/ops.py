@@ -14,6 +14,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -130,8 +131,6 @@ class Operations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        import stat
-
         if not stat.S_ISREG(mode):
             raise FsError(errno.EPERM, "only regular files can be created")
         fh, attr = await self.core.create(
@@ -208,8 +207,9 @@ class Operations(pyfuse3.Operations):
         )
         return pyfuse3.FileInfo(fh=fh), entry(attr)
 
+    # pyfuse3 replies from any buffer (PyObject_GetBuffer); its stub says bytes.
     @_translated
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         return await self.core.read(fh, off, size)
 
     @_translated

@@ -32,17 +32,19 @@ from datamover_fuse.runtime import Runtime
 CHUNK = 8 * MiB
 INITIAL_WINDOW = 1 * MiB
 MAX_WINDOW = 64 * MiB
-#: Segments this far behind the newest read are kept for stragglers.
-BEHIND_SLACK = 4 * MiB
+#: Segments this far behind the oldest read in progress are kept for stragglers: the
+#: kernel's own read-ahead (16 MiB once the mount raised it) sends requests that
+#: arrive out of order by about that much.
+BEHIND_SLACK = 16 * MiB
 
 
 class _Segment:
     __slots__ = ("buf", "done", "dropped", "end", "error", "filled", "released", "start", "users")
 
-    def __init__(self, start: int, end: int) -> None:
+    def __init__(self, start: int, end: int, buf: bytearray) -> None:
         self.start = start
         self.end = end
-        self.buf = bytearray(end - start)
+        self.buf = buf
         self.filled = 0
         self.done = trio.Event()
         self.error: BaseException | None = None
@@ -68,7 +70,10 @@ class Prefetcher:
         self.direct_reads = 0
         self.prefetched_bytes = 0
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
+        """The bytes at ``offset``: a view into a segment when one segment holds them
+        all (pyfuse3 replies from any buffer, so the bytes are copied once, by the
+        kernel), else a new ``bytes``."""
         if offset >= self.size or length <= 0:
             return b""
         end = min(self.size, offset + length)
@@ -82,7 +87,7 @@ class Prefetcher:
                 self._drop(self._segments.popleft())
             self._fetch_end = offset
         self._schedule(offset)
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         pos = offset
         self._reading.append(offset)
         try:
@@ -100,7 +105,10 @@ class Prefetcher:
                     stop = min(end, seg.start + seg.filled)
                     if stop <= pos:
                         break  # the object ended early: it shrank since it was opened
-                    out.append(bytes(seg.buf[pos - seg.start : stop - seg.start]))
+                    view = memoryview(seg.buf)[pos - seg.start : stop - seg.start]
+                    # A view only when it is the whole answer: while this read awaits
+                    # another segment, this one may be released and its buffer reused.
+                    out.append(view if stop >= end and not out else bytes(view))
                 finally:
                     seg.users -= 1
                     if seg.dropped and not seg.users and seg.done.is_set():
@@ -123,9 +131,9 @@ class Prefetcher:
             return True
         if not self._segments:
             return False
-        # Stragglers a little behind, or a short skip forward within the window.
-        low = self._segments[0].start - BEHIND_SLACK
-        return low <= offset <= self._fetch_end + self._window
+        # Stragglers behind (served directly when their segment is gone, without
+        # dropping the window), or a short skip forward within the window.
+        return self._next - MAX_WINDOW <= offset <= self._fetch_end + self._window
 
     def _find(self, pos: int) -> _Segment | None:
         for seg in self._segments:
@@ -138,9 +146,10 @@ class Prefetcher:
         budget = self._rt.prefetch
         while self._fetch_end < target and not self._closed:
             length = min(CHUNK, self._window, self.size - self._fetch_end)
-            if not budget.try_acquire(length):
+            buf = budget.take(length)
+            if buf is None:
                 return
-            seg = _Segment(self._fetch_end, self._fetch_end + length)
+            seg = _Segment(self._fetch_end, self._fetch_end + length, buf)
             self._segments.append(seg)
             self._rt.spawn(self._fetch, seg)
             self._fetch_end = seg.end
@@ -163,7 +172,7 @@ class Prefetcher:
         if seg.released:
             return
         seg.released = True
-        self._rt.prefetch.release(seg.end - seg.start)
+        self._rt.prefetch.give(seg.buf)
         seg.buf = bytearray()
 
     def _drop(self, seg: _Segment) -> None:

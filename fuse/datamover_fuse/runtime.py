@@ -27,22 +27,37 @@ T = TypeVar("T")
 
 class PrefetchBudget:
     """One budget for the read-ahead buffers of all open files. Never waits: a
-    handle that can't get bytes reads directly instead."""
+    handle that can't get bytes reads directly instead.
 
-    def __init__(self, limit: int) -> None:
+    Returned buffers of the common size are kept for reuse (a fresh 8 MiB
+    ``bytearray`` costs page faults and zeroing on every segment); kept buffers count
+    against the limit too, and are dropped first when a request would not fit."""
+
+    def __init__(self, limit: int, reuse_size: int = 8 * 1024 * 1024, keep: int = 8) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
+        self._reuse_size = reuse_size
+        self._keep = keep
+        self._free: list[bytearray] = []
 
-    def try_acquire(self, n: int) -> bool:
-        if self.used + n > self.limit:
-            return False
+    def take(self, n: int) -> bytearray | None:
+        if n == self._reuse_size and self._free:
+            self.used += n
+            self.peak = max(self.peak, self.used)
+            return self._free.pop()
+        while self._free and self.used + n + len(self._free) * self._reuse_size > self.limit:
+            self._free.pop()
+        if self.used + n + len(self._free) * self._reuse_size > self.limit:
+            return None
         self.used += n
         self.peak = max(self.peak, self.used)
-        return True
+        return bytearray(n)
 
-    def release(self, n: int) -> None:
-        self.used -= n
+    def give(self, buf: bytearray) -> None:
+        self.used -= len(buf)
+        if len(buf) == self._reuse_size and len(self._free) < self._keep:
+            self._free.append(buf)
 
 
 class ByteBudget:

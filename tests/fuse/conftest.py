@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from mounting import BACKENDS, MountPool, Target, make_target
 
+from mounting import BACKENDS, MountPool, Target, make_target
 from servers import FakeGcsServer
 
 

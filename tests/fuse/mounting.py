@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from datamover_fuse.mount import is_mounted
 
 from datamover.stores import open_store
 from datamover.stores.base import Store
+from datamover_fuse.mount import is_mounted
 
 from servers import LocalServer
 

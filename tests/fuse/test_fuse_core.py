@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 import trio
-from datamover_fuse.core import ROOT_INO, Attr, FsCore, SetAttrs
-from datamover_fuse.fserrors import FsError
-from datamover_fuse.options import MountOptions
-from memstore import MemoryStore
 
 from datamover.errors import Unsupported
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import MiB, ObjectInfo
 from datamover.stores.posix import PosixStore
+from datamover_fuse.core import ROOT_INO, Attr, FsCore, SetAttrs
+from datamover_fuse.fserrors import FsError
+from datamover_fuse.options import MountOptions
+
+from memstore import MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
 

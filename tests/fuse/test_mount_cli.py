@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from datamover_fuse.mount import is_mounted
+
 from mounting import Target
 
 pytestmark = [pytest.mark.fuse, pytest.mark.timeout(120)]

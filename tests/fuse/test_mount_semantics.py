@@ -13,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mounting import Target, run
 
 from datamover.errors import NotFound
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import MiB
+
+from mounting import Target, run
 
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
 

@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mounting import Target, run
 
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import MiB
+
+from mounting import Target, run
 
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
 
