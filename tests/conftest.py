@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from serverenv import ServerEnv, use_server
 from servers import AzuriteServer, FakeGcsServer, MotoServer, SeaweedServer
 
 # Never inherit a CA bundle or profile meant for somewhere else.
@@ -54,36 +54,6 @@ def azurite() -> Iterator[AzuriteServer]:
 def gcs() -> Iterator[FakeGcsServer]:
     with FakeGcsServer() as server:
         yield server
-
-
-def new_bucket_name() -> str:
-    return f"dm-{uuid.uuid4().hex[:16]}"
-
-
-class ServerEnv:
-    """A server made current for this test: env set, a fresh bucket made."""
-
-    def __init__(self, server: object, scheme: str, bucket: str) -> None:
-        self.server = server
-        self.scheme = scheme
-        self.bucket = bucket
-
-    def url(self, key: str = "") -> str:
-        return f"{self.scheme}://{self.bucket}/{key}"
-
-
-def use_server(
-    server: SeaweedServer | MotoServer | AzuriteServer | FakeGcsServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> ServerEnv:
-    for name in getattr(server, "unset_env", ()):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    bucket = new_bucket_name()
-    server.make_bucket(bucket)
-    scheme = {"AzuriteServer": "az", "FakeGcsServer": "gs"}.get(type(server).__name__, "s3")
-    return ServerEnv(server, scheme, bucket)
 
 
 @pytest.fixture(params=["seaweed", "moto"])

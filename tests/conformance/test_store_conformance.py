@@ -34,7 +34,7 @@ from datamover.stores.fsspec import FsspecStore
 from datamover.stores.posix import TEMP_MARK, PosixStore
 from datamover.urls import Location
 
-from conftest import use_server
+from serverenv import use_server
 
 CLOUD = ("seaweed", "moto", "azurite", "gcs")
 BACKENDS = [

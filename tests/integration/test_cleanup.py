@@ -21,7 +21,7 @@ from datamover.stores import open_store
 from datamover.stores.base import Store
 from datamover.stores.gcs import DEFAULT_TEMP_PREFIX
 
-from conftest import ServerEnv, use_server
+from serverenv import ServerEnv, use_server
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120)]
 

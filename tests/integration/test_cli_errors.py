@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerEnv
+from serverenv import ServerEnv
 
 pytestmark = pytest.mark.cloud
 DM = [sys.executable, "-m", "datamover"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import ServerEnv
+from serverenv import ServerEnv
 
 pytestmark = pytest.mark.cloud
 

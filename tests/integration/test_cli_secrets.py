@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import ServerEnv, use_server
+from serverenv import ServerEnv, use_server
 from servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, MotoServer
 
 pytestmark = pytest.mark.cloud

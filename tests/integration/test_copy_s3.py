@@ -18,8 +18,8 @@ from datamover.errors import TransientError
 from datamover.options import MiB, RetryPolicy, TransferOptions
 from datamover.stores import open_store
 
-from conftest import ServerEnv
 from faults import FaultyStore
+from serverenv import ServerEnv
 
 pytestmark = pytest.mark.cloud
 

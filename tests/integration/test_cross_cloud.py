@@ -25,7 +25,7 @@ import pytest
 from datamover.options import MiB
 from datamover.stores import open_store
 
-from conftest import ServerEnv, use_server
+from serverenv import ServerEnv, use_server
 
 pytestmark = pytest.mark.cloud
 

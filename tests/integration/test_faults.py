@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerEnv, use_server
 from faultproxy import KINDS, FaultProxy
+from serverenv import ServerEnv, use_server
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(240)]
 

@@ -20,7 +20,7 @@ from datamover.options import MiB, TransferOptions
 from datamover.stores import open_store
 from datamover.stores.posix import LUSTRE_MAGIC, PosixStore
 
-from conftest import ServerEnv, use_server
+from serverenv import ServerEnv, use_server
 from servers import MotoServer
 
 pytestmark = pytest.mark.cloud

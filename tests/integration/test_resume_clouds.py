@@ -27,7 +27,7 @@ from datamover.stores import open_store
 from datamover.stores.base import PartReceipt, ResumableWriter, Store
 from datamover.stores.gcs import DEFAULT_TEMP_PREFIX
 
-from conftest import ServerEnv, use_server
+from serverenv import ServerEnv, use_server
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120)]
 DM = [sys.executable, "-m", "datamover"]

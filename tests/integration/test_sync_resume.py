@@ -21,8 +21,8 @@ from datamover.manifest import read_manifest
 from datamover.options import MiB, TransferOptions
 from datamover.stores import open_store
 
-from conftest import ServerEnv
 from faults import FaultyStore
+from serverenv import ServerEnv
 
 pytestmark = pytest.mark.cloud
 DM = [sys.executable, "-m", "datamover"]

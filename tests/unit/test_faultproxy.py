@@ -24,8 +24,8 @@ from datamover.stores.gcs import GCSStore
 from datamover.stores.s3 import map_error
 from datamover.urls import Location
 
-from conftest import new_bucket_name
 from faultproxy import KINDS, FaultProxy
+from serverenv import new_bucket_name
 from servers import AzuriteServer, FakeGcsServer, SeaweedServer
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120)]
