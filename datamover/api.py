@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datamover import engine
 from datamover.engine import TransferReport, VerifyReport
@@ -42,6 +42,9 @@ from datamover.options import RetryPolicy, TransferOptions, parse_size
 from datamover.redact import redact
 from datamover.stores import StoreSettings, open_store
 from datamover.stores.base import Store
+
+if TYPE_CHECKING:
+    from datamover.dask import DaskOptions
 
 #: The preflight's own patience: one retry on top of the SDK's, so a blip at start
 #: does not abort a run, but a wrong endpoint is reported within seconds.
@@ -212,6 +215,9 @@ def copy(
     report: str | None = None,
     bagit: bool = False,
     bag_info: Mapping[str, str] | None = None,
+    client: Any = None,
+    cluster: Any = None,
+    dask_options: DaskOptions | None = None,
     **option_kwargs: Any,
 ) -> TransferReport:
     """Copy ``src`` (a file, directory or prefix) to ``dst``, writing a checksum
@@ -222,6 +228,10 @@ def copy(
     destination ``dst`` becomes a BagIt bag: the payload goes to ``dst/data/`` and the
     tag files (``bag_info`` adds bag-info.txt fields) are written after a successful
     copy from the manifest's digests.
+
+    ``client=`` (a ``distributed.Client``) or ``cluster=`` (``"local:N"``, a scheduler
+    address or a cluster object) spreads the run over Dask workers, with one manifest
+    and one journal as usual (``datamover.dask``; ``dask_options`` a ``DaskOptions``).
     """
     opts = make_options(options, **option_kwargs)
     flt = make_filter(
@@ -256,16 +266,20 @@ def copy(
     try:
         preflight(src_store, src_key, "source")
         preflight(dst_store, dst_key, "destination")
-        result = engine.copy_between(
-            src_store,
-            src_key,
-            dst_store,
-            dst_key,
-            opts,
-            listener=_listener(listener, progress, collector),
-            filters=flt,
-            dry_run=dry_run,
-        )
+        with engine.scaled_out(
+            src, dst, settings, opts, client, cluster, dask_options, dry_run
+        ) as factory:
+            result = engine.copy_between(
+                src_store,
+                src_key,
+                dst_store,
+                dst_key,
+                opts,
+                listener=_listener(listener, progress, collector),
+                filters=flt,
+                dry_run=dry_run,
+                runner_factory=factory,
+            )
     except DatamoverError as e:
         _report_early_failure(collector, "copy", src, dst, e)
         raise
@@ -310,12 +324,16 @@ def sync(
     max_age: str | float | None = None,
     dry_run: bool = False,
     report: str | None = None,
+    client: Any = None,
+    cluster: Any = None,
+    dask_options: DaskOptions | None = None,
     **option_kwargs: Any,
 ) -> TransferReport:
     """Make ``dst`` hold what ``src`` holds, copying only what differs (size + mtime,
     or digests with ``checksum=True``); with ``delete``, remove destination files the
     source lacks (at most ``max_delete``, else nothing is deleted). Filters narrow both
-    what is copied and what may be deleted. Other keywords as for ``copy``."""
+    what is copied and what may be deleted. Other keywords (``client``, ``cluster``)
+    as for ``copy``."""
     opts = make_options(options, **option_kwargs)
     flt = make_filter(
         filters,
@@ -338,19 +356,23 @@ def sync(
     try:
         preflight(src_store, src_key, "source")
         preflight(dst_store, dst_key, "destination")
-        return engine.sync_between(
-            src_store,
-            src_key,
-            dst_store,
-            dst_key,
-            opts,
-            checksum=checksum,
-            delete=delete,
-            max_delete=max_delete,
-            listener=_listener(listener, progress, collector),
-            filters=flt,
-            dry_run=dry_run,
-        )
+        with engine.scaled_out(
+            src, dst, settings, opts, client, cluster, dask_options, dry_run
+        ) as factory:
+            return engine.sync_between(
+                src_store,
+                src_key,
+                dst_store,
+                dst_key,
+                opts,
+                checksum=checksum,
+                delete=delete,
+                max_delete=max_delete,
+                listener=_listener(listener, progress, collector),
+                filters=flt,
+                dry_run=dry_run,
+                runner_factory=factory,
+            )
     except DatamoverError as e:
         _report_early_failure(collector, "sync", src, dst, e)
         raise

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from datamover import api, cli_browse, engine
 from datamover.checksums import ALGORITHMS
@@ -26,6 +26,9 @@ from datamover.filters import EXCLUDE, INCLUDE, FileFilter
 from datamover.manifest import export_sums, read_manifest
 from datamover.options import TransferOptions, format_size, parse_size
 from datamover.redact import RedactingFilter, redact
+
+if TYPE_CHECKING:
+    from datamover.dask import DaskOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -182,6 +185,43 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _dask_args(p: argparse.ArgumentParser) -> None:
+    """Scale-out on Dask (copy and sync); needs the ``dask`` extra."""
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="spread the run over a Dask cluster: a scheduler address (tcp://host:8786) or "
+        "local:N worker processes; one manifest and journal as usual (pip install "
+        "'datamover[dask]')",
+    )
+    p.add_argument(
+        "--shard-files",
+        type=int,
+        metavar="N",
+        help="with --dask: a task takes at most N files (default 500)",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=_size,
+        metavar="SIZE",
+        help="with --dask: a task takes at most SIZE bytes of files (default 512MiB); "
+        "each task holds at most --memory-budget",
+    )
+
+
+def _dask_options(args: argparse.Namespace) -> DaskOptions | None:
+    if args.dask is None:
+        return None
+    try:
+        from datamover.dask import options_from_cli
+    except ImportError as e:
+        raise UsageError(
+            f"--dask needs the 'distributed' package ({e.name} is missing): "
+            "pip install 'datamover[dask]'"
+        ) from e
+    return options_from_cli(args.shard_files, args.shard_size)
+
+
 def _filters(args: argparse.Namespace) -> FileFilter | None:
     flt = FileFilter.build(
         rules=args.filter_rules,
@@ -292,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="destination path or URL")
     _transfer_args(p)
     _run_args(p)
+    _dask_args(p)
     p.add_argument(
         "--bagit",
         action="store_true",
@@ -328,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _transfer_args(p)
     _run_args(p)
+    _dask_args(p)
 
     p = sub.add_parser("jobs", help="list, show, resume or clean journaled jobs")
     jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
@@ -433,6 +475,8 @@ def cmd_copy(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int
             report=args.report,
             bagit=args.bagit,
             bag_info=_bag_info(args.bag_info),
+            cluster=args.dask,
+            dask_options=_dask_options(args),
         )
     except DatamoverError as e:
         if stream is not None:
@@ -460,6 +504,8 @@ def cmd_sync(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int
             filters=_filters(args),
             dry_run=args.dry_run,
             report=args.report,
+            cluster=args.dask,
+            dask_options=_dask_options(args),
         )
     except DatamoverError as e:
         if stream is not None:

@@ -8,6 +8,7 @@ errors (after in-flight work has stopped and the manifest is closed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -17,14 +18,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datamover.engine.jobs import JobContext
 from datamover.engine.observer import Observer, RunInfo, as_observer, planned
 from datamover.engine.plan import FileJob, plan_copy
 from datamover.engine.runner import FileResult, Listener, Runner
 from datamover.engine.sync import SyncPlanner
-from datamover.errors import DatamoverError, NotFound, SourceChanged, UsageError
+from datamover.errors import ConfigError, DatamoverError, NotFound, SourceChanged, UsageError
 from datamover.filters import FileFilter
 from datamover.journal import Journal, job_key, journal_path
 from datamover.manifest import (
@@ -42,6 +43,9 @@ from datamover.posixmeta import MODE, PosixAttrs, format_mtime_ns
 from datamover.stores import StoreSettings, open_location, open_store, resolve_remote
 from datamover.stores.base import ObjectInfo, Store
 from datamover.urls import parse_url
+
+if TYPE_CHECKING:
+    from datamover.dask import DaskOptions
 
 log = logging.getLogger("datamover")
 
@@ -145,6 +149,40 @@ def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
     return entry
 
 
+def scaled_out(
+    src: str,
+    dst: str,
+    settings: StoreSettings,
+    options: TransferOptions,
+    client: Any,
+    cluster: Any,
+    dask_options: DaskOptions | None,
+    dry_run: bool,
+) -> contextlib.AbstractContextManager[Callable[..., Runner] | None]:
+    """The runner factory for a run on Dask (``datamover.dask``) when ``client`` (a
+    ``distributed.Client``) or ``cluster`` (``"local:N"``, a scheduler address, or a
+    cluster object) is given, else None (the local runner). A dry run moves nothing,
+    so it stays local."""
+    if (client is None and cluster is None) or dry_run:
+        return contextlib.nullcontext()
+    try:
+        from datamover.dask import scale_out
+    except ImportError as e:
+        raise ConfigError(
+            f"running on Dask needs the 'distributed' package ({e.name} is missing): "
+            "pip install 'datamover[dask]'"
+        ) from e
+    return scale_out(
+        src,
+        dst,
+        settings,
+        options,
+        client=client,
+        cluster=cluster,
+        dask_options=dask_options,
+    )
+
+
 def copy(
     src: str,
     dst: str,
@@ -154,28 +192,36 @@ def copy(
     sleep: Callable[[float], None] = time.sleep,
     filters: FileFilter | None = None,
     dry_run: bool = False,
+    client: Any = None,
+    cluster: Any = None,
+    dask_options: DaskOptions | None = None,
 ) -> TransferReport:
     """Copy ``src`` (file, directory or prefix) to ``dst`` with a checksum manifest.
 
     ``filters`` narrows what is taken (``datamover.filters``); ``dry_run`` plans and
     reports what would be copied, transferring nothing and writing no manifest or
-    journal entry. ``listener`` may be an ``Observer`` for run-level hooks."""
+    journal entry. ``listener`` may be an ``Observer`` for run-level hooks.
+    ``client``/``cluster`` run it on Dask (``scaled_out``)."""
     options = options or TransferOptions()
     settings = _settings(options)
     src_store, src_key = open_store(src, settings)
     dst_store, dst_key = open_store(dst, settings)
     try:
-        return copy_between(
-            src_store,
-            src_key,
-            dst_store,
-            dst_key,
-            options,
-            listener=listener,
-            sleep=sleep,
-            filters=filters,
-            dry_run=dry_run,
-        )
+        with scaled_out(
+            src, dst, settings, options, client, cluster, dask_options, dry_run
+        ) as factory:
+            return copy_between(
+                src_store,
+                src_key,
+                dst_store,
+                dst_key,
+                options,
+                listener=listener,
+                sleep=sleep,
+                filters=filters,
+                dry_run=dry_run,
+                runner_factory=factory,
+            )
     finally:
         src_store.close()
         dst_store.close()
@@ -192,6 +238,7 @@ def copy_between(
     sleep: Callable[[float], None] = time.sleep,
     filters: FileFilter | None = None,
     dry_run: bool = False,
+    runner_factory: Callable[..., Runner] | None = None,
 ) -> TransferReport:
     """``copy`` between stores already open (the caller closes them)."""
     plan = plan_copy(src_store, src_key, dst_store, dst_key)
@@ -206,6 +253,7 @@ def copy_between(
         listener=listener,
         sleep=sleep,
         dry_run=dry_run,
+        runner_factory=runner_factory,
     )
 
 
@@ -239,6 +287,7 @@ def run_job(
     after: Callable[[TransferReport], None] | None = None,
     request: Mapping[str, Any] | None = None,
     dry_run: bool = False,
+    runner_factory: Callable[..., Runner] | None = None,
 ) -> TransferReport:
     """Run planned ``jobs`` as one journaled job with one manifest.
 
@@ -247,7 +296,9 @@ def run_job(
     it finished are skipped, and partly written files continue from their parts.
     ``skip_sink`` receives the function that records a file as skipped (sync);
     ``after`` runs once every file is done, before the manifest is closed (sync's
-    deletions). ``dry_run`` only walks the plan (see ``_dry_run``).
+    deletions). ``dry_run`` only walks the plan (see ``_dry_run``). ``runner_factory``
+    builds the runner instead of ``Runner`` (same arguments): ``datamover.dask`` runs
+    the files on a Dask cluster and reports them back here.
     """
     obs = as_observer(listener)
     if dry_run:
@@ -338,7 +389,7 @@ def run_job(
                 report.files_failed += 1
                 report.failures.append((result.job.rel, str(result.error)))
 
-        runner = Runner(
+        runner = (runner_factory or Runner)(
             src_store,
             dst_store,
             options,
@@ -471,31 +522,38 @@ def sync(
     sleep: Callable[[float], None] = time.sleep,
     filters: FileFilter | None = None,
     dry_run: bool = False,
+    client: Any = None,
+    cluster: Any = None,
+    dask_options: DaskOptions | None = None,
 ) -> TransferReport:
     """Make ``dst`` hold what ``src`` holds, copying only files that differ (see
     ``engine.sync``). With ``delete``, destination files absent from the source are
     removed after every copy succeeded; more than ``max_delete`` of them aborts before
     anything is deleted. ``filters`` narrows both what is copied and what may be
-    deleted; ``dry_run`` as for ``copy``."""
+    deleted; ``dry_run``, ``client``, ``cluster`` as for ``copy``."""
     options = options or TransferOptions()
     settings = _settings(options)
     src_store, src_key = open_store(src, settings)
     dst_store, dst_key = open_store(dst, settings)
     try:
-        return sync_between(
-            src_store,
-            src_key,
-            dst_store,
-            dst_key,
-            options,
-            checksum=checksum,
-            delete=delete,
-            max_delete=max_delete,
-            listener=listener,
-            sleep=sleep,
-            filters=filters,
-            dry_run=dry_run,
-        )
+        with scaled_out(
+            src, dst, settings, options, client, cluster, dask_options, dry_run
+        ) as factory:
+            return sync_between(
+                src_store,
+                src_key,
+                dst_store,
+                dst_key,
+                options,
+                checksum=checksum,
+                delete=delete,
+                max_delete=max_delete,
+                listener=listener,
+                sleep=sleep,
+                filters=filters,
+                dry_run=dry_run,
+                runner_factory=factory,
+            )
     finally:
         src_store.close()
         dst_store.close()
@@ -515,6 +573,7 @@ def sync_between(
     sleep: Callable[[float], None] = time.sleep,
     filters: FileFilter | None = None,
     dry_run: bool = False,
+    runner_factory: Callable[..., Runner] | None = None,
 ) -> TransferReport:
     plan = plan_copy(src_store, src_key, dst_store, dst_key)
     src_root, dst_root = plan.src_root, plan.dst_root
@@ -593,6 +652,7 @@ def sync_between(
         skip_sink=set_sink,
         after=deletions,
         dry_run=dry_run,
+        runner_factory=runner_factory,
     )
 
 

@@ -19,6 +19,7 @@ carried out by the caller after the copies, and only if every copy succeeded.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -53,7 +54,7 @@ def _merge(
             if not info.is_dir or info.key.endswith("/"):
                 yield info.key[len(root) :], info
 
-    a, b = rel(src, src_root), rel(dst, dst_root)
+    a, b = _reorder(rel(src, src_root)), _reorder(rel(dst, dst_root))
     x, y = next(a, None), next(b, None)
     while x is not None or y is not None:
         if y is None or (x is not None and x[0] < y[0]):
@@ -66,6 +67,29 @@ def _merge(
         else:
             yield x[0], x[1], y[1]
             x, y = next(a, None), next(b, None)
+
+
+#: Entries a listing may be out of order by and still merge correctly (memory: this many
+#: ObjectInfos per side). Some S3 servers (SeaweedFS) list a directory's subtree before
+#: names that sort ahead of its "/" ("d/x" before "d.txt"), across page boundaries.
+REORDER_WINDOW = 10_000
+
+
+def _reorder(
+    items: Iterator[tuple[str, ObjectInfo]], window: int = REORDER_WINDOW
+) -> Iterator[tuple[str, ObjectInfo]]:
+    """Sort a nearly-sorted stream: hold up to ``window`` entries in a heap and release
+    the smallest. Streams displaced by more than that stay out of order, which the
+    caller detects (``_ordered``) and answers by refusing deletions."""
+    heap: list[tuple[str, int, ObjectInfo]] = []
+    for seq, (rel, info) in enumerate(items):
+        heapq.heappush(heap, (rel, seq, info))
+        if len(heap) > window:
+            rel_, _, info_ = heapq.heappop(heap)
+            yield rel_, info_
+    while heap:
+        rel_, _, info_ = heapq.heappop(heap)
+        yield rel_, info_
 
 
 def _ordered(

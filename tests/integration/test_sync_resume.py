@@ -214,3 +214,17 @@ def test_jobs_commands(seaweed_env: ServerEnv, tmp_path: Path) -> None:
     assert again.returncode == 2 and "already finished" in again.stderr
     cleaned = subprocess.run([*DM, "jobs", "clean"], env=env, capture_output=True, text=True)
     assert "removed 1" in cleaned.stdout
+
+
+def test_sync_of_names_that_sort_around_a_directory(seaweed_env: ServerEnv, tmp_path: Path) -> None:
+    # "d.txt" < "d/..." < "d0" in key order, but SeaweedFS lists the "d/" subtree first,
+    # and with more than a page (1,000 keys) of it, "d.txt" arrives pages later.
+    src = tmp_path / "src"
+    names = ["d.txt", "d0", "d-1", "e", *(f"d/{i:04d}" for i in range(1050))]
+    for rel in names:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    url = seaweed_env.url("order")
+    assert datamover.sync(str(src), url, transfers=16).files_ok == len(names)
+    again = datamover.sync(str(src), url, delete=True)
+    assert again.bytes_moved == 0 and again.files_skipped == len(names) and not again.deleted
