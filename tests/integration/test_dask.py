@@ -27,7 +27,7 @@ from datamover.manifest import read_manifest
 from datamover.options import KiB, MiB
 from datamover.stores import open_store
 
-from conftest import ServerEnv
+from serverenv import ServerEnv
 
 distributed = pytest.importorskip("distributed")
 
