@@ -38,7 +38,7 @@ system-deps:
 python-deps:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 	  python3 -m pip install --quiet uv
-	@cd $(ROOT) && $(UV) sync --all-groups --frozen --quiet
+	@cd $(ROOT) && $(UV) sync --all-groups --frozen --quiet --compile-bytecode
 
 node-deps:
 	@if [ ! -x "$(DATAMOVER_AZURITE)" ]; then \

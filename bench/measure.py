@@ -143,7 +143,10 @@ def launcher(build_dir: Path) -> str | None:
     if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
         build_dir.mkdir(parents=True, exist_ok=True)
         cc = shutil.which("cc") or shutil.which("gcc")
-        ok = cc is not None and subprocess.run([cc, "-O2", "-o", str(binary), str(source)]).returncode == 0
+        ok = (
+            cc is not None
+            and subprocess.run([cc, "-O2", "-o", str(binary), str(source)]).returncode == 0
+        )
         if not ok:
             print("# no C compiler: peak RSS of small commands includes the harness's", flush=True)
             _SPAWN = ""
@@ -214,7 +217,12 @@ def run_measured(
             os.unlink(result_file)
         if not fields:
             raise CommandFailed(f"{argv[0]}: launcher wrote no rusage")
-        user, sys_, maxrss, status = float(fields[0]), float(fields[1]), int(fields[2]), int(fields[3])
+        user, sys_, maxrss, status = (
+            float(fields[0]),
+            float(fields[1]),
+            int(fields[2]),
+            int(fields[3]),
+        )
         rc = os.waitstatus_to_exitcode(status)
     else:
         # Without the launcher: the growth of this process's children's totals (a
@@ -248,9 +256,16 @@ class Summary:
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "n": self.n,
-            "wall_s": {"median": r4(self.wall_med), "min": r4(self.wall_min), "max": r4(self.wall_max)},
+            "wall_s": {
+                "median": r4(self.wall_med),
+                "min": r4(self.wall_min),
+                "max": r4(self.wall_max),
+            },
             "cpu_s": {"median": r4(self.cpu_med), "min": r4(self.cpu_min), "max": r4(self.cpu_max)},
-            "peak_rss_mib": {"median": round(self.rss_med_mib, 1), "max": round(self.rss_max_mib, 1)},
+            "peak_rss_mib": {
+                "median": round(self.rss_med_mib, 1),
+                "max": round(self.rss_max_mib, 1),
+            },
         }
         out.update({k: r4(v) for k, v in self.extra.items()})
         return out

@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,17 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT / "tests")]
 
 import datasets as ds  # noqa: E402
+from measure import (  # noqa: E402
+    CommandFailed,
+    Sample,
+    Summary,
+    launcher,
+    run_measured,
+    summarize,
+    wait_for_quiet,
+)
+
 import servers  # noqa: E402
-from measure import CommandFailed, Sample, Summary, run_measured, summarize  # noqa: E402
 
 BUCKET = "bench"
 VENV_BIN = Path(sys.executable).parent
@@ -87,10 +97,22 @@ def _version(argv: list[str]) -> str:
     return text[0] if text else "unknown"
 
 
-def datamover_has_mount() -> bool:
-    r = subprocess.run(
-        [DATAMOVER, "mount", "--help"], capture_output=True, text=True, timeout=60
+def compile_bytecode() -> None:
+    """Write .pyc files for the venv and the workspace. uv installs without them and
+    this environment sets PYTHONDONTWRITEBYTECODE=1, so each datamover process would
+    otherwise compile boto3/botocore from source (~0.3-0.5 s CPU per start)."""
+    import sysconfig
+
+    paths = [sysconfig.get_path("purelib"), str(ROOT / "datamover"), str(ROOT / "fuse")]
+    subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", "-j0", *paths],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+
+
+def datamover_has_mount() -> bool:
+    r = subprocess.run([DATAMOVER, "mount", "--help"], capture_output=True, text=True, timeout=60)
     return r.returncode == 0 and "mount" in r.stdout.lower()
 
 
@@ -169,10 +191,20 @@ class Bench:
         self.log = open(args.log, "ab")  # noqa: SIM115 - closed in close()
         self.rclone_config = self.work / "rclone.conf"
         self.rclone_config.write_text("")
+        self.spawn = launcher(self.data_dir / "bin")
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [s.pid for s in self._servers.values() if s.pid]
 
     def close(self) -> None:
         self.stack.close()
-        shutil.rmtree(self.work, ignore_errors=True)
+        with open("/proc/mounts") as f:
+            live = [line.split()[1] for line in f if line.split()[1].startswith(str(self.work))]
+        if live:  # never rmtree through a mount: it would delete the objects behind it
+            print(f"# left {self.work} in place: still mounted: {', '.join(live)}", flush=True)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
         self.log.close()
 
     # -- datasets
@@ -198,9 +230,7 @@ class Bench:
     def azurite(self) -> servers.AzuriteServer:
         if "azurite" not in self._servers:
             print("# starting Azurite", flush=True)
-            # rclone 1.60 reaches an emulator only at its fixed 127.0.0.1:10000.
-            port = 10000 if _port_free(10000) else None
-            s = self.stack.enter_context(servers.AzuriteServer(port=port))
+            s = self.stack.enter_context(servers.AzuriteServer())
             s.make_bucket(BUCKET)
             self._servers["azurite"] = s
         return self._servers["azurite"]
@@ -312,8 +342,10 @@ class Bench:
         objs = self.s3_list(prefix)
         got = sum(o["Size"] for o in objs)
         if len(objs) != files or got != nbytes:
-            raise CommandFailed(f"s3://{BUCKET}/{prefix}: {len(objs)} objects, {got} bytes; "
-                                f"expected {files}, {nbytes}")
+            raise CommandFailed(
+                f"s3://{BUCKET}/{prefix}: {len(objs)} objects, {got} bytes; "
+                f"expected {files}, {nbytes}"
+            )
 
 
 def _port_free(port: int) -> bool:
@@ -334,7 +366,9 @@ def check_tree(path: Path, files: int, nbytes: int) -> None:
             got_files += 1
             got_bytes += os.lstat(os.path.join(dirpath, n)).st_size
     if got_files != files or got_bytes != nbytes:
-        raise CommandFailed(f"{path}: {got_files} files, {got_bytes} bytes; expected {files}, {nbytes}")
+        raise CommandFailed(
+            f"{path}: {got_files} files, {got_bytes} bytes; expected {files}, {nbytes}"
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -387,6 +421,11 @@ def fuse_mount(argv: list[str], mnt: Path, env: dict[str, str], log: Any) -> Ite
             subprocess.run(["fusermount3", "-uz", str(mnt)], stderr=subprocess.DEVNULL)
 
 
+def _rmdir_quiet(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
 def s3fs_argv(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
     s = b.seaweed()
     pw = b.work / "s3fs.passwd"
@@ -394,15 +433,24 @@ def s3fs_argv(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
     pw.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     argv = [
-        "s3fs", BUCKET, str(mnt), "-f",
-        "-o", f"url={s.endpoint}",
-        "-o", "use_path_request_style",
-        "-o", f"passwd_file={pw}",
-        "-o", f"endpoint={s.region}",
+        "s3fs",
+        BUCKET,
+        str(mnt),
+        "-f",
+        "-o",
+        f"url={s.endpoint}",
+        "-o",
+        "use_path_request_style",
+        "-o",
+        f"passwd_file={pw}",
+        "-o",
+        f"endpoint={s.region}",
         # its best flags for big sequential I/O
-        "-o", "parallel_count=8",
-        "-o", "multipart_size=16",
-    ]  # fmt: skip
+        "-o",
+        "parallel_count=8",
+        "-o",
+        "multipart_size=16",
+    ]
     return argv, env
 
 
@@ -431,14 +479,23 @@ S3_TARGETS = [
 
 DM_LARGE = ["--transfers", "8", "--part-size", "16M"]
 DM_SMALL = ["--transfers", "32"]
-RC_LARGE_UP = ["--transfers", "8", "--s3-upload-concurrency", "8", "--s3-chunk-size", "16M",
-               "--s3-no-check-bucket"]  # fmt: skip
+RC_LARGE_UP = [
+    "--transfers",
+    "8",
+    "--s3-upload-concurrency",
+    "8",
+    "--s3-chunk-size",
+    "16M",
+    "--s3-no-check-bucket",
+]
 RC_LARGE_DOWN = ["--transfers", "8", "--multi-thread-streams", "8", "--multi-thread-cutoff", "16M"]
 RC_SMALL_UP = ["--transfers", "32", "--checkers", "32", "--s3-no-check-bucket"]
 RC_SMALL_DOWN = ["--transfers", "32", "--checkers", "32"]
 
 
-def _s3_up(b: Bench, name: str, row_id: str, title: str, dm_flags: list[str], rc_flags: list[str]) -> Row:
+def _s3_up(
+    b: Bench, name: str, row_id: str, title: str, dm_flags: list[str], rc_flags: list[str]
+) -> Row:
     data = b.dataset(name)
     s = b.seaweed()
     src = str(data.path)
@@ -457,14 +514,24 @@ def _s3_up(b: Bench, name: str, row_id: str, title: str, dm_flags: list[str], rc
 
     def rc(run_id: str, stack: contextlib.ExitStack) -> Invocation:
         dst = f"SW:{BUCKET}/{dst_prefix(run_id)}"
-        return Invocation(b.rclone("copy", src, dst, *rc_flags), b.rclone_s3_env(), done(run_id, stack))
+        return Invocation(
+            b.rclone("copy", src, dst, *rc_flags), b.rclone_s3_env(), done(run_id, stack)
+        )
 
-    return Row(row_id, title, data.bytes, data.files,
-               [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
-               S3_TARGETS, warm=[data.path])  # fmt: skip
+    return Row(
+        row_id,
+        title,
+        data.bytes,
+        data.files,
+        [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
+        S3_TARGETS,
+        warm=[data.path],
+    )
 
 
-def _s3_down(b: Bench, name: str, row_id: str, title: str, dm_flags: list[str], rc_flags: list[str]) -> Row:
+def _s3_down(
+    b: Bench, name: str, row_id: str, title: str, dm_flags: list[str], rc_flags: list[str]
+) -> Row:
     data = b.dataset(name)
     s = b.seaweed()
     prefix = b.s3_fixture(name)
@@ -493,9 +560,14 @@ def _s3_down(b: Bench, name: str, row_id: str, title: str, dm_flags: list[str], 
         argv = b.rclone("copy", f"SW:{BUCKET}/{src_key}", str(out), *rc_flags)
         return Invocation(argv, b.rclone_s3_env(), done(run_id, stack))
 
-    return Row(row_id, title, data.bytes, data.files,
-               [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
-               S3_TARGETS)  # fmt: skip
+    return Row(
+        row_id,
+        title,
+        data.bytes,
+        data.files,
+        [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
+        S3_TARGETS,
+    )
 
 
 @row("s3-up-large", "s3")
@@ -505,7 +577,9 @@ def _(b: Bench) -> Row:
 
 @row("s3-down-large", "s3")
 def _(b: Bench) -> Row:
-    return _s3_down(b, "large", "s3-down-large", "S3 -> POSIX, one large file", DM_LARGE, RC_LARGE_DOWN)
+    return _s3_down(
+        b, "large", "s3-down-large", "S3 -> POSIX, one large file", DM_LARGE, RC_LARGE_DOWN
+    )
 
 
 @row("s3-up-small", "s3")
@@ -515,7 +589,9 @@ def _(b: Bench) -> Row:
 
 @row("s3-down-small", "s3")
 def _(b: Bench) -> Row:
-    return _s3_down(b, "small", "s3-down-small", "S3 -> POSIX, small files", DM_SMALL, RC_SMALL_DOWN)
+    return _s3_down(
+        b, "small", "s3-down-small", "S3 -> POSIX, small files", DM_SMALL, RC_SMALL_DOWN
+    )
 
 
 @row("posix-mixed", "posix")
@@ -554,12 +630,14 @@ def _(b: Bench) -> Row:
         "POSIX -> POSIX, mixed tree, sha256 manifest",
         data.bytes,
         data.files,
-        [Tool("datamover", dm, "--transfers 8 (sha256 manifest, fsync per file)"),
-         Tool("cp", cp, "cp -r"),
-         Tool("cp+sha256sum", cp_sha, "cp -r && find | xargs sha256sum")],
+        [
+            Tool("datamover", dm, "--transfers 8 (sha256 manifest, fsync per file)"),
+            Tool("cp", cp, "cp -r"),
+            Tool("cp+sha256sum", cp_sha, "cp -r && find | xargs sha256sum"),
+        ],
         [Target("wall <= 1.2x cp", "wall", 1.2, "cp")],
         warm=[data.path],
-    )  # fmt: skip
+    )
 
 
 @row("hash-large", "posix")
@@ -575,9 +653,18 @@ def _(b: Bench) -> Row:
     def s256(run_id: str, stack: contextlib.ExitStack) -> Invocation:
         return Invocation(["sha256sum", str(data.path)])
 
-    return Row("hash-large", "sha256 of the large file (warm cache)", data.bytes, 1,
-               [Tool("datamover", dm, "datamover hash"), Tool("openssl", ossl, "openssl dgst -sha256"),
-                Tool("sha256sum", s256)], warm=[data.path])  # fmt: skip
+    return Row(
+        "hash-large",
+        "sha256 of the large file (warm cache)",
+        data.bytes,
+        1,
+        [
+            Tool("datamover", dm, "datamover hash"),
+            Tool("openssl", ossl, "openssl dgst -sha256"),
+            Tool("sha256sum", s256),
+        ],
+        warm=[data.path],
+    )
 
 
 def _need_mount(b: Bench, row_: Row) -> None:
@@ -587,14 +674,19 @@ def _need_mount(b: Bench, row_: Row) -> None:
 
 
 def _mount_tool(
-    b: Bench, name: str, argv_of: Callable[[Bench, Path], tuple[list[str], dict[str, str]]],
-    command: Callable[[Path, str, contextlib.ExitStack], Invocation], note: str,
-) -> Tool:  # fmt: skip
+    b: Bench,
+    name: str,
+    argv_of: Callable[[Bench, Path], tuple[list[str], dict[str, str]]],
+    command: Callable[[Path, str, contextlib.ExitStack], Invocation],
+    note: str,
+) -> Tool:
     def prepare(run_id: str, stack: contextlib.ExitStack) -> Invocation:
         mnt = b.work / "mnt" / run_id
         argv, env = argv_of(b, mnt)
+        # Registered first so it runs last, after the unmount; rmdir (never rmtree)
+        # so a mount that failed to go away is left alone rather than emptied.
+        stack.callback(_rmdir_quiet, mnt)
         pid = stack.enter_context(fuse_mount(argv, mnt, env, b.log))
-        stack.callback(shutil.rmtree, mnt, True)
         inv = command(mnt, run_id, stack)
         inv.daemon_pid = pid
         return inv
@@ -614,13 +706,21 @@ def _(b: Bench) -> Row:
     def sdk(run_id: str, stack: contextlib.ExitStack) -> Invocation:
         return Invocation([PYTHON, str(BENCH / "sdk_download.py"), BUCKET, key], s.client_env())
 
-    r = Row("mount-read-large", "sequential read of the large object through a mount (dd bs=1M)",
-            data.bytes, 1,
-            [_mount_tool(b, "datamover", dm_mount_argv, read, "datamover mount; dd; fresh mount"),
-             _mount_tool(b, "s3fs", s3fs_argv, read, "s3fs parallel_count=8; dd; fresh mount"),
-             Tool("sdk", sdk, "boto3 download_fileobj, 8 x 16 MiB, to a null sink")],
-            [Target("throughput >= 2x s3fs", "wall", 0.5, "s3fs"),
-             Target("throughput >= 0.8x direct SDK", "wall", 1.25, "sdk")])  # fmt: skip
+    r = Row(
+        "mount-read-large",
+        "sequential read of the large object through a mount (dd bs=1M)",
+        data.bytes,
+        1,
+        [
+            _mount_tool(b, "datamover", dm_mount_argv, read, "datamover mount; dd; fresh mount"),
+            _mount_tool(b, "s3fs", s3fs_argv, read, "s3fs parallel_count=8; dd; fresh mount"),
+            Tool("sdk", sdk, "boto3 download_fileobj, 8 x 16 MiB, to a null sink"),
+        ],
+        [
+            Target("throughput >= 2x s3fs", "wall", 0.5, "s3fs"),
+            Target("throughput >= 0.8x direct SDK", "wall", 1.25, "sdk"),
+        ],
+    )
     _need_mount(b, r)
     return r
 
@@ -640,10 +740,17 @@ def _(b: Bench) -> Row:
 
         return Invocation(["ls", "-l", str(path)], check=check)
 
-    r = Row("mount-ls-small", "`ls -l` of the small-file prefix, cold (fresh mount)", 0, data.files,
-            [_mount_tool(b, "datamover", dm_mount_argv, ls, "fresh mount"),
-             _mount_tool(b, "s3fs", s3fs_argv, ls, "fresh mount")],
-            [Target("wall <= 0.2x s3fs", "wall", 0.2, "s3fs")])  # fmt: skip
+    r = Row(
+        "mount-ls-small",
+        "`ls -l` of the small-file prefix, cold (fresh mount)",
+        0,
+        data.files,
+        [
+            _mount_tool(b, "datamover", dm_mount_argv, ls, "fresh mount"),
+            _mount_tool(b, "s3fs", s3fs_argv, ls, "fresh mount"),
+        ],
+        [Target("wall <= 0.2x s3fs", "wall", 0.2, "s3fs")],
+    )
     _need_mount(b, r)
     return r
 
@@ -664,11 +771,17 @@ def _(b: Bench) -> Row:
 
         return Invocation(["cp", str(data.path), str(mnt / key)], until=visible)
 
-    r = Row("mount-write-large", "write the large file through a mount (cp; until visible in S3)",
-            data.bytes, 1,
-            [_mount_tool(b, "datamover", dm_mount_argv, write, "fresh mount"),
-             _mount_tool(b, "s3fs", s3fs_argv, write, "s3fs parallel_count=8 multipart_size=16")],
-            warm=[data.path])  # fmt: skip
+    r = Row(
+        "mount-write-large",
+        "write the large file through a mount (cp; until visible in S3)",
+        data.bytes,
+        1,
+        [
+            _mount_tool(b, "datamover", dm_mount_argv, write, "fresh mount"),
+            _mount_tool(b, "s3fs", s3fs_argv, write, "s3fs parallel_count=8 multipart_size=16"),
+        ],
+        warm=[data.path],
+    )
     _need_mount(b, r)
     return r
 
@@ -682,12 +795,27 @@ def _cloud_rows(provider: str) -> None:
     def rclone_env(b: Bench) -> dict[str, str]:
         s = server(b)
         if provider == "az":
-            if s.port != 10000:
-                raise Unavailable("rclone 1.60 needs the emulator on 127.0.0.1:10000, which is taken")
-            return b.rclone_env("CL", {"TYPE": "azureblob", "USE_EMULATOR": "true"})
-        return b.rclone_env("CL", {"TYPE": "google cloud storage", "ANONYMOUS": "true",
-                                   "ENDPOINT": f"{s.endpoint}/storage/v1/",
-                                   "PROJECT_NUMBER": servers.GCS_PROJECT})  # fmt: skip
+            # rclone 1.60 needs use_emulator for http, and then account, key and
+            # endpoint all given (with use_emulator alone it builds a URL without a scheme).
+            return b.rclone_env(
+                "CL",
+                {
+                    "TYPE": "azureblob",
+                    "USE_EMULATOR": "true",
+                    "ACCOUNT": servers.AZURITE_ACCOUNT,
+                    "KEY": servers.AZURITE_KEY,
+                    "ENDPOINT": s.endpoint,
+                },
+            )
+        return b.rclone_env(
+            "CL",
+            {
+                "TYPE": "google cloud storage",
+                "ANONYMOUS": "true",
+                "ENDPOINT": f"{s.endpoint}/storage/v1/",
+                "PROJECT_NUMBER": servers.GCS_PROJECT,
+            },
+        )
 
     def lister(b: Bench) -> Callable[[str], list[tuple[str, int]]]:
         s = server(b)
@@ -732,8 +860,13 @@ def _cloud_rows(provider: str) -> None:
         dst = f"{provider}://{BUCKET}/{prefix}"
         began = time.monotonic()
         # Uploaded by datamover itself: these SDKs leave no foreign metadata either way.
-        subprocess.run(b.dm_copy(src, dst, f"fixture-{provider}-{name}", "--transfers", "16"),
-                       env=env, check=True, stdout=b.log, stderr=b.log)  # fmt: skip
+        subprocess.run(
+            b.dm_copy(src, dst, f"fixture-{provider}-{name}", "--transfers", "16"),
+            env=env,
+            check=True,
+            stdout=b.log,
+            stderr=b.log,
+        )
         print(f"# fixture {dst} uploaded in {time.monotonic() - began:.1f} s")
         b._fixtures.add(tag)
         return prefix
@@ -750,8 +883,11 @@ def _cloud_rows(provider: str) -> None:
             dm_env = b.dm_env(server(b))
             listing, delete = lister(b), deleter(b)
             dm_flags = DM_LARGE if name == "large" else DM_SMALL
-            rc_flags = (["--transfers", "8", "--multi-thread-streams", "8"] if name == "large"
-                        else ["--transfers", "32", "--checkers", "32"])  # fmt: skip
+            rc_flags = (
+                ["--transfers", "8", "--multi-thread-streams", "8"]
+                if name == "large"
+                else ["--transfers", "32", "--checkers", "32"]
+            )
             if up:
                 src_dm = src_rc = str(data.path)
             else:
@@ -781,22 +917,29 @@ def _cloud_rows(provider: str) -> None:
                 return str(b.out_dir(run_id)) + ("" if rc else "/")
 
             def dm(run_id: str, stack: contextlib.ExitStack) -> Invocation:
-                return Invocation(b.dm_copy(src_dm, dst(run_id, False), run_id, *dm_flags),
-                                  dm_env, done(run_id, stack))  # fmt: skip
+                return Invocation(
+                    b.dm_copy(src_dm, dst(run_id, False), run_id, *dm_flags),
+                    dm_env,
+                    done(run_id, stack),
+                )
 
             def rc(run_id: str, stack: contextlib.ExitStack) -> Invocation:
-                return Invocation(b.rclone("copy", src_rc, dst(run_id, True), *rc_flags),
-                                  rclone_env(b), done(run_id, stack))  # fmt: skip
+                return Invocation(
+                    b.rclone("copy", src_rc, dst(run_id, True), *rc_flags),
+                    rclone_env(b),
+                    done(run_id, stack),
+                )
 
             what = "one large file" if name == "large" else "small files"
             title = f"{'POSIX -> ' + label if up else label + ' -> POSIX'}, {what}"
-            r = Row(row_id, title, data.bytes, data.files,
-                    [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
-                    warm=[data.path] if up else [])  # fmt: skip
-            try:
-                rclone_env(b)
-            except Unavailable as e:
-                r.unavailable["rclone"] = str(e)
+            r = Row(
+                row_id,
+                title,
+                data.bytes,
+                data.files,
+                [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
+                warm=[data.path] if up else [],
+            )
             return r
 
         ROWS[row_id] = (group, build)
@@ -823,16 +966,26 @@ def _(b: Bench) -> Row:
 
     tools = [Tool("datamover", dm, "defaults (8 transfers, 256 MiB budget)")]
     if b.args.rss_peers:
+
         def rc(run_id: str, stack: contextlib.ExitStack) -> Invocation:
             prefix = f"runs/{run_id}/"
             stack.callback(b.s3_delete_prefix, prefix)
-            return Invocation(b.rclone("copy", str(data.path), f"SW:{BUCKET}/{prefix}", *RC_LARGE_UP),
-                              b.rclone_s3_env())  # fmt: skip
+            return Invocation(
+                b.rclone("copy", str(data.path), f"SW:{BUCKET}/{prefix}", *RC_LARGE_UP),
+                b.rclone_s3_env(),
+            )
 
         tools.append(Tool("rclone", rc, " ".join(RC_LARGE_UP)))
     size = f"{data.bytes / GiB:.0f} GiB"
-    return Row("rss-sparse", f"peak RSS: copy a {size} sparse file POSIX -> S3", data.bytes, 1, tools,
-               [Target("peak RSS <= 300 MiB", "rss_abs", 300)], reps=b.args.rss_reps)  # fmt: skip
+    return Row(
+        "rss-sparse",
+        f"peak RSS: copy a {size} sparse file POSIX -> S3",
+        data.bytes,
+        1,
+        tools,
+        [Target("peak RSS <= 300 MiB", "rss_abs", 300)],
+        reps=b.args.rss_reps,
+    )
 
 
 @row("rss-plan", "rss")
@@ -841,27 +994,55 @@ def _(b: Bench) -> Row:
     s = b.seaweed()
 
     def dm(run_id: str, stack: contextlib.ExitStack) -> Invocation:
-        argv = [PYTHON, str(BENCH / "plan_only.py"), str(data.path), f"s3://{BUCKET}/plan-{run_id}/"]
+        argv = [
+            PYTHON,
+            str(BENCH / "plan_only.py"),
+            str(data.path),
+            f"s3://{BUCKET}/plan-{run_id}/",
+        ]
         return Invocation(argv, b.dm_env(s))
 
     def rc(run_id: str, stack: contextlib.ExitStack) -> Invocation:
-        argv = b.rclone("copy", "--dry-run", "--checkers", "8", str(data.path), f"SW:{BUCKET}/plan-{run_id}/")
+        argv = b.rclone(
+            "copy", "--dry-run", "--checkers", "8", str(data.path), f"SW:{BUCKET}/plan-{run_id}/"
+        )
         return Invocation(argv, b.rclone_s3_env())
 
-    return Row("rss-plan", f"peak RSS: plan a {data.files:,}-file tree (no bytes copied)", 0, data.files,
-               [Tool("datamover", dm, "plan_copy drained (bench/plan_only.py)"),
-                Tool("rclone", rc, "rclone copy --dry-run")],
-               [Target("peak RSS <= 1 GiB", "rss_abs", 1024)], reps=b.args.rss_reps)  # fmt: skip
+    return Row(
+        "rss-plan",
+        f"peak RSS: plan a {data.files:,}-file tree (no bytes copied)",
+        0,
+        data.files,
+        [
+            Tool("datamover", dm, "plan_copy drained (bench/plan_only.py)"),
+            Tool("rclone", rc, "rclone copy --dry-run"),
+        ],
+        [Target("peak RSS <= 1 GiB", "rss_abs", 1024)],
+        reps=b.args.rss_reps,
+    )
 
 
 DEFAULT_ORDER = [
-    "s3-up-large", "s3-down-large", "s3-up-small", "s3-down-small",
-    "posix-mixed", "hash-large",
-    "mount-read-large", "mount-ls-small", "mount-write-large",
-    "azure-up-large", "azure-down-large", "azure-up-small", "azure-down-small",
-    "gcs-up-large", "gcs-down-large", "gcs-up-small", "gcs-down-small",
-    "rss-sparse", "rss-plan",
-]  # fmt: skip
+    "s3-up-large",
+    "s3-down-large",
+    "s3-up-small",
+    "s3-down-small",
+    "posix-mixed",
+    "hash-large",
+    "mount-read-large",
+    "mount-ls-small",
+    "mount-write-large",
+    "azure-up-large",
+    "azure-down-large",
+    "azure-up-small",
+    "azure-down-small",
+    "gcs-up-large",
+    "gcs-down-large",
+    "gcs-up-small",
+    "gcs-down-small",
+    "rss-sparse",
+    "rss-plan",
+]
 
 
 # ------------------------------------------------------------------ running
@@ -872,6 +1053,24 @@ class RowResult:
     row: Row
     tools: dict[str, ToolResult]
     error: str | None = None
+
+
+def with_baseline(r: Row, pythonpath: str) -> Row:
+    """Add "dm-base": datamover run with ``pythonpath`` first on PYTHONPATH (a copy of
+    the package from before a change), alternating with the current one."""
+    dm = r.tools[0]
+
+    def prepare(run_id: str, stack: contextlib.ExitStack) -> Invocation:
+        inv = dm.prepare(run_id, stack)
+        env = dict(inv.env if inv.env is not None else os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+        inv.env = env
+        return inv
+
+    r.tools.insert(1, Tool("dm-base", prepare, f"{dm.note} [datamover from {pythonpath}]"))
+    if "datamover" in r.unavailable:
+        r.unavailable["dm-base"] = r.unavailable["datamover"]
+    return r
 
 
 def run_row(b: Bench, r: Row, reps: int) -> RowResult:
@@ -891,10 +1090,19 @@ def run_row(b: Bench, r: Row, reps: int) -> RowResult:
             with contextlib.ExitStack() as stack:
                 try:
                     inv = tool.prepare(run_id, stack)
+                    waited = (
+                        wait_for_quiet(b.server_pids, b.args.max_wait) if b.args.max_wait else 0.0
+                    )
                     sample = run_measured(
-                        inv.argv, env=inv.env, log=b.log, daemon_pid=inv.daemon_pid,
-                        until=inv.until, timeout=b.args.timeout,
-                    )  # fmt: skip
+                        inv.argv,
+                        env=inv.env,
+                        log=b.log,
+                        daemon_pid=inv.daemon_pid,
+                        until=inv.until,
+                        timeout=b.args.timeout,
+                        spawn=b.spawn,
+                        server_pids=b.server_pids,
+                    )
                     if sample.rc != 0:
                         raise CommandFailed(f"exit status {sample.rc} (see {b.args.log})")
                     if inv.check is not None:
@@ -906,7 +1114,8 @@ def run_row(b: Bench, r: Row, reps: int) -> RowResult:
             res.samples.append(sample)
             print(
                 f"  {r.id:18} {tool.name:13} rep {rep}: {sample.wall:7.2f} s wall, "
-                f"{sample.cpu:7.2f} s CPU, {sample.rss_mib:7.1f} MiB",
+                f"{sample.cpu:7.2f} s CPU, {sample.rss_mib:7.1f} MiB; server {sample.server_cpu:5.2f} s, "
+                f"others {sample.others_cpu:5.2f} s CPU (waited {waited:.0f} s for quiet)",
                 flush=True,
             )
     return RowResult(r, results)
@@ -945,8 +1154,16 @@ def evaluate(rr: RowResult) -> list[dict[str, Any]]:
         elif t.peer in ratios:
             value = ratios[t.peer][t.kind]
         verdict = "n/a" if value is None else ("met" if value <= t.limit else "MISSED")
-        out.append({"target": t.label, "kind": t.kind, "peer": t.peer, "limit": t.limit,
-                    "value": None if value is None else round(value, 3), "verdict": verdict})  # fmt: skip
+        out.append(
+            {
+                "target": t.label,
+                "kind": t.kind,
+                "peer": t.peer,
+                "limit": t.limit,
+                "value": None if value is None else round(value, 3),
+                "verdict": verdict,
+            }
+        )
     return out
 
 
@@ -955,16 +1172,18 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 def render_table(results: list[RowResult]) -> str:
-    head = ("| row | tool | wall s median (min-max) | rate | CPU s | CPU s/GiB | CPU s/1k files "
-            "| peak RSS MiB | dm/peer wall | dm/peer CPU |")  # fmt: skip
-    lines = [head, "|" + "---|" * 10]
+    head = (
+        "| row | tool | wall s median (min-max) | rate | CPU s | CPU s/GiB | CPU s/1k files "
+        "| peak RSS MiB | dm/peer wall | dm/peer CPU | others' CPU s |"
+    )
+    lines = [head, "|" + "---|" * 11]
     for rr in results:
         r = rr.row
         ratios = row_ratios(rr)
         for name, res in rr.tools.items():
             s = res.summary
             if s is None:
-                lines.append(f"| {r.id} | {name} | {res.error or 'no samples'} | | | | | | | |")
+                lines.append(f"| {r.id} | {name} | {res.error or 'no samples'} | | | | | | | | |")
                 continue
             if r.bytes:
                 rate = f"{r.bytes / MiB / s.wall_med:.0f} MiB/s"
@@ -976,13 +1195,16 @@ def render_table(results: list[RowResult]) -> str:
             lines.append(
                 f"| {r.id} | {name} | {s.wall_med:.2f} ({s.wall_min:.2f}-{s.wall_max:.2f}) | {rate} "
                 f"| {s.cpu_med:.2f} | {_fmt(per_gib)} | {_fmt(per_kfiles, '.3f')} | {s.rss_max_mib:.0f} "
-                f"| {_fmt(rt.get('wall'))} | {_fmt(rt.get('cpu'))} |"
+                f"| {_fmt(rt.get('wall'))} | {_fmt(rt.get('cpu'))} "
+                f"| {statistics.median(x.others_cpu for x in res.samples):.1f} |"
             )
     lines.append("")
     lines.append("Targets:")
     for rr in results:
         for t in evaluate(rr):
-            lines.append(f"- {rr.row.id}: {t['target']}: value {_fmt(t['value'], '.3f')} -> {t['verdict']}")
+            lines.append(
+                f"- {rr.row.id}: {t['target']}: value {_fmt(t['value'], '.3f')} -> {t['verdict']}"
+            )
     return "\n".join(lines)
 
 
@@ -993,8 +1215,11 @@ def to_json(b: Bench, results: list[RowResult], started: str, table: str) -> dic
         tools = {}
         for name, res in rr.tools.items():
             s = res.summary
-            entry: dict[str, Any] = {"note": res.note, "error": res.error,
-                                     "samples": [x.as_json() for x in res.samples]}  # fmt: skip
+            entry: dict[str, Any] = {
+                "note": res.note,
+                "error": res.error,
+                "samples": [x.as_json() for x in res.samples],
+            }
             if s is not None:
                 entry["summary"] = s.as_json()
                 if r.bytes:
@@ -1004,13 +1229,26 @@ def to_json(b: Bench, results: list[RowResult], started: str, table: str) -> dic
                     entry["summary"]["cpu_s_per_1k_files"] = round(s.cpu_med / (r.files / 1000), 4)
                     entry["summary"]["files_per_s"] = round(r.files / s.wall_med, 1)
             tools[name] = entry
-        rows.append({"id": r.id, "title": r.title, "bytes": r.bytes, "files": r.files,
-                     "tools": tools, "ratios_dm_over_peer": row_ratios(rr), "targets": evaluate(rr),
-                     "error": rr.error})  # fmt: skip
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "datamover"],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+        rows.append(
+            {
+                "id": r.id,
+                "title": r.title,
+                "bytes": r.bytes,
+                "files": r.files,
+                "tools": tools,
+                "ratios_dm_over_peer": row_ratios(rr),
+                "targets": evaluate(rr),
+                "error": rr.error,
+            }
+        )
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "datamover"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return {
         "started": started,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -1018,8 +1256,12 @@ def to_json(b: Bench, results: list[RowResult], started: str, table: str) -> dic
         "quick": b.quick,
         "reps": b.args.reps,
         "sizes": ds.describe(b.sizes),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
-                 "python": platform.python_version()},  # fmt: skip
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
         "versions": {
             "datamover": f"{git}{' (modified)' if dirty else ''}",
             "rclone": _version(["rclone", "version"]),
@@ -1036,8 +1278,11 @@ def compare(old_path: str, new_path: str) -> str:
     """Datamover's medians in two result files, side by side."""
     old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
     by_id = {r["id"]: r for r in old["rows"]}
-    lines = ["| row | tool | wall s before | wall s after | CPU s before | CPU s after "
-             "| RSS MiB before | RSS MiB after |", "|" + "---|" * 8]  # fmt: skip
+    lines = [
+        "| row | tool | wall s before | wall s after | CPU s before | CPU s after "
+        "| RSS MiB before | RSS MiB after |",
+        "|" + "---|" * 8,
+    ]
     for r in new["rows"]:
         o = by_id.get(r["id"])
         if o is None:
@@ -1067,8 +1312,10 @@ def select_rows(spec: str | None) -> list[str]:
         elif item in ROWS:
             chosen.append(item)
         else:
-            raise SystemExit(f"unknown row or group {item!r}; rows: {', '.join(DEFAULT_ORDER)}; "
-                             f"groups: {', '.join(sorted(groups))}")  # fmt: skip
+            raise SystemExit(
+                f"unknown row or group {item!r}; rows: {', '.join(DEFAULT_ORDER)}; "
+                f"groups: {', '.join(sorted(groups))}"
+            )
     return list(dict.fromkeys(chosen))
 
 
@@ -1083,8 +1330,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=str(BENCH / "data"), help="datasets and scratch space")
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     p.add_argument("--timeout", type=float, default=1800, help="per command, seconds")
-    p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
-                   help="print datamover's numbers from two result files side by side")  # fmt: skip
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=10,
+        help="before each run, wait up to this many seconds for other processes on "
+        "the machine to go quiet (0: don't wait; default 10)",
+    )
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="don't byte-compile the venv first (PYTHONDONTWRITEBYTECODE=1 venvs "
+        "otherwise recompile boto3 at every datamover start)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run datamover with DIR first on PYTHONPATH (DIR/datamover: a copy "
+        "of the package before a change) as tool dm-base, alternating with the "
+        "current code",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="print datamover's numbers from two result files side by side",
+    )
     args = p.parse_args(argv)
     if args.compare:
         print(compare(*args.compare))
@@ -1104,6 +1375,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(ROWS[r][0] == "mount" for r in chosen):
         need.add("s3fs")
     ensure_tools(need)
+    if not args.no_compile:
+        compile_bytecode()
     b = Bench(args)
     results: list[RowResult] = []
     try:
@@ -1111,6 +1384,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# row {rid}", flush=True)
             try:
                 r = ROWS[rid][1](b)
+                if args.baseline:
+                    r = with_baseline(r, str(Path(args.baseline).resolve()))
             except (Unavailable, CommandFailed, RuntimeError) as e:
                 print(f"  {rid}: not available: {e}", flush=True)
                 continue

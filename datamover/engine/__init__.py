@@ -418,13 +418,23 @@ def run_job(
             report.seconds = time.monotonic() - started
             report.bytes_moved = runner.bytes_moved
             report.files_resumed = ctx.skipped_done
-            entries = writer.entries_so_far()
-            ok = [e for e in entries if e.status == STATUS_OK]
+            if ctx.resumed:
+                # Counts over the whole job, earlier attempts included (last entry wins).
+                entries = writer.entries_so_far()
+                ok = [e for e in entries if e.status == STATUS_OK]
+                counts = (
+                    len(ok),
+                    sum(1 for e in entries if e.status == STATUS_FAILED),
+                    sum(1 for e in entries if e.status == STATUS_SKIPPED),
+                    sum(e.size for e in ok),
+                )
+            else:  # a fresh job: this run's counters are the job's
+                counts = (report.files_ok, report.files_failed, report.files_skipped, report.bytes)
             summary: dict[str, object] = {
-                "files_ok": len(ok),
-                "files_failed": sum(1 for e in entries if e.status == STATUS_FAILED),
-                "files_skipped": sum(1 for e in entries if e.status == STATUS_SKIPPED),
-                "bytes": sum(e.size for e in ok),
+                "files_ok": counts[0],
+                "files_failed": counts[1],
+                "files_skipped": counts[2],
+                "bytes": counts[3],
                 "bytes_moved": runner.bytes_moved,
                 "seconds": round(report.seconds, 3),
                 "peak_buffer_bytes": runner.budget.peak,
@@ -432,21 +442,15 @@ def run_job(
             if aborted is not None:
                 summary["aborted"] = str(aborted)
                 writer.suspend(summary)
-                journal.finish_job(
-                    job_id,
-                    "aborted",
-                    len(ok),
-                    int(str(summary["files_failed"])),
-                    int(str(summary["bytes"])),
-                )
+                journal.finish_job(job_id, "aborted", counts[0], counts[1], counts[3])
             else:
                 writer.close(summary)
                 journal.finish_job(
                     job_id,
                     "done" if report.files_failed == 0 else "incomplete",
-                    len(ok),
+                    counts[0],
                     report.files_failed,
-                    int(str(summary["bytes"])),
+                    counts[3],
                 )
             obs.run_finished(report, aborted or interrupted)
         return report
