@@ -52,7 +52,8 @@ def azurite() -> Iterator[AzuriteServer]:
 
 @pytest.fixture(scope="session")
 def gcs() -> Iterator[FakeGcsServer]:
-    with FakeGcsServer() as server:
+    # The memory backend: the filesystem one silently drops "dir/" marker objects.
+    with FakeGcsServer(backend="memory") as server:
         yield server
 
 

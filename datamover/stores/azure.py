@@ -740,7 +740,11 @@ class AzureStore(Store):
                     include=["metadata"],
                     results_per_page=self._page_size,
                 ):
-                    if not _is_directory_marker(props):
+                    if _is_directory_marker(props):
+                        # Listed so an empty directory can be recreated (base.py).
+                        name = props.name if props.name.endswith("/") else props.name + "/"
+                        yield ObjectInfo(key=name, size=0, is_dir=True)
+                    else:
                         yield _properties_info(props)
                 return
             pages = client.walk_blobs(
@@ -811,8 +815,9 @@ class AzureStore(Store):
         metadata: Mapping[str, str] | None = None,
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
-        self._check_file_key(key)
-        # The SDK's single-put path wants bytes; anything else is copied once here.
+        if key == "" or (key.endswith("/") and len(_bytes_view(data))):
+            # Only an empty blob may end in "/": a directory marker (empty directory).
+            self._check_file_key(key)
         body = data if isinstance(data, bytes) else bytes(_bytes_view(data))
         if len(body) > self.limits.max_single_put:
             raise ValueError(

@@ -384,16 +384,23 @@ def test_list_recursive_and_one_level(store: AzureStore) -> None:
     assert list(store.list("nothing/", recursive=False)) == []
 
 
-def test_list_skips_directory_markers(store: AzureStore) -> None:
+def test_list_shows_directory_markers_as_directories(store: AzureStore) -> None:
     store.put("d/f", b"x")
     with pytest.raises(UsageError):
-        store.put("d/", b"")
-    # Other tools create "dir/" marker blobs; a listing must not show them as files.
+        store.put("d/", b"not empty")  # only an empty blob may end in "/"
+    store.put("e/", b"")  # an empty directory's marker
+    # Other tools create "dir/" marker blobs; a listing shows them as directories, never
+    # as files (base.py: recursive listings include markers as is_dir entries).
     with store._service.get_blob_client(store.container, "marker/") as marker:
         marker.upload_blob(b"")
-    assert [i.key for i in store.list("")] == ["d/f"]
+    assert [(i.key, i.is_dir) for i in store.list("")] == [
+        ("d/f", False),
+        ("e/", True),
+        ("marker/", True),
+    ]
     assert [(i.key, i.is_dir) for i in store.list("", recursive=False)] == [
         ("d/", True),
+        ("e/", True),
         ("marker/", True),
     ]
 
