@@ -710,7 +710,8 @@ def connect(client: Client | None = None, cluster: Any = None) -> Iterator[Clien
                     n_workers=n or os.cpu_count() or 1,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    # Any free port: a fixed one (8787) clashes with a second job.
+                    dashboard_address=":0",
                 ) as local,
                 Client(local) as c,
             ):

@@ -75,7 +75,7 @@ def dask_client(seaweed_env: ServerEnv) -> Iterator[distributed.Client]:
     S3 environment, which the worker processes inherit. Closed client first, then the
     cluster, so no worker is left talking to a closed scheduler."""
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
     )
     client = distributed.Client(cluster)
     try:
