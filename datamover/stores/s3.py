@@ -59,6 +59,7 @@ from datamover.stores.base import (
     TiB,
     digests_from_metadata,
 )
+from datamover.stores.s3lean import LeanS3, LeanUnavailable, Response, lean_enabled
 from datamover.urls import Location
 
 S3_LIMITS = PartLimits(
@@ -93,6 +94,48 @@ def _endpoint(settings: StoreSettings) -> str | None:
     )
 
 
+def classify_error(
+    code: str,
+    status: int | None,
+    message: str,
+    retry_after: str | None,
+    bucket: str,
+    key: str | None,
+) -> StoreError:
+    """An S3 error response (its XML ``Code``, HTTP status, ``Message`` and any
+    ``Retry-After``) as a datamover error; boto3's and the lean path's errors alike."""
+    where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
+    reason = message or code or f"HTTP {status}"
+    if code in _NO_BUCKET:
+        return BucketNotFound(
+            f"{where}: bucket {bucket!r} does not exist; create it or check the name",
+            key=key,
+        )
+    if code in _NOT_FOUND or status == 404:
+        return NotFound(f"{where}: not found", key=key)
+    if code in _AUTH:
+        return AuthError(
+            f"{where}: credentials rejected ({code}); check AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or the profile",
+            key=key,
+        )
+    if code in _DENIED or status == 403:
+        return PermissionDenied(f"{where}: access denied ({code or status})", key=key)
+    if code in _INTEGRITY:
+        return IntegrityError(f"{where}: checksum rejected by the server ({code})", key=key)
+    if code in _PRECONDITION or status == 412:
+        return PreconditionFailed(f"{where}: precondition failed", key=key)
+    if code in _THROTTLE or status in (429, 503):
+        return Throttled(
+            f"{where}: server asked to slow down ({code or status})",
+            key=key,
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+    if code in _TRANSIENT or (isinstance(status, int) and status >= 500):
+        return TransientError(f"{where}: {reason}", key=key)
+    return StoreError(f"{where}: {reason}", key=key)
+
+
 def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
     """Map a botocore exception to the datamover tree (no secrets in messages)."""
     import botocore.exceptions as bce
@@ -100,39 +143,15 @@ def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
     where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
     if isinstance(e, bce.ClientError):
         err = e.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        reason = err.get("Message") or code or f"HTTP {status}"
-        if code in _NO_BUCKET:
-            return BucketNotFound(
-                f"{where}: bucket {bucket!r} does not exist; create it or check the name",
-                key=key,
-            )
-        if code in _NOT_FOUND or status == 404:
-            return NotFound(f"{where}: not found", key=key)
-        if code in _AUTH:
-            return AuthError(
-                f"{where}: credentials rejected ({code}); check AWS_ACCESS_KEY_ID/"
-                "AWS_SECRET_ACCESS_KEY or the profile",
-                key=key,
-            )
-        if code in _DENIED or status == 403:
-            return PermissionDenied(f"{where}: access denied ({code})", key=key)
-        if code in _INTEGRITY:
-            return IntegrityError(f"{where}: checksum rejected by the server ({code})", key=key)
-        if code in _PRECONDITION or status == 412:
-            return PreconditionFailed(f"{where}: precondition failed", key=key)
-        if code in _THROTTLE or status in (429, 503):
-            retry_after = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-            hint = retry_after.get("retry-after")
-            return Throttled(
-                f"{where}: server asked to slow down ({code})",
-                key=key,
-                retry_after=float(hint) if hint and hint.isdigit() else None,
-            )
-        if code in _TRANSIENT or (isinstance(status, int) and status >= 500):
-            return TransientError(f"{where}: {reason}", key=key)
-        return StoreError(f"{where}: {reason}", key=key)
+        meta = e.response.get("ResponseMetadata", {})
+        return classify_error(
+            str(err.get("Code", "")),
+            meta.get("HTTPStatusCode"),
+            err.get("Message") or "",
+            meta.get("HTTPHeaders", {}).get("retry-after"),
+            bucket,
+            key,
+        )
     if isinstance(e, bce.NoCredentialsError | bce.PartialCredentialsError):
         return AuthError(
             f"{where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
@@ -200,6 +219,17 @@ def _mtime(metadata: Mapping[str, str], last_modified: datetime | None) -> float
         if ns is not None:
             return ns / 1e9
     return last_modified.timestamp() if last_modified else None
+
+
+def _virtual_host_ok(bucket: str) -> bool:
+    """A bucket name usable as a TLS host label (no dots, lower case, 3-63 chars)."""
+    return (
+        3 <= len(bucket) <= 63
+        and bucket.isascii()
+        and all(c.islower() or c.isdigit() or c == "-" for c in bucket)
+        and bucket[0].isalnum()
+        and bucket[-1].isalnum()
+    )
 
 
 def _parse_timestamp(value: str) -> datetime:
@@ -272,6 +302,74 @@ class S3Store(Store):
             region_name=settings.region or session.region_name or "us-east-1",
             config=config,
         )
+        self._lean: LeanS3 | None = None
+        if lean_enabled() and credentials is not None:
+            self._lean = self._make_lean(endpoint, credentials, core)
+
+    def _make_lean(self, endpoint: str | None, credentials: Any, core: Any) -> LeanS3 | None:
+        """The lean request path (``s3lean``) for this bucket, or None where it can't
+        promise to behave as boto3 does here."""
+        from botocore.httpsession import get_cert_path
+
+        url = self._client.meta.endpoint_url
+        if endpoint is None:
+            # AWS itself: virtual-hosted addressing as boto3's "auto" picks it, and only
+            # for names that are valid TLS host labels; FIPS/dual-stack/accelerate stay
+            # on boto3.
+            if any(
+                core.get_config_variable(v) for v in ("use_fips_endpoint", "use_dualstack_endpoint")
+            ) or not _virtual_host_ok(self.bucket):
+                return None
+            if "fips" in url or "dualstack" in url or "accelerate" in url:
+                return None
+        verify = core.get_config_variable("ca_bundle") or get_cert_path(True)
+        try:
+            return LeanS3(
+                endpoint=url,
+                bucket=self.bucket,
+                region=self._client.meta.region_name,
+                path_style=endpoint is not None,
+                credentials=credentials.get_frozen_credentials,
+                ca_bundle=verify if isinstance(verify, str) else None,
+                connect_timeout=10,
+                read_timeout=60,
+            )
+        except LeanUnavailable:
+            return None
+
+    def _lean_request(self, method: str, key: str, **kwargs: Any) -> Response | None:
+        """The request over the lean path, or None: boto3 should do it."""
+        lean = self._lean
+        if lean is None:
+            return None
+        try:
+            return lean.request(method, key, **kwargs)
+        except LeanUnavailable:
+            if lean.disabled:
+                self._lean = None
+            return None
+
+    def _lean_error(self, r: Response, key: str) -> StoreError:
+        code, message = r.error()
+        return classify_error(
+            code, r.status, message, r.headers.get("retry-after"), self.bucket, key
+        )
+
+    def _lean_info(self, key: str, r: Response, size: int) -> ObjectInfo:
+        headers = r.headers
+        meta = {k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
+        etag = headers.get("etag", "").strip('"') or None
+        modified = headers.get("last-modified")
+        return ObjectInfo(
+            key=key,
+            size=size,
+            mtime=_mtime(meta, _parse_timestamp(modified) if modified else None),
+            etag=etag,
+            version=headers.get("x-amz-version-id"),
+            checksums=_checksums(meta, etag, headers.get("x-amz-server-side-encryption")),
+            metadata=meta,
+            mode=PosixAttrs.from_metadata(meta).mode,
+        )
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> S3Store:
@@ -312,6 +410,14 @@ class S3Store(Store):
     def stat(self, key: str) -> ObjectInfo:
         if key == "" or key.endswith("/"):
             raise NotFound(f"{self.url(key)}: not an object", key=key)
+        lean = self._lean_request("HEAD", key)
+        if lean is not None:
+            if lean.status == 200:
+                return self._lean_info(key, lean, int(lean.headers.get("content-length", 0)))
+            error = self._lean_error(lean, key)
+            if isinstance(error, NotFound):
+                self._check_bucket(key)
+            raise error
         try:
             r = self._call(key, self._client.head_object, Key=key)
         except NotFound:
@@ -381,7 +487,27 @@ class S3Store(Store):
                 return None  # at or past the end (or an empty object)
             raise map_error(e, self.bucket, key) from e
 
+    def _lean_range(
+        self, key: str, offset: int, length: int | None, into: memoryview | None = None
+    ) -> Response | None:
+        """A ranged lean GET; None: boto3 should do it. Raises the mapped error; an
+        answer of 416 (at or past the end) comes back as it is."""
+        end = "" if length is None else str(offset + length - 1)
+        r = self._lean_request("GET", key, headers={"range": f"bytes={offset}-{end}"}, into=into)
+        if r is None or r.status == 206 or r.status == 416:
+            return r
+        if r.status == 200 and offset == 0:
+            return r  # the whole object fit the range
+        if r.status == 200:
+            raise TransientError(f"{self.url(key)}: server ignored the Range header", key=key)
+        raise self._lean_error(r, key)
+
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length is not None and length <= 0:
+            return b""
+        lean = self._lean_range(key, offset, length)
+        if lean is not None:
+            return b"" if lean.status == 416 else bytes(lean.body)
         r = self._get(key, offset, length)
         if r is None:
             return b""
@@ -396,6 +522,11 @@ class S3Store(Store):
     def read_object(
         self, key: str, info: ObjectInfo | None = None
     ) -> tuple[bytes | bytearray, ObjectInfo]:
+        lean = self._lean_request("GET", key)
+        if lean is not None:
+            if lean.status != 200:
+                raise self._lean_error(lean, key)
+            return lean.body, self._lean_info(key, lean, len(lean.body))
         r = self._call(key, self._client.get_object, Key=key)
         try:
             data: bytes = r["Body"].read()
@@ -417,6 +548,12 @@ class S3Store(Store):
         )
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        if len(buf) == 0:
+            return 0
+        view = buf.cast("B") if buf.format != "B" else buf
+        lean = self._lean_range(key, offset, view.nbytes, into=view)
+        if lean is not None:
+            return 0 if lean.status == 416 else lean.length
         r = self._get(key, offset, len(buf))
         if r is None:
             return 0
@@ -457,6 +594,26 @@ class S3Store(Store):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         digests = digests or PartDigests(data)
+        headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+        headers["x-amz-checksum-crc32c"] = b64(digests.get("crc32c"))
+        view = memoryview(data)
+        lean = self._lean_request(
+            "PUT", key, headers=headers, body=view.cast("B") if view.format != "B" else view
+        )
+        if lean is not None:
+            if lean.status != 200:
+                raise self._lean_error(lean, key)
+            etag = lean.headers.get("etag", "").strip('"') or None
+            return ObjectInfo(
+                key=key,
+                size=view.nbytes,
+                etag=etag,
+                version=lean.headers.get("x-amz-version-id"),
+                metadata=dict(metadata or {}),
+                checksums=_checksums(
+                    metadata or {}, etag, lean.headers.get("x-amz-server-side-encryption")
+                ),
+            )
         body = _body(data)
         r = self._call(
             key,
@@ -513,6 +670,11 @@ class S3Store(Store):
         return writer
 
     def delete(self, key: str) -> None:
+        lean = self._lean_request("DELETE", key)
+        if lean is not None:
+            if not 200 <= lean.status < 300:
+                raise self._lean_error(lean, key)
+            return
         self._call(key, self._client.delete_object, Key=key)
 
     def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
@@ -674,6 +836,8 @@ class S3Store(Store):
                 raise mapped from e
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         self._client.close()
 
 
