@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -151,57 +150,78 @@ class Journal:
             ) from e
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(QUEUE_BOUND)
-        self._flushed = threading.Condition()
-        self._pending = 0
+        # Rows wait in a bounded list and the writer takes them all at once, every
+        # FLUSH_SECONDS or as soon as FLUSH_ROWS are waiting: a row costs an append,
+        # not a wake-up of the writer thread (a queue.get per row cost two futex calls
+        # and a GIL hand-over per file).
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the writer waits here
+        self._space = threading.Condition(self._lock)  # writers of rows, when full
+        self._flushed = threading.Condition(self._lock)
+        self._rows: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending = 0  # queued or being written
+        self._urgent = False
+        self._stopping = False
         self._thread = threading.Thread(target=self._writer, name="dm-journal", daemon=True)
         self._thread.start()
 
     # -- writing (batched) --------------------------------------------------------------
 
     def _put(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self._flushed:
+        with self._lock:
+            while len(self._rows) >= QUEUE_BOUND and self._thread.is_alive():
+                self._work.notify()
+                self._space.wait(1.0)
+            self._rows.append((sql, args))
             self._pending += 1
-        self._queue.put((sql, args))
+            if len(self._rows) == FLUSH_ROWS:
+                self._work.notify()
 
     def _writer(self) -> None:
-        batch: list[tuple[str, tuple[Any, ...]]] = []
-        stop = False
-        while not stop:
-            deadline = time.monotonic() + FLUSH_SECONDS
-            while len(batch) < FLUSH_ROWS:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+        while True:
+            with self._lock:
+                self._work.wait_for(
+                    lambda: len(self._rows) >= FLUSH_ROWS or self._urgent or self._stopping,
+                    timeout=FLUSH_SECONDS,
+                )
+                batch, self._rows = self._rows, []
+                self._urgent = False
+                stopping = self._stopping
+                if batch:
+                    self._space.notify_all()
             if batch:
-                with self._write_lock:
-                    self._w.execute("BEGIN")
-                    for sql, args in batch:
-                        self._w.execute(sql, args)
-                    self._w.execute("COMMIT")
-                with self._flushed:
+                try:
+                    with self._write_lock:
+                        self._w.execute("BEGIN")
+                        for sql, args in batch:
+                            self._w.execute(sql, args)
+                        self._w.execute("COMMIT")
+                except BaseException:  # keep flush() from waiting forever
+                    with self._lock:
+                        self._pending -= len(batch)
+                        self._flushed.notify_all()
+                    raise
+                with self._lock:
                     self._pending -= len(batch)
                     self._flushed.notify_all()
-                batch = []
+            elif stopping:
+                return
 
     def flush(self) -> None:
         """Block until everything queued so far is committed."""
-        with self._flushed:
-            while self._pending:
+        with self._lock:
+            if self._pending:
+                self._urgent = True
+                self._work.notify()
+            while self._pending and self._thread.is_alive():
                 self._flushed.wait(1.0)
 
     def close(self) -> None:
         if self._thread.is_alive():
             self.flush()
-            self._queue.put(None)
+            with self._lock:
+                self._stopping = True
+                self._work.notify()
             self._thread.join()
         self._w.close()
         self._r.close()

@@ -29,6 +29,12 @@ class ByteBudget:
         self._used = 0
         self.peak = 0
         self._cond = threading.Condition()
+        #: What a blocked ``acquire`` needs free before it is woken: its own request,
+        #: or an eighth of the budget if that is more. Waking the scheduler for every
+        #: small file's release cost a thread hand-over per file; now it wakes when a
+        #: batch of work fits and queues that batch at once.
+        self._wake_at: int | None = None
+        self._slack = limit // 8
 
     def acquire(self, n: int, stop: threading.Event | None = None) -> bool:
         """Returns False (having acquired nothing) if ``stop`` is set while waiting."""
@@ -36,8 +42,11 @@ class ByteBudget:
         with self._cond:
             while self._used and self._used + n > self.limit:
                 if stop is not None and stop.is_set():
+                    self._wake_at = None
                     return False
+                self._wake_at = max(0, self.limit - max(n, self._slack))
                 self._cond.wait(0.2)
+            self._wake_at = None
             self._used += n
             self.peak = max(self.peak, self._used)
             return True
@@ -46,12 +55,49 @@ class ByteBudget:
         n = min(n, self.limit)
         with self._cond:
             self._used -= n
-            self._cond.notify_all()
+            wake_at = self._wake_at
+            if wake_at is not None and (self._used <= wake_at or self._used == 0):
+                self._cond.notify_all()
 
     @property
     def used(self) -> int:
         with self._cond:
             return self._used
+
+
+class BufferPool:
+    """Part buffers kept for reuse, so a part of a large file doesn't cost a fresh
+    zero-filled allocation: ``bytearray(n)`` writes n zeros and the kernel faults in
+    every page again (83k page faults per 256 MiB). Idle buffers are held up to
+    ``limit`` bytes (the memory budget: the buffers in use are bounded by the same
+    budget, so the pool adds nothing beyond the run's peak); more are dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._idle: dict[int, list[bytearray]] = {}
+        self._idle_bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytearray:
+        """A buffer of exactly ``n`` bytes; its contents are whatever was there."""
+        with self._lock:
+            free = self._idle.get(n)
+            if free:
+                self._idle_bytes -= n
+                return free.pop()
+        return bytearray(n)
+
+    def give(self, buf: bytearray) -> None:
+        n = len(buf)
+        with self._lock:
+            if self._idle_bytes + n <= self.limit:
+                self._idle.setdefault(n, []).append(buf)
+                self._idle_bytes += n
+
+    @property
+    def idle_bytes(self) -> int:
+        with self._lock:
+            return self._idle_bytes
 
 
 def call_with_retries(

@@ -44,7 +44,7 @@ from typing import TypeVar
 from crc32c import crc32c as _crc32c
 
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
-from datamover.engine.budget import ByteBudget, TokenBucket, call_with_retries
+from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket, call_with_retries
 from datamover.engine.jobs import JobContext
 from datamover.engine.plan import FileJob
 from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
@@ -151,6 +151,7 @@ class Runner:
         self.retry = options.retry
         self.transfers = options.transfers
         self.budget = ByteBudget(options.memory_budget)
+        self.buffers = BufferPool(options.memory_budget)
         self.server_copy = dst is not None and options.server_side_copy and dst.can_copy_from(src)
         self.on_result = on_result
         self.listener = listener or Listener()
@@ -553,6 +554,8 @@ class _LargeFile:
         self.error: DatamoverError | None = None
         self.count = 0
         self.part_size = 0
+        #: Pool buffers of the parts in flight, handed back when a part settles.
+        self.buffers: dict[int, bytearray] = {}
 
     def open(self) -> bool:
         """Stat the source, size the parts, open the writer. False if the file failed."""
@@ -674,7 +677,10 @@ class _LargeFile:
         hashed_added = False
         try:
             length = self.part_length(index)
-            buf = memoryview(bytearray(length))
+            raw = r.buffers.take(length)
+            with self.lock:
+                self.buffers[index] = raw
+            buf = memoryview(raw)
             offset = index * self.part_size
 
             def read() -> int:
@@ -729,8 +735,14 @@ class _LargeFile:
             if done_part:
                 self.unsettled -= 1
             last = self.unsettled == 0
-        if done_part and self.costs[index]:
-            self.r.budget.release(self.costs[index])
+        if done_part:
+            # Written and hashed (or given up): nothing reads the buffer any more.
+            with self.lock:
+                raw = self.buffers.pop(index, None)
+            if raw is not None:
+                self.r.buffers.give(raw)
+            if self.costs[index]:
+                self.r.budget.release(self.costs[index])
         if last:
             self._finalize()
 

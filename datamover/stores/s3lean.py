@@ -95,6 +95,10 @@ def _quote(key: str) -> str:
     return urllib.parse.quote(key, safe="/~")
 
 
+def _quote_param(value: str) -> str:
+    return urllib.parse.quote(value, safe="-_.~")
+
+
 class _Signer:
     """SigV4 for service ``s3`` with the signing key derived once per (secret, day)."""
 
@@ -439,14 +443,20 @@ class LeanS3:
         headers: Mapping[str, str] | None = None,
         body: Any = None,
         into: memoryview | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> Response:
         """One signed request, retried on connection errors, throttling and 5xx (three
         attempts). Returns the final response whatever its status; raises
         ``TransientError`` when every attempt failed on the connection and
-        ``LeanUnavailable`` when boto3 should take this request."""
+        ``LeanUnavailable`` when boto3 should take this request. ``key`` "" with a
+        ``query`` addresses the bucket itself (a listing)."""
         if self.disabled:
             raise LeanUnavailable("disabled")
-        path = self.prefix + _quote(key)
+        bucket_level = key == "" and bool(query)
+        path = (self.prefix.rstrip("/") or "/") if bucket_level else self.prefix + _quote(key)
+        canonical_query = "&".join(
+            f"{_quote_param(k)}={_quote_param(v)}" for k, v in sorted((query or {}).items())
+        )
         size = 0 if body is None else memoryview(body).nbytes
         if self.scheme == "https":
             payload_hash = "UNSIGNED-PAYLOAD" if size else EMPTY_SHA256
@@ -468,14 +478,15 @@ class LeanS3:
                 method,
                 self.host_header,
                 path,
-                "",
+                canonical_query,
                 signed,
                 payload_hash,
                 creds.access_key,
                 creds.secret_key,
                 creds.token,
             )
-            lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}"]
+            target = f"{path}?{canonical_query}" if canonical_query else path
+            lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
             lines += [f"{name}: {value}" for name, value in signed.items()]
             if method in ("PUT", "POST") or size:
                 lines.append(f"Content-Length: {size}")

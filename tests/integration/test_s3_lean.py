@@ -136,3 +136,31 @@ def test_off_switch(s3: ServerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(st, S3Store) and st._lean is None
     st.put("k", b"v", metadata={"a": "b"})
     assert st.stat("k").metadata == {"a": "b"}
+
+
+def test_listing_matches_boto3(s3: ServerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages, delimiters and URL-encoded odd keys list the same both ways, and a store
+    that only lists never builds a boto3 client."""
+    lean, _ = open_store(s3.url())
+    assert isinstance(lean, S3Store)
+    lean.page_size = 7  # several pages
+    keys = [f"p/{i:02d}" for i in range(15)] + ["p/sub/x", "p/ sp+ace%25&=é\x01", "q/1"]
+    for key in keys:
+        lean.put(key, key.encode())
+    monkeypatch.setenv("DATAMOVER_S3_LEAN", "0")
+    boto, _ = open_store(s3.url())
+    assert isinstance(boto, S3Store) and boto._lean is None
+    boto.page_size = 7
+
+    def rows(store: S3Store, prefix: str, recursive: bool) -> list[tuple[object, ...]]:
+        return [
+            (i.key, i.size, i.etag, i.is_dir, i.mtime)
+            for i in store.list(prefix, recursive=recursive)
+        ]
+
+    for prefix, recursive in (("", True), ("", False), ("p/", True), ("p/", False), ("z/", True)):
+        assert rows(lean, prefix, recursive) == rows(boto, prefix, recursive)
+    assert {i.key for i in lean.list("p/")} >= {"p/ sp+ace%25&=é\x01", "p/sub/x"}
+    assert lean._boto is None
+    lean.close()
+    boto.close()
