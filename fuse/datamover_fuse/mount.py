@@ -141,6 +141,7 @@ def serve(
     settings = _settings(options)
     store, key = open_store(url, settings)
     core = FsCore(store, key, options, settings=settings)
+    core.rt.ext.warm()
     pyfuse3.init(Operations(core), mountpoint, _fuse_options(url, options))
     unmounted = False
 

@@ -36,6 +36,13 @@ class MountOptions:
     ``choose_part_size(stream_size_hint)`` (S3: 27 MiB for 256 GiB), so a streamed
     file can reach ``stream_size_hint`` (more where the part count allows) before
     ``EFBIG``. Files staged on disk are sized exactly at upload and have no such cap.
+
+    ``attrs_from_list`` trusts what a LIST says (size, LastModified) on stores whose
+    listings carry no user metadata (S3): entries get ``--uid``/``--gid`` and the
+    default mode at once, with no HEAD per entry, as goofys and mountpoint-s3 show
+    objects. Without it, ``readdir`` HEADs every S3 entry of a listing batch (at most
+    ``stat_concurrency`` at once, within ``fs_threads``) so that listings show the
+    stored POSIX metadata. See docs/SEMANTICS.md, "Listing attributes".
     """
 
     read_only: bool = False
@@ -55,6 +62,8 @@ class MountOptions:
     read_ahead: int = 16 * MiB
     max_cached_entries: int = 200_000
     log_file: str | None = None
+    attrs_from_list: bool = False
+    stat_concurrency: int = 16
 
     def __post_init__(self) -> None:
         if self.cache_size < 64 * MiB:
@@ -75,6 +84,8 @@ class MountOptions:
             raise UsageError("stream size hint must be at least 64MiB")
         if (self.uid is not None and self.uid < 0) or (self.gid is not None and self.gid < 0):
             raise UsageError("--uid and --gid must not be negative")
+        if not 1 <= self.stat_concurrency <= 256:
+            raise UsageError("--stat-concurrency must be between 1 and 256")
         if self.max_cached_entries < 1000:
             raise UsageError("max_cached_entries must be at least 1000")
 

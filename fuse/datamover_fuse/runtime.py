@@ -130,6 +130,10 @@ class Runtime:
         self.wall_ns = wall_clock
         self.store_limiter = trio.CapacityLimiter(options.fs_threads)
         self.disk_limiter = trio.CapacityLimiter(max(2, options.fs_threads // 2))
+        # HEADs made for listings (readdir batches, statahead), all directories
+        # together; each also takes a store_limiter slot, so the effective bound is
+        # min(stat_concurrency, fs_threads). Lookups the kernel waits for don't queue here.
+        self.stat_limiter = trio.CapacityLimiter(options.stat_concurrency)
         self.prefetch = PrefetchBudget(options.prefetch_budget)
         self.write_budget = ByteBudget(options.write_buffer)
         self.cache = CacheDir(options.cache_dir, options.cache_size)

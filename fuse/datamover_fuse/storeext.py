@@ -20,6 +20,7 @@ streamed write      not possible (``open_writer``  S3: ``S3Writer`` only counts 
 of unknown size     takes the size up front)       with ``size``; set at commit
 listing carries     no                             Azure, GCS, POSIX: yes
 POSIX metadata
+"has a child"       ``list`` (a whole page)        S3: a LIST of at most 2 keys
 ==================  =============================  ==================================
 
 Each row is a gap in the ``Store`` interface; docs/SEMANTICS.md says what it costs.
@@ -97,6 +98,10 @@ class StoreExt:
         then moves object by object)."""
         return False
 
+    def has_child(self, prefix: str) -> bool:
+        """Whether any key other than the marker ``prefix`` is under ``prefix``."""
+        return any(info.key != prefix for info in self.store.list(prefix, recursive=False))
+
     # -- metadata -----------------------------------------------------------------
 
     def update_metadata(self, info: ObjectInfo, metadata: Mapping[str, str]) -> ObjectInfo:
@@ -157,6 +162,10 @@ class StoreExt:
     def finish_stream(self, writer: ChunkWriter, size: int) -> None:
         writer.size = size
 
+    def warm(self) -> None:
+        """Do at mount time what the first request would otherwise do inside the
+        first ``ls`` (no data is read or cached)."""
+
     def close(self) -> None:
         """Release what the extension opened besides the store."""
 
@@ -176,6 +185,29 @@ class S3Ext(StoreExt):
         except NotFound:
             return None
         return info
+
+    def warm(self) -> None:
+        """The store makes its boto3 client on first use (~0.1-0.15 s of CPU loading
+        service models), and the first lookup of a cold mount needs it (``has_child``
+        below; the store's HeadBucket after a 404): make it now."""
+        getattr(self.store, "client", None)
+
+    def has_child(self, prefix: str) -> bool:
+        """One LIST of at most 2 keys (the marker sorts first), not a 1,000-key page:
+        every lookup of a name no listing has shown asks this."""
+        client = getattr(self.store, "client", None)
+        bucket = getattr(self.store, "bucket", None)
+        if client is None or not isinstance(bucket, str):
+            return super().has_child(prefix)
+        from datamover.stores.s3 import map_error
+
+        try:
+            page = client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=2)
+        except Exception as e:
+            raise map_error(e, bucket, prefix) from e
+        keys = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
+        keys += [o["Key"] for o in page.get("Contents", ())]
+        return any(k != prefix for k in keys)
 
 
 class GcsExt(StoreExt):

@@ -14,6 +14,7 @@ hangs, a lazy unmount and a kill, all with bounded timeouts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,35 +46,59 @@ def client_env(server: LocalServer) -> dict[str, str]:
     return env
 
 
+#: A foreground mount through the library API (``datamover_fuse.mount``), for
+#: ``MountOptions`` fields given as JSON: the process is the same as the CLI's.
+_LIBRARY_MOUNT = """
+import json, logging, sys
+from datamover_fuse import MountOptions, mount
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+mount(sys.argv[1], sys.argv[2], MountOptions(**json.loads(sys.argv[3])), foreground=True)
+"""
+
+
 class Mount:
-    """A ``datamover mount --foreground`` subprocess; ``start`` returns once live."""
+    """A ``datamover mount --foreground`` subprocess; ``start`` returns once live.
+
+    ``options`` (``MountOptions`` fields) mounts through the library API instead of
+    the CLI, with ``extra`` ignored."""
 
     def __init__(
-        self, url: str, path: Path, env: Mapping[str, str], *extra: str, log: Path | None = None
+        self,
+        url: str,
+        path: Path,
+        env: Mapping[str, str],
+        *extra: str,
+        log: Path | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.path = path
         self.env = dict(env)
         self.extra = extra
+        self.options = options
         self.log = log or path.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mount:
         self.path.mkdir(parents=True, exist_ok=True)
         cache = self.path.parent / f"{self.path.name}.cache"
-        cmd = [
-            sys.executable,
-            "-m",
-            "datamover",
-            "-v",
-            "mount",
-            self.url,
-            str(self.path),
-            "--foreground",
-            "--cache-dir",
-            str(cache),
-            *self.extra,
-        ]
+        if self.options is not None:
+            fields = json.dumps({"cache_dir": str(cache), **self.options})
+            cmd = [sys.executable, "-c", _LIBRARY_MOUNT, self.url, str(self.path), fields]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "datamover",
+                "-v",
+                "mount",
+                self.url,
+                str(self.path),
+                "--foreground",
+                "--cache-dir",
+                str(cache),
+                *self.extra,
+            ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + MOUNT_TIMEOUT

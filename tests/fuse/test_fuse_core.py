@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -434,7 +435,7 @@ def test_keep_cache_while_the_object_is_unchanged(options: MountOptions, clock: 
 # -- namespace ------------------------------------------------------------------------------
 
 
-def test_readdir_uses_list_attributes_and_lookups_head_with_statahead(
+def test_readdir_heads_a_listing_batch_once_and_gives_final_attributes(
     options: MountOptions,
 ) -> None:
     store = MemoryStore(listing_has_metadata=False)
@@ -447,19 +448,186 @@ def test_readdir_uses_list_attributes_and_lookups_head_with_statahead(
         stats = store.calls["stat"]
         entries = await listdir(core, "d")
         assert len(entries) == 51
-        assert stat.S_ISDIR(entries["sub"].mode)
-        assert entries["f007"].size == 7 and entries["f007"].attr_ttl == 0  # provisional
-        assert store.calls["stat"] == stats  # no HEAD per entry
-        attr = await core.lookup(d, "f000")
-        assert attr is not None and stat.S_IMODE(attr.mode) == 0o600 and attr.mtime_ns == 10**9
+        assert stat.S_ISDIR(entries["sub"].mode) and entries["sub"].attr_ttl > 0
+        f7 = entries["f007"]
+        assert f7.size == 7 and stat.S_IMODE(f7.mode) == 0o600 and f7.mtime_ns == 10**9
+        assert f7.attr_ttl == f7.entry_ttl == options.attr_ttl  # final: no lookup follows
+        # one HEAD per object, one marker read (here a stat of "d/sub/") per directory
+        assert store.calls["stat"] - stats == 51
+        for name, a in entries.items():
+            assert (await core.lookup(d, name)) is not None
+            await core.getattr(a.ino)
+        assert store.calls["stat"] - stats == 51  # never two
+
+    run(store, options, body)
+
+
+class SlowStatStore(MemoryStore):
+    """HEADs take a while; records how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(listing_has_metadata=False)
+        self.running = 0
+        self.peak = 0
+
+    def stat(self, key: str) -> ObjectInfo:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            time.sleep(0.005)
+            return super().stat(key)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_listing_heads_stay_within_stat_concurrency(options: MountOptions) -> None:
+    store = SlowStatStore()
+    for i in range(40):
+        store.put(f"a/f{i:02d}", b"a")
+        store.put(f"b/f{i:02d}", b"b")
+
+    async def body(core: FsCore) -> None:
+        await walk(core, "a")  # lookups (the kernel waits for them) are not bounded here
+        await walk(core, "b")
+        store.peak = 0
+        async with trio.open_nursery() as nursery:  # two directories listed at once
+            nursery.start_soon(listdir, core, "a")
+            nursery.start_soon(listdir, core, "b")
+
+    run(store, options.with_(stat_concurrency=3), body)
+    assert store.calls["stat"] >= 80
+    assert 2 <= store.peak <= 3  # parallel, and bounded across directories
+
+
+def test_failed_listing_head_leaves_the_entry_provisional(options: MountOptions) -> None:
+    store = MemoryStore(listing_has_metadata=False)
+    for i in range(20):
+        store.put(f"d/f{i:02d}", b"x", metadata={"mode": str(0o100600)})
+
+    async def body(core: FsCore) -> None:
+        d = await walk(core, "d")
+        store.fail("stat", times=20)
+        entries = await listdir(core, "d")
+        assert len(entries) == 20  # the listing itself does not fail
+        assert all(a.attr_ttl == 0 for a in entries.values())  # provisional
+        stats = store.calls["stat"]
+        attr = await core.lookup(d, "f00")  # HEADs it, and the next siblings ahead
+        assert attr is not None and stat.S_IMODE(attr.mode) == 0o600 and attr.attr_ttl > 0
         with trio.move_on_after(10):
-            while store.calls["stat"] <= stats + 10:
+            while store.calls["stat"] < stats + 20:
                 await trio.sleep(0.01)
-        assert store.calls["stat"] > stats + 10  # statahead fetched the next siblings
-        for i in range(1, 50):
-            assert (await core.lookup(d, f"f{i:03d}")) is not None
+        for i in range(20):
+            assert (await core.lookup(d, f"f{i:02d}")) is not None
         await trio.sleep(0.05)
-        assert store.calls["stat"] - stats == 50  # one HEAD per object, never two
+        assert store.calls["stat"] - stats == 20  # statahead: one HEAD each, never two
+
+    run(store, options, body)
+
+
+def test_attrs_from_list_trusts_the_listing_and_heads_only_when_needed(
+    options: MountOptions,
+) -> None:
+    store = MemoryStore(listing_has_metadata=False)
+    meta = PosixAttrs(stat.S_IFREG | 0o600, 7, 8, 10**9).to_metadata()
+    for i in range(10):
+        store.put(f"d/f{i}", b"x" * i, metadata={**meta, "datamover-sha256": f"{i:064x}"})
+    store.put("d/link", b"f1", metadata=PosixAttrs(stat.S_IFLNK | 0o777).to_metadata())
+    store.put("d/sub/inner", b"")
+    listed = {i.key: i for i in store.list("d/", recursive=False)}
+    mode = 0o666 & ~options.umask
+
+    async def body(core: FsCore) -> None:
+        d = await walk(core, "d")
+        before = dict(store.calls)
+        entries = await listdir(core, "d")
+        for i in range(10):
+            a = entries[f"f{i}"]
+            assert (a.size, a.mtime_ns) == (i, int(listed[f"d/f{i}"].mtime * 1e9))  # type: ignore[operator]
+            assert (stat.S_IMODE(a.mode), a.uid, a.gid) == (mode, os.getuid(), os.getgid())
+            assert a.attr_ttl == a.entry_ttl == options.attr_ttl
+        assert stat.S_ISREG(entries["link"].mode)  # a LIST can't tell a symlink
+        assert stat.S_ISDIR(entries["sub"].mode) and entries["sub"].attr_ttl > 0
+        for name, a in entries.items():
+            assert (await core.lookup(d, name)) is not None
+            await core.getattr(a.ino)
+        assert store.calls["stat"] == before.get("stat", 0)
+        assert store.calls["read"] == before.get("read", 0)  # no marker read either
+        # needed: the digest xattr, an open (etag); each of one file, no statahead
+        assert await core.getxattr(entries["f3"].ino, "user.datamover.sha256") == (
+            f"{3:064x}".encode()
+        )
+        fh, _ = await core.open(entries["f5"].ino, os.O_RDONLY)
+        assert await core.read(fh, 0, 100) == b"x" * 5
+        await core.release(fh)
+        fh, _ = await core.open(entries["link"].ino, os.O_RDONLY)  # still a file
+        assert await core.read(fh, 0, 100) == b"f1"
+        await core.release(fh)
+        await trio.sleep(0.05)
+        assert store.calls["stat"] - before.get("stat", 0) == 3
+        # once HEADed, the stored attributes are known and shown
+        attr = await core.getattr(entries["f3"].ino)
+        assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid, attr.mtime_ns) == (0o600, 7, 8, 10**9)
+
+    run(store, options.with_(attrs_from_list=True), body)
+
+
+def test_readdir_in_kernel_sized_chunks_with_read_ahead_and_rewind(
+    options: MountOptions,
+) -> None:
+    """The kernel reads a directory in buffer-sized pieces, continuing at the offset
+    of the first entry that did not fit, and may start again at 0 (rewinddir)."""
+    store = MemoryStore(listing_has_metadata=False)
+    names = [f"f{i:04d}" for i in range(1750)]
+    for name in names:
+        store.put(f"d/{name}", b"x")
+
+    async def read_all(core: FsCore, fh: int, chunk: int) -> list[str]:
+        got: list[str] = []
+        start = 0
+        while True:
+            batch: list[tuple[str, int]] = []
+
+            def reply(
+                name: str, attr: Attr, next_id: int, batch: list[tuple[str, int]] = batch
+            ) -> bool:
+                if len(batch) == chunk:
+                    return False
+                batch.append((name, next_id))
+                return True
+
+            await core.readdir(fh, start, reply)
+            if not batch:
+                return got
+            got += [name for name, _ in batch]
+            start = batch[-1][1]
+
+    async def body(core: FsCore) -> None:
+        fh = await core.opendir(await walk(core, "d"))
+        assert await read_all(core, fh, 300) == names
+        lists = store.calls["list"]
+        assert await read_all(core, fh, 999) == names  # from 0 again: a new LIST
+        assert store.calls["list"] == lists + 1
+        await core.releasedir(fh)
+
+    run(store, options.with_(attrs_from_list=True), body)
+
+
+def test_other_xattr_namespaces_are_not_supported_without_a_request(
+    options: MountOptions,
+) -> None:
+    store = MemoryStore(listing_has_metadata=False)
+    store.put("f", b"x")
+
+    async def body(core: FsCore) -> None:
+        ino = await walk(core, "f")
+        before = sum(store.calls.values())
+        for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+            with pytest.raises(FsError) as e:
+                await core.getxattr(ino, name)
+            assert errno_of(e) == errno.ENOTSUP
+        assert sum(store.calls.values()) == before
 
     run(store, options, body)
 

@@ -1,0 +1,152 @@
+"""A pass-through TCP proxy in front of a real S3 server that counts the requests a
+mount sends: server-side evidence of how many HEADs a listing cost, and how many were
+in flight at once, whatever client library the mount uses underneath.
+
+Bytes are forwarded unchanged in both directions (SigV4 signs the ``Host`` the
+client used, the proxy's, and the server checks it against the same header), so the
+server answers exactly as it would without the proxy. Request lines are recognised
+in the client's stream (``METHOD /path HTTP/1.1`` at the start of a line), which is
+enough for the bodies tests send. A request is in flight from its request line until
+the first bytes of the server's answer are passed on (HTTP/1.1 without pipelining:
+one request at a time per connection). ``head_delay`` holds each answer
+to a HEAD back that long, so that requests a mount sends in parallel overlap for
+sure even on a fast local server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from types import TracebackType
+
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)([A-Z]+) (\S+) HTTP/1\.[01]\r\n")
+_TAIL = 8192
+
+
+class CountingProxy:
+    def __init__(self, upstream: str, *, head_delay: float = 0.0) -> None:
+        parsed = urllib.parse.urlsplit(upstream)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.head_delay = head_delay
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, str]] = []  # (method, unquoted path), in order
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self.lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # -- what tests read -----------------------------------------------------------------
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.max_in_flight.clear()
+
+    def count(self, method: str, path_prefix: str = "/") -> int:
+        with self.lock:
+            return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
+
+    def paths(self, method: str) -> list[str]:
+        with self.lock:
+            return [p for m, p in self.requests if m == method]
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=30)
+            except OSError:
+                client.close()
+                continue
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(None)
+            waiting: list[str] = []  # methods sent and not answered yet, oldest first
+            with self.lock:
+                self._sockets += [client, server]
+            threading.Thread(
+                target=self._upstream, args=(client, server, waiting), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._downstream, args=(server, client, waiting), daemon=True
+            ).start()
+
+    def _upstream(self, src: socket.socket, dst: socket.socket, waiting: list[str]) -> None:
+        tail = b""
+        try:
+            while data := src.recv(65536):
+                buf = tail + data
+                with self.lock:
+                    for m in _REQUEST_LINE.finditer(buf):
+                        if m.end() <= len(tail):
+                            continue  # seen with the previous chunk
+                        method = m.group(1).decode()
+                        path = urllib.parse.unquote(m.group(2).decode().split("?", 1)[0])
+                        self.requests.append((method, path))
+                        waiting.append(method)
+                        self.in_flight[method] += 1
+                        self.max_in_flight[method] = max(
+                            self.max_in_flight[method], self.in_flight[method]
+                        )
+                tail = buf[-_TAIL:]
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._shut(src, dst)
+
+    def _downstream(self, src: socket.socket, dst: socket.socket, waiting: list[str]) -> None:
+        try:
+            while data := src.recv(65536):
+                with self.lock:
+                    method = waiting.pop(0) if waiting else None
+                if method == "HEAD" and self.head_delay:
+                    time.sleep(self.head_delay)
+                if method is not None:
+                    with self.lock:
+                        self.in_flight[method] -= 1
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._shut(src, dst)
+
+    @staticmethod
+    def _shut(a: socket.socket, b: socket.socket) -> None:
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
