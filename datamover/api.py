@@ -109,11 +109,7 @@ def make_filter(
 
 
 def _settings(options: TransferOptions) -> StoreSettings:
-    extra: dict[str, Any] = {}
-    for name in ("copy_links", "xattrs"):
-        if hasattr(options, name):
-            extra[name] = getattr(options, name)
-    return StoreSettings(connections=options.transfers + 4, extra=extra)
+    return engine.store_settings(options)
 
 
 def _endpoint(store: Store) -> str | None:
@@ -196,6 +192,14 @@ def _bag_destination(dst: str) -> tuple[str, str]:
     return bag_dir, os.path.join(bag_dir, "data") + "/"
 
 
+def _cluster_durability(opts: TransferOptions, client: Any, cluster: Any) -> TransferOptions:
+    """On a Dask cluster, files are written on other nodes' page caches, which this
+    process can't ``syncfs``: "job" durability becomes each file's own fsync there."""
+    if (client is not None or cluster is not None) and opts.durability == "job":
+        return opts.with_(durability="file")
+    return opts
+
+
 def copy(
     src: str,
     dst: str,
@@ -256,6 +260,7 @@ def copy(
             os.makedirs(bag_dir, exist_ok=True)
             bagit_export.remove_tag_files(bag_dir)
     collector = _collector(report, opts, flt)
+    opts = _cluster_durability(opts, client, cluster)
     settings = _settings(opts)
     src_store, src_key = open_store(src, settings)
     try:
@@ -346,6 +351,7 @@ def sync(
         max_age=max_age,
     )
     collector = _collector(report, opts, flt)
+    opts = _cluster_durability(opts, client, cluster)
     settings = _settings(opts)
     src_store, src_key = open_store(src, settings)
     try:

@@ -123,6 +123,14 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         "--xattrs", action="store_true", help="carry user.* extended attributes as metadata"
     )
     p.add_argument(
+        "--durability",
+        choices=("job", "file", "none"),
+        default="job",
+        help="POSIX destinations: 'job' makes files durable in groups (syncfs) before "
+        "the journal or the finished manifest claims them (default); 'file' fsyncs each "
+        "file; 'none' leaves write-back to the kernel like cp/rsync/rclone",
+    )
+    p.add_argument(
         "--no-server-side-copy",
         action="store_true",
         help="stream bytes through this machine even within one cloud",
@@ -454,6 +462,7 @@ def _options(args: argparse.Namespace, argv: Sequence[str]) -> TransferOptions:
         preserve=not args.no_preserve,
         copy_links=args.copy_links,
         xattrs=args.xattrs,
+        durability=args.durability,
         command_line=("datamover", *argv),
     )
 
@@ -724,6 +733,19 @@ def _mount_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument(
         "--fs-threads", type=int, default=16, metavar="N", help="store requests at once (16)"
     )
+    p.add_argument(
+        "--attrs-from-list",
+        action="store_true",
+        help="S3: show sizes and mtimes from the LIST with the default mode and owner, no "
+        "HEAD per object (stored modes/owners/mtimes are not shown in listings)",
+    )
+    p.add_argument(
+        "--stat-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="HEADs in flight to complete S3 listings, all directories together (16)",
+    )
     p.add_argument("--log-file", metavar="PATH", help="where a background mount logs")
     p = sub.add_parser("umount", help="unmount a datamover mount")
     p.add_argument("mountpoint")
@@ -750,6 +772,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         prefetch_budget=args.prefetch_budget,
         fs_threads=args.fs_threads,
         log_file=args.log_file,
+        attrs_from_list=args.attrs_from_list,
+        stat_concurrency=args.stat_concurrency,
     )
     datamover_fuse.mount(args.url, args.mountpoint, options, foreground=args.foreground)
     return EXIT_OK

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from datamover.errors import UsageError
 from datamover.stores.base import PartReceipt
 
+log = logging.getLogger("datamover")
 FLUSH_SECONDS = 0.2
 FLUSH_ROWS = 2000
 QUEUE_BOUND = 20_000
@@ -162,6 +164,9 @@ class Journal:
         self._pending = 0  # queued or being written
         self._urgent = False
         self._stopping = False
+        #: Called by the writer before it commits a batch (``set_barrier``).
+        self._barrier: Callable[[], None] | None = None
+        self.barrier_error: BaseException | None = None
         self._thread = threading.Thread(target=self._writer, name="dm-journal", daemon=True)
         self._thread.start()
 
@@ -189,6 +194,12 @@ class Journal:
                 stopping = self._stopping
                 if batch:
                     self._space.notify_all()
+            if batch and not self._pass_barrier():
+                batch_lost = len(batch)
+                batch = []
+                with self._lock:
+                    self._pending -= batch_lost
+                    self._flushed.notify_all()
             if batch:
                 try:
                     with self._write_lock:
@@ -206,6 +217,27 @@ class Journal:
                     self._flushed.notify_all()
             elif stopping:
                 return
+
+    def set_barrier(self, barrier: Callable[[], None] | None) -> None:
+        """``barrier()`` runs in the writer thread before each batch is committed, so
+        no row is durable before what it describes: the engine passes the destination
+        store's ``sync``, and a file's "done" row is committed only after a sync that
+        began after the file was renamed into place. If the barrier fails, the batch is
+        dropped (those files count as not done, and are copied again on resume) and
+        ``barrier_error`` keeps the error."""
+        self._barrier = barrier
+
+    def _pass_barrier(self) -> bool:
+        barrier = self._barrier
+        if barrier is None:
+            return True
+        try:
+            barrier()
+        except Exception as e:
+            self.barrier_error = e
+            log.error("journal: making files durable failed (%s); not recording them", e)
+            return False
+        return True
 
     def flush(self) -> None:
         """Block until everything queued so far is committed."""

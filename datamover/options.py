@@ -45,6 +45,9 @@ def format_size(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
+DURABILITY = ("job", "file", "none")
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Engine-level retries of one part or one small-file request (see errors.py).
@@ -91,6 +94,14 @@ class TransferOptions:
     ``copy_links``: follow symlinks instead of copying them as links; ``xattrs``: carry
     ``user.*`` extended attributes as metadata.
 
+    ``durability`` (POSIX destinations): ``"job"`` (default) commits each file by
+    rename without an fsync of its own, and makes them durable in groups: the journal
+    records a file as done only after a ``syncfs`` that began after its rename, and the
+    run syncs once more before its manifest is closed; ``"file"`` fsyncs every file and
+    its directory before reporting it (slowest: a disk flush per file); ``"none"``
+    leaves write-back to the kernel, as ``cp``, ``rsync`` and ``rclone`` do. Object
+    stores are durable when they answer; this changes nothing there.
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -108,6 +119,7 @@ class TransferOptions:
     copy_links: bool = False
     xattrs: bool = False
     server_side_copy: bool = True
+    durability: str = "job"
     manifest: str | None = None
     state_dir: str | None = None
     resume: bool = True
@@ -132,6 +144,10 @@ class TransferOptions:
             raise UsageError("--memory-budget must be at least 1MiB")
         if self.bwlimit is not None and self.bwlimit < 1024:
             raise UsageError("--bwlimit must be at least 1KiB (per second)")
+        if self.durability not in DURABILITY:
+            raise UsageError(
+                f"unknown durability {self.durability!r}; choose one of {', '.join(DURABILITY)}"
+            )
         if self.multipart_threshold < 0:
             raise UsageError("--multipart-threshold must not be negative")
 
@@ -163,4 +179,5 @@ class TransferOptions:
             "copy_links": self.copy_links,
             "xattrs": self.xattrs,
             "server_side_copy": self.server_side_copy,
+            "durability": self.durability,
         }

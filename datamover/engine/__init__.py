@@ -104,12 +104,20 @@ class TransferReport:
         return self.files_failed == 0
 
 
-def _settings(options: TransferOptions) -> StoreSettings:
-    # One pooled connection per worker thread, plus a few for stats and commits.
+def store_settings(options: TransferOptions) -> StoreSettings:
+    """Store settings for a run with ``options``: one pooled connection per worker
+    thread plus a few for stats and commits, and what the POSIX store needs to know."""
     return StoreSettings(
         connections=options.transfers + 4,
-        extra={"copy_links": options.copy_links, "xattrs": options.xattrs},
+        extra={
+            "copy_links": getattr(options, "copy_links", False),
+            "xattrs": getattr(options, "xattrs", False),
+            "durability": getattr(options, "durability", "job"),
+        },
     )
+
+
+_settings = store_settings
 
 
 def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
@@ -401,6 +409,8 @@ def run_job(
         )
         aborted: DatamoverError | None = None
         interrupted: BaseException | None = None
+        if dst_store is not None:
+            journal.set_barrier(dst_store.sync)
         try:
             runner.run(planned(ctx.pending(jobs), obs))
             if after is not None:
@@ -408,6 +418,8 @@ def run_job(
                 for path in report.deleted:
                     writer.add(ManifestEntry(path=path, size=0, status=STATUS_DELETED))
                     obs.file_deleted(path)
+            if dst_store is not None:
+                dst_store.sync()  # before the manifest is closed and the job is done
         except DatamoverError as e:
             aborted = e
             raise

@@ -108,6 +108,13 @@ class Listener:
         pass
 
 
+def _is_symlink(job: FileJob) -> bool:
+    info = job.info
+    raw = info.metadata.get(MODE)
+    mode = int(raw) if raw is not None and raw.isdigit() else info.mode
+    return mode is not None and statmod.S_ISLNK(mode)
+
+
 def _check_expected(
     job: FileJob, store: Store, expected: Mapping[str, str], computed: Mapping[str, str]
 ) -> None:
@@ -231,8 +238,12 @@ class Runner:
         self.stop.set()
 
     def _schedule(self, job: FileJob) -> None:
-        if job.kind == "hardlink" and not self._linking:
-            self._links.append(job)  # bounded by the hard links in the tree
+        if (job.kind == "hardlink" or _is_symlink(job)) and not self._linking:
+            # Links last: a hard link's target must exist first, and a symlink must not
+            # exist while files are written under its name (an object "a" stored as a
+            # link and a key "a/x" would otherwise write x through the link, outside
+            # the destination). Bounded by the links in the tree.
+            self._links.append(job)
             return
         with self._flow:
             self._inflight += 1
@@ -428,11 +439,12 @@ class Runner:
                 digest = digests_from_metadata(info.metadata).get(self.algorithm, "")
                 self.link_digests[rel] = digest
                 link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
-                with self._flow:
-                    self._links.append(link)
-                    self._inflight -= 1
-                    self._flow.notify_all()
-                self.budget.release(cost)
+                self._defer(link)
+                return  # (the budget is released below)
+            if not self._linking and _is_symlink(dataclasses.replace(job, info=info)):
+                # Only the read showed it is a link (object stores list no modes):
+                # written with the other links, after every file (see _schedule).
+                self._defer(dataclasses.replace(job, info=info))
                 return
             self.note_digest(job, computed)
             digests = PartDigests(data)
@@ -455,6 +467,13 @@ class Runner:
         result.seconds = time.monotonic() - started
         result.retries = retries[0]
         self.finish(result)
+
+    def _defer(self, job: FileJob) -> None:
+        """Take ``job`` out of flight, to be scheduled again in the links phase."""
+        with self._flow:
+            self._links.append(job)
+            self._inflight -= 1
+            self._flow.notify_all()
 
     def _read_whole(
         self, job: FileJob, retries: list[int]

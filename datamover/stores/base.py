@@ -360,6 +360,11 @@ class Store(ABC):
             raise Unsupported(f"no server-side copy from {source.url('')} to {self.url('')}")
         return self.copy_object(src_key, dst_key, metadata=metadata)
 
+    def sync(self) -> None:  # noqa: B027 - optional hook: object stores are durable on OK
+        """Make every object committed so far durable (``durability="job"``: POSIX
+        files renamed into place without an fsync of their own). Raises ``StoreError``
+        when that fails. A no-op where a commit is durable when it returns."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release clients and pools. Safe to call twice."""
 

@@ -270,3 +270,26 @@ def test_lustre_layout_is_read_aligned_recorded_and_recreated(tmp_path: Path) ->
         assert "getstripe -c -S" in log and "setstripe -c 4 -S 3145728" in log
     finally:
         os.environ["PATH"] = os.environ["PATH"].split(":", 1)[1]
+
+
+def test_a_symlink_object_with_children_never_redirects_writes(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An object stored as a symlink (s3fs style) to a directory outside the
+    destination, plus keys "under" it: nothing may be written through the link."""
+    env = use_server(moto, monkeypatch)
+    store, _ = open_store(env.url())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link_mode = str(stat.S_IFLNK | 0o777)
+    store.put("s/link", str(outside).encode(), metadata={"mode": link_mode})
+    store.put("s/link/inner.txt", b"must not land outside")
+    store.put("s/zz/ok.txt", b"fine")
+    dst = tmp_path / "dst"
+    proc = subprocess.run([*DM, "copy", env.url("s"), str(dst)], capture_output=True, text=True)
+    assert list(outside.iterdir()) == []
+    assert (dst / "zz" / "ok.txt").read_bytes() == b"fine"
+    # The key under the link lands in a real directory; the link itself is refused.
+    assert (dst / "link" / "inner.txt").read_bytes() == b"must not land outside"
+    assert not (dst / "link").is_symlink()
+    assert proc.returncode == 1 and "link" in proc.stderr, proc.stderr

@@ -1,0 +1,148 @@
+"""--durability: "file" fsyncs each file, "job" syncs each filesystem once per journal
+batch and at the end (a file is recorded done only after a sync that began after its
+rename), "none" leaves write-back to the kernel."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import datamover.stores.posix as posix
+from datamover.engine import copy_between
+from datamover.errors import UsageError
+from datamover.journal import Journal
+from datamover.options import TransferOptions
+from datamover.stores.posix import Durability, PosixStore
+
+
+def k(path: Path) -> str:
+    return str(path).lstrip("/")
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """Count fsync and syncfs calls (and still make them)."""
+    seen: dict[str, list[Any]] = {"fsync": [], "syncfs": []}
+    real_fsync, real_syncfs = os.fsync, posix._syncfs
+
+    def fsync(fd: int) -> None:
+        seen["fsync"].append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def syncfs(directory: str) -> None:
+        seen["syncfs"].append(directory)
+        real_syncfs(directory)
+
+    monkeypatch.setattr(posix.os, "fsync", fsync)
+    monkeypatch.setattr(posix, "_syncfs", syncfs)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("mode", "fsyncs", "syncfs"), [("file", 2 * 5, 0), ("job", 0, 1), ("none", 0, 0)]
+)
+def test_what_each_mode_syncs(
+    tmp_path: Path, calls: dict[str, list[Any]], mode: str, fsyncs: int, syncfs: int
+) -> None:
+    store = PosixStore(durability=mode)
+    for i in range(5):
+        store.put(k(tmp_path / "d" / f"f{i}"), b"x" * i)
+    assert len(calls["fsync"]) == fsyncs  # the file and its directory, per file
+    store.sync()
+    store.sync()  # nothing new: no second syncfs
+    assert len(calls["syncfs"]) == syncfs
+    assert sorted(os.listdir(tmp_path / "d")) == [f"f{i}" for i in range(5)]
+
+
+def test_job_mode_sync_covers_commits_made_while_it_runs(tmp_path: Path) -> None:
+    """A second sync() never returns while a syncfs covering its commits still runs."""
+    durability = Durability("job")
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+    real = posix._syncfs
+
+    def slow(directory: str) -> None:
+        order.append("syncfs-start")
+        started.set()
+        release.wait(5)
+        real(directory)
+        order.append("syncfs-end")
+
+    posix._syncfs = slow  # type: ignore[assignment]
+    try:
+        (tmp_path / "a").write_bytes(b"1")
+        durability.renamed(str(tmp_path / "a"))
+        first = threading.Thread(target=durability.sync)
+        first.start()
+        assert started.wait(5)
+        second = threading.Thread(target=lambda: (durability.sync(), order.append("second")))
+        second.start()
+        time.sleep(0.2)
+        assert "second" not in order  # waits for the running syncfs
+        release.set()
+        first.join(5)
+        second.join(5)
+    finally:
+        posix._syncfs = real  # type: ignore[assignment]
+    assert order.index("syncfs-end") < order.index("second")
+
+
+def test_journal_commits_a_batch_only_after_its_barrier(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "j.sqlite"))
+    seen: list[int] = []
+
+    def barrier() -> None:
+        # The rows of this batch are not committed yet when the barrier runs.
+        seen.append(journal.file_counts("job").get("planned", 0))
+
+    journal.set_barrier(barrier)
+    for i in range(10):
+        journal.planned("job", f"f{i}", 1, None, None)
+    journal.flush()
+    assert seen and seen[0] == 0
+    assert journal.file_counts("job") == {"planned": 10}
+    journal.close()
+
+
+def test_a_failed_barrier_records_nothing(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "j.sqlite"))
+
+    def broken() -> None:
+        raise OSError(5, "Input/output error")
+
+    journal.set_barrier(broken)
+    journal.planned("job", "f", 1, None, None)
+    journal.flush()
+    assert journal.file_counts("job") == {}
+    assert isinstance(journal.barrier_error, OSError)
+    journal.close()
+
+
+def test_a_job_syncs_the_destination_before_it_ends(
+    tmp_path: Path, calls: dict[str, list[Any]]
+) -> None:
+    src = tmp_path / "src"
+    for i in range(20):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
+    dst = PosixStore(durability="job")
+    options = TransferOptions(state_dir=str(tmp_path / "state"), manifest=str(tmp_path / "m"))
+    report = copy_between(PosixStore(), k(src), dst, k(tmp_path / "dst"), options)
+    assert report.ok and report.files_ok == 20
+    # No file or directory of the destination was fsynced one by one.
+    assert not [p for p in calls["fsync"] if p.startswith(str(tmp_path / "dst"))]
+    assert calls["syncfs"], "the run must sync its destination"
+    assert dst.durability._dirty == {}  # nothing committed after the last sync
+    for i in range(20):
+        got = (tmp_path / "dst" / f"d{i % 3}" / f"f{i}").read_bytes()
+        assert got == (src / f"d{i % 3}" / f"f{i}").read_bytes()
+
+
+def test_unknown_durability_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="durability"):
+        TransferOptions(durability="sometimes")
