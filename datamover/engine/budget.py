@@ -68,30 +68,42 @@ class ByteBudget:
 class BufferPool:
     """Part buffers kept for reuse, so a part of a large file doesn't cost a fresh
     zero-filled allocation: ``bytearray(n)`` writes n zeros and the kernel faults in
-    every page again (83k page faults per 256 MiB). Idle buffers are held up to
-    ``limit`` bytes (the memory budget: the buffers in use are bounded by the same
-    budget, so the pool adds nothing beyond the run's peak); more are dropped."""
+    every page again (83k page faults per 256 MiB).
+
+    Bounded by ``limit`` (the memory budget): buffers in use plus idle ones never
+    exceed it, so the pool adds nothing beyond what the budget already allows in
+    flight. ``take(n)`` reuses an idle buffer of n to 2n bytes (the caller slices it);
+    a file's last, shorter part usually fits a full-size one.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._idle: dict[int, list[bytearray]] = {}
+        self._idle: list[bytearray] = []
         self._idle_bytes = 0
+        self._in_use = 0
         self._lock = threading.Lock()
 
     def take(self, n: int) -> bytearray:
-        """A buffer of exactly ``n`` bytes; its contents are whatever was there."""
+        """A buffer of at least ``n`` bytes (at most 2n); its contents are whatever
+        was there. Give it back with ``give``."""
         with self._lock:
-            free = self._idle.get(n)
-            if free:
-                self._idle_bytes -= n
-                return free.pop()
+            for i, buf in enumerate(self._idle):
+                if n <= len(buf) <= 2 * n:
+                    del self._idle[i]
+                    self._idle_bytes -= len(buf)
+                    self._in_use += len(buf)
+                    return buf
+            self._in_use += n
         return bytearray(n)
 
     def give(self, buf: bytearray) -> None:
         n = len(buf)
         with self._lock:
-            if self._idle_bytes + n <= self.limit:
-                self._idle.setdefault(n, []).append(buf)
+            self._in_use -= n
+            while self._idle and self._idle_bytes + self._in_use + n > self.limit:
+                self._idle_bytes -= len(self._idle.pop(0))  # the oldest goes first
+            if self._idle_bytes + self._in_use + n <= self.limit:
+                self._idle.append(buf)
                 self._idle_bytes += n
 
     @property

@@ -699,7 +699,7 @@ class _LargeFile:
             raw = r.buffers.take(length)
             with self.lock:
                 self.buffers[index] = raw
-            buf = memoryview(raw)
+            buf = memoryview(raw)[:length]
             offset = index * self.part_size
 
             def read() -> int:

@@ -146,3 +146,21 @@ def test_a_job_syncs_the_destination_before_it_ends(
 def test_unknown_durability_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="durability"):
         TransferOptions(durability="sometimes")
+
+
+def test_buffer_pool_stays_within_its_limit() -> None:
+    from datamover.engine.budget import BufferPool
+
+    pool = BufferPool(100)
+    a, b = pool.take(40), pool.take(40)
+    assert len(a) == 40 and len(b) == 40
+    pool.give(a)
+    c = pool.take(30)  # reuses the 40-byte buffer (n <= 40 <= 2n)
+    assert c is a
+    pool.give(b)
+    pool.give(c)
+    assert pool.idle_bytes == 80
+    big = pool.take(90)  # nothing idle fits: a new one; idle ones make room for it
+    pool.give(big)
+    assert pool.idle_bytes <= 100
+    assert pool.take(10) is not big  # 90 > 2 * 10: not handed out for a small part
