@@ -117,9 +117,6 @@ def store_settings(options: TransferOptions) -> StoreSettings:
     )
 
 
-_settings = store_settings
-
-
 def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
     job = result.job
     info = result.src_info or job.info
@@ -211,7 +208,7 @@ def copy(
     journal entry. ``listener`` may be an ``Observer`` for run-level hooks.
     ``client``/``cluster`` run it on Dask (``scaled_out``)."""
     options = options or TransferOptions()
-    settings = _settings(options)
+    settings = store_settings(options)
     src_store, src_key = open_store(src, settings)
     dst_store, dst_key = open_store(dst, settings)
     try:
@@ -548,7 +545,7 @@ def sync(
     anything is deleted. ``filters`` narrows both what is copied and what may be
     deleted; ``dry_run``, ``client``, ``cluster`` as for ``copy``."""
     options = options or TransferOptions()
-    settings = _settings(options)
+    settings = store_settings(options)
     src_store, src_key = open_store(src, settings)
     dst_store, dst_key = open_store(dst, settings)
     try:
@@ -704,7 +701,7 @@ def verify(
     root_url = target or str(manifest.header.get("destination", ""))
     if not root_url:
         raise UsageError(f"{manifest_path} names no destination; give the TARGET to verify")
-    loc, settings = parse_url(root_url), _settings(options)
+    loc, settings = parse_url(root_url), store_settings(options)
     if loc.remote is not None:
         loc, settings = resolve_remote(loc, settings)
     store = open_location(loc, settings)
@@ -771,7 +768,7 @@ def verify(
 def hash_url(url: str, options: TransferOptions | None = None) -> dict[str, str]:
     """Digest of one object or file, read with the engine's parallel ranged reads."""
     options = options or TransferOptions()
-    store, key = open_store(url, _settings(options))
+    store, key = open_store(url, store_settings(options))
     out: dict[str, str] = {}
     errors: list[DatamoverError] = []
 
