@@ -734,6 +734,27 @@ def _mount_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--fs-threads", type=int, default=16, metavar="N", help="store requests at once (16)"
     )
     p.add_argument(
+        "--read-part-size",
+        type=_size,
+        default=16 * 1024**2,
+        metavar="SIZE",
+        help="the largest ranged GET of a sequential read (16MiB)",
+    )
+    p.add_argument(
+        "--read-window",
+        type=_size,
+        default=64 * 1024**2,
+        metavar="SIZE",
+        help="how far ahead one sequential reader fetches (64MiB)",
+    )
+    p.add_argument(
+        "--max-background",
+        type=int,
+        default=64,
+        metavar="N",
+        help="FUSE requests the kernel keeps in flight, set when mounting as root (64)",
+    )
+    p.add_argument(
         "--attrs-from-list",
         action="store_true",
         help="S3: show sizes and mtimes from the LIST with the default mode and owner, no "
@@ -774,6 +795,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         log_file=args.log_file,
         attrs_from_list=args.attrs_from_list,
         stat_concurrency=args.stat_concurrency,
+        read_part_size=args.read_part_size,
+        read_window=args.read_window,
+        max_background=args.max_background,
     )
     datamover_fuse.mount(args.url, args.mountpoint, options, foreground=args.foreground)
     return EXIT_OK

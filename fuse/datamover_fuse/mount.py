@@ -16,6 +16,15 @@ The kernel's read-ahead for the mount (``/sys/class/bdi/<dev>/read_ahead_kb``,
 128 KiB by default) is raised to ``options.read_ahead`` when the process may write
 there (root), so sequential readers send big requests early; otherwise it is left
 alone with a log line.
+
+With that read-ahead the kernel's default of 12 background requests per connection
+(congested from 9, which libfuse leaves and pyfuse3 can't change in ``init``) is too
+few: past the congestion threshold the kernel drops the rest of a read-ahead window
+it has already put in the page cache and reads those pages again later, a third more
+page-cache work in every reader. So, also when root, the connection's
+``max_background`` is set to ``options.max_background`` (and ``congestion_threshold``
+to three quarters of it) in fusectl, ``/sys/fs/fuse/connections/<dev>/``, which is
+mounted first if the system has not (as systemd and the fuse3 init script do).
 """
 
 from __future__ import annotations
@@ -91,6 +100,64 @@ def tune_read_ahead(mountpoint: str, nbytes: int) -> bool:
         return False
 
 
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def fusectl_dir(mountpoint: str) -> str | None:
+    """The mount's fusectl directory (named by the kernel's ``dev_t``), or None."""
+    found = mount_entry(mountpoint)
+    if found is None:
+        return None
+    major, _, minor = found[0].partition(":")
+    return f"{FUSECTL}/{(int(major) << 20) | int(minor)}"
+
+
+def _mount_fusectl() -> bool:
+    """Mount the FUSE control filesystem where the system has not (root only)."""
+    if os.geteuid() != 0 or not os.path.isdir(FUSECTL) or os.path.ismount(FUSECTL):
+        return False
+    try:
+        result = subprocess.run(
+            ["mount", "-t", "fusectl", "fusectl", FUSECTL],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.info("could not mount fusectl on %s: %s", FUSECTL, e)
+        return False
+    if result.returncode != 0:
+        log.info("could not mount fusectl on %s: %s", FUSECTL, result.stderr.strip())
+        return False
+    log.info("mounted fusectl on %s", FUSECTL)
+    return True
+
+
+def tune_connection(mountpoint: str, max_background: int) -> bool:
+    """Best effort: let the kernel keep ``max_background`` asynchronous requests
+    (read-ahead) of this mount in flight, congested from three quarters of that.
+    True when both are set. Root only; must run after FUSE_INIT was answered."""
+    conn = fusectl_dir(mountpoint)
+    if conn is None or max_background <= 0:
+        return False
+    if not os.path.isdir(conn) and not (_mount_fusectl() and os.path.isdir(conn)):
+        log.info("FUSE background requests left at the kernel default (no %s)", conn)
+        return False
+    threshold = max(1, max_background * 3 // 4)
+    try:
+        for name, value in (
+            ("max_background", max_background),
+            ("congestion_threshold", threshold),
+        ):
+            with open(f"{conn}/{name}", "w", encoding="ascii") as fh:
+                fh.write(str(value))
+    except OSError as e:
+        log.info("FUSE background requests left at the kernel default (%s: %s)", conn, e.strerror)
+        return False
+    return True
+
+
 def _fuse_options(url: str, options: MountOptions) -> set[str]:
     import pyfuse3
 
@@ -150,7 +217,8 @@ def serve(
         for _ in range(20):
             await trio.sleep(0.05)
             if await trio.to_thread.run_sync(tune_read_ahead, mountpoint, options.read_ahead):
-                return
+                break
+        await trio.to_thread.run_sync(tune_connection, mountpoint, options.max_background)
 
     async def watch_signals() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

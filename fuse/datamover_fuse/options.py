@@ -3,6 +3,7 @@
 Memory the mount may use, whatever the number of open files::
 
     prefetch_budget                 read-ahead buffers of every open file together
+                                    (each at most read_window, in read_part_size pieces)
   + write_buffer                    part buffers in flight (uploads, base downloads)
   + listing cache                   <= max_cached_entries names with their attributes
   + a few KiB per open file / known inode
@@ -43,6 +44,15 @@ class MountOptions:
     objects. Without it, ``readdir`` HEADs every S3 entry of a listing batch (at most
     ``stat_concurrency`` at once, within ``fs_threads``) so that listings show the
     stored POSIX metadata. See docs/SEMANTICS.md, "Listing attributes".
+
+    ``read_window`` is the most a sequential reader fetches ahead (its window starts
+    at 1 MiB and doubles per range); ``read_part_size`` is the most one ranged GET
+    of that window asks for (several in flight at once). Both draw on
+    ``prefetch_budget``, which bounds all open files together.
+
+    ``read_ahead`` (the kernel's read-ahead for the mount) and ``max_background``
+    (the kernel's asynchronous FUSE requests in flight, read-ahead mostly) are set
+    only when the mounting process may (root); see ``mount``.
     """
 
     read_only: bool = False
@@ -56,10 +66,13 @@ class MountOptions:
     dir_ttl: float = 5.0
     negative_ttl: float = 2.0
     prefetch_budget: int = 256 * MiB
+    read_window: int = 64 * MiB
+    read_part_size: int = 16 * MiB
     write_buffer: int = 256 * MiB
     fs_threads: int = 16
     stream_size_hint: int = 256 * GiB
     read_ahead: int = 16 * MiB
+    max_background: int = 64
     max_cached_entries: int = 200_000
     log_file: str | None = None
     attrs_from_list: bool = False
@@ -76,6 +89,12 @@ class MountOptions:
                 raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 86400 seconds")
         if self.prefetch_budget < 0:
             raise UsageError("--prefetch-budget must not be negative")
+        if not MiB <= self.read_part_size <= 256 * MiB:
+            raise UsageError("read part size must be between 1MiB and 256MiB")
+        if not self.read_part_size <= self.read_window <= 4 * GiB:
+            raise UsageError("read window must be between the read part size and 4GiB")
+        if not 1 <= self.max_background <= 1024:
+            raise UsageError("max_background must be between 1 and 1024")
         if self.write_buffer < 16 * MiB:
             raise UsageError("write buffer must be at least 16MiB")
         if not 1 <= self.fs_threads <= 256:

@@ -1,22 +1,30 @@
 """Reading an object through one open file handle.
 
 A handle reading sequentially gets a read-ahead window that starts at 1 MiB and
-doubles with every segment it schedules, up to 64 MiB; the window is fetched as
-ranged GETs of at most 8 MiB (``store.readinto`` into a buffer), several in flight
-at once, so one reader can use many connections as goofys and mountpoint-s3 do.
-A read far from where the handle was reading (more than a window behind or ahead) is
-random access: the window is dropped and the read is served by one exact ranged GET
-of the bytes the kernel asked for.
+doubles with every segment it schedules, up to ``MountOptions.read_window`` (64 MiB);
+the window is fetched as ranged GETs of at most ``read_part_size`` (16 MiB) each
+(``store.readinto`` into a buffer), several in flight at once, so one reader can use
+many connections as goofys and mountpoint-s3 do. A read far from where the handle was
+reading (more than a window behind or ahead) is random access: the window is dropped
+and the read is served by one exact ranged GET of the bytes the kernel asked for.
 
 Memory: every segment buffer is taken from the one ``PrefetchBudget`` shared by all
 handles. When it is spent, a sequential reader just reads what the kernel asks for,
 directly, until buffers come back. Segments the reader has passed are returned at
-once, so a reader holds at most its window.
+once, so a reader holds at most its window (and what the kernel's out-of-order
+requests still need, below).
 
 The kernel may deliver the read requests of one reader slightly out of order (its own
 read-ahead sends several at once), so a read a little behind the current position is
 still sequential: served from a live segment if there is one, else directly, without
 dropping the window.
+
+The bytes go to the kernel without a copy in Python: a read that lies in one segment
+(every request of a plain sequential reader: the kernel's read-ahead asks for 1 MiB
+pieces from MiB-aligned offsets, and segment bounds are MiB multiples) is answered
+with a ``memoryview`` of the segment, which pyfuse3 writes to ``/dev/fuse`` as soon
+as the handler returns, before any other request or fetch runs, so the buffer can't
+be reused under it. A read straddling two segments is joined into new bytes.
 """
 
 from __future__ import annotations
@@ -27,21 +35,20 @@ from collections.abc import Callable
 import trio
 
 from datamover.stores.base import MiB
-from datamover_fuse.runtime import Runtime
+from datamover_fuse.runtime import Buffer, Runtime
 
-CHUNK = 8 * MiB
 INITIAL_WINDOW = 1 * MiB
-MAX_WINDOW = 64 * MiB
-#: Segments this far behind the oldest read in progress are kept for stragglers: the
-#: kernel's own read-ahead (16 MiB once the mount raised it) sends requests that
-#: arrive out of order by about that much.
+#: Segments at least this far behind the oldest read in progress are kept for
+#: stragglers (more when the kernel's read-ahead, ``MountOptions.read_ahead``, is
+#: larger): the kernel's own read-ahead sends requests that arrive out of order by
+#: about that much.
 BEHIND_SLACK = 16 * MiB
 
 
 class _Segment:
     __slots__ = ("buf", "done", "dropped", "end", "error", "filled", "released", "start", "users")
 
-    def __init__(self, start: int, end: int, buf: bytearray) -> None:
+    def __init__(self, start: int, end: int, buf: Buffer) -> None:
         self.start = start
         self.end = end
         self.buf = buf
@@ -64,7 +71,11 @@ class Prefetcher:
         self._segments: deque[_Segment] = deque()
         self._fetch_end = 0
         self._next = 0
-        self._window = INITIAL_WINDOW
+        options = rt.options
+        self._part = options.read_part_size
+        self._max_window = options.read_window
+        self._slack = max(BEHIND_SLACK, options.read_ahead)
+        self._window = min(INITIAL_WINDOW, self._max_window)
         self._closed = False
         self._reading: list[int] = []
         self.direct_reads = 0
@@ -133,7 +144,7 @@ class Prefetcher:
             return False
         # Stragglers behind (served directly when their segment is gone, without
         # dropping the window), or a short skip forward within the window.
-        return self._next - MAX_WINDOW <= offset <= self._fetch_end + self._window
+        return self._next - self._max_window <= offset <= self._fetch_end + self._window
 
     def _find(self, pos: int) -> _Segment | None:
         for seg in self._segments:
@@ -145,7 +156,7 @@ class Prefetcher:
         target = min(self.size, pos + self._window)
         budget = self._rt.prefetch
         while self._fetch_end < target and not self._closed:
-            length = min(CHUNK, self._window, self.size - self._fetch_end)
+            length = min(self._part, self._window, self.size - self._fetch_end)
             buf = budget.take(length)
             if buf is None:
                 return
@@ -153,7 +164,7 @@ class Prefetcher:
             self._segments.append(seg)
             self._rt.spawn(self._fetch, seg)
             self._fetch_end = seg.end
-            self._window = min(MAX_WINDOW, self._window * 2)
+            self._window = min(self._max_window, self._window * 2)
             self.prefetched_bytes += length
 
     async def _fetch(self, seg: _Segment) -> None:
@@ -182,13 +193,13 @@ class Prefetcher:
             self._release(seg)
 
     def _free_behind(self, offset: int) -> None:
-        while self._segments and self._segments[0].end + BEHIND_SLACK <= offset:
+        while self._segments and self._segments[0].end + self._slack <= offset:
             self._drop(self._segments.popleft())
 
     def _reset(self) -> None:
         while self._segments:
             self._drop(self._segments.popleft())
-        self._window = INITIAL_WINDOW
+        self._window = min(INITIAL_WINDOW, self._max_window)
         self._fetch_end = 0
 
     async def _direct(self, offset: int, length: int) -> bytes:

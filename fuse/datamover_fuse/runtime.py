@@ -9,6 +9,7 @@ have separate limiters so a slow store never starves staging-file I/O.
 from __future__ import annotations
 
 import functools
+import mmap
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -24,24 +25,44 @@ from datamover_fuse.storeext import StoreExt
 
 T = TypeVar("T")
 
+LARGE_BUFFER = 1024 * 1024
+
+
+Buffer = bytearray | mmap.mmap
+
+
+def new_buffer(n: int) -> Buffer:
+    """``n`` zero bytes for a read-ahead segment. Large ones are anonymous mappings:
+    the kernel's zero pages are filled by the store's ``recv_into`` directly (a
+    ``bytearray`` is zeroed once more by ``memset``), and the memory goes back to
+    the system as soon as the buffer is dropped. Not huge pages: in a VM a fresh
+    2 MiB page is mostly memory the host has not backed yet, and faulting it in
+    cost more than the 4 KiB faults it saves."""
+    if n < LARGE_BUFFER:
+        return bytearray(n)
+    return mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE)
+
 
 class PrefetchBudget:
     """One budget for the read-ahead buffers of all open files. Never waits: a
     handle that can't get bytes reads directly instead.
 
-    Returned buffers of the common size are kept for reuse (a fresh 8 MiB
-    ``bytearray`` costs page faults and zeroing on every segment); kept buffers count
-    against the limit too, and are dropped first when a request would not fit."""
+    Returned buffers of the common size (``MountOptions.read_part_size``) are kept
+    for reuse, at most ``keep`` of them (a fresh buffer costs page faults and
+    zeroing on every segment); kept buffers count against the limit too, and are
+    dropped first when a request would not fit. A dropped buffer is never closed
+    explicitly: a reply may still hold a view of it, and it is unmapped when the
+    last view goes."""
 
-    def __init__(self, limit: int, reuse_size: int = 8 * 1024 * 1024, keep: int = 8) -> None:
+    def __init__(self, limit: int, reuse_size: int = 16 * 1024 * 1024, keep: int = 4) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
         self._reuse_size = reuse_size
         self._keep = keep
-        self._free: list[bytearray] = []
+        self._free: list[Buffer] = []
 
-    def take(self, n: int) -> bytearray | None:
+    def take(self, n: int) -> Buffer | None:
         if n == self._reuse_size and self._free:
             self.used += n
             self.peak = max(self.peak, self.used)
@@ -52,9 +73,9 @@ class PrefetchBudget:
             return None
         self.used += n
         self.peak = max(self.peak, self.used)
-        return bytearray(n)
+        return new_buffer(n)
 
-    def give(self, buf: bytearray) -> None:
+    def give(self, buf: Buffer) -> None:
         self.used -= len(buf)
         if len(buf) == self._reuse_size and len(self._free) < self._keep:
             self._free.append(buf)
@@ -134,7 +155,12 @@ class Runtime:
         # together; each also takes a store_limiter slot, so the effective bound is
         # min(stat_concurrency, fs_threads). Lookups the kernel waits for don't queue here.
         self.stat_limiter = trio.CapacityLimiter(options.stat_concurrency)
-        self.prefetch = PrefetchBudget(options.prefetch_budget)
+        # Kept for reuse: as many part buffers as one reader's window holds.
+        self.prefetch = PrefetchBudget(
+            options.prefetch_budget,
+            options.read_part_size,
+            keep=max(1, options.read_window // options.read_part_size),
+        )
         self.write_budget = ByteBudget(options.write_buffer)
         self.cache = CacheDir(options.cache_dir, options.cache_size)
         self._nursery: trio.Nursery | None = None

@@ -10,7 +10,8 @@ enough for the bodies tests send. A request is in flight from its request line u
 the first bytes of the server's answer are passed on (HTTP/1.1 without pipelining:
 one request at a time per connection). ``head_delay`` holds each answer
 to a HEAD back that long, so that requests a mount sends in parallel overlap for
-sure even on a fast local server.
+sure even on a fast local server. ``ranges`` records the ``Range`` of each GET whose
+request head arrived in one piece (all of them, in practice: a head is one send).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from types import TracebackType
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)([A-Z]+) (\S+) HTTP/1\.[01]\r\n")
 _TAIL = 8192
+_HEAD_END = b"\r\n\r\n"
+_RANGE = re.compile(rb"\r\nrange: *bytes=(\d+)-(\d+)\r\n", re.IGNORECASE)
 
 
 class CountingProxy:
@@ -35,6 +38,7 @@ class CountingProxy:
         self.head_delay = head_delay
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []  # (method, unquoted path), in order
+        self.ranges: list[tuple[str, int, int]] = []  # (path, first, last byte) of GETs
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -69,6 +73,7 @@ class CountingProxy:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.ranges.clear()
             self.max_in_flight.clear()
 
     def count(self, method: str, path_prefix: str = "/") -> int:
@@ -117,6 +122,11 @@ class CountingProxy:
                         method = m.group(1).decode()
                         path = urllib.parse.unquote(m.group(2).decode().split("?", 1)[0])
                         self.requests.append((method, path))
+                        head_end = buf.find(_HEAD_END, m.end() - 2)
+                        if method == "GET" and head_end >= 0:
+                            r = _RANGE.search(buf, m.end() - 2, head_end + 2)
+                            if r is not None:
+                                self.ranges.append((path, int(r.group(1)), int(r.group(2))))
                         waiting.append(method)
                         self.in_flight[method] += 1
                         self.max_in_flight[method] = max(

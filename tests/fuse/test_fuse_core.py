@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from datamover.errors import Unsupported
+from datamover.errors import Unsupported, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import MiB, ObjectInfo
 from datamover.stores.posix import PosixStore
@@ -376,10 +376,80 @@ def test_sequential_read_prefetches_in_growing_parallel_ranges(options: MountOpt
         assert await read_file(core, "big", chunk=128 * 1024) == data
 
     core = run(store, options, body)
-    assert store.calls["readinto"] <= 12  # 1+2+4+8 MiB, then 8 MiB chunks
+    assert store.calls["readinto"] == 6  # 1+2+4+8 MiB, then 16 MiB parts: 16, 9
     assert store.calls["read"] == 0
     assert core.rt.prefetch.used == 0
-    assert core.rt.prefetch.peak <= 64 * MiB + 8 * MiB
+    assert core.rt.prefetch.peak <= 64 * MiB + 16 * MiB
+
+
+class RangeLog(MemoryStore):
+    """Records the (offset, length) of every ``readinto``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[int, int]] = []
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        self.ranges.append((offset, len(buf)))
+        return super().readinto(key, offset, buf)
+
+
+def test_read_part_size_and_window_bound_the_ranged_gets(tmp_path: Path) -> None:
+    options = MountOptions(cache_dir=str(tmp_path), read_part_size=4 * MiB, read_window=8 * MiB)
+    store = RangeLog()
+    data = payload(30 * MiB + 7)
+    store.put("big", data)
+    peaks: list[int] = []
+
+    async def body(core: FsCore) -> None:
+        ino = await walk(core, "big")
+        fh, _ = await core.open(ino, os.O_RDONLY)
+        out = []
+        for off in range(0, len(data), MiB):
+            out.append(bytes(await core.read(fh, off, MiB)))
+            peaks.append(core.rt.prefetch.used)
+        await core.release(fh)
+        assert b"".join(out) == data
+
+    core = run(store, options, body)
+    sizes = [n for _, n in sorted(store.ranges)]
+    assert sizes == [MiB, 2 * MiB] + [4 * MiB] * 6 + [3 * MiB + 7]
+    assert store.calls["read"] == 0
+    # The window (8 MiB) ahead, the part being read, what is kept for stragglers.
+    assert max(peaks) <= 8 * MiB + 4 * MiB + 16 * MiB
+    assert core.rt.prefetch.used == 0
+
+
+def test_a_sequential_read_is_answered_with_views_of_the_read_ahead(
+    options: MountOptions,
+) -> None:
+    """No copy in Python: 1 MiB requests inside a segment are memoryviews of it."""
+    store = MemoryStore()
+    data = payload(40 * MiB)
+    store.put("big", data)
+
+    async def body(core: FsCore) -> None:
+        fh, _ = await core.open(await walk(core, "big"), os.O_RDONLY)
+        for off in range(0, len(data), MiB):
+            got = await core.read(fh, off, MiB)
+            assert isinstance(got, memoryview) and got == data[off : off + MiB]
+        await core.release(fh)
+
+    run(store, options, body)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"read_part_size": MiB - 1},
+        {"read_part_size": 512 * MiB},
+        {"read_part_size": 16 * MiB, "read_window": 8 * MiB},
+        {"max_background": 0},
+    ],
+)
+def test_read_bounds_are_checked(tmp_path: Path, changes: dict[str, int]) -> None:
+    with pytest.raises(UsageError):
+        MountOptions(cache_dir=str(tmp_path), **changes)  # type: ignore[arg-type]
 
 
 def test_random_reads_are_exact_ranged_reads(options: MountOptions) -> None:

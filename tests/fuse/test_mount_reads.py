@@ -1,0 +1,149 @@
+"""Reading through a real mount (docs/SEMANTICS.md, "Reading"), counted on the wire:
+the mount talks to SeaweedFS through ``CountingProxy``, which forwards every byte and
+records each GET and its ``Range``.
+
+* a sequential reader is served by few, big, parallel ranged GETs: the window ramps
+  1, 2, 4, 8 MiB, then ranges of ``read_part_size``, never more than ``read_window``
+  ahead;
+* as root, the mount raises the kernel's read-ahead and its background-request limit
+  (without the latter the kernel drops and re-reads part of every read-ahead window);
+* readers beyond ``prefetch_budget`` still read the right bytes, in bounded memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from datamover.stores.base import MiB
+from datamover_fuse.mount import fusectl_dir, mount_entry
+
+from counting_proxy import CountingProxy
+from mounting import Mount, Target, run
+
+pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def proxy(s3_target: Target) -> Iterator[CountingProxy]:
+    with CountingProxy(s3_target.backend.server.endpoint) as p:
+        yield p
+
+
+def mount_through(
+    proxy: CountingProxy, s3_target: Target, tmp_path: Path, **options: object
+) -> Mount:
+    env = {**s3_target.backend.env, "AWS_ENDPOINT_URL": proxy.endpoint}
+    return Mount(s3_target.backend.url(), tmp_path / "m", env, options=options)
+
+
+def put_random(s3_target: Target, name: str, size: int) -> tuple[str, str]:
+    """A new object of ``size`` random bytes: (key, sha256 hex)."""
+    data = os.urandom(size)
+    key = s3_target.fresh_key(name)
+    s3_target.store.put(key, data)
+    return key, hashlib.sha256(data).hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return run(["sha256sum", str(path)]).stdout.split()[0]
+
+
+def vm_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.mark.parametrize("part_mib", [8, 16])
+def test_sequential_read_is_few_big_parallel_ranged_gets(
+    s3_target: Target, proxy: CountingProxy, tmp_path: Path, part_mib: int
+) -> None:
+    part = part_mib * MiB
+    size = 96 * MiB + 12345
+    key, digest = put_random(s3_target, "seq.bin", size)
+    with mount_through(
+        proxy, s3_target, tmp_path, read_part_size=part, read_window=4 * part
+    ) as mount:
+        proxy.reset()
+        assert sha256_of(mount.path / key) == digest
+        path = f"/{s3_target.backend.bucket}/{key}"
+        gets = proxy.paths("GET").count(path)
+        ranges = sorted((first, last) for p, first, last in proxy.ranges if p == path)
+    # The window: 1 + 2 + 4 + 8 MiB, then whole parts, then the tail.
+    ramp = [MiB, 2 * MiB, 4 * MiB, 8 * MiB][: {8: 3, 16: 4}[part_mib]]
+    expected = len(ramp) + -(-(size - sum(ramp)) // part)
+    assert expected <= gets <= expected + 2  # a straggler may be read directly
+    assert len(ranges) == gets
+    lengths = [last - first + 1 for first, last in ranges]
+    assert max(lengths) == part
+    # Every byte fetched, hardly any twice.
+    end = 0
+    for first, last in ranges:
+        assert first <= end
+        end = max(end, last + 1)
+    assert end == size and sum(lengths) <= size + 2 * MiB
+    # In parallel, within the window (4 parts, one more straddling the reader's
+    # position, and room for one direct read of a straggler).
+    assert 2 <= proxy.max_in_flight["GET"] <= 6
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may tune the kernel's limits")
+def test_root_mount_raises_read_ahead_and_background_requests(
+    s3_target: Target, tmp_path: Path
+) -> None:
+    options = {"read_ahead": 8 * MiB, "max_background": 32}
+    with Mount(
+        s3_target.backend.url(), tmp_path / "m", s3_target.backend.env, options=options
+    ) as mount:
+        found = mount_entry(str(mount.path))
+        conn = fusectl_dir(str(mount.path))
+        assert found is not None and conn is not None
+        bdi = f"/sys/class/bdi/{found[0]}/read_ahead_kb"
+        want = {bdi: "8192", f"{conn}/max_background": "32", f"{conn}/congestion_threshold": "24"}
+        deadline = time.monotonic() + 10  # tuned just after the kernel's INIT
+        while True:
+            got: dict[str, str | None] = {}
+            for path in want:
+                try:
+                    got[path] = Path(path).read_text().strip()
+                except OSError:
+                    got[path] = None
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert got == want, mount.log_tail()
+
+
+def test_readers_beyond_the_prefetch_budget_read_right_in_bounded_memory(
+    s3_target: Target, tmp_path: Path
+) -> None:
+    budget = 32 * MiB
+    objects = [put_random(s3_target, f"r{i}.bin", 40 * MiB + i) for i in range(4)]
+    options = {"prefetch_budget": budget, "read_part_size": 8 * MiB, "read_window": 32 * MiB}
+    with Mount(
+        s3_target.backend.url(), tmp_path / "m", s3_target.backend.env, options=options
+    ) as mount:
+        assert mount.proc is not None
+        pid = mount.proc.pid
+        before = vm_kib(pid, "VmRSS")
+        procs = [
+            subprocess.Popen(
+                ["sha256sum", str(mount.path / key)], stdout=subprocess.PIPE, text=True
+            )
+            for key, _ in objects
+        ]
+        outs = [p.communicate(timeout=120)[0].split()[0] for p in procs]
+        grown = vm_kib(pid, "VmHWM") - before
+    assert outs == [digest for _, digest in objects]
+    # Four readers wanting 32 MiB windows each share 32 MiB of read-ahead; the rest
+    # of what they read goes straight through (requests of 1 MiB at most).
+    assert grown * 1024 < budget + 64 * MiB, f"the mount grew by {grown} KiB"
