@@ -124,7 +124,12 @@ os.register_at_fork(after_in_child=_fresh_temp_prefix)
 
 
 def _temp_name(directory: str, name: str) -> str:
-    return os.path.join(directory, f".{name}{TEMP_MARK}{_temp_prefix}{next(_temp_counter):x}")
+    suffix = f"{TEMP_MARK}{_temp_prefix}{next(_temp_counter):x}"
+    raw = os.fsencode(name)
+    room = 255 - 1 - len(suffix)  # NAME_MAX, the leading dot, the suffix
+    if len(raw) > room:  # a long name: its temp file keeps only its start
+        name = os.fsdecode(raw[:room])
+    return os.path.join(directory, f".{name}{suffix}")
 
 
 def map_oserror(e: OSError, key: str) -> StoreError:

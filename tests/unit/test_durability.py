@@ -164,3 +164,11 @@ def test_buffer_pool_stays_within_its_limit() -> None:
     pool.give(big)
     assert pool.idle_bytes <= 100
     assert pool.take(10) is not big  # 90 > 2 * 10: not handed out for a small part
+
+
+def test_a_255_byte_name_gets_a_temp_file_that_fits(tmp_path: Path) -> None:
+    name = "é" * 127 + "x"  # 255 bytes in UTF-8
+    store = PosixStore(durability="job")
+    store.put(k(tmp_path / name), b"long")
+    assert (tmp_path / name).read_bytes() == b"long"
+    assert os.listdir(tmp_path) == [name]
