@@ -749,14 +749,7 @@ def scale_out(
             profile=settings.profile,
             account=settings.account,
             connections=(options.transfers + 4) * threads,
-            # Workers commit files the client can't syncfs for them (other nodes, other
-            # page caches): on a cluster, "job" durability means each file's own fsync.
-            extra={
-                **settings.extra,
-                "durability": "file"
-                if options.durability == "job"
-                else settings.extra.get("durability", options.durability),
-            },
+            extra=settings.extra,
         )
         yield functools.partial(
             DaskRunner,

@@ -108,8 +108,7 @@ class Listener:
         pass
 
 
-def _is_symlink(job: FileJob) -> bool:
-    info = job.info
+def _is_symlink(info: ObjectInfo) -> bool:
     raw = info.metadata.get(MODE)
     mode = int(raw) if raw is not None and raw.isdigit() else info.mode
     return mode is not None and statmod.S_ISLNK(mode)
@@ -238,7 +237,7 @@ class Runner:
         self.stop.set()
 
     def _schedule(self, job: FileJob) -> None:
-        if (job.kind == "hardlink" or _is_symlink(job)) and not self._linking:
+        if (job.kind == "hardlink" or _is_symlink(job.info)) and not self._linking:
             # Links last: a hard link's target must exist first, and a symlink must not
             # exist while files are written under its name (an object "a" stored as a
             # link and a key "a/x" would otherwise write x through the link, outside
@@ -441,7 +440,7 @@ class Runner:
                 link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
                 self._defer(link)
                 return  # (the budget is released below)
-            if not self._linking and _is_symlink(dataclasses.replace(job, info=info)):
+            if not self._linking and _is_symlink(info):
                 # Only the read showed it is a link (object stores list no modes):
                 # written with the other links, after every file (see _schedule).
                 self._defer(dataclasses.replace(job, info=info))

@@ -221,6 +221,64 @@ def _mtime(metadata: Mapping[str, str], last_modified: datetime | None) -> float
     return last_modified.timestamp() if last_modified else None
 
 
+def _object_info(
+    key: str,
+    size: int,
+    meta: dict[str, str],
+    etag: str | None,
+    modified: datetime | None,
+    version: str | None,
+    sse: str | None,
+) -> ObjectInfo:
+    """An object as a HEAD or GET describes it (boto3's parsed answer or the lean
+    path's headers alike)."""
+    tag = (etag or "").strip('"') or None
+    return ObjectInfo(
+        key=key,
+        size=size,
+        mtime=_mtime(meta, modified),
+        etag=tag,
+        version=version,
+        checksums=_checksums(meta, tag, sse),
+        metadata=meta,
+        mode=PosixAttrs.from_metadata(meta).mode,
+    )
+
+
+def _listed(key: str, size: int, etag: str | None, mtime: float | None) -> ObjectInfo:
+    """An object as a listing describes it: no user metadata."""
+    tag = (etag or "").strip('"') or None
+    return ObjectInfo(
+        key=key,
+        size=size,
+        mtime=mtime,
+        etag=tag,
+        checksums=_checksums({}, tag, None),
+        is_dir=key.endswith("/"),
+    )
+
+
+def _put_info(
+    key: str,
+    size: int,
+    metadata: Mapping[str, str] | None,
+    etag: str | None,
+    version: str | None,
+    sse: str | None,
+) -> ObjectInfo:
+    """What a PutObject wrote: the metadata sent, the ETag and version returned."""
+    tag = (etag or "").strip('"') or None
+    meta = dict(metadata or {})
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=tag,
+        version=version,
+        metadata=meta,
+        checksums=_checksums(meta, tag, sse),
+    )
+
+
 def _virtual_host_ok(bucket: str) -> bool:
     """A bucket name usable as a TLS host label (no dots, lower case, 3-63 chars)."""
     return (
@@ -253,17 +311,13 @@ def _parse_list_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
         for cp in root.iterfind(f"{ns}CommonPrefixes")
     ]
     for obj in root.iterfind(f"{ns}Contents"):
-        key = decode(obj.findtext(f"{ns}Key") or "")
-        etag = (obj.findtext(f"{ns}ETag") or "").strip('"') or None
         modified = obj.findtext(f"{ns}LastModified")
         entries.append(
-            ObjectInfo(
-                key=key,
-                size=int(obj.findtext(f"{ns}Size") or 0),
-                mtime=_parse_timestamp(modified).timestamp() if modified else None,
-                etag=etag,
-                checksums=_checksums({}, etag, None),
-                is_dir=key.endswith("/"),
+            _listed(
+                decode(obj.findtext(f"{ns}Key") or ""),
+                int(obj.findtext(f"{ns}Size") or 0),
+                obj.findtext(f"{ns}ETag"),
+                _parse_timestamp(modified).timestamp() if modified else None,
             )
         )
     entries.sort(key=lambda info: info.key)
@@ -412,20 +466,30 @@ class S3Store(Store):
             code, r.status, message, r.headers.get("retry-after"), self.bucket, key
         )
 
+    @staticmethod
+    def _boto_info(key: str, r: Mapping[str, Any], size: int) -> ObjectInfo:
+        return _object_info(
+            key,
+            size,
+            r.get("Metadata", {}),
+            r.get("ETag"),
+            r.get("LastModified"),
+            r.get("VersionId"),
+            r.get("ServerSideEncryption"),
+        )
+
     def _lean_info(self, key: str, r: Response, size: int) -> ObjectInfo:
         headers = r.headers
         meta = {k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
-        etag = headers.get("etag", "").strip('"') or None
         modified = headers.get("last-modified")
-        return ObjectInfo(
-            key=key,
-            size=size,
-            mtime=_mtime(meta, _parse_timestamp(modified) if modified else None),
-            etag=etag,
-            version=headers.get("x-amz-version-id"),
-            checksums=_checksums(meta, etag, headers.get("x-amz-server-side-encryption")),
-            metadata=meta,
-            mode=PosixAttrs.from_metadata(meta).mode,
+        return _object_info(
+            key,
+            size,
+            meta,
+            headers.get("etag"),
+            _parse_timestamp(modified) if modified else None,
+            headers.get("x-amz-version-id"),
+            headers.get("x-amz-server-side-encryption"),
         )
 
     @classmethod
@@ -480,18 +544,7 @@ class S3Store(Store):
         except NotFound:
             self._check_bucket(key)
             raise
-        meta = r.get("Metadata", {})
-        etag = r.get("ETag", "").strip('"') or None
-        return ObjectInfo(
-            key=key,
-            size=r["ContentLength"],
-            mtime=_mtime(meta, r.get("LastModified")),
-            etag=etag,
-            version=r.get("VersionId"),
-            checksums=_checksums(meta, etag, r.get("ServerSideEncryption")),
-            metadata=meta,
-            mode=PosixAttrs.from_metadata(meta).mode,
-        )
+        return self._boto_info(key, r, int(r["ContentLength"]))
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         if not recursive and prefix and not prefix.endswith("/"):
@@ -516,16 +569,9 @@ class S3Store(Store):
                 for cp in page.get("CommonPrefixes", ())
             ]
             for obj in page.get("Contents", ()):
-                key = obj["Key"]
-                etag = obj.get("ETag", "").strip('"') or None
                 entries.append(
-                    ObjectInfo(
-                        key=key,
-                        size=obj["Size"],
-                        mtime=obj["LastModified"].timestamp(),
-                        etag=etag,
-                        checksums=_checksums({}, etag, None),
-                        is_dir=key.endswith("/"),
+                    _listed(
+                        obj["Key"], obj["Size"], obj.get("ETag"), obj["LastModified"].timestamp()
                     )
                 )
             entries.sort(key=lambda info: info.key)
@@ -630,18 +676,7 @@ class S3Store(Store):
             raise map_error(e, self.bucket, key) from e
         finally:
             r["Body"].close()
-        meta = r.get("Metadata", {})
-        etag = r.get("ETag", "").strip('"') or None
-        return data, ObjectInfo(
-            key=key,
-            size=int(r["ContentLength"]),
-            mtime=_mtime(meta, r.get("LastModified")),
-            etag=etag,
-            version=r.get("VersionId"),
-            checksums=_checksums(meta, etag, r.get("ServerSideEncryption")),
-            metadata=meta,
-            mode=PosixAttrs.from_metadata(meta).mode,
-        )
+        return data, self._boto_info(key, r, int(r["ContentLength"]))
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if len(buf) == 0:
@@ -699,16 +734,14 @@ class S3Store(Store):
         if lean is not None:
             if lean.status != 200:
                 raise self._lean_error(lean, key)
-            etag = lean.headers.get("etag", "").strip('"') or None
-            return ObjectInfo(
-                key=key,
-                size=view.nbytes,
-                etag=etag,
-                version=lean.headers.get("x-amz-version-id"),
-                metadata=dict(metadata or {}),
-                checksums=_checksums(
-                    metadata or {}, etag, lean.headers.get("x-amz-server-side-encryption")
-                ),
+            h = lean.headers
+            return _put_info(
+                key,
+                view.nbytes,
+                metadata,
+                h.get("etag"),
+                h.get("x-amz-version-id"),
+                h.get("x-amz-server-side-encryption"),
             )
         body = _body(data)
         r = self._call(
@@ -719,14 +752,13 @@ class S3Store(Store):
             Metadata=dict(metadata or {}),
             ChecksumCRC32C=b64(digests.get("crc32c")),
         )
-        etag = r.get("ETag", "").strip('"') or None
-        return ObjectInfo(
-            key=key,
-            size=len(body),
-            etag=etag,
-            version=r.get("VersionId"),
-            metadata=dict(metadata or {}),
-            checksums=_checksums(metadata or {}, etag, r.get("ServerSideEncryption")),
+        return _put_info(
+            key,
+            len(body),
+            metadata,
+            r.get("ETag"),
+            r.get("VersionId"),
+            r.get("ServerSideEncryption"),
         )
 
     def open_writer(

@@ -274,3 +274,10 @@ def run(
 def _is_summary(line: str) -> bool:
     """The closing line tools print after per-file errors."""
     return "Exiting with failure status" in line or "some files/attrs were not" in line
+
+
+def mount_through(proxy: Any, s3_target: Target, tmp_path: Path, **options: object) -> Mount:
+    """A mount of ``s3_target``'s bucket whose requests go through ``proxy`` (a
+    ``counting_proxy.CountingProxy``), with MountOptions ``options``."""
+    env = {**s3_target.backend.env, "AWS_ENDPOINT_URL": proxy.endpoint}
+    return Mount(s3_target.backend.url(), tmp_path / "m", env, options=options)

@@ -23,7 +23,7 @@ import pytest
 from datamover.posixmeta import PosixAttrs
 
 from counting_proxy import CountingProxy
-from mounting import Mount, Target, run
+from mounting import Target, mount_through, run
 
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
 
@@ -46,13 +46,6 @@ def prefix(s3_target: Target) -> str:
         meta = STORED.to_metadata() if i % 2 == 0 else {}
         s3_target.store.put(f"{prefix}f{i:03d}", b"x" * i, metadata=meta)
     return prefix
-
-
-def mount_through(
-    proxy: CountingProxy, s3_target: Target, tmp_path: Path, **options: object
-) -> Mount:
-    env = {**s3_target.backend.env, "AWS_ENDPOINT_URL": proxy.endpoint}
-    return Mount(s3_target.backend.url(), tmp_path / "m", env, options=options)
 
 
 def ls_ln(path: Path) -> dict[str, tuple[str, int, int, int, int]]:

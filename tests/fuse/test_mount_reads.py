@@ -25,7 +25,7 @@ from datamover.stores.base import MiB
 from datamover_fuse.mount import fusectl_dir, mount_entry
 
 from counting_proxy import CountingProxy
-from mounting import Mount, Target, run
+from mounting import Mount, Target, mount_through, run
 
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
 
@@ -34,13 +34,6 @@ pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
 def proxy(s3_target: Target) -> Iterator[CountingProxy]:
     with CountingProxy(s3_target.backend.server.endpoint) as p:
         yield p
-
-
-def mount_through(
-    proxy: CountingProxy, s3_target: Target, tmp_path: Path, **options: object
-) -> Mount:
-    env = {**s3_target.backend.env, "AWS_ENDPOINT_URL": proxy.endpoint}
-    return Mount(s3_target.backend.url(), tmp_path / "m", env, options=options)
 
 
 def put_random(s3_target: Target, name: str, size: int) -> tuple[str, str]:

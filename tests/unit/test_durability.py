@@ -172,3 +172,14 @@ def test_a_255_byte_name_gets_a_temp_file_that_fits(tmp_path: Path) -> None:
     store.put(k(tmp_path / name), b"long")
     assert (tmp_path / name).read_bytes() == b"long"
     assert os.listdir(tmp_path) == [name]
+
+
+def test_a_dask_run_fsyncs_each_file() -> None:
+    """Workers write into other page caches than the client's: no per-job syncfs."""
+    from datamover.api import _cluster_durability
+
+    opts = TransferOptions()
+    assert opts.durability == "job"
+    assert _cluster_durability(opts, None, "local:2").durability == "file"
+    assert _cluster_durability(opts, None, None).durability == "job"
+    assert _cluster_durability(opts.with_(durability="none"), None, "x").durability == "none"
