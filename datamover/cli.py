@@ -124,8 +124,8 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--durability",
-        choices=("job", "file", "none"),
         default="job",
+        metavar="job|file|none",
         help="POSIX destinations: 'job' makes files durable in groups (syncfs) before "
         "the journal or the finished manifest claims them (default); 'file' fsyncs each "
         "file; 'none' leaves write-back to the kernel like cp/rsync/rclone",
