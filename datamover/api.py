@@ -40,7 +40,7 @@ from datamover.errors import (
 from datamover.filters import FileFilter
 from datamover.options import RetryPolicy, TransferOptions, parse_size
 from datamover.redact import redact
-from datamover.stores import StoreSettings, open_store
+from datamover.stores import StoreSettings, local_path, open_store
 from datamover.stores.base import Store
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def preflight(store: Store, key: str, role: str) -> None:
     a ``ConfigError`` saying what to check. A missing bucket and rejected credentials
     raise their own (fatal) errors; a listing we may not make (write-only
     credentials) is no reason to stop, so ``PermissionDenied`` passes."""
-    if store.scheme == "file":
+    if store.features.local:
         return
     prefix = key.rpartition("/")[0]
 
@@ -177,18 +177,12 @@ def _collector(
 
 def _bag_destination(dst: str) -> tuple[str, str]:
     """``(bag directory, payload URL)`` for ``copy --bagit`` to a POSIX ``dst``."""
-    from datamover.stores import resolve_remote
-    from datamover.urls import parse_url
-
-    loc = parse_url(dst)
-    if loc.remote is not None:
-        loc, _ = resolve_remote(loc)
-    if loc.scheme != "file":
+    bag_dir = local_path(dst)
+    if bag_dir is None:
         raise UsageError(
             f"--bagit lays a copy out as a BagIt bag on a POSIX filesystem, and {dst} is "
-            f"{loc.scheme}://; copy to a local or shared filesystem path"
+            "not on one; copy to a local or shared filesystem path"
         )
-    bag_dir = "/" + loc.key.rstrip("/")
     return bag_dir, os.path.join(bag_dir, "data") + "/"
 
 

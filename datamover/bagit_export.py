@@ -41,7 +41,7 @@ from datetime import date
 
 from datamover.errors import UsageError
 from datamover.manifest import STATUS_OK, Manifest, ManifestEntry, read_manifest
-from datamover.urls import parse_url
+from datamover.stores import local_path
 
 BAG_ALGORITHMS = ("sha256", "sha512", "md5")
 TAG_FILES = ("bagit.txt", "bag-info.txt")
@@ -208,13 +208,12 @@ def export_bag(
     if manifest.summary is None:
         raise BagError(f"{manifest_path} is from a run that did not finish; resume it first")
     destination = str(manifest.header.get("destination", ""))
-    loc = parse_url(destination) if destination else None
-    if loc is None or loc.scheme != "file" or loc.remote is not None:
+    root = local_path(destination) if destination else None
+    if root is None:
         raise BagError(
             f"{manifest_path}: the copy went to {destination or 'an unknown place'}; a bag can "
             "be exported only from a copy on a POSIX filesystem (copy it down first)"
         )
-    root = "/" + loc.key
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise BagError(f"{output} exists and is not an empty directory; choose a new one")
     data_dir = os.path.join(output, "data")

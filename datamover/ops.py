@@ -70,7 +70,7 @@ def listing(store: Store, key: str, *, recursive: bool = False) -> tuple[str, It
 
 
 def _posix_dir(store: Store, prefix: str) -> bool:
-    if store.scheme != "file":
+    if not store.features.real_dirs:
         return False
     try:
         return store.stat(prefix.rstrip("/")).is_dir
@@ -136,7 +136,7 @@ class RemoveResult:
 
 
 def count_under(store: Store, prefix: str) -> int:
-    return sum(1 for info in store.list(prefix) if not (info.is_dir and store.scheme == "file"))
+    return sum(1 for info in store.list(prefix) if not (info.is_dir and store.features.real_dirs))
 
 
 def remove(
@@ -157,7 +157,7 @@ def remove(
     result = RemoveResult()
     obj = stat_object(store, key)
     prefix = as_prefix(key)
-    if store.scheme == "file" and prefix.strip("/") == "":
+    if store.features.real_dirs and prefix.strip("/") == "":
         raise UsageError("refusing to remove the root directory /")
     if not recursive:
         if obj is None:
@@ -197,7 +197,7 @@ def remove(
         if obj is not None:
             window.append(pool.submit(delete, key))
         for info in store.list(prefix):
-            if info.is_dir and store.scheme == "file":
+            if info.is_dir and store.features.real_dirs:
                 continue  # directories go after their contents, below
             window.append(pool.submit(delete, info.key))
             if len(window) >= _DELETE_WINDOW:
@@ -206,8 +206,9 @@ def remove(
                 window.clear()
         for f in window:
             f.result()
-    if store.scheme == "file":
-        _remove_empty_dirs("/" + prefix.rstrip("/"))
+    top = store.local_path(prefix)
+    if top is not None and store.features.real_dirs:
+        _remove_empty_dirs(top)
     return result
 
 

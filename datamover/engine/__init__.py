@@ -716,7 +716,7 @@ def verify(
         if e.kind == "hardlink" and e.link_to is not None and e.link_to in expected:
             # Where links are real (POSIX) the path is the target's inode: read it like a
             # file. Elsewhere it is a marker naming the target, whose own check covers it.
-            if not store.hardlinks:
+            if not store.features.hardlinks:
                 report.ok += 1
                 report.checked += 1
                 del expected[e.path]

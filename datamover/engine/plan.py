@@ -130,7 +130,7 @@ def _chain(first: ObjectInfo, rest: Iterator[ObjectInfo]) -> Iterator[ObjectInfo
 
 
 def _source_dir_exists(store: Store, key: str) -> bool:
-    if key == "" or store.scheme != "file":
+    if key == "" or not store.features.real_dirs:
         return key == ""
     try:
         return store.stat(key.rstrip("/")).is_dir

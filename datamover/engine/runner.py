@@ -322,13 +322,13 @@ class Runner:
         if dst is None:
             return meta
         size = sum(len(k) + len(v) for k, v in meta.items())
-        if size <= dst.max_metadata_bytes:
+        if size <= dst.features.max_metadata_bytes:
             return meta
         kept = {k: v for k, v in meta.items() if not k.startswith(XATTR_PREFIX)}
         log.warning(
             "xattrs dropped: %d bytes of metadata exceed the destination's %d-byte limit",
             size,
-            dst.max_metadata_bytes,
+            dst.features.max_metadata_bytes,
         )
         return kept
 

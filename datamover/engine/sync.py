@@ -186,7 +186,7 @@ class SyncPlanner:
 
     def _full(self, store: Store, info: ObjectInfo) -> ObjectInfo:
         """Listings of object stores carry no user metadata: HEAD for it."""
-        if info.metadata or store.scheme == "file":
+        if info.metadata or store.features.listing_metadata:
             return info
         try:
             return store.stat(info.key)
@@ -203,7 +203,7 @@ class SyncPlanner:
             sm, dm = _mtime_ns(s), _mtime_ns(d)
             if sm is None and s.mtime is not None:
                 sm = round(s.mtime * 1e9)
-            if dm is None and self.dst.scheme == "file" and d.mtime is not None:
+            if dm is None and self.dst.features.native_mtime and d.mtime is not None:
                 dm = round(d.mtime * 1e9)
             same = sm is not None and dm is not None and _same_mtime(sm, dm)
             return same, s, d.checksums.get(self.algorithm)

@@ -26,6 +26,7 @@ __all__ = [
     "PartReceipt",
     "Store",
     "StoreSettings",
+    "local_path",
     "open_location",
     "open_store",
     "referenced_secret",
@@ -174,6 +175,20 @@ def open_location(loc: Location, settings: StoreSettings | None = None) -> Store
     cls = _backend_class(loc.scheme)
     store: Store = cls.from_location(loc, settings or StoreSettings())
     return store
+
+
+def local_path(url: str) -> str | None:
+    """The filesystem path ``url`` names when its backend is local (``features.local``),
+    else None. Nothing is opened for a remote store."""
+    loc = parse_url(url)
+    if loc.remote is not None:
+        loc, _ = resolve_remote(loc)
+    _check_scheme(loc.scheme)
+    cls = _backend_class(loc.scheme)
+    if not cls.features.local:
+        return None
+    store: Store = cls.from_location(loc, StoreSettings())
+    return store.local_path(loc.key)
 
 
 def open_store(url: str, settings: StoreSettings | None = None) -> tuple[Store, str]:

@@ -123,6 +123,7 @@ from datamover.stores.base import (
     DIGEST_KEY_PREFIX,
     Buffer,
     ChunkWriter,
+    Features,
     MiB,
     ObjectInfo,
     PartLimits,
@@ -131,6 +132,7 @@ from datamover.stores.base import (
     Store,
     digest_metadata_key,
 )
+from datamover.stores.fsops import FsOps
 from datamover.urls import Location
 
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
@@ -668,10 +670,10 @@ class AzureBlockWriter:
 
 
 class AzureStore(Store):
-    max_metadata_bytes = 8192
     """One Azure Blob Storage container. See the module docstring."""
 
     scheme = "az"
+    features = Features(max_metadata_bytes=8192, listing_metadata=True)
     limits = PartLimits(
         min_part_size=1,
         max_part_size=4000 * MiB,
@@ -1074,3 +1076,27 @@ class AzureStore(Store):
 
     def close(self) -> None:
         self._service.close()
+
+
+class AzureFsOps(FsOps):
+    """Azure: ``AzureStore.put`` refuses ``dir/`` keys, so markers are written with the
+    store's own container client. The marker also carries ``hdi_isfolder=true``, as
+    the portal and HNS accounts write."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        assert isinstance(store, AzureStore)
+        self._az = store
+
+    def make_dir(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        meta = {**metadata, "hdi_isfolder": "true"}
+        try:
+            self._az._blob(key).upload_blob(
+                b"", length=0, overwrite=True, metadata=to_azure_metadata(meta)
+            )
+        except Exception as e:
+            raise self._az._error(e, key) from e
+        return ObjectInfo(key=key, size=0, metadata=meta, is_dir=True)
+
+
+AzureStore.fs_ops_class = AzureFsOps

@@ -12,6 +12,13 @@ Optional, each with a fallback the caller uses when ``Unsupported`` is raised:
 ``resume_writer`` (the upload starts over) and ``list_pending_uploads`` /
 ``abort_pending_upload`` (``datamover cleanup`` says the store can't).
 
+What differs between backends beyond that is declared, never asked by type: each
+store fills ``Store.features`` (a ``Features``, as rclone's ``Features`` struct), and
+the filesystem-shaped operations the mount needs (directory markers, metadata updates
+in place, streamed writes) come from ``datamover.stores.fsops.for_store``, which uses
+the store's ``fs_ops_class``. Callers branch on those, with defaults right for a plain
+object store.
+
 Contracts common to every method:
 
 * Errors are the ``datamover.errors`` tree, mapped from SDK exceptions at this
@@ -29,10 +36,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from datamover.checksums import PartDigests
+from datamover.checksums import ALGORITHMS, PartDigests
 from datamover.errors import Unsupported
+
+if TYPE_CHECKING:
+    from datamover.stores.fsops import FsOps
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -56,8 +66,6 @@ HARDLINK_KEY = "datamover-hardlink"
 def digests_from_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     """``{algorithm: hex}`` from ``datamover-<alg>`` metadata; other ``datamover-*``
     keys (``datamover-hardlink``) are not digests."""
-    from datamover.checksums import ALGORITHMS
-
     out = {}
     for key, value in metadata.items():
         if key.startswith(DIGEST_KEY_PREFIX) and value:
@@ -207,20 +215,51 @@ class PendingUpload:
     cannot_abort: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What one store can do beyond the required surface. Every field has the default
+    that is right for a plain object store, so a new backend declares only what it
+    does differently; callers ask a feature, never which backend they hold."""
+
+    #: Keys are paths of this machine's filesystems (``Store.local_path`` answers):
+    #: no network to probe before a run, a BagIt bag can be laid out there.
+    local: bool = False
+    #: Directories exist on their own, empty or not: ``stat`` answers ``is_dir`` for
+    #: them, recursive listings yield every directory, removing a tree removes them.
+    real_dirs: bool = False
+    #: A put with ``HARDLINK_KEY`` metadata makes a real hard link; elsewhere it
+    #: stores a marker object naming the link's target.
+    hardlinks: bool = False
+    #: User metadata is stored with each object; False (plain fsspec filesystems)
+    #: means digests and POSIX attributes live only in the manifest.
+    metadata: bool = True
+    #: Total bytes of user metadata (keys + values) accepted per object.
+    max_metadata_bytes: int = 2048
+    #: ``list`` entries carry each object's user metadata (mode, owner, mtime,
+    #: digests), so nobody needs a ``stat`` per entry to learn them.
+    listing_metadata: bool = False
+    #: ``ObjectInfo.mtime`` is the object's own modification time even without
+    #: metadata (a POSIX file), not merely when it was uploaded.
+    native_mtime: bool = False
+    #: ``open_writer``'s ``size`` may be a hint: parts can be written before the final
+    #: size is known, and ``writer.size`` set to it before ``commit`` (S3 multipart).
+    streaming_writes: bool = False
+
+
 class Store(ABC):
     """One namespace of one backend. See the module docstring for the contracts."""
 
-    #: URL scheme this store answers to (``s3``, ``az``, ``gs``, ``file``, ...).
+    #: URL scheme this store answers to (``s3``, ``az``, ``gs``, ``file``, ...), for
+    #: URLs and messages only: behaviour is asked of ``features``.
     scheme: str = ""
     limits: PartLimits
-    #: True where a put with ``HARDLINK_KEY`` metadata makes a real hard link (POSIX);
-    #: elsewhere it stores a marker object naming the link's target.
-    hardlinks: bool = False
-    #: Total bytes of user metadata (keys + values) the provider accepts per object.
-    max_metadata_bytes: int = 2048
-    #: False when the backend can't store user metadata (plain fsspec filesystems):
-    #: digests and POSIX attributes then live only in the manifest.
-    supports_metadata: bool = True
+    features: Features = Features()
+    #: The ``FsOps`` subclass the mount uses on this store (None: the generic one).
+    fs_ops_class: ClassVar[type[FsOps] | None] = None
+
+    def local_path(self, key: str) -> str | None:
+        """The filesystem path of ``key`` where ``features.local``, else None."""
+        return None
 
     @abstractmethod
     def url(self, key: str = "") -> str:

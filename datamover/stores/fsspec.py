@@ -5,7 +5,7 @@ backend still works as a source or destination. What fsspec can't promise, this 
 doesn't either, and says so:
 
 * **No user metadata.** fsspec has no portable object metadata, so digests and POSIX
-  attributes are not stored on the files (``supports_metadata = False``); the manifest
+  attributes are not stored on the files (``features.metadata`` is False); the manifest
   still has them.
 * **Multipart writes are staged locally.** fsspec has no portable parallel-part upload:
   parts ``pwrite`` into a temp file (in ``$TMPDIR``), and ``commit`` uploads it with
@@ -29,6 +29,7 @@ from datamover.stores import StoreSettings
 from datamover.stores.base import (
     Buffer,
     ChunkWriter,
+    Features,
     GiB,
     ObjectInfo,
     PartLimits,
@@ -88,7 +89,7 @@ class FsspecStore(Store):
     limits = PartLimits(
         min_part_size=1, max_part_size=4 * GiB, max_parts=1_000_000, max_single_put=64 * TiB
     )
-    supports_metadata = False
+    features = Features(metadata=False)
 
     def __init__(self, protocol: str, bucket: str) -> None:
         import fsspec

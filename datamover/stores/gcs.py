@@ -112,6 +112,7 @@ from datamover.stores import StoreSettings
 from datamover.stores.base import (
     Buffer,
     ChunkWriter,
+    Features,
     GiB,
     ObjectInfo,
     PartLimits,
@@ -316,10 +317,10 @@ def _pool_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list
 
 
 class GCSStore(Store):
-    max_metadata_bytes = 8192
     """One GCS bucket. See the module docstring for credentials and multipart writes."""
 
     scheme = "gs"
+    features = Features(max_metadata_bytes=8192, listing_metadata=True)
     limits = PartLimits(
         min_part_size=1, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB
     )

@@ -9,9 +9,9 @@ Public API::
 What the mount promises (consistency, caching, what it refuses) is in
 docs/SEMANTICS.md, "The mount". The design: ``ops`` translates kernel requests,
 ``core.FsCore`` is the filesystem (drivable without a kernel), ``prefetch`` reads,
-``writes`` stages and uploads, ``storeext`` fills the gaps of the ``Store`` interface.
-pyfuse3 and trio are imported only when mounting, so ``MountOptions`` and the core's
-pure parts import without libfuse.
+``writes`` stages and uploads; ``datamover.stores.fsops``, with the stores, fills
+the gaps of the ``Store`` interface. pyfuse3 and trio are imported only when
+mounting, so ``MountOptions`` and the core's pure parts import without libfuse.
 """
 
 from __future__ import annotations

@@ -56,14 +56,13 @@ import trio
 
 from datamover.errors import NotFound, Unsupported
 from datamover.posixmeta import MODE, PosixAttrs
-from datamover.stores import StoreSettings
 from datamover.stores.base import DIGEST_KEY_PREFIX, MiB, ObjectInfo, Store
+from datamover.stores.fsops import FsOps, for_store
 from datamover_fuse.cache import Clock, TTLCache
 from datamover_fuse.fserrors import FsError, errno_for
 from datamover_fuse.options import MountOptions
 from datamover_fuse.prefetch import Prefetcher
 from datamover_fuse.runtime import Runtime
-from datamover_fuse.storeext import StoreExt
 from datamover_fuse.writes import LocalFile, WriteManager
 
 log = logging.getLogger(__name__)
@@ -318,8 +317,7 @@ class FsCore:
         root_key: str,
         options: MountOptions,
         *,
-        ext: StoreExt | None = None,
-        settings: StoreSettings | None = None,
+        fsops: FsOps | None = None,
         clock: Clock = time.monotonic,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -328,7 +326,7 @@ class FsCore:
         self.options = options
         self.rt = Runtime(
             store,
-            ext or StoreExt.for_store(store, settings),
+            fsops or for_store(store),
             options,
             clock=clock,
             wall_clock=wall_clock,
@@ -384,7 +382,7 @@ class FsCore:
         finally:
             self.rt.nursery = None
             self.rt.cache.remove()
-            self.rt.ext.close()
+            self.rt.fsops.close()
 
     async def shutdown(self) -> None:
         """Commit dirty files still open (the kernel went away without releasing)."""
@@ -636,11 +634,11 @@ class FsCore:
         if info is not None and info.is_dir:
             if trust:
                 return self._dir_node(parent, name, None, exact=False)
-            found = await self.rt.call(self.rt.ext.stat_dir, dkey)
+            found = await self.rt.call(self.rt.fsops.stat_dir, dkey)
             return self._dir_node(parent, name, found, exact=True)
         if info is not None:
             f = self._file_node(
-                parent, name, info, exact=self.rt.ext.listing_has_metadata or info.metadata != {}
+                parent, name, info, exact=self.rt.fsops.listing_has_metadata or info.metadata != {}
             )
             if f.exact or trust:
                 return f
@@ -664,11 +662,11 @@ class FsCore:
 
         async def ask_marker() -> None:
             nonlocal marker
-            marker = await self.rt.call(self.rt.ext.stat_dir, dkey)
+            marker = await self.rt.call(self.rt.fsops.stat_dir, dkey)
 
         async def ask_child() -> None:
             nonlocal has_child
-            has_child = await self.rt.call(self.rt.ext.has_child, dkey)
+            has_child = await self.rt.call(self.rt.fsops.has_child, dkey)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_head)
@@ -772,7 +770,7 @@ class FsCore:
                     raise Unsupported("the bucket root has no marker to carry metadata")
                 if self._markers_keep_metadata is False:
                     raise Unsupported("this store drops the metadata of directory markers")
-                info = await self.rt.call(self.rt.ext.update_dir_metadata, node.key, meta)
+                info = await self.rt.call(self.rt.fsops.update_dir_metadata, node.key, meta)
                 node.marker = True
                 if not await self._marker_metadata_kept(node.key):
                     raise Unsupported("this store drops the metadata of directory markers")
@@ -780,7 +778,7 @@ class FsCore:
                 current = ObjectInfo(
                     key=node.key, size=node.size, etag=node.etag, metadata=node.metadata
                 )
-                info = await self.rt.call(self.rt.ext.update_metadata, current, meta)
+                info = await self.rt.call(self.rt.fsops.update_metadata, current, meta)
         except Exception as e:
             node.mode, node.uid, node.gid, node.mtime_ns = old
             code = errno.EPERM if isinstance(e, Unsupported) else errno_for(e)
@@ -1009,7 +1007,7 @@ class FsCore:
         now = self.rt.wall_ns()
         meta = PosixAttrs(statmod.S_IFDIR | statmod.S_IMODE(mode), uid, gid, now).to_metadata()
         try:
-            info = await self.rt.call(self.rt.ext.make_dir, key, meta)
+            info = await self.rt.call(self.rt.fsops.make_dir, key, meta)
         except Exception as e:
             raise FsError(errno_for(e), str(e)) from e
         # The directory exists either way; where markers can't carry metadata its mode
@@ -1032,7 +1030,7 @@ class FsCore:
         directories of its filer and drops their metadata)."""
         if self._markers_keep_metadata is None:
             try:
-                marker = await self.rt.call(self.rt.ext.stat_dir, key)
+                marker = await self.rt.call(self.rt.fsops.stat_dir, key)
             except Exception as e:
                 log.warning("%s: could not read back a directory marker: %s", key, e)
                 return True
@@ -1118,7 +1116,7 @@ class FsCore:
         prefix = node.key
         if any(n.startswith(prefix) for n in self._local_only):
             return False
-        return not await self.rt.call(self.rt.ext.has_child, prefix)
+        return not await self.rt.call(self.rt.fsops.has_child, prefix)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         self._writable()
@@ -1131,7 +1129,7 @@ class FsCore:
         if not await self._is_empty(node):
             raise FsError(errno.ENOTEMPTY)
         try:
-            await self.rt.call(self.rt.ext.remove_dir, node.key)
+            await self.rt.call(self.rt.fsops.remove_dir, node.key)
         except Exception as e:
             raise FsError(errno_for(e), str(e)) from e
         self.table.detach(node)
@@ -1166,7 +1164,7 @@ class FsCore:
             if new_prefix.startswith(src.key):
                 raise FsError(errno.EINVAL, "a directory can't move inside itself")
             if dst is not None:
-                await self.rt.call(self.rt.ext.remove_dir, dst.key)
+                await self.rt.call(self.rt.fsops.remove_dir, dst.key)
                 self.table.detach(dst)
             await self._rename_dir(src, new_prefix)
         else:
@@ -1212,7 +1210,7 @@ class FsCore:
             await self._refresh_file(src)
         info = ObjectInfo(key=src.key, size=src.size, etag=src.etag, metadata=src.metadata)
         try:
-            await self.rt.call(self.rt.ext.copy, info, new_key)
+            await self.rt.call(self.rt.fsops.copy, info, new_key)
             await self.rt.call(self.store.delete, src.key)
         except Exception as e:
             if lf is not None:
@@ -1225,7 +1223,7 @@ class FsCore:
         old_prefix = src.key
         rt = self.rt
         try:
-            if not await rt.call(rt.ext.rename_dir, old_prefix, new_prefix):
+            if not await rt.call(rt.fsops.rename_dir, old_prefix, new_prefix):
                 await self._move_tree(old_prefix, new_prefix)
         except FsError:
             raise
@@ -1263,13 +1261,13 @@ class FsCore:
                     )
         for sub in subdirs:
             await self._move_tree(sub, new_prefix + sub[len(old_prefix) :])
-        marker = await rt.call(rt.ext.stat_dir, old_prefix)
+        marker = await rt.call(rt.fsops.stat_dir, old_prefix)
         if marker is not None:
-            await rt.call(rt.ext.make_dir, new_prefix, dict(marker.metadata))
-            await rt.call(rt.ext.remove_dir, old_prefix)
+            await rt.call(rt.fsops.make_dir, new_prefix, dict(marker.metadata))
+            await rt.call(rt.fsops.remove_dir, old_prefix)
 
     async def _move_object(self, info: ObjectInfo, new_key: str) -> None:
-        await self.rt.call(self.rt.ext.copy, info, new_key)
+        await self.rt.call(self.rt.fsops.copy, info, new_key)
         await self.rt.call(self.store.delete, info.key)
 
     # -- directories ----------------------------------------------------------------------
@@ -1340,7 +1338,7 @@ class FsCore:
                 self.listings.pop(prefix)
             self.orders.put(prefix, handle.order, weight=max(1, len(handle.order)))
             return
-        exact = self.rt.ext.listing_has_metadata
+        exact = self.rt.fsops.listing_has_metadata
         for i, info in enumerate(batch.items):
             entry = _entry_name(prefix, info)
             if entry is None or entry in handle.seen:
@@ -1436,7 +1434,7 @@ class FsCore:
         if info.is_dir:
             d = self.table.at(info.key)
             return d is None or not d.exact or d.expires <= now
-        if self.rt.ext.listing_has_metadata:
+        if self.rt.fsops.listing_has_metadata:
             return False
         f = self.table.at(info.key)
         if f is None:
@@ -1483,7 +1481,7 @@ class FsCore:
             try:  # a marker, or a HEAD a lookup already has in flight: on their own
                 async with self.rt.stat_limiter:
                     if info.is_dir:
-                        batch.fetched[i] = await self.rt.call(self.rt.ext.stat_dir, info.key)
+                        batch.fetched[i] = await self.rt.call(self.rt.fsops.stat_dir, info.key)
                     else:
                         batch.fetched[i] = await self._stat(info.key)
             except Exception as e:

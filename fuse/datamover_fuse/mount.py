@@ -41,8 +41,7 @@ import time
 from collections.abc import Callable
 
 from datamover.errors import ConfigError, DatamoverError, UsageError
-from datamover.stores import StoreSettings, open_store
-from datamover.urls import parse_url
+from datamover.stores import StoreSettings, local_path, open_store
 from datamover_fuse.options import KiB, MountOptions
 
 log = logging.getLogger("datamover.mount")
@@ -205,10 +204,9 @@ def serve(
     from datamover_fuse.ops import Operations
 
     _raise_fd_limit()
-    settings = _settings(options)
-    store, key = open_store(url, settings)
-    core = FsCore(store, key, options, settings=settings)
-    core.rt.ext.warm()
+    store, key = open_store(url, _settings(options))
+    core = FsCore(store, key, options)
+    core.rt.fsops.warm()
     pyfuse3.init(Operations(core), mountpoint, _fuse_options(url, options))
     unmounted = False
 
@@ -268,9 +266,9 @@ def mount(url: str, mountpoint: str, options: MountOptions, *, foreground: bool)
     except ImportError as e:
         raise ConfigError(INSTALL_HINT) from e
     mountpoint = os.path.abspath(mountpoint)
-    location = parse_url(url)
-    if location.scheme == "file":  # the daemon works from /: pin relative paths now
-        url = "/" + location.key
+    pinned = local_path(url)  # the daemon works from /: pin relative paths now
+    if pinned is not None:
+        url = pinned
     options = options.with_(
         cache_dir=os.path.abspath(options.cache_dir) if options.cache_dir else None,
         log_file=os.path.abspath(options.log_file) if options.log_file else None,

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import trio
 
 from datamover.stores.base import Store
+from datamover.stores.fsops import FsOps
 from datamover_fuse.cache import Clock
 from datamover_fuse.options import MountOptions
 from datamover_fuse.staging import CacheDir
-from datamover_fuse.storeext import StoreExt
 
 T = TypeVar("T")
 
@@ -138,14 +138,14 @@ class Runtime:
     def __init__(
         self,
         store: Store,
-        ext: StoreExt,
+        fsops: FsOps,
         options: MountOptions,
         *,
         clock: Clock = time.monotonic,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.store = store
-        self.ext = ext
+        self.fsops = fsops
         self.options = options
         self.clock = clock
         self.wall_ns = wall_clock

@@ -9,7 +9,7 @@ written sequentially becomes a multipart upload as soon as one part's worth of b
 is there: each full part is read back from the staging file (page cache, usually)
 and uploaded while the writer goes on, several parts in flight, and ``close``
 uploads the last, short part and commits. Only stores that can start a multipart
-write without knowing its size stream (``StoreExt.can_stream``: S3); the others
+write without knowing its size stream (``FsOps.can_stream``: S3); the others
 upload the staged file at ``close`` with its exact size.
 
 **Staging.** The first write below the part already handed to the upload, a
@@ -185,7 +185,7 @@ class WriteManager:
             metadata,
             size=size,
             base_loaded=base_loaded,
-            streamable=streamable and self.rt.ext.can_stream,
+            streamable=streamable and self.rt.fsops.can_stream,
         )
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -318,7 +318,7 @@ class WriteManager:
         rt = self.rt
         part = self.stream_part_size
         writer = await rt.call(
-            rt.ext.open_stream, lf.key, part, rt.options.stream_size_hint, lf.metadata()
+            rt.fsops.open_stream, lf.key, part, rt.options.stream_size_hint, lf.metadata()
         )
         lf.stream = Stream(writer, part, self.stream_capacity)
         self.streams.add(lf)
@@ -468,7 +468,7 @@ class WriteManager:
                 raise st.error
             if st.hasher.next != st.scheduled:
                 raise FsError(errno.EIO, f"{lf.key}: stream digest incomplete")
-            rt.ext.finish_stream(st.writer, lf.size)
+            rt.fsops.finish_stream(st.writer, lf.size)
             meta = {**metadata, DIGEST_KEY: st.hasher.hexdigest()}
             info = await rt.call(st.writer.commit, meta)
         except BaseException:

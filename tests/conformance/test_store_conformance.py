@@ -456,8 +456,8 @@ def test_read_object_returns_data_and_info_with_metadata(
 
 def test_user_metadata_round_trip(backend: Backend, store: tuple[Store, str]) -> None:
     s, p = store
-    if not s.supports_metadata:
-        pytest.skip(f"{type(s).__name__}.supports_metadata is False: fsspec has no metadata")
+    if not s.features.metadata:
+        pytest.skip(f"{type(s).__name__}: features.metadata is False: fsspec has no metadata")
     if not USER_METADATA[backend.name]:
         pytest.skip(
             "PosixStore stores POSIX attributes (mode, mtime; the file's own user.* xattrs "
@@ -478,8 +478,8 @@ def test_user_metadata_round_trip(backend: Backend, store: tuple[Store, str]) ->
 
 def test_posix_attributes_round_trip(backend: Backend, store: tuple[Store, str]) -> None:
     s, p = store
-    if not s.supports_metadata:
-        pytest.skip(f"{type(s).__name__}.supports_metadata is False: fsspec has no metadata")
+    if not s.features.metadata:
+        pytest.skip(f"{type(s).__name__}: features.metadata is False: fsspec has no metadata")
     key = p + "attrs.bin"
     s.put(key, b"attrs", metadata={MTIME: MTIME_VALUE, MODE: MODE_VALUE})
     info = s.stat(key)
@@ -623,7 +623,7 @@ def test_parts_in_any_order_from_several_threads(
         assert info.metadata["x-who"] == "commit"  # commit's value wins
         assert info.metadata[MODE] == MODE_VALUE  # open_writer's is kept
         assert info.checksums["sha256"] == digest
-    if s.supports_metadata:
+    if s.features.metadata:
         assert info.mtime == pytest.approx(1700000000.123456789)
         assert info.mode == int(MODE_VALUE)
     assert backend.leftovers(key) == []

@@ -2,7 +2,8 @@
 
 It behaves like an object store (S3 flavour): keys are flat, ``list`` groups by ``/``
 when not recursive, ``stat`` refuses nothing. ``listing_has_metadata`` and
-``accepts_unknown_size`` let a test choose which ``StoreExt`` behaviours it gets
+``accepts_unknown_size`` let a test choose which features (and so which ``FsOps``
+behaviours) it declares
 (LIST with or without metadata; streamed writes or not). ``calls`` counts requests by
 name; ``fail`` makes the next calls of one operation raise.
 """
@@ -21,6 +22,7 @@ from datamover.posixmeta import MTIME, parse_mtime_ns
 from datamover.stores.base import (
     Buffer,
     ChunkWriter,
+    Features,
     MiB,
     ObjectInfo,
     PartLimits,
@@ -78,7 +80,9 @@ class MemoryStore(Store):
         self, *, listing_has_metadata: bool = False, accepts_unknown_size: bool = True
     ) -> None:
         self.listing_has_metadata = listing_has_metadata
-        self.accepts_unknown_size = accepts_unknown_size
+        self.features = Features(
+            listing_metadata=listing_has_metadata, streaming_writes=accepts_unknown_size
+        )
         self.objects: dict[str, tuple[bytes, dict[str, str], str, float]] = {}
         self.calls: Counter[str] = Counter()
         self.writers: list[MemoryWriter] = []
