@@ -10,17 +10,20 @@ TOOLS := $(ROOT)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+AZURITE_VERSION := 3.35.0
+PY_SOURCES := datamover fuse tests bench scripts
 
 export DATAMOVER_AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 # Never let a CA bundle meant for another proxy break local HTTP servers.
 unexport AWS_CA_BUNDLE
 
-.PHONY: help setup system-deps python-deps node-deps test demo lint bench clean
+.PHONY: help setup system-deps python-deps node-deps test demo lint check bench clean
 
 help:
 	@echo "make demo   - install, start local servers, run a real transfer + verify"
 	@echo "make test   - install and run the whole test suite"
-	@echo "make lint   - ruff and mypy"
+	@echo "make check  - ruff lint and format check (part of make test)"
+	@echo "make lint   - make check, then mypy"
 	@echo "make bench  - side-by-side benchmarks"
 
 setup: system-deps python-deps node-deps
@@ -38,22 +41,29 @@ system-deps:
 python-deps:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 	  python3 -m pip install --quiet uv
-	@cd $(ROOT) && $(UV) sync --all-groups --frozen --quiet --compile-bytecode
+	@cd $(ROOT) && $(UV) sync --all-groups --all-extras --frozen --quiet --compile-bytecode
 
 node-deps:
 	@if [ ! -x "$(DATAMOVER_AZURITE)" ]; then \
 	  echo "installing azurite (npm)"; \
-	  npm install --silent --no-audit --no-fund --prefix $(TOOLS) azurite@3 >/dev/null; \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS) azurite@$(AZURITE_VERSION) >/dev/null; \
 	fi
 
-test: setup
+# Lint first: a style or import-boundary slip fails fast, before the servers start.
+test: setup check
 	cd $(ROOT) && $(UV) run --frozen pytest $(PYTEST_ARGS)
+
+# What CI enforces besides the tests: ruff's lint and format (tests/unit/
+# test_architecture.py, run by pytest, checks the import boundaries).
+check: python-deps
+	cd $(ROOT) && $(UV) run --frozen ruff check $(PY_SOURCES) && \
+	  $(UV) run --frozen ruff format --check $(PY_SOURCES)
 
 demo: setup
 	cd $(ROOT) && $(UV) run --frozen python scripts/demo.py
 
-lint: python-deps
-	cd $(ROOT) && $(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check datamover && $(UV) run --frozen mypy
+lint: check
+	cd $(ROOT) && $(UV) run --frozen mypy
 
 bench: setup
 	cd $(ROOT) && $(UV) run --frozen python bench/run.py

@@ -45,8 +45,11 @@ sys.path[:0] = [str(ROOT / "tests")]
 from distributed import Client, LocalCluster  # noqa: E402
 
 import datamover  # noqa: E402
-from datamover.dask import DaskOptions  # noqa: E402
-from datamover.options import KiB, parse_size  # noqa: E402
+from datamover.options import (  # noqa: E402
+    DaskOptions,
+    KiB,
+    parse_size,
+)
 
 import servers  # noqa: E402
 

@@ -13,6 +13,9 @@ The public API::
     with datamover.open("s3://bucket/run1/meta.json", "r") as fh:
         meta = json.load(fh)
 
+Each of them builds one job (``datamover.job``: ``TransferJob``, ``VerifyJob``,
+``HashJob``) and runs it through ``datamover.run``, which a program may also call
+directly with a job it built; ``datamover.resume(job_id)`` runs a journaled job again.
 ``copy``/``sync``/``verify`` take a ``TransferOptions`` or its fields as keywords,
 filters as keywords (``include``, ``exclude``, ``files_from``, ``min_size``,
 ``max_size``, ``min_age``, ``max_age``) or a ``FileFilter``, ``progress=callable``
@@ -22,27 +25,40 @@ raised on purpose is a ``datamover.errors.DatamoverError``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from datamover import errors
-from datamover.api import copy, make_options, sync, verify
-from datamover.engine import TransferReport, VerifyReport, hash_url
-from datamover.engine.observer import Observer, RunInfo
-from datamover.engine.runner import Listener
+from datamover._version import __version__
+from datamover.api import copy, hash_url, make_options, sync, verify
 from datamover.fileio import open
 from datamover.filters import FileFilter
+from datamover.job import (
+    HashJob,
+    Listener,
+    Observer,
+    RunInfo,
+    SyncRules,
+    TransferJob,
+    TransferReport,
+    VerifyJob,
+    VerifyReport,
+    resume,
+    run,
+)
 from datamover.options import RetryPolicy, TransferOptions
 from datamover.stores import StoreSettings, open_store
 
 __all__ = [
     "FileFilter",
+    "HashJob",
     "Listener",
     "Observer",
     "RetryPolicy",
     "RunInfo",
     "StoreSettings",
+    "SyncRules",
+    "TransferJob",
     "TransferOptions",
     "TransferReport",
+    "VerifyJob",
     "VerifyReport",
     "__version__",
     "copy",
@@ -51,6 +67,8 @@ __all__ = [
     "make_options",
     "open",
     "open_store",
+    "resume",
+    "run",
     "sync",
     "verify",
 ]

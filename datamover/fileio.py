@@ -28,9 +28,9 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from datamover.checksums import PartDigests, new_hasher
-from datamover.engine.budget import call_with_retries
 from datamover.errors import DatamoverError, UsageError
 from datamover.options import MiB, TransferOptions
+from datamover.retry import call_with_retries
 from datamover.stores import StoreSettings, open_store
 from datamover.stores.base import ChunkWriter, Store, digest_metadata_key
 

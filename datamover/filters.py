@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from datamover.errors import UsageError
+from datamover.options import parse_size
 from datamover.stores.base import ObjectInfo
 
 INCLUDE, EXCLUDE = "+", "-"
@@ -186,8 +188,6 @@ class FileFilter:
         ``include`` ones and both after ``rules``. ``files_from`` is a file of paths
         or the paths themselves. Sizes take units (``10M``); ages take durations
         (``7d``, or seconds as a number) or ISO dates."""
-        from datamover.options import parse_size
-
         ordered = [*rules, *((EXCLUDE, p) for p in exclude), *((INCLUDE, p) for p in include)]
         for sign, _ in ordered:
             if sign not in (INCLUDE, EXCLUDE):
@@ -270,6 +270,30 @@ class FileFilter:
             if self.older_than is not None and info.mtime > self.older_than:
                 return False
         return True
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able, for the journal; ``from_record`` rebuilds the same filter (age
+        bounds stay the absolute cutoffs computed when the job was first built)."""
+        return {
+            "rules": [list(r) for r in self.rules],
+            "files_from": sorted(self.files_from) if self.files_from is not None else None,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "newer_than": self.newer_than,
+            "older_than": self.older_than,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FileFilter:
+        rules = tuple((str(sign), str(p)) for sign, p in record.get("rules") or ())
+        built = cls.build(rules=rules, files_from=record.get("files_from"))
+        return replace(
+            built,
+            min_size=record.get("min_size"),
+            max_size=record.get("max_size"),
+            newer_than=record.get("newer_than"),
+            older_than=record.get("older_than"),
+        )
 
     def describe(self) -> dict[str, object]:
         """JSON-able summary for reports."""

@@ -6,7 +6,8 @@ Workers receive plain values taken from these, never the objects themselves.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from datamover.checksums import ALGORITHMS, DEFAULT_ALGORITHM
@@ -166,6 +167,26 @@ class TransferOptions:
             "xattrs": self.xattrs,
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """Every field, JSON-able, for the journal: ``from_record`` rebuilds these
+        options exactly (``jobs resume``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["retry"] = asdict(self.retry)
+        out["command_line"] = list(self.command_line)
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TransferOptions:
+        """Options from ``to_record`` (fields a newer version added are ignored, ones
+        an older version lacked keep their defaults)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        if isinstance(values.get("retry"), Mapping):
+            values["retry"] = RetryPolicy(**values["retry"])
+        if "command_line" in values:
+            values["command_line"] = tuple(values["command_line"])
+        return cls(**values)
+
     def public(self) -> dict[str, Any]:
         """The options worth recording in a manifest header (no secrets live here)."""
         return {
@@ -181,3 +202,59 @@ class TransferOptions:
             "server_side_copy": self.server_side_copy,
             "durability": self.durability,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class DaskOptions:
+    """How a run is cut into Dask tasks.
+
+    ``shard_files`` / ``shard_bytes``: a shard (one task) is closed at this many files
+    or bytes, whichever comes first. ``split_threshold``: files larger than this are
+    written by parts from several workers (default ``4 x part size x workers``).
+    ``in_flight``: tasks submitted and not yet returned (default 2 per worker thread);
+    the client holds at most this many shards' jobs and results. ``retries``: extra
+    attempts Dask makes for a task that raised (a lost worker's tasks are re-run by the
+    scheduler regardless, up to ``distributed.scheduler.allowed-failures``).
+    """
+
+    shard_files: int = 500
+    shard_bytes: int = 512 * MiB
+    split_threshold: int | None = None
+    in_flight: int | None = None
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if self.shard_files < 1:
+            raise UsageError("--shard-files must be at least 1")
+        if self.shard_bytes < 1:
+            raise UsageError("--shard-size must be at least 1 byte")
+        if self.split_threshold is not None and self.split_threshold < 1:
+            raise UsageError("the split threshold must be at least 1 byte")
+        if self.in_flight is not None and self.in_flight < 1:
+            raise UsageError("in_flight must be at least 1")
+        if self.retries < 0:
+            raise UsageError("retries must not be negative")
+
+    @classmethod
+    def from_cli(
+        cls, shard_files: int | None = None, shard_size: int | str | None = None
+    ) -> DaskOptions:
+        """From the CLI's ``--shard-files`` / ``--shard-size``."""
+        base = cls()
+        return cls(
+            shard_files=shard_files or base.shard_files,
+            shard_bytes=parse_size(shard_size) if shard_size is not None else base.shard_bytes,
+        )
+
+
+def parse_cluster(text: str) -> tuple[str, int | None]:
+    """``local``, ``local:N`` -> ("local", N or None); anything else is a scheduler
+    address (``tcp://host:8786``, ``host:8786``) -> ("address", None)."""
+    if text == "local" or text.startswith("local:"):
+        _, _, n = text.partition(":")
+        if n and (not n.isdigit() or int(n) < 1):
+            raise UsageError(f"--dask {text}: write local:N with N worker processes, N >= 1")
+        return "local", int(n) if n else None
+    if not text:
+        raise UsageError("--dask needs a scheduler address (tcp://host:8786) or local:N")
+    return "address", None

@@ -43,6 +43,8 @@ class FaultyStore(Store):
         self.inner = inner
         self.scheme = inner.scheme
         self.limits = inner.limits
+        self.features = inner.features
+        self.fs_ops_class = inner.fs_ops_class
         self.faults: dict[tuple[str, int], list[Any]] = {}
         self.injected = 0
         self.aborts = 0
@@ -62,6 +64,9 @@ class FaultyStore(Store):
 
     def url(self, key: str = "") -> str:
         return self.inner.url(key)
+
+    def local_path(self, key: str) -> str | None:
+        return self.inner.local_path(key)
 
     def stat(self, key: str) -> ObjectInfo:
         return self.inner.stat(key)

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from datamover.errors import DatamoverError, Unsupported, UsageError
-from datamover.stores import StoreSettings, open_store
 from datamover.stores.base import PendingUpload, Store
 
-__all__ = ["CleanupEntry", "CleanupReport", "cleanup", "cleanup_store"]
+__all__ = ["CleanupEntry", "CleanupReport", "cleanup_store"]
 
 Action = Literal["aborted", "would-abort", "skipped", "failed"]
 
@@ -79,24 +78,6 @@ class CleanupReport:
         return not self.failed
 
 
-def cleanup(
-    url: str,
-    *,
-    older_than: float | None = None,
-    dry_run: bool = False,
-    settings: StoreSettings | None = None,
-) -> CleanupReport:
-    """Find the unfinished uploads under ``url``'s key prefix and abort those that
-    started more than ``older_than`` seconds ago (all of them when None); with
-    ``dry_run`` only report. An upload whose start time is unknown is kept when an age
-    is given. Failures to abort one upload are recorded and the rest go on; fatal store
-    errors (credentials, missing bucket) raise. Raises ``UsageError`` when the store
-    can't list unfinished uploads."""
-    store, key = open_store(url, settings)
-    with store:
-        return cleanup_store(store, key, older_than=older_than, dry_run=dry_run)
-
-
 def cleanup_store(
     store: Store,
     prefix: str,
@@ -105,8 +86,13 @@ def cleanup_store(
     dry_run: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> CleanupReport:
-    """``cleanup`` on an open store, for the pending uploads whose key starts with
-    ``prefix``."""
+    """Find the unfinished uploads whose key starts with ``prefix`` and abort those that
+    started more than ``older_than`` seconds ago (all of them when None); with
+    ``dry_run`` only report. An upload whose start time is unknown is kept when an age
+    is given. Failures to abort one upload are recorded and the rest go on; fatal store
+    errors (credentials, missing bucket) raise. Raises ``UsageError`` when the store
+    can't list unfinished uploads. (``datamover.job.cleanup`` opens the store of a
+    URL and calls this.)"""
     if older_than is not None and older_than < 0:
         raise UsageError(f"--older-than must not be negative (got {older_than})")
     report = CleanupReport(store.url(prefix), dry_run, older_than)

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from datamover.engine.plan import FileJob
+from datamover.engine.results import TransferReport
 from datamover.engine.runner import FileResult, Listener
 from datamover.errors import DatamoverError
 from datamover.manifest import ManifestEntry
-
-if TYPE_CHECKING:
-    from datamover.engine import TransferReport
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,12 +44,13 @@ from typing import TypeVar
 from crc32c import crc32c as _crc32c
 
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
-from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket, call_with_retries
-from datamover.engine.jobs import JobContext
+from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket
 from datamover.engine.plan import FileJob
+from datamover.engine.run_state import JobContext
 from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
 from datamover.options import KiB, TransferOptions
 from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
+from datamover.retry import call_with_retries
 from datamover.stores.base import (
     HARDLINK_KEY,
     ChunkWriter,

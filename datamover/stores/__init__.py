@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from datamover.config import load_config
 from datamover.errors import ConfigError, UsageError
 from datamover.stores.base import ChunkWriter, ObjectInfo, PartLimits, PartReceipt, Store
 from datamover.urls import SCHEME_ALIASES, Location, parse_url
@@ -101,8 +102,6 @@ def resolve_remote(
     remote in the config (``datamover.config``). The remote's settings win over
     ``settings`` except for ``connections``. Raises ``ConfigError`` for an unknown
     remote or a secret reference whose env var is not set."""
-    from datamover.config import load_config
-
     assert loc.remote is not None
     base = settings or StoreSettings()
     config = load_config()

@@ -261,6 +261,11 @@ class Store(ABC):
         """The filesystem path of ``key`` where ``features.local``, else None."""
         return None
 
+    def endpoint(self) -> str | None:
+        """The service address this store talks to, for messages (never with
+        credentials in it); None where there is nothing to say (a local path)."""
+        return None
+
     @abstractmethod
     def url(self, key: str = "") -> str:
         """The URL a user would type for ``key`` (no credentials in it)."""

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from datamover.checksums import PartDigests
-from datamover.engine.cleanup import cleanup
 from datamover.errors import Unsupported, UsageError
+from datamover.job import cleanup
 from datamover.options import KiB, MiB
 from datamover.stores import open_store
 from datamover.stores.base import Store

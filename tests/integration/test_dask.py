@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 import datamover
-from datamover.dask import DaskOptions, parse_cluster
 from datamover.engine.runner import FileResult, Listener
 from datamover.errors import UsageError
 from datamover.manifest import read_manifest
-from datamover.options import KiB, MiB
+from datamover.options import DaskOptions, KiB, MiB, parse_cluster
 from datamover.stores import open_store
 
 from serverenv import ServerEnv

@@ -15,8 +15,8 @@ import pytest
 
 import datamover
 from datamover import cli
-from datamover.bagit_export import BagError, export_bag
 from datamover.errors import NotFound, UsageError
+from datamover.manifest.bagit import BagError, export_bag
 
 DM = [sys.executable, "-m", "datamover"]
 

@@ -15,6 +15,7 @@ import pytest
 import datamover.stores.posix as posix
 from datamover.engine import copy_between
 from datamover.errors import UsageError
+from datamover.job import cluster_durability
 from datamover.journal import Journal
 from datamover.options import TransferOptions
 from datamover.stores.posix import Durability, PosixStore
@@ -176,10 +177,8 @@ def test_a_255_byte_name_gets_a_temp_file_that_fits(tmp_path: Path) -> None:
 
 def test_a_dask_run_fsyncs_each_file() -> None:
     """Workers write into other page caches than the client's: no per-job syncfs."""
-    from datamover.api import _cluster_durability
-
     opts = TransferOptions()
     assert opts.durability == "job"
-    assert _cluster_durability(opts, None, "local:2").durability == "file"
-    assert _cluster_durability(opts, None, None).durability == "job"
-    assert _cluster_durability(opts.with_(durability="none"), None, "x").durability == "none"
+    assert cluster_durability(opts, True).durability == "file"
+    assert cluster_durability(opts, False).durability == "job"
+    assert cluster_durability(opts.with_(durability="none"), True).durability == "none"

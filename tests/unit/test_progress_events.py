@@ -14,11 +14,11 @@ import jsonschema
 from rich.console import Console
 
 import datamover
+from datamover.cli.progress import RichProgress, make_progress, render
 from datamover.engine.observer import RunInfo
 from datamover.engine.plan import FileJob
 from datamover.engine.runner import FileResult
-from datamover.events import JsonLines, Tally
-from datamover.progress import RichProgress, make_progress, render
+from datamover.reporting.events import JsonLines, Tally
 from datamover.stores.base import ObjectInfo
 
 ROOT = Path(__file__).resolve().parents[2]

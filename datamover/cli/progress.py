@@ -17,20 +17,15 @@ line shows its size and how long it has been in flight.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from datamover.engine.observer import RunInfo
-from datamover.events import Snapshot, Tally
+from datamover.job import RunInfo, TransferReport
 from datamover.options import format_size
-
-if TYPE_CHECKING:
-    from datamover.engine import TransferReport
+from datamover.reporting.events import Snapshot, Tally
 
 
 def format_duration(seconds: float | None) -> str:
@@ -138,8 +133,10 @@ class RichProgress(Tally):
         self.stop()
 
 
-def make_progress(console: Console, *, quiet: bool = False) -> RichProgress | None:
-    """A ``RichProgress`` when ``console`` is an interactive terminal, else None."""
+def make_progress(console: Console | None = None, *, quiet: bool = False) -> RichProgress | None:
+    """A ``RichProgress`` when ``console`` (default: standard error) is an interactive
+    terminal, else None."""
+    console = console or Console(stderr=True)
     if quiet or not console.is_terminal or console.is_dumb_terminal:
         return None
     return RichProgress(console)

@@ -1,6 +1,6 @@
 """The everyday commands of the CLI: ``ls``, ``stat``, ``cat``, ``du``, ``rm`` and
-``remotes``. Parse and render only; the work is in ``datamover.ops`` and
-``datamover.config``. ``datamover.cli`` registers these parsers and dispatches here.
+``remotes``. Parse and render only; the work is in ``datamover.stores.browse`` and
+``datamover.config``. ``datamover.cli.main`` registers these parsers.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from datamover import ops
 from datamover.config import load_config
 from datamover.errors import UsageError
 from datamover.options import format_size
+from datamover.stores import browse as ops
 from datamover.stores import open_store
 from datamover.stores.base import ObjectInfo
-
-COMMANDS = ("ls", "stat", "cat", "du", "rm", "remotes")
 
 
 def add_parsers(sub: Any) -> None:
@@ -30,11 +28,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-l", "--long", action="store_true", help="size, modification time, name")
     p.add_argument("-R", "--recursive", action="store_true", help="list the whole tree")
     p.add_argument("-h", "--human-readable", action="store_true", help="sizes like 1.5 GiB")
-    p.add_argument("--json", action="store_true", help="one JSON object per entry")
+    p.set_defaults(json_output=True)  # --json: one JSON object per entry
 
     p = sub.add_parser("stat", help="size, times, digests and metadata of one object")
     p.add_argument("url")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(json_output=True)  # --json: one JSON object
 
     p = sub.add_parser("cat", help="write an object's bytes to stdout")
     p.add_argument("url")
@@ -43,7 +41,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("url")
     p.add_argument("-h", "--human-readable", action="store_true", help="sizes like 1.5 GiB")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(json_output=True)  # --json: one JSON object
 
     p = sub.add_parser("rm", help="delete an object, or a prefix with -r")
     p.add_argument("urls", nargs="+", metavar="URL")
@@ -60,14 +58,11 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("remotes", help="list or show the remotes of the config file")
     rsub = p.add_subparsers(dest="remotes_command", metavar="ACTION")
     r = rsub.add_parser("list", help="every remote, one per line")
-    r.add_argument("--json", action="store_true")
+    r.set_defaults(json_output=True)
     r = rsub.add_parser("show", help="one remote's settings (secrets: only env var names)")
     r.add_argument("name")
-    r.add_argument("--json", action="store_true")
-
-
-def run(args: argparse.Namespace, out: IO[str]) -> int:
-    handler: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
+    r.set_defaults(json_output=True)
+    handlers: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
         "ls": cmd_ls,
         "stat": cmd_stat,
         "cat": cmd_cat,
@@ -75,7 +70,8 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         "rm": cmd_rm,
         "remotes": cmd_remotes,
     }
-    return handler[args.command](args, out)
+    for name, handler in handlers.items():
+        sub.choices[name].set_defaults(handler=handler)
 
 
 def _when(mtime: float | None) -> str:

@@ -1,18 +1,19 @@
-"""``datamover jobs list|show|resume|clean``: the journal, seen from the outside."""
+"""``datamover jobs list|show|clean``: the journal, seen from the outside.
+
+(``jobs resume`` runs a job, so it goes through the front door: ``datamover.job``.)
+"""
 
 from __future__ import annotations
 
-from datamover.engine import TransferReport, copy, state_dir, sync
 from datamover.errors import DatamoverError, UsageError
-from datamover.journal import JobRecord, Journal, journal_path
-from datamover.options import TransferOptions
+from datamover.journal.db import JobRecord, Journal, journal_path
 from datamover.stores import open_store
 
 _FINISHED = ("done",)
 
 
 def _journal(directory: str | None) -> Journal:
-    return Journal(journal_path(directory or state_dir()))
+    return Journal(journal_path(directory))
 
 
 def list_jobs(directory: str | None = None) -> list[JobRecord]:
@@ -37,35 +38,6 @@ def show_job(job_id: str, directory: str | None = None) -> tuple[JobRecord, dict
         return job, journal.file_counts(job.job_id)
     finally:
         journal.close()
-
-
-def resume_job(job_id: str, directory: str | None = None) -> TransferReport:
-    """Run an unfinished job again with the options it was started with."""
-    journal = _journal(directory)
-    try:
-        job = _find(journal, job_id)
-    finally:
-        journal.close()
-    if job.state in _FINISHED:
-        raise UsageError(f"job {job.job_id} already finished; nothing to resume")
-    known = set(TransferOptions.__dataclass_fields__)
-    options = TransferOptions(
-        **{k: v for k, v in job.options.items() if k in known},
-        manifest=job.manifest,
-        state_dir=directory,
-    )
-    request = job.request
-    src, dst = request.get("src", job.source), request.get("dst", job.destination)
-    if job.operation == "sync":
-        return sync(
-            src,
-            dst,
-            options,
-            checksum=bool(request.get("checksum")),
-            delete=bool(request.get("delete")),
-            max_delete=request.get("max_delete"),
-        )
-    return copy(src, dst, options)
 
 
 def clean_jobs(

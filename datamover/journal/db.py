@@ -82,8 +82,17 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 
-def journal_path(state_dir: str) -> str:
-    return os.path.join(state_dir, "journal.db")
+def default_state_dir() -> str:
+    """``$XDG_STATE_HOME/datamover`` (default ``~/.local/state/datamover``): where the
+    journal lives, and manifests when the user names none."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "datamover")
+
+
+def journal_path(state_dir: str | None = None) -> str:
+    return os.path.join(state_dir or default_state_dir(), "journal.db")
 
 
 def job_key(operation: str, source: str, destination: str, options: Mapping[str, Any]) -> str:

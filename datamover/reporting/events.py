@@ -36,17 +36,15 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from datamover.engine.observer import Observer, RunInfo
 from datamover.engine.plan import FileJob
+from datamover.engine.results import TransferReport
 from datamover.engine.runner import FileResult
 from datamover.errors import DatamoverError
 from datamover.manifest import ManifestEntry
 from datamover.redact import redact
-
-if TYPE_CHECKING:
-    from datamover.engine import TransferReport
 
 Event = dict[str, Any]
 

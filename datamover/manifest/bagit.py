@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from datamover._version import __version__
 from datamover.errors import UsageError
 from datamover.manifest import STATUS_OK, Manifest, ManifestEntry, read_manifest
 from datamover.stores import local_path
@@ -95,8 +96,6 @@ def write_tag_files(
 ) -> tuple[int, int]:
     """Write the tag files of a bag whose payload (``(path under data/, size,
     digest)``) is already in place. Returns ``(files, bytes)`` (the Payload-Oxum)."""
-    from datamover import __version__
-
     check_algorithm(algorithm)
     count = total = 0
     manifest_name = f"manifest-{algorithm}.txt"

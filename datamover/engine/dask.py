@@ -74,7 +74,7 @@ from typing import Any
 from distributed import Client, Future, LocalCluster, wait
 
 from datamover.checksums import OrderedDigest, PartDigests, new_hasher
-from datamover.engine.budget import ByteBudget, TokenBucket, call_with_retries
+from datamover.engine.budget import ByteBudget, TokenBucket
 from datamover.engine.plan import FileJob
 from datamover.engine.runner import (
     HASH_CHUNK,
@@ -91,55 +91,21 @@ from datamover.errors import (
     TransferError,
     UsageError,
 )
-from datamover.options import MiB, TransferOptions, parse_size
+from datamover.options import DaskOptions, MiB, TransferOptions, parse_cluster
+from datamover.retry import call_with_retries
 from datamover.stores import StoreSettings, open_location, resolve_remote
 from datamover.stores.base import PartReceipt, ResumableWriter, Store
 from datamover.urls import Location, parse_url
 
 __all__ = [
-    "DaskOptions",
     "DaskRunner",
     "StoreSpec",
     "connect",
-    "options_from_cli",
-    "parse_cluster",
     "scale_out",
 ]
 
 #: How long to wait for a cluster to have at least one worker before giving up.
 WORKER_WAIT_SECONDS = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class DaskOptions:
-    """How a run is cut into Dask tasks.
-
-    ``shard_files`` / ``shard_bytes``: a shard (one task) is closed at this many files
-    or bytes, whichever comes first. ``split_threshold``: files larger than this are
-    written by parts from several workers (default ``4 x part size x workers``).
-    ``in_flight``: tasks submitted and not yet returned (default 2 per worker thread);
-    the client holds at most this many shards' jobs and results. ``retries``: extra
-    attempts Dask makes for a task that raised (a lost worker's tasks are re-run by the
-    scheduler regardless, up to ``distributed.scheduler.allowed-failures``).
-    """
-
-    shard_files: int = 500
-    shard_bytes: int = 512 * MiB
-    split_threshold: int | None = None
-    in_flight: int | None = None
-    retries: int = 2
-
-    def __post_init__(self) -> None:
-        if self.shard_files < 1:
-            raise UsageError("--shard-files must be at least 1")
-        if self.shard_bytes < 1:
-            raise UsageError("--shard-size must be at least 1 byte")
-        if self.split_threshold is not None and self.split_threshold < 1:
-            raise UsageError("the split threshold must be at least 1 byte")
-        if self.in_flight is not None and self.in_flight < 1:
-            raise UsageError("in_flight must be at least 1")
-        if self.retries < 0:
-            raise UsageError("retries must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,19 +646,6 @@ class DaskRunner(Runner):
 # -- connecting ------------------------------------------------------------------------
 
 
-def parse_cluster(text: str) -> tuple[str, int | None]:
-    """``local``, ``local:N`` -> ("local", N or None); anything else is a scheduler
-    address (``tcp://host:8786``, ``host:8786``) -> ("address", None)."""
-    if text == "local" or text.startswith("local:"):
-        _, _, n = text.partition(":")
-        if n and (not n.isdigit() or int(n) < 1):
-            raise UsageError(f"--dask {text}: write local:N with N worker processes, N >= 1")
-        return "local", int(n) if n else None
-    if not text:
-        raise UsageError("--dask needs a scheduler address (tcp://host:8786) or local:N")
-    return "address", None
-
-
 @contextlib.contextmanager
 def connect(client: Client | None = None, cluster: Any = None) -> Iterator[Client]:
     """A connected ``Client``: ``client`` itself (left open), or one for ``cluster``:
@@ -758,14 +711,3 @@ def scale_out(
             dst_spec=StoreSpec.from_url(dst, pooled),
             dask_options=dask_options or DaskOptions(),
         )
-
-
-def options_from_cli(
-    shard_files: int | None = None, shard_size: int | str | None = None
-) -> DaskOptions:
-    """``DaskOptions`` from the CLI's ``--shard-files`` / ``--shard-size``."""
-    base = DaskOptions()
-    return DaskOptions(
-        shard_files=shard_files or base.shard_files,
-        shard_bytes=parse_size(shard_size) if shard_size is not None else base.shard_bytes,
-    )

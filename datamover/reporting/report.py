@@ -27,17 +27,16 @@ import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from datamover._version import __version__
 from datamover.engine.observer import Observer, RunInfo
 from datamover.engine.plan import FileJob
+from datamover.engine.results import TransferReport
 from datamover.engine.runner import FileResult
 from datamover.errors import UsageError
 from datamover.manifest import ManifestEntry
 from datamover.redact import redact, scrub_argv
-
-if TYPE_CHECKING:
-    from datamover.engine import TransferReport
 
 FORMAT = "datamover-report"
 FORMAT_VERSION = 1
@@ -50,8 +49,6 @@ def _utc(ts: datetime) -> str:
 def provenance(command_line: Sequence[str] = ()) -> dict[str, Any]:
     """Who ran what where. ``command_line`` defaults to this process's argv; either
     way it is scrubbed of secrets."""
-    from datamover import __version__
-
     argv = list(command_line) if command_line else [os.path.basename(sys.argv[0]), *sys.argv[1:]]
     out: dict[str, Any] = {
         "tool": "datamover",

@@ -1,0 +1,137 @@
+"""``datamover verify``, ``datamover hash`` and ``datamover manifest show|export``:
+what proves a copy, and what a manifest holds."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import IO
+
+from datamover.checksums import ALGORITHMS
+from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info
+from datamover.errors import UsageError
+from datamover.job import HashJob, VerifyJob, run
+from datamover.manifest import export_sums, read_manifest
+from datamover.manifest.bagit import export_bag
+from datamover.options import TransferOptions, format_size
+
+
+def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
+    p = sub.add_parser("verify", help="re-read a copy and compare it with its manifest")
+    p.add_argument("manifest", help="manifest written by copy")
+    p.add_argument("target", nargs="?", help="root to check (default: the manifest's destination)")
+    p.add_argument("--transfers", type=int, default=8, metavar="N", help="parallel reads")
+
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("manifest", help="show or export a manifest")
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION", parser_class=Parser)
+    e = msub.add_parser("export", help="write sha256sum -c lines, or a BagIt bag")
+    e.add_argument("manifest")
+    e.add_argument(
+        "--format",
+        default="sha256sum",
+        choices=["sha256sum", "bagit"],
+        help="sha256sum: `<alg>sum -c` lines; bagit: a BagIt bag at --output DIR of the "
+        "copied files (hard-linked, or copied across filesystems)",
+    )
+    e.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="file to write (default stdout); for bagit the bag directory (required)",
+    )
+    e.add_argument(
+        "--copy", action="store_true", help="bagit: copy payload files instead of hard-linking"
+    )
+    e.add_argument(
+        "--bag-info",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="bagit: a bag-info.txt field, e.g. Source-Organization=Lab (repeatable)",
+    )
+    s = msub.add_parser("show", help="summarise a manifest")
+    s.add_argument("manifest")
+
+    p.set_defaults(handler=cmd_manifest)
+
+    p = sub.add_parser("hash", help="digest of one file or object")
+    p.add_argument("url")
+    p.add_argument("--checksum", default="sha256", choices=ALGORITHMS, metavar="ALG")
+    p.set_defaults(handler=cmd_hash)
+
+
+def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
+    report = run(VerifyJob(args.manifest, args.target, TransferOptions(transfers=args.transfers)))
+    for path in report.missing:
+        print(f"MISSING {path}", file=out)
+    for path, why in report.mismatched:
+        print(f"MISMATCH {path}: {why}", file=out)
+    for path, why in report.errors:
+        print(f"ERROR {path}: {why}", file=out)
+    if not args.quiet or not report.passed:
+        verdict = "OK" if report.passed else "FAILED"
+        print(
+            f"{verdict}: {report.ok} of {report.checked} files match {report.target} "
+            f"({len(report.missing)} missing, {len(report.mismatched)} mismatched, "
+            f"{len(report.errors)} unreadable; {format_size(report.bytes)} read in "
+            f"{report.seconds:.1f}s)",
+            file=out,
+        )
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
+    if args.manifest_command is None:
+        raise UsageError("manifest needs an action: export or show")
+    manifest = read_manifest(args.manifest)
+    if args.manifest_command == "show":
+        t = manifest.tally()
+        h = manifest.header
+        print(f"job {h.get('job_id')}  {h.get('operation')}  started {h.get('started')}", file=out)
+        print(f"  {h.get('source')} -> {h.get('destination')}", file=out)
+        extra = [
+            f"{n} {what}"
+            for n, what in (
+                (t.skipped, "unchanged"),
+                (t.deleted, "deleted"),
+                (t.dirs, "directories"),
+            )
+            if n
+        ]
+        print(
+            f"  {t.ok} files ok, {t.failed} failed, {format_size(t.bytes)}, "
+            + "".join(f"{x}, " for x in extra)
+            + manifest.algorithm
+            + ("" if manifest.summary else "  (incomplete: no summary)"),
+            file=out,
+        )
+        return EXIT_OK
+    if args.format == "bagit":
+        if not args.output:
+            raise UsageError("--format bagit needs --output DIR (the bag to create)")
+        bag = export_bag(
+            args.manifest, args.output, link=not args.copy, info=dict(bag_info(args.bag_info))
+        )
+        if not args.quiet:
+            how = f"{bag.linked} hard-linked, {bag.copied} copied"
+            print(
+                f"wrote bag {bag.path}: {bag.files} files, {format_size(bag.bytes)} ({how})",
+                file=sys.stderr,
+            )
+        return EXIT_OK
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            count = export_sums(manifest, fh)
+        if not args.quiet:
+            print(f"wrote {count} lines to {args.output}", file=sys.stderr)
+    else:
+        export_sums(manifest, out)
+    return EXIT_OK
+
+
+def cmd_hash(args: argparse.Namespace, out: IO[str]) -> int:
+    digests = run(HashJob(args.url, TransferOptions(checksum=args.checksum)))
+    print(f"{digests[args.checksum]}  {args.url}", file=out)
+    return EXIT_OK

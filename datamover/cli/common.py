@@ -1,0 +1,74 @@
+"""What every CLI module shares: the parser class (with the flags every command takes),
+exit codes and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from datamover.errors import DatamoverError, UsageError
+from datamover.options import format_size, parse_size
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+log = logging.getLogger("datamover")
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 with one line. Every (sub)command also takes the global
+    flags, so ``datamover copy SRC DST -q`` works as ``datamover -q copy SRC DST``
+    does (rclone, s5cmd and azcopy accept them anywhere too). A subcommand's own
+    value only lands when given (``SUPPRESS``), so it never hides a global one;
+    ``-v`` counted after the subcommand adds to the count before it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        top = kwargs.pop("top", False)
+        super().__init__(*args, **kwargs)
+        if top:
+            return
+        self.add_argument(
+            "-v",
+            "--verbose",
+            dest="verbose_after",
+            action="count",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+        for flags, dest in ((("-q", "--quiet"), "quiet"), (("--json",), "json")):
+            self.add_argument(
+                *flags,
+                dest=dest,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
+        self.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"datamover: error: {message}\n")
+
+
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except DatamoverError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def bag_info(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``LABEL=VALUE`` pairs (``--bag-info``)."""
+    out: list[tuple[str, str]] = []
+    for pair in pairs:
+        label, eq, value = pair.partition("=")
+        if not eq or not label.strip():
+            raise UsageError(f"--bag-info {pair!r}: write it as LABEL=VALUE")
+        out.append((label.strip(), value.strip()))
+    return tuple(out)
+
+
+def rate(nbytes: int, seconds: float) -> str:
+    return f"{format_size(nbytes / seconds)}/s" if seconds > 0 else "-"

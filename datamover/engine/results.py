@@ -1,0 +1,56 @@
+"""What a run tells its caller: the report of a transfer, of a verify."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def new_job_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class TransferReport:
+    job_id: str
+    operation: str
+    source: str
+    destination: str
+    manifest: str | None
+    files_ok: int = 0
+    files_failed: int = 0
+    files_skipped: int = 0
+    files_resumed: int = 0
+    bytes: int = 0
+    bytes_moved: int = 0
+    resumed: bool = False
+    retries: int = 0
+    deleted: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    #: A dry run: ``files_ok``/``bytes`` count what would be copied, ``deleted`` what
+    #: would be deleted; nothing was transferred and no manifest was written.
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.files_failed == 0
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    manifest: str
+    target: str
+    checked: int = 0
+    ok: int = 0
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not (self.missing or self.mismatched or self.errors)

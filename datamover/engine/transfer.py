@@ -1,0 +1,479 @@
+"""Running a transfer: planned files -> the runner -> one manifest and one journal.
+
+``copy_between`` and ``sync_between`` take stores already open (the front door,
+``datamover.job``, opens and closes them) and plan; ``run_job`` runs a plan as one
+journaled job with one manifest, resuming the newest unfinished run of the same job.
+They return a ``TransferReport``; they raise only for usage errors and fatal store
+errors (after in-flight work has stopped and the manifest is closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as statmod
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from datamover.engine.observer import Observer, RunInfo, as_observer, planned
+from datamover.engine.plan import FileJob, plan_copy
+from datamover.engine.results import TransferReport, new_job_id
+from datamover.engine.run_state import JobContext
+from datamover.engine.runner import FileResult, Listener, Runner
+from datamover.engine.sync import SyncPlanner
+from datamover.errors import DatamoverError, NotFound, UsageError
+from datamover.filters import FileFilter
+from datamover.journal import Journal, default_state_dir, job_key, journal_path
+from datamover.manifest import (
+    STATUS_DELETED,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    ManifestEntry,
+    ManifestWriter,
+    make_header,
+)
+from datamover.options import TransferOptions
+from datamover.posixmeta import MODE, PosixAttrs, format_mtime_ns
+from datamover.stores.base import ObjectInfo, Store
+
+log = logging.getLogger("datamover")
+
+
+def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
+    job = result.job
+    info = result.src_info or job.info
+    attrs = PosixAttrs.from_metadata(info.metadata)
+    mtime_ns = attrs.mtime_ns
+    if mtime_ns is None and info.mtime is not None:
+        mtime_ns = round(info.mtime * 1e9)
+    mode = attrs.mode if MODE in info.metadata else info.mode
+    entry = ManifestEntry(
+        path=job.rel,
+        size=result.size,
+        status=STATUS_OK if result.error is None else STATUS_FAILED,
+        digest=result.digests.get(algorithm),
+        mtime=format_mtime_ns(mtime_ns) if mtime_ns is not None else None,
+        mode=f"{statmod.S_IMODE(mode):04o}" if mode is not None else None,
+        part_size=result.part_size,
+        parts=result.parts,
+        etag=result.dst_info.etag if result.dst_info else None,
+        version=result.dst_info.version if result.dst_info else None,
+        error=str(result.error) if result.error is not None else None,
+        seconds=round(result.seconds, 6),
+        attempts=result.retries + 1 if result.retries else None,
+        uid=attrs.uid,
+        gid=attrs.gid,
+    )
+    if job.kind == "dir":
+        entry.kind = "dir"
+    elif job.kind == "hardlink":
+        entry.kind, entry.link_to = "hardlink", job.link_to
+    elif mode is not None and statmod.S_ISLNK(mode):
+        entry.kind = "symlink"
+    src_rel = job.src_key.rsplit("/", 1)[-1]
+    if job.rel.rsplit("/", 1)[-1] != src_rel:
+        entry.source_path = src_rel
+    return entry
+
+
+def copy_between(
+    src_store: Store,
+    src_key: str,
+    dst_store: Store,
+    dst_key: str,
+    options: TransferOptions,
+    *,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    filters: FileFilter | None = None,
+    dry_run: bool = False,
+    runner_factory: Callable[..., Runner] | None = None,
+    request: Mapping[str, Any] | None = None,
+) -> TransferReport:
+    """Copy ``src_key`` (file, directory or prefix) to ``dst_key`` between stores already
+    open (the caller closes them), with a checksum manifest. ``filters`` narrows what is
+    taken; ``dry_run`` plans and reports what would be copied, transferring nothing and
+    writing no manifest or journal entry; ``request`` is what the journal keeps to
+    resume the job (``run_job``)."""
+    plan = plan_copy(src_store, src_key, dst_store, dst_key)
+    return run_job(
+        "copy",
+        src_store,
+        dst_store,
+        plan.src_root,
+        plan.dst_root,
+        _filtered(plan.jobs, filters),
+        options,
+        listener=listener,
+        sleep=sleep,
+        dry_run=dry_run,
+        runner_factory=runner_factory,
+        request=request,
+    )
+
+
+def _filtered(jobs: Iterable[FileJob], filters: FileFilter | None) -> Iterable[FileJob]:
+    """The jobs ``filters`` takes: files by path, size and age; directories by path."""
+    if filters is None or not filters.active:
+        return jobs
+    return (
+        job
+        for job in jobs
+        if (
+            filters.path_allowed(job.rel)
+            if job.kind == "dir"
+            else filters.allows(job.rel, job.info)
+        )
+    )
+
+
+def run_job(
+    operation: str,
+    src_store: Store,
+    dst_store: Store,
+    src_root: str,
+    dst_root: str,
+    jobs: Iterable[FileJob],
+    options: TransferOptions,
+    *,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    skip_sink: Callable[[Callable[[ManifestEntry], None]], None] | None = None,
+    after: Callable[[TransferReport], None] | None = None,
+    request: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+    runner_factory: Callable[..., Runner] | None = None,
+) -> TransferReport:
+    """Run planned ``jobs`` as one journaled job with one manifest.
+
+    The same operation between the same roots with the same identity options resumes
+    the newest unfinished job (``options.resume``): its manifest is appended to, files
+    it finished are skipped, and partly written files continue from their parts.
+    ``skip_sink`` receives the function that records a file as skipped (sync);
+    ``after`` runs once every file is done, before the manifest is closed (sync's
+    deletions). ``dry_run`` only walks the plan (see ``_dry_run``). ``runner_factory``
+    builds the runner instead of ``Runner`` (same arguments): ``datamover.dask`` runs
+    the files on a Dask cluster and reports them back here.
+    """
+    obs = as_observer(listener)
+    if dry_run:
+        return _dry_run(
+            operation,
+            src_store,
+            dst_store,
+            src_root,
+            dst_root,
+            jobs,
+            options,
+            obs,
+            skip_sink,
+            after,
+        )
+    started = time.monotonic()
+    source, destination = src_store.url(src_root), dst_store.url(dst_root)
+    journal = Journal(journal_path(options.state_dir))
+    try:
+        key = job_key(operation, source, destination, options.identity())
+        previous = journal.resumable(key) if options.resume else None
+        if (
+            previous is not None
+            and previous.manifest
+            and not os.path.exists(previous.manifest + ".partial")
+        ):
+            previous = None  # its manifest was finished: that run ended after all
+        if previous is not None:
+            job_id = previous.job_id
+            manifest_path = options.manifest or previous.manifest or ""
+        else:
+            job_id = new_job_id()
+            manifest_path = options.manifest or os.path.join(
+                default_state_dir(), "manifests", f"{job_id}.jsonl"
+            )
+            journal.create_job(
+                job_id,
+                key,
+                operation,
+                source,
+                destination,
+                options.public(),
+                manifest_path,
+                request,
+            )
+        ctx = JobContext(journal, job_id, resumed=previous is not None)
+        report = TransferReport(job_id, operation, source, destination, manifest_path)
+        report.resumed = ctx.resumed
+        header = make_header(
+            operation=operation,
+            source=source,
+            destination=destination,
+            algorithm=options.checksum,
+            part_algorithm=options.part_checksum,
+            options=options.public(),
+            job_id=job_id,
+            command_line=options.command_line,
+        )
+        writer = ManifestWriter(manifest_path, header, resume=ctx.resumed)
+        obs.run_started(
+            RunInfo(
+                operation,
+                job_id,
+                source,
+                destination,
+                manifest_path,
+                options.checksum,
+                resumed=ctx.resumed,
+                options=options.public(),
+            )
+        )
+
+        def record_skip(entry: ManifestEntry) -> None:
+            writer.add(entry)
+            report.files_skipped += 1
+            obs.file_skipped(entry)
+
+        if skip_sink is not None:
+            skip_sink(record_skip)
+
+        def on_result(result: FileResult) -> None:
+            writer.add(_entry(result, options.checksum))
+            report.retries += result.retries
+            if result.error is None:
+                report.files_ok += 1
+                report.bytes += result.size
+            else:
+                report.files_failed += 1
+                report.failures.append((result.job.rel, str(result.error)))
+
+        runner = (runner_factory or Runner)(
+            src_store,
+            dst_store,
+            options,
+            on_result,
+            listener=obs,
+            sleep=sleep,
+            job=ctx,
+            roots=(src_root, dst_root),
+        )
+        aborted: DatamoverError | None = None
+        interrupted: BaseException | None = None
+        if dst_store is not None:
+            journal.set_barrier(dst_store.sync)
+        try:
+            runner.run(planned(ctx.pending(jobs), obs))
+            if after is not None:
+                after(report)
+                for path in report.deleted:
+                    writer.add(ManifestEntry(path=path, size=0, status=STATUS_DELETED))
+                    obs.file_deleted(path)
+            if dst_store is not None:
+                dst_store.sync()  # before the manifest is closed and the job is done
+        except DatamoverError as e:
+            aborted = e
+            raise
+        except BaseException as e:
+            interrupted = e
+            raise
+        finally:
+            report.seconds = time.monotonic() - started
+            report.bytes_moved = runner.bytes_moved
+            report.files_resumed = ctx.skipped_done
+            if ctx.resumed:
+                # Counts over the whole job, earlier attempts included (last entry wins).
+                entries = writer.entries_so_far()
+                ok = [e for e in entries if e.status == STATUS_OK]
+                counts = (
+                    len(ok),
+                    sum(1 for e in entries if e.status == STATUS_FAILED),
+                    sum(1 for e in entries if e.status == STATUS_SKIPPED),
+                    sum(e.size for e in ok),
+                )
+            else:  # a fresh job: this run's counters are the job's
+                counts = (report.files_ok, report.files_failed, report.files_skipped, report.bytes)
+            summary: dict[str, object] = {
+                "files_ok": counts[0],
+                "files_failed": counts[1],
+                "files_skipped": counts[2],
+                "bytes": counts[3],
+                "bytes_moved": runner.bytes_moved,
+                "seconds": round(report.seconds, 3),
+                "peak_buffer_bytes": runner.budget.peak,
+            }
+            if aborted is not None:
+                summary["aborted"] = str(aborted)
+                writer.suspend(summary)
+                journal.finish_job(job_id, "aborted", counts[0], counts[1], counts[3])
+            else:
+                writer.close(summary)
+                journal.finish_job(
+                    job_id,
+                    "done" if report.files_failed == 0 else "incomplete",
+                    counts[0],
+                    report.files_failed,
+                    counts[3],
+                )
+            obs.run_finished(report, aborted or interrupted)
+        return report
+    finally:
+        journal.close()
+
+
+def _dry_run(
+    operation: str,
+    src_store: Store,
+    dst_store: Store,
+    src_root: str,
+    dst_root: str,
+    jobs: Iterable[FileJob],
+    options: TransferOptions,
+    obs: Observer,
+    skip_sink: Callable[[Callable[[ManifestEntry], None]], None] | None,
+    after: Callable[[TransferReport], None] | None,
+) -> TransferReport:
+    """Walk the plan as a real run would (sync still compares), telling ``obs`` what
+    would be copied and deleted. Nothing is read beyond what planning reads, nothing is
+    written: no transfer, no manifest, no journal entry."""
+    started = time.monotonic()
+    source, destination = src_store.url(src_root), dst_store.url(dst_root)
+    report = TransferReport("dry-run", operation, source, destination, None, dry_run=True)
+    obs.run_started(
+        RunInfo(
+            operation,
+            report.job_id,
+            source,
+            destination,
+            None,
+            options.checksum,
+            dry_run=True,
+            options=options.public(),
+        )
+    )
+
+    def record_skip(entry: ManifestEntry) -> None:
+        report.files_skipped += 1
+        obs.file_skipped(entry)
+
+    if skip_sink is not None:
+        skip_sink(record_skip)
+    error: BaseException | None = None
+    try:
+        for job in planned(jobs, obs):
+            report.files_ok += 1
+            report.bytes += job.info.size
+            obs.would_copy(job)
+        if after is not None:
+            after(report)
+            for path in report.deleted:
+                obs.would_delete(path)
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        report.seconds = time.monotonic() - started
+        obs.run_finished(report, error)
+    return report
+
+
+def sync_between(
+    src_store: Store,
+    src_key: str,
+    dst_store: Store,
+    dst_key: str,
+    options: TransferOptions,
+    *,
+    checksum: bool = False,
+    delete: bool = False,
+    max_delete: int | None = None,
+    listener: Listener | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    filters: FileFilter | None = None,
+    dry_run: bool = False,
+    runner_factory: Callable[..., Runner] | None = None,
+    request: Mapping[str, Any] | None = None,
+) -> TransferReport:
+    """Make ``dst_key`` hold what ``src_key`` holds, copying only files that differ
+    (``engine.sync``). With ``delete``, destination files absent from the source are
+    removed after every copy succeeded; more than ``max_delete`` of them aborts before
+    anything is deleted. ``filters`` narrows both what is copied and what may be
+    deleted; the rest as for ``copy_between``."""
+    plan = plan_copy(src_store, src_key, dst_store, dst_key)
+    src_root, dst_root = plan.src_root, plan.dst_root
+    planner = SyncPlanner(
+        src_store,
+        src_root,
+        dst_store,
+        dst_root,
+        algorithm=options.checksum,
+        checksum=checksum,
+        delete=delete and not plan.single_file,
+        threads=min(options.transfers, 16),
+    )
+
+    def set_sink(sink: Callable[[ManifestEntry], None]) -> None:
+        if filters is None or not filters.active:
+            planner.record_skip = sink
+            return
+
+        def filtered_sink(entry: ManifestEntry) -> None:
+            mtime = float(entry.mtime) if entry.mtime else None
+            if filters.allows(entry.path, ObjectInfo(entry.path, entry.size, mtime=mtime)):
+                sink(entry)
+
+        planner.record_skip = filtered_sink
+
+    def deletable(key: str) -> bool:
+        """A destination-only file the filter excludes is left alone."""
+        if filters is None or not filters.active:
+            return True
+        rel = key[len(dst_root) :]
+        if not filters.path_allowed(rel):
+            return False
+        if filters.by_path_only:
+            return True
+        try:
+            return filters.allows(rel, dst_store.stat(key))
+        except NotFound:
+            return False
+
+    def deletions(report: TransferReport) -> None:
+        doomed = [key for key in planner.plan.to_delete if deletable(key)]
+        if not doomed:
+            return
+        if planner.plan.out_of_order:
+            raise UsageError(
+                "a listing came back out of key order, so files to delete can't be "
+                "trusted; nothing was deleted (run without --delete, and report this)"
+            )
+        if report.files_failed:
+            log.warning("not deleting %d files: %d copies failed", len(doomed), report.files_failed)
+            return
+        if max_delete is not None and len(doomed) > max_delete:
+            raise UsageError(
+                f"sync would delete {len(doomed)} files, more than --max-delete "
+                f"{max_delete}; nothing was deleted (raise --max-delete to allow it)"
+            )
+        if dry_run:
+            report.deleted.extend(key[len(dst_root) :] for key in doomed)
+            return
+        for key in doomed:
+            dst_store.delete(key)
+            report.deleted.append(key[len(dst_root) :])
+
+    jobs = plan.jobs if plan.single_file else planner.jobs()
+    return run_job(
+        "sync",
+        src_store,
+        dst_store,
+        src_root,
+        dst_root,
+        _filtered(jobs, filters),
+        options,
+        listener=listener,
+        sleep=sleep,
+        skip_sink=set_sink,
+        after=deletions,
+        dry_run=dry_run,
+        runner_factory=runner_factory,
+        request=request,
+    )

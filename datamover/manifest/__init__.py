@@ -1,0 +1,41 @@
+"""Checksum manifests: what a run proves, file by file, and its exports.
+
+``format`` (entries, header, statuses), ``writer`` (appended while a run goes),
+``reader`` (read back, for verify, resume and exports), ``sums`` (``sha256sum -c``
+lines) and ``bagit`` (an RFC 8493 bag).
+"""
+
+from datamover.manifest.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    STATUS_DELETED,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    Manifest,
+    ManifestEntry,
+    Tally,
+    make_header,
+    utc_now,
+)
+from datamover.manifest.reader import iter_manifest, read_manifest
+from datamover.manifest.sums import export_sums
+from datamover.manifest.writer import ManifestWriter
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "STATUS_DELETED",
+    "STATUS_FAILED",
+    "STATUS_OK",
+    "STATUS_SKIPPED",
+    "Manifest",
+    "ManifestEntry",
+    "ManifestWriter",
+    "Tally",
+    "export_sums",
+    "iter_manifest",
+    "make_header",
+    "read_manifest",
+    "utc_now",
+]

@@ -1,0 +1,179 @@
+"""Checksum manifests: the format's vocabulary (statuses, entries, the header).
+
+The format is specified in ``manifests/SPEC.md`` and ``manifests/manifest.schema.json``:
+JSON lines, one header, one entry per file, one summary. ``writer`` appends them as
+files finish, ``reader`` reads them back, ``sums`` and ``bagit`` export them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from datamover._version import __version__
+
+FORMAT = "datamover-manifest"
+FORMAT_VERSION = 1
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_SKIPPED = "skipped"
+STATUS_DELETED = "deleted"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class ManifestEntry:
+    path: str
+    size: int
+    status: str
+    digest: str | None = None
+    mtime: str | None = None
+    mode: str | None = None
+    part_size: int | None = None
+    parts: list[str] = field(default_factory=list)
+    etag: str | None = None
+    version: str | None = None
+    error: str | None = None
+    source_path: str | None = None
+    seconds: float | None = None
+    attempts: int | None = None
+    kind: str | None = None  # None: a regular file; "dir", "symlink", "hardlink"
+    link_to: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "file", "path": self.path, "size": self.size}
+        for name in (
+            "status",
+            "digest",
+            "mtime",
+            "mode",
+            "part_size",
+            "etag",
+            "version",
+            "error",
+            "source_path",
+            "seconds",
+            "attempts",
+            "kind",
+            "link_to",
+            "uid",
+            "gid",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.parts:
+            out["parts"] = self.parts
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ManifestEntry:
+        return cls(
+            path=obj["path"],
+            size=obj["size"],
+            status=obj["status"],
+            digest=obj.get("digest"),
+            mtime=obj.get("mtime"),
+            mode=obj.get("mode"),
+            part_size=obj.get("part_size"),
+            parts=list(obj.get("parts", [])),
+            etag=obj.get("etag"),
+            version=obj.get("version"),
+            error=obj.get("error"),
+            source_path=obj.get("source_path"),
+            seconds=obj.get("seconds"),
+            attempts=obj.get("attempts"),
+            kind=obj.get("kind"),
+            link_to=obj.get("link_to"),
+            uid=obj.get("uid"),
+            gid=obj.get("gid"),
+        )
+
+
+def make_header(
+    *,
+    operation: str,
+    source: str,
+    destination: str,
+    algorithm: str,
+    part_algorithm: str,
+    options: Mapping[str, Any],
+    job_id: str,
+    command_line: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    header: dict[str, Any] = {
+        "type": "header",
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool": "datamover",
+        "tool_version": __version__,
+        "job_id": job_id,
+        "operation": operation,
+        "source": source,
+        "destination": destination,
+        "algorithm": algorithm,
+        "part_algorithm": part_algorithm,
+        "options": dict(options),
+        "started": utc_now(),
+        "host": socket.gethostname(),
+    }
+    try:
+        header["user"] = getpass.getuser()
+    except (KeyError, OSError):
+        pass
+    if command_line:
+        header["command_line"] = list(command_line)
+    return header
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a manifest's entries add up to: files (regular files, symlinks, hard
+    links) by status, directories apart, and the bytes of the files that are ok."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    dirs: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class Manifest:
+    header: dict[str, Any]
+    entries: list[ManifestEntry]
+    summary: dict[str, Any] | None
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.header["algorithm"])
+
+    def tally(self) -> Tally:
+        by: dict[str, int] = {}
+        dirs = size = 0
+        for e in self.entries:
+            if e.kind == "dir":
+                dirs += 1
+                continue
+            by[e.status] = by.get(e.status, 0) + 1
+            if e.status == STATUS_OK:
+                size += e.size
+        return Tally(
+            ok=by.get(STATUS_OK, 0),
+            failed=by.get(STATUS_FAILED, 0),
+            skipped=by.get(STATUS_SKIPPED, 0),
+            deleted=by.get(STATUS_DELETED, 0),
+            dirs=dirs,
+            bytes=size,
+        )
