@@ -14,10 +14,10 @@ door. Modules, in the order data flows through them:
   Dask cluster (needs ``distributed``, imported only when asked for).
 """
 
-from datamover.engine.observer import Fanout, Observer, RunInfo
+from datamover.engine.observer import Fanout, Listener, Observer, RunInfo
 from datamover.engine.plan import FileJob
-from datamover.engine.results import TransferReport, VerifyReport
-from datamover.engine.runner import FileResult, Listener, Runner
+from datamover.engine.results import FileResult, TransferReport, VerifyReport
+from datamover.engine.runner import Runner
 from datamover.engine.transfer import copy_between, run_job, sync_between
 from datamover.engine.verify import hash_object, verify_store
 

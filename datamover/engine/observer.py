@@ -21,10 +21,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datamover.engine.plan import FileJob
-from datamover.engine.results import TransferReport
-from datamover.engine.runner import FileResult, Listener
+from datamover.engine.results import FileResult, TransferReport
 from datamover.errors import DatamoverError
 from datamover.manifest import ManifestEntry
+
+
+class Listener:
+    """Progress hooks, called from worker threads; override what you need."""
+
+    def file_started(self, job: FileJob) -> None:
+        pass
+
+    def bytes_done(self, n: int, job: FileJob | None = None) -> None:
+        """``n`` more bytes moved, for ``job``."""
+
+    def file_finished(self, result: FileResult) -> None:
+        pass
+
+    def part_retried(self, job: FileJob, error: DatamoverError, attempt: int, delay: float) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)

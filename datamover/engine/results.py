@@ -1,10 +1,15 @@
-"""What a run tells its caller: the report of a transfer, of a verify."""
+"""What a run tells its caller: each file's result, the report of a transfer, of a
+verify."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from datamover.engine.plan import FileJob
+from datamover.errors import DatamoverError
+from datamover.stores.base import ObjectInfo
 
 
 def new_job_id() -> str:
@@ -54,3 +59,19 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         return not (self.missing or self.mismatched or self.errors)
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What happened to one file. ``error`` is None on success."""
+
+    job: FileJob
+    size: int
+    digests: dict[str, str] = field(default_factory=dict)
+    part_size: int | None = None
+    parts: list[str] = field(default_factory=list)
+    dst_info: ObjectInfo | None = None
+    src_info: ObjectInfo | None = None
+    error: DatamoverError | None = None
+    seconds: float = 0.0
+    retries: int = 0

@@ -38,14 +38,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
-from crc32c import crc32c as _crc32c
-
-from datamover.checksums import OrderedDigest, PartDigests, new_hasher
+from datamover.checksums import PartDigests, new_hasher
 from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket
+from datamover.engine.largefile import LargeFile, check_expected
+from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
+from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
 from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
 from datamover.options import KiB, TransferOptions
@@ -53,9 +53,7 @@ from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
 from datamover.retry import call_with_retries
 from datamover.stores.base import (
     HARDLINK_KEY,
-    ChunkWriter,
     ObjectInfo,
-    ResumableWriter,
     Store,
     digest_metadata_key,
     digests_from_metadata,
@@ -72,60 +70,14 @@ _POSIX_KEYS = (MODE, UID, GID, MTIME)
 #: Metadata carried from source to destination besides the POSIX keys.
 XATTR_PREFIX = "xattr-"
 _CARRIED = (XATTR_PREFIX, "lustre-stripe-")
-ALIGN_KEY = "lustre-stripe-size"
 
 log = logging.getLogger("datamover")
-
-
-@dataclass(slots=True)
-class FileResult:
-    """What happened to one file. ``error`` is None on success."""
-
-    job: FileJob
-    size: int
-    digests: dict[str, str] = field(default_factory=dict)
-    part_size: int | None = None
-    parts: list[str] = field(default_factory=list)
-    dst_info: ObjectInfo | None = None
-    src_info: ObjectInfo | None = None
-    error: DatamoverError | None = None
-    seconds: float = 0.0
-    retries: int = 0
-
-
-class Listener:
-    """Progress hooks, called from worker threads; override what you need."""
-
-    def file_started(self, job: FileJob) -> None:
-        pass
-
-    def bytes_done(self, n: int, job: FileJob | None = None) -> None:
-        """``n`` more bytes moved, for ``job``."""
-
-    def file_finished(self, result: FileResult) -> None:
-        pass
-
-    def part_retried(self, job: FileJob, error: DatamoverError, attempt: int, delay: float) -> None:
-        pass
 
 
 def _is_symlink(info: ObjectInfo) -> bool:
     raw = info.metadata.get(MODE)
     mode = int(raw) if raw is not None and raw.isdigit() else info.mode
     return mode is not None and statmod.S_ISLNK(mode)
-
-
-def _check_expected(
-    job: FileJob, store: Store, expected: Mapping[str, str], computed: Mapping[str, str]
-) -> None:
-    for alg, value in computed.items():
-        want = expected.get(alg)
-        if want and want.lower() != value:
-            raise DigestMismatch(
-                f"{store.url(job.src_key)}: {alg} of the bytes read is {value}, "
-                f"the source says {want.lower()}",
-                key=job.src_key,
-            )
 
 
 class Runner:
@@ -266,7 +218,7 @@ class Runner:
                 return
             self._submit(self._small_file, job, cost)
             return
-        large = _LargeFile(self, job)
+        large = LargeFile(self, job)
         if not large.open():
             return
         for index in range(large.count):
@@ -496,7 +448,7 @@ class Runner:
                 h.update(data)
             computed = {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
             if HARDLINK_KEY not in info.metadata:  # a link marker carries its target's digest
-                _check_expected(job, src, info.checksums, computed)
+                check_expected(job, src, info.checksums, computed)
             return data, info, computed
 
         return self.retrying(job, read, retries)
@@ -556,239 +508,3 @@ class Runner:
             offset += n
         self.check_unchanged(job, info)
         return hasher.hexdigest()
-
-
-class _LargeFile:
-    """State of one multipart file while its parts are in flight."""
-
-    def __init__(self, runner: Runner, job: FileJob) -> None:
-        self.r = runner
-        self.job = job
-        self.started = time.monotonic()
-        self.retries = [0]
-        self.result = FileResult(job, job.info.size)
-        self.info = job.info
-        self.writer: ChunkWriter | None = None
-        self.lock = threading.Lock()
-        self.error: DatamoverError | None = None
-        self.count = 0
-        self.part_size = 0
-        #: Pool buffers of the parts in flight, handed back when a part settles.
-        self.buffers: dict[int, bytearray] = {}
-
-    def open(self) -> bool:
-        """Stat the source, size the parts, open the writer. False if the file failed."""
-        r, job = self.r, self.job
-        try:
-            r.listener.file_started(job)
-            self.info = r.retrying(job, lambda: r.src.stat(job.src_key), self.retries)
-            size = self.info.size
-            limits = r.dst.limits if r.dst is not None else r.src.limits
-            self.part_size = limits.choose_part_size(size, r.requested_part_size)
-            align = int(self.info.metadata.get(ALIGN_KEY, 0) or 0)
-            if align and self.part_size % align:
-                # Whole stripes per part: consecutive parts read from different OSTs.
-                aligned = -(-self.part_size // align) * align
-                if aligned <= limits.max_part_size:
-                    self.part_size = aligned
-            self.count = max(1, -(-size // self.part_size))
-            self.digest = OrderedDigest(r.algorithms_for(self.info.checksums))
-            self.part_digests: list[str] = [""] * self.count
-            self.pending = [2] * self.count  # each part: written + hashed
-            self.costs = [0] * self.count
-            self.unsettled = self.count
-            self.resumed: dict[int, str] = {}
-            if r.dst is not None:
-                self.writer = self._resume() or self._open_new()
-            return True
-        except DatamoverError as e:
-            self.result.error = e
-            self.result.seconds = time.monotonic() - self.started
-            self.r.finish(self.result)
-            return False
-
-    def _open_new(self) -> ChunkWriter:
-        r, job, dst = self.r, self.job, self.r.dst
-        assert dst is not None
-        meta = {k: v for k, v in r.dst_metadata(self.info, "").items() if v}
-        writer = r.retrying(
-            job,
-            lambda: dst.open_writer(
-                job.dst_key, size=self.info.size, part_size=self.part_size, metadata=meta
-            ),
-            self.retries,
-        )
-        if r.job is not None and isinstance(writer, ResumableWriter):
-            r.job.writing(job, self.part_size, writer)
-        return writer
-
-    def _resume(self) -> ChunkWriter | None:
-        """Reopen a previous attempt's upload; keep the parts the store still holds
-        with the journaled receipts. None when there is nothing to resume."""
-        r, job, dst = self.r, self.job, self.r.dst
-        rec = r.job.partial(job) if r.job is not None else None
-        if dst is None or rec is None or rec.writer is None or rec.part_size != self.part_size:
-            return None
-        state = rec.writer
-        try:
-            writer = dst.resume_writer(
-                job.dst_key, size=self.info.size, part_size=self.part_size, state=state
-            )
-            valid = writer.verify_parts({i: receipt for i, (receipt, _) in rec.parts.items()})
-        except DatamoverError as e:
-            if e.fatal:
-                raise
-            return None
-        self.resumed = {i: rec.parts[i][1] for i in valid}
-        for i in valid:
-            assert r.job is not None
-            r.job.part(job, rec.parts[i][0], rec.parts[i][1])
-        return writer
-
-    def _read_resumed(self, index: int, buf: memoryview) -> bool:
-        """Fill ``buf`` for a part the store already holds: from the writer when it can
-        read back (a POSIX temp file: no network), else from the source. True when the
-        bytes match the journaled part digest, so the part need not be written."""
-        r, job, writer = self.r, self.job, self.writer
-        read_back = getattr(writer, "read_part", None)
-        offset = index * self.part_size
-        if read_back is not None:
-            n = read_back(index, buf)
-        else:
-            n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, buf), self.retries)
-        if n != len(buf):
-            return False
-        return PartDigests(buf).get(r.part_algorithm).hex() == self.resumed[index]
-
-    def _confirm_read(self, index: int, buf: memoryview) -> None:
-        """After a whole-file digest mismatch (a redo), a part is trusted only once two
-        consecutive reads of it agree: a part corrupted on the way in is read again,
-        rather than the whole file being redone again. Costs one more read per part,
-        on redo attempts only."""
-        r, job = self.r, self.job
-        offset = index * self.part_size
-        check = memoryview(bytearray(len(buf)))
-        crc = _crc32c(buf)
-        for _ in range(r.retry.attempts):
-            n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, check), self.retries)
-            again = _crc32c(check[:n])
-            if n == len(buf) and again == crc:
-                return
-            self.retries[0] += 1
-            buf[:n] = check[:n]
-            crc = again
-        raise IntegrityError(
-            f"{r.src.url(job.src_key)}: reads of bytes {offset}-{offset + len(buf) - 1} "
-            f"keep disagreeing ({r.retry.attempts} tries)",
-            key=job.src_key,
-        )
-
-    def part_length(self, index: int) -> int:
-        return min(self.part_size, self.info.size - index * self.part_size)
-
-    def part_task(self, index: int, cost: int) -> None:
-        self.costs[index] = cost
-        if self.error is not None or self.r.stop.is_set():
-            self.fail(self.error or DatamoverError("run stopped"), unsettled_from=None)
-            self._settle(index, 2)
-            return
-        r, job = self.r, self.job
-        hashed_added = False
-        try:
-            length = self.part_length(index)
-            raw = r.buffers.take(length)
-            with self.lock:
-                self.buffers[index] = raw
-            buf = memoryview(raw)[:length]
-            offset = index * self.part_size
-
-            def read() -> int:
-                return r.src.readinto(job.src_key, offset, buf)
-
-            skip_write = index in self.resumed and self._read_resumed(index, buf)
-            if not skip_write:
-                r.throttle(length)
-            n = length if skip_write else r.retrying(job, read, self.retries)
-            if n != length:
-                raise SourceChanged(
-                    f"{r.src.url(job.src_key)}: ended at {offset + int(n)} bytes, expected "
-                    f"{self.info.size}; it changed while being copied",
-                    key=job.src_key,
-                )
-            if job.attempt > 1 and not skip_write:
-                self._confirm_read(index, buf)
-            digests = PartDigests(buf)
-            self.part_digests[index] = digests.get(r.part_algorithm).hex()
-            hashed_added = True
-            self.digest.add(index, buf, lambda: self._settle(index, 1))
-            if self.writer is not None and not skip_write:
-                writer = self.writer
-                receipt = r.retrying(
-                    job, lambda: writer.write_part(index, buf, digests), self.retries
-                )
-                if r.job is not None and isinstance(writer, ResumableWriter):
-                    r.job.part(job, receipt, self.part_digests[index])
-            if not skip_write:
-                r.moved(length)
-            r.listener.bytes_done(length, job)
-            self._settle(index, 1)
-        except DatamoverError as e:
-            self.fail(e, unsettled_from=None)
-            self._settle(index, 1 if hashed_added else 2)
-
-    def fail(self, e: DatamoverError, *, unsettled_from: int | None) -> None:
-        """Mark the file failed; with ``unsettled_from``, parts from there on were never
-        submitted and are settled here."""
-        with self.lock:
-            if self.error is None:
-                self.error = e
-        self.digest.cancel()
-        if unsettled_from is not None:
-            for i in range(unsettled_from, self.count):
-                self._settle(i, 2)
-
-    def _settle(self, index: int, n: int) -> None:
-        with self.lock:
-            self.pending[index] -= n
-            done_part = self.pending[index] == 0
-            if done_part:
-                self.unsettled -= 1
-            last = self.unsettled == 0
-        if done_part:
-            # Written and hashed (or given up): nothing reads the buffer any more.
-            with self.lock:
-                raw = self.buffers.pop(index, None)
-            if raw is not None:
-                self.r.buffers.give(raw)
-            if self.costs[index]:
-                self.r.budget.release(self.costs[index])
-        if last:
-            self._finalize()
-
-    def _finalize(self) -> None:
-        r, job, result = self.r, self.job, self.result
-        result.part_size = self.part_size
-        result.src_info = self.info
-        try:
-            if self.error is not None:
-                raise self.error
-            computed = self.digest.hexdigests()
-            _check_expected(job, r.src, self.info.checksums, computed)
-            r.check_unchanged(job, self.info)
-            result.digests = computed
-            r.note_digest(job, computed)
-            result.parts = self.part_digests
-            if self.writer is not None:
-                writer = self.writer
-                meta = r.dst_metadata(self.info, computed[r.algorithm])
-                result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)
-        except DatamoverError as e:
-            result.error = e
-            if self.writer is not None:
-                try:
-                    self.writer.abort()
-                except DatamoverError:
-                    pass  # the store's cleanup command can still find it
-        result.seconds = time.monotonic() - self.started
-        result.retries = self.retries[0]
-        r.finish(result)

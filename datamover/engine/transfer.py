@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from datamover.engine.observer import Observer, RunInfo, as_observer, planned
+from datamover.engine.observer import Listener, Observer, RunInfo, as_observer, planned
 from datamover.engine.plan import FileJob, plan_copy
-from datamover.engine.results import TransferReport, new_job_id
+from datamover.engine.results import FileResult, TransferReport, new_job_id
 from datamover.engine.run_state import JobContext
-from datamover.engine.runner import FileResult, Listener, Runner
+from datamover.engine.runner import Runner
 from datamover.engine.sync import SyncPlanner
 from datamover.errors import DatamoverError, NotFound, UsageError
 from datamover.filters import FileFilter

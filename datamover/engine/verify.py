@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
-from datamover.engine.results import VerifyReport
-from datamover.engine.runner import FileResult, Listener, Runner
+from datamover.engine.results import FileResult, VerifyReport
+from datamover.engine.runner import Runner
 from datamover.errors import DatamoverError, NotFound, SourceChanged
 from datamover.manifest import STATUS_OK, STATUS_SKIPPED, Manifest
 from datamover.options import TransferOptions

@@ -40,8 +40,7 @@ from typing import IO, Any
 
 from datamover.engine.observer import Observer, RunInfo
 from datamover.engine.plan import FileJob
-from datamover.engine.results import TransferReport
-from datamover.engine.runner import FileResult
+from datamover.engine.results import FileResult, TransferReport
 from datamover.errors import DatamoverError
 from datamover.manifest import ManifestEntry
 from datamover.redact import redact

@@ -32,8 +32,7 @@ from typing import Any
 from datamover._version import __version__
 from datamover.engine.observer import Observer, RunInfo
 from datamover.engine.plan import FileJob
-from datamover.engine.results import TransferReport
-from datamover.engine.runner import FileResult
+from datamover.engine.results import FileResult, TransferReport
 from datamover.errors import UsageError
 from datamover.manifest import ManifestEntry
 from datamover.redact import redact, scrub_argv

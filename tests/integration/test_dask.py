@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import datamover
-from datamover.engine.runner import FileResult, Listener
+from datamover.engine.observer import Listener
+from datamover.engine.results import FileResult
 from datamover.errors import UsageError
 from datamover.manifest import read_manifest
 from datamover.options import DaskOptions, KiB, MiB, parse_cluster

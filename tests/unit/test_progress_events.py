@@ -17,7 +17,7 @@ import datamover
 from datamover.cli.progress import RichProgress, make_progress, render
 from datamover.engine.observer import RunInfo
 from datamover.engine.plan import FileJob
-from datamover.engine.runner import FileResult
+from datamover.engine.results import FileResult
 from datamover.reporting.events import JsonLines, Tally
 from datamover.stores.base import ObjectInfo
 

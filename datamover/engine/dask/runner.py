@@ -1,60 +1,6 @@
-"""Scale one transfer out over a Dask cluster: one plan, one manifest, one journal.
+"""The client side of a Dask run: ``DaskRunner`` plans, cuts shards, commits.
 
-``copy``/``sync`` with ``client=`` or ``cluster=`` (CLI ``--dask ADDRESS|local:N``) run
-exactly as on one node, except that the runner (``DaskRunner``) sends the bytes-moving
-work to Dask workers instead of to local threads:
-
-* **The client plans** (streamed, as always), skips what the journal says is done, and
-  cuts the remaining files into *shards*, as fpart does: a shard is closed at
-  ``shard_files`` files or ``shard_bytes`` bytes, whichever comes first. Each shard is
-  one Dask task that runs the normal engine (``Runner``) on a worker, with the run's
-  ``TransferOptions``: its own ``transfers`` threads and its own ``memory_budget``. The
-  worker opens the stores itself from ``StoreSpec``s (a location plus
-  ``StoreSettings``: plain, picklable, no secrets; credentials come from the worker's
-  own environment, as they would on the client). The task returns ``FileResult``s.
-* **Files written by parts** (larger than ``multipart_threshold``, to a store whose
-  writers are ``ResumableWriter``s: S3, Azure, GCS, POSIX) never go into a shard: the
-  client opens the writer (journaling it, so a killed client resumes it like any
-  upload) and sends ``writer.state()`` with ranges of part numbers to worker tasks;
-  each worker reopens the upload with ``Store.resume_writer``, reads and writes its
-  parts and returns their receipts and part digests. A file larger than
-  ``split_threshold`` (default ``4 x part size x workers``) is spread over up to one
-  task per worker thread; a smaller one is one task. The client commits once every
-  receipt is in, after ``verify_parts`` agrees the store holds each of them.
-* **The whole-file digest is over the source bytes in stream order.** A file that is
-  one task is hashed by its worker as it goes (as the local runner does). For a file
-  split over several workers nobody sees all the bytes, so the client reads the source
-  sequentially and hashes it while the workers upload: the source is read twice (once
-  by the workers, once by the client). That is the price of splitting; it is paid
-  only for files above ``split_threshold``.
-* **Results come back as data** and go through the same path as local results: one
-  journal row per file, one manifest entry per file, written by the client only.
-  ``verify`` and resume work as for a single-node run, and a job can be resumed with
-  or without Dask.
-
-A worker lost mid-task (killed, out of memory, its node gone) is handled by Dask: the
-scheduler runs the task again elsewhere (and ``retries`` more times when the task
-raised). Re-running is safe because nothing a task does is visible until committed:
-each small file is one atomic put, and a file by parts is committed by the client
-only, once. A re-run shard rewrites the files the lost worker may have written already
-(same bytes, same key), and only the results of the run that finished reach the
-manifest, so every file is in it exactly once.
-
-Caveats, honestly:
-
-* ``bwlimit`` and ``memory_budget`` hold per task, not per cluster: a worker with
-  ``k`` threads runs up to ``k`` tasks and may hold ``k x memory_budget``.
-  ``--dask local:N`` starts one thread per worker process for that reason.
-* A destination whose writers can't be resumed elsewhere (fsspec stores) gets its big
-  files inside shards, by one worker each; a worker killed mid-file may then leave an
-  unfinished upload behind, for ``datamover cleanup``.
-* Hard links found by planning (POSIX sources) are made by the client at the end,
-  after their targets; hard-link *marker objects* read from an object store are made
-  by the shard that reads them, which on a POSIX destination needs the target to have
-  been copied already (copy again to fix the few that failed).
-* Whole-file redo after a digest mismatch happens inside shards as usual; for files
-  written by parts there is none: the file fails and a re-run copies it.
-* Workers keep the stores they opened for the life of their process.
+See the package docstring for the design.
 """
 
 from __future__ import annotations
@@ -62,10 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import pickle
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future as LocalFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,244 +17,40 @@ from typing import Any
 
 from distributed import Client, Future, LocalCluster, wait
 
-from datamover.checksums import OrderedDigest, PartDigests, new_hasher
-from datamover.engine.budget import ByteBudget, TokenBucket
-from datamover.engine.plan import FileJob
-from datamover.engine.runner import (
-    HASH_CHUNK,
-    FileResult,
-    Runner,
-    _check_expected,
-    _LargeFile,
+from datamover.checksums import new_hasher
+from datamover.engine.dask.worker import (
+    PartsDone,
+    PartsTask,
+    Shard,
+    ShardDone,
+    StoreSpec,
+    run_shard,
+    write_parts,
 )
+from datamover.engine.largefile import LargeFile, check_expected
+from datamover.engine.plan import FileJob
+from datamover.engine.results import FileResult
+from datamover.engine.runner import HASH_CHUNK, Runner
 from datamover.errors import (
     DatamoverError,
     IntegrityError,
     SourceChanged,
-    StoreError,
     TransferError,
     UsageError,
 )
 from datamover.options import DaskOptions, MiB, TransferOptions, parse_cluster
-from datamover.retry import call_with_retries
-from datamover.stores import StoreSettings, open_location, resolve_remote
+from datamover.stores import StoreSettings
 from datamover.stores.base import PartReceipt, ResumableWriter, Store
-from datamover.urls import Location, parse_url
-
-__all__ = [
-    "DaskRunner",
-    "StoreSpec",
-    "connect",
-    "scale_out",
-]
 
 #: How long to wait for a cluster to have at least one worker before giving up.
 WORKER_WAIT_SECONDS = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSpec:
-    """How a worker opens a store: a concrete location (a named remote already
-    resolved by the client) and its settings. Secrets are not in it: the store's SDK
-    chain finds them on the worker (or the remote names an env var to read there)."""
-
-    location: Location
-    settings: StoreSettings
-
-    @classmethod
-    def from_url(cls, url: str, settings: StoreSettings) -> StoreSpec:
-        loc = parse_url(url)
-        if loc.remote is not None:
-            loc, settings = resolve_remote(loc, settings)
-        return cls(Location(loc.scheme, loc.bucket, ""), settings)
-
-
-# -- worker side -----------------------------------------------------------------------
-
-_STORES: dict[str, Store] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def _store(spec: StoreSpec) -> Store:
-    """This worker process's store for ``spec``, opened once (stores are thread-safe
-    and pool their connections, so tasks share them)."""
-    key = repr(spec)
-    with _STORES_LOCK:
-        store = _STORES.get(key)
-        if store is None:
-            store = open_location(spec.location, spec.settings)
-            _STORES[key] = store
-        return store
-
-
-def _portable(error: DatamoverError) -> DatamoverError:
-    """``error`` if it survives pickling back to the client, else a ``StoreError``
-    with its message (an exception whose constructor takes other arguments than its
-    message can't be rebuilt there)."""
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        return StoreError(str(error))
-    return error
-
-
-@dataclass(frozen=True, slots=True)
-class _Shard:
-    src: StoreSpec
-    dst: StoreSpec
-    roots: tuple[str, str]
-    options: TransferOptions
-    jobs: tuple[FileJob, ...]
-
-
-@dataclass(slots=True)
-class _ShardDone:
-    results: list[FileResult]
-    bytes_moved: int
-    fatal: DatamoverError | None = None
-
-
-def run_shard(shard: _Shard) -> _ShardDone:
-    """Worker task: the normal engine over one shard's files, no journal, no manifest
-    (the client keeps both). A fatal error comes back as data, so Dask does not retry
-    what can't succeed; any other exception is a bug and is raised."""
-    results: list[FileResult] = []
-    runner = Runner(
-        _store(shard.src), _store(shard.dst), shard.options, results.append, roots=shard.roots
-    )
-    fatal: DatamoverError | None = None
-    try:
-        runner.run(shard.jobs)
-    except DatamoverError as e:
-        if not e.fatal:
-            raise
-        fatal = _portable(e)
-    for result in results:
-        if result.error is not None:
-            result.error = _portable(result.error)
-    return _ShardDone(results, runner.bytes_moved, fatal)
-
-
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    src: StoreSpec
-    dst: StoreSpec
-    src_key: str
-    dst_key: str
-    size: int
-    part_size: int
-    state: Mapping[str, Any]
-    indices: tuple[int, ...]
-    #: Whole-file algorithms to hash in stream order (the task has every part), or ().
-    whole: tuple[str, ...]
-    options: TransferOptions
-
-
-@dataclass(slots=True)
-class _PartsDone:
-    receipts: dict[int, PartReceipt] = field(default_factory=dict)
-    digests: dict[int, str] = field(default_factory=dict)
-    whole: dict[str, str] = field(default_factory=dict)
-    bytes_moved: int = 0
-    retries: int = 0
-    error: DatamoverError | None = None
-
-
-def write_parts(task: _Parts) -> _PartsDone:
-    """Worker task: reopen the client's upload and write parts ``task.indices``, with
-    ``transfers`` threads and at most ``memory_budget`` bytes of parts in flight
-    (reserved in index order, so in-order hashing can't deadlock, as in the runner).
-    Never commits or aborts: the upload is the client's."""
-    opts = task.options
-    src, dst = _store(task.src), _store(task.dst)
-    out = _PartsDone()
-    lock = threading.Lock()
-    stop = threading.Event()
-    budget = ByteBudget(opts.memory_budget)
-    bucket = TokenBucket(opts.bwlimit) if opts.bwlimit else None
-    digest = OrderedDigest(task.whole) if task.whole else None
-    pending: dict[int, int] = {}
-
-    def failed(e: DatamoverError) -> None:
-        with lock:
-            if out.error is None:
-                out.error = _portable(e)
-        stop.set()
-        if digest is not None:
-            digest.cancel()
-
-    def note_retry(e: DatamoverError, attempt: int, delay: float) -> None:
-        with lock:
-            out.retries += 1
-
-    def settle(index: int, length: int, n: int) -> None:
-        with lock:
-            pending[index] -= n
-            done = pending[index] == 0
-        if done:
-            budget.release(length)
-
-    def part(writer: ResumableWriter, index: int, length: int) -> None:
-        offset = index * task.part_size
-        hashing = 0
-        try:
-            if stop.is_set():
-                raise DatamoverError("task stopped")
-            buf = memoryview(bytearray(length))
-            if bucket is not None:
-                bucket.consume(length)
-            n = call_with_retries(
-                lambda: src.readinto(task.src_key, offset, buf), opts.retry, on_retry=note_retry
-            )
-            if n != length:
-                raise SourceChanged(
-                    f"{src.url(task.src_key)}: ended at {offset + n} bytes, expected "
-                    f"{task.size}; it changed while being copied",
-                    key=task.src_key,
-                )
-            digests = PartDigests(buf)
-            with lock:
-                out.digests[index] = digests.get(opts.part_checksum).hex()
-            if digest is not None:
-                hashing = 1
-                digest.add(index, buf, lambda: settle(index, length, 1))
-            receipt = call_with_retries(
-                lambda: writer.write_part(index, buf, digests), opts.retry, on_retry=note_retry
-            )
-            with lock:
-                out.receipts[index] = receipt
-                out.bytes_moved += length
-        except DatamoverError as e:
-            failed(e)
-        settle(index, length, 2 - hashing)
-
-    try:
-        writer = dst.resume_writer(
-            task.dst_key, size=task.size, part_size=task.part_size, state=task.state
-        )
-    except DatamoverError as e:
-        out.error = _portable(e)
-        return out
-    with ThreadPoolExecutor(max(1, min(opts.transfers, len(task.indices)))) as pool:
-        for index in task.indices:
-            length = min(task.part_size, task.size - index * task.part_size)
-            if not budget.acquire(length, stop):
-                break
-            pending[index] = 2
-            pool.submit(part, writer, index, length)
-    if digest is not None and out.error is None:
-        out.whole = digest.hexdigests()
-    return out
-
-
-# -- client side -----------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class _Split:
     """A file being written by parts from workers, as seen by the client."""
 
-    large: _LargeFile
+    large: LargeFile
     tasks: int
     receipts: dict[int, PartReceipt] = field(default_factory=dict)
     whole: dict[str, str] = field(default_factory=dict)
@@ -439,7 +179,7 @@ class DaskRunner(Runner):
     # -- shards
 
     def _submit_shard(self, jobs: list[FileJob], window: int) -> None:
-        shard = _Shard(
+        shard = Shard(
             self.src_spec,
             self.dst_spec,
             (self.src_root, self.dst_root),
@@ -447,7 +187,7 @@ class DaskRunner(Runner):
             tuple(jobs),
         )
 
-        def handler(done: _ShardDone | None, error: BaseException | None) -> None:
+        def handler(done: ShardDone | None, error: BaseException | None) -> None:
             if done is None:
                 if error is None:
                     return  # stopped before it was sent: the files stay planned
@@ -511,7 +251,7 @@ class DaskRunner(Runner):
     def _start_split(self, job: FileJob, split_at: int, slots: int, window: int) -> None:
         with self._flow:
             self._inflight += 1  # settled by finish(), as for the local runner's files
-        large = _LargeFile(self, job)
+        large = LargeFile(self, job)
         if not large.open():
             return  # finished with its error
         writer = large.writer
@@ -534,7 +274,7 @@ class DaskRunner(Runner):
             return
         state = writer.state()
         for indices in ranges:
-            task = _Parts(
+            task = PartsTask(
                 self.src_spec,
                 self.dst_spec,
                 job.src_key,
@@ -549,7 +289,7 @@ class DaskRunner(Runner):
             self._send(write_parts, task, functools.partial(self._parts_back, split), window)
 
     def _parts_back(
-        self, split: _Split, done: _PartsDone | None, error: BaseException | None
+        self, split: _Split, done: PartsDone | None, error: BaseException | None
     ) -> None:
         large, job = split.large, split.large.job
         split.tasks -= 1
@@ -577,7 +317,7 @@ class DaskRunner(Runner):
         if split.tasks == 0 and not self.stop.is_set():
             self._finish_split(split)
 
-    def _hash_source(self, large: _LargeFile) -> dict[str, str]:
+    def _hash_source(self, large: LargeFile) -> dict[str, str]:
         """The whole-file digest of the source, read sequentially on the client while
         workers upload its parts (one ``HASH_CHUNK`` buffer per hashing thread)."""
         job, info = large.job, large.info
@@ -613,7 +353,7 @@ class DaskRunner(Runner):
             if split.error is not None:
                 raise split.error
             computed = split.whole or (split.hashed.result() if split.hashed else {})
-            _check_expected(job, r.src, large.info.checksums, computed)
+            check_expected(job, r.src, large.info.checksums, computed)
             r.check_unchanged(job, large.info)
             if split.receipts:
                 held = writer.verify_parts(split.receipts)
