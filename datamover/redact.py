@@ -13,7 +13,10 @@ echoes a query string. Two defences, applied wherever text leaves the process:
   key/value secrets replaced, and with the *values* of secret-looking environment
   variables (``AWS_SECRET_ACCESS_KEY``, ``AZURE_STORAGE_CONNECTION_STRING``, ... and
   anything named ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``, ``*_KEY``, ``*SAS*``)
-  replaced wherever they appear. ``RedactingFilter`` applies it to log records.
+  replaced wherever they appear. ``install`` applies it to every log record the
+  process creates (a record factory, so every handler is covered: the CLI's, the
+  mount daemon's ``--log-file``, a library user's own, and third-party debug lines
+  such as botocore's, which print request headers).
 
 Caveat: a secret that is in none of those places and has no recognisable shape can't
 be told from data; that is why secrets belong in the environment.
@@ -25,6 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 MASK = "***"
 
@@ -128,19 +132,41 @@ def scrub_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def scrub_record(record: logging.LogRecord) -> None:
+    """Rewrite ``record``'s message (and traceback text) through ``redact``."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: leave it to the handler to report
+        return
+    clean = redact(message)
+    if clean != message or record.args:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (and traceback text) through ``redact``."""
+    """``scrub_record`` as a handler filter, for handlers of another process's making
+    (``install`` covers this process)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler to report
-            return True
-        clean = redact(message)
-        if clean != message or record.args:
-            record.msg, record.args = clean, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+        scrub_record(record)
         return True
+
+
+def install() -> None:
+    """Redact every log record this process creates from now on, whichever logger
+    and handler it goes to. Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "datamover_redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        scrub_record(record)
+        return record
+
+    factory.datamover_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -22,7 +22,8 @@ from datamover.cli import browse, checks, jobs, mount, transfer
 from datamover.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, log
 from datamover.config import load_config, use_config
 from datamover.errors import DatamoverError, TransientError, UsageError
-from datamover.redact import RedactingFilter, redact
+from datamover.redact import install as install_redaction
+from datamover.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,10 +116,10 @@ def _explain(e: DatamoverError) -> str:
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     """-v: datamover's info; -vv: its debug and tracebacks; -vvv: every library's debug
-    too. Every line passes through ``RedactingFilter``."""
+    too. Every record is redacted (``redact.install``) before any handler sees it."""
+    install_redaction()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose >= 3 else logging.ERROR if quiet else logging.WARNING)
