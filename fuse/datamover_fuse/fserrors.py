@@ -19,6 +19,7 @@ from datamover.errors import (
     PreconditionFailed,
     Unsupported,
 )
+from datamover_fuse.options import MountOptions
 
 
 class FsError(Exception):
@@ -28,6 +29,12 @@ class FsError(Exception):
         super().__init__(f"{errno.errorcode.get(code, code)}: {reason or os.strerror(code)}")
         self.errno = code
         self.reason = reason
+
+
+def check_writable(options: MountOptions) -> None:
+    """``EROFS`` on a read-only mount, for every call that would change the store."""
+    if options.read_only:
+        raise FsError(errno.EROFS)
 
 
 def errno_for(e: BaseException) -> int:

@@ -20,8 +20,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
-from datamover_fuse.core import Attr, FsCore, SetAttrs
+from datamover_fuse.core import FsCore
 from datamover_fuse.fserrors import FsError, errno_for
+from datamover_fuse.inodes import Attr, SetAttrs
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from datamover.errors import Unsupported, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import MiB, ObjectInfo
 from datamover.stores.posix import PosixStore
-from datamover_fuse.core import ROOT_INO, Attr, FsCore, SetAttrs
+from datamover_fuse.core import FsCore
 from datamover_fuse.fserrors import FsError
+from datamover_fuse.inodes import ROOT_INO, Attr, SetAttrs
 from datamover_fuse.options import MountOptions
 
 from memstore import MemoryStore
