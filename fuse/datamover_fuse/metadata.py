@@ -18,7 +18,7 @@ import stat as statmod
 
 from datamover.errors import Unsupported
 from datamover.posixmeta import MODE
-from datamover.stores.base import DIGEST_KEY_PREFIX, ObjectInfo
+from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover_fuse.fserrors import FsError, check_writable, errno_for
 from datamover_fuse.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, SetAttrs, posix_meta
 from datamover_fuse.localfiles import LocalFiles
@@ -157,11 +157,9 @@ class Metadata:
             return {}
         if node.remote and not node.exact:
             await self.resolver.refresh_file(node)
-        return {
-            k[len(DIGEST_KEY_PREFIX) :]: v
-            for k, v in node.metadata.items()
-            if k.startswith(DIGEST_KEY_PREFIX)
-        }
+        # Only digests: other datamover-* keys (a hard-link marker's target, an
+        # upload's bookkeeping) are not checksums of the bytes.
+        return digests_from_metadata(node.metadata)
 
     async def listxattr(self, ino: int) -> list[str]:
         node = self.table.node(ino)

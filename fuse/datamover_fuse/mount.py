@@ -200,7 +200,11 @@ def serve(
     import pyfuse3
     import trio
 
+    # optional: the kernel side imports pyfuse3 and trio, which need libfuse3; the
+    # package's other modules (options, umount) import without them
     from datamover_fuse.core import FsCore
+
+    # optional: as above
     from datamover_fuse.ops import Operations
 
     _raise_fd_limit()

@@ -963,3 +963,20 @@ def test_streamed_files_past_100_gib_stay_within_s3_part_limits(tmp_path: Path) 
     assert S3_LIMITS.min_part_size <= part <= 32 * MiB  # memory per part in flight stays small
     assert core.writes.stream_capacity >= 256 * 1024 * MiB > 100 * 1024 * MiB
     core.rt.cache.remove()
+
+
+def test_a_hard_link_marker_is_not_shown_as_a_digest_xattr(options: MountOptions) -> None:
+    """``datamover-hardlink`` names a link's target; only ``datamover-<algorithm>``
+    keys are digests, so only they become ``user.datamover.*`` attributes."""
+    store = MemoryStore(listing_has_metadata=True)
+    digest = hashlib.sha256(b"").hexdigest()
+    store.put("link", b"", metadata={"datamover-hardlink": "target", "datamover-sha256": digest})
+
+    async def body(core: FsCore) -> None:
+        ino = await walk(core, "link")
+        assert await core.listxattr(ino) == ["user.datamover.sha256"]
+        with pytest.raises(FsError) as e:
+            await core.getxattr(ino, "user.datamover.hardlink")
+        assert errno_of(e) == errno.ENODATA
+
+    run(store, options, body)

@@ -108,10 +108,20 @@ class _Collector:
             else:
                 self.visit_one(child, runtime=runtime, in_function=in_function)
 
+    def _marked(self, lineno: int) -> bool:
+        """A ``# optional:``/``# deferred:`` comment heads the run of comment and
+        import lines this import stands in."""
+        for line in reversed(self.lines[: lineno - 1]):
+            text = line.strip()
+            if text.startswith(("# optional:", "# deferred:")):
+                return True
+            if not text.startswith(("#", "import ", "from ")):
+                return False
+        return False
+
     def visit_one(self, node: ast.AST, *, runtime: bool, in_function: bool) -> None:
         if isinstance(node, ast.Import | ast.ImportFrom):
-            above = self.lines[node.lineno - 2].strip() if node.lineno > 1 else ""
-            marked = above.startswith(("# optional:", "# deferred:"))
+            marked = self._marked(node.lineno)
             for target in _resolve(self.module, node, self.is_package):
                 if target.split(".")[0] in PACKAGES:
                     self.found.append(
