@@ -1,0 +1,132 @@
+"""Azure SDK and transport failures mapped to the ``datamover.errors`` tree.
+
+``map_error`` is the one place an SDK exception becomes ours: a missing container is
+``BucketNotFound`` (fatal), a missing blob ``NotFound``, rejected credentials
+``AuthError``, other 403s ``PermissionDenied``, 429/503 ``Throttled`` (with the
+Retry-After hint), other 5xx and network failures ``TransientError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    IncompleteReadError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from datamover.errors import (
+    AuthError,
+    BucketNotFound,
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    StoreError,
+    Throttled,
+    TransientError,
+)
+
+
+def _headers(e: HttpResponseError) -> Mapping[str, str]:
+    headers: Mapping[str, str] | None = getattr(e.response, "headers", None)
+    return headers or {}
+
+
+def error_code(e: HttpResponseError) -> str:
+    """Azure's error code (``x-ms-error-code``, else the SDK's), or ``""``."""
+    code: Any = _headers(e).get("x-ms-error-code")
+    if not code:
+        code = getattr(e, "error_code", None)
+        code = getattr(code, "value", code)  # StorageErrorCode enum -> its string
+    return str(code) if code else ""
+
+
+def _retry_after(e: HttpResponseError) -> float | None:
+    headers = _headers(e)
+    value = headers.get("x-ms-retry-after-ms")
+    try:
+        if value:
+            return float(value) / 1000
+        value = headers.get("Retry-After")
+        return float(value) if value else None
+    except ValueError:
+        return None  # an HTTP-date; the engine's own backoff applies
+
+
+def _network_reason(e: BaseException) -> str:
+    """A short cause for a transport failure, never the exception text (requests puts
+    the request URL, SAS signature included, into its messages)."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        inner = getattr(cause, "inner_exception", None)
+        cause = inner if isinstance(inner, BaseException) else cause.__cause__ or cause.__context__
+    return type(e).__name__
+
+
+def map_error(e: BaseException, container: str, key: str | None = None) -> StoreError:
+    """The ``datamover.errors`` exception for an SDK or transport failure.
+
+    Messages are ``az://container/key: <short reason>`` built from the container, the
+    key, the HTTP status and Azure's error code only (service messages can echo request
+    details; transport messages carry the URL with any SAS signature).
+    """
+    if isinstance(e, StoreError):
+        return e
+    where = f"az://{container}/{key}" if key is not None else f"az://{container}"
+    if isinstance(e, ClientAuthenticationError):
+        return AuthError(f"{where}: credentials rejected ({error_code(e) or 'auth'})", key=key)
+    if isinstance(e, (IncompleteReadError, ServiceRequestError, ServiceResponseError)):
+        return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
+    if isinstance(e, HttpResponseError):
+        status = e.status_code
+        if status is None:  # the SDK's re-raise of a body that could not be read
+            return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
+        code = error_code(e)
+        reason = f"{code or 'HTTP'} ({status})"
+        if status == 404:
+            if code == "ContainerNotFound":
+                return BucketNotFound(f"az://{container}: container does not exist", key=key)
+            return NotFound(f"{where}: no such blob", key=key)
+        if (
+            status == 401
+            or code in ("AuthenticationFailed", "InvalidAuthenticationInfo")
+            # Azurite sends a bad signature as AuthorizationFailure with Azure's
+            # AuthenticationFailed wording.
+            or (status == 403 and "failed to authenticate" in str(e).lower())
+        ):
+            return AuthError(f"{where}: credentials rejected ({reason})", key=key)
+        if status == 403:
+            return PermissionDenied(f"{where}: access denied ({reason})", key=key)
+        if code == "Md5Mismatch" or (code == "InvalidOperation" and "md5" in str(e).lower()):
+            # Azurite reports a bad Content-MD5 as InvalidOperation.
+            return IntegrityError(
+                f"{where}: the service rejected the Content-MD5 ({reason})", key=key
+            )
+        if status == 412:
+            return PreconditionFailed(f"{where}: the blob changed ({reason})", key=key)
+        if status in (429, 503):
+            return Throttled(f"{where}: throttled ({reason})", key=key, retry_after=_retry_after(e))
+        if status >= 500:
+            return TransientError(f"{where}: server error ({reason})", key=key)
+        return StoreError(f"{where}: {reason}", key=key)
+    if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError)):
+        return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
+    return StoreError(f"{where}: {type(e).__name__}", key=key)
+
+
+def is_invalid_range(e: AzureError) -> bool:
+    """Whether a ranged read failed only because it starts at or past the end."""
+    return isinstance(e, HttpResponseError) and (
+        e.status_code == 416 or error_code(e) == "InvalidRange"
+    )

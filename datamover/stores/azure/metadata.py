@@ -1,0 +1,130 @@
+"""Blob metadata and properties to and from datamover's terms.
+
+Metadata names (``-`` stored as ``_``; see the package docstring), ``ObjectInfo`` from
+Get Blob Properties, List Blobs and write responses, checksums from digest metadata
+and Content-MD5, and which blobs are directory markers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from azure.storage.blob import BlobPrefix, BlobProperties
+
+from datamover.checksums import ALGORITHMS
+from datamover.errors import UsageError
+from datamover.posixmeta import PosixAttrs
+from datamover.stores.base import DIGEST_KEY_PREFIX, ObjectInfo
+
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def to_azure_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Our lower-case keys to Azure metadata names: ``-`` becomes ``_``."""
+    out: dict[str, str] = {}
+    for key, value in metadata.items():
+        name = key.replace("-", "_")
+        if not _IDENTIFIER_RE.match(name):
+            raise UsageError(
+                f"metadata key {key!r} can't be stored in Azure: names must be letters, "
+                "digits, '-' or '_', not starting with a digit"
+            )
+        out[name] = value
+    return out
+
+
+def from_azure_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Azure metadata names back to our keys: lower-cased, ``_`` becomes ``-``."""
+    return {name.lower().replace("_", "-"): value for name, value in (metadata or {}).items()}
+
+
+def _checksums(
+    metadata: Mapping[str, str], content_md5: bytes | bytearray | None
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in metadata.items():
+        if key.startswith(DIGEST_KEY_PREFIX):
+            algorithm = key[len(DIGEST_KEY_PREFIX) :]
+            if algorithm in ALGORITHMS:
+                out[algorithm] = value.strip().lower()
+    if content_md5 and "md5" not in out:
+        out["md5"] = bytes(content_md5).hex()
+    return out
+
+
+def _etag(etag: str | None) -> str | None:
+    # Get Blob Properties quotes the ETag, List Blobs does not: keep one form.
+    return etag.strip('"') if etag else None
+
+
+def _object_info(
+    key: str,
+    size: int,
+    metadata: Mapping[str, str],
+    last_modified: datetime | None,
+    etag: str | None,
+    version: str | None,
+    content_md5: bytes | bytearray | None,
+) -> ObjectInfo:
+    attrs = PosixAttrs.from_metadata(metadata)
+    if attrs.mtime_ns is not None:
+        mtime: float | None = attrs.mtime_ns / 1e9
+    else:
+        mtime = last_modified.timestamp() if last_modified else None
+    return ObjectInfo(
+        key=key,
+        size=size,
+        mtime=mtime,
+        etag=_etag(etag),
+        version=version,
+        checksums=_checksums(metadata, content_md5),
+        metadata=dict(metadata),
+        mode=attrs.mode,
+    )
+
+
+def properties_info(props: BlobProperties, key: str | None = None) -> ObjectInfo:
+    """Info from Get Blob Properties or a List Blobs entry; ``key`` overrides its name."""
+    settings = props.content_settings
+    return _object_info(
+        key=props.name if key is None else key,
+        size=props.size,
+        metadata=from_azure_metadata(props.metadata),
+        last_modified=props.last_modified,
+        etag=props.etag,
+        version=props.version_id,
+        content_md5=settings.content_md5 if settings else None,
+    )
+
+
+def response_info(
+    key: str,
+    size: int,
+    metadata: Mapping[str, str],
+    response: Mapping[str, Any],
+    content_md5: bytes | None,
+) -> ObjectInfo:
+    """Info for a blob just written, from the write's response headers (no HEAD)."""
+    modified, etag, version = (response.get(k) for k in ("last_modified", "etag", "version_id"))
+    return _object_info(
+        key,
+        size,
+        metadata,
+        modified if isinstance(modified, datetime) else None,
+        etag if isinstance(etag, str) else None,
+        version if isinstance(version, str) else None,
+        content_md5,
+    )
+
+
+def item_name(item: BlobProperties | BlobPrefix) -> str:
+    """The name of a ``walk_blobs`` entry, blob or prefix (a sort key)."""
+    return str(item.name)
+
+
+def is_directory_marker(props: BlobProperties) -> bool:
+    """Zero-byte ``dir/`` blobs (portal, HNS accounts, other tools) are not files."""
+    return props.name.endswith("/") or (props.metadata or {}).get("hdi_isfolder") == "true"

@@ -1,0 +1,364 @@
+"""``AzureStore``: one container as a ``Store``; the backend is described in the
+package docstring (``datamover.stores.azure``).
+
+The store reads, lists, puts, copies and deletes; it leaves client construction to
+``client``, error mapping to ``errors``, metadata and properties to ``metadata``,
+multipart writes to ``writer`` and leftover uncommitted blocks to ``pending``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+import time
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, cast
+
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.storage.blob import BlobClient, BlobPrefix, BlobServiceClient
+
+from datamover.checksums import PartDigests
+from datamover.errors import NotFound, StoreError, TransientError, Unsupported, UsageError
+from datamover.stores import StoreSettings
+from datamover.stores.azure.client import LIMITS, make_service_client
+from datamover.stores.azure.errors import error_code, is_invalid_range, map_error
+from datamover.stores.azure.metadata import (
+    is_directory_marker,
+    item_name,
+    properties_info,
+    response_info,
+    to_azure_metadata,
+)
+from datamover.stores.azure.pending import PendingUploads
+from datamover.stores.azure.writer import TOKEN_RE, AzureBlockWriter, bytes_view
+from datamover.stores.base import Buffer, ChunkWriter, Features, ObjectInfo, PendingUpload, Store
+from datamover.urls import Location
+
+#: Azure's own ceiling for one List Blobs page.
+MAX_PAGE_SIZE = 5000
+#: How long ``copy_object`` waits for a pending server-side copy before giving up.
+DEFAULT_COPY_TIMEOUT = 600.0
+
+# Container names: 3-63 of [a-z0-9-], starting with a letter or digit, no "--";
+# plus the three reserved names the service defines.
+_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?!.*--)[a-z0-9-]*$|^\$(root|logs|web)$")
+
+
+class _ViewWriter:
+    """A write-only stream over a memoryview, so downloads land in the caller's buffer."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def write(self, data: bytes) -> int:
+        n = len(data)
+        if self._pos + n > len(self._view):
+            raise io.UnsupportedOperation("download longer than the buffer")
+        self._view[self._pos : self._pos + n] = data
+        self._pos += n
+        return n
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class AzureStore(Store):
+    """One Azure Blob Storage container. See the package docstring."""
+
+    scheme = "az"
+    features = Features(max_metadata_bytes=8192, listing_metadata=True)
+    limits = LIMITS
+
+    def __init__(
+        self,
+        container: str,
+        service: BlobServiceClient,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+        copy_timeout: float = DEFAULT_COPY_TIMEOUT,
+    ) -> None:
+        """``page_size`` is blobs per List Blobs request (at most 5000);
+        ``copy_timeout`` bounds the wait for a server-side copy, in seconds."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be in [1, {MAX_PAGE_SIZE}], not {page_size}")
+        self.container = container
+        self._service = service
+        self._container_client = service.get_container_client(container)
+        self._page_size = page_size
+        self._copy_timeout = copy_timeout
+        self._pending = PendingUploads(self._container_client, container, page_size)
+
+    @classmethod
+    def from_location(cls, loc: Location, settings: StoreSettings) -> AzureStore:
+        if not _CONTAINER_RE.match(loc.bucket):
+            raise UsageError(
+                f"az://{loc.bucket}: not a valid container name (3-63 lower-case letters, "
+                "digits and single hyphens)"
+            )
+        return cls(loc.bucket, make_service_client(settings))
+
+    def url(self, key: str = "") -> str:
+        return f"az://{self.container}/{key}"
+
+    def _blob(self, key: str) -> BlobClient:
+        return self._container_client.get_blob_client(key)
+
+    def _error(self, e: BaseException, key: str | None) -> StoreError:
+        return map_error(e, self.container, key)
+
+    @staticmethod
+    def _check_file_key(key: str) -> None:
+        if key == "" or key.endswith("/"):
+            raise UsageError(f"{key!r} names a directory, not a blob")
+
+    def stat(self, key: str) -> ObjectInfo:
+        if key == "":
+            raise NotFound(f"{self.url(key)}: no such blob", key=key)
+        try:
+            props = self._blob(key).get_blob_properties()
+        except AzureError as e:
+            raise self._error(e, key) from e
+        return properties_info(props, key)
+
+    def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        if not recursive and prefix and not prefix.endswith("/"):
+            prefix += "/"  # one level down means "this directory", never a name prefix
+        client = self._container_client
+        try:
+            if recursive:
+                for props in client.list_blobs(
+                    name_starts_with=prefix or None,
+                    include=["metadata"],
+                    results_per_page=self._page_size,
+                ):
+                    if is_directory_marker(props):
+                        # Listed so an empty directory can be recreated (base.py).
+                        name = props.name if props.name.endswith("/") else props.name + "/"
+                        yield ObjectInfo(key=name, size=0, is_dir=True)
+                    else:
+                        yield properties_info(props)
+                return
+            pages = client.walk_blobs(
+                name_starts_with=prefix or None,
+                include=["metadata"],
+                delimiter="/",
+                results_per_page=self._page_size,
+            ).by_page()
+            for page in pages:
+                # The SDK hands each page's prefixes first, then its blobs; one page
+                # spans one key range, so sorting the page restores key order.
+                for item in sorted(page, key=item_name):
+                    if isinstance(item, BlobPrefix):
+                        yield ObjectInfo(key=item.name, size=0, is_dir=True)
+                    elif not is_directory_marker(item):
+                        yield properties_info(item)
+        except AzureError as e:
+            raise self._error(e, prefix) from e
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length is not None and length <= 0:
+            self.stat(key)  # a ranged GET can't ask for 0 bytes; still honour NotFound
+            return b""
+        try:
+            return (
+                self._blob(key)
+                .download_blob(offset=offset, length=length, max_concurrency=1)
+                .readall()
+            )
+        except AzureError as e:
+            if is_invalid_range(e):
+                return b""
+            raise self._error(e, key) from e
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """Bytes and properties from one Get Blob (the SDK pins any further ranges to
+        the first response's ETag), so both describe the same blob even when it is
+        replaced meanwhile; a stat and then a read could pair new bytes with old info."""
+        try:
+            downloader = self._blob(key).download_blob(max_concurrency=1)
+            data = downloader.readall()
+        except AzureError as e:
+            raise self._error(e, key) from e
+        return data, properties_info(downloader.properties, key)
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        view = bytes_view(buf)
+        if len(view) == 0:
+            self.stat(key)
+            return 0
+        try:
+            downloader = self._blob(key).download_blob(
+                offset=offset, length=len(view), max_concurrency=1
+            )
+            return downloader.readinto(cast(IO[bytes], _ViewWriter(view)))
+        except AzureError as e:
+            if is_invalid_range(e):
+                return 0
+            raise self._error(e, key) from e
+
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        if key == "" or (key.endswith("/") and len(bytes_view(data))):
+            # Only an empty blob may end in "/": a directory marker (empty directory).
+            self._check_file_key(key)
+        body = data if isinstance(data, bytes) else bytes(bytes_view(data))
+        if len(body) > self.limits.max_single_put:
+            raise ValueError(
+                f"{self.url(key)}: {len(body)} bytes is over the single-put limit; use open_writer"
+            )
+        md5 = (digests if digests is not None else PartDigests(body)).get("md5")
+        meta = dict(metadata or {})
+        try:
+            response = self._blob(key).upload_blob(
+                body,
+                length=len(body),
+                overwrite=True,
+                metadata=to_azure_metadata(meta),
+                transactional_content_md5=md5,
+            )
+        except AzureError as e:
+            raise self._error(e, key) from e
+        # Put Blob stores the (service-verified) MD5 as the blob's Content-MD5.
+        return response_info(key, len(body), meta, response, md5)
+
+    def open_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ChunkWriter:
+        self._check_file_key(key)
+        self.limits.check_part_size(part_size)
+        if size < 0 or (size and math.ceil(size / part_size) > self.limits.max_parts):
+            raise ValueError(
+                f"{self.url(key)}: {size} bytes in {part_size}-byte parts is more than "
+                f"{self.limits.max_parts} blocks"
+            )
+        return AzureBlockWriter(
+            self._blob(key),
+            self.container,
+            key,
+            size=size,
+            part_size=part_size,
+            metadata=metadata or {},
+        )
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> AzureBlockWriter:
+        token = state.get("token")
+        if not isinstance(token, str) or not TOKEN_RE.match(token):
+            raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
+        initial = state.get("metadata")
+        writer = AzureBlockWriter(
+            self._blob(key),
+            self.container,
+            key,
+            size=size,
+            part_size=part_size,
+            metadata=initial if isinstance(initial, dict) else (metadata or {}),
+            token=token,
+        )
+        writer.verify_parts({})  # gone -> NotFound now, not at commit
+        return writer
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """Blobs under ``prefix`` holding uncommitted blocks, one ``PendingUpload`` per
+        blob; see ``PendingUploads.list``."""
+        return self._pending.list(prefix)
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        """Clear a blob name that holds uncommitted blocks and no committed blob;
+        ``Unsupported`` next to a committed blob. See ``PendingUploads.abort``."""
+        self._pending.abort(upload)
+
+    def delete(self, key: str) -> None:
+        if key == "":
+            return
+        try:
+            self._blob(key).delete_blob(delete_snapshots="include")
+        except AzureError as e:
+            error = self._error(e, key)
+            if not isinstance(error, NotFound):
+                raise error from e
+
+    def copy_object(
+        self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        """Async Copy Blob within the container, polled until done for at most
+        ``copy_timeout`` seconds (then aborted: ``TransientError``). Without
+        ``metadata`` the copy keeps the source's. ``Unsupported`` when the service
+        can't verify or perform the copy."""
+        self._check_file_key(dst_key)
+        source, target = self._blob(src_key), self._blob(dst_key)
+        options: dict[str, Any] = {}
+        if metadata is not None:
+            options["metadata"] = to_azure_metadata(metadata)
+        try:
+            started = target.start_copy_from_url(source.url, **options)
+        except HttpResponseError as e:
+            code, status = error_code(e), e.status_code
+            if status == 404 and code in ("BlobNotFound", "CannotVerifyCopySource"):
+                raise NotFound(f"{self.url(src_key)}: no such blob", key=src_key) from e
+            if status == 501 or code in ("CannotVerifyCopySource", "NotImplemented"):
+                raise Unsupported(
+                    f"{self.url(dst_key)}: server-side copy refused ({code or status})",
+                    key=src_key,
+                ) from e
+            raise self._error(e, dst_key) from e
+        except AzureError as e:
+            raise self._error(e, dst_key) from e
+        self._wait_for_copy(
+            target, dst_key, str(started.get("copy_id", "")), str(started.get("copy_status", ""))
+        )
+        return self.stat(dst_key)
+
+    def _wait_for_copy(self, target: BlobClient, key: str, copy_id: str, status: str) -> None:
+        deadline = time.monotonic() + self._copy_timeout
+        delay = 0.05
+        try:
+            while status == "pending":
+                if time.monotonic() >= deadline:
+                    # It may have finished meanwhile; the timeout error stands either way.
+                    with contextlib.suppress(AzureError):
+                        target.abort_copy(copy_id)
+                    raise TransientError(
+                        f"{self.url(key)}: server-side copy still pending after "
+                        f"{self._copy_timeout:.0f} s; aborted",
+                        key=key,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                copy = target.get_blob_properties().copy
+                status = str(copy.status or "")
+        except AzureError as e:
+            raise self._error(e, key) from e
+        if status != "success":
+            raise StoreError(
+                f"{self.url(key)}: server-side copy ended {status or 'unknown'}", key=key
+            )
+
+    def close(self) -> None:
+        self._service.close()

@@ -1,0 +1,180 @@
+"""Multipart writes to a block blob: ``AzureBlockWriter``.
+
+One Put Block per part, one Put Block List to commit. The block-id scheme, resume and
+the abort caveat are described in the package docstring (``datamover.stores.azure``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import threading
+from collections.abc import Mapping
+from typing import Any, cast
+
+from azure.core.exceptions import AzureError
+from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
+
+from datamover.checksums import PartDigests
+from datamover.errors import NotFound, StoreError
+from datamover.stores.azure.errors import map_error
+from datamover.stores.azure.metadata import response_info, to_azure_metadata
+from datamover.stores.base import Buffer, ObjectInfo, PartReceipt, digest_metadata_key
+
+_BLOCK_ID_DIGITS = 8
+#: The random per-upload prefix of a writer's block ids (its resume ``state``).
+TOKEN_RE = re.compile(r"^[0-9a-f]{12}$")
+#: A datamover block id: upload token, part index, part MD5 (hex).
+_BLOCK_ID_RE = re.compile(r"^([0-9a-f]{12})([0-9]{8})([0-9a-f]{32})$")
+_MD5_HEX_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def bytes_view(data: Buffer) -> memoryview:
+    """``data`` as a flat memoryview of bytes, without copying."""
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class AzureBlockWriter:
+    """A block-blob upload: ``stage_block`` per part, ``commit_block_list`` at the end.
+
+    See the package docstring for the block-id scheme and why ``abort`` can't delete
+    the staged blocks. ``abort`` is idempotent and never raises.
+    """
+
+    def __init__(
+        self,
+        blob: BlobClient,
+        container: str,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str],
+        token: str | None = None,
+    ) -> None:
+        self.key = key
+        self.size = size
+        self.part_size = part_size
+        self._blob = blob
+        self._container = container
+        self._metadata = dict(metadata)
+        self._parts = math.ceil(size / part_size) if size else 0
+        self._token = token or secrets.token_hex(6)
+        self._written: dict[int, PartReceipt] = {}
+        self._state = "open"
+        self._lock = threading.Lock()
+
+    def _block_id(self, index: int, md5_hex: str) -> str:
+        return f"{self._token}{index:0{_BLOCK_ID_DIGITS}d}{md5_hex}"
+
+    def state(self) -> dict[str, Any]:
+        return {"token": self._token, "metadata": dict(self._metadata)}
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """Keep the claimed parts staged as uncommitted blocks of this upload with the
+        receipt's size and MD5 (carried in the block id). Raises ``NotFound`` when no
+        uncommitted block of this upload is left."""
+        try:
+            _committed, uncommitted = self._blob.get_block_list("uncommitted")
+        except AzureError as e:
+            raise map_error(e, self._container, self.key) from e
+        held: dict[tuple[int, str], int] = {}
+        for block in uncommitted:
+            m = _BLOCK_ID_RE.match(str(block.id))
+            if m and m.group(1) == self._token:
+                held[(int(m.group(2)), m.group(3))] = int(block.size)
+        if not held:
+            raise NotFound(
+                f"{self._where()}: upload {self._token} has no uncommitted blocks left "
+                "(committed, replaced or expired)",
+                key=self.key,
+            )
+        valid = set()
+        for index, receipt in claimed.items():
+            md5_hex = (receipt.checksum or "").lower()
+            if not 0 <= index < self._parts or receipt.size != self._expected_size(index):
+                continue
+            if held.get((index, md5_hex)) == receipt.size:
+                valid.add(index)
+                with self._lock:
+                    self._written[index] = PartReceipt(index, receipt.size, checksum=md5_hex)
+        return valid
+
+    def _where(self) -> str:
+        return f"az://{self._container}/{self.key}"
+
+    def _expected_size(self, index: int) -> int:
+        if not 0 <= index < self._parts:
+            raise ValueError(f"{self._where()}: part {index} outside 0..{self._parts - 1}")
+        return min(self.part_size, self.size - index * self.part_size)
+
+    def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
+        with self._lock:
+            if self._state != "open":
+                raise StoreError(f"{self._where()}: write after {self._state}", key=self.key)
+        view = bytes_view(data)
+        expected = self._expected_size(index)
+        if len(view) != expected:
+            raise ValueError(
+                f"{self._where()}: part {index} has {len(view)} bytes, expected {expected}"
+            )
+        md5 = digests.get("md5")
+        try:
+            # The SDK sends any bytes-like body as is; its annotation only says bytes.
+            self._blob.stage_block(
+                self._block_id(index, md5.hex()),
+                cast(bytes, view),
+                length=len(view),
+                transactional_content_md5=md5,
+            )
+        except AzureError as e:
+            raise map_error(e, self._container, self.key) from e
+        receipt = PartReceipt(index, len(view), checksum=md5.hex())
+        with self._lock:
+            self._written[index] = receipt
+        return receipt
+
+    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        with self._lock:
+            if self._state != "open":
+                raise StoreError(f"{self._where()}: commit after {self._state}", key=self.key)
+            missing = [i for i in range(self._parts) if i not in self._written]
+            ids = [
+                self._block_id(i, r.checksum or "")
+                for i, r in sorted(self._written.items())
+                if i < self._parts
+            ]
+        if missing:
+            raise StoreError(
+                f"{self._where()}: {len(missing)} of {self._parts} parts never written "
+                f"(first: {missing[0]})",
+                key=self.key,
+            )
+        final = {**self._metadata, **metadata}
+        md5_hex = final.get(digest_metadata_key("md5"), "").lower()
+        content = (
+            ContentSettings(content_md5=bytearray.fromhex(md5_hex))
+            if _MD5_HEX_RE.match(md5_hex)
+            else None
+        )
+        try:
+            # Ids go in the "latest" list: if the SDK retries a commit whose first
+            # attempt did land, the blocks are committed by then and still resolve.
+            response = self._blob.commit_block_list(
+                [BlobBlock(block_id) for block_id in ids],
+                content_settings=content,
+                metadata=to_azure_metadata(final),
+            )
+        except AzureError as e:
+            raise map_error(e, self._container, self.key) from e
+        with self._lock:
+            self._state = "commit"
+        # The response's Content-MD5 is that of the block list request, not the blob.
+        return response_info(self.key, self.size, final, response, None)
+
+    def abort(self) -> None:
+        with self._lock:
+            if self._state == "open":
+                self._state = "abort"
