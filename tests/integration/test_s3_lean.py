@@ -1,4 +1,4 @@
-"""The lean S3 request path (``datamover/stores/s3lean.py``) against real servers: it
+"""The lean S3 request path (``datamover/stores/s3/lean.py``) against real servers: it
 must read and write exactly what boto3 reads and writes, map errors the same way, and
 survive connections the server closes."""
 

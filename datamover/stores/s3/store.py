@@ -61,7 +61,7 @@ from datamover.stores.base import (
     digests_from_metadata,
 )
 from datamover.stores.fsops import FsOps
-from datamover.stores.s3lean import LeanS3, LeanUnavailable, Response, lean_enabled
+from datamover.stores.s3.lean import LeanS3, LeanUnavailable, Response, lean_enabled
 from datamover.urls import Location
 
 S3_LIMITS = PartLimits(
@@ -421,7 +421,7 @@ class S3Store(Store):
         return client
 
     def _make_lean(self, endpoint: str | None, credentials: Any, core: Any) -> LeanS3 | None:
-        """The lean request path (``s3lean``) for this bucket, or None where it can't
+        """The lean request path (``lean.py``) for this bucket, or None where it can't
         promise to behave as boto3 does here."""
         from botocore.httpsession import get_cert_path
 
