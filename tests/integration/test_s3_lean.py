@@ -1,4 +1,4 @@
-"""The lean S3 request path (``datamover/stores/s3lean.py``) against real servers: it
+"""The lean S3 request path (``datamover/stores/s3/lean.py``) against real servers: it
 must read and write exactly what boto3 reads and writes, map errors the same way, and
 survive connections the server closes."""
 
@@ -26,7 +26,7 @@ KEYS = ["plain", "dir/a b+c~d", "unicodé/ünï", "per%cent/and&amp=eq?q#h", "x"
 def store(s3: ServerEnv) -> Iterator[S3Store]:
     st, _ = open_store(s3.url())
     assert isinstance(st, S3Store)
-    assert st._lean is not None, "the lean path should be on for a plain http endpoint"
+    assert st._s3.lean is not None, "the lean path should be on for a plain http endpoint"
     yield st
     st.close()
 
@@ -119,7 +119,7 @@ def test_idle_connection_closed_by_the_server_is_reopened(store: S3Store) -> Non
     import socket
 
     store.put("idle", b"1")
-    lean = store._lean
+    lean = store._s3.lean
     assert lean is not None
     for conn in lean._all:
         if conn.sock is not None:
@@ -133,7 +133,7 @@ def test_idle_connection_closed_by_the_server_is_reopened(store: S3Store) -> Non
 def test_off_switch(s3: ServerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAMOVER_S3_LEAN", "0")
     st, _ = open_store(s3.url())
-    assert isinstance(st, S3Store) and st._lean is None
+    assert isinstance(st, S3Store) and st._s3.lean is None
     st.put("k", b"v", metadata={"a": "b"})
     assert st.stat("k").metadata == {"a": "b"}
 
@@ -149,7 +149,7 @@ def test_listing_matches_boto3(s3: ServerEnv, monkeypatch: pytest.MonkeyPatch) -
         lean.put(key, key.encode())
     monkeypatch.setenv("DATAMOVER_S3_LEAN", "0")
     boto, _ = open_store(s3.url())
-    assert isinstance(boto, S3Store) and boto._lean is None
+    assert isinstance(boto, S3Store) and boto._s3.lean is None
     boto.page_size = 7
 
     def rows(store: S3Store, prefix: str, recursive: bool) -> list[tuple[object, ...]]:
@@ -161,6 +161,6 @@ def test_listing_matches_boto3(s3: ServerEnv, monkeypatch: pytest.MonkeyPatch) -
     for prefix, recursive in (("", True), ("", False), ("p/", True), ("p/", False), ("z/", True)):
         assert rows(lean, prefix, recursive) == rows(boto, prefix, recursive)
     assert {i.key for i in lean.list("p/")} >= {"p/ sp+ace%25&=é\x01", "p/sub/x"}
-    assert lean._boto is None
+    assert lean._s3._boto is None
     lean.close()
     boto.close()

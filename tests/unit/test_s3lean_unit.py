@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from datamover.stores.s3lean import EMPTY_SHA256, LeanS3, LeanUnavailable, _quote, _Signer
+from datamover.stores.s3.lean import EMPTY_SHA256, LeanS3, LeanUnavailable, _quote, _Signer
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 ACCESS = "AKIAIOSFODNN7EXAMPLE"

@@ -13,7 +13,7 @@ What is kept from boto3: the credentials (the same session's resolver, refreshab
 credentials included: each request asks for the current frozen set), the region, the
 endpoint and its addressing style, the CA bundle, connect/read timeouts, retries of
 throttling/5xx/connection errors (three attempts with jittered backoff, as botocore's
-"standard" mode), and the error mapping (`s3.classify_error`). Over plain http the
+"standard" mode), and the error mapping (``errors.classify_error``). Over plain http the
 payload's SHA-256 is signed, as botocore does; over https the payload is
 ``UNSIGNED-PAYLOAD`` as botocore does when a flexible checksum is sent, and the PUT's
 ``x-amz-checksum-crc32c`` guards the bytes.

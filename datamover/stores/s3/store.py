@@ -1,0 +1,321 @@
+"""``S3Store``: the ``Store`` interface over one bucket. Requests go through a
+``BucketClient`` (``client.py``: boto3, and the lean path where it can take them);
+listings, server-side copies and multipart writes are in ``listing.py``, ``copy.py``
+and ``writer.py``. The package docstring explains the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from datamover.checksums import PartDigests, b64
+from datamover.errors import NotFound, StoreError, TransientError, Unsupported
+from datamover.stores import StoreSettings
+from datamover.stores.base import (
+    Buffer,
+    ChunkWriter,
+    Features,
+    ObjectInfo,
+    PendingUpload,
+    Store,
+)
+from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
+from datamover.stores.s3.copy import copy_object
+from datamover.stores.s3.errors import error_code, map_error
+from datamover.stores.s3.lean import Response
+from datamover.stores.s3.listing import list_objects, list_uploads
+from datamover.stores.s3.objectinfo import boto_info, lean_info, put_info
+from datamover.stores.s3.writer import S3Writer
+from datamover.urls import Location
+
+
+class S3Store(Store):
+    scheme = "s3"
+    limits = S3_LIMITS
+    features = Features(streaming_writes=True)
+
+    def __init__(self, bucket: str, settings: StoreSettings, *, page_size: int = 1000) -> None:
+        self.bucket = bucket
+        self.page_size = page_size
+        self._s3 = BucketClient(bucket, settings)
+
+    @classmethod
+    def from_location(cls, loc: Location, settings: StoreSettings) -> S3Store:
+        return cls(loc.bucket, settings)
+
+    @property
+    def client(self) -> Any:
+        return self._s3.client
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def stat(self, key: str) -> ObjectInfo:
+        if key == "" or key.endswith("/"):
+            raise NotFound(f"{self.url(key)}: not an object", key=key)
+        s3 = self._s3
+        lean = s3.lean_request("HEAD", key)
+        if lean is not None:
+            if lean.status == 200:
+                return lean_info(key, lean, int(lean.headers.get("content-length", 0)))
+            error = s3.lean_error(lean, key)
+            if isinstance(error, NotFound):
+                s3.check_bucket(key)
+            raise error
+        try:
+            r = s3.call(key, s3.client.head_object, Key=key)
+        except NotFound:
+            s3.check_bucket(key)
+            raise
+        return boto_info(key, r, int(r["ContentLength"]))
+
+    def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        yield from list_objects(self._s3, prefix, recursive, self.page_size)
+
+    def _get(self, key: str, offset: int, length: int | None) -> Any:
+        if length is not None and length <= 0:
+            return None
+        end = "" if length is None else str(offset + length - 1)
+        try:
+            return self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}"
+            )
+        except Exception as e:
+            if error_code(e) == "InvalidRange":
+                return None  # at or past the end (or an empty object)
+            raise map_error(e, self.bucket, key) from e
+
+    def _lean_range(
+        self, key: str, offset: int, length: int | None, into: memoryview | None = None
+    ) -> Response | None:
+        """A ranged lean GET; None: boto3 should do it. Raises the mapped error; an
+        answer of 416 (at or past the end) comes back as it is."""
+        end = "" if length is None else str(offset + length - 1)
+        r = self._s3.lean_request("GET", key, headers={"range": f"bytes={offset}-{end}"}, into=into)
+        if r is None or r.status == 206 or r.status == 416:
+            return r
+        if r.status == 200 and offset == 0:
+            return r  # the whole object fit the range
+        if r.status == 200:
+            raise TransientError(f"{self.url(key)}: server ignored the Range header", key=key)
+        raise self._s3.lean_error(r, key)
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length is not None and length <= 0:
+            return b""
+        lean = self._lean_range(key, offset, length)
+        if lean is not None:
+            return b"" if lean.status == 416 else bytes(lean.body)
+        r = self._get(key, offset, length)
+        if r is None:
+            return b""
+        try:
+            data: bytes = r["Body"].read()
+            return data
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+        finally:
+            r["Body"].close()
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        s3 = self._s3
+        lean = s3.lean_request("GET", key)
+        if lean is not None:
+            if lean.status != 200:
+                raise s3.lean_error(lean, key)
+            return lean.body, lean_info(key, lean, len(lean.body))
+        r = s3.call(key, s3.client.get_object, Key=key)
+        try:
+            data: bytes = r["Body"].read()
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+        finally:
+            r["Body"].close()
+        return data, boto_info(key, r, int(r["ContentLength"]))
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        if len(buf) == 0:
+            return 0
+        view = buf.cast("B") if buf.format != "B" else buf
+        lean = self._lean_range(key, offset, view.nbytes, into=view)
+        if lean is not None:
+            return 0 if lean.status == 416 else lean.length
+        r = self._get(key, offset, len(buf))
+        if r is None:
+            return 0
+        expected = int(r["ContentLength"])
+        raw = r["Body"]._raw_stream  # the urllib3 response
+        # urllib3's readinto reads into a new bytes object and copies that into the
+        # buffer; the http.client response under it fills the buffer straight from
+        # the socket. botocore asks urllib3 not to decode, so the bytes are the same.
+        reader = getattr(raw, "_fp", None) or raw
+        view = buf.cast("B") if buf.format != "B" else buf
+        total = 0
+        try:
+            while total < expected:
+                n = reader.readinto(view[total:expected])
+                if not n:
+                    break
+                total += n
+            if reader is not raw and total == expected and reader.isclosed():
+                # Body read to its end: hand the connection back to the pool, as
+                # urllib3 does itself when its own reads reach the end.
+                raw.release_conn()
+        except Exception as e:
+            raise map_error(e, self.bucket, key) from e
+        finally:
+            r["Body"].close()
+        if total != expected:
+            raise TransientError(
+                f"{self.url(key)}: body ended after {total} of {expected} bytes", key=key
+            )
+        return total
+
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        s3 = self._s3
+        digests = digests or PartDigests(data)
+        headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+        headers["x-amz-checksum-crc32c"] = b64(digests.get("crc32c"))
+        view = memoryview(data)
+        lean = s3.lean_request(
+            "PUT", key, headers=headers, body=view.cast("B") if view.format != "B" else view
+        )
+        if lean is not None:
+            if lean.status != 200:
+                raise s3.lean_error(lean, key)
+            h = lean.headers
+            return put_info(
+                key,
+                view.nbytes,
+                metadata,
+                h.get("etag"),
+                h.get("x-amz-version-id"),
+                h.get("x-amz-server-side-encryption"),
+            )
+        body = request_body(data)
+        r = s3.call(
+            key,
+            s3.client.put_object,
+            Key=key,
+            Body=body,
+            Metadata=dict(metadata or {}),
+            ChecksumCRC32C=b64(digests.get("crc32c")),
+        )
+        return put_info(
+            key,
+            len(body),
+            metadata,
+            r.get("ETag"),
+            r.get("VersionId"),
+            r.get("ServerSideEncryption"),
+        )
+
+    def open_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ChunkWriter:
+        if size > MAX_OBJECT_SIZE:
+            raise StoreError(f"{self.url(key)}: {size} bytes exceeds S3's 5 TiB limit", key=key)
+        return S3Writer(self._s3, self.limits, key, size, part_size, dict(metadata or {}))
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> S3Writer:
+        upload_id = state.get("upload_id")
+        if not isinstance(upload_id, str):
+            raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
+        initial = state.get("metadata")
+        writer = S3Writer(
+            self._s3,
+            self.limits,
+            key,
+            size,
+            part_size,
+            dict(initial if isinstance(initial, dict) else {}),
+            upload_id=upload_id,
+        )
+        writer.verify_parts({})  # NoSuchUpload -> NotFound now, not at the first part
+        return writer
+
+    def delete(self, key: str) -> None:
+        s3 = self._s3
+        lean = s3.lean_request("DELETE", key)
+        if lean is not None:
+            if not 200 <= lean.status < 300:
+                raise s3.lean_error(lean, key)
+            return
+        s3.call(key, s3.client.delete_object, Key=key)
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """ListMultipartUploads under ``prefix``, page by page. ``initiated`` is the
+        server's Initiated time; ``size`` is None (it would take a ListParts each)."""
+        yield from list_uploads(self._s3, prefix, self.page_size)
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        upload_id = upload.token.get("upload_id")
+        if not isinstance(upload_id, str):
+            raise ValueError(f"{self.url(upload.key)}: not an S3 upload token")
+        self._s3.abort_upload(upload.key, upload_id)
+
+    def can_copy_from(self, source: Store) -> bool:
+        # One endpoint, one set of credentials: CopyObject works across its buckets.
+        return (
+            isinstance(source, S3Store)
+            and source.client.meta.endpoint_url == self.client.meta.endpoint_url
+            and source._s3.identity == self._s3.identity
+        )
+
+    def copy_from(
+        self,
+        source: Store,
+        src_key: str,
+        dst_key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        if not isinstance(source, S3Store) or not self.can_copy_from(source):
+            raise Unsupported(f"no server-side copy from {source.url('')} to {self.url('')}")
+        return self.copy_object(src_key, dst_key, metadata=metadata, src_bucket=source.bucket)
+
+    def copy_object(
+        self,
+        src_key: str,
+        dst_key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        if_match: str | None = None,
+        size: int | None = None,
+        src_bucket: str | None = None,
+    ) -> ObjectInfo:
+        """Server-side copy: CopyObject up to 5 GiB, UploadPartCopy beyond."""
+        return copy_object(
+            self._s3,
+            src_key,
+            dst_key,
+            metadata=metadata,
+            if_match=if_match,
+            size=size,
+            src_bucket=src_bucket,
+        )
+
+    def close(self) -> None:
+        self._s3.close()

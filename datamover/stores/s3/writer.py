@@ -1,0 +1,163 @@
+"""Multipart uploads: ``S3Writer`` writes, resumes (``verify_parts``), commits and
+aborts one. Parts carry CRC32C checksums the server verifies; the digest metadata known
+only at commit follows by a server-side copy of the object onto itself (the package
+docstring says why)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from datamover.checksums import PartDigests, b64, unb64
+from datamover.errors import IntegrityError, StoreError, Unsupported
+from datamover.stores.base import Buffer, ObjectInfo, PartLimits, PartReceipt
+from datamover.stores.s3.client import BucketClient, request_body
+from datamover.stores.s3.copy import copy_object
+
+
+class S3Writer:
+    """One multipart upload. Parts carry CRC32C checksums the server verifies."""
+
+    def __init__(
+        self,
+        s3: BucketClient,
+        limits: PartLimits,
+        key: str,
+        size: int,
+        part_size: int,
+        metadata: dict[str, str],
+        *,
+        upload_id: str | None = None,
+    ) -> None:
+        limits.check_part_size(part_size) if size > part_size else None
+        if -(-size // part_size) > limits.max_parts:
+            raise StoreError(
+                f"{s3.url(key)}: {size} bytes in {part_size}-byte parts exceeds "
+                f"{limits.max_parts} parts; use a larger part size",
+                key=key,
+            )
+        self.s3 = s3
+        self.key = key
+        self.size = size
+        self.part_size = part_size
+        self._initial_metadata = metadata
+        self._parts: dict[int, PartReceipt] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        if upload_id is not None:
+            self.upload_id = upload_id
+            return
+        r = s3.call(
+            key,
+            s3.client.create_multipart_upload,
+            Key=key,
+            Metadata=metadata,
+            ChecksumAlgorithm="CRC32C",
+        )
+        self.upload_id = r["UploadId"]
+
+    def state(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "metadata": self._initial_metadata}
+
+    def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        """ListParts, and keep the claimed parts whose ETag and size the server agrees
+        with; those become this writer's parts as if written now."""
+        held: dict[int, dict[str, Any]] = {}
+        marker = 0
+        while True:
+            r = self.s3.call(
+                self.key,
+                self.s3.client.list_parts,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumberMarker=marker,
+            )
+            for p in r.get("Parts", ()):
+                held[int(p["PartNumber"]) - 1] = p
+            if not r.get("IsTruncated"):
+                break
+            marker = int(r["NextPartNumberMarker"])
+        valid = set()
+        for index, receipt in claimed.items():
+            p = held.get(index)
+            if (
+                p
+                and p["ETag"].strip('"') == (receipt.etag or "").strip('"')
+                and (int(p["Size"]) == receipt.size)
+            ):
+                valid.add(index)
+                with self._lock:
+                    self._parts[index] = receipt
+        return valid
+
+    def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
+        crc = b64(digests.get("crc32c"))
+        body = request_body(data)
+        r = self.s3.call(
+            self.key,
+            self.s3.client.upload_part,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=index + 1,
+            Body=body,
+            ChecksumCRC32C=crc,
+        )
+        returned = r.get("ChecksumCRC32C")
+        if returned and unb64(returned) != unb64(crc):
+            raise IntegrityError(
+                f"{self.s3.url(self.key)}: part {index + 1} stored with CRC32C {returned}, "
+                f"sent {crc}",
+                key=self.key,
+            )
+        receipt = PartReceipt(index, len(body), r["ETag"], crc)
+        with self._lock:
+            self._parts[index] = receipt
+        return receipt
+
+    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        with self._lock:
+            parts = [self._parts[i] for i in sorted(self._parts)]
+        expected = -(-self.size // self.part_size)
+        if len(parts) != expected:
+            raise StoreError(
+                f"{self.s3.url(self.key)}: commit with {len(parts)} of {expected} parts",
+                key=self.key,
+            )
+        r = self.s3.call(
+            self.key,
+            self.s3.client.complete_multipart_upload,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={
+                "Parts": [
+                    {"PartNumber": p.index + 1, "ETag": p.etag, "ChecksumCRC32C": p.checksum}
+                    for p in parts
+                ]
+            },
+        )
+        self._closed = True
+        etag = r.get("ETag", "").strip('"') or None
+        info = ObjectInfo(
+            key=self.key,
+            size=self.size,
+            etag=etag,
+            version=r.get("VersionId"),
+            metadata=dict(self._initial_metadata),
+        )
+        # commit's metadata is merged over open_writer's (the ChunkWriter contract).
+        final = {**self._initial_metadata, **metadata}
+        if final != self._initial_metadata:
+            try:
+                info = copy_object(
+                    self.s3, self.key, self.key, metadata=final, if_match=etag, size=self.size
+                )
+            except Unsupported:
+                pass
+        return info
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.s3.abort_upload(self.key, self.upload_id)
