@@ -10,8 +10,8 @@ package and names the subclass in ``Store.fs_ops_class``. ``for_store`` picks it
 ==================  =============================  ==================================
 need                generic (``Store`` only)       specialisations
 ==================  =============================  ==================================
-directory marker    ``put("dir/", b"")``           Azure: its SDK (``put`` refuses
-                                                   ``dir/`` keys); POSIX: ``mkdir``
+directory marker    ``put("dir/", b"")``           Azure: adds ``hdi_isfolder=true``
+                                                   as HNS accounts write; POSIX: ``mkdir``
 marker metadata     ``stat("dir/")``               S3: ``read_object`` (``stat``
                                                    refuses ``dir/`` keys)
 metadata update     ``copy_object`` onto itself,   POSIX: ``chmod``/``chown``/``utime``

@@ -15,9 +15,8 @@ from datamover.stores.fsops import FsOps
 
 
 class AzureFsOps(FsOps):
-    """Azure: ``AzureStore.put`` refuses ``dir/`` keys, so markers are written with the
-    store's own container client. The marker also carries ``hdi_isfolder=true``, as
-    the portal and HNS accounts write."""
+    """Azure: a directory marker carries ``hdi_isfolder=true``, as the portal and HNS
+    accounts write it, so other Azure tools see a folder."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)

@@ -110,6 +110,11 @@ class BucketClient:
         if lean_enabled() and credentials is not None:
             self.lean = self._make_lean(endpoint, credentials, core)
 
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint requests go to (the configured one, else AWS's for the region)."""
+        return self._endpoint or str(self.client.meta.endpoint_url)
+
     def _new_client(self) -> Any:
         return self._session.client(
             "s3", endpoint_url=self._endpoint, region_name=self._region, config=self._config

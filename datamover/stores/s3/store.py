@@ -50,6 +50,9 @@ class S3Store(Store):
     def url(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
 
+    def endpoint(self) -> str | None:
+        return self._s3.endpoint_url
+
     def stat(self, key: str) -> ObjectInfo:
         if key == "" or key.endswith("/"):
             raise NotFound(f"{self.url(key)}: not an object", key=key)
