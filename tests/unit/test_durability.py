@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import datamover.stores.posix as posix
+import datamover.stores.posix.store as posix
 from datamover.engine import copy_between
 from datamover.errors import UsageError
 from datamover.journal import Journal

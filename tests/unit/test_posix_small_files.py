@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import datamover.stores.posix as posix
+import datamover.stores.posix.store as posix
 from datamover.checksums import PartDigests
 from datamover.errors import StoreError, UnsafePath
 from datamover.stores.posix import TEMP_MARK, PosixStore
