@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import datamover.stores.posix as posix
+import datamover.stores.posix.durability as posix_durability
 from datamover.engine import copy_between
 from datamover.errors import UsageError
 from datamover.job import cluster_durability
@@ -29,7 +29,7 @@ def k(path: Path) -> str:
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Count fsync and syncfs calls (and still make them)."""
     seen: dict[str, list[Any]] = {"fsync": [], "syncfs": []}
-    real_fsync, real_syncfs = os.fsync, posix._syncfs
+    real_fsync, real_syncfs = os.fsync, posix_durability._syncfs
 
     def fsync(fd: int) -> None:
         seen["fsync"].append(os.readlink(f"/proc/self/fd/{fd}"))
@@ -39,8 +39,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["syncfs"].append(directory)
         real_syncfs(directory)
 
-    monkeypatch.setattr(posix.os, "fsync", fsync)
-    monkeypatch.setattr(posix, "_syncfs", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(posix_durability, "_syncfs", syncfs)
     return seen
 
 
@@ -65,7 +65,7 @@ def test_job_mode_sync_covers_commits_made_while_it_runs(tmp_path: Path) -> None
     durability = Durability("job")
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
-    real = posix._syncfs
+    real = posix_durability._syncfs
 
     def slow(directory: str) -> None:
         order.append("syncfs-start")
@@ -74,7 +74,7 @@ def test_job_mode_sync_covers_commits_made_while_it_runs(tmp_path: Path) -> None
         real(directory)
         order.append("syncfs-end")
 
-    posix._syncfs = slow  # type: ignore[assignment]
+    posix_durability._syncfs = slow  # type: ignore[assignment]
     try:
         (tmp_path / "a").write_bytes(b"1")
         durability.renamed(str(tmp_path / "a"))
@@ -89,7 +89,7 @@ def test_job_mode_sync_covers_commits_made_while_it_runs(tmp_path: Path) -> None
         first.join(5)
         second.join(5)
     finally:
-        posix._syncfs = real  # type: ignore[assignment]
+        posix_durability._syncfs = real  # type: ignore[assignment]
     assert order.index("syncfs-end") < order.index("second")
 
 

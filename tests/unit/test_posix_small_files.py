@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-import datamover.stores.posix as posix
+import datamover.stores.posix.durability as posix_durability
+import datamover.stores.posix.paths as posix_paths
 from datamover.checksums import PartDigests
 from datamover.errors import StoreError, UnsafePath
-from datamover.stores.posix import TEMP_MARK, PosixStore
+from datamover.stores.posix import TEMP_MARK, PosixStore, PosixWriter
 
 
 def k(path: Path) -> str:
@@ -105,8 +106,8 @@ def test_temp_names_skip_a_clash_and_need_no_randomness_per_file(
 ) -> None:
     store = PosixStore()
     store.put(k(tmp_path / "first"), b"0")  # the directory is known from here on
-    monkeypatch.setattr(posix, "_temp_counter", itertools.count(1000))
-    leftover = tmp_path / f".f{TEMP_MARK}{posix._temp_prefix}{1000:x}"
+    monkeypatch.setattr(posix_paths, "_temp_counter", itertools.count(1000))
+    leftover = tmp_path / f".f{TEMP_MARK}{posix_paths._temp_prefix}{1000:x}"
     leftover.write_bytes(b"somebody else's")
     monkeypatch.setattr("secrets.token_hex", lambda n=None: pytest.fail("random per file"))
     monkeypatch.setattr(os, "urandom", lambda n: pytest.fail("random per file"))
@@ -114,8 +115,8 @@ def test_temp_names_skip_a_clash_and_need_no_randomness_per_file(
     assert (tmp_path / "f").read_bytes() == b"mine"
     assert leftover.read_bytes() == b"somebody else's"  # never opened, never removed
     w = store.open_writer(k(tmp_path / "g"), size=3, part_size=3)
-    assert isinstance(w, posix.PosixWriter)
-    assert Path(w.state()["temp_path"]).name == f".g{TEMP_MARK}{posix._temp_prefix}{1002:x}"
+    assert isinstance(w, PosixWriter)
+    assert Path(w.state()["temp_path"]).name == f".g{TEMP_MARK}{posix_paths._temp_prefix}{1002:x}"
     w.abort()
 
 
@@ -123,13 +124,13 @@ def test_a_forked_child_draws_its_own_temp_prefix() -> None:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.write(w, posix._temp_prefix.encode())
+        os.write(w, posix_paths._temp_prefix.encode())
         os._exit(0)
     os.close(w)
     child = os.read(r, 100).decode()
     os.close(r)
     os.waitpid(pid, 0)
-    assert child and child != posix._temp_prefix
+    assert child and child != posix_paths._temp_prefix
 
 
 def test_whole_file_put_writes_once_and_keeps_a_trailing_hole(
@@ -151,14 +152,14 @@ def test_whole_file_put_writes_once_and_keeps_a_trailing_hole(
         pytest.skip("this filesystem doesn't keep holes")
     # The multipart writer still pre-sizes (a resume checks the temp file's size).
     w = store.open_writer(k(tmp_path / "big"), size=10, part_size=5)
-    assert isinstance(w, posix.PosixWriter)
+    assert isinstance(w, PosixWriter)
     assert os.stat(w.state()["temp_path"]).st_size == 10
     w.abort()
 
 
 def test_a_zero_part_at_the_end_of_a_writer_still_sizes_the_file(tmp_path: Path) -> None:
     size = 3 * 64 * 1024
-    w = posix.PosixWriter(k(tmp_path / "f"), size, 64 * 1024, presize=False)
+    w = PosixWriter(k(tmp_path / "f"), size, 64 * 1024, presize=False)
     for i, part in enumerate([os.urandom(64 * 1024), bytes(64 * 1024), bytes(64 * 1024)]):
         w.write_part(i, part, PartDigests(part))
     w.commit({})
@@ -192,7 +193,7 @@ def test_each_put_returns_after_a_directory_fsync_that_started_after_its_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     syncs = _Syncs(delay=0.01)
-    monkeypatch.setattr(posix, "_fsync_dir", syncs)
+    monkeypatch.setattr(posix_durability, "_fsync_dir", syncs)
     store = PosixStore()
     store.put(k(tmp_path / "d" / "first"), b"")
 
@@ -210,7 +211,7 @@ def test_a_failed_directory_fsync_fails_only_the_files_it_was_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     syncs = _Syncs(delay=0.01, fail_first=1)
-    monkeypatch.setattr(posix, "_fsync_dir", syncs)
+    monkeypatch.setattr(posix_durability, "_fsync_dir", syncs)
     store = PosixStore()
     (tmp_path / "d").mkdir()
 
