@@ -18,7 +18,7 @@ from typing import Any
 from datamover.config import load_config
 from datamover.errors import ConfigError, UsageError
 from datamover.stores.base import ChunkWriter, ObjectInfo, PartLimits, PartReceipt, Store
-from datamover.urls import SCHEME_ALIASES, Location, parse_url
+from datamover.stores.urls import SCHEME_ALIASES, Location, parse_url
 
 __all__ = [
     "ChunkWriter",

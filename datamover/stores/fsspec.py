@@ -38,7 +38,7 @@ from datamover.stores.base import (
     TiB,
 )
 from datamover.stores.posix import PosixWriter
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 
 def _mtime(info: Mapping[str, Any]) -> float | None:

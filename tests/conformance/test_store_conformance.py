@@ -32,7 +32,7 @@ from datamover.stores import StoreSettings
 from datamover.stores.base import KiB, ObjectInfo, Store, digest_metadata_key
 from datamover.stores.fsspec import FsspecStore
 from datamover.stores.posix import TEMP_MARK, PosixStore
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 from serverenv import use_server
 

@@ -46,7 +46,7 @@ from datamover.stores.azure import (
     make_service_client,
 )
 from datamover.stores.base import MiB, digest_metadata_key
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 from servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 

@@ -36,7 +36,7 @@ from datamover.errors import (
 from datamover.stores import StoreSettings, open_store
 from datamover.stores.base import KiB, MiB, digest_metadata_key
 from datamover.stores.gcs import DEFAULT_TEMP_PREFIX, GCSStore, crc32c_combine
-from datamover.urls import Location, parse_url
+from datamover.stores.urls import Location, parse_url
 
 if TYPE_CHECKING:
     from tests.servers import FakeGcsServer

@@ -9,7 +9,7 @@ import pytest
 from datamover import config
 from datamover.errors import ConfigError, UsageError
 from datamover.stores import StoreSettings, open_store, referenced_secret, resolve_remote
-from datamover.urls import parse_url
+from datamover.stores.urls import parse_url
 
 CONFIG = """
 [remotes.lab]

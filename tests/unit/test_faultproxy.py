@@ -22,7 +22,7 @@ from datamover.stores import StoreSettings
 from datamover.stores.azure import AzureStore, make_service_client
 from datamover.stores.gcs import GCSStore
 from datamover.stores.s3 import map_error
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 from faultproxy import KINDS, FaultProxy
 from serverenv import new_bucket_name

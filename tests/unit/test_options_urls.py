@@ -6,7 +6,7 @@ from datamover.errors import UsageError
 from datamover.options import MiB, TransferOptions, parse_size
 from datamover.stores.base import GiB, PartLimits
 from datamover.stores.s3 import S3_LIMITS
-from datamover.urls import parse_url
+from datamover.stores.urls import parse_url
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from datamover.options import TransferOptions
 from datamover.retry import call_with_retries
 from datamover.stores import StoreSettings, open_location, resolve_remote
 from datamover.stores.base import PartReceipt, ResumableWriter, Store
-from datamover.urls import Location, parse_url
+from datamover.stores.urls import Location, parse_url
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from datamover.stores.azure.metadata import (
 from datamover.stores.azure.pending import PendingUploads
 from datamover.stores.azure.writer import TOKEN_RE, AzureBlockWriter, bytes_view
 from datamover.stores.base import Buffer, ChunkWriter, Features, ObjectInfo, PendingUpload, Store
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 #: Azure's own ceiling for one List Blobs page.
 MAX_PAGE_SIZE = 5000

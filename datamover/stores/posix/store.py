@@ -40,7 +40,7 @@ from datamover.stores.posix.lustre import (
 from datamover.stores.posix.paths import TEMP_MARK, ChildKeys, KnownDirs, walk_temps
 from datamover.stores.posix.sparse import read_sparse
 from datamover.stores.posix.writer import PosixWriter, make_dir, make_hardlink, make_symlink
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 
 class PosixStore(Store):

@@ -26,7 +26,7 @@ from datamover.stores.s3.lean import Response
 from datamover.stores.s3.listing import list_objects, list_uploads
 from datamover.stores.s3.objectinfo import boto_info, lean_info, put_info
 from datamover.stores.s3.writer import S3Writer
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 
 class S3Store(Store):
