@@ -1,0 +1,130 @@
+"""Error mapping: the one place google-cloud-storage, google-auth, requests and
+transport exceptions become datamover errors (``datamover.errors``).
+
+What survives the SDK's own retries (see the package docstring) is mapped here:
+429 to ``Throttled`` (with ``Retry-After``), 408, 5xx and connection errors to
+``TransientError``, 401 and rejected credentials to ``AuthError``, 403 to
+``PermissionDenied``, 412 to ``PreconditionFailed``, a refused checksum to
+``IntegrityError``, and a 404 to ``NotFound`` or ``BucketNotFound``.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable, Mapping
+
+import google.auth.exceptions
+import requests
+from google.api_core import exceptions as gexc
+from google.cloud.storage.exceptions import DataCorruption
+
+from datamover.errors import (
+    AuthError,
+    BucketNotFound,
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    StoreError,
+    Throttled,
+    TransientError,
+)
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+    TimeoutError,
+    http.client.HTTPException,
+    google.auth.exceptions.TransportError,
+)
+
+
+def _retry_after(e: gexc.GoogleAPICallError) -> float | None:
+    response = e.response
+    headers = getattr(response, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _code_text(e: gexc.GoogleAPICallError) -> str:
+    reason = None
+    if e.errors and isinstance(e.errors[0], Mapping):
+        reason = e.errors[0].get("reason")
+    if not reason and e.code is not None:
+        try:
+            reason = http.client.responses[int(e.code)]
+        except (KeyError, ValueError):
+            reason = None
+    return f"{e.code} {reason}" if reason else f"{e.code}"
+
+
+def map_error(
+    e: BaseException,
+    key: str | None,
+    *,
+    bucket: str,
+    bucket_is_there: Callable[[], bool],
+    missing: str = "object",
+) -> StoreError:
+    """``e`` as the datamover error for ``key`` in ``bucket``.
+
+    ``missing`` says what a 404 means: ``"object"`` (the key or the bucket:
+    ``bucket_is_there`` is asked to tell which) or ``"bucket"`` (a listing).
+    """
+    if isinstance(e, StoreError):
+        return e
+    where = f"gs://{bucket}/{key or ''}"
+    if isinstance(e, gexc.RetryError):
+        cause = e.cause
+        if cause is not None and cause is not e:
+            mapped = map_error(
+                cause, key, bucket=bucket, bucket_is_there=bucket_is_there, missing=missing
+            )
+            if isinstance(mapped, TransientError):
+                return mapped
+        return TransientError(f"{where}: gave up after retries", key=key)
+    if isinstance(e, DataCorruption):
+        return IntegrityError(f"{where}: downloaded bytes failed their checksum", key=key)
+    if isinstance(e, google.auth.exceptions.RefreshError):
+        if getattr(e, "retryable", False):  # e.g. the metadata server did not answer
+            return TransientError(f"{where}: could not refresh Google credentials", key=key)
+        return AuthError(f"{where}: Google credentials were rejected or expired", key=key)
+    if isinstance(e, gexc.GoogleAPICallError):
+        return _map_status(e, key, where, missing, bucket, bucket_is_there)
+    if isinstance(e, _TRANSIENT_TYPES):
+        return TransientError(f"{where}: {type(e).__name__}", key=key)
+    return StoreError(f"{where}: {type(e).__name__}", key=key)
+
+
+def _map_status(
+    e: gexc.GoogleAPICallError,
+    key: str | None,
+    where: str,
+    missing: str,
+    bucket: str,
+    bucket_is_there: Callable[[], bool],
+) -> StoreError:
+    code = int(e.code) if e.code is not None else 0
+    text = _code_text(e)
+    if code == 404:
+        if missing == "bucket" or not bucket_is_there():
+            return BucketNotFound(f"gs://{bucket}: bucket does not exist", key=key)
+        return NotFound(f"{where}: no such object", key=key)
+    if code == 401:
+        return AuthError(f"{where}: {text}: credentials rejected", key=key)
+    if code == 403:
+        return PermissionDenied(f"{where}: {text}: access denied", key=key)
+    if code == 412:
+        return PreconditionFailed(f"{where}: {text}", key=key)
+    if code == 429:
+        return Throttled(f"{where}: {text}", key=key, retry_after=_retry_after(e))
+    if code == 400 and any(s in e.message.lower() for s in ("crc32c", "md5")):
+        return IntegrityError(f"{where}: {text}: the server rejected the checksum", key=key)
+    if code in (408,) or code >= 500:
+        return TransientError(f"{where}: {text}", key=key)
+    return StoreError(f"{where}: {text}", key=key)

@@ -1,0 +1,489 @@
+"""``GCSStore``: one bucket, through google-cloud-storage's JSON API. The design
+(credentials, temporary part objects and compose, resume, integrity, retries, the
+emulator's differences) is in the package docstring.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from heapq import heappop, heappush
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from datamover.checksums import PartDigests
+from datamover.errors import (
+    BucketNotFound,
+    ConfigError,
+    IntegrityError,
+    NotFound,
+    SourceChanged,
+    StoreError,
+)
+from datamover.stores import StoreSettings
+from datamover.stores.base import (
+    Buffer,
+    ChunkWriter,
+    Features,
+    GiB,
+    ObjectInfo,
+    PartLimits,
+    PendingUpload,
+    Store,
+)
+from datamover.stores.gcs.client import make_client, pool_map, size_pool
+from datamover.stores.gcs.crc import crc_b64, crc_from_b64
+from datamover.stores.gcs.errors import map_error as map_gcs_error
+from datamover.stores.gcs.metadata import blob_info, content_type_for
+from datamover.stores.gcs.uploads import DEFAULT_TEMP_PREFIX, UPLOAD_ID_RE, pending_uploads
+from datamover.stores.gcs.writer import GCSWriter
+from datamover.urls import Location
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 1000
+DEFAULT_RETRY_DEADLINE = 60.0
+
+
+class _ViewWriter:
+    """A write-only file object over a caller's buffer, so a download lands in it with
+    one copy (from the socket chunk) and no intermediate ``BytesIO``."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self.pos = 0
+
+    def write(self, chunk: bytes) -> int:
+        n = len(chunk)
+        end = self.pos + n
+        if end > len(self._view):
+            raise StoreError("the server sent more bytes than the range asked for")
+        self._view[self.pos : end] = chunk
+        self.pos = end
+        return n
+
+
+class GCSStore(Store):
+    """One GCS bucket. See the package docstring for credentials and multipart writes."""
+
+    scheme = "gs"
+    features = Features(max_metadata_bytes=8192, listing_metadata=True)
+    limits = PartLimits(
+        min_part_size=1, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        connections: int = 16,
+        retry_deadline: float = DEFAULT_RETRY_DEADLINE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        temp_prefix: str = DEFAULT_TEMP_PREFIX,
+    ) -> None:
+        if not temp_prefix.endswith("/") or temp_prefix == "/":
+            raise ConfigError(f"gs temp_prefix {temp_prefix!r} must be a prefix ending in '/'")
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self.bucket_name = bucket
+        self.connections = connections
+        self.page_size = page_size
+        self.temp_prefix = temp_prefix
+        self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
+        self._bucket_exists = False
+        self._closed = False
+        size_pool(client, connections)
+
+    @classmethod
+    def from_location(cls, loc: Location, settings: StoreSettings) -> GCSStore:
+        """Client for ``loc.bucket``. An endpoint (``settings.endpoint``, else
+        ``STORAGE_EMULATOR_HOST``; ``http://`` assumed without a scheme) means anonymous
+        credentials, as emulators want, unless ``settings.extra["anonymous"]`` is false
+        (a private endpoint that still needs ADC). ``extra`` also takes ``project``,
+        ``retry_deadline`` (s), ``page_size`` and ``temp_prefix``."""
+        extra = settings.extra
+        client = make_client(loc.bucket, settings)
+        return cls(
+            client,
+            loc.bucket,
+            connections=settings.connections,
+            retry_deadline=float(extra.get("retry_deadline", DEFAULT_RETRY_DEADLINE)),
+            page_size=int(extra.get("page_size", DEFAULT_PAGE_SIZE)),
+            temp_prefix=str(extra.get("temp_prefix", DEFAULT_TEMP_PREFIX)),
+        )
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def map_error(
+        self, e: BaseException, key: str | None, *, missing: str = "object"
+    ) -> StoreError:
+        """The one place SDK and transport exceptions become datamover errors
+        (``errors.map_error``, for this bucket).
+
+        ``missing`` says what a 404 means: ``"object"`` (the key or the bucket: the
+        bucket is probed once to tell which) or ``"bucket"`` (a listing).
+        """
+        return map_gcs_error(
+            e,
+            key,
+            bucket=self.bucket_name,
+            bucket_is_there=self._bucket_is_there,
+            missing=missing,
+        )
+
+    def _bucket_is_there(self) -> bool:
+        """Whether the bucket exists; True when we can't tell (no permission to ask).
+        A positive answer is kept: buckets rarely vanish under a running transfer."""
+        if self._bucket_exists:
+            return True
+        try:
+            exists = bool(self._bucket.exists(retry=self.retry))
+        except Exception:
+            return True
+        self._bucket_exists = exists
+        return exists
+
+    # -- Store ----------------------------------------------------------------------------
+
+    def url(self, key: str = "") -> str:
+        return f"gs://{self.bucket_name}/{key}"
+
+    def stat(self, key: str) -> ObjectInfo:
+        if not key:
+            raise NotFound(f"{self.url(key)}: no object named by an empty key", key=key)
+        blob = self._bucket.blob(key)
+        try:
+            blob.reload(retry=self.retry)
+        except Exception as e:
+            raise self.map_error(e, key) from e
+        return blob_info(blob, key)
+
+    def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        if not recursive and prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return self._list(prefix, delimiter=None if recursive else "/", hide_temp=True)
+
+    def _list(self, prefix: str, *, delimiter: str | None, hide_temp: bool) -> Iterator[ObjectInfo]:
+        """Stream a listing in key order. Prefixes are held in a heap and released just
+        before the first item that sorts after them: GCS sends them in order, but the
+        emulator puts every prefix on the first page. A prefix that sorts before what was
+        already yielded is taken for a repeat (so memory stays bounded)."""
+        try:
+            pages = iter(
+                self._client.list_blobs(
+                    self._bucket,
+                    prefix=prefix or None,
+                    delimiter=delimiter,
+                    page_size=self.page_size,
+                    retry=self.retry,
+                ).pages
+            )
+        except Exception as e:
+            raise self.map_error(e, prefix, missing="bucket") from e
+
+        def hidden(name: str) -> bool:
+            return hide_temp and name.startswith(self.temp_prefix)
+
+        pending: list[str] = []
+        queued: set[str] = set()
+        last = ""
+        while True:
+            try:
+                page = next(pages, None)
+                if page is None:
+                    break
+                blobs = list(page)
+            except Exception as e:
+                raise self.map_error(e, prefix, missing="bucket") from e
+            for p in getattr(page, "prefixes", ()):
+                if p > last and p not in queued and not hidden(p):
+                    heappush(pending, p)
+                    queued.add(p)
+            for blob in blobs:
+                name: str = blob.name
+                while pending and pending[0] < name:
+                    last = heappop(pending)
+                    queued.discard(last)
+                    yield ObjectInfo(key=last, size=0, is_dir=True)
+                if hidden(name) or (name == prefix and prefix.endswith("/")):
+                    continue  # our temporaries; the listed directory's own placeholder
+                last = name
+                if name.endswith("/"):
+                    yield ObjectInfo(key=name, size=0, mtime=blob_info(blob).mtime, is_dir=True)
+                else:
+                    yield blob_info(blob)
+        while pending:
+            yield ObjectInfo(key=heappop(pending), size=0, is_dir=True)
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must be >= 0")
+        if length == 0:
+            self.stat(key)
+            return b""
+        whole = offset == 0 and length is None
+        blob = self._bucket.blob(key)
+        try:
+            data: bytes = blob.download_as_bytes(
+                start=offset or None,
+                end=offset + length - 1 if length is not None else None,
+                raw_download=True,
+                checksum="crc32c" if whole else None,
+                retry=self.retry,
+            )
+        except gexc.RequestRangeNotSatisfiable:
+            return b""
+        except Exception as e:
+            raise self.map_error(e, key) from e
+        return data
+
+    def read_object(
+        self, key: str, info: ObjectInfo | None = None
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """The object's resource, then its bytes pinned to that generation and checked
+        against its size and CRC32C, so data and info describe one generation; an
+        object replaced in between is read again (``SourceChanged`` if it keeps
+        changing). A stat and a plain read could pair new bytes with old info."""
+        for _ in range(3):
+            blob = self._bucket.blob(key)
+            try:
+                blob.reload(retry=self.retry)
+                # A fresh handle, without the mediaLink the reload set: the bytes come
+                # from the configured endpoint, not from whatever host the server names
+                # (an emulator's external URL, the public host behind a private endpoint).
+                data: bytes = self._bucket.blob(key).download_as_bytes(
+                    raw_download=True,
+                    checksum=None,  # compared below with the resource's CRC32C
+                    if_generation_match=blob.generation,
+                    retry=self.retry,
+                )
+            except gexc.PreconditionFailed:
+                continue
+            except Exception as e:
+                raise self.map_error(e, key) from e
+            crc = int.from_bytes(PartDigests(data).get("crc32c"), "big")
+            expected = crc_from_b64(blob.crc32c)
+            if len(data) == int(blob.size or 0) and expected in (None, crc):
+                return data, blob_info(blob, key)
+        raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
+
+    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        view = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+        if len(view) == 0:
+            self.stat(key)
+            return 0
+        sink = _ViewWriter(view)
+        blob = self._bucket.blob(key)
+        try:
+            blob.download_to_file(
+                sink,
+                start=offset,
+                end=offset + len(view) - 1,
+                raw_download=True,
+                checksum=None,
+                retry=self.retry,
+            )
+        except gexc.RequestRangeNotSatisfiable:
+            return 0
+        except Exception as e:
+            raise self.map_error(e, key) from e
+        return sink.pos
+
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        blob = self._upload(key, data, digests or PartDigests(data), metadata=metadata)
+        return blob_info(blob, key)
+
+    def _upload(
+        self,
+        name: str,
+        data: Buffer,
+        digests: PartDigests,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Upload one object with its CRC32C in the resource, so GCS verifies the bytes,
+        and check the CRC32C the server reports. Returns the loaded blob."""
+        payload = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
+        crc = int.from_bytes(digests.get("crc32c"), "big")
+        blob = self._bucket.blob(name)
+        blob.crc32c = crc_b64(crc)
+        if metadata:
+            blob.metadata = dict(metadata)
+        try:
+            blob.upload_from_string(
+                payload,
+                content_type=content_type_for(name),
+                checksum=None,  # ours is already in the resource; don't hash twice
+                retry=self.retry,
+            )
+        except Exception as e:
+            raise self.map_error(e, name) from e
+        got = crc_from_b64(blob.crc32c)
+        if got is None and not payload:
+            got = crc  # an empty object (a "dir/" marker): nothing to check; emulators omit it
+        if got != crc or int(blob.size or 0) != len(payload):
+            self._delete_generation(name, blob.generation)
+            raise IntegrityError(
+                f"{self.url(name)}: stored object has crc32c {got or 0:08x} / "
+                f"{blob.size} bytes, sent {crc:08x} / {len(payload)} bytes",
+                key=name,
+            )
+        return blob
+
+    def _delete_generation(self, name: str, generation: int | None) -> None:
+        """Best-effort removal of one bad object we just wrote (only that generation)."""
+        try:
+            self._bucket.blob(name).delete(if_generation_match=generation, retry=self.retry)
+        except Exception as e:
+            log.warning("%s: could not remove a corrupt upload: %s", self.url(name), e)
+
+    def open_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ChunkWriter:
+        if not key or key.endswith("/"):
+            raise ValueError(f"{self.url(key)} is not an object name")
+        if key.startswith(self.temp_prefix):
+            raise ValueError(f"{self.url(key)}: keys under {self.temp_prefix} are reserved")
+        self.limits.check_part_size(part_size)
+        return GCSWriter(self, key, size=size, part_size=part_size, metadata=metadata)
+
+    def resume_writer(
+        self,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        state: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> GCSWriter:
+        upload_id = state.get("upload_id")
+        if not isinstance(upload_id, str) or not UPLOAD_ID_RE.match(upload_id):
+            raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
+        initial = state.get("metadata")
+        writer = GCSWriter(
+            self,
+            key,
+            size=size,
+            part_size=part_size,
+            metadata=initial if isinstance(initial, dict) else metadata,
+            upload_id=upload_id,
+        )
+        writer.verify_parts({})  # gone -> NotFound now, not at commit
+        return writer
+
+    def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
+        """Groups of temporary objects under the temp prefix, one per upload, whose key
+        (from the parts' metadata) starts with ``prefix``. The whole temp prefix is
+        listed once, whatever ``prefix`` is. ``initiated`` is the oldest object's
+        creation time, ``size`` the bytes the group holds. An upload whose key can't be
+        told (only compose intermediates left, or parts without the metadata) is listed
+        with key ``""``, and only when ``prefix`` is empty."""
+        yield from pending_uploads(self._temp_blobs(self.temp_prefix), prefix)
+
+    def abort_pending_upload(self, upload: PendingUpload) -> None:
+        temp_dir = upload.token.get("temp_dir")
+        if (
+            not isinstance(temp_dir, str)
+            or not temp_dir.startswith(self.temp_prefix)
+            or not UPLOAD_ID_RE.match(temp_dir[len(self.temp_prefix) :].rstrip("/"))
+        ):
+            raise ValueError(f"{self.url(upload.key)}: not a GCS upload token")
+        self._delete_under(temp_dir)
+
+    def _temp_blobs(self, prefix: str) -> Iterator[Any]:
+        """Raw blob resources (metadata, generation, CRC32C) under ``prefix``, which is
+        under the temp prefix, in name order."""
+        try:
+            yield from self._client.list_blobs(
+                self._bucket, prefix=prefix, page_size=self.page_size, retry=self.retry
+            )
+        except Exception as e:
+            raise self.map_error(e, prefix, missing="bucket") from e
+
+    def delete(self, key: str) -> None:
+        try:
+            self._bucket.blob(key).delete(retry=self.retry)
+        except Exception as e:
+            err = self.map_error(e, key)
+            if not isinstance(err, NotFound):
+                raise err from e
+
+    def copy_object(
+        self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        """Server-side ``rewrite``, looped until GCS says it is done (large objects or a
+        change of location/storage class take several calls). ``metadata`` replaces the
+        source's; without it the source's metadata is kept."""
+        src = self._bucket.blob(src_key)
+        dst = self._bucket.blob(dst_key)
+        if metadata is not None:
+            dst.metadata = dict(metadata)
+            dst.content_type = content_type_for(dst_key)
+        token: str | None = None
+        try:
+            while True:
+                token, _done, _total = dst.rewrite(src, token=token, retry=self.retry)
+                if token is None:
+                    break
+        except Exception as e:
+            raise self.map_error(e, src_key) from e
+        return blob_info(dst, dst_key)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    # -- helpers for the writer -------------------------------------------------------------
+
+    def _compose(
+        self,
+        name: str,
+        sources: Sequence[tuple[str, int]],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Compose ``sources`` (name, generation) into ``name``; returns the loaded blob.
+        The generations pin the exact parts we uploaded (GCS refuses if one changed)."""
+        dst = self._bucket.blob(name)
+        dst.content_type = content_type_for(name)
+        if metadata:
+            dst.metadata = dict(metadata)
+        try:
+            dst.compose(
+                [self._bucket.blob(n, generation=g) for n, g in sources],
+                if_source_generation_match=[g for _n, g in sources],
+                retry=self.retry,
+            )
+        except Exception as e:
+            err = self.map_error(e, name)
+            if type(err) is NotFound:  # a source, not the target: say so
+                err = StoreError(f"{self.url(name)}: a part to compose has vanished", key=name)
+            raise err from e
+        return dst
+
+    def _delete_under(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (temporaries), in parallel. Missing
+        objects and a missing bucket are fine: there is nothing left to remove."""
+        try:
+            names = [info.key for info in self._list(prefix, delimiter=None, hide_temp=False)]
+        except (NotFound, BucketNotFound):
+            return
+        pool_map(self.delete, names, self.connections)
