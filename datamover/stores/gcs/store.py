@@ -39,7 +39,7 @@ from datamover.stores.gcs.errors import map_error as map_gcs_error
 from datamover.stores.gcs.metadata import blob_info, content_type_for
 from datamover.stores.gcs.uploads import DEFAULT_TEMP_PREFIX, UPLOAD_ID_RE, pending_uploads
 from datamover.stores.gcs.writer import GCSWriter
-from datamover.urls import Location
+from datamover.stores.urls import Location
 
 log = logging.getLogger(__name__)
 
