@@ -67,3 +67,9 @@ def s3(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Serve
 @pytest.fixture
 def seaweed_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> ServerEnv:
     return use_server(seaweed, monkeypatch)
+
+
+@pytest.fixture
+def moto_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> ServerEnv:
+    """moto keeps keys as sent (SeaweedFS normalises ``a/../b``): for crafted keys."""
+    return use_server(moto, monkeypatch)

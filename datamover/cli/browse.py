@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from datamover.cli.common import shown
 from datamover.config import load_config
 from datamover.errors import UsageError
 from datamover.options import format_size
@@ -108,16 +109,17 @@ def cmd_ls(args: argparse.Namespace, out: IO[str]) -> int:
         prefix, entries = ops.listing(store, key, recursive=args.recursive)
         for info in entries:
             name = info.key[len(prefix) :] if info.key.startswith(prefix) else info.key
+            if not name:  # the marker object of the directory being listed itself
+                continue
             if args.json:
                 doc = _entry_json(info, name, store.url(info.key))
                 print(json.dumps(doc, ensure_ascii=False), file=out)
             elif args.long:
                 size = "DIR" if info.is_dir else _size_text(info.size, args.human_readable)
-                print(
-                    f"{size:>12}  {_when(None if info.is_dir else info.mtime):19}  {name}", file=out
-                )
+                when = _when(None if info.is_dir else info.mtime)
+                print(f"{size:>12}  {when:19}  {shown(name, out)}", file=out)
             else:
-                print(name, file=out)
+                print(shown(name, out), file=out)
     return 0
 
 
@@ -197,7 +199,7 @@ def cmd_rm(args: argparse.Namespace, out: IO[str]) -> int:
             status = max(status, 1)
             continue
         for error in result.errors:
-            print(f"FAILED {error}", file=sys.stderr)
+            print(f"FAILED {shown(error, sys.stderr)}", file=sys.stderr)
         if result.failed:
             status = 1
         if not args.quiet:

@@ -8,7 +8,7 @@ import sys
 from typing import IO
 
 from datamover.checksums import ALGORITHMS
-from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info
+from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, shown
 from datamover.errors import UsageError
 from datamover.job import HashJob, VerifyJob, run
 from datamover.manifest import export_sums, read_manifest
@@ -65,11 +65,11 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     report = run(VerifyJob(args.manifest, args.target, TransferOptions(transfers=args.transfers)))
     for path in report.missing:
-        print(f"MISSING {path}", file=out)
+        print(f"MISSING {shown(path, out)}", file=out)
     for path, why in report.mismatched:
-        print(f"MISMATCH {path}: {why}", file=out)
+        print(f"MISMATCH {shown(path, out)}: {shown(why, out)}", file=out)
     for path, why in report.errors:
-        print(f"ERROR {path}: {why}", file=out)
+        print(f"ERROR {shown(path, out)}: {shown(why, out)}", file=out)
     if not args.quiet or not report.passed:
         verdict = "OK" if report.passed else "FAILED"
         print(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from datamover.errors import DatamoverError, UsageError
 from datamover.options import format_size, parse_size
@@ -68,6 +69,36 @@ def bag_info(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
             raise UsageError(f"--bag-info {pair!r}: write it as LABEL=VALUE")
         out.append((label.strip(), value.strip()))
     return tuple(out)
+
+
+#: Characters a terminal would act on rather than show: C0 controls, DEL, C1 controls
+#: (0x9b is a one-byte CSI), and the surrogates that stand for bytes that were not UTF-8.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    if c in named:
+        return named[c]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\{code - 0xDC00:03o}"
+    return f"\\{code:03o}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escaped(text: str) -> str:
+    """``text`` with every character a terminal would act on written as a C-style
+    escape (``\\033``, ``\\n``), as GNU ``ls -b`` shows names: a key holding
+    escape sequences can't recolour, retitle or rewrite the user's terminal."""
+    return _UNSAFE.sub(_escape_char, text) if _UNSAFE.search(text) else text
+
+
+def shown(text: str, stream: IO[str]) -> str:
+    """``text`` as it may be written to ``stream``: escaped on a terminal, as GNU ls
+    does; as it is for a pipe or a file, which scripts read byte for byte."""
+    isatty = getattr(stream, "isatty", None)
+    return escaped(text) if isatty is not None and isatty() else text
 
 
 def rate(nbytes: int, seconds: float) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from datamover._version import __version__
 from datamover.cli import browse, checks, jobs, mount, transfer
-from datamover.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, log
+from datamover.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, log, shown
 from datamover.config import load_config, use_config
 from datamover.errors import DatamoverError, TransientError, UsageError
 from datamover.redact import install as install_redaction
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatamoverError as e:
         if args.verbose >= 2:
             log.exception("failed")
-        print(f"datamover: error: {redact(_explain(e))}", file=sys.stderr)
+        print(f"datamover: error: {shown(redact(_explain(e)), sys.stderr)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # a bug or an unmapped SDK error: one line unless -vv
         if args.verbose >= 2:

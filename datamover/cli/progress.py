@@ -23,6 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from datamover.cli.common import escaped
 from datamover.job import RunInfo, TransferReport
 from datamover.options import format_size
 from datamover.reporting.events import Snapshot, Tally
@@ -77,7 +78,7 @@ def render(snap: Snapshot, *, title: str = "", width: int = 100) -> RenderableTy
         else:
             bar = ProgressBar(total=max(size, 1), completed=done, width=bar_width)
             where = f"{format_size(done)} / {format_size(size)}"
-        line = Text(_short(path, name_width) + "  ")
+        line = Text(_short(escaped(path), name_width) + "  ")
         line.append(where, style="dim")
         grid.add_row(bar, line)
     extras = []

@@ -9,7 +9,7 @@ import sys
 from typing import IO
 
 from datamover.checksums import ALGORITHMS
-from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, rate, size_arg
+from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, rate, shown, size_arg
 from datamover.errors import DatamoverError
 from datamover.filters import EXCLUDE, INCLUDE, FileFilter
 from datamover.job import (
@@ -261,10 +261,12 @@ class _DryRunPrinter(Observer):
         self.out = out
 
     def would_copy(self, job: FileJob) -> None:
-        print(f"would copy {job.rel} ({format_size(job.info.size)})", file=self.out)
+        print(
+            f"would copy {shown(job.rel, self.out)} ({format_size(job.info.size)})", file=self.out
+        )
 
     def would_delete(self, path: str) -> None:
-        print(f"would delete {path}", file=self.out)
+        print(f"would delete {shown(path, self.out)}", file=self.out)
 
 
 class _LogLines(Observer):
@@ -392,7 +394,9 @@ def stop(progress: Observer) -> None:
 
 def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> int:
     for path, error in report.failures[:50]:
-        print(f"FAILED {path}: {redact(error)}", file=sys.stderr)
+        print(
+            f"FAILED {shown(path, sys.stderr)}: {shown(redact(error), sys.stderr)}", file=sys.stderr
+        )
     if len(report.failures) > 50:
         print(f"... and {len(report.failures) - 50} more failures", file=sys.stderr)
     if getattr(args, "json", False):
