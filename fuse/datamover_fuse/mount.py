@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from datamover import redact
 from datamover.errors import ConfigError, DatamoverError, UsageError
 from datamover.stores import StoreSettings, local_path, open_store
 from datamover_fuse.options import KiB, MountOptions
@@ -197,6 +198,7 @@ def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Mount and serve until unmounted (or SIGINT/SIGTERM: then unmount)."""
+    redact.install()  # the daemon's --log-file gets library debug lines too
     import pyfuse3
     import trio
 
