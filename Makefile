@@ -30,12 +30,27 @@ setup: system-deps python-deps node-deps
 
 # fuse3 + libfuse3-dev + pkg-config: pyfuse3 compiles against libfuse3, tests mount;
 # rsync: the mount tests drive the mount with it.
+# ceph-mon ceph-osd radosgw ceph-common (Ceph 16.2 on Debian 12) + openssl: the Ceph RGW
+# tests' one-node cluster and its https certificate (tests/servers.py CephRgwServer),
+# without Recommends (those would add ceph-mds, ceph-mgr, a time daemon...).
+# apt runs only when something is missing, and installs only what is.
+CEPH_TOOLS := ceph-mon ceph-osd radosgw radosgw-admin ceph monmaptool
 system-deps:
-	@if ! command -v fusermount3 >/dev/null || ! pkg-config --exists fuse3 2>/dev/null \
-	    || ! command -v rsync >/dev/null; then \
-	  echo "installing fuse3, libfuse3-dev, pkg-config, rsync"; \
+	@missing=""; ceph=""; \
+	{ command -v fusermount3 && pkg-config --exists fuse3; } >/dev/null 2>&1 \
+	  || missing="$$missing fuse3 libfuse3-dev pkg-config"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	for tool in $(CEPH_TOOLS) openssl; do \
+	  command -v $$tool >/dev/null || { ceph="ceph-mon ceph-osd radosgw ceph-common openssl"; break; }; \
+	done; \
+	if [ -n "$$missing$$ceph" ]; then \
+	  echo "installing$$missing $$ceph"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fuse3 libfuse3-dev pkg-config rsync >/dev/null; \
+	  if [ -n "$$missing" ]; then \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi && \
+	  if [ -n "$$ceph" ]; then \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	      $$ceph >/dev/null; fi; \
 	fi
 
 python-deps:

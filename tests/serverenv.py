@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from servers import AzuriteServer, FakeGcsServer, MotoServer, SeaweedServer
+from servers import LocalServer, S3Endpoint
 
 
 def new_bucket_name() -> str:
@@ -30,7 +30,7 @@ class ServerEnv:
 
 
 def use_server(
-    server: SeaweedServer | MotoServer | AzuriteServer | FakeGcsServer,
+    server: LocalServer | S3Endpoint,
     monkeypatch: pytest.MonkeyPatch,
 ) -> ServerEnv:
     for name in getattr(server, "unset_env", ()):

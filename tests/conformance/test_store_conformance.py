@@ -1,9 +1,9 @@
 """The Store contract (``datamover/stores/base.py``), written once, run on every backend.
 
 Backends: POSIX (a temp directory; keys are paths relative to ``/``), the fsspec memory
-store, SeaweedFS and moto (S3), Azurite (Azure Blob) and fake-gcs-server (GCS), the
-last four over HTTP against the session's real local servers. Each test gets a fresh
-namespace: its own temp directory, memory bucket, or bucket/container.
+store, SeaweedFS, moto and Ceph RGW (S3), Azurite (Azure Blob) and fake-gcs-server
+(GCS), the last five over HTTP against the session's real local servers. Each test gets
+a fresh namespace: its own temp directory, memory bucket, or bucket/container.
 
 Where a backend legitimately differs, the difference is spelled out per backend in the
 tables below (``SERVER_SIDE_COPY``, ``USER_METADATA``), never loosened inside a test.
@@ -36,11 +36,18 @@ from datamover.stores.urls import Location
 
 from serverenv import use_server
 
-CLOUD = ("seaweed", "moto", "azurite", "gcs")
+CLOUD = ("seaweed", "moto", "ceph", "azurite", "gcs")
+
+
+def _cloud(name: str) -> Any:
+    marks = [pytest.mark.cloud] + ([pytest.mark.ceph] if name == "ceph" else [])
+    return pytest.param(name, id=name, marks=marks)
+
+
 BACKENDS = [
     pytest.param("posix", id="posix"),
     pytest.param("memory", id="memory"),
-    *(pytest.param(name, id=name, marks=pytest.mark.cloud) for name in CLOUD),
+    *(_cloud(name) for name in CLOUD),
 ]
 
 #: Which backends copy within their namespace server-side; the others raise Unsupported.
@@ -49,6 +56,7 @@ SERVER_SIDE_COPY = {
     "memory": False,
     "seaweed": True,
     "moto": True,
+    "ceph": True,
     "azurite": True,
     "gcs": True,
 }
@@ -200,7 +208,7 @@ def backend(
         b = _posix(tmp_path)
     elif name == "memory":
         b = _memory(tmp_path, monkeypatch)
-    elif name in ("seaweed", "moto"):
+    elif name in ("seaweed", "moto", "ceph"):
         b = _s3(name, request.getfixturevalue(name), monkeypatch)
     elif name == "azurite":
         b = _azure(request.getfixturevalue("azurite"), monkeypatch)
@@ -566,9 +574,7 @@ def test_list_pages_in_key_order(backend: Backend) -> None:
     assert out_of_order == []
 
 
-@pytest.mark.parametrize(
-    "backend", [pytest.param(n, marks=pytest.mark.cloud) for n in CLOUD], indirect=True
-)
+@pytest.mark.parametrize("backend", [_cloud(n) for n in CLOUD], indirect=True)
 def test_list_default_page_size_past_1000_keys(store: tuple[Store, str]) -> None:
     s, p = store
     keys = [f"{p}many/{i:05d}" for i in range(1100)]
@@ -696,9 +702,7 @@ def test_copy_object_within_the_namespace(backend: Backend, store: tuple[Store, 
 # -- missing bucket --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "backend", [pytest.param(n, marks=pytest.mark.cloud) for n in CLOUD], indirect=True
-)
+@pytest.mark.parametrize("backend", [_cloud(n) for n in CLOUD], indirect=True)
 def test_missing_bucket_is_bucket_not_found(backend: Backend) -> None:
     assert backend.make_missing is not None
     s = backend.make_missing()
