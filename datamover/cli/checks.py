@@ -4,6 +4,7 @@ what proves a copy, and what a manifest holds."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import IO
 
@@ -62,18 +63,27 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(handler=cmd_hash)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def shown(text: object) -> str:
+    """``text`` for a terminal: control characters (and ``\\``) escaped, so a name in a
+    manifest can neither forge an output line nor send escape sequences."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
+
+
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     report = run(VerifyJob(args.manifest, args.target, TransferOptions(transfers=args.transfers)))
     for path in report.missing:
-        print(f"MISSING {path}", file=out)
+        print(f"MISSING {shown(path)}", file=out)
     for path, why in report.mismatched:
-        print(f"MISMATCH {path}: {why}", file=out)
+        print(f"MISMATCH {shown(path)}: {shown(why)}", file=out)
     for path, why in report.errors:
-        print(f"ERROR {path}: {why}", file=out)
+        print(f"ERROR {shown(path)}: {shown(why)}", file=out)
     if not args.quiet or not report.passed:
         verdict = "OK" if report.passed else "FAILED"
         print(
-            f"{verdict}: {report.ok} of {report.checked} files match {report.target} "
+            f"{verdict}: {report.ok} of {report.checked} files match {shown(report.target)} "
             f"({len(report.missing)} missing, {len(report.mismatched)} mismatched, "
             f"{len(report.errors)} unreadable; {format_size(report.bytes)} read in "
             f"{report.seconds:.1f}s)",
@@ -89,8 +99,12 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
     if args.manifest_command == "show":
         t = manifest.tally()
         h = manifest.header
-        print(f"job {h.get('job_id')}  {h.get('operation')}  started {h.get('started')}", file=out)
-        print(f"  {h.get('source')} -> {h.get('destination')}", file=out)
+        print(
+            f"job {shown(h.get('job_id'))}  {shown(h.get('operation'))}  "
+            f"started {shown(h.get('started'))}",
+            file=out,
+        )
+        print(f"  {shown(h.get('source'))} -> {shown(h.get('destination'))}", file=out)
         extra = [
             f"{n} {what}"
             for n, what in (
