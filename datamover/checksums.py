@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -25,6 +26,19 @@ from datamover.errors import UsageError
 
 ALGORITHMS = ("sha256", "sha512", "md5", "crc32c", "blake3")
 DEFAULT_ALGORITHM = "sha256"
+#: Hex digits in each algorithm's digest.
+HEX_DIGITS = {"sha256": 64, "sha512": 128, "md5": 32, "crc32c": 8, "blake3": 64}
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+
+
+def is_hex_digest(value: object, algorithm: str) -> bool:
+    """Whether ``value`` is a lower-case hex digest of ``algorithm``'s length: what a
+    digest read from metadata or a manifest (untrusted) must be before it is used."""
+    return (
+        isinstance(value, str)
+        and len(value) == HEX_DIGITS.get(algorithm, -1)
+        and _LOWER_HEX.fullmatch(value) is not None
+    )
 
 
 class Hasher(Protocol):

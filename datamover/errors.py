@@ -4,7 +4,11 @@
 
     DatamoverError
     ├── UsageError                 bad input from the user; CLI exit 2
-    │   └── ConfigError            bad or missing configuration / credentials setup
+    │   ├── ConfigError            bad or missing configuration / credentials setup
+    │   ├── ManifestError          a manifest is malformed or hostile (names file and line)
+    │   └── StateError             a file of the run's own (journal, manifest, state
+    │                              directory) is not safe to use: a planted symlink,
+    │                              another owner, a corrupt journal record
     ├── StoreError                 raised by a Store; SDK exceptions are mapped here
     │   ├── NotFound               (also FileNotFoundError) the key does not exist
     │   ├── PreconditionFailed     a conditional write lost (the target changed)
@@ -64,6 +68,25 @@ class UsageError(DatamoverError):
 
 class ConfigError(UsageError):
     """Configuration, endpoint or credential set-up is wrong or missing."""
+
+
+class ManifestError(UsageError):
+    """A manifest can't be trusted as it is: a line that is not JSON, a field of the
+    wrong type, a path that would leave the tree, a summary that does not add up.
+    Manifests are input from anywhere, so this is a usage error (exit 2, one line),
+    never a crash. ``path`` is the manifest, ``line`` the 1-based line (or None)."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class StateError(UsageError):
+    """A file datamover keeps for itself (journal, manifest, report, the state
+    directory) can't be used safely: a symlink or another file type at its name, a
+    file or directory of another user, a journal record that does not decode. Nothing
+    is followed or overwritten; the message says which name to look at."""
 
 
 class StoreError(DatamoverError):

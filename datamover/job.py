@@ -42,6 +42,7 @@ from datamover.errors import (
     ConfigError,
     DatamoverError,
     PermissionDenied,
+    StateError,
     TransientError,
     UsageError,
 )
@@ -171,18 +172,30 @@ class TransferJob:
                 f"the journal's job record has version {record.get('version')!r}, which this "
                 "datamover can't resume; run the command again instead"
             )
-        flt = record.get("filters")
-        return cls(
-            operation=record["operation"],
-            src=record["src"],
-            dst=record["dst"],
-            options=TransferOptions.from_record(record.get("options") or {}),
-            filters=FileFilter.from_record(flt) if flt else None,
-            sync=SyncRules(**(record.get("sync") or {})),
-            bagit=bool(record.get("bagit")),
-            bag_info=tuple((str(k), str(v)) for k, v in record.get("bag_info") or ()),
-            report=record.get("report"),
-        )
+        # The record comes back from a file on disk: decode it as untrusted input.
+        try:
+            flt = record.get("filters")
+            src, dst, report = record["src"], record["dst"], record.get("report")
+            if not (isinstance(src, str) and isinstance(dst, str)):
+                raise TypeError("src and dst must be strings")
+            if report is not None and not isinstance(report, str):
+                raise TypeError("report must be a path")
+            return cls(
+                operation=record["operation"],
+                src=src,
+                dst=dst,
+                options=TransferOptions.from_record(record.get("options") or {}),
+                filters=FileFilter.from_record(flt) if flt else None,
+                sync=SyncRules(**(record.get("sync") or {})),
+                bagit=bool(record.get("bagit")),
+                bag_info=tuple((str(k), str(v)) for k, v in record.get("bag_info") or ()),
+                report=report,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StateError(
+                f"the journal's record of this job is corrupt ({type(e).__name__}: {e}); "
+                "forget it with `datamover jobs clean JOB_ID` and run the command again"
+            ) from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,12 +528,18 @@ def recorded_job(job_id: str, state_dir: str | None = None) -> TransferJob:
         job = TransferJob.from_record(record.request)
     else:  # a journal written before jobs were recorded whole
         request = record.request
-        job = TransferJob(
-            "sync" if record.operation == "sync" else "copy",
-            request.get("src", record.source),
-            request.get("dst", record.destination),
-            TransferOptions.from_record(record.options),
+        src, dst = request.get("src", record.source), request.get("dst", record.destination)
+        corrupt = (
+            f"the journal's record of job {record.job_id} is corrupt; forget it with "
+            f"`datamover jobs clean {record.job_id}` and run the command again"
         )
+        if not (isinstance(src, str) and isinstance(dst, str)):
+            raise StateError(corrupt)
+        try:
+            options = TransferOptions.from_record(record.options)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise StateError(corrupt) from e
+        job = TransferJob("sync" if record.operation == "sync" else "copy", src, dst, options)
     options = job.options.with_(manifest=record.manifest, state_dir=state_dir, resume=True)
     return dataclasses.replace(job, options=options, dry_run=False)
 

@@ -4,11 +4,12 @@ what proves a copy, and what a manifest holds."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import IO
 
 from datamover.checksums import ALGORITHMS
-from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, shown
+from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, escaped
 from datamover.errors import UsageError
 from datamover.job import HashJob, VerifyJob, run
 from datamover.manifest import export_sums, read_manifest
@@ -62,18 +63,27 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(handler=cmd_hash)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def shown(text: object) -> str:
+    """``text`` for a report line: control characters escaped always (even into a pipe),
+    so a name in a manifest can neither forge a line nor send escape sequences."""
+    return escaped(str(text))
+
+
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     report = run(VerifyJob(args.manifest, args.target, TransferOptions(transfers=args.transfers)))
     for path in report.missing:
-        print(f"MISSING {shown(path, out)}", file=out)
+        print(f"MISSING {shown(path)}", file=out)
     for path, why in report.mismatched:
-        print(f"MISMATCH {shown(path, out)}: {shown(why, out)}", file=out)
+        print(f"MISMATCH {shown(path)}: {shown(why)}", file=out)
     for path, why in report.errors:
-        print(f"ERROR {shown(path, out)}: {shown(why, out)}", file=out)
+        print(f"ERROR {shown(path)}: {shown(why)}", file=out)
     if not args.quiet or not report.passed:
         verdict = "OK" if report.passed else "FAILED"
         print(
-            f"{verdict}: {report.ok} of {report.checked} files match {report.target} "
+            f"{verdict}: {report.ok} of {report.checked} files match {shown(report.target)} "
             f"({len(report.missing)} missing, {len(report.mismatched)} mismatched, "
             f"{len(report.errors)} unreadable; {format_size(report.bytes)} read in "
             f"{report.seconds:.1f}s)",
@@ -89,8 +99,12 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
     if args.manifest_command == "show":
         t = manifest.tally()
         h = manifest.header
-        print(f"job {h.get('job_id')}  {h.get('operation')}  started {h.get('started')}", file=out)
-        print(f"  {h.get('source')} -> {h.get('destination')}", file=out)
+        print(
+            f"job {shown(h.get('job_id'))}  {shown(h.get('operation'))}  "
+            f"started {shown(h.get('started'))}",
+            file=out,
+        )
+        print(f"  {shown(h.get('source'))} -> {shown(h.get('destination'))}", file=out)
         extra = [
             f"{n} {what}"
             for n, what in (

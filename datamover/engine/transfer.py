@@ -9,11 +9,12 @@ errors (after in-flight work has stopped and the manifest is closed).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat as statmod
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from datamover.engine.observer import Listener, Observer, RunInfo, as_observer, planned
@@ -22,7 +23,7 @@ from datamover.engine.results import FileResult, TransferReport, new_job_id
 from datamover.engine.run_state import JobContext
 from datamover.engine.runner import Runner
 from datamover.engine.sync import SyncPlanner
-from datamover.errors import DatamoverError, NotFound, UsageError
+from datamover.errors import DatamoverError, NotFound, UnsafePath, UsageError
 from datamover.filters import FileFilter
 from datamover.journal import Journal, default_state_dir, job_key, journal_path
 from datamover.manifest import (
@@ -33,6 +34,7 @@ from datamover.manifest import (
     ManifestEntry,
     ManifestWriter,
     make_header,
+    path_problem,
 )
 from datamover.options import TransferOptions
 from datamover.posixmeta import MODE, PosixAttrs, format_mtime_ns
@@ -63,8 +65,9 @@ def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
         error=str(result.error) if result.error is not None else None,
         seconds=round(result.seconds, 6),
         attempts=result.retries + 1 if result.retries else None,
-        uid=attrs.uid,
-        gid=attrs.gid,
+        # from metadata anybody may have written: a manifest holds ids >= 0 only
+        uid=attrs.uid if attrs.uid is not None and attrs.uid >= 0 else None,
+        gid=attrs.gid if attrs.gid is not None and attrs.gid >= 0 else None,
     )
     if job.kind == "dir":
         entry.kind = "dir"
@@ -127,6 +130,22 @@ def _filtered(jobs: Iterable[FileJob], filters: FileFilter | None) -> Iterable[F
             else filters.allows(job.rel, job.info)
         )
     )
+
+
+def _recordable(jobs: Iterable[FileJob]) -> Iterator[FileJob]:
+    """Jobs whose path can't be a manifest path (``manifest.path_problem``: absolute,
+    empty, ``.`` or ``..`` components, NUL) fail per file whatever the destination, so
+    no manifest ever lists as copied a path that would leave the tree when it is
+    verified or exported (SEMANTICS.md, "Safe paths")."""
+    for job in jobs:
+        if job.problem is None:
+            why = path_problem(job.rel)
+            if why is None and job.link_to is not None:
+                why = path_problem(job.link_to)
+            if why is not None:
+                problem = UnsafePath(f"refusing key {job.rel!r}: {why}", key=job.rel)
+                job = dataclasses.replace(job, problem=problem)
+        yield job
 
 
 def run_job(
@@ -229,6 +248,13 @@ def run_job(
         )
 
         def record_skip(entry: ManifestEntry) -> None:
+            why = path_problem(entry.path)
+            if why is not None:  # unchanged, but not a path a manifest may vouch for
+                error = f"refusing key {entry.path!r}: {why}"
+                writer.add(ManifestEntry(entry.path, entry.size, STATUS_FAILED, error=error))
+                report.files_failed += 1
+                report.failures.append((entry.path, error))
+                return
             writer.add(entry)
             report.files_skipped += 1
             obs.file_skipped(entry)
@@ -261,7 +287,7 @@ def run_job(
         if dst_store is not None:
             journal.set_barrier(dst_store.sync)
         try:
-            runner.run(planned(ctx.pending(jobs), obs))
+            runner.run(planned(ctx.pending(_recordable(jobs)), obs))
             if after is not None:
                 after(report)
                 for path in report.deleted:

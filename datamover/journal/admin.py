@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datamover.errors import DatamoverError, UsageError
+from datamover.errors import DatamoverError, StateError, UsageError
 from datamover.journal.db import JobRecord, Journal, journal_path
 from datamover.stores import open_store
 
@@ -48,7 +48,15 @@ def clean_jobs(
     journal = _journal(directory)
     removed = 0
     try:
-        jobs = [_find(journal, job_id)] if job_id else journal.jobs()
+        if job_id:
+            try:
+                jobs = [_find(journal, job_id)]
+            except StateError:  # a record that no longer decodes can still be forgotten
+                if journal.delete_job(job_id):
+                    return 1
+                raise
+        else:
+            jobs = journal.jobs()
         for job in jobs:
             unfinished = job.state not in _FINISHED
             if unfinished and not (include_unfinished or job_id):

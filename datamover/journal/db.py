@@ -15,6 +15,13 @@ journal claims is trusted blindly (parts are re-checked against the store, files
 against their source's size and mtime).
 
 Reads (``lookup``) go through a separate connection and see committed rows only.
+
+The journal is one of datamover's own files (``datamover.ownfiles``): its directory is
+made private (``0700``), the database is created ``O_EXCL|O_NOFOLLOW`` and ``0600``
+before SQLite opens it (SQLite then gives its ``-wal`` and ``-shm`` the same mode), and
+a symlink or another user's file at any of those names is refused, never followed.
+What it holds is read back as untrusted: a record that does not decode raises
+``StateError`` naming the journal and the job, never a crash.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datamover.errors import UsageError
+from datamover.errors import StateError, UsageError
+from datamover.ownfiles import check_own, create_private, open_own, private_dir
 from datamover.stores.base import PartReceipt
 
 log = logging.getLogger("datamover")
@@ -138,6 +146,23 @@ class FileRecord:
     parts: dict[int, tuple[PartReceipt, str]]
 
 
+#: Files SQLite keeps beside the database (WAL, shared memory, rollback journal).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _prepare(path: str) -> None:
+    """Make the journal's directory private and make sure every name SQLite will open
+    is a file of ours or nothing: ``StateError`` otherwise."""
+    private_dir(os.path.dirname(os.path.abspath(path)))
+    try:
+        fd = open_own(path)
+    except FileNotFoundError:
+        fd = create_private(path)
+    os.close(fd)
+    for suffix in _COMPANIONS:
+        check_own(path + suffix)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -150,8 +175,8 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        _prepare(path)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._w = _connect(path)
             self._w.executescript(_SCHEMA)
             self._r = _connect(path)
@@ -336,11 +361,13 @@ class Journal:
             _job(r) for r in self._query(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created", ())
         ]
 
-    def delete_job(self, job_id: str) -> None:
+    def delete_job(self, job_id: str) -> bool:
+        """Forget the job ``job_id`` (exactly); whether there was one."""
         self.flush()
         with self._write_lock:
             for table in ("parts", "files", "jobs"):
-                self._w.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
+                cursor = self._w.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
+        return cursor.rowcount > 0
 
     def file_counts(self, job_id: str) -> dict[str, int]:
         rows = self._query(
@@ -426,15 +453,17 @@ class Journal:
                 "SELECT idx, size, etag, checksum, digest FROM parts WHERE job_id=? AND rel=?",
                 (job_id, rel),
             ):
-                parts[int(idx)] = (PartReceipt(int(idx), int(psize), petag, checksum), pdigest)
+                index = _int(idx, "part index", job_id)
+                receipt = PartReceipt(index, _int(psize, "part size", job_id), petag, checksum)
+                parts[index] = (receipt, pdigest)
         return FileRecord(
             rel_,
-            int(size),
+            _int(size, "file size", job_id),
             mtime,
             etag,
             state,
             part_size,
-            json.loads(writer) if writer else None,
+            _object(writer, "upload token", job_id) if writer else None,
             digest,
             parts,
         )
@@ -446,11 +475,46 @@ class Journal:
             " WHERE job_id=? AND state='writing' AND writer IS NOT NULL",
             (job_id,),
         ):
-            yield str(rel), int(size), int(part_size), json.loads(writer)
+            yield (
+                str(rel),
+                _int(size, "file size", job_id),
+                _int(part_size, "part size", job_id),
+                _object(writer, "upload token", job_id),
+            )
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._read_lock:
-            return list(self._r.execute(sql, args))
+            try:
+                return list(self._r.execute(sql, args))
+            except sqlite3.DatabaseError as e:
+                raise StateError(
+                    f"the job journal {self.path} can't be read ({e}); move it away to start "
+                    "afresh (unfinished jobs then can't be resumed)"
+                ) from e
+
+
+def _object(text: object, what: str, job_id: object) -> dict[str, Any]:
+    """A JSON object the journal holds, decoded; ``StateError`` when it is not one."""
+    try:
+        value = json.loads(text) if isinstance(text, str | bytes) else None
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise _corrupt(what, job_id)
+    return value
+
+
+def _int(value: object, what: str, job_id: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _corrupt(what, job_id)
+
+
+def _corrupt(what: str, job_id: object) -> StateError:
+    return StateError(
+        f"the job journal's {what} of job {job_id} is corrupt; forget the job with "
+        f"`datamover jobs clean {job_id}` and run the command again"
+    )
 
 
 def _job(row: tuple[Any, ...]) -> JobRecord:
@@ -470,15 +534,25 @@ def _job(row: tuple[Any, ...]) -> JobRecord:
         files_failed,
         bytes_done,
     ) = row
+    for name, value in (
+        ("operation", operation),
+        ("source", source),
+        ("destination", destination),
+        ("state", state),
+    ):
+        if not isinstance(value, str):
+            raise _corrupt(name, job_id)
+    if manifest is not None and not isinstance(manifest, str):
+        raise _corrupt("manifest path", job_id)
     return JobRecord(
-        job_id,
-        key,
+        str(job_id),
+        str(key),
         operation,
         source,
         destination,
-        json.loads(options),
+        _object(options, "options", job_id),
         manifest,
-        json.loads(request),
+        _object(request, "request", job_id),
         state,
         created,
         updated,

@@ -1,8 +1,9 @@
 """Checksum manifests: what a run proves, file by file, and its exports.
 
 ``format`` (entries, header, statuses), ``writer`` (appended while a run goes),
-``reader`` (read back, for verify, resume and exports), ``sums`` (``sha256sum -c``
-lines) and ``bagit`` (an RFC 8493 bag).
+``reader`` (read back, for verify, resume and exports, checking every line by
+``rules``: manifests are untrusted input), ``sums`` (``sha256sum -c`` lines) and
+``bagit`` (an RFC 8493 bag).
 """
 
 from datamover.manifest.format import (
@@ -19,6 +20,7 @@ from datamover.manifest.format import (
     utc_now,
 )
 from datamover.manifest.reader import iter_manifest, read_manifest
+from datamover.manifest.rules import path_problem
 from datamover.manifest.sums import export_sums
 from datamover.manifest.writer import ManifestWriter
 
@@ -36,6 +38,7 @@ __all__ = [
     "export_sums",
     "iter_manifest",
     "make_header",
+    "path_problem",
     "read_manifest",
     "utc_now",
 ]

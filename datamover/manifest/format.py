@@ -151,9 +151,15 @@ class Tally:
 
 @dataclass(slots=True)
 class Manifest:
+    """A manifest as read back (``reader``): its header, the last entry of each path in
+    the order they were last written, and the summary when the run finished (None
+    for a manifest still being written, or killed). ``torn_at`` is the byte offset of
+    a last line a killed writer left half-written (not counted), else None."""
+
     header: dict[str, Any]
     entries: list[ManifestEntry]
     summary: dict[str, Any] | None
+    torn_at: int | None = None
 
     @property
     def algorithm(self) -> str:

@@ -6,7 +6,9 @@ filters), provenance (tool version, Python, host, user, command line with secret
 scrubbed, start and end times), totals, and one record per file this run handled
 (status ``ok``/``failed``/``skipped``/``planned``, size, digests, retries, seconds,
 error), plus deleted paths. It is written when the run ends, also when it stops on a
-fatal error (``status: "aborted"``), atomically (temp file + rename).
+fatal error (``status: "aborted"``), atomically: a private temp file (``mkstemp``:
+``O_EXCL``, ``0600``) in the same directory, renamed over the path (which replaces,
+never follows, whatever is there; a symlink there is refused before the run).
 
 Unlike the manifest, which proves a copy and survives crashes line by line, the report
 describes one *run* for workflow systems and humans; files finished by an earlier run
@@ -35,6 +37,7 @@ from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult, TransferReport
 from datamover.errors import UsageError
 from datamover.manifest import ManifestEntry
+from datamover.ownfiles import check_own
 from datamover.redact import redact, scrub_argv
 
 FORMAT = "datamover-report"
@@ -180,12 +183,15 @@ class ReportCollector(Observer):
 
 
 def _check_writable(path: str) -> None:
-    """Fail before the run, not after it, when the report can't be written."""
+    """Fail before the run, not after it, when the report can't be written, or when
+    something other than a file of the user's (a planted symlink, a directory) stands
+    at its name (``ownfiles.check_own``)."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"--report {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise UsageError(f"--report {path}: directory {directory} is not writable")
+    check_own(path)
 
 
 def write_json_atomic(path: str, doc: Mapping[str, Any]) -> None:

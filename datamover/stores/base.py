@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from datamover.checksums import ALGORITHMS, PartDigests
+from datamover.checksums import ALGORITHMS, HEX_DIGITS, PartDigests, is_hex_digest
 from datamover.errors import Unsupported
 
 if TYPE_CHECKING:
@@ -83,7 +83,10 @@ class ObjectInfo:
     datamover's own metadata or from the provider when the provider's value is a
     plain whole-object digest (S3 single-part ETag md5, GCS md5/crc32c).
     ``mtime`` is seconds since the epoch: the POSIX mtime carried in metadata when
-    present, else the provider's last-modified time.
+    present, else the provider's last-modified time. A checksum of a known algorithm
+    that is not hex of its length is dropped (lower-cased otherwise): metadata and
+    provider headers are anybody's to write, and a digest kept here may end up in a
+    manifest.
     """
 
     key: str
@@ -97,6 +100,16 @@ class ObjectInfo:
     mode: int | None = None
     #: ``dev:inode`` of a POSIX file with more than one hard link, else None.
     link_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checksums:
+            kept = {
+                alg: value.lower()
+                for alg, value in self.checksums.items()
+                if alg not in HEX_DIGITS or is_hex_digest(str(value).lower(), alg)
+            }
+            if kept != self.checksums:
+                object.__setattr__(self, "checksums", kept)
 
     @property
     def name(self) -> str:

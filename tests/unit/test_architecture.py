@@ -27,6 +27,7 @@ VOCABULARY = (
     "datamover.retry",
     "datamover.config",
     "datamover.posixmeta",
+    "datamover.ownfiles",
 )
 STORES = ("datamover.stores",)
 ENGINE = ("datamover.engine", "datamover.journal", "datamover.manifest", "datamover.filters")

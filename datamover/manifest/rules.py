@@ -1,0 +1,336 @@
+"""What a manifest line must be before anything in it is used.
+
+A manifest is input from anywhere: a colleague's copy, an archive, a file an attacker
+edited. ``reader`` parses lines and applies these rules, so everything downstream
+(verify, resume, the exports, ``manifest show``) sees only checked values:
+
+* **Bounded**: a line is at most ``MAX_LINE_BYTES`` and JSON nests at most
+  ``MAX_DEPTH`` deep, checked before the JSON parser sees the line (no recursion on
+  hostile input). ``NaN``/``Infinity`` are not JSON and are refused.
+* **Typed**: ``size`` and counts are non-negative integers (``true`` is not one),
+  digests lower-case hex of their algorithm's length, ``status`` and ``kind`` one of
+  the known words, ``mtime``/``mode`` in their fixed formats.
+* **Paths** (``path``, ``link_to``, ``source_path``) are UTF-8 text without NUL, at
+  most ``MAX_PATH_BYTES``. Entries datamover acts on, ``ok`` and ``skipped`` (verify
+  reads them, exports link or copy them, a resume counts them), must moreover be
+  *canonical relative paths*: not absolute, no empty, ``.`` or ``..`` component (one
+  ``/`` may end a directory's path, as keys of directories do). ``failed`` and
+  ``deleted`` entries only record a key that was refused or removed (possibly refused
+  *because* it was unsafe) and are never opened, so for them the text rules suffice.
+
+The same rules decide what the transfer engine may record (``path_problem``), so
+datamover never writes a manifest it would refuse to read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from datamover.checksums import HEX_DIGITS
+from datamover.manifest.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    STATUS_DELETED,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    ManifestEntry,
+)
+
+#: Longest line read. The longest line datamover writes is an entry with a part
+#: digest per part: a million parts (the POSIX store's part limit) of crc32c is ~11 MB.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Deepest JSON nesting read (datamover writes 3: a header's options in the header).
+MAX_DEPTH = 16
+#: Longest path (PATH_MAX; object keys are at most 1,024 characters).
+MAX_PATH_BYTES = 4096
+
+HEX_LENGTH = HEX_DIGITS
+STATUSES = frozenset((STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DELETED))
+#: Statuses whose paths datamover reads, links or counts later.
+ACTED_ON = frozenset((STATUS_OK, STATUS_SKIPPED))
+KINDS = frozenset(("file", "dir", "symlink", "hardlink"))
+
+_HEX = re.compile(r"[0-9a-f]*")
+_MTIME = re.compile(r"-?[0-9]+\.[0-9]{9}")
+_MODE = re.compile(r"[0-7]{4}")
+_JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')
+
+
+class LineProblem(Exception):
+    """Why one line is refused; the reader adds the file and line number."""
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON ``text`` nests deeper than ``limit``: a scan of brackets outside
+    strings, without recursion. Lines with few brackets (all that datamover writes)
+    are answered by counting alone."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for m in _JSON_SPECIAL.finditer(text):
+        c, pos = m.group(), m.start()
+        if in_string:
+            if pos == escaped_at:
+                continue
+            if c == "\\":
+                escaped_at = pos + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth -= 1
+    return False
+
+
+def text_problem(path: str) -> str | None:
+    """Why ``path`` can't even be recorded as a name, or None."""
+    if not path:
+        return "it is empty"
+    if "\0" in path:
+        return "it contains a NUL byte"
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not Unicode text (a lone surrogate escape)"
+    if size > MAX_PATH_BYTES:
+        return f"it is longer than {MAX_PATH_BYTES} bytes"
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` can't name something beneath a root (see the module docstring),
+    or None. One trailing ``/`` (a directory) is allowed."""
+    why = text_problem(path)
+    if why is not None:
+        return why
+    if path.startswith("/"):
+        return "it is absolute"
+    parts = (path[:-1] if path.endswith("/") else path).split("/")
+    if ".." in parts:
+        return "it has a '..' component, which would leave the tree"
+    if "" in parts:
+        return "it has an empty component ('//' or a '/' at an end)"
+    if "." in parts:
+        return "it has a '.' component"
+    return None
+
+
+#: The type of each field a reader uses (``bool`` is never an ``int`` here), and the
+#: least value of the integer ones.
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,),
+    "algorithm": (str,),
+    "part_algorithm": (str,),
+    "job_id": (str,),
+    "operation": (str,),
+    "source": (str,),
+    "destination": (str,),
+    "started": (str,),
+    "host": (str,),
+    "user": (str,),
+    "tool": (str,),
+    "tool_version": (str,),
+    "options": (dict,),
+    "command_line": (list,),
+}
+_FILE_TYPES: dict[str, tuple[type, ...]] = {
+    "path": (str,),
+    "size": (int,),
+    "status": (str,),
+    "digest": (str,),
+    "mtime": (str,),
+    "mode": (str,),
+    "part_size": (int,),
+    "parts": (list,),
+    "etag": (str,),
+    "version": (str,),
+    "error": (str,),
+    "source_path": (str,),
+    "seconds": (int, float),
+    "attempts": (int,),
+    "kind": (str,),
+    "link_to": (str,),
+    "uid": (int,),
+    "gid": (int,),
+}
+_SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "files_ok": (int,),
+    "files_failed": (int,),
+    "files_skipped": (int,),
+    "bytes": (int,),
+    "bytes_moved": (int,),
+    "peak_buffer_bytes": (int,),
+    "seconds": (int, float),
+    "ended": (str,),
+    "aborted": (str,),
+}
+_MINIMUM = {"format_version": 1, "part_size": 1, "attempts": 1}
+_WHAT = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _typed(obj: Mapping[str, Any], types: Mapping[str, tuple[type, ...]]) -> None:
+    """Every known field present (and not null) has its type; integers their minimum;
+    numbers are finite."""
+    for name, value in obj.items():
+        want = types.get(name)
+        if want is None or value is None:
+            continue
+        kind = type(value)
+        if kind not in want:
+            raise LineProblem(
+                f"{name!r} must be {_WHAT[want[-1]]}, not {_WHAT.get(kind, kind.__name__)}"
+            )
+        if kind is int:
+            least = _MINIMUM.get(name, 0)
+            if value < least:
+                raise LineProblem(f"{name!r} must be an integer >= {least}, not {value}")
+        elif kind is float and not (math.isfinite(value) and value >= 0):
+            raise LineProblem(f"{name!r} must be a non-negative number, not {value}")
+
+
+def _required(obj: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        if obj.get(name) is None:
+            raise LineProblem(f"{obj.get('type')} line without {name!r}")
+
+
+def _hex(value: object, name: str, algorithm: str | None) -> str:
+    want = HEX_LENGTH.get(algorithm or "")
+    if not isinstance(value, str) or not value or not _HEX.fullmatch(value):
+        raise LineProblem(f"{name!r} must be lower-case hex, not {_shown(value)}")
+    if want is not None and len(value) != want:
+        raise LineProblem(f"{name!r} has {len(value)} hex digits; {algorithm} has {want}")
+    return value
+
+
+def _parts(parts: list[Any], algorithm: str | None) -> None:
+    """Part digests: checked as one string when they are all alike (a million parts
+    cost one regex), one by one only to name the bad one."""
+    want = HEX_LENGTH.get(algorithm or "")
+    if (
+        want is not None
+        and all(type(p) is str and len(p) == want for p in parts)
+        and _HEX.fullmatch("".join(parts))
+    ):
+        return
+    for i, part in enumerate(parts):
+        _hex(part, f"parts[{i}]", algorithm)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _path(obj: Mapping[str, Any], name: str, acted_on: bool) -> str | None:
+    value: str | None = obj.get(name)
+    if value is None:
+        return None
+    why = path_problem(value) if acted_on else text_problem(value)
+    if why is not None:
+        raise LineProblem(f"{name} {_shown(value)} refused: {why}")
+    return value
+
+
+def check_header(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The header line, checked: ours, a version we read, known algorithms."""
+    if obj.get("format") != FORMAT:
+        raise LineProblem(f"not a datamover manifest (format {_shown(obj.get('format'))})")
+    _typed(obj, _HEADER_TYPES)
+    _required(obj, "format_version")
+    version = obj["format_version"]
+    if version > FORMAT_VERSION:  # before anything else: a newer format may differ
+        raise LineProblem(
+            f"manifest format version {version} is newer than this datamover understands; "
+            "upgrade datamover"
+        )
+    _required(obj, "algorithm")
+    for name in ("algorithm", "part_algorithm"):
+        value = obj.get(name)
+        if value is not None and value not in HEX_LENGTH:
+            raise LineProblem(f"unknown {name} {_shown(value)}")
+    command_line = obj.get("command_line")
+    if command_line is not None and not all(type(a) is str for a in command_line):
+        raise LineProblem("'command_line' must be a list of strings")
+    return dict(obj)
+
+
+def check_entry(
+    obj: Mapping[str, Any], algorithm: str, part_algorithm: str | None
+) -> ManifestEntry:
+    """A file line, checked (see the module docstring), as a ``ManifestEntry``."""
+    _typed(obj, _FILE_TYPES)
+    _required(obj, "status", "path", "size")
+    status = obj["status"]
+    if status not in STATUSES:
+        raise LineProblem(f"unknown status {_shown(status)}")
+    kind = obj.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise LineProblem(f"unknown kind {_shown(kind)}")
+    if kind == "file":
+        kind = None
+    acted_on = status in ACTED_ON
+    path = _path(obj, "path", acted_on)
+    assert path is not None
+    digest = obj.get("digest")
+    if digest is not None:
+        _hex(digest, "digest", algorithm)
+    elif status == STATUS_OK and kind != "dir":
+        raise LineProblem(f"an ok entry ({_shown(path)}) without its digest")
+    error = obj.get("error")
+    if status == STATUS_FAILED and error is None:
+        raise LineProblem(f"a failed entry ({_shown(path)}) without its error")
+    mtime = obj.get("mtime")
+    if mtime is not None and not _MTIME.fullmatch(mtime):
+        raise LineProblem(f"'mtime' must be seconds with nine decimals, not {_shown(mtime)}")
+    mode = obj.get("mode")
+    if mode is not None and not _MODE.fullmatch(mode):
+        raise LineProblem(f"'mode' must be four octal digits, not {_shown(mode)}")
+    parts = obj.get("parts") or []
+    _parts(parts, part_algorithm)
+    seconds = obj.get("seconds")
+    return ManifestEntry(
+        path=path,
+        size=obj["size"],
+        status=status,
+        digest=digest,
+        mtime=mtime,
+        mode=mode,
+        part_size=obj.get("part_size"),
+        parts=list(parts),
+        etag=obj.get("etag"),
+        version=obj.get("version"),
+        error=error,
+        source_path=_path(obj, "source_path", acted_on),
+        seconds=None if seconds is None else float(seconds),
+        attempts=obj.get("attempts"),
+        kind=kind,
+        link_to=_path(obj, "link_to", acted_on),
+        uid=obj.get("uid"),
+        gid=obj.get("gid"),
+    )
+
+
+def check_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary line, checked: counts are non-negative integers."""
+    _typed(obj, _SUMMARY_TYPES)
+    _required(obj, "files_ok", "files_failed", "bytes")
+    return dict(obj)
