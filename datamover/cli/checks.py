@@ -4,7 +4,6 @@ what proves a copy, and what a manifest holds."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import IO
 
@@ -63,7 +62,6 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(handler=cmd_hash)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 
 def shown(text: object) -> str:
