@@ -2,6 +2,7 @@
 #   make demo   install, start local servers, copy to a bucket and back, verify
 #   make test   install and run the whole test suite (real local servers, real FUSE)
 #   make bench  side-by-side benchmarks (see bench/README.md)
+#   make conformance  pjdfstest on the mount (and s3fs), a baseline, not a gate
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -17,7 +18,8 @@ export DATAMOVER_AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 # Never let a CA bundle meant for another proxy break local HTTP servers.
 unexport AWS_CA_BUNDLE
 
-.PHONY: help setup system-deps python-deps node-deps test demo lint check bench clean
+.PHONY: help setup system-deps python-deps node-deps test demo lint check bench clean \
+	conformance conformance-deps
 
 help:
 	@echo "make demo   - install, start local servers, run a real transfer + verify"
@@ -25,6 +27,7 @@ help:
 	@echo "make check  - ruff lint and format check (part of make test)"
 	@echo "make lint   - make check, then mypy"
 	@echo "make bench  - side-by-side benchmarks"
+	@echo "make conformance - pjdfstest on the mount and on s3fs (needs a built pjdfstest)"
 
 setup: system-deps python-deps node-deps
 
@@ -67,6 +70,25 @@ lint: check
 
 bench: setup
 	cd $(ROOT) && $(UV) run --frozen python bench/run.py
+
+# pjdfstest (pjd/pjdfstest) is not vendored, fetched or built here: PJDFSTEST must
+# point at a built tree (the pjdfstest binary beside its tests/), by default
+# .tools/pjdfstest; bench/RESULTS.md names the commit of the recorded baseline.
+# Without it the runner says so and exits 2. Test failures exit 0 (a measurement);
+# 1 means the harness broke, 3 that the overall timeout cut the run short.
+PJDFSTEST ?= $(TOOLS)/pjdfstest
+CONFORMANCE_ARGS ?= --target datamover --target s3fs
+
+conformance-deps: system-deps python-deps
+	@if ! command -v prove >/dev/null || ! command -v s3fs >/dev/null; then \
+	  echo "installing perl (prove), s3fs"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq perl s3fs >/dev/null; \
+	fi
+
+conformance: conformance-deps
+	cd $(ROOT) && $(UV) run --frozen python scripts/conformance/pjdfstest.py \
+	  --pjdfstest "$(PJDFSTEST)" $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf $(TOOLS) .pytest_cache .mypy_cache .ruff_cache demo-output
