@@ -274,13 +274,14 @@ class InodeTable:
 
     def insert(self, node: Inode) -> None:
         old = self.by_key.get(node.key)
+        self.by_ino[node.ino] = node
+        self.by_key[node.key] = node
         if old is not None and old is not node:
             if node.key in old.links:
                 old.links.discard(node.key)  # the name was a link of ``old``; now ours
             else:
                 old.detached = True
-        self.by_ino[node.ino] = node
-        self.by_key[node.key] = node
+                self.maybe_drop(old)
 
     def at(self, key: str) -> Inode | None:
         return self.by_key.get(key)
@@ -314,10 +315,11 @@ class InodeTable:
     def alias(self, node: Inode, key: str) -> None:
         """``key`` (a hard-link marker) is another name of ``node``."""
         old = self.by_key.get(key)
-        if old is not None and old is not node:
-            old.detached = True
         node.links.add(key)
         self.by_key[key] = node
+        if old is not None and old is not node:
+            old.detached = True  # e.g. the marker, listed as a file before it was read
+            self.maybe_drop(old)
 
     def unalias(self, node: Inode, key: str) -> None:
         node.links.discard(key)

@@ -157,11 +157,7 @@ class DirReader:
             return
         exact = self.rt.fsops.listing_has_metadata
         # The directory wins over an object of the same name, in this batch or later.
-        dirs_here = {
-            name
-            for info in batch.items
-            if info.is_dir and (name := entry_name(prefix, info)) is not None
-        }
+        dirs_here = {info.key[len(prefix) : -1] for info in batch.items if info.is_dir}
         for i, info in enumerate(batch.items):
             entry = entry_name(prefix, info)
             if entry is None:
