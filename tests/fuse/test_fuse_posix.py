@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 import trio
 
+from datamover.errors import (
+    NotFound,
+    PermissionDenied,
+    SourceChanged,
+    TransientError,
+    UnsafePath,
+    Unsupported,
+    UsageError,
+)
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY, MiB
 from datamover_fuse.core import FsCore
-from datamover_fuse.fserrors import FsError
+from datamover_fuse.fserrors import FsError, errno_for
 from datamover_fuse.inodes import ROOT_INO, SetAttrs
 from datamover_fuse.options import MountOptions
 from datamover_fuse.permissions import Caller
@@ -522,6 +531,25 @@ def test_a_full_cache_is_enospc_at_write_and_at_close(tmp_path: Path) -> None:
 
     run(store, options, body)
     assert "big" not in store.objects
+
+
+def test_store_errors_become_the_errno_they_mean() -> None:
+    def raised_from(error: Exception, cause: BaseException) -> Exception:
+        try:
+            raise error from cause
+        except Exception as e:
+            return e
+
+    not_empty = OSError(errno.ENOTEMPTY, "Directory not empty")
+    assert errno_for(raised_from(UsageError("/d: directory not empty"), not_empty)) == (
+        errno.ENOTEMPTY
+    )
+    assert errno_for(NotFound("k")) == errno.ENOENT
+    assert errno_for(PermissionDenied("k")) == errno.EACCES
+    assert errno_for(Unsupported("k")) == errno.ENOTSUP
+    assert errno_for(UnsafePath("../k")) == errno.EINVAL
+    assert errno_for(SourceChanged("k")) == errno.ESTALE
+    assert errno_for(TransientError("503 after retries")) == errno.EIO
 
 
 def test_readlink_of_an_object_too_long_to_be_a_target(options: MountOptions) -> None:
