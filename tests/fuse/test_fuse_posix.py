@@ -645,3 +645,19 @@ def test_the_first_write_builds_on_the_object_as_it_is_now(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def test_special_files_through_a_posix_tree_are_real_ones(
+    options: MountOptions, tmp_path: Path
+) -> None:
+    from datamover.stores.posix import PosixStore
+
+    root = tmp_path / "tree"
+    root.mkdir()
+
+    async def body(core: FsCore) -> None:
+        await core.mknod(ROOT_INO, "p", stat.S_IFIFO | 0o640, 0, os.getuid(), os.getgid())
+
+    run(PosixStore(), options, body, root=str(root).lstrip("/"))
+    st = (root / "p").lstat()
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
