@@ -4,6 +4,10 @@ s3fs-fuse reads and writes ``mode`` (decimal ``st_mode``, file-type bits include
 ``uid``, ``gid`` and ``mtime``; rclone reads and writes ``mtime`` as decimal seconds
 with a fraction (``1700000000.123456789``). s3fs parses ``mtime`` with ``strtoll``,
 which stops at the dot, so one ``mtime`` value serves both tools.
+
+The mount also keeps ``ctime`` and ``atime`` (s3fs writes and reads both, in the
+format of ``mtime``) and, for device files, ``rdev`` (decimal ``st_rdev``; s3fs
+ignores it). The engine carries only the four keys of ``PosixAttrs``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ MODE = "mode"
 UID = "uid"
 GID = "gid"
 MTIME = "mtime"
+CTIME = "ctime"
+ATIME = "atime"
+RDEV = "rdev"
 
 
 def format_mtime_ns(mtime_ns: int) -> str:

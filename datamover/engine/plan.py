@@ -6,6 +6,10 @@ into the destination directory, so ``copy /data/run1 s3://b/run1`` puts
 source *file* copied to a destination that ends in ``/``, is a bucket root, or is an
 existing directory/prefix lands under it with its own name; otherwise the destination
 names the new file.
+
+The ``DIR_META_NAME`` objects in which the mount keeps directory metadata on stores
+that can't keep it on markers are not copied: they are the mount's bookkeeping for
+that store (docs/SEMANTICS.md, "Metadata").
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from datamover.errors import NotFound, StoreError, UsageError
-from datamover.stores.base import ObjectInfo, Store
+from datamover.stores.base import ObjectInfo, Store, is_dir_meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,7 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
         linked: dict[str, str] = {}  # link_id -> rel of the first path seen
         for info in entries:
             rel = info.key[len(src_root) :]
-            if not rel or (info.is_dir and not info.key.endswith("/")):
+            if not rel or (info.is_dir and not info.key.endswith("/")) or is_dir_meta(rel):
                 continue
             yield make_job(dst, dst_root, rel, info, linked)
 

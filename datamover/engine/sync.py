@@ -15,6 +15,8 @@ not grow with the tree. A file present on both sides is *unchanged* when
 Those checks run ``lookahead`` at a time on a small thread pool while decisions are
 yielded in key order. Deletions (destination-only files) are collected as keys and
 carried out by the caller after the copies, and only if every copy succeeded.
+The mount's ``DIR_META_NAME`` objects are left out on both sides (never copied, never
+deleted: see ``datamover.engine.plan``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from datamover.engine.plan import FileJob, make_job
 from datamover.errors import NotFound
 from datamover.manifest import STATUS_SKIPPED, ManifestEntry
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
-from datamover.stores.base import ObjectInfo, Store
+from datamover.stores.base import ObjectInfo, Store, is_dir_meta
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -51,7 +53,7 @@ def _merge(
 
     def rel(it: Iterator[ObjectInfo], root: str) -> Iterator[tuple[str, ObjectInfo]]:
         for info in it:
-            if not info.is_dir or info.key.endswith("/"):
+            if (not info.is_dir or info.key.endswith("/")) and not is_dir_meta(info.key):
                 yield info.key[len(root) :], info
 
     a, b = _reorder(rel(src, src_root)), _reorder(rel(dst, dst_root))

@@ -59,8 +59,22 @@ def digest_metadata_key(algorithm: str) -> str:
     return f"{DIGEST_KEY_PREFIX}{algorithm}"
 
 
-#: Metadata naming the key of the object this one is a hard link to (POSIX trees).
+#: Metadata naming the key of the object this one is a hard link to (POSIX trees, and
+#: hard links made through the mount).
 HARDLINK_KEY = "datamover-hardlink"
+
+#: The object inside a directory that holds the directory's POSIX metadata (mode,
+#: owner, times) where a ``dir/`` marker can't: on stores that drop the metadata of
+#: markers (``Features.marker_metadata``; SeaweedFS), and at the root of a bucket,
+#: which has no marker. Zero bytes; the metadata is its user metadata. Written and
+#: read by the mount (``datamover.stores.fsops``); every datamover listing hides it
+#: (``is_dir_meta``), and a copy does not carry it (docs/SEMANTICS.md, "Metadata").
+DIR_META_NAME = ".datamover-dirmeta"
+
+
+def is_dir_meta(key: str) -> bool:
+    """Whether ``key`` is a directory's ``DIR_META_NAME`` object (bookkeeping, not data)."""
+    return key == DIR_META_NAME or key.endswith("/" + DIR_META_NAME)
 
 
 def digests_from_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -257,6 +271,12 @@ class Features:
     #: ``open_writer``'s ``size`` may be a hint: parts can be written before the final
     #: size is known, and ``writer.size`` set to it before ``commit`` (S3 multipart).
     streaming_writes: bool = False
+    #: ``dir/`` marker objects keep the user metadata they are written with (a
+    #: directory's mode, owner, times). None: it depends on the server (S3-compatible
+    #: stores: AWS and Ceph keep it, SeaweedFS turns such keys into directories of its
+    #: filer and drops it); ``FsOps`` learns it from the first marker it writes or reads,
+    #: and keeps directory metadata in a ``DIR_META_NAME`` object where markers can't.
+    marker_metadata: bool | None = True
 
 
 class Store(ABC):

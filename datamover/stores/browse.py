@@ -7,6 +7,9 @@ A *key* names an object, or a directory/prefix: ``x`` is tried as an object firs
 otherwise as the prefix ``x/``; ``x/`` (trailing slash) or the bucket root is always
 a prefix. Object stores have no real directories, so a prefix "exists" when some
 object lives under it.
+
+Listings hide the ``DIR_META_NAME`` objects the mount keeps directory metadata in
+(``rm`` still removes them with their directory).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from datamover.errors import DatamoverError, NotFound, UsageError
-from datamover.stores.base import ObjectInfo, Store
+from datamover.stores.base import ObjectInfo, Store, is_dir_meta
 
 CAT_CHUNK = 8 * 1024 * 1024
 #: ``rm -r`` asks for confirmation (on a terminal) above this many objects.
@@ -63,8 +66,9 @@ def listing(store: Store, key: str, *, recursive: bool = False) -> tuple[str, It
         raise NotFound(f"{store.url(key)}: no such object, directory or prefix", key=key)
 
     def chained() -> Iterator[ObjectInfo]:
-        yield first
-        yield from entries
+        if not is_dir_meta(first.key):
+            yield first
+        yield from (info for info in entries if not is_dir_meta(info.key))
 
     return prefix, chained()
 

@@ -12,17 +12,36 @@ need                generic (``Store`` only)       specialisations
 ==================  =============================  ==================================
 directory marker    ``put("dir/", b"")``           Azure: adds ``hdi_isfolder=true``
                                                    as HNS accounts write; POSIX: ``mkdir``
+directory metadata  on the marker; in              POSIX: the directory's own
+                    ``dir/.datamover-dirmeta``     attributes
+                    where markers drop it (and at
+                    the bucket root)
 marker metadata     ``stat("dir/")``               S3: ``read_object`` (``stat``
                                                    refuses ``dir/`` keys)
 metadata update     ``copy_object`` onto itself,   POSIX: ``chmod``/``chown``/``utime``
                     else re-``put`` when small
+special file        zero-byte object, type in      POSIX: ``mknod``
+                    ``mode`` (as s3fs)
+hard link           zero-byte object naming its    POSIX: refused (``Unsupported``)
+                    target (``datamover-hardlink``)
 copy                ``copy_object``, else streamed
 streamed write      ``features.streaming_writes``  S3: ``S3Writer`` only counts parts
 of unknown size                                    with ``size``; set at commit
-"has a child"       ``list`` (a whole page)        S3: a LIST of at most 2 keys
+"has a child"       ``list`` (a whole page)        S3: a LIST of at most 3 keys
 ==================  =============================  ==================================
 
 Each row is a gap in the ``Store`` interface; docs/SEMANTICS.md says what it costs.
+
+**Directory metadata.** A directory's mode, owner and times go on its ``dir/`` marker,
+where s3fs and rclone read them. Some servers drop the user metadata of ``dir/`` keys
+(``Features.marker_metadata`` is None for S3: SeaweedFS does, AWS does not); there, and
+at the root of a bucket (which has no marker), they go on a zero-byte object inside
+the directory, ``DIR_META_NAME``. Whether markers keep metadata is learnt once: from
+the first marker written with metadata (read back), or the first marker read that
+has none while a ``DIR_META_NAME`` object is beside it. Why an object *inside* the
+directory: it moves, copies and is deleted with the directory by any tool (s3fs,
+rclone, ``aws s3 sync``), so it never goes stale, and it does not depend on where a
+mount's root is; the cost is one dotfile per such directory for other tools.
 """
 
 from __future__ import annotations
@@ -31,11 +50,21 @@ from collections.abc import Mapping
 
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError, Unsupported
-from datamover.stores.base import ChunkWriter, MiB, ObjectInfo, Store
+from datamover.posixmeta import MODE
+from datamover.stores.base import (
+    DIR_META_NAME,
+    HARDLINK_KEY,
+    ChunkWriter,
+    MiB,
+    ObjectInfo,
+    Store,
+)
 
 #: Objects up to this size are re-``put`` (or copied through memory) when the store
 #: has no server-side copy.
 SMALL_OBJECT = 8 * MiB
+#: The longest key S3, Azure Blob and GCS accept (bytes).
+KEY_MAX = 1024
 
 
 def for_store(store: Store) -> FsOps:
@@ -53,23 +82,89 @@ class FsOps:
         self.listing_has_metadata = store.features.listing_metadata
         #: Whether ``open_stream`` can start a multipart write of unknown final size.
         self.can_stream = store.features.streaming_writes
+        #: Whether ``dir/`` markers keep user metadata: True; False (directory metadata
+        #: then lives in ``DIR_META_NAME`` objects); None until learnt (see the module
+        #: docstring). Set once from a worker thread; a race only repeats the lesson.
+        self.markers_keep_metadata = store.features.marker_metadata
 
     # -- directories ------------------------------------------------------------------
 
+    @staticmethod
+    def dir_meta_key(key: str) -> str:
+        """The ``DIR_META_NAME`` object of the directory ``key`` ("" or ending in "/")."""
+        return key + DIR_META_NAME
+
     def make_dir(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
-        """Write the zero-byte marker ``key`` (ending in ``/``); replaces one there."""
-        return self.store.put(key, b"", metadata=metadata)
+        """Make the directory ``key`` (ending in ``/``; ``""``: the store's root)
+        explicit with ``metadata``, replacing what was there: the marker, or the
+        ``DIR_META_NAME`` object where markers drop metadata (and at the root).
+        Returns an ``is_dir`` info with the metadata kept: ``{}`` when this
+        directory's can't be (markers drop it and the ``DIR_META_NAME`` key would be
+        longer than ``KEY_MAX``; the directory is made all the same)."""
+        if not key or self.markers_keep_metadata is False:
+            return self._put_dir_meta(key, metadata)
+        info = self.store.put(key, b"", metadata=metadata)
+        if self.markers_keep_metadata is None and MODE in metadata:
+            marker = self._stat_marker(key)
+            self.markers_keep_metadata = marker is not None and MODE in marker.metadata
+            if not self.markers_keep_metadata:
+                return self._put_dir_meta(key, metadata)
+        return ObjectInfo(key=key, size=0, etag=info.etag, metadata=dict(metadata), is_dir=True)
+
+    def _put_dir_meta(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        meta_key = self.dir_meta_key(key)
+        if len(meta_key.encode()) > KEY_MAX:
+            info = self.store.put(key, b"", metadata=metadata)
+            return ObjectInfo(key=key, size=0, etag=info.etag, metadata={}, is_dir=True)
+        info = self.store.put(meta_key, b"", metadata=metadata)
+        return ObjectInfo(key=key, size=0, etag=info.etag, metadata=dict(metadata), is_dir=True)
 
     def stat_dir(self, key: str) -> ObjectInfo | None:
-        """The marker's info, or None when the directory has no marker (implicit)."""
+        """The directory's explicit info (``is_dir``, with the metadata it keeps), or
+        None when it is implicit: no marker, no ``DIR_META_NAME`` object."""
+        if not key or self.markers_keep_metadata is False:
+            meta = self._stat_dir_meta(key)
+            if meta is not None or not key:
+                return meta
+        marker = self._stat_marker(key)
+        if marker is None:
+            return None
+        if MODE in marker.metadata:
+            self.markers_keep_metadata = True  # only a store that keeps it shows it
+        elif self.markers_keep_metadata is None:
+            meta = self._stat_dir_meta(key)
+            if meta is not None:
+                self.markers_keep_metadata = False  # written here because markers drop it
+                return meta
+        return ObjectInfo(
+            key=key,
+            size=0,
+            mtime=marker.mtime,
+            etag=marker.etag,
+            metadata=dict(marker.metadata),
+            is_dir=True,
+        )
+
+    def _stat_marker(self, key: str) -> ObjectInfo | None:
+        """The ``dir/`` marker object itself, or None."""
         try:
             return self.store.stat(key)
         except NotFound:
             return None
 
+    def _stat_dir_meta(self, key: str) -> ObjectInfo | None:
+        try:
+            info = self.store.stat(self.dir_meta_key(key))
+        except NotFound:
+            return None
+        return ObjectInfo(
+            key=key, size=0, mtime=info.mtime, etag=info.etag, metadata=info.metadata, is_dir=True
+        )
+
     def remove_dir(self, key: str) -> None:
-        """Remove the marker; succeeds when there is none. The caller checked that
-        nothing is under the prefix."""
+        """Remove the marker and the ``DIR_META_NAME`` object; succeeds when there is
+        neither. The caller checked that nothing else is under the prefix."""
+        self.store.delete(self.dir_meta_key(key))
         self.store.delete(key)
 
     def rename_dir(self, old_prefix: str, new_prefix: str) -> bool:
@@ -78,8 +173,33 @@ class FsOps:
         return False
 
     def has_child(self, prefix: str) -> bool:
-        """Whether any key other than the marker ``prefix`` is under ``prefix``."""
-        return any(info.key != prefix for info in self.store.list(prefix, recursive=False))
+        """Whether any key other than the marker ``prefix`` and its ``DIR_META_NAME``
+        object is under ``prefix``."""
+        own = (prefix, self.dir_meta_key(prefix))
+        return any(info.key not in own for info in self.store.list(prefix, recursive=False))
+
+    def update_dir_metadata(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        """Replace the directory's metadata (``make_dir`` again). Raises
+        ``Unsupported`` when this directory's can't be kept (see ``make_dir``)."""
+        info = self.make_dir(key, metadata)
+        if metadata and not info.metadata:
+            raise Unsupported(f"{key}: its metadata object's key would be too long", key=key)
+        return info
+
+    # -- special files and hard links ------------------------------------------------
+
+    def make_special(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        """A FIFO, socket or device node at ``key``: a zero-byte object whose ``mode``
+        metadata carries the type (and ``rdev`` the device number), as s3fs stores
+        them. Replaces what was there."""
+        return self.store.put(key, b"", metadata=metadata)
+
+    def make_link(self, key: str, target: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        """A hard link at ``key`` to the object ``target``: a zero-byte object whose
+        ``datamover-hardlink`` metadata names the target's key, as the engine stores
+        the hard links of a tree (so a copy back to POSIX makes a real link). Raises
+        ``Unsupported`` where a link can't be stored this way."""
+        return self.store.put(key, b"", metadata={**metadata, HARDLINK_KEY: target})
 
     # -- metadata -----------------------------------------------------------------
 
@@ -94,23 +214,25 @@ class FsOps:
         data, _ = self.store.read_object(info.key, info)
         return self.store.put(info.key, data, metadata=metadata)
 
-    def update_dir_metadata(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
-        return self.make_dir(key, metadata)
-
     # -- copy -----------------------------------------------------------------------
 
-    def copy(self, info: ObjectInfo, dst: str) -> None:
-        """Copy ``info.key`` to ``dst`` with its metadata: server-side when the store
-        can, else through memory part by part (the whole object is never held)."""
+    def copy(self, info: ObjectInfo, dst: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Copy ``info.key`` to ``dst`` with its metadata (or ``metadata`` instead):
+        server-side when the store can, else through memory part by part (the whole
+        object is never held)."""
         try:
-            self.store.copy_object(info.key, dst)
+            self.store.copy_object(info.key, dst, metadata=metadata)
             return
         except Unsupported:
             pass
-        meta = info.metadata or self.store.stat(info.key).metadata
+        meta = metadata
+        if meta is None:
+            meta = info.metadata or self.store.stat(info.key).metadata
         if info.size <= SMALL_OBJECT:
             data, got = self.store.read_object(info.key, info)
-            self.store.put(dst, data, metadata=got.metadata or meta)
+            self.store.put(
+                dst, data, metadata=metadata if metadata is not None else got.metadata or meta
+            )
             return
         part = self.store.limits.choose_part_size(info.size)
         writer = self.store.open_writer(dst, size=info.size, part_size=part, metadata=meta)

@@ -10,8 +10,9 @@ write, flush, release); the other calls go to the part that owns their state. Ea
 module imports only the ones below it::
 
     core        FsCore: lifecycle, handles, lookup/getattr, the file calls
-    namespace   mkdir, rmdir, unlink, rename, symlink, readlink, link
+    namespace   mkdir, mknod, rmdir, unlink, rename, symlink, readlink, link
     metadata    setattr (truncate, chmod, chown, utime), the xattrs
+    permissions who may change an owner or a mode; set-group-ID directories
     readdir     directories read for the kernel: batches, read-ahead, their HEADs
     localfiles  an inode's write state (``LocalFile``) and its commit
     lookup      finding a name; HEADs shared, statahead
@@ -20,8 +21,10 @@ module imports only the ones below it::
 
 **Directories** exist implicitly when a key has their prefix, or explicitly as a
 zero-byte ``dir/`` marker object (which ``mkdir`` writes and which carries the
-directory's mode/owner/mtime). A directory and a file of the same name: the
-directory wins and the file is hidden (as mountpoint-s3 does).
+directory's mode/owner/times; where the store drops the metadata of markers, and at
+a bucket's root, a ``DIR_META_NAME`` object inside the directory carries them). A
+directory and a file of the same name: the directory wins and the file is hidden
+(as mountpoint-s3 does), in lookups and listings alike.
 
 **Caches** (``inodes``, ``listing``; all bounded, all with TTLs, clock injected): the
 inode attributes (``attr_ttl``), complete directory listings used to answer lookups
@@ -57,7 +60,7 @@ from datamover_fuse.inodes import (
     InodeTable,
     Kind,
     SetAttrs,
-    child_key,
+    new_key,
 )
 from datamover_fuse.listing import DirCache
 from datamover_fuse.localfiles import LocalFiles
@@ -65,6 +68,7 @@ from datamover_fuse.lookup import Resolver
 from datamover_fuse.metadata import Metadata
 from datamover_fuse.namespace import Namespace
 from datamover_fuse.options import MountOptions
+from datamover_fuse.permissions import Caller, new_owner
 from datamover_fuse.prefetch import Prefetcher
 from datamover_fuse.readdir import DirHandle, DirReader
 from datamover_fuse.runtime import Runtime
@@ -117,8 +121,6 @@ class FsCore:
         )
         self._handles: dict[int, FileHandle | DirHandle] = {}
         self._fh_numbers = itertools.count(1)
-        #: Attributes from a LIST are final for the kernel (``--attrs-from-list``).
-        self._trust_list = options.attrs_from_list
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class FsCore:
             async with trio.open_nursery() as nursery:
                 self.rt.nursery = nursery
                 try:
+                    await self.metadata.load_root()
                     yield self
                 finally:
                     with trio.CancelScope(shield=True):
@@ -201,13 +204,17 @@ class FsCore:
             and node.kind is not Kind.DIR
             and node.remote
             and not node.detached
-            and not ((node.exact or self._trust_list) and node.expires > self.rt.clock())
+            and (self.table.provisional(node) or node.expires <= self.rt.clock())
         ):
             await self.resolver.refresh_file(node)
         return self.table.attr(node)
 
-    async def setattr(self, ino: int, changes: SetAttrs, fh: int | None = None) -> Attr:
-        return await self.metadata.setattr(ino, changes)
+    async def setattr(
+        self, ino: int, changes: SetAttrs, fh: int | None = None, caller: Caller | None = None
+    ) -> Attr:
+        """``caller`` (None: the core's own tests, root) is checked by
+        ``datamover_fuse.permissions``."""
+        return await self.metadata.setattr(ino, changes, caller)
 
     # -- files: open, read, write, close --------------------------------------------------
 
@@ -227,9 +234,12 @@ class FsCore:
         handle = FileHandle(node, writable=writing)
         if writing:
             lf = self.local.get(node, truncate=bool(flags & os.O_TRUNC))
-            if flags & os.O_TRUNC and (lf.size or not lf.base_loaded):
-                async with lf.lock:
-                    await self.writes.truncate(lf, 0)
+            if flags & os.O_TRUNC:
+                if lf.size or not lf.base_loaded:
+                    async with lf.lock:
+                        await self.writes.truncate(lf, 0)
+                lf.dirty = True
+                node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
             lf.handles += 1
         version = (node.etag, node.size, node.mtime_ns)
         keep = node.local is None and node.seen == version
@@ -242,14 +252,18 @@ class FsCore:
     ) -> tuple[int, Attr]:
         check_writable(self.options)
         parent = self.table.directory(parent_ino)
-        key = child_key(parent, name)
+        key = new_key(parent, name)
         old = self.table.at(key)
         if old is not None:
-            if old.local is not None:
-                old.local.unlinked = True
-            self.table.detach(old)
+            if old.key != key:  # a hard link's name (the kernel found it absent)
+                self.table.unalias(old, key)
+            else:
+                if old.local is not None:
+                    old.local.unlinked = True
+                self.table.detach(old)
         node = self.table.add(Kind.FILE, key, parent.ino, name)
         now = self.rt.wall_ns()
+        gid, mode = new_owner(parent, mode, gid, is_dir=False)
         node.mode = statmod.S_IFREG | statmod.S_IMODE(mode)
         node.uid, node.gid = uid, gid
         node.mtime_ns = node.ctime_ns = now
@@ -262,6 +276,7 @@ class FsCore:
         node.lookups += 1
         self.dirs.negative.pop(key)
         self.dirs.add_local(parent, name)
+        self.table.touch_dir(parent, now)
         fh = self._new_fh(FileHandle(node, writable=True))
         return fh, self.table.attr(node)
 
@@ -291,14 +306,18 @@ class FsCore:
         assert lf is not None
         async with lf.lock:
             if lf.failed:
-                raise FsError(errno.EIO, lf.failed)
+                raise FsError(lf.failed_errno, lf.failed)
             try:
                 if not lf.base_loaded:
+                    if node.remote and not node.detached:
+                        await self.resolver.refresh_file(node)  # its size now, not cached
                     await self.writes.load_base(lf, node.size)
                 await self.writes.write(lf, offset, data)
             except Exception as e:
                 # The file can't hold what the program wrote: never upload it.
                 lf.failed = f"write to {lf.key} failed: {e}"
+                if isinstance(e, FsError) and e.errno == errno.ENOSPC:
+                    lf.failed_errno = errno.ENOSPC
                 raise
         node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
         return len(data)
@@ -338,6 +357,22 @@ class FsCore:
     async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Attr:
         return await self.namespace.mkdir(parent_ino, name, mode, uid, gid)
 
+    async def mknod(
+        self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int
+    ) -> Attr:
+        """A regular file (created empty and stored at once), FIFO, socket or device."""
+        if not statmod.S_ISREG(mode) and statmod.S_IFMT(mode) != 0:
+            return await self.namespace.mknod(parent_ino, name, mode, rdev, uid, gid)
+        parent = self.table.directory(parent_ino)
+        if await self.resolver.resolve(parent, name) is not None:
+            raise FsError(errno.EEXIST)
+        fh, attr = await self.create(parent_ino, name, mode, os.O_WRONLY, uid, gid)
+        try:
+            await self.flush(fh)
+        finally:
+            await self.release(fh)
+        return attr
+
     async def symlink(self, parent_ino: int, name: str, target: bytes, uid: int, gid: int) -> Attr:
         return await self.namespace.symlink(parent_ino, name, target, uid, gid)
 
@@ -372,8 +407,9 @@ class FsCore:
         await self.dir_reader.readdir(handle, start, reply)
 
     async def releasedir(self, fh: int) -> None:
-        handle = self._handles.pop(fh, None)
-        if isinstance(handle, DirHandle):
+        handle = self._handles.get(fh)
+        if isinstance(handle, DirHandle):  # a file's handle is release()'s business
+            del self._handles[fh]
             handle.closed = True  # stops its read-ahead
 
     # -- xattrs (``metadata``) --------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Errors of the mount: one errno each, and how store errors become errnos.
 
 The core raises ``FsError(errno)``; the pyfuse3 adapter turns it into ``FUSEError``.
-Store errors (``datamover.errors``) are mapped by ``errno_for``; anything unexpected
-is ``EIO`` (and logged with its traceback by the adapter).
+Store errors (``datamover.errors``) are mapped by ``errno_for``: each kind that has a
+proper errno gets it (an error raised from an ``OSError``, as the POSIX store's are,
+gets that one), so a program can act on it; ``EIO`` is left for a store request
+that failed after its retries, and anything unexpected (logged with its traceback
+by the adapter).
 """
 
 from __future__ import annotations
@@ -12,11 +15,10 @@ import os
 
 from datamover.errors import (
     AuthError,
-    BucketNotFound,
-    DatamoverError,
     NotFound,
     PermissionDenied,
-    PreconditionFailed,
+    SourceChanged,
+    UnsafePath,
     Unsupported,
 )
 from datamover_fuse.options import MountOptions
@@ -46,8 +48,13 @@ def errno_for(e: BaseException) -> int:
         return errno.EACCES
     if isinstance(e, Unsupported):
         return errno.ENOTSUP
-    if isinstance(e, BucketNotFound | PreconditionFailed | DatamoverError):
-        return errno.EIO
-    if isinstance(e, OSError) and e.errno:
-        return e.errno
+    if isinstance(e, UnsafePath):
+        return errno.EINVAL
+    if isinstance(e, SourceChanged):
+        return errno.ESTALE  # the object changed under an operation that read it
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return cause.errno
+        cause = cause.__cause__
     return errno.EIO

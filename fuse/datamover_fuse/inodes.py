@@ -1,16 +1,26 @@
 """Inodes: what the kernel knows, and what it is told about each (``InodeTable``).
 
-**Inodes.** One ``Inode`` per key the kernel knows: a file or symlink is an object
-key, a directory a prefix ending in ``/`` (``""`` or the mount's prefix for the root).
-Inode numbers are never reused. The kernel's lookup count keeps an inode in the table;
-``forget`` drops it once no handle or pending write needs it, so the table is bounded
-by the kernel's own inode cache.
+**Inodes.** One ``Inode`` per key the kernel knows: a file, symlink or special file
+(FIFO, socket, device) is an object key, a directory a prefix ending in ``/`` (``""``
+or the mount's prefix for the root). A file with hard links has one inode and several
+keys: its object's (``key``) and its link markers' (``links``), all in the table.
+Inode numbers are never reused. The kernel's lookup count keeps an inode in the
+table; ``forget`` drops it once no handle or pending write needs it, so the table is
+bounded by the kernel's own inode cache.
 
 **Attributes.** An inode's mode, owner and mtime are the stored ones where the
 object (or the directory's marker) carries them, else the mount's defaults (``uid``,
 ``gid``, ``umask``). An inode whose attributes are not complete yet (listed, not
 HEADed) is *provisional*: the kernel gets it with a zero TTL, so it asks again
-(see ``datamover_fuse.readdir``), unless ``attrs_from_list`` trusts the LIST.
+(see ``datamover_fuse.readdir``), unless ``attrs_from_list`` trusts the LIST (never
+for zero-byte objects: those may be special files or hard links).
+
+**Times.** mtime, ctime and atime are stored (``ctime`` always, ``atime`` once set
+explicitly; s3fs's keys). A directory's mtime and ctime also change when entries are
+added or removed through this mount; that is not stored (a write per created file),
+so ``dir_times`` remembers it for the mount's lifetime, at most ``DIR_TIMES`` of them.
+A directory's link count is 2 plus its subdirectories where the mount knows them (it
+made the directory, or listed it completely), else 2.
 """
 
 from __future__ import annotations
@@ -21,10 +31,19 @@ import itertools
 import math
 import stat as statmod
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
-from datamover.posixmeta import MODE, PosixAttrs
-from datamover.stores.base import MiB, ObjectInfo
-from datamover_fuse.cache import Clock
+from datamover.posixmeta import (
+    ATIME,
+    CTIME,
+    MODE,
+    RDEV,
+    PosixAttrs,
+    format_mtime_ns,
+    parse_mtime_ns,
+)
+from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY, MiB, ObjectInfo
+from datamover_fuse.cache import Clock, TTLCache
 from datamover_fuse.fserrors import FsError
 from datamover_fuse.options import MountOptions
 from datamover_fuse.writes import LocalFile
@@ -32,14 +51,23 @@ from datamover_fuse.writes import LocalFile
 ROOT_INO = 1
 NAME_MAX = 255
 KEY_MAX = 1024
+#: The longest symlink target (PATH_MAX less its NUL).
+TARGET_MAX = 4095
 BLKSIZE = 1 * MiB
+#: Directories whose times this mount changed (entries added or removed) remembered.
+DIR_TIMES = 100_000
 _NO_ATTRS = PosixAttrs()
+#: User metadata of a file with hard links: the keys of its link markers.
+LINKS_KEY = "datamover-links"
+_SPECIAL = frozenset({statmod.S_IFIFO, statmod.S_IFSOCK, statmod.S_IFCHR, statmod.S_IFBLK})
 
 
 class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
     LINK = "link"
+    #: A FIFO, socket or device node: a zero-byte object with its type in ``mode``.
+    SPECIAL = "special"
 
 
 @dataclass(slots=True)
@@ -58,6 +86,8 @@ class Attr:
     blocks: int
     attr_ttl: float
     entry_ttl: float
+    atime_ns: int = 0
+    rdev: int = 0
 
 
 @dataclass(slots=True)
@@ -70,6 +100,8 @@ class SetAttrs:
     size: int | None = None
     mtime_ns: int | None = None
     atime_ns: int | None = None
+    #: Set mtime/atime to "now" (``UTIME_NOW``): the owner or a writer may.
+    times_now: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -85,6 +117,9 @@ class Inode:
     gid: int = 0
     mtime_ns: int = 0
     ctime_ns: int = 0
+    #: Stored atime; None: not stored (reads as the mtime).
+    atime_ns: int | None = None
+    rdev: int = 0
     etag: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     #: Attributes are complete (from HEAD, our own write, or a listing with metadata).
@@ -101,6 +136,10 @@ class Inode:
     detached: bool = False
     #: Position in the parent's last listing, for statahead.
     index: int = -1
+    #: Keys of this file's hard-link markers (its other names).
+    links: set[str] = field(default_factory=set)
+    #: A directory's subdirectories, where known (its link count is 2 more).
+    subdirs: int | None = None
 
 
 def kind_of(info: ObjectInfo) -> Kind:
@@ -115,7 +154,24 @@ def kind_of(info: ObjectInfo) -> Kind:
             mode = None
     if mode is not None and statmod.S_ISLNK(mode):
         return Kind.LINK
+    if mode is not None and statmod.S_IFMT(mode) in _SPECIAL:
+        return Kind.SPECIAL
     return Kind.FILE
+
+
+def link_target(info: ObjectInfo) -> str | None:
+    """The key a hard-link marker names, or None: not a marker."""
+    return info.metadata.get(HARDLINK_KEY) if info.metadata else None
+
+
+def parse_links(meta: dict[str, str]) -> set[str]:
+    """The link-marker keys a file's ``LINKS_KEY`` metadata lists."""
+    raw = meta.get(LINKS_KEY, "")
+    return {unquote(k) for k in raw.split(" ") if k}
+
+
+def format_links(keys: set[str]) -> str:
+    return " ".join(quote(k, safe="/") for k in sorted(keys))
 
 
 def default_mode(kind: Kind, umask: int) -> int:
@@ -127,11 +183,24 @@ def default_mode(kind: Kind, umask: int) -> int:
     return statmod.S_IFREG | (0o666 & ~umask)
 
 
+def is_reserved(name: str) -> bool:
+    """The mount's own bookkeeping name (a directory's metadata object)."""
+    return name == DIR_META_NAME
+
+
 def check_name(name: str) -> None:
     if not name or name in (".", "..") or "/" in name:
         raise FsError(errno.EINVAL, f"bad name {name!r}")
     if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         raise FsError(errno.ENAMETOOLONG)
+
+
+def new_key(parent: Inode, name: str) -> str:
+    """``child_key`` for a name about to be created: the reserved name is refused."""
+    key = child_key(parent, name)
+    if is_reserved(name):
+        raise FsError(errno.EPERM, f"{name} is the mount's own (directory metadata)")
+    return key
 
 
 def child_key(parent: Inode, name: str) -> str:
@@ -148,7 +217,21 @@ def child_key(parent: Inode, name: str) -> str:
 
 
 def posix_meta(node: Inode) -> dict[str, str]:
-    return PosixAttrs(node.mode, node.uid, node.gid, node.mtime_ns).to_metadata()
+    """The node's stored POSIX attributes (s3fs's keys), with its link list."""
+    meta = PosixAttrs(node.mode, node.uid, node.gid, node.mtime_ns).to_metadata()
+    meta[CTIME] = format_mtime_ns(node.ctime_ns)
+    if node.atime_ns is not None:
+        meta[ATIME] = format_mtime_ns(node.atime_ns)
+    if node.kind is Kind.SPECIAL and node.rdev:
+        meta[RDEV] = str(node.rdev)
+    if node.links:
+        meta[LINKS_KEY] = format_links(node.links)
+    return meta
+
+
+def _time(meta: dict[str, str], key: str) -> int | None:
+    raw = meta.get(key)
+    return parse_mtime_ns(raw) if raw else None
 
 
 class InodeTable:
@@ -167,12 +250,19 @@ class InodeTable:
         self._uid, self._gid = options.owner_uid, options.owner_gid
         #: Attributes from a LIST are final for the kernel (``--attrs-from-list``).
         self._trust_list = options.attrs_from_list
+        #: Directory key -> (mtime, ctime) this mount gave it by adding or removing
+        #: entries (not stored; see the module docstring). No TTL: the mount's own.
+        self.dir_times: TTLCache[str, tuple[int, int]] = TTLCache(DIR_TIMES, math.inf, clock)
+        #: Directory key -> metadata the store could not keep, kept for the mount's
+        #: lifetime (``Metadata.store``); it wins over what the store says.
+        self.kept_meta: TTLCache[str, dict[str, str]] = TTLCache(DIR_TIMES, math.inf, clock)
         root = Inode(ROOT_INO, Kind.DIR, root_key, ROOT_INO, "")
         root.mode = self._modes[Kind.DIR]
         root.uid, root.gid = options.owner_uid, options.owner_gid
         root.mtime_ns = root.ctime_ns = mount_ns
         root.exact = True
         root.expires = math.inf
+        self.root = root
         self.insert(root)
 
     # -- the table ----------------------------------------------------------------------
@@ -184,10 +274,14 @@ class InodeTable:
 
     def insert(self, node: Inode) -> None:
         old = self.by_key.get(node.key)
-        if old is not None and old is not node:
-            old.detached = True
         self.by_ino[node.ino] = node
         self.by_key[node.key] = node
+        if old is not None and old is not node:
+            if node.key in old.links:
+                old.links.discard(node.key)  # the name was a link of ``old``; now ours
+            else:
+                old.detached = True
+                self.maybe_drop(old)
 
     def at(self, key: str) -> Inode | None:
         return self.by_key.get(key)
@@ -209,9 +303,33 @@ class InodeTable:
     def parent_of(self, node: Inode) -> Inode | None:
         return self.by_ino.get(node.parent)
 
+    def dir_holding(self, key: str) -> Inode | None:
+        """The directory inode that holds ``key``, when the table has it."""
+        head, sep, _ = key.rstrip("/").rpartition("/")
+        dkey = head + sep
+        if dkey == self.root.key or not dkey.startswith(self.root.key):
+            return self.root if dkey == self.root.key else None
+        found = self.by_key.get(dkey)
+        return found if found is not None and found.kind is Kind.DIR else None
+
+    def alias(self, node: Inode, key: str) -> None:
+        """``key`` (a hard-link marker) is another name of ``node``."""
+        old = self.by_key.get(key)
+        node.links.add(key)
+        self.by_key[key] = node
+        if old is not None and old is not node:
+            old.detached = True  # e.g. the marker, listed as a file before it was read
+            self.maybe_drop(old)
+
+    def unalias(self, node: Inode, key: str) -> None:
+        node.links.discard(key)
+        if self.by_key.get(key) is node:
+            del self.by_key[key]
+
     def detach(self, node: Inode) -> None:
-        if self.by_key.get(node.key) is node:
-            del self.by_key[node.key]
+        for key in (node.key, *node.links):
+            if self.by_key.get(key) is node:
+                del self.by_key[key]
         node.detached = True
         self.maybe_drop(node)
 
@@ -219,21 +337,35 @@ class InodeTable:
         if self.by_key.get(node.key) is node:
             del self.by_key[node.key]
         node.key, node.parent, node.name = key, parent, name
+        node.links.discard(key)
         self.insert(node)
 
     def maybe_drop(self, node: Inode) -> None:
         if node.ino == ROOT_INO or node.lookups > 0 or node.opens > 0 or node.local is not None:
             return
         self.by_ino.pop(node.ino, None)
-        if self.by_key.get(node.key) is node:
-            del self.by_key[node.key]
+        for key in (node.key, *node.links):
+            if self.by_key.get(key) is node:
+                del self.by_key[key]
 
     # -- attributes ---------------------------------------------------------------------
 
+    def provisional(self, node: Inode) -> bool:
+        """Attributes not complete yet: the kernel must ask again (zero TTL). A trusted
+        LIST is complete except for zero-byte objects (special files, hard links)."""
+        if node.exact or node.local is not None or not node.remote:
+            return False
+        return not (self._trust_list and (node.size > 0 or node.kind is Kind.DIR))
+
     def attr(self, node: Inode) -> Attr:
         size = node.local.size if node.local is not None else node.size
-        provisional = not node.exact and not self._trust_list and node.local is None and node.remote
-        ttl = 0.0 if provisional else self.options.attr_ttl
+        ttl = 0.0 if self.provisional(node) else self.options.attr_ttl
+        if node.kind is Kind.DIR:
+            nlink = 2 + (node.subdirs or 0)
+        elif node.detached and not node.links:
+            nlink = 0  # unlinked while open
+        else:
+            nlink = 1 + len(node.links)
         return Attr(
             ino=node.ino,
             mode=node.mode,
@@ -242,20 +374,36 @@ class InodeTable:
             gid=node.gid,
             mtime_ns=node.mtime_ns,
             ctime_ns=node.ctime_ns,
-            nlink=2 if node.kind is Kind.DIR else 1,
+            nlink=nlink,
             blksize=BLKSIZE,
             blocks=(size + 511) // 512,
             attr_ttl=ttl,
             entry_ttl=ttl,
+            atime_ns=node.mtime_ns if node.atime_ns is None else node.atime_ns,
+            rdev=node.rdev,
         )
+
+    def touch_dir(self, node: Inode, now: int) -> None:
+        """An entry was added to or removed from the directory ``node`` (see
+        ``dir_times``)."""
+        node.mtime_ns = node.ctime_ns = now
+        self.dir_times.put(node.key, (now, now))
 
     def apply_info(self, node: Inode, info: ObjectInfo, *, exact: bool) -> None:
         # Runs once per listed entry: kept lean (no PosixAttrs parse without metadata).
         meta = dict(info.metadata) if info.metadata else {}
+        if node.kind is Kind.DIR and len(self.kept_meta):
+            meta.update(self.kept_meta.get(node.key) or {})
         attrs = PosixAttrs.from_metadata(meta) if meta else _NO_ATTRS
         mode = attrs.mode if attrs.mode is not None else info.mode
-        default = self._file_mode if node.kind is Kind.FILE else self._modes[node.kind]
-        node.mode = statmod.S_IFMT(default) | statmod.S_IMODE(mode) if mode is not None else default
+        kind = node.kind
+        if mode is None:
+            node.mode = self._file_mode if kind is Kind.FILE else self._modes[kind]
+        elif kind is Kind.SPECIAL:
+            node.mode = mode
+        else:
+            default = self._file_mode if kind is Kind.FILE else self._modes[kind]
+            node.mode = statmod.S_IFMT(default) | statmod.S_IMODE(mode)
         node.uid = attrs.uid if attrs.uid is not None else self._uid
         node.gid = attrs.gid if attrs.gid is not None else self._gid
         if attrs.mtime_ns is not None:
@@ -264,22 +412,52 @@ class InodeTable:
             node.mtime_ns = int(info.mtime * 1e9)
         else:
             node.mtime_ns = self.mount_ns
-        node.ctime_ns = node.mtime_ns
-        if node.kind is not Kind.DIR:
+        if meta:
+            ctime = _time(meta, CTIME)
+            node.ctime_ns = node.mtime_ns if ctime is None else ctime
+            node.atime_ns = _time(meta, ATIME)
+        else:
+            node.ctime_ns, node.atime_ns = node.mtime_ns, None
+        if kind is Kind.DIR:
+            ours = self.dir_times.get(node.key)
+            if ours is not None:
+                node.mtime_ns, node.ctime_ns = ours
+        else:
             if node.etag is not None and node.etag != (info.etag or info.version):
                 node.target = None
             node.size = info.size
             node.etag = info.etag or info.version
+            if kind is Kind.SPECIAL:
+                try:
+                    node.rdev = int(meta.get(RDEV, "0"))
+                except ValueError:
+                    node.rdev = 0
+            if exact or LINKS_KEY in meta:
+                self._set_links(node, parse_links(meta))
         node.metadata = meta
         node.exact = exact
         node.remote = True
         node.expires = self._clock() + self.options.attr_ttl
 
+    def _set_links(self, node: Inode, keys: set[str]) -> None:
+        for key in node.links - keys:
+            self.unalias(node, key)
+        for key in keys - node.links:
+            self.alias(node, key)
+
     def file_node(self, parent: Inode, name: str, info: ObjectInfo, *, exact: bool) -> Inode:
-        """The inode for a file/symlink entry, created or refreshed from ``info``."""
+        """The inode for a file/symlink/special entry, created or refreshed from
+        ``info`` (never a hard-link marker: see ``Resolver.entry``)."""
         key = parent.key + name
+        return self.object_node(key, parent.ino, name, info, exact=exact)
+
+    def object_node(
+        self, key: str, parent: int, name: str, info: ObjectInfo, *, exact: bool
+    ) -> Inode:
         etag = info.etag or info.version
         node = self.at(key)
+        if node is not None and node.key != key:
+            return node  # a hard link's name: the marker says nothing of the file
         if node is not None and (
             node.local is not None or (not exact and node.exact and node.etag == etag)
         ):
@@ -291,7 +469,7 @@ class InodeTable:
             self.detach(node)
             node = None
         if node is None:
-            node = self.add(kind, key, parent.ino, name)
+            node = self.add(kind, key, parent, name)
         self.apply_info(node, info, exact=exact)
         return node
 

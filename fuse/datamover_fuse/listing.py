@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-from datamover.stores.base import ObjectInfo
+from datamover.stores.base import DIR_META_NAME, ObjectInfo
 from datamover_fuse.cache import Clock, TTLCache
 from datamover_fuse.inodes import Inode
 from datamover_fuse.options import MountOptions
@@ -49,10 +49,11 @@ def take(source: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
 
 def entry_name(prefix: str, info: ObjectInfo) -> str | None:
     """The name a listed key has in the directory ``prefix``, or None: not shown
-    (the marker itself, or a name no directory entry can have)."""
+    (the marker itself, the directory's metadata object, or a name no directory
+    entry can have)."""
     rel = info.key[len(prefix) :]
     name = rel[:-1] if info.is_dir else rel
-    if not name or "/" in name or name in (".", ".."):
+    if not name or "/" in name or name in (".", "..") or name == DIR_META_NAME:
         return None
     return name
 
@@ -100,10 +101,15 @@ class DirCache:
         return any(n.startswith(prefix) for n in self.local_only)
 
     def moved(self, old_prefix: str, new_prefix: str) -> None:
-        """A directory moved: its local names follow it, its listings are dropped."""
+        """A directory moved: its local names follow it; its listings, and any of the
+        place it moved to (a directory it replaced), are dropped, as are negative
+        entries there (names that now exist)."""
         for key in list(self.local_only):
             if key.startswith(old_prefix):
                 self.local_only[new_prefix + key[len(old_prefix) :]] = self.local_only.pop(key)
         for key in self.listings.keys():  # noqa: SIM118 - a TTLCache, not a dict
-            if key.startswith(old_prefix):
+            if key.startswith((old_prefix, new_prefix)):
                 self.listings.pop(key)
+        for key in self.negative.keys():  # noqa: SIM118 - a TTLCache, not a dict
+            if key.startswith(new_prefix):
+                self.negative.pop(key)

@@ -65,7 +65,7 @@ class LocalFiles:
             if lf.unlinked or not lf.dirty:
                 return
             if lf.failed:
-                raise FsError(errno.EIO, lf.failed)
+                raise FsError(lf.failed_errno, lf.failed)
             try:
                 info = await self.writes.commit(lf, posix_meta(node))
             except Exception as e:

@@ -11,6 +11,10 @@ request. An entry listed without its attributes (provisional, see
 ``datamover_fuse.readdir``) is HEADed when it is looked up, with "statahead"
 HEADing its next ``STATAHEAD`` siblings in listing order in parallel, as ``ls -l``
 will ask for them next.
+
+A name whose object is a hard-link marker (``datamover-hardlink`` metadata) is the
+inode of the object it names (``entry``): one more HEAD when that is not known yet.
+The directory-metadata object (``DIR_META_NAME``) is never a name.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ import trio
 from datamover.errors import NotFound
 from datamover.stores.base import ObjectInfo, Store
 from datamover_fuse.fserrors import FsError
-from datamover_fuse.inodes import Inode, InodeTable, Kind, child_key, kind_of
+from datamover_fuse.inodes import (
+    Inode,
+    InodeTable,
+    Kind,
+    child_key,
+    is_reserved,
+    kind_of,
+    link_target,
+)
 from datamover_fuse.listing import DirCache
 from datamover_fuse.runtime import Runtime
 
@@ -124,15 +136,47 @@ class Resolver:
         return results
 
     async def refresh_file(self, node: Inode) -> None:
-        """HEAD a file or symlink; ENOENT (and detach) when it is gone or changed type."""
+        """HEAD a file, symlink or special file; ENOENT (and detach) when it is gone,
+        changed type, or turned out to be a hard-link marker (its name is looked up
+        again, as the file it names)."""
         self.statahead(node)
         info = await self.stat(node.key)
-        if info is None or (
-            kind_of(info) is not node.kind and not self._listed_as_file(node, info)
+        if (
+            info is None
+            or (kind_of(info) is not node.kind and not self._listed_as_file(node, info))
+            or link_target(info) not in (None, node.key)
         ):
             self.table.detach(node)
             raise FsError(errno.ENOENT, f"{node.key} is gone")
         self.table.apply_info(node, info, exact=True)
+
+    async def entry(self, parent: Inode, name: str, info: ObjectInfo, *, exact: bool) -> Inode:
+        """The inode of ``name`` in ``parent``, listed or HEADed as ``info``. A
+        hard-link marker's is the file it names (HEADed unless known and fresh); a
+        marker whose file is gone shows as what it is, an empty file."""
+        target = link_target(info)
+        key = parent.key + name
+        if target is None or target == key:
+            return self.table.file_node(parent, name, info, exact=exact)
+        node = self.table.at(target)
+        if (
+            node is None
+            or node.key != target
+            or (node.local is None and (not node.exact or node.expires <= self.rt.clock()))
+        ):
+            found = await self.stat(target)
+            if found is None or link_target(found) is not None:
+                return self.table.file_node(parent, name, info, exact=exact)
+            holder = self.table.dir_holding(target)
+            node = self.table.object_node(
+                target,
+                holder.ino if holder is not None else 0,
+                target.rsplit("/", 1)[-1],
+                found,
+                exact=True,
+            )
+        self.table.alias(node, key)
+        return node
 
     def _listed_as_file(self, node: Inode, info: ObjectInfo) -> bool:
         """A trusted LIST showed a stored symlink as a file (it can't tell them apart)
@@ -183,16 +227,19 @@ class Resolver:
     async def resolve(self, parent: Inode, name: str) -> Inode | None:
         """The inode of ``name`` in ``parent``, or None: no such entry."""
         fkey = child_key(parent, name)
+        if is_reserved(name):
+            return None
         dkey = fkey + "/"
         now = self.rt.clock()
         trust = self._trust_list
-        d = self.table.at(dkey)
+        table = self.table
+        d = table.at(dkey)
         if d is not None and (not d.remote or ((d.exact or trust) and d.expires > now)):
             return d
-        f = self.table.at(fkey)
+        f = table.at(fkey)
         if f is not None and (f.local is not None or not f.remote):
             return f
-        if d is None and f is not None and (f.exact or trust) and f.expires > now:
+        if d is None and f is not None and not table.provisional(f) and f.expires > now:
             return f
         if self.dirs.negative.get(fkey):
             return None
@@ -206,10 +253,10 @@ class Resolver:
             found = await self.rt.call(self.rt.fsops.stat_dir, dkey)
             return self.table.dir_node(parent, name, found, exact=True)
         if info is not None:
-            f = self.table.file_node(
+            f = await self.entry(
                 parent, name, info, exact=self.rt.fsops.listing_has_metadata or info.metadata != {}
             )
-            if f.exact or trust:
+            if not table.provisional(f):
                 return f
         if d is None and f is not None and f.remote:
             # A listing (maybe still being read) says it is a file: one HEAD for the
@@ -217,10 +264,11 @@ class Resolver:
             self.statahead(f)
             fresh = await self.stat(fkey)
             if fresh is None:
-                self.table.detach(f)
+                if f.key == fkey:
+                    self.table.detach(f)
                 self.dirs.negative.put(fkey, True)
                 return None
-            return self.table.file_node(parent, name, fresh, exact=True)
+            return await self.entry(parent, name, fresh, exact=True)
         head: ObjectInfo | None = None
         marker: ObjectInfo | None = None
         has_child = False
@@ -244,6 +292,6 @@ class Resolver:
         if marker is not None or has_child:
             return self.table.dir_node(parent, name, marker, exact=True)
         if head is not None:
-            return self.table.file_node(parent, name, head, exact=True)
+            return await self.entry(parent, name, head, exact=True)
         self.dirs.negative.put(fkey, True)
         return None

@@ -1,11 +1,13 @@
 """Changing what is stored about an inode, and reading its extended attributes.
 
 ``setattr``: a size change truncates through the file's ``LocalFile`` and commits at
-once unless the file is open; mode, owner and mtime are rewritten as the object's (or
-the directory marker's) POSIX metadata, or go with the upload when the file is being
-written. atime is not stored (docs/SEMANTICS.md). Some stores drop the metadata of
-``dir/`` markers; that is learnt once, from the first marker written
-(``marker_metadata_kept``), and directories then refuse chmod/chown/utime with EPERM.
+once unless the file is open; mode, owner and times are rewritten as the object's
+POSIX metadata (``store``), or go with the upload when the file is being written. A
+directory's go where ``FsOps`` keeps directory metadata: its marker, or its
+``DIR_META_NAME`` object on stores that drop the metadata of markers (SeaweedFS) and
+at a bucket's root. Where a store keeps no metadata at all, a directory's is kept in
+this mount for its lifetime (``kept``) and the call succeeds; a file's fails (EPERM).
+Who may change what: ``datamover_fuse.permissions``.
 
 Extended attributes are the stored digests, read-only: ``user.datamover.<alg>``.
 """
@@ -14,15 +16,24 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import stat as statmod
 
 from datamover.errors import Unsupported
-from datamover.posixmeta import MODE
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover_fuse.fserrors import FsError, check_writable, errno_for
-from datamover_fuse.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, SetAttrs, posix_meta
+from datamover_fuse.inodes import (
+    LINKS_KEY,
+    Attr,
+    Inode,
+    InodeTable,
+    Kind,
+    SetAttrs,
+    posix_meta,
+)
 from datamover_fuse.localfiles import LocalFiles
 from datamover_fuse.lookup import Resolver
+from datamover_fuse.permissions import Caller, check_setattr
 from datamover_fuse.runtime import Runtime
 from datamover_fuse.writes import WriteManager
 
@@ -37,7 +48,7 @@ XATTR_NAMESPACE = "user."
 
 
 class Metadata:
-    """setattr and the xattrs; knows whether the store keeps markers' metadata."""
+    """setattr, storing an inode's metadata, and the xattrs."""
 
     def __init__(
         self,
@@ -52,18 +63,34 @@ class Metadata:
         self.table = table
         self.resolver = resolver
         self.local = local
-        self._markers_keep_metadata: bool | None = None
+        self._warned = False
+
+    async def load_root(self) -> None:
+        """The mount root's stored attributes (its marker, or its metadata object at a
+        bucket's root), read once at mount time."""
+        root = self.table.root
+        try:
+            info = await self.rt.call(self.rt.fsops.stat_dir, root.key)
+        except Exception as e:
+            log.warning("%s: the mount root's attributes not read: %s", root.key or "/", e)
+            return
+        if info is not None and info.metadata:
+            self.table.apply_info(root, info, exact=True)
+            root.expires = math.inf
 
     # -- attributes -----------------------------------------------------------------------
 
-    async def setattr(self, ino: int, changes: SetAttrs) -> Attr:
+    async def setattr(self, ino: int, changes: SetAttrs, caller: Caller | None = None) -> Attr:
         node = self.table.node(ino)
         meta_change = any(
-            v is not None for v in (changes.mode, changes.uid, changes.gid, changes.mtime_ns)
+            v is not None
+            for v in (changes.mode, changes.uid, changes.gid, changes.mtime_ns, changes.atime_ns)
         )
         if changes.size is None and not meta_change:
-            return self.table.attr(node)  # atime alone: not stored (see docs/SEMANTICS.md)
+            return self.table.attr(node)
         check_writable(self.rt.options)
+        if caller is not None:
+            check_setattr(node, changes, caller)
         if changes.size is not None:
             await self._truncate(node, changes.size)
         if meta_change:
@@ -73,9 +100,11 @@ class Metadata:
     async def _truncate(self, node: Inode, size: int) -> None:
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
-        if node.kind is Kind.LINK:
+        if node.kind is not Kind.FILE:
             raise FsError(errno.EINVAL)
         was_open = node.local is not None
+        if not was_open and node.remote and size > 0:
+            await self.resolver.refresh_file(node)  # build on the object as it is now
         lf = self.local.get(node, truncate=size == 0)
         try:
             async with lf.lock:
@@ -90,9 +119,9 @@ class Metadata:
                 await self.local.drop(node)
 
     async def _change_metadata(self, node: Inode, changes: SetAttrs) -> None:
-        old = (node.mode, node.uid, node.gid, node.mtime_ns)
         if node.kind is not Kind.DIR and node.remote and node.local is None and not node.exact:
             await self.resolver.refresh_file(node)
+        old = (node.mode, node.uid, node.gid, node.mtime_ns, node.ctime_ns, node.atime_ns)
         if changes.mode is not None:
             node.mode = statmod.S_IFMT(node.mode) | statmod.S_IMODE(changes.mode)
         if changes.uid is not None:
@@ -101,54 +130,61 @@ class Metadata:
             node.gid = changes.gid
         if changes.mtime_ns is not None:
             node.mtime_ns = changes.mtime_ns
+        if changes.atime_ns is not None:
+            node.atime_ns = changes.atime_ns
         node.ctime_ns = self.rt.wall_ns()
         if node.local is not None and (node.local.dirty or not node.remote):
             return  # goes with the upload at close; an upload error is returned there
+        try:
+            await self.store(node)
+        except FsError:
+            node.mode, node.uid, node.gid, node.mtime_ns, node.ctime_ns, node.atime_ns = old
+            raise
+
+    async def store(self, node: Inode) -> None:
+        """Write the inode's POSIX metadata (and link list) where the store keeps it.
+        Raises ``FsError`` (EPERM where the store can't keep a file's); the inode's
+        attributes are the caller's to roll back."""
         meta = {**node.metadata, **posix_meta(node)}
+        if not node.links:
+            meta.pop(LINKS_KEY, None)
         try:
             if node.kind is Kind.DIR:
-                if node.ino == ROOT_INO and not node.key:
-                    raise Unsupported("the bucket root has no marker to carry metadata")
-                if self._markers_keep_metadata is False:
-                    raise Unsupported("this store drops the metadata of directory markers")
                 info = await self.rt.call(self.rt.fsops.update_dir_metadata, node.key, meta)
                 node.marker = True
-                if not await self.marker_metadata_kept(node.key):
-                    raise Unsupported("this store drops the metadata of directory markers")
             else:
                 current = ObjectInfo(
                     key=node.key, size=node.size, etag=node.etag, metadata=node.metadata
                 )
                 info = await self.rt.call(self.rt.fsops.update_metadata, current, meta)
+        except Unsupported as e:
+            if node.kind is not Kind.DIR:
+                log.warning("%s: metadata not stored: %s", node.key or "/", e)
+                raise FsError(errno.EPERM, str(e)) from e
+            self._keep(node, meta, e)
+            info = ObjectInfo(key=node.key, size=0, metadata=meta, is_dir=True)
         except Exception as e:
-            node.mode, node.uid, node.gid, node.mtime_ns = old
-            code = errno.EPERM if isinstance(e, Unsupported) else errno_for(e)
             log.warning("%s: metadata not stored: %s", node.key or "/", e)
-            raise FsError(code, str(e)) from e
+            raise FsError(errno_for(e), str(e)) from e
         node.metadata = meta
-        if info.etag is not None and node.kind is not Kind.DIR:
+        if node.kind is Kind.DIR:
+            self.table.dir_times.pop(node.key)  # what was stored now says it
+        elif info.etag is not None:
             node.etag = info.etag
         node.exact = True
-        node.expires = self.rt.clock() + self.rt.options.attr_ttl
+        node.expires = max(node.expires, self.rt.clock() + self.rt.options.attr_ttl)
 
-    async def marker_metadata_kept(self, key: str) -> bool:
-        """Whether the store keeps user metadata on ``dir/`` markers, learnt once by
-        reading back the first marker written (SeaweedFS turns ``dir/`` keys into
-        directories of its filer and drops their metadata)."""
-        if self._markers_keep_metadata is None:
-            try:
-                marker = await self.rt.call(self.rt.fsops.stat_dir, key)
-            except Exception as e:
-                log.warning("%s: could not read back a directory marker: %s", key, e)
-                return True
-            self._markers_keep_metadata = marker is not None and MODE in marker.metadata
-            if not self._markers_keep_metadata:
-                log.warning(
-                    "this store drops the metadata of directory markers: directory modes, "
-                    "owners and mtimes can't be stored (chmod/chown/utime on directories "
-                    "fail with EPERM)"
-                )
-        return self._markers_keep_metadata
+    def _keep(self, node: Inode, meta: dict[str, str], why: Exception) -> None:
+        """A directory's metadata this store can't keep: kept here for the mount's
+        lifetime (the call succeeds, as docs/SEMANTICS.md promises)."""
+        if not self._warned:
+            log.warning(
+                "%s: directory metadata kept by this mount only (not stored): %s",
+                node.key or "/",
+                why,
+            )
+            self._warned = True
+        self.table.kept_meta.put(node.key, meta)
 
     # -- xattrs -----------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ import errno
 import functools
 import logging
 import os
-import stat
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,6 +22,7 @@ import pyfuse3
 from datamover_fuse.core import FsCore
 from datamover_fuse.fserrors import FsError, errno_for
 from datamover_fuse.inodes import Attr, SetAttrs
+from datamover_fuse.permissions import Caller
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,11 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     e.st_nlink = attr.nlink
     e.st_uid = attr.uid
     e.st_gid = attr.gid
-    e.st_rdev = 0
+    e.st_rdev = attr.rdev
     e.st_size = attr.size
     e.st_blksize = attr.blksize
     e.st_blocks = attr.blocks
-    e.st_atime_ns = attr.mtime_ns
+    e.st_atime_ns = attr.atime_ns
     e.st_mtime_ns = attr.mtime_ns
     e.st_ctime_ns = attr.ctime_ns
     return e
@@ -122,7 +122,8 @@ class Operations(pyfuse3.Operations):
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
         )
-        return entry(await self.core.setattr(inode, changes, fh))
+        caller = Caller.of(ctx.uid, ctx.gid, ctx.pid)
+        return entry(await self.core.setattr(inode, changes, fh, caller))
 
     @_translated
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -132,16 +133,9 @@ class Operations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        if not stat.S_ISREG(mode):
-            raise FsError(errno.EPERM, "only regular files can be created")
-        fh, attr = await self.core.create(
-            parent_inode, os.fsdecode(name), mode, os.O_WRONLY, ctx.uid, ctx.gid
+        return entry(
+            await self.core.mknod(parent_inode, os.fsdecode(name), mode, rdev, ctx.uid, ctx.gid)
         )
-        try:
-            await self.core.flush(fh)
-        finally:
-            await self.core.release(fh)
-        return entry(attr)
 
     @_translated
     async def mkdir(

@@ -12,7 +12,12 @@ HEAD failed stays *provisional* (zero TTL): a ``stat`` looks it up again, and th
 lookup HEADs it, with "statahead" HEADing the next siblings in listing order in
 parallel. With ``attrs_from_list`` the LIST is trusted instead (size, LastModified,
 default mode and owner), no HEAD per entry; metadata is fetched only when something
-needs it (open, the digest xattr, chmod, rename) and is shown from then on.
+needs it (open, the digest xattr, chmod, rename) and is shown from then on; only
+zero-byte objects are still HEADed (they may be special files or hard links).
+
+A name that is both an object and a prefix (``x`` and ``x/…``) is the directory: the
+object is hidden (as in lookups). A hard-link marker is listed as the file it names.
+A complete listing tells the directory's link count (2 + its subdirectories).
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class DirHandle:
     reading: bool = False
     exhausted: bool = False
     closed: bool = False
+    #: Names listed as directories so far (a file of the same name is then hidden).
+    dirs_seen: set[str] = field(default_factory=set)
 
 
 class _Batch:
@@ -92,6 +99,7 @@ class DirReader:
         if start == 0 and handle.source is not None:
             handle.rows, handle.base, handle.source, handle.done = [], 0, None, False
             handle.seen = set()
+            handle.dirs_seen = set()
             handle.ahead, handle.reading, handle.exhausted = deque(), False, False
             handle.tail = None
         if handle.source is None and not handle.done:
@@ -142,34 +150,47 @@ class DirReader:
             listing.complete = len(listing.entries) < cap
             if listing.complete:
                 self.dirs.listings.put(prefix, listing, weight=max(1, len(listing.entries)))
+                parent.subdirs = len(handle.dirs_seen)
             else:
                 self.dirs.listings.pop(prefix)
             self.dirs.orders.put(prefix, handle.order, weight=max(1, len(handle.order)))
             return
         exact = self.rt.fsops.listing_has_metadata
+        # The directory wins over an object of the same name, in this batch or later.
+        dirs_here = {info.key[len(prefix) : -1] for info in batch.items if info.is_dir}
         for i, info in enumerate(batch.items):
             entry = entry_name(prefix, info)
-            if entry is None or entry in handle.seen:
+            if entry is None:
                 continue
             name = entry
+            if not info.is_dir and (name in dirs_here or name in handle.dirs_seen):
+                continue
+            if name in handle.seen and not (info.is_dir and name not in handle.dirs_seen):
+                continue
             fetched = i in batch.fetched
             got = batch.fetched.get(i)
             if info.is_dir:
                 node = self.table.dir_node(parent, name, got, exact=fetched)
                 info = ObjectInfo(key=info.key, size=0, is_dir=True)
+                if len(handle.dirs_seen) < cap:
+                    handle.dirs_seen.add(name)
+                if name in handle.seen:  # listed as an object in an earlier batch
+                    self._replace_row(handle, name, node)
+                    listing.add(name, info)
+                    continue
             elif fetched and got is None:
                 node = self.table.at(info.key)
                 if node is None or node.local is None:
-                    if node is not None:
+                    if node is not None and node.key == info.key:
                         self.table.detach(node)
                     self.dirs.negative.put(info.key, True)
                     continue  # deleted between the LIST and its HEAD
                 node = self.table.file_node(parent, name, info, exact=exact)
             elif got is not None:
                 info = got
-                node = self.table.file_node(parent, name, info, exact=True)
+                node = await self.resolver.entry(parent, name, info, exact=True)
             else:
-                node = self.table.file_node(parent, name, info, exact=exact)
+                node = await self.resolver.entry(parent, name, info, exact=exact)
             if len(handle.seen) < cap:
                 handle.seen.add(name)
             if len(listing.entries) < cap:
@@ -177,6 +198,16 @@ class DirReader:
                 handle.order.append(name)
                 listing.add(name, info)
             handle.rows.append((name, node))
+
+    def _replace_row(self, handle: DirHandle, name: str, node: Inode) -> None:
+        """A directory listed after an object of its name: the directory wins, in
+        the rows not yet answered (an answered one is corrected by the next lookup)."""
+        for i, (row_name, old) in enumerate(handle.rows):
+            if row_name == name:
+                handle.rows[i] = (name, node)
+                if old.kind is not node.kind and old.local is None:
+                    self.table.detach(old)
+                return
 
     async def _next_batch(self, handle: DirHandle) -> _Batch | None:
         """The next batch of the listing, None at its end. Up to ``LIST_AHEAD`` batches
@@ -227,7 +258,7 @@ class DirReader:
                     handle.exhausted = True
                 else:
                     self._read_ahead(handle)  # the next LIST page while this one is HEADed
-            if batch.items and not self._trust_list:
+            if batch.items:
                 if prev is not None:
                     await prev.done.wait()  # the batch the kernel wants first goes first
                 await self._fetch_batch(handle, source, batch)
@@ -237,18 +268,26 @@ class DirReader:
             batch.done.set()
 
     def _needs_fetch(self, prefix: str, info: ObjectInfo, now: float) -> bool:
+        """Whether the entry's attributes must be fetched before it is answered: a
+        directory's marker; an S3 object (no metadata in a LIST). Trusting the LIST,
+        only zero-byte objects (special files and hard-link markers look like empty
+        files in a listing)."""
         if entry_name(prefix, info) is None:
             return False
         if info.is_dir:
+            if self._trust_list:
+                return False
             d = self.table.at(info.key)
             return d is None or not d.exact or d.expires <= now
-        if self.rt.fsops.listing_has_metadata:
+        if self.rt.fsops.listing_has_metadata or (self._trust_list and info.size > 0):
             return False
         f = self.table.at(info.key)
         if f is None:
             return True
         if f.local is not None or not f.remote:
             return False
+        if f.key != info.key:  # a hard link's name: its file's attributes are what count
+            return not (f.exact and f.expires > now)
         return not (f.exact and f.etag == (info.etag or info.version) and f.expires > now)
 
     async def _fetch_batch(

@@ -152,7 +152,10 @@ class LocalFile:
         self.dirty = False
         #: Bytes below this were uploaded by a stream and punched out of the staging file.
         self.punched = 0
+        #: Why the file can't be uploaded (it lost bytes a program wrote), and the errno
+        #: ``close``/``fsync`` then return (ENOSPC for a full cache, else EIO).
         self.failed: str | None = None
+        self.failed_errno = errno.EIO
         self.unlinked = False
         self.handles = 0
         self.lock = trio.Lock()
@@ -169,6 +172,8 @@ class WriteManager:
         limits = rt.store.limits
         self.stream_part_size = limits.choose_part_size(rt.options.stream_size_hint)
         self.stream_capacity = self.stream_part_size * limits.max_parts
+        #: The largest object the store's multipart limits allow: EFBIG beyond.
+        self.max_size = limits.max_part_size * limits.max_parts
 
     def new_file(
         self,
@@ -251,6 +256,8 @@ class WriteManager:
     async def write(self, lf: LocalFile, offset: int, data: bytes) -> None:
         """Caller holds ``lf.lock`` and has loaded the base."""
         end = offset + len(data)
+        if end > self.max_size:
+            raise FsError(errno.EFBIG, f"{lf.key}: larger than the store can hold")
         if offset < lf.punched:
             raise FsError(errno.EIO, f"{lf.key}: bytes already uploaded and evicted from the cache")
         st = lf.stream
@@ -275,6 +282,8 @@ class WriteManager:
 
     async def truncate(self, lf: LocalFile, size: int) -> None:
         """Caller holds ``lf.lock`` and has loaded the base (unless ``size`` is 0)."""
+        if size > self.max_size:
+            raise FsError(errno.EFBIG, f"{lf.key}: larger than the store can hold")
         if lf.stream is not None:
             await self._unstream(lf)
         if lf.punched:
@@ -369,6 +378,13 @@ class WriteManager:
         if lf.punched:
             raise FsError(code, f"{lf.key}: uploaded bytes were evicted from the cache")
         self._forget_stream(lf)
+
+    async def drop_stream(self, lf: LocalFile) -> None:
+        """Abort the file's stream, if any (it is unlinked, or moves to another key),
+        under its lock so that no write or commit is half-way through it."""
+        async with lf.lock:
+            if lf.stream is not None:
+                self._forget_stream(lf)
 
     def _forget_stream(self, lf: LocalFile) -> None:
         st = lf.stream

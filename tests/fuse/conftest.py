@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mounting import BACKENDS, MountPool, Target, make_target
+from mounting import ALL_BACKENDS, BACKENDS, MountPool, Target, make_target
 from servers import FakeGcsServer
 
 
@@ -34,6 +34,12 @@ def mount_pool(
 @pytest.fixture(params=BACKENDS)
 def target(request: pytest.FixtureRequest, mount_pool: MountPool) -> Target:
     """Each test runs on SeaweedFS (S3), Azurite and fake-gcs-server."""
+    return make_target(mount_pool, request.param)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def any_target(request: pytest.FixtureRequest, mount_pool: MountPool) -> Target:
+    """SeaweedFS, moto, Azurite and fake-gcs-server: the legacy tools of issue #17."""
     return make_target(mount_pool, request.param)
 
 

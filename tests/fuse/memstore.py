@@ -4,8 +4,11 @@ It behaves like an object store (S3 flavour): keys are flat, ``list`` groups by 
 when not recursive, ``stat`` refuses nothing. ``listing_has_metadata`` and
 ``accepts_unknown_size`` let a test choose which features (and so which ``FsOps``
 behaviours) it declares
-(LIST with or without metadata; streamed writes or not). ``calls`` counts requests by
-name; ``fail`` makes the next calls of one operation raise.
+(LIST with or without metadata; streamed writes or not). ``drops_marker_metadata``
+makes it behave as SeaweedFS does with ``dir/`` keys: stored without their metadata,
+and the store declares that it can't say in advance (``marker_metadata=None``).
+``calls`` counts requests by name; ``fail`` makes the next calls of one operation
+raise.
 """
 
 from __future__ import annotations
@@ -77,11 +80,18 @@ class MemoryStore(Store):
     )
 
     def __init__(
-        self, *, listing_has_metadata: bool = False, accepts_unknown_size: bool = True
+        self,
+        *,
+        listing_has_metadata: bool = False,
+        accepts_unknown_size: bool = True,
+        drops_marker_metadata: bool = False,
     ) -> None:
         self.listing_has_metadata = listing_has_metadata
+        self.drops_marker_metadata = drops_marker_metadata
         self.features = Features(
-            listing_metadata=listing_has_metadata, streaming_writes=accepts_unknown_size
+            listing_metadata=listing_has_metadata,
+            streaming_writes=accepts_unknown_size,
+            marker_metadata=None if drops_marker_metadata else True,
         )
         self.objects: dict[str, tuple[bytes, dict[str, str], str, float]] = {}
         self.calls: Counter[str] = Counter()
@@ -112,6 +122,8 @@ class MemoryStore(Store):
         return dict(self.objects[key][1])
 
     def _store(self, key: str, data: bytes, meta: Mapping[str, str]) -> ObjectInfo:
+        if self.drops_marker_metadata and key.endswith("/"):
+            meta = {}
         etag = hashlib.md5(data).hexdigest()
         with self._lock:
             self.objects[key] = (data, dict(meta), etag, time.time())

@@ -24,6 +24,8 @@ class AzureFsOps(FsOps):
         self._az = store
 
     def make_dir(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        if not key:  # the container's root has no marker
+            return super().make_dir(key, metadata)
         meta = {**metadata, "hdi_isfolder": "true"}
         try:
             self._az._blob(key).upload_blob(

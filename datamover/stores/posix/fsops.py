@@ -9,8 +9,8 @@ import os
 import stat as statmod
 from collections.abc import Mapping
 
-from datamover.errors import NotFound, StoreError, UsageError
-from datamover.posixmeta import PosixAttrs
+from datamover.errors import NotFound, StoreError, Unsupported, UsageError
+from datamover.posixmeta import RDEV, PosixAttrs
 from datamover.stores.base import ObjectInfo
 from datamover.stores.fsops import FsOps
 
@@ -84,3 +84,22 @@ class PosixFsOps(FsOps):
 
     def update_dir_metadata(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
         return self.make_dir(key, metadata)
+
+    def make_special(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        """A real FIFO, socket or device node (``mknod``)."""
+        attrs = PosixAttrs.from_metadata(metadata)
+        path = self._path(key)
+        mode = attrs.mode or 0
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.mknod(path, statmod.S_IFMT(mode) | 0o600, int(metadata.get(RDEV, "0")))
+            self._apply(path, metadata)
+        except OSError as e:
+            raise StoreError(f"/{key}: {e.strerror}", key=key) from e
+        return self.store.stat(key)
+
+    def make_link(self, key: str, target: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        """Not through this mount yet: a link count on a POSIX tree is the
+        filesystem's, which this mount does not show."""
+        raise Unsupported("hard links through a mount of a POSIX tree", key=key)

@@ -11,17 +11,18 @@ from datamover.stores.s3.store import S3Store
 
 
 class S3FsOps(FsOps):
-    """S3: a LIST carries no user metadata; ``stat`` refuses ``dir/`` keys, so the
-    marker is read with a GET; ``S3Writer`` uses ``size`` only to check the part count
-    at ``__init__`` and ``commit``, so a stream opens with the hint and sets the real
-    size before committing."""
+    """S3: a LIST carries no user metadata; ``stat`` refuses ``dir/`` keys, so a
+    marker is read with a GET; whether markers keep metadata depends on the server
+    (learnt, see ``datamover.stores.fsops``); ``S3Writer`` uses ``size`` only to
+    check the part count at ``__init__`` and ``commit``, so a stream opens with the
+    hint and sets the real size before committing."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         assert isinstance(store, S3Store)
         self._s3 = store
 
-    def stat_dir(self, key: str) -> ObjectInfo | None:
+    def _stat_marker(self, key: str) -> ObjectInfo | None:
         try:
             _, info = self.store.read_object(key)
         except NotFound:
@@ -35,15 +36,17 @@ class S3FsOps(FsOps):
         self._s3.client  # noqa: B018 - made on first use, wanted now
 
     def has_child(self, prefix: str) -> bool:
-        """One LIST of at most 2 keys (the marker sorts first), not a 1,000-key page:
-        every lookup of a name no listing has shown asks this."""
+        """One LIST of at most 3 keys (the marker sorts first; its ``DIR_META_NAME``
+        object may come next), not a 1,000-key page: every lookup of a name no
+        listing has shown asks this."""
         bucket = self._s3.bucket
         try:
             page = self._s3.client.list_objects_v2(
-                Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=2
+                Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=3
             )
         except Exception as e:
             raise map_error(e, bucket, prefix) from e
         keys = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
         keys += [o["Key"] for o in page.get("Contents", ())]
-        return any(k != prefix for k in keys)
+        own = (prefix, self.dir_meta_key(prefix))
+        return any(k not in own for k in keys)
