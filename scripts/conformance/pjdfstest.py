@@ -30,9 +30,9 @@ logs beside them; the summary is printed at the end.
 pjdfstest itself is not part of this repository: ``--pjdfstest DIR`` (default
 ``.tools/pjdfstest``) must hold a built tree, the ``pjdfstest`` binary beside its
 ``tests/``, from pjd/pjdfstest (the baseline in bench/RESULTS.md used commit
-``PINNED_COMMIT``; a git checkout's commit is recorded in the report). ``make
-conformance`` fetches that commit and builds it there first. Without a tree the
-script says so and exits 2. It runs as root (pjdfstest requires it).
+``PINNED_COMMIT``; a git checkout's commit is recorded in the report). The project
+neither vendors nor builds it (see the Makefile's ``conformance`` target). Without a
+tree the script says so and exits 2. It runs as root (pjdfstest requires it).
 
 It is a measurement, not a gate: test failures exit 0. Exit 1 means the harness
 broke (server or mount did not start, or it was interrupted), 2 a missing
