@@ -58,21 +58,29 @@ Buffer = bytes | bytearray | memoryview
 MAX_WHOLE_READ = 256 * MiB
 
 
-def check_whole_read(url: str, key: str, size: int, listed: ObjectInfo | None) -> None:
-    """Refuse to read ``size`` bytes of ``key`` (at ``url``) whole: more than
-    ``listed`` (what a listing said, which the caller budgeted for) is
-    ``SourceChanged``, more than ``MAX_WHOLE_READ`` without a listing ``StoreError``."""
-    if listed is not None:
-        if size > listed.size:
-            raise SourceChanged(
-                f"{url}: {size} bytes now, {listed.size} when listed; it changed before "
-                "it was read",
-                key=key,
-            )
-    elif size > MAX_WHOLE_READ:
+def whole_read_limit(listed: ObjectInfo | None, single_put: int) -> int:
+    """The most a whole-object read may take: the size a listing gave (``listed``:
+    what the caller budgeted for), else ``MAX_WHOLE_READ``, and never more than one
+    put can write again (``single_put``, the store's ``limits.max_single_put``)."""
+    return min(single_put, MAX_WHOLE_READ if listed is None else listed.size)
+
+
+def check_whole_read(
+    url: str, key: str, size: int, listed: ObjectInfo | None, single_put: int
+) -> None:
+    """Refuse to read ``size`` bytes of ``key`` (at ``url``) whole when that is over
+    ``whole_read_limit``: more than ``listed`` said is ``SourceChanged`` (the object
+    grew since it was listed), more than the other bounds ``StoreError``."""
+    if listed is not None and size > listed.size:
+        raise SourceChanged(
+            f"{url}: {size} bytes now, {listed.size} when listed; it changed before it was read",
+            key=key,
+        )
+    most = whole_read_limit(listed, single_put)
+    if size > most:
         raise StoreError(
-            f"{url}: {size} bytes is over the {MAX_WHOLE_READ}-byte limit of a whole-object "
-            "read; read it in ranges",
+            f"{url}: {size} bytes is over the {most}-byte limit of a whole-object read; "
+            "read it in ranges",
             key=key,
         )
 
@@ -334,12 +342,12 @@ class Store(ABC):
         metadata with the body), as one consistent snapshot: a store whose objects can
         change under a reader (POSIX) raises ``SourceChanged`` if that happened.
         ``info`` is what a listing said, used by stores that have nothing better.
-        Raises ``NotFound``. Bounded (``check_whole_read``): an object now larger
-        than ``info.size`` raises ``SourceChanged`` before it is read, and without
-        ``info`` one over ``MAX_WHOLE_READ`` raises ``StoreError``."""
+        Raises ``NotFound``. Bounded (``whole_read_limit``): an object now larger
+        than ``info.size`` raises ``SourceChanged`` before it is read, and one over
+        ``MAX_WHOLE_READ`` (without ``info``) or the single-put limit ``StoreError``."""
         listed = info
         info = self.stat(key) if info is None or not info.metadata else info
-        check_whole_read(self.url(key), key, info.size, listed)
+        check_whole_read(self.url(key), key, info.size, listed, self.limits.max_single_put)
         data = self.read(key, 0, info.size + 1)
         if len(data) != info.size:
             info = self.stat(key)

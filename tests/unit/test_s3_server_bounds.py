@@ -317,6 +317,19 @@ def test_a_small_file_that_claims_to_be_huge_is_refused(lean: bool) -> None:
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "boto3"])
+def test_a_whole_read_never_takes_more_than_one_put_could_write(lean: bool) -> None:
+    """Even with a listing that says so, nothing over S3's single-PUT limit is read
+    whole (it could not be written again in one piece)."""
+    size = 6 * 1024**3
+    with RawServer(lambda r: _claims(size)) as server:
+        store = _store(server, lean=lean)
+        listed = ObjectInfo(key="k", size=size)
+        message = _error(lambda: store.read_object("k", listed))
+        assert f"over the {store.limits.max_single_put}-byte limit" in message
+        store.close()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "boto3"])
 def test_a_ranged_read_never_takes_more_than_the_buffer(lean: bool) -> None:
     """A body longer than the range asked for is a store error, found from its
     Content-Length, and not retried as if the connection had failed."""

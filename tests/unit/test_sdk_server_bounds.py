@@ -19,6 +19,7 @@ from datamover.stores.azure import AzureStore, make_service_client
 from datamover.stores.base import ObjectInfo
 from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.gcs import GCSStore
+from datamover.stores.gcs import store as gcs_store
 from datamover.stores.gcs.client import make_client
 
 from rawserver import RawServer, Request, response
@@ -203,6 +204,29 @@ def test_gcs_a_server_that_ignores_the_token_repeats_a_page() -> None:
     with RawServer(lambda r: _objects(["a", "b"], f"t{next(tokens)}")) as server:
         store = _gcs(server)
         assert "repeated a page" in _error(lambda: list(store.list("")))
+        store.close()
+
+
+def test_gcs_holds_a_bounded_number_of_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefixes of a delimited listing wait in a heap to come out in key order
+    (the emulator sends them all on the first page); a server sending endless ones
+    can't grow it past ``MAX_HELD_PREFIXES``: the smallest goes out early."""
+    monkeypatch.setattr(gcs_store, "MAX_HELD_PREFIXES", 5)
+    names = [f"d/p{i:02d}/" for i in range(20)]
+
+    def answer(request: Request) -> bytes:
+        if request.query.get("pageToken"):
+            return _objects(["d/zz"], None)
+        body = {"kind": "storage#objects", "prefixes": names, "nextPageToken": "t"}
+        return response(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    with RawServer(answer) as server:
+        store = _gcs(server)
+        listing = store.list("d/", recursive=False)
+        first = next(listing)
+        assert first.key == "d/p00/"
+        assert len([r for r in server.requests if r.path.endswith("/o")]) == 1  # page 1 only
+        assert [first.key, *(i.key for i in listing)] == [*names, "d/zz"]
         store.close()
 
 

@@ -34,7 +34,6 @@ from datamover.stores.azure.metadata import (
 from datamover.stores.azure.pending import PendingUploads
 from datamover.stores.azure.writer import TOKEN_RE, AzureBlockWriter, bytes_view
 from datamover.stores.base import (
-    MAX_WHOLE_READ,
     Buffer,
     ChunkWriter,
     Features,
@@ -42,6 +41,7 @@ from datamover.stores.base import (
     PendingUpload,
     Store,
     check_whole_read,
+    whole_read_limit,
 )
 from datamover.stores.bounds import PageGuard, ResponseTooLarge
 from datamover.stores.urls import Location
@@ -196,13 +196,12 @@ class AzureStore(Store):
             self.stat(key)  # a ranged GET can't ask for 0 bytes; still honour NotFound
             return b""
         try:
-            data: bytes = self._download(
-                key, offset, length, MAX_WHOLE_READ if length is None else length
-            ).readall()
+            limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
+            data: bytes = self._download(key, offset, length, limit).readall()
             return data
         except ResponseTooLarge as e:
             if length is None and e.size is not None:
-                check_whole_read(self.url(key), key, e.size, None)
+                check_whole_read(self.url(key), key, e.size, None, self.limits.max_single_put)
             raise
         except Exception as e:
             if is_invalid_range(e):
@@ -220,7 +219,7 @@ class AzureStore(Store):
         (``check_whole_read``). A blob listed empty is read with the SDK's first
         request (at most ``max_single_get_size``): a range can't start in an empty
         blob."""
-        limit = MAX_WHOLE_READ if info is None else info.size
+        limit = whole_read_limit(info, self.limits.max_single_put)
         sized = info is not None and info.size > 0
         try:
             downloader = self._download(
@@ -229,7 +228,7 @@ class AzureStore(Store):
             data = downloader.readall()
         except ResponseTooLarge as e:
             if e.size is not None:
-                check_whole_read(self.url(key), key, e.size, info)
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
             raise
         except Exception as e:
             raise self._error(e, key) from e

@@ -24,7 +24,6 @@ from datamover.errors import (
 )
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
-    MAX_WHOLE_READ,
     Buffer,
     ChunkWriter,
     Features,
@@ -34,6 +33,7 @@ from datamover.stores.base import (
     PendingUpload,
     Store,
     check_whole_read,
+    whole_read_limit,
 )
 from datamover.stores.bounds import MAX_EMPTY_PAGES, PageGuard, Recurrence, ResponseTooLarge
 from datamover.stores.gcs.client import make_client, pool_map, size_pool
@@ -47,6 +47,8 @@ from datamover.stores.urls import Location
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000
+#: Prefixes of a delimited listing held back to be released in key order.
+MAX_HELD_PREFIXES = 10_000
 DEFAULT_RETRY_DEADLINE = 60.0
 
 
@@ -211,7 +213,7 @@ class GCSStore(Store):
             pages = iter(iterator.pages)
         except Exception as e:
             raise self.map_error(e, prefix, missing="bucket") from e
-        named: set[str] = set()
+        named = Recurrence()  # prefixes seen: the last ones exactly, constant memory
         while True:
             try:
                 page = next(pages, None)
@@ -229,8 +231,7 @@ class GCSStore(Store):
                 if not isinstance(name, str) or not name:
                     raise guard.error(f"named an entry without a name ({name!r:.40})")
                 guard.key(name)
-            new = [p for p in prefixes if p not in named]
-            named.update(new)
+            new = [p for p in prefixes if not named.seen(p.encode("utf-8", "surrogatepass"))]
             fresh = names + new
             if fresh:
                 guard.page(len(fresh), token, fresh[0], fresh[-1])
@@ -242,7 +243,10 @@ class GCSStore(Store):
         """Stream a listing in key order. Prefixes are held in a heap and released just
         before the first item that sorts after them: GCS sends them in order, but the
         emulator puts every prefix on the first page. A prefix that sorts before what was
-        already yielded is taken for a repeat (so memory stays bounded)."""
+        already yielded is taken for a repeat. At most ``MAX_HELD_PREFIXES`` are held:
+        past that the smallest is released early (a server's prefixes can't grow the
+        heap without bound; the listing then comes out slightly out of order, which
+        the engine's reordering window absorbs)."""
 
         def hidden(name: str) -> bool:
             return hide_temp and name.startswith(self.temp_prefix)
@@ -255,6 +259,10 @@ class GCSStore(Store):
                 if p > last and p not in queued and not hidden(p):
                     heappush(pending, p)
                     queued.add(p)
+                    if len(pending) > MAX_HELD_PREFIXES:
+                        last = heappop(pending)
+                        queued.discard(last)
+                        yield ObjectInfo(key=last, size=0, is_dir=True)
             for blob in blobs:
                 name: str = blob.name
                 while pending and pending[0] < name:
@@ -278,7 +286,8 @@ class GCSStore(Store):
             self.stat(key)
             return b""
         whole = offset == 0 and length is None
-        sink = _Sink(MAX_WHOLE_READ if length is None else length, self.url(key))
+        limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
+        sink = _Sink(limit, self.url(key))
         blob = self._bucket.blob(key)
         try:
             blob.download_to_file(
@@ -294,8 +303,8 @@ class GCSStore(Store):
         except ResponseTooLarge as e:
             if length is None:
                 raise StoreError(
-                    f"{self.url(key)}: over the {MAX_WHOLE_READ}-byte limit of a whole-object "
-                    "read; read it in ranges",
+                    f"{self.url(key)}: over the {limit}-byte limit of a whole-object read; "
+                    "read it in ranges",
                     key=key,
                 ) from e
             raise
@@ -310,7 +319,7 @@ class GCSStore(Store):
         against its size and CRC32C, so data and info describe one generation; an
         object replaced in between is read again (``SourceChanged`` if it keeps
         changing). A stat and a plain read could pair new bytes with old info. At
-        most ``info.size`` bytes, else ``MAX_WHOLE_READ`` (``check_whole_read``),
+        most ``info.size`` bytes, else ``MAX_WHOLE_READ`` (``whole_read_limit``),
         into a buffer of the resource's size that refuses more."""
         for _ in range(3):
             blob = self._bucket.blob(key)
@@ -319,7 +328,7 @@ class GCSStore(Store):
             except Exception as e:
                 raise self.map_error(e, key) from e
             got = blob_info(blob, key)
-            check_whole_read(self.url(key), key, got.size, info)
+            check_whole_read(self.url(key), key, got.size, info, self.limits.max_single_put)
             data = bytearray(got.size)
             if not got.size:
                 return data, got

@@ -12,7 +12,6 @@ from datamover.checksums import PartDigests, b64
 from datamover.errors import NotFound, StoreError, TransientError, Unsupported
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
-    MAX_WHOLE_READ,
     Buffer,
     ChunkWriter,
     Features,
@@ -20,6 +19,7 @@ from datamover.stores.base import (
     PendingUpload,
     Store,
     check_whole_read,
+    whole_read_limit,
 )
 from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
@@ -97,7 +97,8 @@ class S3Store(Store):
         offset: int,
         length: int | None,
         into: memoryview | None = None,
-        max_body: int = MAX_WHOLE_READ,
+        *,
+        max_body: int,
     ) -> Response | None:
         """A ranged lean GET; None: boto3 should do it. Raises the mapped error; an
         answer of 416 (at or past the end) comes back as it is."""
@@ -145,7 +146,7 @@ class S3Store(Store):
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         if length is not None and length <= 0:
             return b""
-        limit = MAX_WHOLE_READ if length is None else length
+        limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
         try:
             lean = self._lean_range(key, offset, length, max_body=limit)
             if lean is not None:
@@ -154,7 +155,7 @@ class S3Store(Store):
             return b"" if r is None else self._boto_body(key, r, limit)
         except ResponseTooLarge as e:
             if length is None and e.size is not None:
-                check_whole_read(self.url(key), key, e.size, None)
+                check_whole_read(self.url(key), key, e.size, None, self.limits.max_single_put)
             raise
 
     def read_object(
@@ -162,15 +163,15 @@ class S3Store(Store):
     ) -> tuple[bytes | bytearray, ObjectInfo]:
         """One GET: the body and the metadata its headers carry. At most ``info.size``
         bytes (what the listing said, which the caller budgeted for), else
-        ``MAX_WHOLE_READ``: a larger answer is refused from its Content-Length, before
-        any of it is read (``check_whole_read``)."""
+        ``MAX_WHOLE_READ`` (``whole_read_limit``): a larger answer is refused from its
+        Content-Length, before any of it is read (``check_whole_read``)."""
         s3 = self._s3
-        limit = MAX_WHOLE_READ if info is None else info.size
+        limit = whole_read_limit(info, self.limits.max_single_put)
         try:
             lean = s3.lean_request("GET", key, max_body=limit)
         except ResponseTooLarge as e:
             if e.size is not None:
-                check_whole_read(self.url(key), key, e.size, info)
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
             raise
         if lean is not None:
             if lean.status != 200:
@@ -181,7 +182,7 @@ class S3Store(Store):
             data = self._boto_body(key, r, limit)
         except ResponseTooLarge as e:
             if e.size is not None:
-                check_whole_read(self.url(key), key, e.size, info)
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
             raise
         return data, boto_info(key, r, len(data))
 
@@ -189,7 +190,7 @@ class S3Store(Store):
         if len(buf) == 0:
             return 0
         view = buf.cast("B") if buf.format != "B" else buf
-        lean = self._lean_range(key, offset, view.nbytes, into=view)
+        lean = self._lean_range(key, offset, view.nbytes, into=view, max_body=view.nbytes)
         if lean is not None:
             return 0 if lean.status == 416 else lean.length
         r = self._get(key, offset, len(buf))
