@@ -7,6 +7,7 @@ from datamover.errors import NotFound
 from datamover.stores.base import ObjectInfo, Store
 from datamover.stores.fsops import FsOps
 from datamover.stores.s3.errors import map_error
+from datamover.stores.s3.listing import page_entries
 from datamover.stores.s3.store import S3Store
 
 
@@ -44,6 +45,4 @@ class S3FsOps(FsOps):
             )
         except Exception as e:
             raise map_error(e, bucket, prefix) from e
-        keys = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
-        keys += [o["Key"] for o in page.get("Contents", ())]
-        return any(k != prefix for k in keys)
+        return any(entry.key != prefix for entry in page_entries(page))
