@@ -25,6 +25,12 @@ CTIME = "ctime"
 ATIME = "atime"
 RDEV = "rdev"
 
+#: ``mtime`` seconds beyond this do not fit nanoseconds in 64 bits (year 2262):
+#: not a time, whatever a server's metadata says.
+_MAX_SECONDS = 2**63 // 1_000_000_000
+#: ``mode``, ``uid`` and ``gid`` are 32-bit on every platform we run on.
+_MAX_ID = 2**32
+
 
 def format_mtime_ns(mtime_ns: int) -> str:
     seconds, nanos = divmod(mtime_ns, 1_000_000_000)
@@ -33,15 +39,18 @@ def format_mtime_ns(mtime_ns: int) -> str:
 
 def parse_mtime_ns(text: str) -> int | None:
     """Parse ``mtime`` as written by datamover, rclone (fractional seconds) or s3fs
-    (integer seconds). Returns nanoseconds, or None when unparseable."""
+    (integer seconds). Returns nanoseconds, or None when unparseable or out of the
+    64-bit nanosecond range."""
     text = text.strip()
-    if not text:
+    if not text or len(text) > 64:
         return None
     whole, _, frac = text.partition(".")
     try:
         seconds = int(whole)
         nanos = int((frac + "000000000")[:9]) if frac else 0
     except ValueError:
+        return None
+    if abs(seconds) >= _MAX_SECONDS or nanos < 0:
         return None
     return seconds * 1_000_000_000 + (nanos if seconds >= 0 else -nanos)
 
@@ -73,9 +82,10 @@ class PosixAttrs:
     def from_metadata(cls, meta: Mapping[str, str]) -> PosixAttrs:
         def as_int(key: str) -> int | None:
             try:
-                return int(meta[key])
-            except (KeyError, ValueError):
+                value = int(meta[key])
+            except (KeyError, ValueError, TypeError):
                 return None
+            return value if 0 <= value < _MAX_ID else None
 
         mtime = meta.get(MTIME)
         mode = as_int(MODE)

@@ -99,10 +99,12 @@ def _ordered(
     plan: SyncPlan,
 ) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]:
     """Pass items through, noting when a listing was not in key order (then the merge
-    can't be trusted and the caller falls back to an in-memory join)."""
-    last = ""
+    can't be trusted and the caller refuses deletions). A path seen twice counts: a
+    listing that names a key twice would otherwise have its second copy taken for a
+    destination-only file, and deleted."""
+    last: str | None = None
     for item in items:
-        if item[0] < last:
+        if last is not None and item[0] <= last:
             plan.out_of_order = True
         last = item[0]
         yield item

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from datamover.checksums import ALGORITHMS, HEX_DIGITS, PartDigests, is_hex_digest
-from datamover.errors import Unsupported
+from datamover.errors import SourceChanged, StoreError, Unsupported
 
 if TYPE_CHECKING:
     from datamover.stores.fsops import FsOps
@@ -50,6 +50,40 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 
 Buffer = bytes | bytearray | memoryview
+
+#: The most a ``read`` without a length, or a ``read_object`` without the listed
+#: ``info``, returns in one piece; a larger object raises ``StoreError`` (read it in
+#: ranges: ``readinto``). It bounds what a server's word can make a store allocate
+#: when the caller set no bound of its own (the run's default memory budget).
+MAX_WHOLE_READ = 256 * MiB
+
+
+def whole_read_limit(listed: ObjectInfo | None, single_put: int) -> int:
+    """The most a whole-object read may take: the size a listing gave (``listed``:
+    what the caller budgeted for), else ``MAX_WHOLE_READ``, and never more than one
+    put can write again (``single_put``, the store's ``limits.max_single_put``)."""
+    return min(single_put, MAX_WHOLE_READ if listed is None else listed.size)
+
+
+def check_whole_read(
+    url: str, key: str, size: int, listed: ObjectInfo | None, single_put: int
+) -> None:
+    """Refuse to read ``size`` bytes of ``key`` (at ``url``) whole when that is over
+    ``whole_read_limit``: more than ``listed`` said is ``SourceChanged`` (the object
+    grew since it was listed), more than the other bounds ``StoreError``."""
+    if listed is not None and size > listed.size:
+        raise SourceChanged(
+            f"{url}: {size} bytes now, {listed.size} when listed; it changed before it was read",
+            key=key,
+        )
+    most = whole_read_limit(listed, single_put)
+    if size > most:
+        raise StoreError(
+            f"{url}: {size} bytes is over the {most}-byte limit of a whole-object read; "
+            "read it in ranges",
+            key=key,
+        )
+
 
 #: User-metadata key holding a whole-object digest written by datamover, per algorithm.
 DIGEST_KEY_PREFIX = "datamover-"
@@ -321,11 +355,15 @@ class Store(ABC):
     @abstractmethod
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of the object; fewer when the object ends
-        first, ``b""`` at or past the end. Raises ``NotFound``."""
+        first, ``b""`` at or past the end. Raises ``NotFound``. Never returns (or
+        allocates) more than ``length``, whatever the server says; without a length,
+        more than ``MAX_WHOLE_READ`` raises ``StoreError``."""
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         """Fill ``buf`` from ``offset``; returns the count read (short at the end).
-        Stores override this to avoid the extra copy ``read`` implies."""
+        Stores override this to avoid the extra copy ``read`` implies. A server that
+        answers with more bytes than ``buf`` holds is a ``StoreError`` (not retried),
+        found before the excess is read."""
         data = self.read(key, offset, len(buf))
         buf[: len(data)] = data
         return len(data)
@@ -337,8 +375,12 @@ class Store(ABC):
         metadata with the body), as one consistent snapshot: a store whose objects can
         change under a reader (POSIX) raises ``SourceChanged`` if that happened.
         ``info`` is what a listing said, used by stores that have nothing better.
-        Raises ``NotFound``."""
+        Raises ``NotFound``. Bounded (``whole_read_limit``): an object now larger
+        than ``info.size`` raises ``SourceChanged`` before it is read, and one over
+        ``MAX_WHOLE_READ`` (without ``info``) or the single-put limit ``StoreError``."""
+        listed = info
         info = self.stat(key) if info is None or not info.metadata else info
+        check_whole_read(self.url(key), key, info.size, listed, self.limits.max_single_put)
         data = self.read(key, 0, info.size + 1)
         if len(data) != info.size:
             info = self.stat(key)

@@ -62,12 +62,22 @@ destroy an older committed blob the upload was meant to replace.
 ``PermissionDenied``, 429/503 ``Throttled`` (with the Retry-After hint), other 5xx and
 network failures ``TransientError``.
 
+**Bounds.** What the service sends is bounded, not trusted: the transport's
+``requests`` adapter (``datamover.stores.httpbounds``) reads a body read whole (a List
+Blobs page) up to ``client.MAX_RESPONSE_BODY`` and an object body up to the range asked
+for, refusing more before it is read; ``read_object`` asks for at most the listed size
++ 1; the SDK's pages go through a ``PageGuard`` (``listing``: no ``NextMarker`` named
+twice, no endless empty pages, names under the prefix); and whatever the SDK raises on
+a malformed answer, ``AzureError`` or not, becomes a ``StoreError``.
+
 **Modules.** Arrows point one way: ``store`` uses ``client``, ``errors``, ``metadata``,
-``writer`` and ``pending``; ``writer`` and ``pending`` use ``errors`` (and ``metadata``);
-``fsops`` uses ``store``. None imports the engine, the API, the CLI or the mount.
+``listing``, ``writer`` and ``pending``; ``writer`` and ``pending`` use ``errors`` (and
+``metadata``, ``listing``); ``fsops`` uses ``store``. None imports the engine, the API,
+the CLI or the mount.
 
 - ``client``: credentials, endpoint, transport and retries (``make_service_client``);
 - ``errors``: ``map_error`` and Azure's error codes;
+- ``listing``: List Blobs page by page, through a ``PageGuard``;
 - ``metadata``: metadata names, ``ObjectInfo`` from properties, directory markers;
 - ``writer``: ``AzureBlockWriter``, block ids, resume;
 - ``pending``: finding and clearing uncommitted blocks;

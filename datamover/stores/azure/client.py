@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from datamover.errors import ConfigError
 from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import MiB, PartLimits
+from datamover.stores.httpbounds import BoundedAdapter
 
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 ENV_ACCOUNT = "AZURE_STORAGE_ACCOUNT"
@@ -38,6 +38,9 @@ LIMITS = PartLimits(
 
 _CONNECT_TIMEOUT = 20
 _READ_TIMEOUT = 120
+#: The most a response body read whole may hold: a List Blobs page of 5,000 blobs with
+#: their metadata (up to 8 KiB each) and properties, XML-escaped, with room to spare.
+MAX_RESPONSE_BODY = 64 * MiB
 
 _NO_CREDENTIALS = (
     "no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
@@ -76,10 +79,12 @@ def _default_credential() -> Any:
 def _transport(connections: int) -> RequestsTransport:
     session = requests.Session()
     # Retries belong to the SDK policy, not to urllib3 (as azure-core's own adapter).
-    adapter = HTTPAdapter(
+    # Bodies are bounded (httpbounds): no answer makes the SDK read without end.
+    adapter = BoundedAdapter(
         pool_connections=4,
         pool_maxsize=max(1, connections),
         max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+        max_body=MAX_RESPONSE_BODY,
     )
     session.mount("http://", adapter)
     session.mount("https://", adapter)

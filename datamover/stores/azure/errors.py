@@ -1,6 +1,11 @@
 """Azure SDK and transport failures mapped to the ``datamover.errors`` tree.
 
-``map_error`` is the one place an SDK exception becomes ours: a missing container is
+``map_error`` is the one place an SDK exception becomes ours, and it takes any: the
+SDK raises ``AzureError`` for what it expects, but plain Python errors
+(``AttributeError``, ``TypeError``, ``UnicodeDecodeError``, its ``DeserializationError``,
+a ``ValueError``) from its deserializers when a response is malformed, so the store
+catches ``Exception`` around SDK calls and everything becomes a ``StoreError`` (a
+malformed answer a plain one, naming the exception's type). A missing container is
 ``BucketNotFound`` (fatal), a missing blob ``NotFound``, rejected credentials
 ``AuthError``, other 403s ``PermissionDenied``, 429/503 ``Throttled`` (with the
 Retry-After hint), other 5xx and network failures ``TransientError``.
@@ -13,7 +18,6 @@ from typing import Any
 
 import requests
 from azure.core.exceptions import (
-    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     IncompleteReadError,
@@ -122,10 +126,10 @@ def map_error(e: BaseException, container: str, key: str | None = None) -> Store
         return StoreError(f"{where}: {reason}", key=key)
     if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError)):
         return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
-    return StoreError(f"{where}: {type(e).__name__}", key=key)
+    return StoreError(f"{where}: malformed answer from the service ({type(e).__name__})", key=key)
 
 
-def is_invalid_range(e: AzureError) -> bool:
+def is_invalid_range(e: BaseException) -> bool:
     """Whether a ranged read failed only because it starts at or past the end."""
     return isinstance(e, HttpResponseError) and (
         e.status_code == 416 or error_code(e) == "InvalidRange"

@@ -15,7 +15,7 @@ from typing import Any
 from azure.storage.blob import BlobPrefix, BlobProperties
 
 from datamover.checksums import ALGORITHMS
-from datamover.errors import UsageError
+from datamover.errors import StoreError, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIGEST_KEY_PREFIX, ObjectInfo
 
@@ -37,8 +37,14 @@ def to_azure_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 
 
 def from_azure_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Azure metadata names back to our keys: lower-cased, ``_`` becomes ``-``."""
-    return {name.lower().replace("_", "-"): value for name, value in (metadata or {}).items()}
+    """Azure metadata names back to our keys: lower-cased, ``_`` becomes ``-``. An
+    entry the service sent without a value reads as ``""``; anything but text is
+    dropped (the SDK gives text; this is what a server's XML can't make it give)."""
+    return {
+        name.lower().replace("_", "-"): value if isinstance(value, str) else ""
+        for name, value in (metadata or {}).items()
+        if isinstance(name, str)
+    }
 
 
 def _checksums(
@@ -87,16 +93,26 @@ def _object_info(
 
 
 def properties_info(props: BlobProperties, key: str | None = None) -> ObjectInfo:
-    """Info from Get Blob Properties or a List Blobs entry; ``key`` overrides its name."""
+    """Info from Get Blob Properties or a List Blobs entry; ``key`` overrides its name.
+    An entry without a name or a plain non-negative size (which a server's XML can
+    leave out) raises ``StoreError``."""
+    name = props.name if key is None else key
+    size = props.size
+    if not isinstance(name, str) or not name:
+        raise StoreError(f"listing: a blob without a name ({name!r:.40})")
+    if type(size) is not int or size < 0:
+        raise StoreError(f"{name[:200]}: the server gave the size {size!r:.40}", key=name)
     settings = props.content_settings
+    md5 = settings.content_md5 if settings else None
+    modified = props.last_modified
     return _object_info(
-        key=props.name if key is None else key,
-        size=props.size,
+        key=name,
+        size=size,
         metadata=from_azure_metadata(props.metadata),
-        last_modified=props.last_modified,
-        etag=props.etag,
-        version=props.version_id,
-        content_md5=settings.content_md5 if settings else None,
+        last_modified=modified if isinstance(modified, datetime) else None,
+        etag=props.etag if isinstance(props.etag, str) else None,
+        version=props.version_id if isinstance(props.version_id, str) else None,
+        content_md5=md5 if isinstance(md5, bytes | bytearray) else None,
     )
 
 
@@ -127,4 +143,4 @@ def item_name(item: BlobProperties | BlobPrefix) -> str:
 
 def is_directory_marker(props: BlobProperties) -> bool:
     """Zero-byte ``dir/`` blobs (portal, HNS accounts, other tools) are not files."""
-    return props.name.endswith("/") or (props.metadata or {}).get("hdi_isfolder") == "true"
+    return str(props.name).endswith("/") or (props.metadata or {}).get("hdi_isfolder") == "true"

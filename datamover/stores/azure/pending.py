@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, ContainerClient
 
 from datamover.errors import NotFound, PreconditionFailed, StoreError, Unsupported
 from datamover.stores.azure.errors import error_code, map_error
+from datamover.stores.azure.listing import guarded_pages
 from datamover.stores.base import PendingUpload
+from datamover.stores.bounds import PageGuard
 
 #: Get Block List probes of committed blobs, in flight / per batch (cleanup listings).
 _PROBE_WORKERS = 8
 _PROBE_BATCH = 256
+
+
+def _items(paged: Any, guard: PageGuard, page_size: int) -> Iterator[Any]:
+    for page in guarded_pages(paged, guard, page_size):
+        yield from page
 
 
 class PendingUploads:
@@ -56,17 +64,24 @@ class PendingUploads:
         blob, so they come back with ``cannot_abort`` set and ``initiated`` None; Azure
         discards them at the blob's next commit or after 7 days."""
         client = self._client
+        where = self._url(prefix)
         with ThreadPoolExecutor(max_workers=_PROBE_WORKERS) as pool:
             try:
-                with_uncommitted = client.list_blobs(
-                    name_starts_with=prefix or None,
-                    include=["uncommittedblobs"],
-                    results_per_page=self._page_size,
+                with_uncommitted = _items(
+                    client.list_blobs(
+                        name_starts_with=prefix or None,
+                        include=["uncommittedblobs"],
+                        results_per_page=self._page_size,
+                    ),
+                    PageGuard(where, prefix=prefix),
+                    self._page_size,
                 )
-                committed = iter(
+                committed = _items(
                     client.list_blobs(
                         name_starts_with=prefix or None, results_per_page=self._page_size
-                    )
+                    ),
+                    PageGuard(where, prefix=prefix),
+                    self._page_size,
                 )
                 batch: list[str] = []
                 current = next(committed, None)
@@ -85,24 +100,32 @@ class PendingUploads:
                     created = props.creation_time or props.last_modified
                     yield PendingUpload(
                         key=props.name,
-                        initiated=created.timestamp() if created else None,
-                        size=sum(int(b.size) for b in blocks),
+                        initiated=created.timestamp() if isinstance(created, datetime) else None,
+                        size=self._total(props.name, blocks),
                         token={"blob": props.name},
                     )
                 yield from self._committed_with_blocks(pool, batch)
-            except AzureError as e:
+            except Exception as e:
                 raise self._error(e, prefix) from e
 
     def _uncommitted_blocks(self, key: str) -> Sequence[Any] | None:
         """The blob's uncommitted blocks; None when there is no blob at all."""
         try:
             _committed, uncommitted = self._blob(key).get_block_list("uncommitted")
-        except AzureError as e:
+        except Exception as e:
             error = self._error(e, key)
             if isinstance(error, NotFound):
                 return None
             raise error from e
         return list(uncommitted)
+
+    def _total(self, key: str, blocks: Sequence[Any]) -> int:
+        """The bytes ``blocks`` (from Get Block List) hold; ``StoreError`` when a block
+        has no plain size."""
+        sizes = [b.size for b in blocks]
+        if not all(type(n) is int and n >= 0 for n in sizes):
+            raise StoreError(f"{self._url(key)}: the server listed a block without a size")
+        return sum(sizes)
 
     def _committed_with_blocks(
         self, pool: ThreadPoolExecutor, names: Sequence[str]
@@ -112,7 +135,7 @@ class PendingUploads:
                 yield PendingUpload(
                     key=name,
                     initiated=None,
-                    size=sum(int(b.size) for b in blocks),
+                    size=self._total(name, blocks),
                     token={"blob": name, "committed": True},
                     cannot_abort=(
                         "a committed blob exists at this name; its uncommitted blocks can't "
@@ -149,13 +172,13 @@ class PendingUploads:
                     key=key,
                 ) from e
             return  # committed meanwhile: nothing pending any more
-        except AzureError as e:
+        except Exception as e:
             raise self._error(e, key) from e
         try:
             blob.delete_blob(
                 etag=str(response["etag"]), match_condition=MatchConditions.IfNotModified
             )
-        except AzureError as e:
+        except Exception as e:
             error = self._error(e, key)
             if not isinstance(error, NotFound | PreconditionFailed):
                 raise error from e

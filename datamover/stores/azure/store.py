@@ -9,7 +9,6 @@ multipart writes to ``writer`` and leftover uncommitted blocks to ``pending``.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import re
 import time
@@ -24,6 +23,7 @@ from datamover.errors import NotFound, StoreError, TransientError, Unsupported, 
 from datamover.stores import StoreSettings
 from datamover.stores.azure.client import LIMITS, make_service_client
 from datamover.stores.azure.errors import error_code, is_invalid_range, map_error
+from datamover.stores.azure.listing import guarded_pages
 from datamover.stores.azure.metadata import (
     is_directory_marker,
     item_name,
@@ -33,7 +33,17 @@ from datamover.stores.azure.metadata import (
 )
 from datamover.stores.azure.pending import PendingUploads
 from datamover.stores.azure.writer import TOKEN_RE, AzureBlockWriter, bytes_view
-from datamover.stores.base import Buffer, ChunkWriter, Features, ObjectInfo, PendingUpload, Store
+from datamover.stores.base import (
+    Buffer,
+    ChunkWriter,
+    Features,
+    ObjectInfo,
+    PendingUpload,
+    Store,
+    check_whole_read,
+    whole_read_limit,
+)
+from datamover.stores.bounds import PageGuard, ResponseTooLarge
 from datamover.stores.urls import Location
 
 #: Azure's own ceiling for one List Blobs page.
@@ -47,16 +57,20 @@ _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?!.*--)[a-z0-9-]*$|^\$(root|l
 
 
 class _ViewWriter:
-    """A write-only stream over a memoryview, so downloads land in the caller's buffer."""
+    """A write-only stream over a memoryview, so downloads land in the caller's buffer.
+    More bytes than it holds are refused (``ResponseTooLarge``) as they arrive."""
 
-    def __init__(self, view: memoryview) -> None:
+    def __init__(self, view: memoryview, where: str) -> None:
         self._view = view
+        self._where = where
         self._pos = 0
 
     def write(self, data: bytes) -> int:
         n = len(data)
         if self._pos + n > len(self._view):
-            raise io.UnsupportedOperation("download longer than the buffer")
+            raise ResponseTooLarge(
+                f"{self._where}: the server sent more than the {len(self._view)} bytes asked for"
+            )
         self._view[self._pos : self._pos + n] = data
         self._pos += n
         return n
@@ -122,7 +136,7 @@ class AzureStore(Store):
             raise NotFound(f"{self.url(key)}: no such blob", key=key)
         try:
             props = self._blob(key).get_blob_properties()
-        except AzureError as e:
+        except Exception as e:
             raise self._error(e, key) from e
         return properties_info(props, key)
 
@@ -130,27 +144,30 @@ class AzureStore(Store):
         if not recursive and prefix and not prefix.endswith("/"):
             prefix += "/"  # one level down means "this directory", never a name prefix
         client = self._container_client
+        guard = PageGuard(self.url(prefix), prefix=prefix)
         try:
             if recursive:
-                for props in client.list_blobs(
+                blobs = client.list_blobs(
                     name_starts_with=prefix or None,
                     include=["metadata"],
                     results_per_page=self._page_size,
-                ):
-                    if is_directory_marker(props):
-                        # Listed so an empty directory can be recreated (base.py).
-                        name = props.name if props.name.endswith("/") else props.name + "/"
-                        yield ObjectInfo(key=name, size=0, is_dir=True)
-                    else:
-                        yield properties_info(props)
+                )
+                for page in guarded_pages(blobs, guard, self._page_size):
+                    for props in page:
+                        if is_directory_marker(props):
+                            # Listed so an empty directory can be recreated (base.py).
+                            name = props.name if props.name.endswith("/") else props.name + "/"
+                            yield ObjectInfo(key=name, size=0, is_dir=True)
+                        else:
+                            yield properties_info(props)
                 return
-            pages = client.walk_blobs(
+            walk = client.walk_blobs(
                 name_starts_with=prefix or None,
                 include=["metadata"],
                 delimiter="/",
                 results_per_page=self._page_size,
-            ).by_page()
-            for page in pages:
+            )
+            for page in guarded_pages(walk, guard, self._page_size):
                 # The SDK hands each page's prefixes first, then its blobs; one page
                 # spans one key range, so sorting the page restores key order.
                 for item in sorted(page, key=item_name):
@@ -158,20 +175,35 @@ class AzureStore(Store):
                         yield ObjectInfo(key=item.name, size=0, is_dir=True)
                     elif not is_directory_marker(item):
                         yield properties_info(item)
-        except AzureError as e:
+        except Exception as e:
             raise self._error(e, prefix) from e
+
+    def _download(self, key: str, offset: int | None, length: int | None, limit: int) -> Any:
+        """The SDK's downloader after its first request (which the transport bounds to
+        the range it asked for), refusing an object whose remaining size is over
+        ``limit`` before any more of it is read."""
+        downloader = self._blob(key).download_blob(offset=offset, length=length, max_concurrency=1)
+        if downloader.size > limit:
+            raise ResponseTooLarge(
+                f"{self.url(key)}: {downloader.size} bytes, over the {limit} accepted",
+                key=key,
+                size=downloader.size,
+            )
+        return downloader
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         if length is not None and length <= 0:
             self.stat(key)  # a ranged GET can't ask for 0 bytes; still honour NotFound
             return b""
         try:
-            return (
-                self._blob(key)
-                .download_blob(offset=offset, length=length, max_concurrency=1)
-                .readall()
-            )
-        except AzureError as e:
+            limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
+            data: bytes = self._download(key, offset, length, limit).readall()
+            return data
+        except ResponseTooLarge as e:
+            if length is None and e.size is not None:
+                check_whole_read(self.url(key), key, e.size, None, self.limits.max_single_put)
+            raise
+        except Exception as e:
             if is_invalid_range(e):
                 return b""
             raise self._error(e, key) from e
@@ -181,11 +213,24 @@ class AzureStore(Store):
     ) -> tuple[bytes | bytearray, ObjectInfo]:
         """Bytes and properties from one Get Blob (the SDK pins any further ranges to
         the first response's ETag), so both describe the same blob even when it is
-        replaced meanwhile; a stat and then a read could pair new bytes with old info."""
+        replaced meanwhile; a stat and then a read could pair new bytes with old info.
+        With ``info`` (a listing's), at most ``info.size`` + 1 bytes are asked for and
+        a larger blob is ``SourceChanged``; without, at most ``MAX_WHOLE_READ``
+        (``check_whole_read``). A blob listed empty is read with the SDK's first
+        request (at most ``max_single_get_size``): a range can't start in an empty
+        blob."""
+        limit = whole_read_limit(info, self.limits.max_single_put)
+        sized = info is not None and info.size > 0
         try:
-            downloader = self._blob(key).download_blob(max_concurrency=1)
+            downloader = self._download(
+                key, 0 if sized else None, limit + 1 if sized else None, limit
+            )
             data = downloader.readall()
-        except AzureError as e:
+        except ResponseTooLarge as e:
+            if e.size is not None:
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
+            raise
+        except Exception as e:
             raise self._error(e, key) from e
         return data, properties_info(downloader.properties, key)
 
@@ -195,11 +240,10 @@ class AzureStore(Store):
             self.stat(key)
             return 0
         try:
-            downloader = self._blob(key).download_blob(
-                offset=offset, length=len(view), max_concurrency=1
-            )
-            return downloader.readinto(cast(IO[bytes], _ViewWriter(view)))
-        except AzureError as e:
+            downloader = self._download(key, offset, len(view), len(view))
+            n: int = downloader.readinto(cast(IO[bytes], _ViewWriter(view, self.url(key))))
+            return n
+        except Exception as e:
             if is_invalid_range(e):
                 return 0
             raise self._error(e, key) from e
@@ -222,15 +266,16 @@ class AzureStore(Store):
             )
         md5 = (digests if digests is not None else PartDigests(body)).get("md5")
         meta = dict(metadata or {})
+        azure_metadata = to_azure_metadata(meta)  # UsageError for a name Azure can't take
         try:
             response = self._blob(key).upload_blob(
                 body,
                 length=len(body),
                 overwrite=True,
-                metadata=to_azure_metadata(meta),
+                metadata=azure_metadata,
                 transactional_content_md5=md5,
             )
-        except AzureError as e:
+        except Exception as e:
             raise self._error(e, key) from e
         # Put Blob stores the (service-verified) MD5 as the blob's Content-MD5.
         return response_info(key, len(body), meta, response, md5)
@@ -299,7 +344,7 @@ class AzureStore(Store):
             return
         try:
             self._blob(key).delete_blob(delete_snapshots="include")
-        except AzureError as e:
+        except Exception as e:
             error = self._error(e, key)
             if not isinstance(error, NotFound):
                 raise error from e
@@ -328,7 +373,7 @@ class AzureStore(Store):
                     key=src_key,
                 ) from e
             raise self._error(e, dst_key) from e
-        except AzureError as e:
+        except Exception as e:
             raise self._error(e, dst_key) from e
         self._wait_for_copy(
             target, dst_key, str(started.get("copy_id", "")), str(started.get("copy_status", ""))
@@ -353,7 +398,7 @@ class AzureStore(Store):
                 delay = min(delay * 2, 2.0)
                 copy = target.get_blob_properties().copy
                 status = str(copy.status or "")
-        except AzureError as e:
+        except Exception as e:
             raise self._error(e, key) from e
         if status != "success":
             raise StoreError(

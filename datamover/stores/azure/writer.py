@@ -13,7 +13,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
-from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 
 from datamover.checksums import PartDigests
@@ -78,13 +77,17 @@ class AzureBlockWriter:
         uncommitted block of this upload is left."""
         try:
             _committed, uncommitted = self._blob.get_block_list("uncommitted")
-        except AzureError as e:
+        except Exception as e:
             raise map_error(e, self._container, self.key) from e
         held: dict[tuple[int, str], int] = {}
         for block in uncommitted:
             m = _BLOCK_ID_RE.match(str(block.id))
             if m and m.group(1) == self._token:
-                held[(int(m.group(2)), m.group(3))] = int(block.size)
+                if type(block.size) is not int:
+                    raise StoreError(
+                        f"{self._where()}: the server listed a block without a size", key=self.key
+                    )
+                held[(int(m.group(2)), m.group(3))] = block.size
         if not held:
             raise NotFound(
                 f"{self._where()}: upload {self._token} has no uncommitted blocks left "
@@ -129,7 +132,7 @@ class AzureBlockWriter:
                 length=len(view),
                 transactional_content_md5=md5,
             )
-        except AzureError as e:
+        except Exception as e:
             raise map_error(e, self._container, self.key) from e
         receipt = PartReceipt(index, len(view), checksum=md5.hex())
         with self._lock:
@@ -159,15 +162,16 @@ class AzureBlockWriter:
             if _MD5_HEX_RE.match(md5_hex)
             else None
         )
+        azure_metadata = to_azure_metadata(final)  # UsageError for a name Azure can't take
         try:
             # Ids go in the "latest" list: if the SDK retries a commit whose first
             # attempt did land, the blocks are committed by then and still resolve.
             response = self._blob.commit_block_list(
                 [BlobBlock(block_id) for block_id in ids],
                 content_settings=content,
-                metadata=to_azure_metadata(final),
+                metadata=azure_metadata,
             )
-        except AzureError as e:
+        except Exception as e:
             raise map_error(e, self._container, self.key) from e
         with self._lock:
             self._state = "commit"

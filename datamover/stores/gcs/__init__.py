@@ -63,6 +63,16 @@ Writes here are idempotent in effect (temporary parts have unique names; a repea
 compose or delete gives the same result), so they are retried too, which the SDK does
 not do by default without generation preconditions.
 
+What the server sends is bounded, not trusted: the client's ``requests`` session
+carries ``datamover.stores.httpbounds.BoundedAdapter`` (a JSON answer read whole, a
+listing page say, is at most ``client.max_response_body(page_size)``; an object body
+at most the range asked for), downloads land in sinks that refuse bytes past the
+caller's buffer or bound (``read_object``: the listed size; ``read`` without a length:
+``MAX_WHOLE_READ``), listing pages go through a ``PageGuard`` (no ``pageToken`` named
+twice, no endless empty pages, names under the prefix), ``rewrite`` stops when its
+token repeats or it stops progressing, and an object resource of the wrong shape is a
+``StoreError`` (``metadata.blob_info``).
+
 Modules, lower ones first: ``crc`` (CRC32C combination and its base64 form),
 ``errors`` (SDK exceptions to datamover errors), ``client`` (endpoint, credentials,
 connection pool), ``metadata`` (blob resources to ``ObjectInfo``), ``uploads`` (the

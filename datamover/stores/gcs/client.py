@@ -22,6 +22,8 @@ from requests.adapters import HTTPAdapter
 
 from datamover.errors import ConfigError
 from datamover.stores import StoreSettings
+from datamover.stores.base import KiB, MiB
+from datamover.stores.httpbounds import BoundedAdapter
 
 DEFAULT_PROJECT = "datamover"
 
@@ -61,16 +63,28 @@ def make_client(bucket: str, settings: StoreSettings) -> Any:
     )
 
 
-def size_pool(client: Any, connections: int) -> None:
+def max_response_body(page_size: int) -> int:
+    """The most a JSON answer read whole may hold: a listing page of ``page_size``
+    objects with their metadata (up to 8 KiB each) and properties, escaped, with room
+    to spare; never less than 16 MiB."""
+    return max(16 * MiB, page_size * 16 * KiB)
+
+
+def size_pool(client: Any, connections: int, page_size: int = 1000) -> None:
     """Let every thread hold a connection: requests' default pool keeps 10 per host and
     discards the rest after use, so more threads would reconnect on every request.
     Commits fan out compose/delete calls ``connections`` wide while other files' parts
-    are in flight, hence the headroom. Adapters other than the plain one (mTLS) are
-    left as they are."""
+    are in flight, hence the headroom. The adapter bounds what a response may make the
+    SDK read (``httpbounds``; ``page_size`` sizes a listing page's bound). Adapters
+    other than the plain one (mTLS) are left as they are."""
     session = client._http
     for prefix in ("https://", "http://"):
         if type(session.adapters.get(prefix)) is HTTPAdapter:
-            adapter = HTTPAdapter(pool_maxsize=max(4 * connections, 32), max_retries=0)
+            adapter = BoundedAdapter(
+                pool_maxsize=max(4 * connections, 32),
+                max_retries=0,
+                max_body=max_response_body(page_size),
+            )
             session.mount(prefix, adapter)
 
 

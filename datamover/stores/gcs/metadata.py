@@ -10,12 +10,13 @@ import binascii
 import mimetypes
 from typing import Any
 
+from datamover.errors import StoreError
 from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 
 
-def _b64_to_hex(value: str | None) -> str | None:
-    if not value:
+def _b64_to_hex(value: object) -> str | None:
+    if not value or not isinstance(value, str):
         return None
     try:
         return base64.b64decode(value).hex()
@@ -29,29 +30,56 @@ def content_type_for(key: str) -> str:
 
 
 def blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
-    """ObjectInfo from a loaded blob resource."""
-    metadata: dict[str, str] = dict(blob.metadata or {})
+    """ObjectInfo from a loaded blob resource. The resource is the server's JSON, read
+    through the SDK's properties, which raise on values of the wrong shape: any such
+    value (a size or generation that is not a number, a date that is not one,
+    metadata that is not text to text) raises ``StoreError``."""
+    name = key if key is not None else blob.name
+    try:
+        raw_metadata = blob.metadata
+        size = blob.size
+        updated = blob.updated
+        generation = blob.generation
+        etag = blob.etag
+        md5_hash, crc32c = blob.md5_hash, blob.crc32c
+        mtime_updated = updated.timestamp() if updated is not None else None
+    except (ValueError, TypeError, AttributeError, OverflowError) as e:
+        raise _malformed(blob, name, type(e).__name__) from e
+    if not isinstance(name, str) or not name:
+        raise _malformed(blob, name, "no name")
+    if not isinstance(raw_metadata, dict | None) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in (raw_metadata or {}).items()
+    ):
+        raise _malformed(blob, name, "metadata that is not text")
+    if size is not None and (type(size) is not int or size < 0):
+        raise _malformed(blob, name, "a negative size")
+    metadata: dict[str, str] = dict(raw_metadata or {})
     checksums: dict[str, str] = {}
-    md5 = _b64_to_hex(blob.md5_hash)
+    md5 = _b64_to_hex(md5_hash)
     if md5:
         checksums["md5"] = md5
-    crc = _b64_to_hex(blob.crc32c)
+    crc = _b64_to_hex(crc32c)
     if crc:
         checksums["crc32c"] = crc
     checksums.update(digests_from_metadata(metadata))
-    mtime: float | None = None
     mtime_ns = parse_mtime_ns(metadata[MTIME]) if MTIME in metadata else None
-    if mtime_ns is not None:
-        mtime = mtime_ns / 1e9
-    elif blob.updated is not None:
-        mtime = blob.updated.timestamp()
+    mtime = mtime_ns / 1e9 if mtime_ns is not None else mtime_updated
     return ObjectInfo(
-        key=key if key is not None else blob.name,
-        size=int(blob.size or 0),
+        key=name,
+        size=int(size or 0),
         mtime=mtime,
-        etag=blob.etag,
-        version=str(blob.generation) if blob.generation is not None else None,
+        etag=etag if isinstance(etag, str) else None,
+        version=str(generation) if generation is not None else None,
         checksums=checksums,
         metadata=metadata,
         mode=PosixAttrs.from_metadata(metadata).mode if metadata else None,
+    )
+
+
+def _malformed(blob: Any, name: object, what: str) -> StoreError:
+    bucket = getattr(getattr(blob, "bucket", None), "name", "")
+    shown = name[:200] if isinstance(name, str) else ""
+    return StoreError(
+        f"gs://{bucket}/{shown}: the server sent a malformed object resource ({what})",
+        key=shown or None,
     )

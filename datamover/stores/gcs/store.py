@@ -32,7 +32,10 @@ from datamover.stores.base import (
     PartLimits,
     PendingUpload,
     Store,
+    check_whole_read,
+    whole_read_limit,
 )
+from datamover.stores.bounds import MAX_EMPTY_PAGES, PageGuard, Recurrence, ResponseTooLarge
 from datamover.stores.gcs.client import make_client, pool_map, size_pool
 from datamover.stores.gcs.crc import crc_b64, crc_from_b64
 from datamover.stores.gcs.errors import map_error as map_gcs_error
@@ -44,25 +47,50 @@ from datamover.stores.urls import Location
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000
+#: Prefixes of a delimited listing held back to be released in key order.
+MAX_HELD_PREFIXES = 10_000
 DEFAULT_RETRY_DEADLINE = 60.0
 
 
 class _ViewWriter:
     """A write-only file object over a caller's buffer, so a download lands in it with
-    one copy (from the socket chunk) and no intermediate ``BytesIO``."""
+    one copy (from the socket chunk) and no intermediate ``BytesIO``. More bytes than
+    the buffer holds are refused (``ResponseTooLarge``) as they arrive."""
 
-    def __init__(self, view: memoryview) -> None:
+    def __init__(self, view: memoryview, where: str) -> None:
         self._view = view
+        self._where = where
         self.pos = 0
 
     def write(self, chunk: bytes) -> int:
         n = len(chunk)
         end = self.pos + n
         if end > len(self._view):
-            raise StoreError("the server sent more bytes than the range asked for")
+            raise ResponseTooLarge(
+                f"{self._where}: the server sent more than the {len(self._view)} bytes asked for"
+            )
         self._view[self.pos : end] = chunk
         self.pos = end
         return n
+
+
+class _Sink:
+    """A write-only file object that keeps at most ``limit`` bytes; more is refused
+    (``ResponseTooLarge``) as it arrives, so an answer never outgrows the caller's
+    bound whatever length the server gives."""
+
+    def __init__(self, limit: int, where: str) -> None:
+        self.data = bytearray()
+        self._limit = limit
+        self._where = where
+
+    def write(self, chunk: bytes) -> int:
+        if len(self.data) + len(chunk) > self._limit:
+            raise ResponseTooLarge(
+                f"{self._where}: the server sent more than the {self._limit} bytes accepted"
+            )
+        self.data += chunk
+        return len(chunk)
 
 
 class GCSStore(Store):
@@ -95,7 +123,7 @@ class GCSStore(Store):
         self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
         self._bucket_exists = False
         self._closed = False
-        size_pool(client, connections)
+        size_pool(client, connections, page_size)
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> GCSStore:
@@ -166,23 +194,59 @@ class GCSStore(Store):
             prefix += "/"
         return self._list(prefix, delimiter=None if recursive else "/", hide_temp=True)
 
+    def _pages(
+        self, prefix: str, delimiter: str | None
+    ) -> Iterator[tuple[Sequence[Any], Sequence[str]]]:
+        """The listing's pages as (blobs, prefixes), checked as they come: every name
+        is text under ``prefix``, a page holds at most ``page_size`` objects, and the
+        chain of pages does not loop (``PageGuard``; a prefix named again, as GCS may
+        on a later page, is not new and so not progress)."""
+        guard = PageGuard(self.url(prefix), prefix=prefix)
+        try:
+            iterator = self._client.list_blobs(
+                self._bucket,
+                prefix=prefix or None,
+                delimiter=delimiter,
+                page_size=self.page_size,
+                retry=self.retry,
+            )
+            pages = iter(iterator.pages)
+        except Exception as e:
+            raise self.map_error(e, prefix, missing="bucket") from e
+        named = Recurrence()  # prefixes seen: the last ones exactly, constant memory
+        while True:
+            try:
+                page = next(pages, None)
+                if page is None:
+                    return
+                blobs = list(page)
+                prefixes = list(getattr(page, "prefixes", ()))
+            except Exception as e:
+                raise self.map_error(e, prefix, missing="bucket") from e
+            token = iterator.next_page_token
+            if len(blobs) > self.page_size:
+                raise guard.error(f"returned {len(blobs)} objects in a page of {self.page_size}")
+            names = [blob.name for blob in blobs]
+            for name in (*names, *prefixes):
+                if not isinstance(name, str) or not name:
+                    raise guard.error(f"named an entry without a name ({name!r:.40})")
+                guard.key(name)
+            new = [p for p in prefixes if not named.seen(p.encode("utf-8", "surrogatepass"))]
+            fresh = names + new
+            if fresh:
+                guard.page(len(fresh), token, fresh[0], fresh[-1])
+            else:
+                guard.page(0, token)
+            yield blobs, prefixes
+
     def _list(self, prefix: str, *, delimiter: str | None, hide_temp: bool) -> Iterator[ObjectInfo]:
         """Stream a listing in key order. Prefixes are held in a heap and released just
         before the first item that sorts after them: GCS sends them in order, but the
         emulator puts every prefix on the first page. A prefix that sorts before what was
-        already yielded is taken for a repeat (so memory stays bounded)."""
-        try:
-            pages = iter(
-                self._client.list_blobs(
-                    self._bucket,
-                    prefix=prefix or None,
-                    delimiter=delimiter,
-                    page_size=self.page_size,
-                    retry=self.retry,
-                ).pages
-            )
-        except Exception as e:
-            raise self.map_error(e, prefix, missing="bucket") from e
+        already yielded is taken for a repeat. At most ``MAX_HELD_PREFIXES`` are held:
+        past that the smallest is released early (a server's prefixes can't grow the
+        heap without bound; the listing then comes out slightly out of order, which
+        the engine's reordering window absorbs)."""
 
         def hidden(name: str) -> bool:
             return hide_temp and name.startswith(self.temp_prefix)
@@ -190,18 +254,15 @@ class GCSStore(Store):
         pending: list[str] = []
         queued: set[str] = set()
         last = ""
-        while True:
-            try:
-                page = next(pages, None)
-                if page is None:
-                    break
-                blobs = list(page)
-            except Exception as e:
-                raise self.map_error(e, prefix, missing="bucket") from e
-            for p in getattr(page, "prefixes", ()):
+        for blobs, prefixes in self._pages(prefix, delimiter):
+            for p in prefixes:
                 if p > last and p not in queued and not hidden(p):
                     heappush(pending, p)
                     queued.add(p)
+                    if len(pending) > MAX_HELD_PREFIXES:
+                        last = heappop(pending)
+                        queued.discard(last)
+                        yield ObjectInfo(key=last, size=0, is_dir=True)
             for blob in blobs:
                 name: str = blob.name
                 while pending and pending[0] < name:
@@ -225,9 +286,12 @@ class GCSStore(Store):
             self.stat(key)
             return b""
         whole = offset == 0 and length is None
+        limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
+        sink = _Sink(limit, self.url(key))
         blob = self._bucket.blob(key)
         try:
-            data: bytes = blob.download_as_bytes(
+            blob.download_to_file(
+                sink,
                 start=offset or None,
                 end=offset + length - 1 if length is not None else None,
                 raw_download=True,
@@ -236,9 +300,17 @@ class GCSStore(Store):
             )
         except gexc.RequestRangeNotSatisfiable:
             return b""
+        except ResponseTooLarge as e:
+            if length is None:
+                raise StoreError(
+                    f"{self.url(key)}: over the {limit}-byte limit of a whole-object read; "
+                    "read it in ranges",
+                    key=key,
+                ) from e
+            raise
         except Exception as e:
             raise self.map_error(e, key) from e
-        return data
+        return bytes(sink.data)
 
     def read_object(
         self, key: str, info: ObjectInfo | None = None
@@ -246,15 +318,29 @@ class GCSStore(Store):
         """The object's resource, then its bytes pinned to that generation and checked
         against its size and CRC32C, so data and info describe one generation; an
         object replaced in between is read again (``SourceChanged`` if it keeps
-        changing). A stat and a plain read could pair new bytes with old info."""
+        changing). A stat and a plain read could pair new bytes with old info. At
+        most ``info.size`` bytes, else ``MAX_WHOLE_READ`` (``whole_read_limit``),
+        into a buffer of the resource's size that refuses more."""
         for _ in range(3):
             blob = self._bucket.blob(key)
             try:
                 blob.reload(retry=self.retry)
+            except Exception as e:
+                raise self.map_error(e, key) from e
+            got = blob_info(blob, key)
+            check_whole_read(self.url(key), key, got.size, info, self.limits.max_single_put)
+            data = bytearray(got.size)
+            if not got.size:
+                return data, got
+            sink = _ViewWriter(memoryview(data), self.url(key))
+            try:
                 # A fresh handle, without the mediaLink the reload set: the bytes come
                 # from the configured endpoint, not from whatever host the server names
                 # (an emulator's external URL, the public host behind a private endpoint).
-                data: bytes = self._bucket.blob(key).download_as_bytes(
+                self._bucket.blob(key).download_to_file(
+                    sink,
+                    start=0,
+                    end=got.size - 1,
                     raw_download=True,
                     checksum=None,  # compared below with the resource's CRC32C
                     if_generation_match=blob.generation,
@@ -266,8 +352,8 @@ class GCSStore(Store):
                 raise self.map_error(e, key) from e
             crc = int.from_bytes(PartDigests(data).get("crc32c"), "big")
             expected = crc_from_b64(blob.crc32c)
-            if len(data) == int(blob.size or 0) and expected in (None, crc):
-                return data, blob_info(blob, key)
+            if sink.pos == got.size and expected in (None, crc):
+                return data, got
         raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
@@ -277,7 +363,7 @@ class GCSStore(Store):
         if len(view) == 0:
             self.stat(key)
             return 0
-        sink = _ViewWriter(view)
+        sink = _ViewWriter(view, self.url(key))
         blob = self._bucket.blob(key)
         try:
             blob.download_to_file(
@@ -410,12 +496,8 @@ class GCSStore(Store):
     def _temp_blobs(self, prefix: str) -> Iterator[Any]:
         """Raw blob resources (metadata, generation, CRC32C) under ``prefix``, which is
         under the temp prefix, in name order."""
-        try:
-            yield from self._client.list_blobs(
-                self._bucket, prefix=prefix, page_size=self.page_size, retry=self.retry
-            )
-        except Exception as e:
-            raise self.map_error(e, prefix, missing="bucket") from e
+        for blobs, _prefixes in self._pages(prefix, None):
+            yield from blobs
 
     def delete(self, key: str) -> None:
         try:
@@ -437,11 +519,24 @@ class GCSStore(Store):
             dst.metadata = dict(metadata)
             dst.content_type = content_type_for(dst_key)
         token: str | None = None
+        # Each call names the token for the next and how far the copy got: a token
+        # named before, or a long run of calls that got no further, is a server that
+        # would keep us calling for ever.
+        tokens = Recurrence()
+        done, stalled = -1, 0
         try:
             while True:
-                token, _done, _total = dst.rewrite(src, token=token, retry=self.retry)
+                token, rewritten, _total = dst.rewrite(src, token=token, retry=self.retry)
                 if token is None:
                     break
+                stalled = stalled + 1 if not isinstance(rewritten, int) or rewritten <= done else 0
+                done = rewritten if isinstance(rewritten, int) else done
+                if tokens.seen(token.encode("utf-8", "surrogatepass")) or stalled > MAX_EMPTY_PAGES:
+                    raise StoreError(
+                        f"{self.url(dst_key)}: the server's rewrite did not progress (a repeated "
+                        f"token, or {stalled} calls without progress); a server bug",
+                        key=dst_key,
+                    )
         except Exception as e:
             raise self.map_error(e, src_key) from e
         return blob_info(dst, dst_key)

@@ -124,10 +124,23 @@ class GCSWriter:
         """List this upload's part objects and keep the claimed parts whose object has
         the receipt's size, CRC32C and (when the receipt has one) ETag; those are
         composed at commit with the generation listed. Raises ``NotFound`` when no part
-        of the upload is left, or the parts were written for another key."""
+        of the upload is left, or the parts were written for another key. Only names
+        of this upload's parts are held (at most one per part), and a part resource of
+        the wrong shape raises ``StoreError``."""
+        try:
+            return self._verify_parts(claimed)
+        except (ValueError, TypeError, AttributeError, OverflowError) as e:
+            raise StoreError(
+                f"{self._store.url(self.key)}: the server sent a malformed part resource "
+                f"({type(e).__name__})",
+                key=self.key,
+            ) from e
+
+    def _verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
+        names = {self._part_name(i) for i in range(self.nparts)}
         held: dict[str, Any] = {}
         for blob in self._store._temp_blobs(self.temp_dir):
-            if blob.name.rsplit("/", 1)[-1].startswith("part-"):
+            if blob.name in names:
                 held[blob.name] = blob
         owner = {(b.metadata or {}).get(UPLOAD_KEY_METADATA, self.key) for b in held.values()}
         if not held or owner != {self.key}:

@@ -19,6 +19,12 @@ complete and correct from ``CompleteMultipartUpload`` on; the digest metadata fo
 moment later. If that copy fails, the object stays without the digest metadata and the
 manifest still has the digest.
 
+What a server sends is bounded, not trusted: the lean path allocates no more than the
+caller's buffer or bound on the word of a ``Content-Length`` (``lean.py``), listings
+are checked page by page and can't loop (``listing.py``, ``datamover.stores.bounds``),
+and the GetObject bodies read through boto3 are capped the same way (``store.py``).
+``docs/SECURITY.md`` lists the bounds.
+
 The modules, each importing only those above it:
 
 ==================  ==================================================================

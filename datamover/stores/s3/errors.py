@@ -74,7 +74,9 @@ def classify_error(
         return Throttled(
             f"{where}: server asked to slow down ({code or status})",
             key=key,
-            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            retry_after=float(retry_after)
+            if retry_after and retry_after.isascii() and retry_after.isdigit()
+            else None,
         )
     if code in _TRANSIENT or (isinstance(status, int) and status >= 500):
         return TransientError(f"{where}: {reason}", key=key)
@@ -83,6 +85,8 @@ def classify_error(
 
 def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
     """Map a botocore exception to the datamover tree (no secrets in messages)."""
+    if isinstance(e, StoreError):
+        return e
     where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
     if isinstance(e, bce.ClientError):
         err = e.response.get("Error", {})

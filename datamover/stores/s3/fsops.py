@@ -7,6 +7,7 @@ from datamover.errors import NotFound
 from datamover.stores.base import ObjectInfo, Store
 from datamover.stores.fsops import FsOps
 from datamover.stores.s3.errors import map_error
+from datamover.stores.s3.listing import page_entries
 from datamover.stores.s3.store import S3Store
 
 
@@ -46,7 +47,5 @@ class S3FsOps(FsOps):
             )
         except Exception as e:
             raise map_error(e, bucket, prefix) from e
-        keys = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
-        keys += [o["Key"] for o in page.get("Contents", ())]
         own = (prefix, self.dir_meta_key(prefix))
-        return any(k not in own for k in keys)
+        return any(entry.key not in own for entry in page_entries(page))

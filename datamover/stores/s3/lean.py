@@ -23,6 +23,18 @@ the environment, FIPS/dual-stack/accelerate endpoints, a bucket name that can't 
 virtual host on AWS, non-ASCII metadata. A redirect or a region error (an AWS bucket
 in another region) falls back to boto3 for that request and turns the lean path off
 for the store (``LeanUnavailable``). ``DATAMOVER_S3_LEAN=0`` turns it off entirely.
+
+Nothing a server sends is allocated on its word alone. A success body goes into the
+caller's buffer, never past its end, or into a new one of at most the caller's bound
+(``max_body``: the size a listing gave for a whole-object read, a listing page's cap);
+a ``Content-Length`` over that is refused before a byte of the body is read, and a
+chunked body is cut off as soon as it passes it (``ResponseTooLarge``, not retried).
+Headers, chunk-size lines and trailers are bounded by ``MAX_HEADER_BYTES``, interim
+1xx answers by ``MAX_INTERIM``, error bodies by ``MAX_ERROR_BODY`` (the rest is left
+unread and the connection closed). Malformed framing (status line, header lines,
+lengths, chunk sizes) is handled like a broken connection: retried, then a
+``TransientError`` that says the response was malformed. Parsing costs nothing per
+byte in Python: the body is received with ``recv_into`` straight into its buffer.
 """
 
 from __future__ import annotations
@@ -44,19 +56,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamover.errors import TransientError
+from datamover.stores.bounds import ResponseTooLarge
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: A response head (status line and headers), and a chunk-size line or trailers.
 MAX_HEADER_BYTES = 64 * 1024
+#: What is read of an error response's body (the rest is dropped with the connection).
 MAX_ERROR_BODY = 1024 * 1024
+#: Interim (1xx) responses accepted before the real one.
+MAX_INTERIM = 8
 ATTEMPTS = 3
 _RECV = 256 * 1024
+_STATUS = re.compile(r"[1-9][0-9][0-9]")
 
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
 
+#: Opens a TCP connection to (host, port) within a timeout: ``socket.create_connection``.
+Transport = Callable[[tuple[str, int], float], socket.socket]
+
+
 class LeanUnavailable(Exception):
     """This request (and later ones on the same store) should go through boto3."""
+
+
+class _Malformed(Exception):
+    """The response broke HTTP/1.1's framing (status line, header line, length,
+    chunking). Handled as a broken connection, retried, and named in the final
+    error."""
 
 
 class _Broken(Exception):
@@ -168,13 +196,29 @@ class _Signer:
 
 
 class _Connection:
-    """One keep-alive HTTP/1.1 connection; used by one thread at a time."""
+    """One keep-alive HTTP/1.1 connection; used by one thread at a time.
 
-    def __init__(self, scheme: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    Everything read from the socket is bounded before it is allocated: the head by
+    ``MAX_HEADER_BYTES``, interim (1xx) responses by ``MAX_INTERIM``, a body by the
+    caller's ``limit`` (or the buffer it gave) checked against ``Content-Length``
+    before a byte of it is read, a chunked body by the same bound as it arrives, its
+    chunk-size lines and trailers by ``MAX_HEADER_BYTES``, and an error body by
+    ``MAX_ERROR_BODY`` (the rest is not read: the connection is closed instead)."""
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None,
+        transport: Transport = socket.create_connection,
+    ) -> None:
         self.scheme, self.host, self.port, self.tls = scheme, host, port, tls
+        self.transport = transport
         self.sock: socket.socket | None = None
         self.used = 0  # requests completed on this socket
         self.buf = bytearray()  # bytes received past the previous response
+        self.spent = False  # the response was not read to its end: don't reuse
 
     def close(self) -> None:
         if self.sock is not None:
@@ -185,7 +229,7 @@ class _Connection:
         self.sock, self.used, self.buf = None, 0, bytearray()
 
     def _connect(self, connect_timeout: float, read_timeout: float) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
+        sock = self.transport((self.host, self.port), connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if self.tls is not None:
@@ -200,6 +244,7 @@ class _Connection:
         *,
         has_body: bool,
         into: memoryview | None,
+        limit: int,
         connect_timeout: float,
         read_timeout: float,
     ) -> Response:
@@ -212,6 +257,7 @@ class _Connection:
                 raise _Broken(e, stale=False) from e
         sock = self.sock
         received_any = False
+        self.spent = False
         try:
             if self.tls is None and body is not None and len(body):
                 total = len(head) + memoryview(body).nbytes
@@ -229,17 +275,22 @@ class _Connection:
             status, headers, buf = self._read_head()
             received_any = True
             response = Response(status, headers)
-            if has_body and status not in (204, 304) and not (100 <= status < 200):
-                self._read_body(response, buf, into if 200 <= status < 300 else None)
-            else:
+            if not has_body or status in (204, 304):
                 self.buf = buf
-        except _Broken:
+            elif 200 <= status < 300:
+                self._read_body(response, buf, into, limit)
+            else:
+                self._read_error_body(response, buf)
+        except (_Broken, ResponseTooLarge):
             self.close()
             raise
+        except _Malformed as e:
+            self.close()
+            raise _Broken(e, stale=False) from e
         except (OSError, ValueError) as e:
             self.close()
             raise _Broken(e, stale=reused and not received_any) from e
-        if headers.get("connection", "").lower() == "close":
+        if self.spent or headers.get("connection", "").lower() == "close":
             self.close()
         else:
             self.used += 1
@@ -253,53 +304,55 @@ class _Connection:
         buf += chunk
 
     def _read_head(self) -> tuple[int, dict[str, str], bytearray]:
+        """Status, headers and the bytes after them, past any interim (1xx) answers."""
         buf = self.buf
         self.buf = bytearray()
-        while True:
+        for _ in range(MAX_INTERIM + 1):
             end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(buf) > MAX_HEADER_BYTES:
-                raise ValueError("response headers too large")
-            if not buf:
-                assert self.sock is not None
-                chunk = self.sock.recv(_RECV)
-                if not chunk:
-                    raise ConnectionResetError("connection closed before the response")
-                buf += chunk
-            else:
-                self._recv_more(buf)
-        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        rest = buf[end + 4 :]
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise ValueError(f"bad status line {lines[0][:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ValueError("bad header line")
-            headers[name.strip().lower()] = value.strip()
-        if status == 100:  # a stray 100 Continue: the real response follows
-            self.buf = rest
-            return self._read_head()
-        return status, headers, rest
+            while end < 0:
+                if len(buf) > MAX_HEADER_BYTES:
+                    raise ResponseTooLarge(f"response headers over {MAX_HEADER_BYTES} bytes")
+                searched = max(0, len(buf) - 3)
+                if buf:
+                    self._recv_more(buf)
+                else:
+                    assert self.sock is not None
+                    chunk = self.sock.recv(_RECV)
+                    if not chunk:
+                        raise ConnectionResetError("connection closed before the response")
+                    buf += chunk
+                end = buf.find(b"\r\n\r\n", searched)
+            if end > MAX_HEADER_BYTES:
+                raise ResponseTooLarge(f"response headers over {MAX_HEADER_BYTES} bytes")
+            status, headers = parse_head(bytes(buf[:end]))
+            del buf[: end + 4]
+            if not 100 <= status < 200:
+                return status, headers, buf
+        raise _Malformed(f"more than {MAX_INTERIM} interim (1xx) responses")
 
-    def _read_body(self, response: Response, buf: bytearray, into: memoryview | None) -> None:
+    def _read_body(
+        self, response: Response, buf: bytearray, into: memoryview | None, limit: int
+    ) -> None:
+        """A success response's body: into ``into`` (no more than it holds) or into a
+        new buffer of at most ``limit`` bytes."""
         headers = response.headers
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            response.body = self._read_chunked(buf)
+        cap = len(into) if into is not None else limit
+        if _is_chunked(headers):
+            body, complete = self._read_chunked(buf, cap)
+            if not complete:
+                raise ResponseTooLarge(f"a chunked body longer than the {cap} bytes accepted")
             if into is not None:
-                n = len(response.body)
-                if n > len(into):
-                    raise ValueError("response body longer than the buffer")
-                into[:n] = response.body
-                response.length, response.body = n, b""
+                n = len(body)
+                into[:n] = body
+                response.length = n
+            else:
+                response.body = body
             return
-        if "content-length" not in headers:
-            raise ValueError("response without a length")  # S3 always sends one
-        length = int(headers["content-length"])
+        length = content_length(headers)
+        if length > cap:
+            raise ResponseTooLarge(
+                f"a body of {length} bytes, over the {cap} accepted", size=length
+            )
         if into is None:
             if length > len(buf):
                 out = bytearray(length)
@@ -312,13 +365,31 @@ class _Connection:
                 response.body = buf[:length] if length < len(buf) else buf
                 self.buf = buf[length:] if length < len(buf) else bytearray()
             return
-        if length > len(into):
-            raise ValueError("response body longer than the buffer")
         have = min(len(buf), length)
         into[:have] = buf[:have]
         self.buf = buf[have:]
         self._recv_exact(into[have:length])
         response.length = length
+
+    def _read_error_body(self, response: Response, buf: bytearray) -> None:
+        """An error response's body, its first ``MAX_ERROR_BODY`` bytes at most: the
+        error code is near its start. The rest of a longer body is left unread and the
+        connection closed after this response."""
+        headers = response.headers
+        if _is_chunked(headers):
+            response.body, complete = self._read_chunked(buf, MAX_ERROR_BODY)
+            self.spent = not complete
+            return
+        length = content_length(headers)
+        if length <= MAX_ERROR_BODY:
+            self._read_body(response, buf, None, MAX_ERROR_BODY)
+            return
+        self.spent = True
+        out = bytearray(MAX_ERROR_BODY)
+        have = min(len(buf), MAX_ERROR_BODY)
+        out[:have] = buf[:have]
+        self._recv_exact(memoryview(out)[have:])
+        response.body = out
 
     def _recv_exact(self, view: memoryview) -> None:
         assert self.sock is not None
@@ -329,32 +400,96 @@ class _Connection:
                 raise ConnectionResetError(f"body ended after {got} of {want} bytes")
             got += n
 
-    def _read_chunked(self, buf: bytearray) -> bytearray:
+    def _line(self, buf: bytearray) -> bytes:
+        """The next CRLF-terminated line of ``buf`` (removed from it, without the CRLF),
+        reading more as needed; a line over ``MAX_HEADER_BYTES`` is malformed."""
+        end = buf.find(b"\r\n")
+        while end < 0:
+            if len(buf) > MAX_HEADER_BYTES:
+                raise _Malformed("a chunk-size or trailer line too long")
+            searched = max(0, len(buf) - 1)
+            self._recv_more(buf)
+            end = buf.find(b"\r\n", searched)
+        line = bytes(buf[:end])
+        del buf[: end + 2]  # bytearray drops a prefix without moving the rest
+        return line
+
+    def _read_chunked(self, buf: bytearray, cap: int) -> tuple[bytearray, bool]:
+        """A chunked body of at most ``cap`` bytes: (body, True) when it ended within
+        that, else (the first bytes, False) with the rest unread (``spent``)."""
         out = bytearray()
         while True:
-            while b"\r\n" not in buf:
-                if len(buf) > MAX_HEADER_BYTES:
-                    raise ValueError("bad chunk header")
-                self._recv_more(buf)
-            line, _, rest = bytes(buf).partition(b"\r\n")
-            size = int(line.split(b";")[0].strip() or b"0", 16)
-            buf = bytearray(rest)
+            size = parse_chunk_size(self._line(buf))
             if size == 0:
-                while b"\r\n" not in buf:  # trailers end with an empty line
-                    self._recv_more(buf)
-                while not buf.startswith(b"\r\n"):
-                    _, _, after = bytes(buf).partition(b"\r\n")
-                    buf = bytearray(after)
-                    while b"\r\n" not in buf:
-                        self._recv_more(buf)
-                self.buf = buf[2:]
-                return out
-            while len(buf) < size + 2:
-                self._recv_more(buf)
-            out += buf[:size]
-            if len(out) > MAX_ERROR_BODY * 64:
-                raise ValueError("chunked body too large")
-            buf = buf[size + 2 :]
+                break
+            if len(out) + size > cap:
+                self.spent = True
+                return out, False
+            take = min(len(buf), size)
+            with memoryview(buf) as view:
+                out += view[:take]
+            del buf[:take]
+            left = size - take
+            while left:
+                assert self.sock is not None
+                chunk = self.sock.recv(min(_RECV, left))
+                if not chunk:
+                    raise ConnectionResetError("connection closed inside a chunk")
+                out += chunk
+                left -= len(chunk)
+            if self._line(buf):
+                raise _Malformed("chunk data not followed by CRLF")
+        trailers = 0
+        while line := self._line(buf):  # trailers end with an empty line
+            trailers += len(line) + 2
+            if trailers > MAX_HEADER_BYTES:
+                raise _Malformed(f"trailers over {MAX_HEADER_BYTES} bytes")
+        self.buf = buf
+        return out, True
+
+
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """Status and headers of a response head (without its final blank line). Names
+    are lower-cased; a repeated header keeps its last value. Raises ``_Malformed``."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _STATUS.fullmatch(parts[1]):
+        raise _Malformed(f"bad status line {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _Malformed(f"bad header line {line[:80]!r}")
+        headers[name.lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+def content_length(headers: Mapping[str, str]) -> int:
+    """The Content-Length of a response with a body; ``_Malformed`` when it is absent
+    (S3 always sends one, or chunks) or not a plain decimal number."""
+    value = headers.get("content-length")
+    if value is None:
+        raise _Malformed("response without a length")
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise _Malformed(f"bad Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def parse_chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (extensions after ``;`` ignored)."""
+    digits = line.split(b";", 1)[0].strip()
+    if not digits or len(digits) > 15 or digits.strip(b"0123456789abcdefABCDEF"):
+        raise _Malformed(f"bad chunk size {line[:40]!r}")
+    return int(digits, 16)
+
+
+def _is_chunked(headers: Mapping[str, str]) -> bool:
+    encoding = headers.get("transfer-encoding")
+    if encoding is None:
+        return False
+    if encoding.strip().lower() != "chunked":
+        raise _Malformed(f"transfer-encoding {encoding[:40]!r}")
+    return True
 
 
 def _proxied(scheme: str, host: str) -> bool:
@@ -388,7 +523,12 @@ class LeanS3:
         verify: bool = True,
         connect_timeout: float = 10,
         read_timeout: float = 60,
+        transport: Transport = socket.create_connection,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``transport`` opens a TCP connection (``socket.create_connection``'s
+        signature; tests give an in-memory one) and ``sleep`` waits between
+        attempts."""
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LeanUnavailable(f"endpoint scheme {parts.scheme!r}")
@@ -408,6 +548,7 @@ class LeanS3:
         self.credentials = credentials
         self.signer = _Signer(region)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._transport, self._sleep = transport, sleep
         self.tls: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self.tls = ssl.create_default_context(cafile=ca_bundle)
@@ -425,7 +566,7 @@ class LeanS3:
     def _conn(self) -> _Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _Connection(self.scheme, self.host, self.port, self.tls)
+            conn = _Connection(self.scheme, self.host, self.port, self.tls, self._transport)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -444,10 +585,13 @@ class LeanS3:
         body: Any = None,
         into: memoryview | None = None,
         query: Mapping[str, str] | None = None,
+        max_body: int = MAX_ERROR_BODY,
     ) -> Response:
         """One signed request, retried on connection errors, throttling and 5xx (three
         attempts). Returns the final response whatever its status; raises
-        ``TransientError`` when every attempt failed on the connection and
+        ``TransientError`` when every attempt failed on the connection (or got a
+        malformed answer), ``ResponseTooLarge`` when a success response's body is
+        longer than ``into`` holds or than ``max_body`` (when ``into`` is None), and
         ``LeanUnavailable`` when boto3 should take this request. ``key`` "" with a
         ``query`` addresses the bucket itself (a listing)."""
         if self.disabled:
@@ -469,7 +613,7 @@ class LeanS3:
         failure: BaseException | None = None
         for attempt in range(ATTEMPTS):
             if attempt:
-                time.sleep(min(20.0, random.random() * (2**attempt) * 0.5))
+                self._sleep(min(20.0, random.random() * (2**attempt) * 0.5))
             creds = self.credentials()
             if creds is None:
                 raise LeanUnavailable("no credentials")
@@ -494,10 +638,14 @@ class LeanS3:
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
             conn = self._conn()
             try:
-                response = self._exchange(conn, method, head, body, into)
+                response = self._exchange(conn, method, head, body, into, max_body)
             except _Broken as e:
                 failure = e.cause
                 continue
+            except ResponseTooLarge as e:
+                raise ResponseTooLarge(
+                    f"s3://{self.bucket}/{key}: {e}", key=key, size=e.size
+                ) from None
             if response.status in (301, 302, 307, 308) or (
                 response.status == 400
                 and response.error()[0] in ("AuthorizationHeaderMalformed", "PermanentRedirect")
@@ -507,16 +655,28 @@ class LeanS3:
             if (response.status >= 500 or response.status == 429) and attempt + 1 < ATTEMPTS:
                 continue
             return response
+        if isinstance(failure, _Malformed):
+            raise TransientError(
+                f"s3://{self.bucket}/{key}: malformed response from the server ({failure})",
+                key=key,
+            )
         raise TransientError(
             f"s3://{self.bucket}/{key}: connection problem ({type(failure).__name__})", key=key
         )
 
     def _exchange(
-        self, conn: _Connection, method: str, head: bytes, body: Any, into: memoryview | None
+        self,
+        conn: _Connection,
+        method: str,
+        head: bytes,
+        body: Any,
+        into: memoryview | None,
+        limit: int,
     ) -> Response:
         kwargs = {
             "has_body": method != "HEAD",
             "into": into,
+            "limit": limit,
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
         }
@@ -529,4 +689,15 @@ class LeanS3:
         return conn.exchange(head, body, **kwargs)  # type: ignore[arg-type]
 
 
-__all__ = ["LeanS3", "LeanUnavailable", "Response", "lean_enabled"]
+__all__ = [
+    "MAX_ERROR_BODY",
+    "MAX_HEADER_BYTES",
+    "LeanS3",
+    "LeanUnavailable",
+    "Response",
+    "ResponseTooLarge",
+    "content_length",
+    "lean_enabled",
+    "parse_chunk_size",
+    "parse_head",
+]

@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
+from datamover.errors import StoreError
 from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover.stores.s3.lean import Response
@@ -94,17 +95,36 @@ def boto_info(key: str, r: Mapping[str, Any], size: int) -> ObjectInfo:
     )
 
 
+def header_size(headers: Mapping[str, str], url: str, key: str) -> int:
+    """The object size a HEAD's Content-Length gives; ``StoreError`` unless it is a
+    plain decimal number."""
+    value = headers.get("content-length", "0")
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise StoreError(f"{url}: the server sent Content-Length {value[:40]!r}", key=key)
+    return int(value)
+
+
+def _header_time(value: str | None) -> datetime | None:
+    """A Last-Modified header; None when absent or unreadable (the object's
+    ``mtime`` metadata, when present, is what counts)."""
+    if not value:
+        return None
+    try:
+        return parse_timestamp(value)
+    except Exception:  # dateutil's parser, behind botocore's, raises several kinds
+        return None
+
+
 def lean_info(key: str, r: Response, size: int) -> ObjectInfo:
     """An object as the headers of a lean HEAD or GET describe it."""
     headers = r.headers
     meta = {k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
-    modified = headers.get("last-modified")
     return _object_info(
         key,
         size,
         meta,
         headers.get("etag"),
-        parse_timestamp(modified) if modified else None,
+        _header_time(headers.get("last-modified")),
         headers.get("x-amz-version-id"),
         headers.get("x-amz-server-side-encryption"),
     )

@@ -18,13 +18,16 @@ from datamover.stores.base import (
     ObjectInfo,
     PendingUpload,
     Store,
+    check_whole_read,
+    whole_read_limit,
 )
+from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
 from datamover.stores.s3.errors import error_code, map_error
 from datamover.stores.s3.lean import Response
 from datamover.stores.s3.listing import list_objects, list_uploads
-from datamover.stores.s3.objectinfo import boto_info, lean_info, put_info
+from datamover.stores.s3.objectinfo import boto_info, header_size, lean_info, put_info
 from datamover.stores.s3.writer import S3Writer
 from datamover.stores.urls import Location
 
@@ -60,7 +63,7 @@ class S3Store(Store):
         lean = s3.lean_request("HEAD", key)
         if lean is not None:
             if lean.status == 200:
-                return lean_info(key, lean, int(lean.headers.get("content-length", 0)))
+                return lean_info(key, lean, header_size(lean.headers, self.url(key), key))
             error = s3.lean_error(lean, key)
             if isinstance(error, NotFound):
                 s3.check_bucket(key)
@@ -70,7 +73,7 @@ class S3Store(Store):
         except NotFound:
             s3.check_bucket(key)
             raise
-        return boto_info(key, r, int(r["ContentLength"]))
+        return boto_info(key, r, int(r.get("ContentLength") or 0))
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         yield from list_objects(self._s3, prefix, recursive, self.page_size)
@@ -89,12 +92,20 @@ class S3Store(Store):
             raise map_error(e, self.bucket, key) from e
 
     def _lean_range(
-        self, key: str, offset: int, length: int | None, into: memoryview | None = None
+        self,
+        key: str,
+        offset: int,
+        length: int | None,
+        into: memoryview | None = None,
+        *,
+        max_body: int,
     ) -> Response | None:
         """A ranged lean GET; None: boto3 should do it. Raises the mapped error; an
         answer of 416 (at or past the end) comes back as it is."""
         end = "" if length is None else str(offset + length - 1)
-        r = self._s3.lean_request("GET", key, headers={"range": f"bytes={offset}-{end}"}, into=into)
+        r = self._s3.lean_request(
+            "GET", key, headers={"range": f"bytes={offset}-{end}"}, into=into, max_body=max_body
+        )
         if r is None or r.status == 206 or r.status == 416:
             return r
         if r.status == 200 and offset == 0:
@@ -103,58 +114,99 @@ class S3Store(Store):
             raise TransientError(f"{self.url(key)}: server ignored the Range header", key=key)
         raise self._s3.lean_error(r, key)
 
-    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
-        if length is not None and length <= 0:
-            return b""
-        lean = self._lean_range(key, offset, length)
-        if lean is not None:
-            return b"" if lean.status == 416 else bytes(lean.body)
-        r = self._get(key, offset, length)
-        if r is None:
-            return b""
+    def _boto_body(self, key: str, r: Mapping[str, Any], limit: int) -> bytes:
+        """The body of a boto3 GetObject answer, at most ``limit`` bytes: more is
+        ``ResponseTooLarge``, refused from its Content-Length before it is read."""
+        body = r["Body"]
         try:
-            data: bytes = r["Body"].read()
+            declared = r.get("ContentLength")
+            if isinstance(declared, int) and declared > limit:
+                raise ResponseTooLarge(
+                    f"{self.url(key)}: a body of {declared} bytes, over the {limit} accepted",
+                    key=key,
+                    size=declared,
+                )
+            data: bytes = body.read(limit + 1)
+            if len(data) > limit:
+                raise ResponseTooLarge(
+                    f"{self.url(key)}: a body longer than the {limit} bytes accepted", key=key
+                )
+            if isinstance(declared, int) and len(data) < declared:
+                raise TransientError(
+                    f"{self.url(key)}: body ended after {len(data)} of {declared} bytes", key=key
+                )
             return data
+        except StoreError:
+            raise
         except Exception as e:
             raise map_error(e, self.bucket, key) from e
         finally:
-            r["Body"].close()
+            body.close()
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length is not None and length <= 0:
+            return b""
+        limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
+        try:
+            lean = self._lean_range(key, offset, length, max_body=limit)
+            if lean is not None:
+                return b"" if lean.status == 416 else bytes(lean.body)
+            r = self._get(key, offset, length)
+            return b"" if r is None else self._boto_body(key, r, limit)
+        except ResponseTooLarge as e:
+            if length is None and e.size is not None:
+                check_whole_read(self.url(key), key, e.size, None, self.limits.max_single_put)
+            raise
 
     def read_object(
         self, key: str, info: ObjectInfo | None = None
     ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """One GET: the body and the metadata its headers carry. At most ``info.size``
+        bytes (what the listing said, which the caller budgeted for), else
+        ``MAX_WHOLE_READ`` (``whole_read_limit``): a larger answer is refused from its
+        Content-Length, before any of it is read (``check_whole_read``)."""
         s3 = self._s3
-        lean = s3.lean_request("GET", key)
+        limit = whole_read_limit(info, self.limits.max_single_put)
+        try:
+            lean = s3.lean_request("GET", key, max_body=limit)
+        except ResponseTooLarge as e:
+            if e.size is not None:
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
+            raise
         if lean is not None:
             if lean.status != 200:
                 raise s3.lean_error(lean, key)
             return lean.body, lean_info(key, lean, len(lean.body))
         r = s3.call(key, s3.client.get_object, Key=key)
         try:
-            data: bytes = r["Body"].read()
-        except Exception as e:
-            raise map_error(e, self.bucket, key) from e
-        finally:
-            r["Body"].close()
-        return data, boto_info(key, r, int(r["ContentLength"]))
+            data = self._boto_body(key, r, limit)
+        except ResponseTooLarge as e:
+            if e.size is not None:
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
+            raise
+        return data, boto_info(key, r, len(data))
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if len(buf) == 0:
             return 0
         view = buf.cast("B") if buf.format != "B" else buf
-        lean = self._lean_range(key, offset, view.nbytes, into=view)
+        lean = self._lean_range(key, offset, view.nbytes, into=view, max_body=view.nbytes)
         if lean is not None:
             return 0 if lean.status == 416 else lean.length
         r = self._get(key, offset, len(buf))
         if r is None:
             return 0
-        expected = int(r["ContentLength"])
+        expected = r.get("ContentLength")
+        if not isinstance(expected, int) or expected > view.nbytes:
+            # No length (chunked), or more than the range: read what fits, refuse more.
+            data = self._boto_body(key, r, view.nbytes)
+            view[: len(data)] = data
+            return len(data)
         raw = r["Body"]._raw_stream  # the urllib3 response
         # urllib3's readinto reads into a new bytes object and copies that into the
         # buffer; the http.client response under it fills the buffer straight from
         # the socket. botocore asks urllib3 not to decode, so the bytes are the same.
         reader = getattr(raw, "_fp", None) or raw
-        view = buf.cast("B") if buf.format != "B" else buf
         total = 0
         try:
             while total < expected:

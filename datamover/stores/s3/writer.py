@@ -15,6 +15,9 @@ from datamover.stores.base import Buffer, ObjectInfo, PartLimits, PartReceipt
 from datamover.stores.s3.client import BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
 
+#: S3's part numbers run from 1 to this.
+MAX_PART_NUMBER = 10_000
+
 
 class S3Writer:
     """One multipart upload. Parts carry CRC32C checksums the server verifies."""
@@ -62,9 +65,13 @@ class S3Writer:
 
     def verify_parts(self, claimed: Mapping[int, PartReceipt]) -> set[int]:
         """ListParts, and keep the claimed parts whose ETag and size the server agrees
-        with; those become this writer's parts as if written now."""
-        held: dict[int, dict[str, Any]] = {}
+        with; those become this writer's parts as if written now. The server's part
+        list is checked as it comes: part numbers within S3's 1..10,000 and rising
+        from page to page (so the paging ends, and at most one entry per part is
+        held), each with an ETag and a size; else ``StoreError``."""
+        held: dict[int, tuple[str, int]] = {}
         marker = 0
+        where = self.s3.url(self.key)
         while True:
             r = self.s3.call(
                 self.key,
@@ -73,19 +80,34 @@ class S3Writer:
                 UploadId=self.upload_id,
                 PartNumberMarker=marker,
             )
-            for p in r.get("Parts", ()):
-                held[int(p["PartNumber"]) - 1] = p
+            for p in r.get("Parts") or ():
+                number, etag, size = p.get("PartNumber"), p.get("ETag"), p.get("Size")
+                if (
+                    type(number) is not int
+                    or not marker < number <= MAX_PART_NUMBER
+                    or not isinstance(etag, str)
+                    or type(size) is not int
+                ):
+                    raise StoreError(
+                        f"{where}: the server listed a bad part ({number!r:.20}) after "
+                        f"part {marker}",
+                        key=self.key,
+                    )
+                held[number - 1] = (etag, size)
             if not r.get("IsTruncated"):
                 break
-            marker = int(r["NextPartNumberMarker"])
+            following = r.get("NextPartNumberMarker")
+            if type(following) is not int or not marker < following <= MAX_PART_NUMBER:
+                raise StoreError(
+                    f"{where}: the server's part listing did not move on from part {marker} "
+                    f"(next marker {following!r:.20}); a server bug",
+                    key=self.key,
+                )
+            marker = following
         valid = set()
         for index, receipt in claimed.items():
             p = held.get(index)
-            if (
-                p
-                and p["ETag"].strip('"') == (receipt.etag or "").strip('"')
-                and (int(p["Size"]) == receipt.size)
-            ):
+            if p and p[0].strip('"') == (receipt.etag or "").strip('"') and p[1] == receipt.size:
                 valid.add(index)
                 with self._lock:
                     self._parts[index] = receipt
