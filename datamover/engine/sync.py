@@ -14,7 +14,10 @@ not grow with the tree. A file present on both sides is *unchanged* when
 
 Those checks run ``lookahead`` at a time on a small thread pool while decisions are
 yielded in key order. Deletions (destination-only files) are collected as keys and
-carried out by the caller after the copies, and only if every copy succeeded.
+carried out by the caller after the copies, and only if every copy succeeded. The
+destination is listed without following links (``--copy-links`` is the source's
+alone), so a destination symlink is one entry, and deleting it removes the link,
+never what it points to.
 """
 
 from __future__ import annotations
@@ -159,10 +162,11 @@ class SyncPlanner:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="dm-sync") as pool:
             for rel, s, d in merged:
                 if s is None:
-                    if self.delete and d is not None:
+                    # A destination entry the listing could not serve is left alone.
+                    if self.delete and d is not None and d.problem is None:
                         self.plan.to_delete.append(d.key)
                     continue
-                if d is None:
+                if d is None or s.problem is not None:  # a problem fails it, by name
                     yield make_job(self.dst, self.dst_root, rel, s, self.linked)
                     continue
                 window.append((rel, s, pool.submit(self._unchanged, s, d)))
