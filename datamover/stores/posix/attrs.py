@@ -48,38 +48,44 @@ def info_from_stat(
     )
 
 
+def _number(metadata: Mapping[str, str], name: str, top: int, key: str) -> int | None:
+    raw = metadata.get(name)
+    if raw is None:
+        return None
+    if raw.isascii() and raw.isdigit():  # the common case: no strip, no copy
+        value = int(raw)
+    else:
+        text = raw.strip()
+        value = int(text) if text.isascii() and text.isdigit() else top + 1
+    if value > top:
+        raise InvalidMetadata(
+            f"/{key}: metadata {name}={raw[:40]!r} is not a {name} (a decimal number up "
+            f"to {top}); refusing this file",
+            key=key,
+        )
+    return value
+
+
 def parse_attrs(metadata: Mapping[str, str], key: str) -> PosixAttrs:
     """``mode``, ``uid``, ``gid`` and ``mtime`` from metadata, each checked: a decimal
     number in range (``mode`` up to ``0o177777``, ids up to ``2**32 - 2``, ``mtime``
     as s3fs/rclone write it, within what ``utimensat`` takes). Raises
     ``InvalidMetadata`` naming ``key`` and the value otherwise."""
-
-    def number(name: str, top: int) -> int | None:
-        raw = metadata.get(name)
-        if raw is None:
-            return None
-        text = raw.strip()
-        if not (text.isascii() and text.isdigit()) or int(text) > top:
-            raise InvalidMetadata(
-                f"/{key}: metadata {name}={raw[:40]!r} is not a {name} (a decimal number up "
-                f"to {top}); refusing this file",
-                key=key,
-            )
-        return int(text)
-
-    mode = number(MODE, 0o177777)
+    mode = _number(metadata, MODE, 0o177777, key)
     if mode is not None and statmod.S_IFMT(mode) == 0:
         mode |= statmod.S_IFREG
     mtime_ns = None
-    if MTIME in metadata:
-        mtime_ns = parse_mtime_ns(metadata[MTIME])
+    raw = metadata.get(MTIME)
+    if raw is not None:
+        mtime_ns = parse_mtime_ns(raw)
         if mtime_ns is None or abs(mtime_ns) > _NS_MAX:
             raise InvalidMetadata(
-                f"/{key}: metadata mtime={metadata[MTIME][:40]!r} is not a time (seconds "
-                "since the epoch, with a fraction or not); refusing this file",
+                f"/{key}: metadata mtime={raw[:40]!r} is not a time (seconds since the "
+                "epoch, with a fraction or not); refusing this file",
                 key=key,
             )
-    return PosixAttrs(mode, number(UID, _ID_MAX), number(GID, _ID_MAX), mtime_ns)
+    uid, gid = _number(metadata, UID, _ID_MAX, key), _number(metadata, GID, _ID_MAX, key)
+    return PosixAttrs(mode, uid, gid, mtime_ns)
 
 
 def permissions(attrs: PosixAttrs, *, setid: bool) -> int | None:

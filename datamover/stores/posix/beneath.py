@@ -49,7 +49,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -182,6 +182,22 @@ def split(rel: str) -> tuple[str, str]:
     return head, name
 
 
+class _Held:
+    """A held directory as a context manager (a class, not a generator: it is on the
+    path of every file)."""
+
+    __slots__ = ("d", "tree")
+
+    def __init__(self, tree: Beneath, d: Dir) -> None:
+        self.tree, self.d = tree, d
+
+    def __enter__(self) -> Dir:
+        return self.d
+
+    def __exit__(self, *exc: object) -> None:
+        self.tree.release(self.d)
+
+
 class Beneath:
     """The tree below one directory; see the module docstring for the contract.
 
@@ -268,14 +284,9 @@ class Beneath:
             elif d.rel != "":  # the root stays open until close()
                 self._evict()
 
-    @contextlib.contextmanager
-    def directory(self, rel_dir: str, *, create: bool = False) -> Iterator[Dir]:
-        """``hold`` for the length of a ``with`` block."""
-        d = self.hold(rel_dir, create=create)
-        try:
-            yield d
-        finally:
-            self.release(d)
+    def directory(self, rel_dir: str, *, create: bool = False) -> _Held:
+        """``with tree.directory(rel_dir) as d``: ``hold`` for the length of the block."""
+        return _Held(self, self.hold(rel_dir, create=create))
 
     def _resolve(self, base: Dir, parts: list[str], start: int, create: bool, mode: int) -> Dir:
         """Open ``parts[start:]`` below ``base`` (held by the caller): one ``openat2``

@@ -73,6 +73,23 @@ def _why(e: OSError) -> str:
     return f"can't be read: {e.strerror}"
 
 
+class _Place:
+    """``(tree, rel)`` for a ``with`` block; a tree made for the block is closed after
+    it. (A class, not a generator: this is on every read and write.)"""
+
+    __slots__ = ("owned", "rel", "tree")
+
+    def __init__(self, tree: Beneath, rel: str, *, owned: bool) -> None:
+        self.tree, self.rel, self.owned = tree, rel, owned
+
+    def __enter__(self) -> tuple[Beneath, str]:
+        return self.tree, self.rel
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owned:
+            self.tree.close()
+
+
 class PosixStore(Store):
     scheme = "file"
     fs_ops_class = PosixFsOps
@@ -159,24 +176,20 @@ class PosixStore(Store):
                 return tree, key[len(root) :].rstrip("/")
         return None
 
-    @contextlib.contextmanager
-    def beneath(self, key: str) -> Iterator[tuple[Beneath, str]]:
-        """``(tree, rel)``: the confined tree ``key`` is in and its name there; for a key
-        under no confined root, a tree at its parent directory, opened by the path as
-        given (and closed after the block), and its last name. Everything done through
-        ``tree`` to ``rel`` follows no symlink at ``rel`` or (in a confined tree) above it
-        up to the root. The mount's descriptor-based operations are meant to start
-        here: ``tree.open(rel, flags)``, ``tree.mkdir``, ``tree.rename``, ..."""
+    def beneath(self, key: str) -> _Place:
+        """``with store.beneath(key) as (tree, rel)``: the confined tree ``key`` is in
+        and its name there; for a key under no confined root, a tree at its parent
+        directory, opened by the path as given (and closed after the block), and its
+        last name. Everything done through ``tree`` to ``rel`` follows no symlink at
+        ``rel`` or (in a confined tree) above it up to the root. The mount's
+        descriptor-based operations are meant to start here: ``tree.open(rel, flags)``,
+        ``tree.mkdir``, ``tree.rename``, ..."""
         found = self._confined(key)
         if found is not None:
-            yield found
-            return
+            return _Place(found[0], found[1], owned=False)
         parent, _, name = ("/" + key.rstrip("/")).rpartition("/")
         tree = Beneath(parent or "/", dir_cache=0, use_openat2=self._use_openat2)
-        try:
-            yield tree, name
-        finally:
-            tree.close()
+        return _Place(tree, name, owned=True)
 
     @contextlib.contextmanager
     def _beneath_dir(self, base: str) -> Iterator[tuple[Beneath, str]]:
@@ -462,8 +475,11 @@ class PosixStore(Store):
         try:
             with self.beneath(key) as (tree, rel):
                 head, name = split(rel)
-                with tree.directory(head) as d:
+                d = tree.hold(head)
+                try:
                     return self._read_at(d.fd, name, key)
+                finally:
+                    tree.release(d)
         except OSError as e:
             raise map_oserror(e, key) from e
 
@@ -487,12 +503,13 @@ class PosixStore(Store):
             if not statmod.S_ISLNK(st.st_mode):
                 raise
             return os.fsencode(os.readlink(name, dir_fd=dirfd)), info_from_stat(key, st)
-        return self._read_open(fd, key, fd_path(fd), (fd,))
+        return self._read_open(fd, key, None, (fd,))
 
     def _read_open(
-        self, fd: int, key: str, path: str, fds: tuple[int, ...] = ()
+        self, fd: int, key: str, path: str | None, fds: tuple[int, ...] = ()
     ) -> tuple[bytes | bytearray, ObjectInfo]:
-        """The whole file open at ``fd`` (closed here) and its info, checked unchanged."""
+        """The whole file open at ``fd`` (closed here) and its info, checked unchanged.
+        ``path`` names it for ``lfs`` (None: ``/proc/self/fd/N`` of ``fd``)."""
         try:
             before = os.fstat(fd)
             if statmod.S_ISDIR(before.st_mode):
@@ -513,7 +530,7 @@ class PosixStore(Store):
                 if total == before.st_size:
                     break
             after = os.fstat(fd)
-            extra = self._extra(before, path, fd, fds) if self.xattrs else None
+            extra = self._extra(before, path or fd_path(fd), fd, fds) if self.xattrs else None
         except OSError as e:
             raise map_oserror(e, key) from e
         finally:
@@ -578,7 +595,7 @@ class PosixStore(Store):
         )
         try:
             writer.write_part(0, data, digests or PartDigests(data))
-            return writer.commit(meta)
+            return writer.commit(meta, checked=attrs)
         except BaseException:
             writer.abort()
             raise

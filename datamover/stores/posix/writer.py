@@ -155,7 +155,6 @@ class PosixWriter:
         except BaseException:
             self._close_tree()
             raise
-        self.temp_path = os.path.join(os.path.dirname(self.path), self.temp)
         if presize and resume_from is None:
             try:
                 os.ftruncate(self._fd, size)
@@ -221,6 +220,10 @@ class PosixWriter:
             self._owned.close()
             self._owned = None
 
+    @property
+    def temp_path(self) -> str:
+        return os.path.join(os.path.dirname(self.path), self.temp)
+
     def state(self) -> dict[str, Any]:
         return {"temp_path": self.temp_path}
 
@@ -263,7 +266,11 @@ class PosixWriter:
             self._end = max(self._end, end)
         return PartReceipt(index, len(data), checksum=digests.get("crc32c").hex())
 
-    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+    def commit(
+        self, metadata: Mapping[str, str], *, checked: PosixAttrs | None = None
+    ) -> ObjectInfo:
+        """Commit with ``metadata`` merged over ``initial_metadata``. ``checked``: the
+        merged metadata's attributes, already parsed by the caller (``put``)."""
         with self._lock:
             # A part never written would be a hole of zeros in the file: refuse, and
             # leave the temp file to abort().
@@ -274,8 +281,9 @@ class PosixWriter:
                     f"(first: {missing[0]})",
                     key=self.key,
                 )
-            merged = {**self.initial_metadata, **metadata}
-            attrs = parse_attrs(merged, self.key)  # before anything changes; abort() cleans
+            merged = {**self.initial_metadata, **metadata} if self.initial_metadata else metadata
+            # Checked before anything changes (abort() cleans up after a refusal).
+            attrs = checked if checked is not None else parse_attrs(merged, self.key)
             fd, self._fd = self._fd, None
         if fd is None or self._dir is None:
             raise StoreError(f"/{self.key}: commit after commit or abort", key=self.key)
