@@ -15,6 +15,7 @@
     │   ├── Unsupported            an optional capability is missing: fall back
     │   ├── SourceChanged          the source changed while it was read (not retried)
     │   ├── UnsafePath             a key that can't be written safely as a path here
+    │   ├── InvalidMetadata        metadata that can't be applied (not a number, ...)
     │   ├── IntegrityError         bytes failed a checksum (retryable, part level)
     │   │   └── DigestMismatch     whole-file digest differs (the file is redone)
     │   ├── TransientError         network / 5xx / throttling (retryable)
@@ -121,6 +122,13 @@ class UnsafePath(StoreError):
     """A source key can't become a path under the destination root without escaping it
     or clobbering something (``..``, absolute, NUL, a symlinked directory, a name that
     is both a file and a directory). That file is refused; the run goes on."""
+
+
+class InvalidMetadata(StoreError):
+    """Metadata carried with an object can't be applied as it says (a ``mode``,
+    ``uid`` or ``mtime`` that is not a number in range, a Lustre stripe size that is no
+    size). Metadata comes from whoever wrote the bucket, so that file is refused; the
+    run goes on."""
 
 
 class IntegrityError(StoreError):

@@ -268,15 +268,19 @@ def make_filter(
     )
 
 
-def store_settings(options: TransferOptions) -> StoreSettings:
+def store_settings(options: TransferOptions, role: str = "source") -> StoreSettings:
     """Store settings for a run with ``options``: one pooled connection per worker
-    thread plus a few for stats and commits, and what the POSIX store needs to know."""
+    thread plus a few for stats and commits, and what the POSIX store needs to know.
+    ``role="destination"``: links are followed in a source only (``--copy-links``), so
+    a destination's listing (sync) shows a symlink as itself and ``--delete`` removes
+    the link, never what it points to."""
     return StoreSettings(
         connections=options.transfers + 4,
         extra={
-            "copy_links": options.copy_links,
+            "copy_links": options.copy_links and role == "source",
             "xattrs": options.xattrs,
             "durability": options.durability,
+            "preserve_setid": options.preserve_setid,
         },
     )
 
@@ -352,11 +356,19 @@ def _transfer(
         else None
     )
     settings = store_settings(opts)
+    dst_settings = store_settings(opts, "destination")
     try:
-        with _open_pair(job.src, dst, settings) as (src_store, src_key, dst_store, dst_key):
+        with _open_pair(job.src, dst, settings, dst_settings) as (
+            src_store,
+            src_key,
+            dst_store,
+            dst_key,
+        ):
             preflight(src_store, src_key, "source")
             preflight(dst_store, dst_key, "destination")
-            with _scaled_out(job, settings, opts, client, cluster, distributed) as factory:
+            with _scaled_out(
+                job, settings, dst_settings, opts, client, cluster, distributed
+            ) as factory:
                 common: dict[str, Any] = {
                     "listener": _fanout(listener, collector),
                     "filters": job.filters,
@@ -400,11 +412,11 @@ def cluster_durability(options: TransferOptions, distributed: bool) -> TransferO
 
 @contextlib.contextmanager
 def _open_pair(
-    src: str, dst: str, settings: StoreSettings
+    src: str, dst: str, settings: StoreSettings, dst_settings: StoreSettings
 ) -> Iterator[tuple[Store, str, Store, str]]:
     src_store, src_key = open_store(src, settings)
     with src_store:
-        dst_store, dst_key = open_store(dst, settings)
+        dst_store, dst_key = open_store(dst, dst_settings)
         with dst_store:
             yield src_store, src_key, dst_store, dst_key
 
@@ -430,6 +442,7 @@ def _bag_destination(dst: str) -> tuple[str, str]:
 def _scaled_out(
     job: TransferJob,
     settings: StoreSettings,
+    dst_settings: StoreSettings,
     options: TransferOptions,
     client: Any,
     cluster: Any,
@@ -452,6 +465,7 @@ def _scaled_out(
         job.dst,
         settings,
         options,
+        dst_settings=dst_settings,
         client=client,
         cluster=cluster,
         dask_options=job.scale_out.options if job.scale_out is not None else None,
@@ -489,7 +503,7 @@ def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
     root_url = job.target or str(manifest.header.get("destination", ""))
     if not root_url:
         raise UsageError(f"{job.manifest} names no destination; give the TARGET to verify")
-    store, key = open_store(root_url, store_settings(job.options))
+    store, key = open_store(root_url, store_settings(job.options, "destination"))
     with store:
         return engine.verify_store(
             manifest, job.manifest, store, key, job.options, listener=listener

@@ -91,9 +91,13 @@ class TransferOptions:
     ``resume``: re-running the same copy resumes its unfinished job (finished files are
     skipped, partly uploaded files continue from their parts); False starts afresh.
 
-    ``preserve``: carry POSIX mode, owner and mtime (and back onto POSIX files);
-    ``copy_links``: follow symlinks instead of copying them as links; ``xattrs``: carry
-    ``user.*`` extended attributes as metadata.
+    ``preserve``: carry POSIX mode, owner and mtime (and back onto POSIX files; owners
+    only where ``chown`` can work: as root, or to the caller's own ids);
+    ``preserve_setid``: keep set-user-ID and set-group-ID bits when restoring a mode
+    onto POSIX files (default: dropped, since a bucket's metadata is whatever its
+    writer said); ``copy_links``: follow symlinks in the source instead of copying them
+    as links (never in the destination); ``xattrs``: carry ``user.*`` extended
+    attributes as metadata.
 
     ``durability`` (POSIX destinations): ``"job"`` (default) commits each file by
     rename without an fsync of its own, and makes them durable in groups: the journal
@@ -117,6 +121,7 @@ class TransferOptions:
     memory_budget: int = 256 * MiB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     preserve: bool = True
+    preserve_setid: bool = False
     copy_links: bool = False
     xattrs: bool = False
     server_side_copy: bool = True
@@ -165,6 +170,8 @@ class TransferOptions:
             "preserve": self.preserve,
             "copy_links": self.copy_links,
             "xattrs": self.xattrs,
+            # Only when set: jobs journaled before the option existed still resume.
+            **({"preserve_setid": True} if self.preserve_setid else {}),
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -197,6 +204,7 @@ class TransferOptions:
             "transfers": self.transfers,
             "memory_budget": self.memory_budget,
             "preserve": self.preserve,
+            "preserve_setid": self.preserve_setid,
             "copy_links": self.copy_links,
             "xattrs": self.xattrs,
             "server_side_copy": self.server_side_copy,

@@ -37,7 +37,10 @@ class FaultyWriter:
 
 
 class FaultyStore(Store):
-    """``faults[(op, index)] = (count, error_factory)``: fail that many times."""
+    """``faults[(op, index)] = (count, error_factory)``: fail that many times.
+    ``before(op, key)``, when set, runs before each ``put``/``open_writer``/
+    ``read_object``/``readinto`` is passed on, one call at a time (so a test can change
+    the filesystem between planning and writing, deterministically)."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -49,6 +52,13 @@ class FaultyStore(Store):
         self.injected = 0
         self.aborts = 0
         self._lock = threading.Lock()
+        self.before: Callable[[str, str], None] | None = None
+        self._hook_lock = threading.Lock()
+
+    def hook(self, op: str, key: str) -> None:
+        if self.before is not None:
+            with self._hook_lock:
+                self.before(op, key)
 
     def fail(self, op: str, index: int, times: int, error: Callable[[], DatamoverError]) -> None:
         self.faults[(op, index)] = [times, error]
@@ -68,6 +78,15 @@ class FaultyStore(Store):
     def local_path(self, key: str) -> str | None:
         return self.inner.local_path(key)
 
+    def child_key(self, root: str, rel: str) -> str:
+        return self.inner.child_key(root, rel)
+
+    def confine(self, root: str) -> None:
+        self.inner.confine(root)
+
+    def sync(self) -> None:
+        self.inner.sync()
+
     def stat(self, key: str) -> ObjectInfo:
         return self.inner.stat(key)
 
@@ -78,10 +97,12 @@ class FaultyStore(Store):
         return self.inner.read(key, offset, length)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+        self.hook("readinto", key)
         self.maybe_fail("readinto", offset)
         return self.inner.readinto(key, offset, buf)
 
     def read_object(self, key: str, info: ObjectInfo | None = None) -> tuple[Any, ObjectInfo]:
+        self.hook("read_object", key)
         self.maybe_fail("read_object", 0)
         return self.inner.read_object(key, info)
 
@@ -93,12 +114,14 @@ class FaultyStore(Store):
         metadata: Mapping[str, str] | None = None,
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
+        self.hook("put", key)
         self.maybe_fail("put", 0)
         return self.inner.put(key, data, metadata=metadata, digests=digests)
 
     def open_writer(
         self, key: str, *, size: int, part_size: int, metadata: Mapping[str, str] | None = None
     ) -> ChunkWriter:
+        self.hook("open_writer", key)
         return FaultyWriter(
             self.inner.open_writer(key, size=size, part_size=part_size, metadata=metadata), self
         )

@@ -150,7 +150,14 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         "--copy-links",
         "-L",
         action="store_true",
-        help="follow symlinks and copy what they point to (default: copy them as links)",
+        help="follow symlinks in the source and copy what they point to (default: copy "
+        "them as links); links in the destination are never followed",
+    )
+    p.add_argument(
+        "--preserve-setid",
+        action="store_true",
+        help="POSIX destinations: keep set-user-ID and set-group-ID bits from the "
+        "source's mode (default: drop them, as metadata from a bucket is untrusted)",
     )
     p.add_argument(
         "--xattrs", action="store_true", help="carry user.* extended attributes as metadata"
@@ -335,6 +342,7 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         server_side_copy=not args.no_server_side_copy,
         preserve=not args.no_preserve,
         copy_links=args.copy_links,
+        preserve_setid=args.preserve_setid,
         xattrs=args.xattrs,
         durability=args.durability,
         command_line=("datamover", *args.argv),

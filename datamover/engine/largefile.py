@@ -20,7 +20,13 @@ from crc32c import crc32c as _crc32c
 from datamover.checksums import OrderedDigest, PartDigests
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
-from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
+from datamover.errors import (
+    DatamoverError,
+    DigestMismatch,
+    IntegrityError,
+    InvalidMetadata,
+    SourceChanged,
+)
 from datamover.stores.base import ChunkWriter, ResumableWriter, Store
 
 if TYPE_CHECKING:
@@ -28,6 +34,18 @@ if TYPE_CHECKING:
 
 #: Metadata naming a Lustre file's stripe size: parts are aligned to whole stripes.
 ALIGN_KEY = "lustre-stripe-size"
+
+
+def _stripe_size(raw: str | None, where: str) -> int:
+    """The stripe size parts are aligned to (0: none). The metadata is the source's
+    word: a value that is no size fails this file, not the run."""
+    if raw is None or raw == "":
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 1 << 32:
+        raise InvalidMetadata(
+            f"{where}: metadata {ALIGN_KEY}={raw[:40]!r} is not a stripe size; refusing this file"
+        )
+    return int(raw)
 
 
 def check_expected(
@@ -70,7 +88,7 @@ class LargeFile:
             size = self.info.size
             limits = r.dst.limits if r.dst is not None else r.src.limits
             self.part_size = limits.choose_part_size(size, r.requested_part_size)
-            align = int(self.info.metadata.get(ALIGN_KEY, 0) or 0)
+            align = _stripe_size(self.info.metadata.get(ALIGN_KEY), r.src.url(job.src_key))
             if align and self.part_size % align:
                 # Whole stripes per part: consecutive parts read from different OSTs.
                 aligned = -(-self.part_size // align) * align

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from datamover.errors import NotFound, StoreError, UsageError
+from datamover.errors import NotFound, StoreError, UnsafePath, UsageError
 from datamover.stores.base import ObjectInfo, Store, is_dir_meta
 
 
@@ -80,10 +80,16 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     if single is not None:
         name = src_key.rsplit("/", 1)[-1]
         target = _as_dir(dst_key) + name if _is_existing_dir(dst, dst_key) else dst_key
+        src.confine(_parent(src_key))
+        dst.confine(_parent(target))
         job = make_job(dst, _parent(target), target.rsplit("/", 1)[-1], single, {})
         return Plan(_parent(src_key), _parent(target), True, iter([job]))
 
     src_root, dst_root = _as_dir(src_key), _as_dir(dst_key)
+    # From here on nothing below either root is reached through a symlink (except the
+    # source's, when it follows links on purpose): see Store.confine.
+    src.confine(src_root)
+    dst.confine(dst_root)
     src_url, dst_url = src.url(src_root), dst.url(dst_root)
     if type(src) is type(dst) and src_url != dst_url and dst_url.startswith(src_url):
         raise UsageError(
@@ -111,7 +117,13 @@ def make_job(
     dst: Store, dst_root: str, rel: str, info: ObjectInfo, linked: dict[str, str]
 ) -> FileJob:
     """One FileJob for a listed entry: directory, later hard link, or file; a key the
-    destination can't take safely becomes a job that fails with the reason."""
+    destination can't take safely, or an entry the source could not serve (a link
+    loop, a path too long: ``info.problem``), becomes a job that fails with the
+    reason."""
+    if info.problem is not None:
+        problem = UnsafePath(f"{rel}: {info.problem}; not copied", key=info.key)
+        kind = "dir" if info.key.endswith("/") else "file"
+        return FileJob(rel, info.key, dst_root + rel, info, kind=kind, problem=problem)
     kind, link_to = "file", None
     if info.is_dir:
         kind = "dir"

@@ -47,7 +47,14 @@ from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
-from datamover.errors import DatamoverError, DigestMismatch, IntegrityError, SourceChanged
+from datamover.errors import (
+    DatamoverError,
+    DigestMismatch,
+    IntegrityError,
+    SourceChanged,
+    StoreError,
+    UnsafePath,
+)
 from datamover.options import KiB, TransferOptions
 from datamover.posixmeta import GID, MODE, MTIME, UID, format_mtime_ns
 from datamover.retry import call_with_retries
@@ -76,7 +83,7 @@ log = logging.getLogger("datamover")
 
 def _is_symlink(info: ObjectInfo) -> bool:
     raw = info.metadata.get(MODE)
-    mode = int(raw) if raw is not None and raw.isdigit() else info.mode
+    mode = int(raw) if raw is not None and raw.isascii() and raw.isdigit() else info.mode
     return mode is not None and statmod.S_ISLNK(mode)
 
 
@@ -93,7 +100,7 @@ class Runner:
         listener: Listener | None = None,
         sleep: Callable[[float], None] = time.sleep,
         job: JobContext | None = None,
-        roots: tuple[str, str] = ("", ""),
+        roots: tuple[str, str] | None = None,
     ) -> None:
         self.src = src
         self.job = job
@@ -125,8 +132,13 @@ class Runner:
         self._linking = False
         #: Digests of files that other paths hard-link to (bounded by such files).
         self.link_digests: dict[str, str] = {}
-        self.src_root = roots[0]
-        self.dst_root = roots[1]
+        self.src_root, self.dst_root = roots or ("", "")
+        if roots is not None:
+            # Everything this run reads and writes is below these roots (Store.confine):
+            # planning confined them already; a runner made elsewhere (Dask) does it here.
+            src.confine(self.src_root)
+            if dst is not None:
+                dst.confine(self.dst_root)
         self._results_lock = threading.Lock()
 
     # -- scheduling -------------------------------------------------------------------
@@ -262,7 +274,7 @@ class Runner:
             )
             if MTIME not in meta and info.mtime is not None:
                 meta[MTIME] = format_mtime_ns(round(info.mtime * 1e9))
-        elif MODE in info.metadata and statmod.S_ISLNK(int(info.metadata[MODE])):
+        elif _is_symlink(info) and MODE in info.metadata:
             meta[MODE] = info.metadata[MODE]
         if digest:
             meta[digest_metadata_key(self.algorithm)] = digest
@@ -351,7 +363,7 @@ class Runner:
                     raise SourceChanged(f"{job.rel}: its hard-link target {job.link_to} failed")
                 result.digests = {self.algorithm: digest}
                 result.size = info.size
-                meta[HARDLINK_KEY] = self.dst_root + job.link_to
+                meta[HARDLINK_KEY] = self._link_target_key(job, job.link_to)
                 meta[digest_metadata_key(self.algorithm)] = digest
             if self.dst is not None:
                 dst = self.dst
@@ -385,9 +397,9 @@ class Runner:
             self.throttle(job.info.size)
             data, info, computed = self._read_whole(job, retries)
             target = info.metadata.get(HARDLINK_KEY)
-            if target is not None and target.startswith(self.src_root):
+            if target is not None:
                 # A hard-link marker written by datamover: recreate the link at the end.
-                rel = target[len(self.src_root) :]
+                rel = self._marker_target(job, target)
                 digest = digests_from_metadata(info.metadata).get(self.algorithm, "")
                 self.link_digests[rel] = digest
                 link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
@@ -419,6 +431,34 @@ class Runner:
         result.seconds = time.monotonic() - started
         result.retries = retries[0]
         self.finish(result)
+
+    def _marker_target(self, job: FileJob, target: str) -> str:
+        """The path (relative to the roots) a hard-link marker names, if it can be one
+        in this run: a key below the source root that is a safe key below the
+        destination root too. Anything else (``../../etc/passwd``, another prefix)
+        fails this file (``UnsafePath``): the metadata is the bucket writer's word."""
+        if not target.startswith(self.src_root) or target == self.src_root:
+            raise UnsafePath(
+                f"{job.rel}: its hard-link target {target!r} is outside the copied tree "
+                f"{self.src.url(self.src_root)}; not linked",
+                key=job.src_key,
+            )
+        rel = target[len(self.src_root) :]
+        self._link_target_key(job, rel)
+        return rel
+
+    def _link_target_key(self, job: FileJob, rel: str) -> str:
+        """The destination key of a hard link's target ``rel``, checked as every key
+        is (``Store.child_key``); the store makes the link only to a regular file
+        below the same destination root."""
+        if self.dst is None:
+            return self.dst_root + rel
+        try:
+            return self.dst.child_key(self.dst_root, rel)
+        except StoreError as e:
+            raise UnsafePath(
+                f"{job.rel}: its hard-link target: {e}; not linked", key=job.src_key
+            ) from e
 
     def _defer(self, job: FileJob) -> None:
         """Take ``job`` out of flight, to be scheduled again in the links phase."""

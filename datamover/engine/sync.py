@@ -16,7 +16,9 @@ Those checks run ``lookahead`` at a time on a small thread pool while decisions 
 yielded in key order. Deletions (destination-only files) are collected as keys and
 carried out by the caller after the copies, and only if every copy succeeded.
 The mount's ``DIR_META_NAME`` objects are left out on both sides (never copied, never
-deleted: see ``datamover.engine.plan``).
+deleted: see ``datamover.engine.plan``). The destination is listed without following
+links (``--copy-links`` is the source's alone), so a destination symlink is one entry,
+and deleting it removes the link, never what it points to.
 """
 
 from __future__ import annotations
@@ -163,10 +165,11 @@ class SyncPlanner:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="dm-sync") as pool:
             for rel, s, d in merged:
                 if s is None:
-                    if self.delete and d is not None:
+                    # A destination entry the listing could not serve is left alone.
+                    if self.delete and d is not None and d.problem is None:
                         self.plan.to_delete.append(d.key)
                     continue
-                if d is None:
+                if d is None or s.problem is not None:  # a problem fails it, by name
                     yield make_job(self.dst, self.dst_root, rel, s, self.linked)
                     continue
                 window.append((rel, s, pool.submit(self._unchanged, s, d)))

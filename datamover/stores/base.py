@@ -148,6 +148,10 @@ class ObjectInfo:
     mode: int | None = None
     #: ``dev:inode`` of a POSIX file with more than one hard link, else None.
     link_id: str | None = None
+    #: Why this entry, found by a listing, can't be served (a symlink loop, a path
+    #: longer than PATH_MAX, a directory that can't be read): callers report it by
+    #: name and go on. None for every entry that can be read.
+    problem: str | None = None
 
     def __post_init__(self) -> None:
         if self.checksums:
@@ -350,7 +354,10 @@ class Store(ABC):
         sub-directories come back once each as ``is_dir`` entries (key ending in
         ``/``). Recursive listings include directory markers (``dir/`` objects) and,
         on POSIX, empty directories as ``is_dir`` entries, so empty directories can be
-        recreated. An empty or missing prefix yields nothing; it does not raise."""
+        recreated. An empty or missing prefix yields nothing; it does not raise. An
+        entry found but not servable (POSIX: a link loop under ``copy_links``, a path
+        past PATH_MAX, a subdirectory that can't be read) comes with
+        ``ObjectInfo.problem`` set instead of ending the listing."""
 
     @abstractmethod
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -451,9 +458,22 @@ class Store(ABC):
     def child_key(self, root: str, rel: str) -> str:
         """The key for ``rel`` (a path relative to a copy's root, taken from a source
         listing) under ``root`` here. Stores whose keys become paths refuse what can't
-        be one safely (``..``, empty components, NUL, ...) with ``UnsafePath``; object
-        stores take any key."""
+        be one safely (``..``, empty components, NUL, ...) with ``UnsafePath``, and
+        ``confine`` ``root``; object stores take any key."""
         return root + rel
+
+    def confine(self, root: str) -> None:  # noqa: B027 - optional hook, object stores need none
+        """Declare ``root`` (a key prefix: ``""`` or ending in ``/``) a tree this store's
+        caller works in: a copy's destination root and source root, the mount's prefix,
+        the directory ``rm -r`` empties. Stores whose keys are paths (POSIX) open it
+        once and from then on reach every key below it without following a symlink (or
+        taking a ``..``) below ``root``: writes, links, attribute changes and deletes
+        never leave it, whatever the keys and their metadata say and whatever changes
+        on disk meanwhile; reads leave it only where the store follows links on purpose
+        (``copy_links``, in a source). Keys under no confined root are resolved by their
+        path as given. Idempotent; several roots may be confined. A no-op where keys are
+        names, not paths (object stores). Raises nothing: the root is opened (and made,
+        by the first write) when first used."""
 
     def can_copy_from(self, source: Store) -> bool:
         """Whether ``copy_from(source, ...)`` can work server-side (no request made).

@@ -14,7 +14,6 @@ Listings hide the ``DIR_META_NAME`` objects the mount keeps directory metadata i
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -156,13 +155,18 @@ def remove(
     prefix ``key/``. Without ``recursive`` a prefix is refused (``UsageError``), never
     emptied. When more than ``confirm_above`` objects would go, ``confirm(count,
     url)`` is asked first (the CLI passes one only on a terminal); False cancels with
-    nothing deleted. On POSIX, directories left empty are removed too.
+    nothing deleted. On POSIX, directories left empty are removed too, and nothing is
+    reached through a symlink: the tree is confined to ``key``'s parent (``Store.
+    confine``), so a symlink found at ``key`` or below it is removed itself, never
+    what it points to, even if it replaced a directory while ``rm`` ran.
     Raises ``NotFound`` when there is nothing at all at ``key``."""
     result = RemoveResult()
-    obj = stat_object(store, key)
     prefix = as_prefix(key)
     if store.features.real_dirs and prefix.strip("/") == "":
         raise UsageError("refusing to remove the root directory /")
+    parent = key.rstrip("/").rpartition("/")[0]
+    store.confine(parent + "/" if parent else "")
+    obj = stat_object(store, key)
     if not recursive:
         if obj is None:
             if prefix == "" or _posix_dir(store, prefix) or has_children(store, prefix):
@@ -210,17 +214,25 @@ def remove(
                 window.clear()
         for f in window:
             f.result()
-    top = store.local_path(prefix)
-    if top is not None and store.features.real_dirs:
-        _remove_empty_dirs(top)
+    if store.features.real_dirs:
+        _remove_empty_dirs(store, prefix)
     return result
 
 
-def _remove_empty_dirs(top: str) -> None:
-    if not os.path.isdir(top) or os.path.islink(top):
-        return
-    for root, _dirs, _files in os.walk(top, topdown=False):
+def _remove_empty_dirs(store: Store, prefix: str) -> None:
+    """Remove the directory ``prefix`` and those below it, deepest first, where empty
+    (``delete`` of a ``dir/`` key). Found by one-level listings, which show a symlink
+    as itself: a link is never entered."""
+    found, stack = [], [prefix]
+    while stack:
+        directory = stack.pop()
+        found.append(directory)
         try:
-            os.rmdir(root)
-        except OSError:
+            stack.extend(i.key for i in store.list(directory, recursive=False) if i.is_dir)
+        except DatamoverError:
+            continue  # unreadable: it stays, with what is in it
+    for directory in reversed(found):
+        try:
+            store.delete(directory)
+        except DatamoverError:
             pass  # not empty: something was left (a failed delete, a new file)

@@ -18,7 +18,7 @@ from datamover.errors import UsageError
 from datamover.job import cluster_durability
 from datamover.journal import Journal
 from datamover.options import TransferOptions
-from datamover.stores.posix import Durability, PosixStore
+from datamover.stores.posix import Beneath, Durability, PosixStore
 
 
 def k(path: Path) -> str:
@@ -77,7 +77,7 @@ def test_job_mode_sync_covers_commits_made_while_it_runs(tmp_path: Path) -> None
     posix_durability._syncfs = slow  # type: ignore[assignment]
     try:
         (tmp_path / "a").write_bytes(b"1")
-        durability.renamed(str(tmp_path / "a"))
+        durability.renamed(Beneath(str(tmp_path)).root())
         first = threading.Thread(target=durability.sync)
         first.start()
         assert started.wait(5)

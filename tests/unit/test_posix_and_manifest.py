@@ -99,7 +99,10 @@ def test_child_key_refuses_unsafe_keys_and_case_collisions(tmp_path: Path) -> No
             store.child_key(root, bad)
     with pytest.raises(UnsafePath, match="only by case"):
         store.child_key(root, "A/b.TXT")
+    with pytest.raises(UnsafePath, match="PATH_MAX"):
+        store.child_key(root, "/".join(["d" * 200] * 21))
     (tmp_path / "linkdir").symlink_to("/etc")
+    key = store.child_key(root, "linkdir/passwd")  # the text is fine: the write refuses
     with pytest.raises(UnsafePath, match="symlink"):
-        store.child_key(root, "linkdir/passwd")
+        store.put(key, b"owned")
     assert PosixStore(case_insensitive=False).child_key(root, "A/b.TXT")

@@ -63,24 +63,41 @@ def test_no_chown_when_the_new_file_already_has_the_owner(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another owner needs root")
-def test_chown_to_another_owner_keeps_setuid_bits(tmp_path: Path) -> None:
-    meta = {"uid": "12345", "gid": "23456", "mode": str(0o104750), "mtime": "1700000000.5"}
-    info = PosixStore().put(k(tmp_path / "f"), b"#!/bin/true\n", metadata=meta)
+def test_chown_to_another_owner_keeps_setuid_bits_only_when_asked(tmp_path: Path) -> None:
+    meta = {"uid": "12345", "gid": "23456", "mode": str(0o106750), "mtime": "1700000000.5"}
+    info = PosixStore(preserve_setid=True).put(k(tmp_path / "f"), b"#!/bin/true\n", metadata=meta)
     st = (tmp_path / "f").stat()
-    assert (st.st_uid, st.st_gid, st.st_mode) == (12345, 23456, 0o104750)
+    assert (st.st_uid, st.st_gid, st.st_mode) == (12345, 23456, 0o106750)
     assert st.st_mtime_ns == 1_700_000_000_500_000_000
     assert (info.metadata["uid"], info.metadata["gid"], info.mode) == ("12345", "23456", st.st_mode)
+    # By default (metadata is untrusted) set-ID bits are dropped, the owner still set.
+    PosixStore().put(k(tmp_path / "g"), b"#!/bin/true\n", metadata=meta)
+    st = (tmp_path / "g").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode) == (12345, 23456, 0o100750)
 
 
-def test_directories_are_made_once_and_again_when_removed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("openat2", [True, False])
+def test_directories_are_opened_once_and_again_when_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openat2: bool
 ) -> None:
     made: list[Any] = []
-    monkeypatch.setattr(os, "makedirs", recording(made, os.makedirs))
-    store = PosixStore()
+    monkeypatch.setattr(os, "mkdir", recording(made, os.mkdir))
+    opened: list[Any] = []
+    real_open = os.open
+
+    def counting_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_DIRECTORY and path != ".":
+            opened.append(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", counting_open)
+    store = PosixStore(use_openat2=openat2)
+    store.confine(k(tmp_path) + "/")
     for i in range(20):
         store.put(k(tmp_path / "a" / "b" / f"f{i}"), b"%d" % i)
-    assert made.count(str(tmp_path / "a" / "b")) == 1  # (makedirs recurses for "a")
+    assert made == [("a", 0o777), ("b", 0o777)]  # each made once, relative to its parent
+    assert opened.count("b") == 1  # and opened once (by name, beneath its parent)
     # Removed behind the store's back: the failed create makes it again.
     for p in (tmp_path / "a" / "b").iterdir():
         p.unlink()
@@ -88,17 +105,24 @@ def test_directories_are_made_once_and_again_when_removed(
     (tmp_path / "a").rmdir()
     store.put(k(tmp_path / "a" / "b" / "again"), b"x")
     assert (tmp_path / "a" / "b" / "again").read_bytes() == b"x"
-    # Replaced by a file: refused as before, nothing written.
+    # Replaced by a file, or by a symlink: refused, nothing written anywhere.
     for p in (tmp_path / "a" / "b").iterdir():
         p.unlink()
     (tmp_path / "a" / "b").rmdir()
     (tmp_path / "a" / "b").write_bytes(b"file")
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafePath, match="both a file and a prefix"):
         store.put(k(tmp_path / "a" / "b" / "c"), b"x")
     w = None
     with pytest.raises(UnsafePath):
         w = store.open_writer(k(tmp_path / "a" / "b" / "d"), size=1, part_size=1)
     assert w is None and os.listdir(tmp_path / "a") == ["b"]
+    (tmp_path / "a" / "b").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a" / "b").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePath, match="symlink"):
+        store.put(k(tmp_path / "a" / "b" / "c"), b"x")
+    assert os.listdir(tmp_path / "elsewhere") == []
+    store.close()
 
 
 def test_temp_names_skip_a_clash_and_need_no_randomness_per_file(
@@ -230,6 +254,7 @@ def test_a_failed_directory_fsync_fails_only_the_files_it_was_for(
 
 def test_symlinks_and_hard_links_still_commit_through_temp_names(tmp_path: Path) -> None:
     store = PosixStore()
+    store.confine(k(tmp_path) + "/")  # a hard link is made only within a confined tree
     store.put(k(tmp_path / "t" / "target"), b"body")
     link_meta = {"mode": str(stat.S_IFLNK | 0o777), "mtime": "1700000000.0"}
     store.put(k(tmp_path / "t" / "sym"), b"target", metadata=link_meta)
@@ -267,17 +292,22 @@ def test_read_object_needs_no_lstat_for_files_and_still_tells_links_and_dirs(
     assert bytes(data) == b"abc" and info.mode is not None and stat.S_ISREG(info.mode)
 
 
-def test_child_key_remembers_real_parents_but_still_refuses_symlinked_ones(
-    tmp_path: Path,
+def test_child_key_reads_only_the_text_and_the_write_refuses_symlinked_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "out").mkdir()
     (tmp_path / "sneaky").symlink_to(tmp_path / "out")
     store = PosixStore(case_insensitive=False)
     root = k(tmp_path) + "/"
+    lstats: list[Any] = []
+    monkeypatch.setattr(os, "lstat", recording(lstats, os.lstat))
     assert store.child_key(root, "real/a") == root + "real/a"
-    assert store.child_key(root, "real/b") == root + "real/b"
-    with pytest.raises(UnsafePath, match="symlink"):
-        store.child_key(root, "sneaky/a")
-    with pytest.raises(UnsafePath, match="symlink"):
-        store.child_key(root, "sneaky/b")
+    assert store.child_key(root, "sneaky/a") == root + "sneaky/a"
+    assert lstats == []  # planning costs no system call per key
+    store.put(root + "real/a", b"in")
+    for key in ("sneaky/a", "sneaky/deeper/b", "sneaky/"):
+        with pytest.raises(UnsafePath, match="symlink"):
+            store.put(root + key, b"out")
+    assert os.listdir(tmp_path / "out") == []
+    store.close()

@@ -6,6 +6,7 @@ See the package docstring for the design.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -429,10 +430,12 @@ def scale_out(
     client: Client | None = None,
     cluster: Any = None,
     dask_options: DaskOptions | None = None,
+    dst_settings: StoreSettings | None = None,
 ) -> Iterator[Callable[..., Runner]]:
     """Connect (``connect``) and yield the runner factory ``run_job`` takes, for a run
     from URL ``src`` to URL ``dst``. Workers' connection pools are sized for the
-    tasks each may run at once."""
+    tasks each may run at once. ``dst_settings``: the destination's, when they differ
+    from the source's (links are followed in a source only)."""
     with connect(client, cluster) as c:
         workers = c.scheduler_info()["workers"].values()
         threads = max([int(w.get("nthreads", 1)) for w in workers] or [1])
@@ -444,10 +447,11 @@ def scale_out(
             connections=(options.transfers + 4) * threads,
             extra=settings.extra,
         )
+        pooled_dst = dataclasses.replace(pooled, extra=(dst_settings or settings).extra)
         yield functools.partial(
             DaskRunner,
             client=c,
             src_spec=StoreSpec.from_url(src, pooled),
-            dst_spec=StoreSpec.from_url(dst, pooled),
+            dst_spec=StoreSpec.from_url(dst, pooled_dst),
             dask_options=dask_options or DaskOptions(),
         )

@@ -1,6 +1,7 @@
 """When a committed file is durable (``Durability``): ``fsync`` per file, one
 ``syncfs`` per filesystem per job (through libc, which Python's ``os`` lacks), or
-neither."""
+neither. Directories are named by their open descriptors (``beneath.Dir``), never by
+path, so what is synced is the directory that was written in."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from typing import Protocol
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class _Directory(Protocol):
+    fd: int
+
+    @property
+    def dev(self) -> int: ...
+
+
+def _fsync_dir(fd: int) -> None:
+    os.fsync(fd)
 
 
 class Durability:
@@ -36,29 +41,24 @@ class Durability:
         self.mode = mode
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._dirty: dict[int, str] = {}  # st_dev -> a directory on it (bounded by mounts)
-        self._devs: dict[str, int] = {}  # directory -> st_dev, bounded cache
+        # st_dev -> a descriptor (our own dup) of a directory on it, bounded by mounts.
+        self._dirty: dict[int, int] = {}
 
     def file_data(self, fd: int) -> None:
         """Before the rename of the file open at ``fd``."""
         if self.mode == "file":
             os.fsync(fd)
 
-    def renamed(self, path: str) -> None:
-        """After ``path`` was renamed (or made) in its directory."""
-        directory = os.path.dirname(path) or "/"
+    def renamed(self, directory: _Directory) -> None:
+        """After a name was renamed (or made) in the open ``directory``."""
         if self.mode == "file":
-            _fsync_dir(directory)
+            _fsync_dir(directory.fd)
         elif self.mode == "job":
-            dev = self._devs.get(directory)
-            if dev is None:
-                dev = os.stat(directory).st_dev
-                if len(self._devs) >= 4096:
-                    self._devs.clear()
-                self._devs[directory] = dev
+            dev = directory.dev
             if dev not in self._dirty:
                 with self._lock:
-                    self._dirty.setdefault(dev, directory)
+                    if dev not in self._dirty:
+                        self._dirty[dev] = os.dup(directory.fd)
 
     def sync(self) -> None:
         """Make every commit noted so far durable. Concurrent callers are serialized,
@@ -68,26 +68,22 @@ class Durability:
         with self._sync_lock:
             with self._lock:
                 dirty, self._dirty = self._dirty, {}
-            for directory in dirty.values():
-                _syncfs(directory)
+            try:
+                for fd in dirty.values():
+                    _syncfs(fd)
+            finally:
+                for fd in dirty.values():
+                    os.close(fd)
 
 
-def _syncfs(directory: str) -> None:
-    """``syncfs`` of the filesystem holding ``directory`` (``sync`` if it is gone)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        os.sync()  # the directory went away: everything, to be sure
-        return
-    try:
-        libc = _libc()
-        if libc is None or not hasattr(libc, "syncfs"):
-            os.sync()
-        elif libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs: {os.strerror(err)}", directory)
-    finally:
-        os.close(fd)
+def _syncfs(fd: int) -> None:
+    """``syncfs`` of the filesystem holding the directory open at ``fd``."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "syncfs"):
+        os.sync()
+    elif libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
 def _libc(cache: list[ctypes.CDLL | None] = []) -> ctypes.CDLL | None:  # noqa: B006 - memo

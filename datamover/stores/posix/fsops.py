@@ -1,81 +1,94 @@
 """The mount's operations on a POSIX tree (``PosixFsOps``): real directories and real
-attributes instead of marker objects and metadata rewrites."""
+attributes instead of marker objects and metadata rewrites, each made beneath the
+store's tree for the key (``PosixStore.beneath``): a symlink at the name, or below a
+confined root above it, is never followed, so ``chmod``/``chown``/``utime``/``mkdir``/
+``rmdir``/``rename`` act on the entry named, not on what a link points to.
+
+Metadata here comes from the mount's own callers (the kernel checked their
+permissions), so set-ID bits are applied as asked."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat as statmod
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from datamover.errors import NotFound, StoreError, Unsupported, UsageError
 from datamover.posixmeta import RDEV, PosixAttrs
 from datamover.stores.base import ObjectInfo
 from datamover.stores.fsops import FsOps
+from datamover.stores.posix.attrs import apply_attrs, apply_attrs_at, parse_attrs
+from datamover.stores.posix.beneath import split
+from datamover.stores.posix.errors import map_oserror
+
+if TYPE_CHECKING:
+    from datamover.stores.posix.store import PosixStore
+
+
+def _dir_info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=0,
+        mtime=st.st_mtime_ns / 1e9,
+        mode=st.st_mode,
+        is_dir=True,
+        metadata=PosixAttrs.from_stat(st).to_metadata(),
+    )
 
 
 class PosixFsOps(FsOps):
     """A POSIX tree has real directories and real attributes: use them."""
 
-    @staticmethod
-    def _path(key: str) -> str:
-        return "/" + key.rstrip("/")
+    store: PosixStore
 
     def make_dir(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
-        path = self._path(key)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-        self._apply(path, metadata)
-        return self._dir_info(key)
-
-    def _dir_info(self, key: str) -> ObjectInfo:
-        st = os.stat(self._path(key))
-        return ObjectInfo(
-            key=key,
-            size=0,
-            mtime=st.st_mtime_ns / 1e9,
-            mode=st.st_mode,
-            is_dir=True,
-            metadata=PosixAttrs.from_stat(st).to_metadata(),
-        )
+        """``mkdir`` (mode ``0700`` until the metadata's is set), or the attributes of
+        the directory already there; a symlink or a file there is refused."""
+        attrs = parse_attrs(metadata, key)
+        try:
+            with self.store.beneath(key) as (tree, rel):
+                d = tree.mkdir(rel, 0o700)
+                try:
+                    return _dir_info(
+                        key, apply_attrs(d.fd, attrs, key, setid=True, lenient_owner=False)
+                    )
+                finally:
+                    tree.release(d)
+        except OSError as e:
+            raise map_oserror(e, key) from e
 
     def stat_dir(self, key: str) -> ObjectInfo | None:
         try:
-            info = self._dir_info(key)
-        except (FileNotFoundError, NotADirectoryError):
+            with self.store.beneath(key) as (tree, rel):
+                st = tree.stat(rel)
+        except OSError:
             return None
-        return info if info.mode is not None and statmod.S_ISDIR(info.mode) else None
+        return _dir_info(key, st) if statmod.S_ISDIR(st.st_mode) else None
 
     def remove_dir(self, key: str) -> None:
         try:
-            os.rmdir(self._path(key))
+            with self.store.beneath(key) as (tree, rel):
+                tree.rmdir(rel)
         except FileNotFoundError:
             pass
         except OSError as e:
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise UsageError(f"/{key}: directory not empty") from e
-            raise StoreError(f"/{key}: {e.strerror}", key=key) from e
+            raise map_oserror(e, key) from e
 
     def rename_dir(self, old_prefix: str, new_prefix: str) -> bool:
-        os.rename(self._path(old_prefix), self._path(new_prefix))
+        self.store.rename(old_prefix.rstrip("/"), new_prefix.rstrip("/"))
         return True
 
-    @staticmethod
-    def _apply(path: str, metadata: Mapping[str, str]) -> None:
-        attrs = PosixAttrs.from_metadata(metadata)
-        if attrs.uid is not None or attrs.gid is not None:
-            os.chown(
-                path, -1 if attrs.uid is None else attrs.uid, -1 if attrs.gid is None else attrs.gid
-            )
-        if attrs.mode is not None:
-            os.chmod(path, statmod.S_IMODE(attrs.mode))
-        if attrs.mtime_ns is not None:
-            os.utime(path, ns=(attrs.mtime_ns, attrs.mtime_ns))
-
     def update_metadata(self, info: ObjectInfo, metadata: Mapping[str, str]) -> ObjectInfo:
+        attrs = parse_attrs(metadata, info.key)
         try:
-            self._apply(self._path(info.key), metadata)
+            with self.store.beneath(info.key) as (tree, rel):
+                head, name = split(rel)
+                with tree.directory(head) as d:
+                    apply_attrs_at(d.fd, name, attrs, info.key, setid=True, lenient_owner=False)
         except FileNotFoundError as e:
             raise NotFound(f"/{info.key}: no such file", key=info.key) from e
         except OSError as e:

@@ -11,6 +11,9 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
+
+from datamover.errors import InvalidMetadata
 
 STRIPE_COUNT = "lustre-stripe-count"
 STRIPE_SIZE = "lustre-stripe-size"
@@ -31,8 +34,10 @@ def statfs_type(path: str) -> int | None:
     return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
 
 
-def lfs_getstripe(path: str) -> tuple[int, int] | None:
-    """(stripe count, stripe size) from ``lfs getstripe -c -S``, or None."""
+def lfs_getstripe(path: str, pass_fds: tuple[int, ...] = ()) -> tuple[int, int] | None:
+    """(stripe count, stripe size) from ``lfs getstripe -c -S``, or None. ``path`` may
+    name a descriptor of ours (``/proc/self/fd/N/...``): ``pass_fds`` hands it to
+    ``lfs`` under the same number."""
     lfs = shutil.which("lfs")
     if lfs is None:
         return None
@@ -43,17 +48,19 @@ def lfs_getstripe(path: str) -> tuple[int, int] | None:
             text=True,
             timeout=30,
             check=True,
+            pass_fds=pass_fds,
         ).stdout.split()
         return int(out[0]), int(out[1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
 
 
-def lfs_setstripe(path: str, layout: tuple[int, int]) -> None:
-    """Create ``path`` empty with this stripe layout (``lfs setstripe -c N -S SIZE``)."""
+def lfs_setstripe(path: str, layout: tuple[int, int], pass_fds: tuple[int, ...] = ()) -> bool:
+    """Create ``path`` empty with this stripe layout (``lfs setstripe -c N -S SIZE``);
+    whether it did. ``pass_fds`` as for ``lfs_getstripe``."""
     lfs = shutil.which("lfs")
     if lfs is None:
-        return
+        return False
     count, size = layout
     try:
         subprocess.run(
@@ -61,6 +68,34 @@ def lfs_setstripe(path: str, layout: tuple[int, int]) -> None:
             capture_output=True,
             timeout=30,
             check=True,
+            pass_fds=pass_fds,
         )
     except (OSError, subprocess.SubprocessError) as e:
         log.warning("%s: lfs setstripe failed (%s); default layout used", path, e)
+        return False
+    return True
+
+
+def parse_layout(metadata: Mapping[str, str], key: str) -> tuple[int, int] | None:
+    """``(stripe count, stripe size)`` from ``lustre-stripe-*`` metadata, or None
+    unless both are there. Each one present is checked: a count from -1 (all OSTs) to
+    65535, a size from 64 KiB to 4 GiB in whole 64 KiB; anything else raises
+    ``InvalidMetadata``."""
+
+    def number(name: str, ok: Callable[[int], bool]) -> int | None:
+        raw = metadata.get(name)
+        if raw is None:
+            return None
+        text = raw.strip()
+        digits = text[1:] if text.startswith("-") else text
+        if not (digits.isascii() and digits.isdigit() and ok(int(text))):
+            raise InvalidMetadata(
+                f"/{key}: metadata {name}={raw[:40]!r} is not a Lustre stripe "
+                f"{name.rsplit('-', 1)[1]}; refusing this file",
+                key=key,
+            )
+        return int(text)
+
+    count = number(STRIPE_COUNT, lambda n: -1 <= n <= 65535)
+    size = number(STRIPE_SIZE, lambda n: 64 * 1024 <= n <= 4 << 30 and n % (64 * 1024) == 0)
+    return None if count is None or size is None else (count, size)
