@@ -62,8 +62,6 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(handler=cmd_hash)
 
 
-
-
 def shown(text: object) -> str:
     """``text`` for a report line: control characters escaped always (even into a pipe),
     so a name in a manifest can neither forge a line nor send escape sequences."""

@@ -9,6 +9,7 @@ permissions), so set-ID bits are applied as asked."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat as statmod
@@ -100,16 +101,24 @@ class PosixFsOps(FsOps):
 
     def make_special(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
         """A real FIFO, socket or device node (``mknod``)."""
-        attrs = PosixAttrs.from_metadata(metadata)
-        path = self._path(key)
+        attrs = parse_attrs(metadata, key)
         mode = attrs.mode or 0
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            os.mknod(path, statmod.S_IFMT(mode) | 0o600, int(metadata.get(RDEV, "0")))
-            self._apply(path, metadata)
+            with self.store.beneath(key) as (tree, rel):
+                head, name = split(rel)
+                with tree.directory(head) as d:
+                    # Replace whatever is at the name (a link is removed, never followed).
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=d.fd)
+                    os.mknod(
+                        name,
+                        statmod.S_IFMT(mode) | 0o600,
+                        int(metadata.get(RDEV, "0")),
+                        dir_fd=d.fd,
+                    )
+                    apply_attrs_at(d.fd, name, attrs, key, setid=True, lenient_owner=False)
         except OSError as e:
-            raise StoreError(f"/{key}: {e.strerror}", key=key) from e
+            raise map_oserror(e, key) from e
         return self.store.stat(key)
 
     def make_link(self, key: str, target: str, metadata: Mapping[str, str]) -> ObjectInfo:
