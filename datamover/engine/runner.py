@@ -361,6 +361,10 @@ class Runner:
                 digest = self.link_digests.get(job.link_to)
                 if digest is None:
                     raise SourceChanged(f"{job.rel}: its hard-link target {job.link_to} failed")
+                if not digest:  # a marker that carried none: the link's bytes are its target's
+                    target = dataclasses.replace(job, src_key=self.src_root + job.link_to)
+                    target_info = self.retrying(job, lambda: self.src.stat(target.src_key), retries)
+                    digest = self._hash_sequential(target, target_info, cost, retries)
                 result.digests = {self.algorithm: digest}
                 result.size = info.size
                 meta[HARDLINK_KEY] = self._link_target_key(job, job.link_to)
@@ -400,8 +404,12 @@ class Runner:
             if target is not None:
                 # A hard-link marker written by datamover: recreate the link at the end.
                 rel = self._marker_target(job, target)
-                digest = digests_from_metadata(info.metadata).get(self.algorithm, "")
-                self.link_digests[rel] = digest
+                # What the marker claims is only a hint; "" (unknown) makes the link
+                # phase hash the target itself. Never overwrite a digest computed here.
+                claimed = digests_from_metadata(info.metadata).get(self.algorithm, "")
+                with self._results_lock:
+                    if not self.link_digests.get(rel):
+                        self.link_digests[rel] = claimed
                 link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
                 self._defer(link)
                 return  # (the budget is released below)

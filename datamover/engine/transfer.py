@@ -55,7 +55,7 @@ def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
         path=job.rel,
         size=result.size,
         status=STATUS_OK if result.error is None else STATUS_FAILED,
-        digest=result.digests.get(algorithm),
+        digest=result.digests.get(algorithm) or None,  # a failed link has ""
         mtime=format_mtime_ns(mtime_ns) if mtime_ns is not None else None,
         mode=f"{statmod.S_IMODE(mode):04o}" if mode is not None else None,
         part_size=result.part_size,

@@ -11,10 +11,11 @@ edited. ``reader`` parses lines and applies these rules, so everything downstrea
   digests lower-case hex of their algorithm's length, ``status`` and ``kind`` one of
   the known words, ``mtime``/``mode`` in their fixed formats.
 * **Paths** (``path``, ``link_to``, ``source_path``) are UTF-8 text without NUL, at
-  most ``MAX_PATH_BYTES``. Entries datamover acts on, ``ok`` and ``skipped`` (verify
+  most ``MAX_RECORDED_BYTES``. Entries datamover acts on, ``ok`` and ``skipped`` (verify
   reads them, exports link or copy them, a resume counts them), must moreover be
-  *canonical relative paths*: not absolute, no empty, ``.`` or ``..`` component (one
-  ``/`` may end a directory's path, as keys of directories do). ``failed`` and
+  *canonical relative paths* of at most ``MAX_PATH_BYTES``: not absolute, no empty,
+  ``.`` or ``..`` component (one ``/`` may end a directory's path, as keys of
+  directories do). ``failed`` and
   ``deleted`` entries only record a key that was refused or removed (possibly refused
   *because* it was unsafe) and are never opened, so for them the text rules suffice.
 
@@ -45,8 +46,11 @@ from datamover.manifest.format import (
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: Deepest JSON nesting read (datamover writes 3: a header's options in the header).
 MAX_DEPTH = 16
-#: Longest path (PATH_MAX; object keys are at most 1,024 characters).
+#: Longest path of an entry datamover acts on (PATH_MAX; object keys are at most 1,024).
 MAX_PATH_BYTES = 4096
+#: Longest name a manifest may record at all: a source deeper than PATH_MAX is
+#: recorded, as failed, under the path it has.
+MAX_RECORDED_BYTES = 64 * 1024
 
 HEX_LENGTH = HEX_DIGITS
 STATUSES = frozenset((STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DELETED))
@@ -103,8 +107,8 @@ def text_problem(path: str) -> str | None:
         size = len(path.encode("utf-8"))
     except UnicodeEncodeError:
         return "it is not Unicode text (a lone surrogate escape)"
-    if size > MAX_PATH_BYTES:
-        return f"it is longer than {MAX_PATH_BYTES} bytes"
+    if size > MAX_RECORDED_BYTES:
+        return f"it is longer than {MAX_RECORDED_BYTES} bytes"
     return None
 
 
@@ -114,6 +118,8 @@ def path_problem(path: str) -> str | None:
     why = text_problem(path)
     if why is not None:
         return why
+    if len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        return f"it is longer than {MAX_PATH_BYTES} bytes (PATH_MAX)"
     if path.startswith("/"):
         return "it is absolute"
     parts = (path[:-1] if path.endswith("/") else path).split("/")
