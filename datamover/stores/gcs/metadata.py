@@ -28,17 +28,19 @@ def content_type_for(key: str) -> str:
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
-def blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
-    """ObjectInfo from a loaded blob resource."""
+def blob_info(blob: Any, key: str | None = None, *, verified: str | None = None) -> ObjectInfo:
+    """ObjectInfo from a loaded blob resource (GCS computes md5Hash and crc32c from
+    the bytes it holds: both are provider checksums); ``verified`` for a write."""
     metadata: dict[str, str] = dict(blob.metadata or {})
-    checksums: dict[str, str] = {}
+    provider: dict[str, str] = {}
     md5 = _b64_to_hex(blob.md5_hash)
     if md5:
-        checksums["md5"] = md5
+        provider["md5"] = md5
     crc = _b64_to_hex(blob.crc32c)
     if crc:
-        checksums["crc32c"] = crc
-    checksums.update(digests_from_metadata(metadata))
+        # A composite object's crc32c is that of all its bytes, as GCS computes it.
+        provider["crc32c"] = crc
+    checksums = {**digests_from_metadata(metadata), **provider}
     mtime: float | None = None
     mtime_ns = parse_mtime_ns(metadata[MTIME]) if MTIME in metadata else None
     if mtime_ns is not None:
@@ -52,6 +54,8 @@ def blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
         etag=blob.etag,
         version=str(blob.generation) if blob.generation is not None else None,
         checksums=checksums,
+        provider_checksums=provider,
         metadata=metadata,
         mode=PosixAttrs.from_metadata(metadata).mode if metadata else None,
+        verified=verified,
     )

@@ -444,12 +444,16 @@ class LeanS3:
         body: Any = None,
         into: memoryview | None = None,
         query: Mapping[str, str] | None = None,
+        sign_payload: bool | None = None,
+        payload_hash: str | None = None,
     ) -> Response:
         """One signed request, retried on connection errors, throttling and 5xx (three
         attempts). Returns the final response whatever its status; raises
         ``TransientError`` when every attempt failed on the connection and
         ``LeanUnavailable`` when boto3 should take this request. ``key`` "" with a
-        ``query`` addresses the bucket itself (a listing)."""
+        ``query`` addresses the bucket itself (a listing). ``sign_payload`` overrides
+        the default (signed over http, UNSIGNED-PAYLOAD over https); ``payload_hash``
+        signs that value instead of the body's (the store's probe: a wrong one)."""
         if self.disabled:
             raise LeanUnavailable("disabled")
         bucket_level = key == "" and bool(query)
@@ -458,10 +462,16 @@ class LeanS3:
             f"{_quote_param(k)}={_quote_param(v)}" for k, v in sorted((query or {}).items())
         )
         size = 0 if body is None else memoryview(body).nbytes
-        if self.scheme == "https":
-            payload_hash = "UNSIGNED-PAYLOAD" if size else EMPTY_SHA256
+        if sign_payload is None:
+            sign_payload = self.scheme != "https"
+        if payload_hash is not None:
+            pass
+        elif not size:
+            payload_hash = EMPTY_SHA256
+        elif sign_payload:
+            payload_hash = hashlib.sha256(body).hexdigest()
         else:
-            payload_hash = hashlib.sha256(body).hexdigest() if size else EMPTY_SHA256
+            payload_hash = "UNSIGNED-PAYLOAD"
         extra = dict(headers or {})
         for name, value in extra.items():
             if not value.isascii() or "\n" in value or "\r" in value:
