@@ -258,14 +258,14 @@ def make_filter(
 def store_settings(options: TransferOptions) -> StoreSettings:
     """Store settings for a run with ``options``: one pooled connection per worker
     thread plus a few for stats and commits, and what the POSIX store needs to know."""
-    return StoreSettings(
-        connections=options.transfers + 4,
-        extra={
-            "copy_links": options.copy_links,
-            "xattrs": options.xattrs,
-            "durability": options.durability,
-        },
-    )
+    extra: dict[str, object] = {
+        "copy_links": options.copy_links,
+        "xattrs": options.xattrs,
+        "durability": options.durability,
+    }
+    if options.s3_checksum is not None:
+        extra["s3_checksum"] = options.s3_checksum
+    return StoreSettings(connections=options.transfers + 4, extra=extra)
 
 
 # -- running it ------------------------------------------------------------------------------

@@ -58,11 +58,12 @@ from typing import Any
 
 from datamover.checksums import PartDigests, b64
 from datamover.errors import DatamoverError, IntegrityError, StoreError, Unsupported, UsageError
+from datamover.options import S3_CHECKSUMS
 from datamover.stores.s3.client import BucketClient
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "crc64nvme", "crc32c", "md5", "off")
+MODES = S3_CHECKSUMS
 #: Where probe uploads are started (never completed).
 PROBE_PREFIX = ".datamover-probe/"
 _PROBE_BODY = b"datamover checks what this store checks\n"
@@ -129,12 +130,6 @@ def returned_checksum(headers: Mapping[str, Any], algorithm: str) -> str | None:
     if value is None and algorithm in _BOTO:
         value = headers.get(f"Checksum{_BOTO[algorithm]}")
     return str(value) if value else None
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise UsageError(f"unknown --s3-checksum {mode!r}; choose one of {', '.join(MODES)}")
-    return mode
 
 
 _lock = threading.Lock()

@@ -21,7 +21,9 @@ from datamover.errors import (
     IntegrityError,
     NotFound,
     StoreError,
+    UsageError,
 )
+from datamover.options import S3_CHECKSUMS
 from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import Buffer, GiB, MiB, PartLimits, TiB
 from datamover.stores.s3.errors import classify_error, map_error
@@ -91,6 +93,11 @@ class BucketClient:
         endpoint = _endpoint(settings)
         #: ``--s3-checksum`` / the remote's ``s3_checksum`` (``checks.py``).
         self.checksum_mode = str(settings.extra.get("s3_checksum") or "auto")
+        if self.checksum_mode not in S3_CHECKSUMS:
+            raise UsageError(
+                f"unknown --s3-checksum (s3_checksum) {self.checksum_mode!r}; choose one of "
+                f"{', '.join(S3_CHECKSUMS)}"
+            )
         # A remote may name env vars holding the keys; otherwise the standard chain.
         key_id = referenced_secret(settings, "access_key_env")
         secret = referenced_secret(settings, "secret_key_env")
