@@ -155,6 +155,8 @@ class _Stats:
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     requests: int = 0
     chosen: int = 0
+    #: (method, target) of every request, when the proxy was asked to record them.
+    seen: list[tuple[str, str]] = field(default_factory=list)
     log: collections.deque[tuple[str, str, str]] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -409,12 +411,14 @@ class FaultProxy:
         stall_range: tuple[float, float] = STALL_RANGE,
         only: Callable[[str, str, Mapping[str, str]], bool] | None = None,
         max_faults: int | None = None,
+        record: bool = False,
     ) -> None:
         """``upstream``: ``http://127.0.0.1:PORT[/...]`` (only the port is used; any path
         stays the client's business). ``weights`` per kind (default: every kind 1);
         a kind missing from ``weights`` is never injected. ``only(method, target,
         headers)`` (header names lower-cased) limits faults to the requests it accepts;
-        ``max_faults`` stops injecting after that many."""
+        ``max_faults`` stops injecting after that many; ``record`` keeps the method
+        and target of every request (``seen``)."""
         parts = urlsplit(upstream if "://" in upstream else f"http://{upstream}")
         if parts.hostname not in (HOST, "localhost") or parts.port is None:
             raise ValueError(f"upstream must be http://{HOST}:PORT, not {upstream!r}")
@@ -429,6 +433,7 @@ class FaultProxy:
         self.stall_range = stall_range
         self.only = only
         self.max_faults = max_faults
+        self.record = record
         self._rng = random.Random(seed)
         self._credit: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         self._lock = threading.Lock()
@@ -514,6 +519,12 @@ class FaultProxy:
         with self._lock:
             return self._stats.requests
 
+    @property
+    def seen(self) -> list[tuple[str, str]]:
+        """``(method, target)`` of every request so far (with ``record=True``)."""
+        with self._lock:
+            return list(self._stats.seen)
+
     def log(self) -> list[tuple[str, str, str]]:
         """The last faults injected (or skipped) as ``(kind, method, target)``."""
         with self._lock:
@@ -546,6 +557,8 @@ class FaultProxy:
     def _choose(self, req: _Request) -> str | None:
         with self._lock:
             self._stats.requests += 1
+            if self.record:
+                self._stats.seen.append((req.method, req.target))
             if not self.enabled or self.fault_rate <= 0:
                 return None
             if self.max_faults is not None and self._stats.chosen >= self.max_faults:
