@@ -36,10 +36,11 @@ Over plain http the signed payload is probed the same way: a part whose signed
 ``x-amz-content-sha256`` belongs to other bytes (refused with SignatureDoesNotMatch
 or XAmzContentSHA256Mismatch: checked). Cost: 4-13 small requests per process.
 
-Measured (docs/SEMANTICS.md): SeaweedFS checks all of them (``crc64nvme``), moto
-none (it echoes what it was sent: an echo is never taken for a check), Ceph RGW 16
-only ``Content-MD5`` and the signed payload (``sha256-payload`` over http, ``md5``
-over https).
+Measured (docs/SEMANTICS.md): SeaweedFS checks CRC64NVME, CRC32C and Content-MD5
+(``crc64nvme``) but not a signed payload's SHA-256; moto checks nothing (it echoes
+what it was sent: an echo is never taken for a check); Ceph RGW 16 checks only
+``Content-MD5`` and the signed payload (``sha256-payload`` over http, ``md5`` over
+https).
 
 CPU: CRC32C and CRC64NVME run at several GB/s on one core (hardware CRC and
 carry-less multiply); MD5 at a few hundred MB/s: stores that check a CRC keep the
