@@ -152,3 +152,34 @@ def test_first_generation_only_on_fake_gcs(
     expected = {f"up/{n}" for n in SIZES} | {f"server-side/{n}" for n in SIZES}
     assert expected | {"mount/staged.bin"} <= set(generations)
     assert {k: g for k, g in generations.items() if len(g) != 1} == {}, generations
+
+
+def test_a_stream_keeps_its_opening_metadata_unless_attributes_changed(
+    seaweed_env: ServerEnv,
+) -> None:
+    """The mount's streamed upload to S3: one write, with the metadata the stream
+    opened with (no mtime: the upload's completion is the file's modification time);
+    a chmod made while it was written is stored afterwards, as on a closed file."""
+    store, _ = open_store(seaweed_env.url())
+    try:
+        ops = for_store(store)
+        assert not store.features.metadata_at_commit and ops.can_stream
+        opened = {MODE: str(0o100644), MTIME: "1700000000.5"}
+        final = {MODE: str(0o100600), MTIME: "1700000009.5", "datamover-sha256": "ab" * 32}
+        for key, changed in (("plain.bin", False), ("chmodded.bin", True)):
+            data = os.urandom(PART + 1)
+            writer = ops.open_stream(key, PART, 100 * PART, opened)
+            for i, offset in enumerate(range(0, len(data), PART)):
+                chunk = memoryview(data)[offset : offset + PART]
+                writer.write_part(i, chunk, PartDigests(chunk))
+            ops.finish_stream(writer, len(data))
+            info = ops.commit_stream(writer, final, attrs_changed=changed)
+            stored = store.stat(key).metadata
+            assert dict(info.metadata) == dict(stored)
+            assert store.read(key) == data
+            if changed:
+                assert stored == final
+            else:
+                assert stored == {MODE: opened[MODE]}
+    finally:
+        store.close()
