@@ -15,8 +15,8 @@ endpoint and its addressing style, the CA bundle, connect/read timeouts, retries
 throttling/5xx/connection errors (three attempts with jittered backoff, as botocore's
 "standard" mode), and the error mapping (``errors.classify_error``). Over plain http the
 payload's SHA-256 is signed, as botocore does; over https the payload is
-``UNSIGNED-PAYLOAD`` as botocore does when a flexible checksum is sent, and the PUT's
-``x-amz-checksum-crc32c`` guards the bytes.
+``UNSIGNED-PAYLOAD`` as botocore does when a checksum header is sent, and the PUT's
+checksum header (the one the store checks: ``checks.py``) guards the bytes.
 
 When the lean path can't be sure it behaves as boto3 would, it is not used: a proxy in
 the environment, FIPS/dual-stack/accelerate endpoints, a bucket name that can't be a
@@ -464,14 +464,13 @@ class LeanS3:
         size = 0 if body is None else memoryview(body).nbytes
         if sign_payload is None:
             sign_payload = self.scheme != "https"
-        if payload_hash is not None:
-            pass
-        elif not size:
-            payload_hash = EMPTY_SHA256
-        elif sign_payload:
-            payload_hash = hashlib.sha256(body).hexdigest()
-        else:
-            payload_hash = "UNSIGNED-PAYLOAD"
+        if payload_hash is None:
+            if not size:
+                payload_hash = EMPTY_SHA256
+            elif sign_payload:
+                payload_hash = hashlib.sha256(body).hexdigest()
+            else:
+                payload_hash = "UNSIGNED-PAYLOAD"
         extra = dict(headers or {})
         for name, value in extra.items():
             if not value.isascii() or "\n" in value or "\r" in value:
