@@ -79,10 +79,10 @@ def _checks_all(kw: dict[str, Any], right: bool) -> None:
 
 
 def test_auto_takes_the_best_check_the_store_makes() -> None:
-    found = checks._probe(_Endpoint(_checks_all), "auto")  # type: ignore[arg-type]
+    found = checks._probe(_Endpoint(_checks_all), "auto", "p/")  # type: ignore[arg-type]
     assert found == Checks("crc64nvme", "crc64nvme", True, False)
     md5_only = _Endpoint(_refuses_crcs)
-    assert checks._probe(md5_only, "auto") == Checks("md5", "md5")  # type: ignore[arg-type]
+    assert checks._probe(md5_only, "auto", checks.PROBE_PREFIX) == Checks("md5", "md5")  # type: ignore[arg-type]
     # Every probe upload was aborted; none ever became an object.
     assert len(md5_only.client.aborted) == len(md5_only.client.created)
     assert all(c["Key"].startswith(checks.PROBE_PREFIX) for c in md5_only.client.created)
@@ -90,14 +90,14 @@ def test_auto_takes_the_best_check_the_store_makes() -> None:
 
 def test_a_store_that_checks_nothing_gets_no_claim(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING"):
-        found = checks._probe(_Endpoint(_ignores_all), "auto")  # type: ignore[arg-type]
+        found = checks._probe(_Endpoint(_ignores_all), "auto", "p/")  # type: ignore[arg-type]
     assert found.verified is None and found.send is None
     assert "does not check any checksum" in caplog.text
 
 
 def test_a_refused_header_is_a_one_line_error_naming_the_option() -> None:
     with pytest.raises(UsageError) as info:
-        checks._probe(_Endpoint(_refuses_crcs), "crc32c")  # type: ignore[arg-type]
+        checks._probe(_Endpoint(_refuses_crcs), "crc32c", "p/")  # type: ignore[arg-type]
     message = str(info.value)
     assert "\n" not in message
     assert "--s3-checksum" in message and "s3_checksum" in message and "crc32c" in message
@@ -105,7 +105,7 @@ def test_a_refused_header_is_a_one_line_error_naming_the_option() -> None:
 
 def test_off_sends_nothing_and_claims_nothing() -> None:
     endpoint = _Endpoint(_checks_all)
-    assert checks._probe(endpoint, "off") == Checks(None, None)  # type: ignore[arg-type]
+    assert checks._probe(endpoint, "off", "p/") == Checks(None, None)  # type: ignore[arg-type]
     assert endpoint.client.created == []
 
 
@@ -135,3 +135,25 @@ def test_the_command_line_refuses_an_unknown_mode() -> None:
     )
     assert cli.returncode == 2
     assert "--s3-checksum" in cli.stderr and "crc64nvme" in cli.stderr
+
+
+def test_credentials_limited_to_a_prefix_are_probed_next_to_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datamover.errors import PermissionDenied
+
+    endpoint = _Endpoint(_checks_all)
+    create = endpoint.client.create_multipart_upload
+
+    def only_home(**kw: Any) -> dict[str, Any]:
+        if not kw["Key"].startswith("home/me/"):
+            raise PermissionDenied(f"s3://b/{kw['Key']}: access denied (AccessDenied)")
+        return create(**kw)
+
+    monkeypatch.setattr(endpoint.client, "create_multipart_upload", only_home)
+    monkeypatch.setattr(endpoint, "identity", ("limited", "AK2"))
+    found = checks.checks_for(endpoint, "home/me/run1/file.bin")  # type: ignore[arg-type]
+    assert found.verified == "crc64nvme"
+    assert all(
+        c["Key"].startswith("home/me/run1/.datamover-probe-") for c in endpoint.client.created
+    )

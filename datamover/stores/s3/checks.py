@@ -25,12 +25,13 @@ never probe): for each candidate it starts a multipart upload under
 ``.datamover-probe/<random>`` with that checksum algorithm, uploads one tiny part
 with a correct checksum (the store takes the header) and one with a deliberately
 wrong one (refused: the store checks it; accepted: it doesn't), and aborts the
-upload. Why a multipart upload rather than a PUT of a probe object: an upload never
-becomes an object, so the probe leaves no version on a versioned bucket, nothing
-under Object Lock (where a probe object could never be deleted), and needs no
-delete permission: write-only credentials can start and upload parts, and if they
-may not abort, the invisible upload expires under the bucket's
-AbortIncompleteMultipartUpload rule (``datamover cleanup`` lists it). The answer for
+upload (credentials that may only write under some prefix: the same next to the
+key about to be written). Why a multipart upload rather than a PUT of a probe
+object: an upload never becomes an object, so the probe leaves no version on a
+versioned bucket, nothing under Object Lock (where a probe object could never be
+deleted), and needs no delete permission: write-only credentials can start and
+upload parts, and if they may not abort, the invisible upload expires under the
+bucket's AbortIncompleteMultipartUpload rule (``datamover cleanup`` lists it). The answer for
 parts is taken for PutObject too (no store is known to check one and not the other).
 Over plain http the signed payload is probed the same way: a part whose signed
 ``x-amz-content-sha256`` belongs to other bytes (refused with SignatureDoesNotMatch
@@ -58,7 +59,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamover.checksums import PartDigests, b64
-from datamover.errors import DatamoverError, IntegrityError, StoreError, Unsupported, UsageError
+from datamover.errors import (
+    DatamoverError,
+    IntegrityError,
+    PermissionDenied,
+    StoreError,
+    Unsupported,
+    UsageError,
+)
 from datamover.options import S3_CHECKSUMS
 from datamover.stores.s3.client import BucketClient
 
@@ -138,25 +146,32 @@ _learnt: dict[tuple[Any, ...], Checks] = {}
 _learning: dict[tuple[Any, ...], threading.Lock] = {}
 
 
-def checks_for(s3: BucketClient) -> Checks:
+def checks_for(s3: BucketClient, key: str = "") -> Checks:
     """The ``Checks`` for ``s3``'s endpoint, credentials and mode: probed on first
     use in this process (concurrent first callers wait for one probe), then cached.
-    A probe that fails (no permission to write, a transient error) raises what the
+    ``key`` is what the caller is about to write: credentials that may only write
+    under some prefix are probed next to it when ``.datamover-probe/`` is denied. A
+    probe that fails (no permission to write, a transient error) raises what the
     write would have raised, and is tried again next time."""
-    key = (s3.endpoint_url, s3.identity, s3.checksum_mode)
+    ident = (s3.endpoint_url, s3.identity, s3.checksum_mode)
     with _lock:
-        known = _learnt.get(key)
+        known = _learnt.get(ident)
         if known is not None:
             return known
-        gate = _learning.setdefault(key, threading.Lock())
+        gate = _learning.setdefault(ident, threading.Lock())
     with gate:
         with _lock:
-            known = _learnt.get(key)
+            known = _learnt.get(ident)
         if known is not None:
             return known
-        learnt = _probe(s3, s3.checksum_mode)
+        try:
+            learnt = _probe(s3, s3.checksum_mode, PROBE_PREFIX)
+        except PermissionDenied:
+            if "/" not in key:
+                raise
+            learnt = _probe(s3, s3.checksum_mode, key.rsplit("/", 1)[0] + "/.datamover-probe-")
         with _lock:
-            _learnt[key] = learnt
+            _learnt[ident] = learnt
         return learnt
 
 
@@ -166,7 +181,7 @@ def forget() -> None:
         _learnt.clear()
 
 
-def _probe(s3: BucketClient, mode: str) -> Checks:
+def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:
     signed = s3.signs_payload
     if mode == "off":
         return Checks(None, None, signed_payload=signed)
@@ -175,18 +190,18 @@ def _probe(s3: BucketClient, mode: str) -> Checks:
     enforced: str | None = None
     full_object = False
     for alg in candidates:
-        outcome, full_object = _probe_one(s3, alg, explicit=mode != "auto")
+        outcome, full_object = _probe_one(s3, alg, prefix, explicit=mode != "auto")
         if outcome == "checked":
             enforced = alg
             break
         if alg == "crc32c" and signed:
             # No CRC is checked: over http the signed payload may already cover the
             # bytes at no extra cost (both request paths sign it there).
-            payload_checked = _probe_payload(s3)
+            payload_checked = _probe_payload(s3, prefix)
             if payload_checked:
                 break
     if enforced is None and signed and mode != "auto":
-        payload_checked = _probe_payload(s3)
+        payload_checked = _probe_payload(s3, prefix)
     where = s3.endpoint_url
     if enforced is not None:
         checks = Checks(enforced, enforced, full_object, signed)
@@ -211,9 +226,9 @@ def _probe(s3: BucketClient, mode: str) -> Checks:
     return checks
 
 
-def _probe_one(s3: BucketClient, alg: str, *, explicit: bool) -> tuple[str, bool]:
+def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tuple[str, bool]:
     """("checked" | "ignored" | "refused", full_object) for checksum ``alg``."""
-    key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+    key = f"{prefix}{secrets.token_hex(8)}"
     client = s3.client
     full_object = alg in _BOTO
     create: dict[str, str] = {}
@@ -276,13 +291,13 @@ def _refused_by_store(s3: BucketClient, alg: str, e: DatamoverError, explicit: b
     return "refused"
 
 
-def _probe_payload(s3: BucketClient) -> bool:
+def _probe_payload(s3: BucketClient, prefix: str) -> bool:
     """Whether the store refuses a body whose signed SHA-256 belongs to other bytes
     (plain http, lean path: it signs the payload there)."""
     lean = s3.lean
     if lean is None:
         return False
-    key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+    key = f"{prefix}{secrets.token_hex(8)}"
     client = s3.client
     upload_id = s3.call(key, client.create_multipart_upload, Key=key)["UploadId"]
     try:

@@ -211,7 +211,7 @@ class S3Store(Store):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         s3 = self._s3
-        checks = checks_for(s3)
+        checks = checks_for(s3, key)
         digests = digests or PartDigests(data)
         headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
         headers.update(checks.headers(digests))
@@ -310,7 +310,7 @@ class S3Store(Store):
             part_size,
             dict(initial if isinstance(initial, dict) else {}),
             upload_id=upload_id,
-            checks=S3Writer.checks_from_state(state, checks_for(self._s3)),
+            checks=S3Writer.checks_from_state(state, checks_for(self._s3, key)),
         )
         writer.verify_parts({})  # NoSuchUpload -> NotFound now, not at the first part
         return writer

@@ -75,7 +75,7 @@ class S3Writer:
         self._parts: dict[int, PartReceipt] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self.checks = checks or checks_for(s3)
+        self.checks = checks or checks_for(s3, key)
         if upload_id is not None:
             self.upload_id = upload_id
             return
