@@ -23,7 +23,7 @@ import base64
 import hashlib
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from crc32c import crc32c as _crc32c_extend
 
@@ -64,14 +64,18 @@ class _Crc64Nvme:
     """CRC-64/NVME with the hashlib shape; big-endian 8-byte digest, as S3 encodes it.
     awscrt takes any buffer and releases the GIL."""
 
-    def __init__(self) -> None:
-        from awscrt.checksums import crc64nvme
+    _fn: Callable[[Any, int], int] | None = None
 
-        self._fn = crc64nvme
+    def __init__(self) -> None:
+        if _Crc64Nvme._fn is None:
+            from awscrt.checksums import crc64nvme
+
+            _Crc64Nvme._fn = crc64nvme
         self._value = 0
 
     def update(self, data: bytes | bytearray | memoryview, /) -> None:
-        self._value = self._fn(data, self._value)
+        assert _Crc64Nvme._fn is not None
+        self._value = _Crc64Nvme._fn(data, self._value)
 
     def digest(self) -> bytes:
         return self._value.to_bytes(8, "big")

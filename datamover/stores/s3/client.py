@@ -90,6 +90,8 @@ class BucketClient:
     def __init__(self, bucket: str, settings: StoreSettings) -> None:
         self.bucket = bucket
         self._bucket_seen = False
+        #: A request with these credentials has succeeded (``upload``).
+        self.authenticated = False
         endpoint = _endpoint(settings)
         #: ``--s3-checksum`` / the remote's ``s3_checksum`` (``checks.py``).
         self.checksum_mode = str(settings.extra.get("s3_checksum") or "auto")
@@ -204,11 +206,14 @@ class BucketClient:
         if lean is None:
             return None
         try:
-            return lean.request(method, key, **kwargs)
+            answer = lean.request(method, key, **kwargs)
         except LeanUnavailable:
             if lean.disabled:
                 self.lean = None
             return None
+        if answer.status < 400:
+            self.authenticated = True
+        return answer
 
     def lean_error(self, r: Response, key: str) -> StoreError:
         code, message = r.error()
@@ -219,24 +224,28 @@ class BucketClient:
     def call(self, key: str | None, fn: Any, **kwargs: Any) -> Any:
         """``fn`` (a boto3 client method) on this bucket, its errors mapped."""
         try:
-            return fn(Bucket=self.bucket, **kwargs)
+            answer = fn(Bucket=self.bucket, **kwargs)
         except Exception as e:
             raise map_error(e, self.bucket, key) from e
+        self.authenticated = True
+        return answer
 
     def upload(self, key: str, fn: Any, *, signed_payload: bool, **kwargs: Any) -> Any:
         """``call`` for a request carrying object bytes (PutObject, UploadPart). With
         the payload's SHA-256 signed, a store that checks it answers a body changed on
         the way with SignatureDoesNotMatch (Ceph RGW, SeaweedFS): credentials that
-        this store has already accepted (``checks.checks_for`` made requests with
-        them) make that an ``IntegrityError``, retried, not a fatal ``AuthError``."""
+        this client has already had accepted (``authenticated``: the probe, a HEAD)
+        make that an ``IntegrityError``, retried, not a fatal ``AuthError``."""
         try:
             return self.call(key, fn, **kwargs)
         except AuthError as e:
-            raise payload_error(e, signed_payload, self.url(key), key) from e
+            signed = signed_payload and self.authenticated
+            raise payload_error(e, signed, self.url(key), key) from e
 
     def lean_upload_error(self, r: Response, key: str, *, signed_payload: bool) -> StoreError:
         """``lean_error`` for an upload (see ``upload``)."""
-        return payload_error(self.lean_error(r, key), signed_payload, self.url(key), key)
+        signed = signed_payload and self.authenticated
+        return payload_error(self.lean_error(r, key), signed, self.url(key), key)
 
     def check_bucket(self, key: str) -> None:
         """Raise ``BucketNotFound`` if the bucket is missing. A HEAD's 404 has no body,
