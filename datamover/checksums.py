@@ -3,7 +3,13 @@
 Every algorithm offers the hashlib shape (``update``, ``digest``, ``hexdigest``).
 sha256/sha512/md5 are hashlib (OpenSSL; the GIL is released for buffers over 2 KiB,
 so hashing overlaps network I/O on other threads); crc32c is the ``crc32c`` package's
-hardware implementation; blake3 is the Rust binding (imported only when asked for).
+hardware implementation; crc64nvme (the CRC-64/NVME that S3 uses for full-object
+checksums) is the AWS common runtime's (``awscrt``: carry-less multiply, GIL released);
+blake3 is the Rust binding. awscrt and blake3 are imported only when asked for.
+
+``crc_combine`` joins the CRCs of two adjacent pieces into the CRC of both without
+reading the bytes again: that is how a multipart upload's full-object CRC is known
+from its parts' CRCs, in any order of completion.
 
 ``OrderedDigest`` lets parts of one file be read and sent in parallel, in any order,
 while the whole-file digest is still computed over the source bytes in stream order:
@@ -18,13 +24,15 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from crc32c import crc32c as _crc32c_extend
 
 from datamover.errors import UsageError
 
-ALGORITHMS = ("sha256", "sha512", "md5", "crc32c", "blake3")
+ALGORITHMS = ("sha256", "sha512", "md5", "crc32c", "crc64nvme", "blake3")
+#: The CRCs among ``ALGORITHMS``: digests that ``crc_combine`` can join.
+CRCS = ("crc32c", "crc64nvme")
 DEFAULT_ALGORITHM = "sha256"
 #: Hex digits in each algorithm's digest.
 HEX_DIGITS = {"sha256": 64, "sha512": 128, "md5": 32, "crc32c": 8, "blake3": 64}
@@ -66,6 +74,44 @@ class _Crc32c:
         return self.digest().hex()
 
 
+class _Crc64Nvme:
+    """CRC-64/NVME with the hashlib shape; big-endian 8-byte digest, as S3 encodes it.
+    awscrt takes any buffer and releases the GIL."""
+
+    _fn: Callable[[Any, int], int] | None = None
+
+    def __init__(self) -> None:
+        if _Crc64Nvme._fn is None:
+            from awscrt.checksums import crc64nvme
+
+            _Crc64Nvme._fn = crc64nvme
+        self._value = 0
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        assert _Crc64Nvme._fn is not None
+        self._value = _Crc64Nvme._fn(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(8, "big")
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
+
+
+def crc_combine(algorithm: str, first: bytes, second: bytes, second_length: int) -> bytes:
+    """The ``algorithm`` CRC (a digest as ``PartDigests`` gives it) of ``A + B`` from
+    ``first = crc(A)``, ``second = crc(B)`` and ``len(B)``."""
+    from awscrt import checksums
+
+    combine = {"crc32c": checksums.combine_crc32c, "crc64nvme": checksums.combine_crc64nvme}
+    if algorithm not in combine:
+        raise ValueError(f"{algorithm} is not a CRC that can be combined")
+    value = combine[algorithm](
+        int.from_bytes(first, "big"), int.from_bytes(second, "big"), second_length
+    )
+    return int(value).to_bytes(len(first), "big")
+
+
 def new_hasher(algorithm: str) -> Hasher:
     """A fresh hasher for ``algorithm`` (one of ``ALGORITHMS``)."""
     if algorithm in ("sha256", "sha512", "md5"):
@@ -73,6 +119,8 @@ def new_hasher(algorithm: str) -> Hasher:
         return h
     if algorithm == "crc32c":
         return _Crc32c()
+    if algorithm == "crc64nvme":
+        return _Crc64Nvme()
     if algorithm == "blake3":
         try:
             from blake3 import blake3

@@ -18,6 +18,7 @@ Format::
     profile = "lab"               # an AWS profile (~/.aws/config), or:
     access_key_env = "LAB_KEY_ID"         # names of env vars holding the secrets
     secret_key_env = "LAB_SECRET"
+    s3_checksum = "md5"           # auto | crc64nvme | crc32c | md5 | off (--s3-checksum)
 
     [remotes.archive]
     type = "az"
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datamover.errors import ConfigError
+from datamover.options import S3_CHECKSUMS
 
 REMOTE_TYPES = ("s3", "az", "gs", "file")
 
@@ -56,7 +58,7 @@ REMOTE_TYPES = ("s3", "az", "gs", "file")
 _COMMON = {"type", "root", "description"}
 #: Per type: plain settings, and env-var references to secrets.
 _SETTINGS: dict[str, set[str]] = {
-    "s3": {"endpoint", "region", "profile"},
+    "s3": {"endpoint", "region", "profile", "s3_checksum"},
     "az": {"endpoint", "account"},
     "gs": {"endpoint", "project", "anonymous", "retry_deadline", "page_size", "temp_prefix"},
     "file": set(),
@@ -263,8 +265,13 @@ def _parse_remote(name: str, table: Any, path: str) -> Remote:
     for ref, var in refs.items():
         if not var or not var.replace("_", "A").isalnum():
             raise ConfigError(f'{where}: {ref} names an environment variable, e.g. "MY_SECRET"')
-    options = {k: table[k] for k in _SETTINGS[kind] if k in table} if kind == "gs" else {}
-    options.pop("endpoint", None)
+    if "s3_checksum" in table and table["s3_checksum"] not in S3_CHECKSUMS:
+        raise ConfigError(
+            f"{where}: s3_checksum must be one of {', '.join(S3_CHECKSUMS)} (as --s3-checksum)"
+        )
+    options = {k: table[k] for k in _SETTINGS[kind] if k in table} if kind in ("gs", "s3") else {}
+    for plain in ("endpoint", "region", "profile"):
+        options.pop(plain, None)
     root = str(table.get("root", "/" if kind == "file" else ""))
     if kind == "file" and not root.startswith("/"):
         raise ConfigError(f"{where}: root of a file remote must be an absolute path")

@@ -274,15 +274,15 @@ def store_settings(options: TransferOptions, role: str = "source") -> StoreSetti
     ``role="destination"``: links are followed in a source only (``--copy-links``), so
     a destination's listing (sync) shows a symlink as itself and ``--delete`` removes
     the link, never what it points to."""
-    return StoreSettings(
-        connections=options.transfers + 4,
-        extra={
-            "copy_links": options.copy_links and role == "source",
-            "xattrs": options.xattrs,
-            "durability": options.durability,
-            "preserve_setid": options.preserve_setid,
-        },
-    )
+    extra: dict[str, object] = {
+        "copy_links": options.copy_links and role == "source",
+        "xattrs": options.xattrs,
+        "durability": options.durability,
+        "preserve_setid": options.preserve_setid,
+    }
+    if options.s3_checksum is not None:
+        extra["s3_checksum"] = options.s3_checksum
+    return StoreSettings(connections=options.transfers + 4, extra=extra)
 
 
 # -- running it ------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ def format_size(n: float) -> str:
 
 
 DURABILITY = ("job", "file", "none")
+#: ``--s3-checksum``: what S3 uploads carry so the store checks the bytes
+#: (``datamover.stores.s3.checks`` says what each means).
+S3_CHECKSUMS = ("auto", "crc64nvme", "crc32c", "md5", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,11 @@ class TransferOptions:
     leaves write-back to the kernel, as ``cp``, ``rsync`` and ``rclone`` do. Object
     stores are durable when they answer; this changes nothing there.
 
+    ``s3_checksum`` (S3 stores): the check every PutObject and UploadPart carries:
+    ``auto`` (learn what the store checks, once per process), ``crc64nvme``,
+    ``crc32c``, ``md5`` (Content-MD5) or ``off`` (none, for stores that refuse the
+    headers). None: the named remote's ``s3_checksum``, else ``auto``.
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -130,6 +138,7 @@ class TransferOptions:
     state_dir: str | None = None
     resume: bool = True
     bwlimit: int | None = None
+    s3_checksum: str | None = None
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -156,6 +165,11 @@ class TransferOptions:
             )
         if self.multipart_threshold < 0:
             raise UsageError("--multipart-threshold must not be negative")
+        if self.s3_checksum is not None and self.s3_checksum not in S3_CHECKSUMS:
+            raise UsageError(
+                f"unknown --s3-checksum {self.s3_checksum!r}; choose one of "
+                f"{', '.join(S3_CHECKSUMS)}"
+            )
 
     def with_(self, **changes: Any) -> TransferOptions:
         return replace(self, **changes)
@@ -209,6 +223,7 @@ class TransferOptions:
             "xattrs": self.xattrs,
             "server_side_copy": self.server_side_copy,
             "durability": self.durability,
+            "s3_checksum": self.s3_checksum or "auto",
         }
 
 

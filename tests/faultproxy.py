@@ -43,6 +43,14 @@ other body-less responses, and response bodies streamed in 64 KiB blocks (a chun
 response, only ever a small control document, is read whole and re-sent with a length).
 Request bodies are read whole (at most ``MAX_BODY``): they are single parts.
 
+TLS: with ``tls=(certfile, keyfile)`` (``make_certificate`` writes a self-signed pair
+for 127.0.0.1) the proxy terminates https (client to proxy) and forwards plain http
+to the upstream, as a TLS-terminating load balancer in front of Ceph RGW does; the
+client trusts the certificate (``AWS_CA_BUNDLE``). ``rewrite(request)`` may change a
+request (its ``headers`` list) after its body is read and before any fault: a test
+that wants a store to look as if it ignored some headers strips them there (and
+re-signs).
+
 Use::
 
     with FaultProxy(server.endpoint, flavor="s3", fault_rate=0.05, seed=1) as proxy:
@@ -63,7 +71,9 @@ import random
 import re
 import socket
 import socketserver
+import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -155,6 +165,8 @@ class _Stats:
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     requests: int = 0
     chosen: int = 0
+    #: (method, target) of every request, when the proxy was asked to record them.
+    seen: list[tuple[str, str]] = field(default_factory=list)
     log: collections.deque[tuple[str, str, str]] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -341,6 +353,26 @@ class _Handler(socketserver.StreamRequestHandler):
     timeout = IDLE_TIMEOUT
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        tls = self.server.proxy._tls
+        if tls is not None:
+            self.request.settimeout(IDLE_TIMEOUT)
+            try:
+                self.request = tls.wrap_socket(self.request, server_side=True)
+            except (OSError, ssl.SSLError):
+                self.request.close()
+                raise
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            if self.server.proxy._tls is not None:
+                # socketserver closes the socket it accepted, not its TLS wrapper.
+                with contextlib.suppress(OSError):
+                    self.request.close()
+
     def handle(self) -> None:
         proxy = self.server.proxy
         sock: socket.socket = self.connection
@@ -409,12 +441,17 @@ class FaultProxy:
         stall_range: tuple[float, float] = STALL_RANGE,
         only: Callable[[str, str, Mapping[str, str]], bool] | None = None,
         max_faults: int | None = None,
+        record: bool = False,
+        tls: tuple[str, str] | None = None,
+        rewrite: Callable[[_Request], None] | None = None,
     ) -> None:
         """``upstream``: ``http://127.0.0.1:PORT[/...]`` (only the port is used; any path
         stays the client's business). ``weights`` per kind (default: every kind 1);
         a kind missing from ``weights`` is never injected. ``only(method, target,
         headers)`` (header names lower-cased) limits faults to the requests it accepts;
-        ``max_faults`` stops injecting after that many."""
+        ``max_faults`` stops injecting after that many; ``record`` keeps the method
+        and target of every request (``seen``); ``tls`` (certificate, key files) serves
+        https; ``rewrite`` may change each request before it is forwarded."""
         parts = urlsplit(upstream if "://" in upstream else f"http://{upstream}")
         if parts.hostname not in (HOST, "localhost") or parts.port is None:
             raise ValueError(f"upstream must be http://{HOST}:PORT, not {upstream!r}")
@@ -429,6 +466,12 @@ class FaultProxy:
         self.stall_range = stall_range
         self.only = only
         self.max_faults = max_faults
+        self.record = record
+        self.rewrite = rewrite
+        self._tls: ssl.SSLContext | None = None
+        if tls is not None:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(*tls)
         self._rng = random.Random(seed)
         self._credit: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         self._lock = threading.Lock()
@@ -488,7 +531,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{HOST}:{self.port}"
 
     # -- statistics ---------------------------------------------------------------------
 
@@ -513,6 +556,12 @@ class FaultProxy:
     def requests(self) -> int:
         with self._lock:
             return self._stats.requests
+
+    @property
+    def seen(self) -> list[tuple[str, str]]:
+        """``(method, target)`` of every request so far (with ``record=True``)."""
+        with self._lock:
+            return list(self._stats.seen)
 
     def log(self) -> list[tuple[str, str, str]]:
         """The last faults injected (or skipped) as ``(kind, method, target)``."""
@@ -546,6 +595,8 @@ class FaultProxy:
     def _choose(self, req: _Request) -> str | None:
         with self._lock:
             self._stats.requests += 1
+            if self.record:
+                self._stats.seen.append((req.method, req.target))
             if not self.enabled or self.fault_rate <= 0:
                 return None
             if self.max_faults is not None and self._stats.chosen >= self.max_faults:
@@ -616,6 +667,8 @@ class FaultProxy:
         if expect and req.body_announced():
             wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         req.body = _read_body(req, rfile)
+        if self.rewrite is not None:
+            self.rewrite(req)
 
         if kind == "stall":
             self._count(kind, req)
@@ -727,6 +780,22 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
+
+
+def make_certificate(directory: str) -> tuple[str, str]:
+    """A self-signed certificate and key for 127.0.0.1 in ``directory`` (``openssl``
+    CLI); returns (certificate, key) paths. The certificate is its own CA bundle."""
+    cert, key = f"{directory}/proxy-cert.pem", f"{directory}/proxy-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}",
+            "-keyout", key, "-out", cert,
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def _flip_at(block: bytes, bit: int) -> bytes:

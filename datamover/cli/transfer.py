@@ -25,7 +25,7 @@ from datamover.job import (
     TransferReport,
     run,
 )
-from datamover.options import DaskOptions, TransferOptions, format_size
+from datamover.options import S3_CHECKSUMS, DaskOptions, TransferOptions, format_size
 from datamover.redact import redact
 from datamover.reporting.events import JsonLines
 
@@ -110,6 +110,14 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         default=8 * 1024 * 1024,
         metavar="SIZE",
         help="files up to this size go as one request (default 8MiB)",
+    )
+    p.add_argument(
+        "--s3-checksum",
+        choices=S3_CHECKSUMS,
+        default=None,
+        help="check S3 uploads carry: auto (learn what the store checks: CRC64NVME, "
+        "CRC32C, a signed payload or Content-MD5), crc64nvme, crc32c, md5, or off for "
+        "stores that refuse checksum headers (default: the remote's s3_checksum, else auto)",
     )
     p.add_argument(
         "--memory-budget",
@@ -345,6 +353,7 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         preserve_setid=args.preserve_setid,
         xattrs=args.xattrs,
         durability=args.durability,
+        s3_checksum=args.s3_checksum,
         command_line=("datamover", *args.argv),
     )
 

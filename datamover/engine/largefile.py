@@ -113,7 +113,11 @@ class LargeFile:
     def _open_new(self) -> ChunkWriter:
         r, job, dst = self.r, self.job, self.r.dst
         assert dst is not None
-        meta = {k: v for k, v in r.dst_metadata(self.info, "").items() if v}
+        # A store may take metadata only here (S3): the digest goes with it when the
+        # source already carries one; the bytes read are still checked against it
+        # before the commit, so a wrong one is never committed.
+        known = self.info.checksums.get(r.algorithm, "")
+        meta = {k: v for k, v in r.dst_metadata(self.info, known).items() if v}
         writer = r.retrying(
             job,
             lambda: dst.open_writer(

@@ -252,11 +252,14 @@ class Runner:
         return call_with_retries(fn, self.retry, sleep=self.sleep, on_retry=note)
 
     def algorithms_for(self, expected: Mapping[str, str]) -> tuple[str, ...]:
-        # When the source only offers another whole-object digest (an S3 ETag md5, a
-        # GCS md5), compute that one too: it is the only end-to-end check available.
+        # When the source only offers another whole-object digest (an S3 full-object
+        # CRC64NVME, a GCS crc32c, an S3 ETag md5), compute that one too, the cheapest
+        # first: it is the only end-to-end check available.
         if self.algorithm in expected:
             return (self.algorithm,)
-        extra = tuple(a for a in ("md5", "crc32c") if a in expected and a != self.algorithm)
+        extra = tuple(
+            a for a in ("crc64nvme", "crc32c", "md5") if a in expected and a != self.algorithm
+        )
         return (self.algorithm, *extra[:1])
 
     def dst_metadata(self, info: ObjectInfo, digest: str) -> dict[str, str]:

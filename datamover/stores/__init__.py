@@ -52,6 +52,9 @@ class StoreSettings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: ``StoreSettings.extra`` keys where a value given for the run beats the remote's.
+_RUN_WINS = ("s3_checksum",)
+
 # scheme -> (module, class, package to install)
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "file": ("datamover.stores.posix", "PosixStore", ""),
@@ -100,8 +103,10 @@ def resolve_remote(
 ) -> tuple[Location, StoreSettings]:
     """The concrete location and settings of a ``name:path`` location, from the named
     remote in the config (``datamover.config``). The remote's settings win over
-    ``settings`` except for ``connections``. Raises ``ConfigError`` for an unknown
-    remote or a secret reference whose env var is not set."""
+    ``settings`` except for ``connections`` and an ``s3_checksum`` given for the run
+    (``--s3-checksum`` on the command line beats the remote's). Raises
+    ``ConfigError`` for an unknown remote or a secret reference whose env var is not
+    set."""
     assert loc.remote is not None
     base = settings or StoreSettings()
     config = load_config()
@@ -147,7 +152,11 @@ def resolve_remote(
         profile=remote.profile or base.profile,
         account=remote.account or base.account,
         connections=base.connections,
-        extra={**base.extra, **remote.settings_extra()},
+        extra={
+            **base.extra,
+            **remote.settings_extra(),
+            **{k: base.extra[k] for k in _RUN_WINS if k in base.extra},
+        },
     )
     return concrete, merged
 

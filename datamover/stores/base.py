@@ -28,13 +28,55 @@ Contracts common to every method:
 * Every method is safe to call from several threads at once.
 * Metadata keys are lower-case ASCII; stores translate them to what the provider
   allows (Azure forbids ``-``) and back, so callers see the same keys everywhere.
+
+Integrity: what proves a write, and what can prove it again later.
+
+* **One write per object.** Every object a store writes is created by exactly one
+  request of the provider's: a PutObject / Put Blob / upload, a
+  CompleteMultipartUpload / Put Block List / compose, or one server-side copy. No
+  store copies an object onto itself to add metadata afterwards (that left a second
+  version on versioned buckets, failed under Object Lock, and rewrote every byte).
+  So the metadata an object is created with is all it gets: ``put``, ``copy_object``
+  and ``copy_from`` take it with the bytes; a multipart write takes it at
+  ``open_writer``, and at ``commit`` only where ``Features.metadata_at_commit``
+  (Azure's block list and GCS's compose carry metadata; S3's
+  CompleteMultipartUpload does not). See ``ChunkWriter.commit``.
+* **``verified``: which check covered the bytes of one write.** ``PartReceipt.verified``
+  (from ``write_part``) and ``ObjectInfo.verified`` (from ``put``, ``commit``,
+  ``copy_object``, ``copy_from``) name the check, one of ``VERIFIED_BY``, that the
+  store made over the bytes it stored: it refused bytes that didn't match (S3's
+  ``x-amz-checksum-*`` or ``Content-MD5`` or a signed payload SHA-256 on a store that
+  checks it, Azure's transactional MD5, GCS's CRC32C), or it reported a value it
+  computed from what it stored and the store compared that with the digest of the
+  bytes sent (GCS, whose emulator does not refuse). A value a store merely echoes
+  back never counts: stores that don't check (moto, Ceph RGW 16 for CRCs) are found
+  out by probing, not trusted. ``None`` means the store accepted the bytes and
+  nothing it enforced covered them: the caller must read them back, or not call the
+  write proven. A commit is verified only when every part was, by the same check,
+  and the completion can only assemble those parts (S3 part ETags, Azure block ids
+  carrying each block's MD5, GCS generations pinned and the composite CRC32C
+  compared with the parts' folded CRC32C); with an S3 full-object checksum the
+  commit's check is the store's own comparison of the whole object's CRC.
+  ``stat``/``list`` results have ``verified = None``: it describes a write.
+* **``provider_checksums``: what the provider holds and will report again.** A subset
+  of ``ObjectInfo.checksums``: whole-object digests the provider computed (or
+  checked on arrival) over the bytes it stores, so comparing one with a digest of
+  the source proves the stored bytes without reading them. Names are algorithm
+  names (``crc64nvme``, ``crc32c``, ``md5``); values lower-case hex of the whole
+  object's digest. Never a composite: an S3 multipart ETag ``…-N`` or a
+  ``COMPOSITE`` checksum ``…-N`` is a digest of part digests, not of the object, and
+  is left out; a client-settable value (Azure's Content-MD5 read back from a blob's
+  properties) is left out too. ``checksums`` is the union of these and the
+  ``datamover-<alg>`` labels in metadata; where both name one algorithm, the
+  provider's value is the one given (a label can be wrong, the provider's
+  computation of what it holds cannot).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -85,6 +127,12 @@ def check_whole_read(
         )
 
 
+#: What ``PartReceipt.verified`` and ``ObjectInfo.verified`` can name: ``crc64nvme``,
+#: ``crc32c``, ``md5`` (a checksum of the request body the store compared),
+#: ``sha256-payload`` (S3 SigV4 with the body's SHA-256 signed, on a store that
+#: checks it).
+VERIFIED_BY = ("crc64nvme", "crc32c", "md5", "sha256-payload")
+
 #: User-metadata key holding a whole-object digest written by datamover, per algorithm.
 DIGEST_KEY_PREFIX = "datamover-"
 
@@ -128,13 +176,15 @@ class ObjectInfo:
     """What a store knows about one object (or, with ``is_dir``, one prefix).
 
     ``checksums`` maps an algorithm name to a hex digest of the *whole* object, from
-    datamover's own metadata or from the provider when the provider's value is a
-    plain whole-object digest (S3 single-part ETag md5, GCS md5/crc32c).
-    ``mtime`` is seconds since the epoch: the POSIX mtime carried in metadata when
-    present, else the provider's last-modified time. A checksum of a known algorithm
-    that is not hex of its length is dropped (lower-cased otherwise): metadata and
-    provider headers are anybody's to write, and a digest kept here may end up in a
-    manifest.
+    datamover's own metadata or from the provider; ``provider_checksums`` is the part
+    of it the provider computed over the bytes it holds (S3 full-object CRCs and a
+    single-part ETag md5, GCS md5/crc32c): the module docstring gives the rules.
+    ``verified`` is set on what a write returns: the check (``VERIFIED_BY``) that
+    covered the bytes written, None when none did. ``mtime`` is seconds since the
+    epoch: the POSIX mtime carried in metadata when present, else the provider's
+    last-modified time. A checksum of a known algorithm that is not hex of its length
+    is dropped (lower-cased otherwise): metadata and provider headers are anybody's to
+    write, and a digest kept here may end up in a manifest.
     """
 
     key: str
@@ -152,6 +202,8 @@ class ObjectInfo:
     #: longer than PATH_MAX, a directory that can't be read): callers report it by
     #: name and go on. None for every entry that can be read.
     problem: str | None = None
+    provider_checksums: Mapping[str, str] = field(default_factory=dict)
+    verified: str | None = None
 
     def __post_init__(self) -> None:
         if self.checksums:
@@ -162,6 +214,14 @@ class ObjectInfo:
             }
             if kept != self.checksums:
                 object.__setattr__(self, "checksums", kept)
+        if self.provider_checksums:
+            kept = {
+                alg: value.lower()
+                for alg, value in self.provider_checksums.items()
+                if alg not in HEX_DIGITS or is_hex_digest(str(value).lower(), alg)
+            }
+            if kept != self.provider_checksums:
+                object.__setattr__(self, "provider_checksums", kept)
 
     @property
     def name(self) -> str:
@@ -197,12 +257,25 @@ class PartLimits:
 class PartReceipt:
     """What a store returns for one written part; enough to commit it later.
     ``checksum`` is the provider-side check of the part as the store sent it (hex or
-    base64, the store's own business; the engine only journals it)."""
+    base64, the store's own business; the engine only journals it). ``verified`` is
+    the check the store enforced over the part's bytes (``VERIFIED_BY``), None when
+    none did; ``verify_parts`` sets it again for parts it confirms, so it need not
+    be journaled."""
 
     index: int
     size: int
     etag: str | None = None
     checksum: str | None = None
+    verified: str | None = None
+
+
+def parts_verified(receipts: Iterable[PartReceipt]) -> str | None:
+    """The check that covered every one of ``receipts`` (all by the same one), else
+    None: what a commit assembling exactly these parts can claim."""
+    checks = {r.verified for r in receipts}
+    if len(checks) != 1:
+        return None
+    return checks.pop()
 
 
 class ChunkWriter(Protocol):
@@ -222,14 +295,31 @@ class ChunkWriter(Protocol):
         """Write part ``index`` (0-based). ``digests`` carries digests of ``data``
         already computed by the engine; the store asks it for the algorithm its
         provider verifies in flight. Re-writing a part replaces it. Raises
-        ``IntegrityError`` when the provider rejected the part's checksum."""
+        ``IntegrityError`` when the provider rejected the part's bytes (a checksum or
+        a signed payload hash that didn't match: the bytes changed on the way; a
+        retry sends them again). The receipt's ``verified`` names the check."""
         ...
 
     def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
-        """Make the object visible with ``metadata`` (which carries the whole-object
-        digest). It is merged over the metadata given to ``open_writer``; on a clash
-        ``commit``'s value wins. Every part must have been written. Raises on failure,
-        leaving the upload to ``abort``."""
+        """Make the object visible, by one request (the module docstring's "one write
+        per object"). Every part must have been written. Raises on failure, leaving
+        the upload to ``abort``; not idempotent (a second call raises).
+
+        Metadata: where ``features.metadata_at_commit``, ``metadata`` is merged over
+        ``open_writer``'s (``commit``'s value wins on a clash). Elsewhere (S3) the
+        object carries exactly ``open_writer``'s metadata: keys of ``metadata`` that
+        would add or change a value are *not stored*, never written by a second
+        request, and logged at debug level; the returned ``ObjectInfo.metadata`` is
+        what the object carries, so a caller can see what was dropped. A caller that
+        needs a value on the object (the whole-file digest) there gives it to
+        ``open_writer``. Dropping rather than raising: the upload is complete and
+        correct, and refusing it for a label would throw the bytes away.
+
+        The result's ``verified`` is the check that covered every byte of the object
+        (None unless every part was verified by one check and the completion could
+        assemble only those parts); ``provider_checksums`` holds the whole-object
+        checksums the provider reported (an S3 ``FULL_OBJECT`` CRC, GCS's composite
+        CRC32C)."""
         ...
 
     def abort(self) -> None:
@@ -315,6 +405,10 @@ class Features:
     #: filer and drops it); ``FsOps`` learns it from the first marker it writes or reads,
     #: and keeps directory metadata in a ``DIR_META_NAME`` object where markers can't.
     marker_metadata: bool | None = True
+    #: ``ChunkWriter.commit`` stores the metadata it is given (Azure's block list and
+    #: GCS's compose take metadata). False (S3: CompleteMultipartUpload takes none):
+    #: an object written by parts carries ``open_writer``'s metadata only.
+    metadata_at_commit: bool = True
 
 
 class Store(ABC):
@@ -403,7 +497,10 @@ class Store(ABC):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         """Write a whole (small) object in one request, replacing any existing one.
-        Atomic: readers see the old object or the new one, never a mix."""
+        Atomic: readers see the old object or the new one, never a mix. ``digests``
+        (of ``data``, when the caller has them) saves the store hashing again. Raises
+        ``IntegrityError`` when the provider refused the bytes. The result's
+        ``verified`` names the check that covered them (None: none did)."""
 
     @abstractmethod
     def open_writer(
@@ -451,8 +548,14 @@ class Store(ABC):
     def copy_object(
         self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None
     ) -> ObjectInfo:
-        """Server-side copy within this store. Raises ``Unsupported`` when the store
-        (or this server) can't; the caller then streams the bytes."""
+        """Server-side copy within this store: one write of ``dst_key`` (one copy
+        request, or part copies and one completion), with ``metadata`` (None: the
+        source's). Raises ``Unsupported`` when the store (or this server) can't; the
+        caller then streams the bytes. No precondition on the source is relied on
+        (Ceph RGW 16 ignores CopySourceIfMatch): a source replaced during the copy may
+        be what is copied, and the caller compares what it needs (size, ``etag``,
+        ``provider_checksums``). ``verified`` names a provider checksum of the copy
+        that equals the source's, else None."""
         raise Unsupported(f"{self.scheme} store has no server-side copy", key=src_key)
 
     def child_key(self, root: str, rel: str) -> str:

@@ -27,6 +27,7 @@ hard link           zero-byte object naming its    POSIX: refused (``Unsupported
 copy                ``copy_object``, else streamed
 streamed write      ``features.streaming_writes``  S3: ``S3Writer`` only counts parts
 of unknown size                                    with ``size``; set at commit
+                                                   (metadata: ``commit_stream``)
 "has a child"       ``list`` (a whole page)        S3: a LIST of at most 3 keys
 ==================  =============================  ==================================
 
@@ -50,7 +51,7 @@ from collections.abc import Mapping
 
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError, Unsupported
-from datamover.posixmeta import MODE
+from datamover.posixmeta import MODE, MTIME
 from datamover.stores.base import (
     DIR_META_NAME,
     HARDLINK_KEY,
@@ -255,13 +256,33 @@ class FsOps:
         self, key: str, part_size: int, size_hint: int, metadata: Mapping[str, str]
     ) -> ChunkWriter:
         """A multipart write whose final size is set by ``finish_stream`` before
-        ``commit``; only when ``can_stream``."""
+        ``commit``; only when ``can_stream``. Where the store takes metadata only when
+        an upload starts (``features.metadata_at_commit`` False: S3), the POSIX
+        ``mtime`` is left out: the stream starts long before its last write, and the
+        object's own modification time (its completion) is then the file's mtime."""
         if not self.can_stream:
             raise Unsupported(f"{self.store.scheme} store can't stream unknown sizes", key=key)
+        if not self.store.features.metadata_at_commit:
+            metadata = {k: v for k, v in metadata.items() if k != MTIME}
         return self.store.open_writer(key, size=size_hint, part_size=part_size, metadata=metadata)
 
     def finish_stream(self, writer: ChunkWriter, size: int) -> None:
         writer.size = size
+
+    def commit_stream(
+        self, writer: ChunkWriter, metadata: Mapping[str, str], *, attrs_changed: bool
+    ) -> ObjectInfo:
+        """Commit a stream with its final ``metadata``. The commit is the object's one
+        write (``ChunkWriter.commit``); where it can't carry metadata (S3), the object
+        keeps what the stream opened with, plus the store's full-object checksum, and
+        the final digest is not stored. Only when the program changed the file's
+        attributes while it was being written (``attrs_changed``: chmod, chown,
+        utime, as ``cp -p`` does before closing) are they stored afterwards, as that
+        change on a closed file would be: a metadata update (``update_metadata``)."""
+        info = writer.commit(metadata)
+        if self.store.features.metadata_at_commit or not attrs_changed:
+            return info
+        return self.update_metadata(info, {**info.metadata, **metadata})
 
     def warm(self) -> None:
         """Do at mount time what the first request would otherwise do inside the

@@ -134,6 +134,7 @@ class Metadata:
             node.atime_ns = changes.atime_ns
         node.ctime_ns = self.rt.wall_ns()
         if node.local is not None and (node.local.dirty or not node.remote):
+            node.local.attrs_changed = True
             return  # goes with the upload at close; an upload error is returned there
         try:
             await self.store(node)

@@ -32,9 +32,13 @@ order: the whole-file sha256 is computed in part order while parts upload in
 parallel (a part that finished early waits, holding its buffer), and taking budget in
 order guarantees the part everyone waits for already has its bytes.
 
-**Integrity and visibility.** Every object gets ``datamover-sha256`` (computed over
-the bytes uploaded) with its POSIX metadata. Nothing is visible before the commit;
-a failed upload is aborted and the error is returned from ``close``/``fsync``.
+**Integrity and visibility.** Every object is created by one write (one put, one
+completion: never a copy onto itself). A staged upload carries ``datamover-sha256``
+(computed over the bytes uploaded, before the upload starts) with its POSIX metadata.
+A stream's digest is known only at its end: it is stored where the commit takes
+metadata (``FsOps.commit_stream``); on S3 the object instead carries the store's
+full-object checksum. Nothing is visible before the commit; a failed upload is
+aborted and the error is returned from ``close``/``fsync``.
 """
 
 from __future__ import annotations
@@ -156,6 +160,8 @@ class LocalFile:
         #: ``close``/``fsync`` then return (ENOSPC for a full cache, else EIO).
         self.failed: str | None = None
         self.failed_errno = errno.EIO
+        #: chmod/chown/utime while written: they go with the upload at close.
+        self.attrs_changed = False
         self.unlinked = False
         self.handles = 0
         self.lock = trio.Lock()
@@ -486,7 +492,9 @@ class WriteManager:
                 raise FsError(errno.EIO, f"{lf.key}: stream digest incomplete")
             rt.fsops.finish_stream(st.writer, lf.size)
             meta = {**metadata, DIGEST_KEY: st.hasher.hexdigest()}
-            info = await rt.call(st.writer.commit, meta)
+            info = await rt.call(
+                rt.fsops.commit_stream, st.writer, meta, attrs_changed=lf.attrs_changed
+            )
         except BaseException:
             self._forget_stream(lf)
             raise

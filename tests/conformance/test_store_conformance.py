@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from datamover.checksums import PartDigests
+from datamover.checksums import PartDigests, digest_bytes
 from datamover.errors import BucketNotFound, NotFound, SourceChanged, StoreError, Unsupported
 from datamover.posixmeta import MODE, MTIME
 from datamover.stores import StoreSettings
-from datamover.stores.base import KiB, ObjectInfo, Store, digest_metadata_key
+from datamover.stores.base import VERIFIED_BY, KiB, ObjectInfo, Store, digest_metadata_key
 from datamover.stores.fsspec import FsspecStore
 from datamover.stores.posix import TEMP_MARK, PosixStore
 from datamover.stores.urls import Location
@@ -59,6 +59,20 @@ SERVER_SIDE_COPY = {
     "ceph": True,
     "azurite": True,
     "gcs": True,
+}
+#: What each backend's writes are verified by (``ObjectInfo.verified``): SeaweedFS
+#: checks CRC64NVME, moto nothing (it echoes what it is sent), Ceph RGW 16 over http a
+#: signed payload SHA-256 (it ignores CRC headers), Azure's transactional MD5, GCS's
+#: CRC32C (the emulator reports the CRC32C of what it stored, which the store
+#: compares); POSIX and fsspec make no such check.
+VERIFIED = {
+    "posix": None,
+    "memory": None,
+    "seaweed": "crc64nvme",
+    "moto": None,
+    "ceph": "sha256-payload",
+    "azurite": "md5",
+    "gcs": "crc32c",
 }
 #: Which backends store arbitrary user metadata. POSIX keeps only POSIX attributes
 #: (mode, mtime, and its own xattrs); fsspec has no portable metadata at all.
@@ -624,15 +638,47 @@ def test_parts_in_any_order_from_several_threads(
     assert s.read(key) == data
     info = s.stat(key)
     assert info.size == len(data)
-    if USER_METADATA[backend.name]:
+    assert dict(committed.metadata) == dict(info.metadata)  # what the object carries
+    if USER_METADATA[backend.name] and s.features.metadata_at_commit:
         assert info.metadata[SHA_KEY] == digest
         assert info.metadata["x-who"] == "commit"  # commit's value wins
         assert info.metadata[MODE] == MODE_VALUE  # open_writer's is kept
         assert info.checksums["sha256"] == digest
-    if s.features.metadata:
+    elif USER_METADATA[backend.name]:
+        # Metadata only at open_writer (S3): commit's additions are dropped, never
+        # written by a second request.
+        assert info.metadata == open_meta
+        assert SHA_KEY not in info.metadata
+    if s.features.metadata and s.features.metadata_at_commit:
         assert info.mtime == pytest.approx(1700000000.123456789)
+    if s.features.metadata:
         assert info.mode == int(MODE_VALUE)
     assert backend.leftovers(key) == []
+
+
+def test_writes_say_what_verified_them(backend: Backend, store: tuple[Store, str]) -> None:
+    """put, write_part and commit name the check that covered their bytes (or None),
+    and a provider checksum reported for a write is a digest of the whole object."""
+    s, p = store
+    data = os.urandom(50_000)
+    put = s.put(p + "v/small.bin", data)
+    assert put.verified in (None, *VERIFIED_BY)
+    assert put.verified == VERIFIED[backend.name], put
+    part = _part_size(s)
+    big = os.urandom(2 * part + 7)
+    w = s.open_writer(p + "v/big.bin", size=len(big), part_size=part)
+    receipts = []
+    for i in range(3):
+        chunk = memoryview(big)[i * part : (i + 1) * part]
+        receipts.append(w.write_part(i, chunk, PartDigests(chunk)))
+    info = w.commit({})
+    assert {r.verified for r in receipts} == {VERIFIED[backend.name]}
+    assert info.verified == VERIFIED[backend.name]
+    for got, whole in ((put, data), (info, big), (s.stat(p + "v/big.bin"), big)):
+        for alg, value in got.provider_checksums.items():
+            assert value == digest_bytes(alg, whole).hex(), (alg, got)
+            assert got.checksums[alg] == value
+    assert s.stat(p + "v/small.bin").verified is None  # it describes writes only
 
 
 def test_abort_leaves_nothing(backend: Backend, store: tuple[Store, str]) -> None:

@@ -5,8 +5,10 @@ gone after ``stop()``), https with a self-signed certificate that clients trust
 through ``AWS_CA_BUNDLE`` alone (boto3 and datamover's lean path), a copy + verify
 round trip over https, ``python tests/servers.py ceph``, and what this RGW (16.2.15)
 does differently from AWS: pinned as it is, and where datamover's integrity contract
-relies on what RGW doesn't do, ``xfail(strict=True)`` naming the quirk. Those are the
-inputs for the "Ceph RGW for real" integrity work.
+relies on what RGW doesn't do, how the S3 store copes: it learns what RGW checks
+(Content-MD5 and the signed payload SHA-256, not CRC headers) and says so in every
+write's ``verified``; nothing relies on the completion's ETag or on copy
+preconditions.
 
 The conformance suite and the ``s3`` fixture (test_copy_s3.py, test_s3_lean.py) run
 on this cluster too, over http.
@@ -34,7 +36,7 @@ import pytest
 
 import datamover
 from datamover.checksums import PartDigests, digest_bytes
-from datamover.errors import IntegrityError, PreconditionFailed
+from datamover.errors import IntegrityError, NotFound
 from datamover.options import MiB
 from datamover.stores import open_store
 from datamover.stores.base import digest_metadata_key
@@ -100,15 +102,6 @@ def _refused(port: int) -> bool:
 
 def _crc32c_b64(data: bytes) -> str:
     return base64.b64encode(digest_bytes("crc32c", data)).decode()
-
-
-class _WrongCrc32c(PartDigests):
-    """The digests of some bytes, except for a CRC32C that belongs to other bytes: what
-    the engine would send if the bytes changed after it hashed them."""
-
-    def get(self, algorithm: str) -> bytes:
-        raw = super().get(algorithm)
-        return bytes(b ^ 0xFF for b in raw) if algorithm == "crc32c" else raw
 
 
 def _s3_store(env: ServerEnv) -> S3Store:
@@ -311,9 +304,9 @@ def test_copy_and_verify_over_https(
     try:
         if https_path == "lean":
             # The lean path took the certificate from AWS_CA_BUNDLE, as boto3 does.
-            assert store._lean is not None and store._lean.tls is not None
+            assert store._s3.lean is not None and store._s3.lean.tls is not None
         else:
-            assert store._lean is None
+            assert store._s3.lean is None
     finally:
         store.close()
     src = tmp_path / "src"
@@ -345,10 +338,14 @@ def test_copy_and_verify_over_https(
         assert (back / name).read_bytes() == data
     store = _s3_store(ceph_tls_env)
     try:
-        info = store.stat("t/big/two-parts-plus.bin")
-        assert (
-            info.checksums["sha256"] == hashlib.sha256(files["big/two-parts-plus.bin"]).hexdigest()
-        )
+        info = store.stat("t/small.txt")  # one PutObject: the digest came with it
+        assert info.checksums["sha256"] == hashlib.sha256(files["small.txt"]).hexdigest()
+        # A multipart object: one write, so no digest label (S3 took metadata before
+        # it was known), and RGW keeps no full-object checksum; its ETag is the
+        # composite of the MD5-checked parts.
+        big = store.stat("t/big/two-parts-plus.bin")
+        assert "sha256" not in big.checksums and not big.provider_checksums
+        assert big.etag is not None and big.etag.endswith("-3")
     finally:
         store.close()
 
@@ -431,13 +428,17 @@ def test_rgw_quirks_are_as_documented(gateway: S3Endpoint) -> None:
         eager.close()
 
 
-# -- datamover's integrity contract where RGW doesn't hold up its end ------------------------
+# -- datamover's integrity contract on RGW 16 --------------------------------------------------
 
-_CRC_IGNORED = (
-    "RGW 16.2.15 ignores x-amz-checksum-crc32c (a wrong one is accepted, none is returned), "
-    "so bytes that changed after the engine hashed them are stored; the S3 store's "
-    "in-flight guard relies on the server checking it"
-)
+
+class _WrongDigests(PartDigests):
+    """The digests of some bytes, except that every checksum a request header can
+    carry belongs to other bytes: what the engine would send if the bytes changed
+    after it hashed them."""
+
+    def get(self, algorithm: str) -> bytes:
+        raw = super().get(algorithm)
+        return bytes(b ^ 0xFF for b in raw) if algorithm in ("crc32c", "crc64nvme", "md5") else raw
 
 
 @pytest.fixture
@@ -445,83 +446,124 @@ def gateway_env(gateway: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ServerE
     return use_server(gateway, monkeypatch)
 
 
-@pytest.mark.xfail(strict=True, reason=_CRC_IGNORED)
-def test_put_with_a_wrong_crc32c_is_refused(gateway_env: ServerEnv) -> None:
+def _rgw_check(env: ServerEnv) -> str:
+    """What RGW 16 checks of an upload: over http the signed payload SHA-256 (both
+    request paths sign it there), over https Content-MD5 (CRC headers it ignores)."""
+    return "md5" if _is_tls(env) else "sha256-payload"
+
+
+def _is_tls(env: ServerEnv) -> bool:
+    return str(getattr(env.server, "endpoint", "")).startswith("https://")
+
+
+def test_puts_are_verified_by_what_rgw_checks(gateway_env: ServerEnv) -> None:
     store = _s3_store(gateway_env)
     try:
         data = os.urandom(1000)
-        with pytest.raises(IntegrityError):
-            store.put("wrong-crc.bin", data, digests=_WrongCrc32c(data))
+        info = store.put("checked.bin", data)
+        assert info.verified == _rgw_check(gateway_env)
+        assert store.read("checked.bin") == data
+        if _is_tls(gateway_env):
+            # Content-MD5 is what covers the body here, and RGW refuses a wrong one.
+            with pytest.raises(IntegrityError):
+                store.put("wrong.bin", data, digests=_WrongDigests(data))
+            with pytest.raises(NotFound):
+                store.stat("wrong.bin")
     finally:
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason=_CRC_IGNORED)
-def test_part_with_a_wrong_crc32c_is_refused(gateway_env: ServerEnv) -> None:
+def test_parts_are_verified_by_what_rgw_checks(gateway_env: ServerEnv) -> None:
     store = _s3_store(gateway_env)
     writer = None
     try:
         data = os.urandom(PART + 10)
-        writer = store.open_writer("wrong-crc-part.bin", size=len(data), part_size=PART)
+        writer = store.open_writer("parts.bin", size=len(data), part_size=PART)
         part = memoryview(data)[:PART]
-        with pytest.raises(IntegrityError):
-            writer.write_part(0, part, _WrongCrc32c(part))
+        if _is_tls(gateway_env):
+            with pytest.raises(IntegrityError):
+                writer.write_part(0, part, _WrongDigests(part))
+        receipts = [
+            writer.write_part(i, chunk, PartDigests(chunk))
+            for i, chunk in enumerate((data[:PART], data[PART:]))
+        ]
+        assert {r.verified for r in receipts} == {_rgw_check(gateway_env)}
+        info = writer.commit({})
+        writer = None
+        assert info.verified == _rgw_check(gateway_env)
+        # RGW answered the completion with an empty ETag; the one HEAD shows is taken
+        # only because it is the composite of these parts' ETags.
+        assert info.etag is not None and info.etag.endswith("-2")
+        assert info.etag == store.stat("parts.bin").etag
+        assert store.read("parts.bin") == data
     finally:
         if writer is not None:
             writer.abort()
         store.close()
 
 
-@pytest.mark.parametrize(
-    "server",
-    [
-        "seaweed",
-        pytest.param(
-            "ceph",
-            marks=[
-                pytest.mark.ceph,
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="RGW 16.2.15 answers CompleteMultipartUpload with an empty ETag, "
-                    "so S3Writer.commit's metadata self-copy goes out without "
-                    "CopySourceIfMatch (and RGW ignores CopySourceIf* on CopyObject anyway): "
-                    "another writer's object gets this upload's digest",
-                ),
-            ],
-        ),
-    ],
-)
+def test_a_crc_rgw_ignores_is_not_claimed(
+    gateway_env: ServerEnv, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--s3-checksum crc32c`` on a store that ignores it: sent, never called checked."""
+    from datamover.stores import StoreSettings
+    from datamover.stores.s3 import checks
+
+    checks.forget()  # learn it here, with its warning
+    store, _ = open_store(gateway_env.url(), StoreSettings(extra={"s3_checksum": "crc32c"}))
+    try:
+        with caplog.at_level("WARNING"):
+            info = store.put("unchecked.bin", b"crc32c sent, not checked")
+        assert info.verified in (None, "sha256-payload")  # never "crc32c"
+        assert info.verified == (None if _is_tls(gateway_env) else "sha256-payload")
+        if _is_tls(gateway_env):
+            assert "does not check the crc32c checksum" in caplog.text
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("server", ["seaweed", pytest.param("ceph", marks=[pytest.mark.ceph])])
 def test_commit_never_labels_another_writers_object(
     server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between CompleteMultipartUpload and the metadata copy, someone else replaces
-    the object: their bytes must not end up carrying this upload's digest."""
+    """Someone replaces the object right after our CompleteMultipartUpload. Nothing
+    is written after the completion (no metadata copy onto the object), so their
+    object keeps their bytes and metadata, and what the commit reports is never
+    theirs: RGW's empty completion ETag is not filled in from their HEAD."""
     target = request.getfixturevalue(server)
     env = use_server(target, monkeypatch)
     store = _s3_store(env)
     try:
         data = os.urandom(PART + 10)
         digest = hashlib.sha256(data).hexdigest()
-        writer = store.open_writer("raced.bin", size=len(data), part_size=PART)
+        writer = store.open_writer(
+            "raced.bin", size=len(data), part_size=PART, metadata={"x-who": "us"}
+        )
         for index, chunk in enumerate((data[:PART], data[PART:])):
             writer.write_part(index, chunk, PartDigests(chunk))
-        copy_object = store.copy_object
+        client = store._s3.client
+        complete = client.complete_multipart_upload
+        calls: list[str] = []
 
-        def replaced_first(*args: Any, **kwargs: Any) -> Any:
+        def then_replaced(**kwargs: Any) -> Any:
+            answer = complete(**kwargs)
             other = target.client()
             try:
                 other.put_object(Bucket=env.bucket, Key="raced.bin", Body=b"someone else")
             finally:
                 other.close()
-            return copy_object(*args, **kwargs)
+            return answer
 
-        monkeypatch.setattr(store, "copy_object", replaced_first)
-        try:
-            writer.commit({SHA_KEY: digest})
-        except PreconditionFailed:
-            pass  # the guard held: the other writer's object is left alone
-        info = store.stat("raced.bin")
+        monkeypatch.setattr(client, "complete_multipart_upload", then_replaced)
+        monkeypatch.setattr(
+            client, "copy_object", lambda **kw: calls.append("copy") or pytest.fail("copy")
+        )
+        info = writer.commit({SHA_KEY: digest})
+        now = store.stat("raced.bin")
         assert store.read("raced.bin") == b"someone else"
-        assert info.metadata.get(SHA_KEY) != digest
+        assert SHA_KEY not in now.metadata and "x-who" not in now.metadata
+        assert info.metadata == {"x-who": "us"}  # what our object carries
+        assert info.etag != now.etag
+        assert calls == []
     finally:
         store.close()

@@ -140,7 +140,13 @@ def test_tree_round_the_clouds_stays_byte_identical(
             on_cloud = _cloud_checksums(
                 f"{scheme}://{bucket}/", [prefix + rel for rel in sorted(want)]
             )
-            assert on_cloud == {prefix + rel: d for rel, d in sorted(want.items())}, name
+            expected: dict[str, str | None] = {prefix + rel: d for rel, d in sorted(want.items())}
+            if name == "posix-s3":
+                # S3 takes metadata when an upload starts, before a local file's digest
+                # is known, and nothing writes the object twice: the multipart file has
+                # the store's full-object CRC64NVME instead (checked on the next hop).
+                expected[prefix + BIG] = None
+            assert on_cloud == expected, name
 
     got = _tree(back)
     assert sorted(got) == sorted(files)

@@ -18,6 +18,7 @@ def test_known_vectors(alg: str) -> None:
         "sha512": hashlib.sha512(b"123456789").hexdigest(),
         "md5": hashlib.md5(b"123456789").hexdigest(),
         "crc32c": "e3069283",  # the CRC-32C check value
+        "crc64nvme": "ae8b14860a799888",  # the CRC-64/NVME check value
         "blake3": None,
     }[alg]
     h = new_hasher(alg)
@@ -83,3 +84,13 @@ def test_part_digests_compute_once_and_cache() -> None:
     assert first == hashlib.sha256(b"abc").digest()
     assert d.get("sha256") is first
     assert set(d.known()) == {"sha256"}
+
+
+@pytest.mark.parametrize("alg", ["crc32c", "crc64nvme"])
+def test_crc_combine_joins_adjacent_pieces(alg: str) -> None:
+    from datamover.checksums import crc_combine, digest_bytes
+
+    a, b = bytes(range(256)) * 41, b"tail bytes" * 3
+    joined = crc_combine(alg, digest_bytes(alg, a), digest_bytes(alg, b), len(b))
+    assert joined == digest_bytes(alg, a + b)
+    assert crc_combine(alg, digest_bytes(alg, a), digest_bytes(alg, b""), 0) == digest_bytes(alg, a)

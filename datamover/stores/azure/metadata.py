@@ -3,6 +3,11 @@
 Metadata names (``-`` stored as ``_``; see the package docstring), ``ObjectInfo`` from
 Get Blob Properties, List Blobs and write responses, checksums from digest metadata
 and Content-MD5, and which blobs are directory markers.
+
+Provider checksums: only the MD5 a Put Blob's body was checked against. A
+Content-MD5 read back from properties is in ``checksums`` but not in
+``provider_checksums``: a block-list commit (or Set Blob Properties) stores whatever
+the client gives, so it can't prove the bytes.
 """
 
 from __future__ import annotations
@@ -74,21 +79,27 @@ def _object_info(
     etag: str | None,
     version: str | None,
     content_md5: bytes | bytearray | None,
+    *,
+    verified: str | None = None,
+    stored_md5: bytes | None = None,
 ) -> ObjectInfo:
     attrs = PosixAttrs.from_metadata(metadata)
     if attrs.mtime_ns is not None:
         mtime: float | None = attrs.mtime_ns / 1e9
     else:
         mtime = last_modified.timestamp() if last_modified else None
+    provider = {"md5": stored_md5.hex()} if stored_md5 else {}
     return ObjectInfo(
         key=key,
         size=size,
         mtime=mtime,
         etag=_etag(etag),
         version=version,
-        checksums=_checksums(metadata, content_md5),
+        checksums={**_checksums(metadata, content_md5), **provider},
+        provider_checksums=provider,
         metadata=dict(metadata),
         mode=attrs.mode,
+        verified=verified,
     )
 
 
@@ -122,8 +133,12 @@ def response_info(
     metadata: Mapping[str, str],
     response: Mapping[str, Any],
     content_md5: bytes | None,
+    *,
+    verified: str | None = None,
 ) -> ObjectInfo:
-    """Info for a blob just written, from the write's response headers (no HEAD)."""
+    """Info for a blob just written, from the write's response headers (no HEAD).
+    ``content_md5`` is the MD5 the service checked the whole body against (one Put
+    Blob), so it is a provider checksum; ``verified`` what covered the write."""
     modified, etag, version = (response.get(k) for k in ("last_modified", "etag", "version_id"))
     return _object_info(
         key,
@@ -133,6 +148,8 @@ def response_info(
         etag if isinstance(etag, str) else None,
         version if isinstance(version, str) else None,
         content_md5,
+        verified=verified,
+        stored_md5=content_md5,
     )
 
 

@@ -86,7 +86,7 @@ class AzureStore(Store):
     """One Azure Blob Storage container. See the package docstring."""
 
     scheme = "az"
-    features = Features(max_metadata_bytes=8192, listing_metadata=True)
+    features = Features(max_metadata_bytes=8192, listing_metadata=True, metadata_at_commit=True)
     limits = LIMITS
 
     def __init__(
@@ -278,7 +278,7 @@ class AzureStore(Store):
         except Exception as e:
             raise self._error(e, key) from e
         # Put Blob stores the (service-verified) MD5 as the blob's Content-MD5.
-        return response_info(key, len(body), meta, response, md5)
+        return response_info(key, len(body), meta, response, md5, verified="md5")
 
     def open_writer(
         self,

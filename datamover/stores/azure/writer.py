@@ -6,6 +6,7 @@ the abort caveat are described in the package docstring (``datamover.stores.azur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import secrets
@@ -19,7 +20,13 @@ from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError
 from datamover.stores.azure.errors import map_error
 from datamover.stores.azure.metadata import response_info, to_azure_metadata
-from datamover.stores.base import Buffer, ObjectInfo, PartReceipt, digest_metadata_key
+from datamover.stores.base import (
+    Buffer,
+    ObjectInfo,
+    PartReceipt,
+    digest_metadata_key,
+    parts_verified,
+)
 
 _BLOCK_ID_DIGITS = 8
 #: The random per-upload prefix of a writer's block ids (its resume ``state``).
@@ -102,7 +109,9 @@ class AzureBlockWriter:
             if held.get((index, md5_hex)) == receipt.size:
                 valid.add(index)
                 with self._lock:
-                    self._written[index] = PartReceipt(index, receipt.size, checksum=md5_hex)
+                    self._written[index] = PartReceipt(
+                        index, receipt.size, checksum=md5_hex, verified="md5"
+                    )
         return valid
 
     def _where(self) -> str:
@@ -134,7 +143,8 @@ class AzureBlockWriter:
             )
         except Exception as e:
             raise map_error(e, self._container, self.key) from e
-        receipt = PartReceipt(index, len(view), checksum=md5.hex())
+        # The service checked the block against its transactional MD5.
+        receipt = PartReceipt(index, len(view), checksum=md5.hex(), verified="md5")
         with self._lock:
             self._written[index] = receipt
         return receipt
@@ -144,11 +154,8 @@ class AzureBlockWriter:
             if self._state != "open":
                 raise StoreError(f"{self._where()}: commit after {self._state}", key=self.key)
             missing = [i for i in range(self._parts) if i not in self._written]
-            ids = [
-                self._block_id(i, r.checksum or "")
-                for i, r in sorted(self._written.items())
-                if i < self._parts
-            ]
+            committed = [r for i, r in sorted(self._written.items()) if i < self._parts]
+            ids = [self._block_id(r.index, r.checksum or "") for r in committed]
         if missing:
             raise StoreError(
                 f"{self._where()}: {len(missing)} of {self._parts} parts never written "
@@ -176,7 +183,10 @@ class AzureBlockWriter:
         with self._lock:
             self._state = "commit"
         # The response's Content-MD5 is that of the block list request, not the blob.
-        return response_info(self.key, self.size, final, response, None)
+        # Each id carries its block's MD5, checked when it was staged, so the list
+        # can only assemble those blocks.
+        info = response_info(self.key, self.size, final, response, None)
+        return dataclasses.replace(info, verified=parts_verified(committed))
 
     def abort(self) -> None:
         with self._lock:

@@ -29,8 +29,10 @@ def content_type_for(key: str) -> str:
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
-def blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
-    """ObjectInfo from a loaded blob resource. The resource is the server's JSON, read
+def blob_info(blob: Any, key: str | None = None, *, verified: str | None = None) -> ObjectInfo:
+    """ObjectInfo from a loaded blob resource (GCS computes md5Hash and crc32c from
+    the bytes it holds: both are provider checksums); ``verified`` for a write. The
+    resource is the server's JSON, read
     through the SDK's properties, which raise on values of the wrong shape: any such
     value (a size or generation that is not a number, a date that is not one,
     metadata that is not text to text) raises ``StoreError``."""
@@ -54,14 +56,15 @@ def blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
     if size is not None and (type(size) is not int or size < 0):
         raise _malformed(blob, name, "a negative size")
     metadata: dict[str, str] = dict(raw_metadata or {})
-    checksums: dict[str, str] = {}
+    provider: dict[str, str] = {}
     md5 = _b64_to_hex(md5_hash)
     if md5:
-        checksums["md5"] = md5
+        provider["md5"] = md5
     crc = _b64_to_hex(crc32c)
     if crc:
-        checksums["crc32c"] = crc
-    checksums.update(digests_from_metadata(metadata))
+        # A composite object's crc32c is that of all its bytes, as GCS computes it.
+        provider["crc32c"] = crc
+    checksums = {**digests_from_metadata(metadata), **provider}
     mtime_ns = parse_mtime_ns(metadata[MTIME]) if MTIME in metadata else None
     mtime = mtime_ns / 1e9 if mtime_ns is not None else mtime_updated
     return ObjectInfo(
@@ -71,8 +74,10 @@ def blob_info(blob: Any, key: str | None = None) -> ObjectInfo:
         etag=etag if isinstance(etag, str) else None,
         version=str(generation) if generation is not None else None,
         checksums=checksums,
+        provider_checksums=provider,
         metadata=metadata,
         mode=PosixAttrs.from_metadata(metadata).mode if metadata else None,
+        verified=verified,
     )
 
 

@@ -97,7 +97,7 @@ class GCSStore(Store):
     """One GCS bucket. See the package docstring for credentials and multipart writes."""
 
     scheme = "gs"
-    features = Features(max_metadata_bytes=8192, listing_metadata=True)
+    features = Features(max_metadata_bytes=8192, listing_metadata=True, metadata_at_commit=True)
     limits = PartLimits(
         min_part_size=1, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB
     )
@@ -389,7 +389,8 @@ class GCSStore(Store):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         blob = self._upload(key, data, digests or PartDigests(data), metadata=metadata)
-        return blob_info(blob, key)
+        # _upload compared the CRC32C the store computed of what it holds with ours.
+        return blob_info(blob, key, verified="crc32c")
 
     def _upload(
         self,

@@ -188,7 +188,9 @@ class GCSWriter:
         )
         with self._lock:
             self._parts[index] = part
-        return PartReceipt(index, nbytes, etag=blob.etag, checksum=f"{part.crc:08x}")
+        return PartReceipt(
+            index, nbytes, etag=blob.etag, checksum=f"{part.crc:08x}", verified="crc32c"
+        )
 
     def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
         store = self._store
@@ -225,7 +227,9 @@ class GCSWriter:
         with self._lock:
             self._state = "committed"
         self._remove_temporaries(raise_errors=False)
-        return blob_info(final, self.key)
+        # Every part's CRC32C was compared on upload, the compose pinned their
+        # generations, and the composite's CRC32C equals the parts' folded CRC32C.
+        return blob_info(final, self.key, verified="crc32c")
 
     def _compose_all(self, parts: Sequence[_Part], metadata: Mapping[str, str]) -> Any:
         store = self._store

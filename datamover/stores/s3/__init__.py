@@ -5,19 +5,35 @@ Endpoint: ``StoreSettings.endpoint``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPO
 S3-compatible server accepts. Credentials and region come from the standard chain
 (env, profile, SSO, instance role); ``StoreSettings.profile`` picks a profile.
 
-Integrity in flight: every part and every small put carries ``x-amz-checksum-crc32c``
-computed by the engine from the source bytes, so the server rejects bytes that changed
-on the way (SeaweedFS and AWS enforce it; moto does not). botocore's own automatic
+Integrity in flight (``checks.py``): every PutObject and UploadPart carries the check
+this endpoint really makes, learnt once per process by a probe that writes no object
+(a multipart upload with a deliberately wrong checksum on one part, then aborted;
+``checks.py`` says why not a probe PUT): CRC64NVME where the store checks it (AWS,
+SeaweedFS; multipart uploads then carry a ``FULL_OBJECT`` CRC64NVME the store compares
+at completion, combined from the parts' CRCs), else CRC32C, else, over plain http, the
+SigV4-signed payload SHA-256 both request paths already send (Ceph RGW 16 checks it,
+and ignores CRC headers), else Content-MD5 (RGW over https). ``--s3-checksum`` (remote
+option ``s3_checksum``) forces one, or ``off``. Every write says which check covered
+its bytes (``verified``), None where the store checks none (moto, which echoes what
+it is sent). A store that refuses a signed payload answers SignatureDoesNotMatch;
+for an upload, after the probe has shown the credentials good, that is an
+``IntegrityError`` (retried), not a fatal ``AuthError``. botocore's own automatic
 checksums are switched to ``when_required`` so nothing is hashed twice.
 
-The whole-object digest can only be known after the last part is read, but S3 takes
-metadata when a multipart upload is *created*. So a multipart object is completed with
-the POSIX metadata known up front, then copied onto itself server-side with the final
-metadata (``MetadataDirective=REPLACE``, guarded by ``CopySourceIfMatch`` on the
-completed ETag so a concurrent writer's object is never relabelled). The object is
-complete and correct from ``CompleteMultipartUpload`` on; the digest metadata follows a
-moment later. If that copy fails, the object stays without the digest metadata and the
-manifest still has the digest.
+One write per object: S3 takes metadata when a multipart upload is *created*, and
+CompleteMultipartUpload takes none, so ``Features.metadata_at_commit`` is False and
+``S3Writer.commit`` stores nothing beyond ``open_writer``'s metadata (commit's extra
+keys are dropped with a debug log; ``base.ChunkWriter.commit``). It used to copy the
+object onto itself with the digest: a second version on versioned buckets, a refusal
+under Object Lock and on stores that refuse self-copy, a second full write of the
+bytes, and on RGW (empty ETag from the completion, CopySourceIfMatch ignored) a race
+that could label another writer's object. Nothing relies on the completion's ETag
+(RGW 16 sends none; the writer takes HEAD's only when it is the composite of its own
+parts) or on copy preconditions (RGW 16 ignores them).
+
+HEAD asks for checksums (``x-amz-checksum-mode: ENABLED``; dropped for the store if
+it gets AccessDenied, as SSE-KMS objects without kms:Decrypt do), so ``stat`` reports
+a full-object CRC as a provider checksum; composite (``…-N``) values never are.
 
 What a server sends is bounded, not trusted: the lean path allocates no more than the
 caller's buffer or bound on the word of a ``Content-Length`` (``lean.py``), listings
@@ -33,6 +49,7 @@ The modules, each importing only those above it:
 ``objectinfo.py``   ``ObjectInfo`` from HEAD/GET, listing and PUT answers; timestamps
 ``client.py``       ``BucketClient``: endpoint, credentials, the boto3 client, the lean
                     path beside it, mapped calls; S3's part limits
+``checks.py``       what the endpoint checks (the probe), how writes carry it
 ``listing.py``      ListObjectsV2 (lean XML or boto3) and ListMultipartUploads paging
 ``copy.py``         server-side copy: CopyObject, or UploadPartCopy beyond 5 GiB
 ``writer.py``       ``S3Writer``: one multipart upload, resumable

@@ -14,7 +14,16 @@ import botocore.config
 import botocore.session
 from botocore.httpsession import get_cert_path
 
-from datamover.errors import BucketNotFound, ConfigError, NotFound, StoreError
+from datamover.errors import (
+    AuthError,
+    BucketNotFound,
+    ConfigError,
+    IntegrityError,
+    NotFound,
+    StoreError,
+    UsageError,
+)
+from datamover.options import S3_CHECKSUMS
 from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import Buffer, GiB, MiB, PartLimits, TiB
 from datamover.stores.s3.errors import classify_error, map_error
@@ -47,6 +56,18 @@ def _virtual_host_ok(bucket: str) -> bool:
     )
 
 
+def payload_error(error: StoreError, signed_payload: bool, where: str, key: str) -> StoreError:
+    """A SignatureDoesNotMatch on an upload whose payload hash was signed, as the
+    ``IntegrityError`` it is (see ``BucketClient.upload``); other errors unchanged."""
+    if signed_payload and isinstance(error, AuthError) and "SignatureDoesNotMatch" in str(error):
+        return IntegrityError(
+            f"{where}: the store refused the body's signed SHA-256 (SignatureDoesNotMatch): "
+            "the bytes changed on the way",
+            key=key,
+        )
+    return error
+
+
 def request_body(data: Buffer) -> bytes | bytearray:
     """``data`` as botocore takes a body (bytes or bytearray, not memoryview), without
     a copy when it is a view of a whole bytes/bytearray: the engine's part buffers are
@@ -69,7 +90,16 @@ class BucketClient:
     def __init__(self, bucket: str, settings: StoreSettings) -> None:
         self.bucket = bucket
         self._bucket_seen = False
+        #: A request with these credentials has succeeded (``upload``).
+        self.authenticated = False
         endpoint = _endpoint(settings)
+        #: ``--s3-checksum`` / the remote's ``s3_checksum`` (``checks.py``).
+        self.checksum_mode = str(settings.extra.get("s3_checksum") or "auto")
+        if self.checksum_mode not in S3_CHECKSUMS:
+            raise UsageError(
+                f"unknown --s3-checksum (s3_checksum) {self.checksum_mode!r}; choose one of "
+                f"{', '.join(S3_CHECKSUMS)}"
+            )
         # A remote may name env vars holding the keys; otherwise the standard chain.
         key_id = referenced_secret(settings, "access_key_env")
         secret = referenced_secret(settings, "secret_key_env")
@@ -109,6 +139,12 @@ class BucketClient:
         self.lean: LeanS3 | None = None
         if lean_enabled() and credentials is not None:
             self.lean = self._make_lean(endpoint, credentials, core)
+
+    @property
+    def signs_payload(self) -> bool:
+        """Uploads sign the body's SHA-256 (plain http: boto3 and the lean path both
+        do; over https they send UNSIGNED-PAYLOAD with a checksum header)."""
+        return self.endpoint_url.startswith("http://")
 
     @property
     def endpoint_url(self) -> str:
@@ -170,11 +206,14 @@ class BucketClient:
         if lean is None:
             return None
         try:
-            return lean.request(method, key, **kwargs)
+            answer = lean.request(method, key, **kwargs)
         except LeanUnavailable:
             if lean.disabled:
                 self.lean = None
             return None
+        if answer.status < 400:
+            self.authenticated = True
+        return answer
 
     def lean_error(self, r: Response, key: str) -> StoreError:
         code, message = r.error()
@@ -185,9 +224,28 @@ class BucketClient:
     def call(self, key: str | None, fn: Any, **kwargs: Any) -> Any:
         """``fn`` (a boto3 client method) on this bucket, its errors mapped."""
         try:
-            return fn(Bucket=self.bucket, **kwargs)
+            answer = fn(Bucket=self.bucket, **kwargs)
         except Exception as e:
             raise map_error(e, self.bucket, key) from e
+        self.authenticated = True
+        return answer
+
+    def upload(self, key: str, fn: Any, *, signed_payload: bool, **kwargs: Any) -> Any:
+        """``call`` for a request carrying object bytes (PutObject, UploadPart). With
+        the payload's SHA-256 signed, a store that checks it answers a body changed on
+        the way with SignatureDoesNotMatch (Ceph RGW, SeaweedFS): credentials that
+        this client has already had accepted (``authenticated``: the probe, a HEAD)
+        make that an ``IntegrityError``, retried, not a fatal ``AuthError``."""
+        try:
+            return self.call(key, fn, **kwargs)
+        except AuthError as e:
+            signed = signed_payload and self.authenticated
+            raise payload_error(e, signed, self.url(key), key) from e
+
+    def lean_upload_error(self, r: Response, key: str, *, signed_payload: bool) -> StoreError:
+        """``lean_error`` for an upload (see ``upload``)."""
+        signed = signed_payload and self.authenticated
+        return payload_error(self.lean_error(r, key), signed, self.url(key), key)
 
     def check_bucket(self, key: str) -> None:
         """Raise ``BucketNotFound`` if the bucket is missing. A HEAD's 404 has no body,

@@ -19,6 +19,7 @@ from datamover.errors import (
     StoreError,
     Throttled,
     TransientError,
+    Unsupported,
 )
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
@@ -33,10 +34,18 @@ _AUTH = {
     "AuthorizationHeaderMalformed",
 }
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
-_INTEGRITY = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_INTEGRITY = {
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentSHA256Mismatch",
+    "InvalidChecksum",
+    "XAmzContentChecksumMismatch",
+}
 _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"}
 _TRANSIENT = {"InternalError", "ServiceUnavailable", "RequestTimeout", "500", "502", "504"}
 _PRECONDITION = {"PreconditionFailed", "412"}
+#: The request, as built, asks for something this server does not do.
+_UNSUPPORTED = {"NotImplemented", "501"}
 
 
 def classify_error(
@@ -68,6 +77,8 @@ def classify_error(
         return PermissionDenied(f"{where}: access denied ({code or status})", key=key)
     if code in _INTEGRITY:
         return IntegrityError(f"{where}: checksum rejected by the server ({code})", key=key)
+    if code in _UNSUPPORTED or status == 501:
+        return Unsupported(f"{where}: not supported by this server ({reason})", key=key)
     if code in _PRECONDITION or status == 412:
         return PreconditionFailed(f"{where}: precondition failed", key=key)
     if code in _THROTTLE or status in (429, 503):

@@ -15,8 +15,8 @@ endpoint and its addressing style, the CA bundle, connect/read timeouts, retries
 throttling/5xx/connection errors (three attempts with jittered backoff, as botocore's
 "standard" mode), and the error mapping (``errors.classify_error``). Over plain http the
 payload's SHA-256 is signed, as botocore does; over https the payload is
-``UNSIGNED-PAYLOAD`` as botocore does when a flexible checksum is sent, and the PUT's
-``x-amz-checksum-crc32c`` guards the bytes.
+``UNSIGNED-PAYLOAD`` as botocore does when a checksum header is sent, and the PUT's
+checksum header (the one the store checks: ``checks.py``) guards the bytes.
 
 When the lean path can't be sure it behaves as boto3 would, it is not used: a proxy in
 the environment, FIPS/dual-stack/accelerate endpoints, a bucket name that can't be a
@@ -586,6 +586,8 @@ class LeanS3:
         into: memoryview | None = None,
         query: Mapping[str, str] | None = None,
         max_body: int = MAX_ERROR_BODY,
+        sign_payload: bool | None = None,
+        payload_hash: str | None = None,
     ) -> Response:
         """One signed request, retried on connection errors, throttling and 5xx (three
         attempts). Returns the final response whatever its status; raises
@@ -593,7 +595,9 @@ class LeanS3:
         malformed answer), ``ResponseTooLarge`` when a success response's body is
         longer than ``into`` holds or than ``max_body`` (when ``into`` is None), and
         ``LeanUnavailable`` when boto3 should take this request. ``key`` "" with a
-        ``query`` addresses the bucket itself (a listing)."""
+        ``query`` addresses the bucket itself (a listing). ``sign_payload`` overrides
+        the default (signed over http, UNSIGNED-PAYLOAD over https); ``payload_hash``
+        signs that value instead of the body's (the store's probe: a wrong one)."""
         if self.disabled:
             raise LeanUnavailable("disabled")
         bucket_level = key == "" and bool(query)
@@ -602,10 +606,15 @@ class LeanS3:
             f"{_quote_param(k)}={_quote_param(v)}" for k, v in sorted((query or {}).items())
         )
         size = 0 if body is None else memoryview(body).nbytes
-        if self.scheme == "https":
-            payload_hash = "UNSIGNED-PAYLOAD" if size else EMPTY_SHA256
-        else:
-            payload_hash = hashlib.sha256(body).hexdigest() if size else EMPTY_SHA256
+        if sign_payload is None:
+            sign_payload = self.scheme != "https"
+        if payload_hash is None:
+            if not size:
+                payload_hash = EMPTY_SHA256
+            elif sign_payload:
+                payload_hash = hashlib.sha256(body).hexdigest()
+            else:
+                payload_hash = "UNSIGNED-PAYLOAD"
         extra = dict(headers or {})
         for name, value in extra.items():
             if not value.isascii() or "\n" in value or "\r" in value:

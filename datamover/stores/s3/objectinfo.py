@@ -2,13 +2,19 @@
 PUT), for boto3's parsed answers and the lean path's headers alike, and the response
 timestamp parser both use.
 
-Checksums come from the object's user metadata (the digests datamover writes) and from
-a plain ETag, which is the object's MD5 unless SSE-KMS/SSE-C changed it; the mtime
-from the ``mtime`` metadata (s3fs and rclone read it too), else Last-Modified.
+Checksums come from the object's user metadata (the digests datamover writes: labels)
+and from the provider (``provider_checksums``): a plain ETag, which is the object's
+MD5 unless SSE-KMS/SSE-C changed it, and ``x-amz-checksum-crc64nvme``/``-crc32c``
+(HEAD and GET with checksum mode, PutObject and CompleteMultipartUpload answers) when
+the value is a full-object one: a ``COMPOSITE`` value (``…-N``) is a checksum of the
+parts' checksums and is left out. The mtime from the ``mtime`` metadata (s3fs and
+rclone read it too), else Last-Modified.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 from collections.abc import Mapping
 from datetime import datetime
@@ -41,12 +47,44 @@ def parse_timestamp(value: str) -> datetime:
     return result
 
 
-def _checksums(metadata: Mapping[str, str], etag: str | None, sse: str | None) -> dict[str, str]:
-    out = digests_from_metadata(metadata)
+#: Full-object checksum algorithms S3 reports, by response header suffix.
+CRC_ALGORITHMS = ("crc64nvme", "crc32c")
+
+
+def provider_checksums(
+    etag: str | None, sse: str | None, reported: Mapping[str, str | None], kind: str | None
+) -> dict[str, str]:
+    """What the provider computed over the object's bytes: ``md5`` from a plain ETag,
+    and full-object CRCs from ``reported`` (algorithm -> base64 value as S3 sends it;
+    ``kind`` its ``x-amz-checksum-type``)."""
+    out: dict[str, str] = {}
     # A plain ETag (no "-N" suffix) is the object's MD5 unless SSE-KMS/SSE-C changed it.
     if etag and "-" not in etag and len(etag) == 32 and sse in (None, "AES256"):
-        out.setdefault("md5", etag)
+        out["md5"] = etag.lower()
+    if kind not in (None, "", "FULL_OBJECT"):
+        return out
+    for alg in CRC_ALGORITHMS:
+        value = reported.get(alg)
+        if not value or "-" in value:
+            continue
+        try:
+            out[alg] = base64.b64decode(value, validate=True).hex()
+        except (binascii.Error, ValueError):
+            continue
     return out
+
+
+def _checksums(metadata: Mapping[str, str], provider: Mapping[str, str]) -> dict[str, str]:
+    """Labels from metadata, overridden by what the provider computed."""
+    return {**digests_from_metadata(metadata), **provider}
+
+
+def _boto_reported(r: Mapping[str, Any]) -> dict[str, str | None]:
+    return {alg: r.get(f"Checksum{alg.upper()}") for alg in CRC_ALGORITHMS}
+
+
+def _lean_reported(headers: Mapping[str, str]) -> dict[str, str | None]:
+    return {alg: headers.get(f"x-amz-checksum-{alg}") for alg in CRC_ALGORITHMS}
 
 
 def _mtime(metadata: Mapping[str, str], last_modified: datetime | None) -> float | None:
@@ -66,17 +104,21 @@ def _object_info(
     modified: datetime | None,
     version: str | None,
     sse: str | None,
+    reported: Mapping[str, str | None],
+    kind: str | None,
 ) -> ObjectInfo:
     """An object as a HEAD or GET describes it (boto3's parsed answer or the lean
     path's headers alike)."""
     tag = (etag or "").strip('"') or None
+    provider = provider_checksums(tag, sse, reported, kind)
     return ObjectInfo(
         key=key,
         size=size,
         mtime=_mtime(meta, modified),
         etag=tag,
         version=version,
-        checksums=_checksums(meta, tag, sse),
+        checksums=_checksums(meta, provider),
+        provider_checksums=provider,
         metadata=meta,
         mode=PosixAttrs.from_metadata(meta).mode,
     )
@@ -92,6 +134,8 @@ def boto_info(key: str, r: Mapping[str, Any], size: int) -> ObjectInfo:
         r.get("LastModified"),
         r.get("VersionId"),
         r.get("ServerSideEncryption"),
+        _boto_reported(r),
+        r.get("ChecksumType"),
     )
 
 
@@ -127,18 +171,22 @@ def lean_info(key: str, r: Response, size: int) -> ObjectInfo:
         _header_time(headers.get("last-modified")),
         headers.get("x-amz-version-id"),
         headers.get("x-amz-server-side-encryption"),
+        _lean_reported(headers),
+        headers.get("x-amz-checksum-type"),
     )
 
 
 def listed_info(key: str, size: int, etag: str | None, mtime: float | None) -> ObjectInfo:
     """An object as a listing describes it: no user metadata."""
     tag = (etag or "").strip('"') or None
+    provider = provider_checksums(tag, None, {}, None)
     return ObjectInfo(
         key=key,
         size=size,
         mtime=mtime,
         etag=tag,
-        checksums=_checksums({}, tag, None),
+        checksums=provider,
+        provider_checksums=provider,
         is_dir=key.endswith("/"),
     )
 
@@ -150,15 +198,23 @@ def put_info(
     etag: str | None,
     version: str | None,
     sse: str | None,
+    *,
+    verified: str | None = None,
+    checked: Mapping[str, str] | None = None,
 ) -> ObjectInfo:
-    """What a PutObject wrote: the metadata sent, the ETag and version returned."""
+    """What a PutObject (or a completion) wrote: the metadata sent, the ETag and
+    version returned, ``verified`` (the check that covered the bytes) and ``checked``
+    (whole-object checksums, hex, that the store verified against the bytes)."""
     tag = (etag or "").strip('"') or None
     meta = dict(metadata or {})
+    provider = {**provider_checksums(tag, sse, {}, None), **(checked or {})}
     return ObjectInfo(
         key=key,
         size=size,
         etag=tag,
         version=version,
         metadata=meta,
-        checksums=_checksums(meta, tag, sse),
+        checksums=_checksums(meta, provider),
+        provider_checksums=provider,
+        verified=verified,
     )

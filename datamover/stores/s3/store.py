@@ -9,7 +9,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from datamover.checksums import PartDigests, b64
-from datamover.errors import NotFound, StoreError, TransientError, Unsupported
+from datamover.errors import (
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    StoreError,
+    TransientError,
+    Unsupported,
+)
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
     Buffer,
@@ -22,12 +29,19 @@ from datamover.stores.base import (
     whole_read_limit,
 )
 from datamover.stores.bounds import ResponseTooLarge
+from datamover.stores.s3.checks import Checks, checks_for, returned_checksum
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
 from datamover.stores.s3.errors import error_code, map_error
 from datamover.stores.s3.lean import Response
 from datamover.stores.s3.listing import list_objects, list_uploads
-from datamover.stores.s3.objectinfo import boto_info, header_size, lean_info, put_info
+from datamover.stores.s3.objectinfo import (
+    CRC_ALGORITHMS,
+    boto_info,
+    header_size,
+    lean_info,
+    put_info,
+)
 from datamover.stores.s3.writer import S3Writer
 from datamover.stores.urls import Location
 
@@ -35,12 +49,13 @@ from datamover.stores.urls import Location
 class S3Store(Store):
     scheme = "s3"
     limits = S3_LIMITS
-    features = Features(streaming_writes=True, marker_metadata=None)
+    features = Features(streaming_writes=True, marker_metadata=None, metadata_at_commit=False)
 
     def __init__(self, bucket: str, settings: StoreSettings, *, page_size: int = 1000) -> None:
         self.bucket = bucket
         self.page_size = page_size
         self._s3 = BucketClient(bucket, settings)
+        self._checksum_mode = True
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> S3Store:
@@ -59,8 +74,24 @@ class S3Store(Store):
     def stat(self, key: str) -> ObjectInfo:
         if key == "" or key.endswith("/"):
             raise NotFound(f"{self.url(key)}: not an object", key=key)
+        try:
+            return self._head(key, self._checksum_mode)
+        except PermissionDenied:
+            if not self._checksum_mode:
+                raise
+        # SSE-KMS objects need kms:Decrypt for checksum mode; HEAD as before.
+        info = self._head(key, False)
+        self._checksum_mode = False
+        return info
+
+    def _head(self, key: str, checksum_mode: bool) -> ObjectInfo:
+        """HEAD; with ``checksum_mode`` the store also reports its full-object
+        checksums (``x-amz-checksum-mode: ENABLED``; stores that don't know it ignore
+        it)."""
         s3 = self._s3
-        lean = s3.lean_request("HEAD", key)
+        lean = s3.lean_request(
+            "HEAD", key, headers={"x-amz-checksum-mode": "ENABLED"} if checksum_mode else None
+        )
         if lean is not None:
             if lean.status == 200:
                 return lean_info(key, lean, header_size(lean.headers, self.url(key), key))
@@ -68,8 +99,9 @@ class S3Store(Store):
             if isinstance(error, NotFound):
                 s3.check_bucket(key)
             raise error
+        extra = {"ChecksumMode": "ENABLED"} if checksum_mode else {}
         try:
-            r = s3.call(key, s3.client.head_object, Key=key)
+            r = s3.call(key, s3.client.head_object, Key=key, **extra)
         except NotFound:
             s3.check_bucket(key)
             raise
@@ -237,17 +269,19 @@ class S3Store(Store):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         s3 = self._s3
+        checks = checks_for(s3, key)
         digests = digests or PartDigests(data)
         headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
-        headers["x-amz-checksum-crc32c"] = b64(digests.get("crc32c"))
+        headers.update(checks.headers(digests))
         view = memoryview(data)
         lean = s3.lean_request(
             "PUT", key, headers=headers, body=view.cast("B") if view.format != "B" else view
         )
         if lean is not None:
             if lean.status != 200:
-                raise s3.lean_error(lean, key)
+                raise s3.lean_upload_error(lean, key, signed_payload=checks.signed_payload)
             h = lean.headers
+            self._check_returned(key, checks, digests, h)
             return put_info(
                 key,
                 view.nbytes,
@@ -255,16 +289,20 @@ class S3Store(Store):
                 h.get("etag"),
                 h.get("x-amz-version-id"),
                 h.get("x-amz-server-side-encryption"),
+                verified=checks.verified,
+                checked=self._checked(checks, digests),
             )
         body = request_body(data)
-        r = s3.call(
+        r = s3.upload(
             key,
             s3.client.put_object,
+            signed_payload=checks.signed_payload,
             Key=key,
             Body=body,
             Metadata=dict(metadata or {}),
-            ChecksumCRC32C=b64(digests.get("crc32c")),
+            **checks.boto_args(digests),
         )
+        self._check_returned(key, checks, digests, r)
         return put_info(
             key,
             len(body),
@@ -272,7 +310,30 @@ class S3Store(Store):
             r.get("ETag"),
             r.get("VersionId"),
             r.get("ServerSideEncryption"),
+            verified=checks.verified,
+            checked=self._checked(checks, digests),
         )
+
+    @staticmethod
+    def _checked(checks: Checks, digests: PartDigests) -> dict[str, str]:
+        """The whole-object checksum the store verified a PutObject's body against."""
+        if checks.verified is None or checks.verified != checks.send:
+            return {}
+        return {checks.send: digests.get(checks.send).hex()}
+
+    def _check_returned(
+        self, key: str, checks: Checks, digests: PartDigests, answer: Mapping[str, Any]
+    ) -> None:
+        """A checksum the store reports for what it stored that differs from the one
+        sent: the store kept other bytes (it didn't check, or it says so)."""
+        if checks.send not in CRC_ALGORITHMS:
+            return
+        returned = returned_checksum(answer, checks.send)
+        sent = b64(digests.get(checks.send))
+        if returned and returned != sent:
+            raise IntegrityError(
+                f"{self.url(key)}: stored with {checks.send} {returned}, sent {sent}", key=key
+            )
 
     def open_writer(
         self,
@@ -307,6 +368,7 @@ class S3Store(Store):
             part_size,
             dict(initial if isinstance(initial, dict) else {}),
             upload_id=upload_id,
+            checks=S3Writer.checks_from_state(state, checks_for(self._s3, key)),
         )
         writer.verify_parts({})  # NoSuchUpload -> NotFound now, not at the first part
         return writer
@@ -357,17 +419,16 @@ class S3Store(Store):
         dst_key: str,
         *,
         metadata: Mapping[str, str] | None = None,
-        if_match: str | None = None,
         size: int | None = None,
         src_bucket: str | None = None,
     ) -> ObjectInfo:
-        """Server-side copy: CopyObject up to 5 GiB, UploadPartCopy beyond."""
+        """Server-side copy: CopyObject up to 5 GiB, UploadPartCopy beyond (``copy.py``
+        says what ``verified`` means for a copy)."""
         return copy_object(
             self._s3,
             src_key,
             dst_key,
             metadata=metadata,
-            if_match=if_match,
             size=size,
             src_bucket=src_bucket,
         )
