@@ -426,6 +426,15 @@ class Store(ABC):
         """The filesystem path of ``key`` where ``features.local``, else None."""
         return None
 
+    def prepare_writes(self, key: str = "") -> Mapping[str, Any]:
+        """Learn now what this store would learn on its first write under ``key`` (an
+        S3 store's probe of which checksums its server checks), and return it as
+        ``StoreSettings.extra`` entries with which a store of this namespace opened
+        elsewhere (a Dask worker) starts knowing it instead of learning it again, so
+        a worker killed in the middle leaves no probe behind. Default: nothing to
+        learn (``{}``). Raises what the first write would."""
+        return {}
+
     def endpoint(self) -> str | None:
         """The service address this store talks to, for messages (never with
         credentials in it); None where there is nothing to say (a local path)."""

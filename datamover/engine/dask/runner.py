@@ -84,6 +84,16 @@ class DaskRunner(Runner):
         super().__init__(src, dst, options, on_result, **kwargs)
         self.client = client
         self.src_spec = src_spec
+        if dst is not None:
+            # What the destination learns before its first write (an S3 store's
+            # checksum probe) is learnt here once and handed to the workers, so none
+            # probes, and a worker killed mid-run leaves no probe upload behind.
+            learnt = dst.prepare_writes(self.dst_root)
+            if learnt:
+                extra = {**dst_spec.settings.extra, **learnt}
+                dst_spec = dataclasses.replace(
+                    dst_spec, settings=dataclasses.replace(dst_spec.settings, extra=extra)
+                )
         self.dst_spec = dst_spec
         self.dask = dask_options
         self.worker_options = options.with_(manifest=None, state_dir=None, command_line=())

@@ -175,6 +175,13 @@ def checks_for(s3: BucketClient, key: str = "") -> Checks:
         return learnt
 
 
+def remember(s3: BucketClient, checks: Checks) -> None:
+    """Take ``checks`` as learnt for ``s3`` (what another process's probe found:
+    ``S3Store.prepare_writes`` hands it on)."""
+    with _lock:
+        _learnt.setdefault((s3.endpoint_url, s3.identity, s3.checksum_mode), checks)
+
+
 def forget() -> None:
     """Drop what was learnt (tests that change a server under a running process)."""
     with _lock:

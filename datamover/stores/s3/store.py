@@ -5,6 +5,7 @@ and ``writer.py``. The package docstring explains the backend."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ from datamover.stores.base import (
     whole_read_limit,
 )
 from datamover.stores.bounds import ResponseTooLarge
-from datamover.stores.s3.checks import Checks, checks_for, returned_checksum
+from datamover.stores.s3.checks import Checks, checks_for, remember, returned_checksum
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
 from datamover.stores.s3.errors import error_code, map_error
@@ -55,6 +56,9 @@ class S3Store(Store):
         self.bucket = bucket
         self.page_size = page_size
         self._s3 = BucketClient(bucket, settings)
+        learnt = settings.extra.get("s3_checks")
+        if isinstance(learnt, Mapping):  # a probe another process made (Dask)
+            remember(self._s3, Checks(**learnt))
         self._checksum_mode = True
 
     @classmethod
@@ -70,6 +74,9 @@ class S3Store(Store):
 
     def endpoint(self) -> str | None:
         return self._s3.endpoint_url
+
+    def prepare_writes(self, key: str = "") -> Mapping[str, Any]:
+        return {"s3_checks": dataclasses.asdict(checks_for(self._s3, key))}
 
     def stat(self, key: str) -> ObjectInfo:
         if key == "" or key.endswith("/"):
