@@ -34,6 +34,12 @@ response-side fault turns out not to apply (a flip picked for a GET whose respon
 listing), the request goes through clean and the kind is counted in ``skipped``.
 ``counts`` holds what was actually injected; ``injected`` is their sum.
 
+Per chunk: with ``per_chunk=True`` the rate is per forwarded 64 KiB chunk (``BLOCK``)
+rather than per request: a request carrying n chunks (its body, plus the object bytes
+a GET asks for by ``Range``/``x-ms-range``; at least one) is faulted with probability
+``1 - (1 - fault_rate) ** n``, still at most one fault per request (the first one
+breaks the exchange anyway). So 1 % per chunk hits about 55 % of 5 MiB part requests.
+
 Protocol support, enough for boto3, azure-storage-blob and google-cloud-storage:
 keep-alive on both sides (one upstream connection per client connection), request
 bodies with Content-Length or chunked (re-sent with Content-Length), ``Expect:
@@ -277,6 +283,20 @@ def _may_fetch_data(req: _Request, flavor: Flavor) -> bool:
     return query.get("alt", [""])[0] == "media"
 
 
+_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+
+
+def _chunks(req: _Request, flavor: Flavor) -> int:
+    """How many ``BLOCK`` chunks ``req`` forwards: its body's, plus those of the object
+    bytes a data GET asks for by range (a GET without one counts one chunk)."""
+    length = req.header("content-length") or "0"
+    n = -(-int(length) // BLOCK) if length.isdigit() else 1
+    if _may_fetch_data(req, flavor):
+        m = _RANGE.fullmatch(req.header("x-ms-range") or req.header("range") or "")
+        n += -(-(int(m.group(2)) - int(m.group(1)) + 1) // BLOCK) if m else 1
+    return max(1, n)
+
+
 def _is_data_response(req: _Request, resp: http.client.HTTPResponse, flavor: Flavor) -> bool:
     if not _may_fetch_data(req, flavor) or not 200 <= resp.status < 300:
         return False
@@ -444,6 +464,7 @@ class FaultProxy:
         record: bool = False,
         tls: tuple[str, str] | None = None,
         rewrite: Callable[[_Request], None] | None = None,
+        per_chunk: bool = False,
     ) -> None:
         """``upstream``: ``http://127.0.0.1:PORT[/...]`` (only the port is used; any path
         stays the client's business). ``weights`` per kind (default: every kind 1);
@@ -451,7 +472,8 @@ class FaultProxy:
         headers)`` (header names lower-cased) limits faults to the requests it accepts;
         ``max_faults`` stops injecting after that many; ``record`` keeps the method
         and target of every request (``seen``); ``tls`` (certificate, key files) serves
-        https; ``rewrite`` may change each request before it is forwarded."""
+        https; ``rewrite`` may change each request before it is forwarded;
+        ``per_chunk`` makes ``fault_rate`` a rate per forwarded 64 KiB chunk."""
         parts = urlsplit(upstream if "://" in upstream else f"http://{upstream}")
         if parts.hostname not in (HOST, "localhost") or parts.port is None:
             raise ValueError(f"upstream must be http://{HOST}:PORT, not {upstream!r}")
@@ -468,6 +490,7 @@ class FaultProxy:
         self.max_faults = max_faults
         self.record = record
         self.rewrite = rewrite
+        self.per_chunk = per_chunk
         self._tls: ssl.SSLContext | None = None
         if tls is not None:
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -605,7 +628,10 @@ class FaultProxy:
                 req.method, req.target, {k.lower(): v for k, v in req.headers}
             ):
                 return None
-            if self._rng.random() >= self.fault_rate:
+            rate = self.fault_rate
+            if self.per_chunk:
+                rate = 1.0 - (1.0 - min(rate, 1.0)) ** _chunks(req, self.flavor)
+            if self._rng.random() >= rate:
                 return None
             eligible = {k: w for k, w in self.weights.items() if w > 0}
             if not req.body_announced():
