@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 
 #: Metadata naming a Lustre file's stripe size: parts are aligned to whole stripes.
 ALIGN_KEY = "lustre-stripe-size"
+#: Confirming a part's bytes on a redo (``LargeFile._confirm_range``): more reads of a
+#: range before it is split, into how many pieces, how many times at most, and the
+#: smallest piece. An 8 MiB part goes down to 128 KiB pieces.
+CONFIRM_TRIES = 2
+CONFIRM_SPLIT = 4
+CONFIRM_DEPTH = 3
+CONFIRM_MIN_PIECE = 64 * 1024
 
 
 def _stripe_size(raw: str | None, where: str) -> int:
@@ -169,24 +176,42 @@ class LargeFile:
 
     def _confirm_read(self, index: int, buf: memoryview) -> None:
         """After a whole-file digest mismatch (a redo), a part is trusted only once two
-        consecutive reads of it agree: a part corrupted on the way in is read again,
-        rather than the whole file being redone again. Costs one more read per part,
-        on redo attempts only."""
+        reads of it agree: a part corrupted on the way in is read again, rather than
+        the whole file being redone again. Costs one more read per part, on redo
+        attempts only. Reads that keep disagreeing are split (``_confirm_range``)."""
+        self._confirm_range(index * self.part_size, buf, 0)
+
+    def _confirm_range(self, offset: int, buf: memoryview, depth: int) -> None:
+        """Make ``buf`` (one read of the bytes at ``offset``) hold bytes two reads agree
+        on (any two: a corrupted read never matches another one). A range whose reads
+        keep disagreeing is re-read in ``CONFIRM_SPLIT`` smaller pieces, each confirmed
+        the same way: a fault per forwarded chunk hits a long read far more often than
+        a short one. Bounded: ``CONFIRM_TRIES`` more reads of a range before it is
+        split, at most ``CONFIRM_DEPTH`` splits (pieces of at least
+        ``CONFIRM_MIN_PIECE`` bytes), and ``retry.attempts`` reads at the last level."""
         r, job = self.r, self.job
-        offset = index * self.part_size
+        splittable = depth < CONFIRM_DEPTH and len(buf) >= 2 * CONFIRM_MIN_PIECE
+        tries = CONFIRM_TRIES if splittable else max(r.retry.attempts, CONFIRM_TRIES)
         check = memoryview(bytearray(len(buf)))
-        crc = _crc32c(buf)
-        for _ in range(r.retry.attempts):
+        seen = {_crc32c(buf)}
+        for _ in range(tries):
             n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, check), self.retries)
             again = _crc32c(check[:n])
-            if n == len(buf) and again == crc:
+            if n == len(buf) and again in seen:
+                buf[:] = check
                 return
             self.retries[0] += 1
-            buf[:n] = check[:n]
-            crc = again
+            if n == len(buf):
+                seen.add(again)
+                buf[:] = check  # the newest read: its pieces are the next candidates
+        if splittable:
+            step = -(-len(buf) // CONFIRM_SPLIT)
+            for lo in range(0, len(buf), step):
+                self._confirm_range(offset + lo, buf[lo : lo + step], depth + 1)
+            return
         raise IntegrityError(
             f"{r.src.url(job.src_key)}: reads of bytes {offset}-{offset + len(buf) - 1} "
-            f"keep disagreeing ({r.retry.attempts} tries)",
+            f"keep disagreeing ({tries} tries, after {depth} splits)",
             key=job.src_key,
         )
 

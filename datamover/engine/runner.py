@@ -246,6 +246,10 @@ class Runner:
         def note(e: DatamoverError, attempt: int, delay: float) -> None:
             counter[0] += 1
             self.listener.part_retried(job, e, attempt, delay)
+            # The retry goes on a fresh connection (after the jittered backoff).
+            for store in (self.src, self.dst):
+                if store is not None:
+                    store.drop_connections()
 
         if self.stop.is_set():
             raise DatamoverError("run stopped")

@@ -616,6 +616,12 @@ class Store(ABC):
         files renamed into place without an fsync of their own). Raises ``StoreError``
         when that fails. A no-op where a commit is durable when it returns."""
 
+    def drop_connections(self) -> None:  # noqa: B027 - optional hook: no pooled connections
+        """Close the kept-alive connections this thread's next request would reuse, so
+        it goes on a fresh one. The engine calls it before retrying a failed request
+        (a connection that saw a reset, a stall or corrupted bytes is not trusted
+        again). Must not break requests other threads have in flight."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release clients and pools. Safe to call twice."""
 

@@ -92,7 +92,9 @@ def _make_tree(root: Path, *, big: int, small: int, seed: int) -> None:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _dm(args: list[str], env: Mapping[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -141,7 +143,9 @@ def test_tree_round_trip_at_1_percent_per_chunk(target: Target, tmp_path: Path) 
     proxy.reset_counts()
 
     back = tmp_path / "back"
-    down_retries, down_s = _copy(target.url("run"), str(back), tmp_path / "down.jsonl", target.env, proxy)
+    down_retries, down_s = _copy(
+        target.url("run"), str(back), tmp_path / "down.jsonl", target.env, proxy
+    )
     _report(f"{target.server.scheme} download", proxy, down_retries, down_s)
     down = proxy.counts
 
@@ -167,7 +171,9 @@ def _leftovers(store: Store, prefix: str) -> list[str]:
     try:
         return [u.key for u in store.list_pending_uploads(prefix)]
     except Exception as e:  # noqa: BLE001 - a store that keeps no pieces has none
-        return [f"(cannot list: {type(e).__name__})"] if "Unsupported" not in type(e).__name__ else []
+        return (
+            [f"(cannot list: {type(e).__name__})"] if "Unsupported" not in type(e).__name__ else []
+        )
 
 
 def _failed(manifest: Path) -> dict[str, str]:

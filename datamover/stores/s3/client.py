@@ -275,6 +275,16 @@ class BucketClient:
             if not isinstance(mapped, NotFound):  # NoSuchUpload: already gone
                 raise mapped from e
 
+    def drop_connections(self) -> None:
+        """Before a retry: this thread's lean connection is closed, and boto3's idle
+        pooled ones (urllib3 keeps no per-thread pool: all idle ones go; requests in
+        flight finish and their connections are closed when released). Both reconnect
+        on the next request."""
+        if self.lean is not None:
+            self.lean.drop_thread_connection()
+        if self._boto is not None:
+            self._boto.close()
+
     def close(self) -> None:
         if self.lean is not None:
             self.lean.close()

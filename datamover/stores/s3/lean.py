@@ -576,6 +576,13 @@ class LeanS3:
         _close_all(self._all, self._lock)
         self._local = threading.local()
 
+    def drop_thread_connection(self) -> None:
+        """Close this thread's kept-alive connection: its next request opens a fresh
+        one (a connection that saw a fault is not trusted again)."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
     def request(
         self,
         method: str,

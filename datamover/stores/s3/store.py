@@ -440,5 +440,8 @@ class S3Store(Store):
             src_bucket=src_bucket,
         )
 
+    def drop_connections(self) -> None:
+        self._s3.drop_connections()
+
     def close(self) -> None:
         self._s3.close()
