@@ -282,6 +282,8 @@ def store_settings(options: TransferOptions, role: str = "source") -> StoreSetti
     }
     if options.s3_checksum is not None:
         extra["s3_checksum"] = options.s3_checksum
+    if options.metadata_style:  # the stores check it (an unknown style: UsageError)
+        extra["metadata_style"] = options.metadata_style
     return StoreSettings(connections=options.transfers + 4, extra=extra)
 
 
