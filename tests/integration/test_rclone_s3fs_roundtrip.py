@@ -98,3 +98,48 @@ def test_datamover_to_rclone(
     remote = f"dm:{seaweed_env.bucket}/d"
     _run_rclone(seaweed, tmp_path, "copy", "-M", "--create-empty-src-dirs", remote, str(dst))
     _check(dst)
+
+
+def test_s3fs_sees_the_modes_of_a_tree_datamover_wrote(
+    seaweed: SeaweedServer, seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    if shutil.which("s3fs") is None or not os.path.exists("/dev/fuse"):
+        pytest.skip("s3fs or /dev/fuse is missing")
+    src = tmp_path / "src"
+    _tree(src)
+    os.chown(src / "b.sh", 1234, 567)
+    assert datamover.copy(str(src), seaweed_env.url("s")).ok  # the S3 default: s3fs keys
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"{seaweed.access_key}:{seaweed.secret_key}\n")
+    passwd.chmod(0o600)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    opts = f"url={seaweed.endpoint},use_path_request_style,passwd_file={passwd}"
+    proc = subprocess.Popen(
+        ["s3fs", seaweed_env.bucket, str(mnt), "-f", "-o", opts],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.skip("s3fs did not mount")
+            time.sleep(0.1)
+        root = mnt / "s"
+        for rel, (mode, mtime) in WANT.items():
+            st = (root / rel).stat()
+            assert stat.S_IMODE(st.st_mode) == mode, rel
+            assert st.st_mtime_ns == mtime, rel  # s3fs 1.90 reads the fraction too
+        st = (root / "b.sh").stat()
+        assert (st.st_uid, st.st_gid) == (1234, 567)
+        assert os.readlink(root / "link") == "a.txt"
+        assert (root / "empty").is_dir()
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+        else:
+            proc.terminate()
+        proc.wait(timeout=30)
