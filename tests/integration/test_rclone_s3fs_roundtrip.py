@@ -79,12 +79,13 @@ def test_rclone_to_datamover(
     _run_rclone(
         seaweed, tmp_path, "copy", "-M", "--links", "--create-empty-src-dirs", str(src), remote
     )
-    listed = _run_rclone(seaweed, tmp_path, "lsf", "-R", remote)
     dst = tmp_path / "dst"
     report = datamover.copy(seaweed_env.url("r"), str(dst))
     assert report.ok, report
-    print(listed, sorted(os.listdir(dst)))
     _check(dst)
+    # rclone's --links name is not translated (docs/METADATA.md, "Not done"); the
+    # link's mode rclone recorded makes it a symlink all the same.
+    assert os.readlink(dst / "link.rclonelink") == "a.txt"
 
 
 def test_datamover_to_rclone(
