@@ -229,3 +229,12 @@ def test_styles_that_collide_are_refused_and_others_combine() -> None:
 def test_unreadable_own_values_are_passed_on_unchanged() -> None:
     meta = {"mode": "rw-r--r--", "mtime": "yesterday"}
     assert render(meta, ("gcloud", "azcopy"), rfc3339_mtime=True) == meta
+
+
+def test_agreeing_conventions_keep_the_mode_that_says_most() -> None:
+    # gcloud keeps three digits, rclone the type and set-id bits: a device node and
+    # a set-uid file written in GCS's default styles read back whole.
+    for whole in (stat.S_IFCHR | 0o600, stat.S_IFREG | 0o4755):
+        written = render({"mode": str(whole)}, ("gcloud", "gcsfuse", "rclone"), rfc3339_mtime=True)
+        got = normalise(written, key="n", order=precedence(("gcloud", "gcsfuse", "rclone")))
+        assert got.metadata["mode"] == str(whole) and not got.conflicts

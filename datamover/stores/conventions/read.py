@@ -309,6 +309,8 @@ def _write_record(out: dict[str, str], partials: list[Partial], key: str) -> Non
         found = [getattr(p, name) for p in partials if getattr(p, name) is not None]
         if name in ("mtime", "atime") and found:
             return min(found, key=lambda t: t[1])  # the finest resolution
+        if name == "mode" and found:  # agreeing: the one that says most (type, set-id)
+            return max(found, key=lambda m: (statmod.S_IFMT(m) != 0, m > 0o777))
         return found[0] if found else None
 
     kind = pick("kind")
