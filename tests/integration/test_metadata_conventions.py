@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,20 @@ def test_a_bad_foreign_value_is_ignored_with_a_warning(
     assert report.ok
     assert stat.S_IMODE((tmp_path / "dst" / "f").stat().st_mode) == 0o640
     assert "file-mtime" in caplog.text and "ignored" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("style", "said"), [("bogus", "unknown --metadata-style"), ("s3fs,rclone", "choose one")]
+)
+def test_a_bad_metadata_style_is_a_one_line_error(tmp_path: Path, style: str, said: str) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"x")
+    args = ["copy", str(tmp_path / "src"), str(tmp_path / "d"), "--metadata-style", style]
+    proc = subprocess.run(
+        [sys.executable, "-m", "datamover", *args],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and said in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
