@@ -238,3 +238,16 @@ def test_agreeing_conventions_keep_the_mode_that_says_most() -> None:
         written = render({"mode": str(whole)}, ("gcloud", "gcsfuse", "rclone"), rfc3339_mtime=True)
         got = normalise(written, key="n", order=precedence(("gcloud", "gcsfuse", "rclone")))
         assert got.metadata["mode"] == str(whole) and not got.conflicts
+
+
+def test_time_formats() -> None:
+    from datamover.stores.conventions import values as v
+
+    assert v.rfc3339("2023-11-15T00:13:20.5+02:00") == (1_700_000_000_500_000_000, 10**8)
+    assert v.rfc3339("2023-11-14T22:13:20Z") == (1_700_000_000 * 10**9, 10**9)
+    assert v.rfc3339("2023-02-30T00:00:00Z") is None
+    assert v.amlfs_time("2023-11-14 17:13:20 -0500") == (1_700_000_000 * 10**9, 10**9)
+    assert v.fmt_rfc3339(NS) == "2023-11-14T22:13:20.123456789Z"
+    assert v.fmt_amlfs(NS) == "2023-11-14 22:13:20 +0000"
+    assert v.seconds("1700000000.5") == (1_700_000_000_500_000_000, 10**8)
+    assert v.nanoseconds(f"{NS}ns", "ns") == (NS, 1)

@@ -128,16 +128,11 @@ def normalise(
         raw = str(get(name) or "")
         ignored.append(f"metadata {names[name]}={raw[:40]!r} is not {what}; ignored")
 
+    present = names.keys() & _FOREIGN_KEYS
     partials = [
         p
-        for p in (
-            _gcloud(get, bad),
-            _gcsfuse(get, bad),
-            _azcopy(get, bad),
-            _amlfs(get, bad),
-            _fsx(get, bad),
-        )
-        if p is not None
+        for name, parse in _PARSERS
+        if not present.isdisjoint(_KEYS[name]) and (p := parse(get, bad)) is not None
     ]
     out = dict(metadata)
     for p in partials:
@@ -150,7 +145,7 @@ def normalise(
         return Normalised(out, ignored=tuple(ignored))
     rank = {name: i for i, name in enumerate(order)}
     partials.sort(key=lambda p: rank.get(p.name, len(rank)))
-    conflicts = _conflicts(partials)
+    conflicts = _conflicts(partials) if len(partials) > 1 else []
     chosen = partials[:1] if conflicts else partials
     _write_record(out, chosen, key)
     return Normalised(out, chosen[0].name, tuple(conflicts), tuple(ignored))
@@ -420,6 +415,15 @@ def _fsx(get: Get, bad: Bad) -> Partial | None:
     _field(p, "mtime", get, bad, "file-mtime", lambda t: v.nanoseconds(t, "ns"), ns)
     _field(p, "atime", get, bad, "file-atime", lambda t: v.nanoseconds(t, "ns"), ns)
     return p
+
+
+_PARSERS: tuple[tuple[str, Callable[[Get, Bad], Partial | None]], ...] = (
+    ("gcloud", _gcloud),
+    ("gcsfuse", _gcsfuse),
+    ("azcopy", _azcopy),
+    ("amlfs", _amlfs),
+    ("fsx-lustre", _fsx),
+)
 
 
 def _decimal_mode(text: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import stat as statmod
+from calendar import monthrange, timegm
 from datetime import UTC, datetime, timedelta, timezone
 
 #: Longer values are not values of any convention.
@@ -123,11 +124,12 @@ def amlfs_time(text: str) -> tuple[int, int] | None:
 def _to_ns(
     year: str, month: str, day: str, hour: str, minute: str, sec: str, tz: timezone, frac: str
 ) -> tuple[int, int] | None:
-    try:
-        when = datetime(int(year), int(month), int(day), int(hour), int(minute), int(sec), 0, tz)
-    except ValueError:
+    y, mo, d = int(year), int(month), int(day)
+    h, mi, s = int(hour), int(minute), int(sec)
+    if not (1 <= mo <= 12 and 1 <= d <= monthrange(y, mo)[1] and h < 24 and mi < 60 and s < 61):
         return None
-    whole = int((when - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
+    offset = tz.utcoffset(None)
+    whole = timegm((y, mo, d, h, mi, s)) - int(offset.total_seconds() if offset else 0)
     ns = whole * NS + int((frac + "000000000")[:9] if frac else 0)
     if abs(ns) > MAX_NS:
         return None
