@@ -116,3 +116,20 @@ def test_the_mount_writes_its_stores_default_style(target: Target) -> None:
         assert got["mode"] == "100640"
     st = path.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 567)
+
+
+def test_a_directory_marker_another_tool_wrote_shows_its_mode(target: Target) -> None:
+    if not target.backend.markers_keep_metadata:
+        pytest.skip("SeaweedFS drops the metadata of dir/ markers")
+    prefix = target.fresh_key("")
+    markers = {
+        "gcloud": {"goog-reserved-posix-mode": "750", "goog-reserved-posix-uid": "1007"},
+        "azcopy": {"hdi_isfolder": "true", "permissions": str(0o40750), "posix_owner": "1007"},
+        "rclone": {"mode": "40750", "uid": "1007"},
+    }
+    for name, meta in markers.items():
+        _plant(target, f"{prefix}{name}/", b"", meta)
+    for name in markers:
+        st = os.stat(target.mount.path / prefix / name)
+        assert stat.S_ISDIR(st.st_mode), name
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o750, 1007), name
