@@ -149,6 +149,10 @@ def test_disagreement_reported_and_not_mixed() -> None:
     assert gcs_first.convention == "gcloud"
     assert gcs_first.metadata["mode"] == str(stat.S_IFREG | 0o600)
     assert gcs_first.metadata["gid"] == "7"
+    # The winner's record only: the loser's owner is not kept where the winner has none.
+    lone = {"mode": "33184", "uid": "1", "goog-reserved-posix-mode": "600"}
+    got = normalise(lone, key="f", order=precedence(("gcloud",)))
+    assert got.metadata == {"mode": str(stat.S_IFREG | 0o600)} and got.conflicts
 
 
 def test_agreeing_conventions_merge_at_the_finest_time() -> None:

@@ -147,6 +147,9 @@ def normalise(
     partials.sort(key=lambda p: rank.get(p.name, len(rank)))
     conflicts = _conflicts(partials) if len(partials) > 1 else []
     chosen = partials[:1] if conflicts else partials
+    if family is not None and family not in chosen:  # its keys say what lost: not kept
+        for name in family.keys:
+            out.pop(name, None)
     _write_record(out, chosen, key)
     return Normalised(out, chosen[0].name, tuple(conflicts), tuple(ignored))
 
