@@ -56,6 +56,7 @@ from datamover.reporting.report import ReportCollector
 from datamover.retry import call_with_retries
 from datamover.stores import StoreSettings, local_path, open_store
 from datamover.stores.base import Store
+from datamover.stores.conventions import parse_styles
 
 __all__ = [
     # what a face hears while a run goes, and what it gets back
@@ -282,6 +283,10 @@ def store_settings(options: TransferOptions, role: str = "source") -> StoreSetti
     }
     if options.s3_checksum is not None:
         extra["s3_checksum"] = options.s3_checksum
+    if options.metadata_style:
+        # Checked here for every destination (a POSIX one ignores it): UsageError.
+        parse_styles(options.metadata_style, rfc3339_mtime=False)
+        extra["metadata_style"] = options.metadata_style
     return StoreSettings(connections=options.transfers + 4, extra=extra)
 
 

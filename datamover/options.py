@@ -115,6 +115,12 @@ class TransferOptions:
     ``crc32c``, ``md5`` (Content-MD5) or ``off`` (none, for stores that refuse the
     headers). None: the named remote's ``s3_checksum``, else ``auto``.
 
+    ``metadata_style`` (object-store destinations): the POSIX-metadata conventions
+    written, comma-separated: ``s3fs``, ``rclone``, ``gcloud``, ``gcsfuse``, ``azcopy``,
+    ``amlfs``, ``fsx-lustre`` (docs/METADATA.md). None: the destination store's default
+    (s3fs keys on S3; AzCopy's and rclone's on Azure; gcloud's, gcsfuse's and rclone's
+    on GCS). Every convention is read whatever this says.
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -139,6 +145,7 @@ class TransferOptions:
     resume: bool = True
     bwlimit: int | None = None
     s3_checksum: str | None = None
+    metadata_style: str | None = None
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -186,6 +193,7 @@ class TransferOptions:
             "xattrs": self.xattrs,
             # Only when set: jobs journaled before the option existed still resume.
             **({"preserve_setid": True} if self.preserve_setid else {}),
+            **({"metadata_style": self.metadata_style} if self.metadata_style else {}),
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -224,6 +232,7 @@ class TransferOptions:
             "server_side_copy": self.server_side_copy,
             "durability": self.durability,
             "s3_checksum": self.s3_checksum or "auto",
+            **({"metadata_style": self.metadata_style} if self.metadata_style else {}),
         }
 
 

@@ -171,6 +171,14 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         "--xattrs", action="store_true", help="carry user.* extended attributes as metadata"
     )
     p.add_argument(
+        "--metadata-style",
+        metavar="STYLE[,STYLE]",
+        help="object-store destinations: the POSIX-metadata keys written, one or more of "
+        "s3fs, rclone, gcloud, gcsfuse, azcopy, amlfs, fsx-lustre (default: the store's: "
+        "s3fs on S3; azcopy,rclone on Azure; gcloud,gcsfuse,rclone on GCS); every "
+        "convention is read regardless (docs/METADATA.md)",
+    )
+    p.add_argument(
         "--durability",
         default="job",
         metavar="job|file|none",
@@ -354,6 +362,7 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         xattrs=args.xattrs,
         durability=args.durability,
         s3_checksum=args.s3_checksum,
+        metadata_style=args.metadata_style,
         command_line=("datamover", *args.argv),
     )
 

@@ -409,6 +409,10 @@ class Features:
     #: GCS's compose take metadata). False (S3: CompleteMultipartUpload takes none):
     #: an object written by parts carries ``open_writer``'s metadata only.
     metadata_at_commit: bool = True
+    #: The POSIX-metadata styles written unless ``--metadata-style`` says otherwise
+    #: (the keys the common tools of this store read; ``stores.conventions``), and
+    #: read first when conventions on one object disagree.
+    metadata_styles: tuple[str, ...] = ("s3fs",)
 
 
 class Store(ABC):

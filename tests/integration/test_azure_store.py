@@ -116,10 +116,18 @@ def test_put_stat_read_round_trip_with_metadata(store: AzureStore, azurite: Azur
     assert put_info.checksums == info.checksums
     assert store.read("dir/file.bin") == data
 
-    # Stored under C#-identifier names, as other Azure tools will see them.
+    # Stored under C#-identifier names, as other Azure tools will see them, in the
+    # store's default styles: AzCopy's keys and rclone's.
     with azurite.client() as service:
         props = service.get_blob_client(store.container, "dir/file.bin").get_blob_properties()
-    assert set(props.metadata) == {"datamover_sha256", "mtime", "mode", "x_custom_key"}
+    assert props.metadata == {
+        "datamover_sha256": sha,
+        "x_custom_key": "v",
+        "permissions": str(0o100640),
+        "modtime": "1700000000123456789",
+        "mode": "100640",
+        "mtime": "2023-11-14T22:13:20.123456789Z",
+    }
 
 
 def test_put_replaces_and_mtime_falls_back_to_last_modified(store: AzureStore) -> None:

@@ -27,9 +27,10 @@ class AzureFsOps(FsOps):
         if not key:  # the container's root has no marker
             return super().make_dir(key, metadata)
         meta = {**metadata, "hdi_isfolder": "true"}
+        written = {**self._az.styles.render(metadata), "hdi_isfolder": "true"}
         try:
             self._az._blob(key).upload_blob(
-                b"", length=0, overwrite=True, metadata=to_azure_metadata(meta)
+                b"", length=0, overwrite=True, metadata=to_azure_metadata(written)
             )
         except Exception as e:
             raise self._az._error(e, key) from e

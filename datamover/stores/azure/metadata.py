@@ -1,6 +1,7 @@
 """Blob metadata and properties to and from datamover's terms.
 
-Metadata names (``-`` stored as ``_``; see the package docstring), ``ObjectInfo`` from
+Metadata names (``-`` stored as ``_``; see the package docstring; POSIX metadata read
+in every convention, ``stores.conventions``), ``ObjectInfo`` from
 Get Blob Properties, List Blobs and write responses, checksums from digest metadata
 and Content-MD5, and which blobs are directory markers.
 
@@ -23,7 +24,10 @@ from datamover.checksums import ALGORITHMS
 from datamover.errors import StoreError, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIGEST_KEY_PREFIX, ObjectInfo
+from datamover.stores.conventions import posix_metadata, precedence
 
+#: Conventions on one blob that disagree: AzCopy's keys decide, then rclone's.
+READ_ORDER = precedence(("azcopy", "rclone"))
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -83,6 +87,7 @@ def _object_info(
     verified: str | None = None,
     stored_md5: bytes | None = None,
 ) -> ObjectInfo:
+    metadata = posix_metadata(metadata, key=key, size=size, order=READ_ORDER)
     attrs = PosixAttrs.from_metadata(metadata)
     if attrs.mtime_ns is not None:
         mtime: float | None = attrs.mtime_ns / 1e9

@@ -44,6 +44,7 @@ from datamover.stores.base import (
     whole_read_limit,
 )
 from datamover.stores.bounds import PageGuard, ResponseTooLarge
+from datamover.stores.conventions import Styles
 from datamover.stores.urls import Location
 
 #: Azure's own ceiling for one List Blobs page.
@@ -86,7 +87,12 @@ class AzureStore(Store):
     """One Azure Blob Storage container. See the package docstring."""
 
     scheme = "az"
-    features = Features(max_metadata_bytes=8192, listing_metadata=True, metadata_at_commit=True)
+    features = Features(
+        max_metadata_bytes=8192,
+        listing_metadata=True,
+        metadata_at_commit=True,
+        metadata_styles=("azcopy", "rclone"),
+    )
     limits = LIMITS
 
     def __init__(
@@ -96,9 +102,12 @@ class AzureStore(Store):
         *,
         page_size: int = MAX_PAGE_SIZE,
         copy_timeout: float = DEFAULT_COPY_TIMEOUT,
+        metadata_style: object = None,
     ) -> None:
         """``page_size`` is blobs per List Blobs request (at most 5000);
-        ``copy_timeout`` bounds the wait for a server-side copy, in seconds."""
+        ``copy_timeout`` bounds the wait for a server-side copy, in seconds;
+        ``metadata_style`` the POSIX-metadata styles written (``--metadata-style``;
+        None: ``features.metadata_styles``)."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be in [1, {MAX_PAGE_SIZE}], not {page_size}")
         self.container = container
@@ -107,6 +116,9 @@ class AzureStore(Store):
         self._page_size = page_size
         self._copy_timeout = copy_timeout
         self._pending = PendingUploads(self._container_client, container, page_size)
+        self.styles = Styles.chosen(
+            metadata_style, self.features.metadata_styles, rfc3339_mtime=True
+        )
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> AzureStore:
@@ -115,7 +127,8 @@ class AzureStore(Store):
                 f"az://{loc.bucket}: not a valid container name (3-63 lower-case letters, "
                 "digits and single hyphens)"
             )
-        return cls(loc.bucket, make_service_client(settings))
+        style = settings.extra.get("metadata_style")
+        return cls(loc.bucket, make_service_client(settings), metadata_style=style)
 
     def url(self, key: str = "") -> str:
         return f"az://{self.container}/{key}"
@@ -265,7 +278,7 @@ class AzureStore(Store):
                 f"{self.url(key)}: {len(body)} bytes is over the single-put limit; use open_writer"
             )
         md5 = (digests if digests is not None else PartDigests(body)).get("md5")
-        meta = dict(metadata or {})
+        meta = self.styles.render(metadata)
         azure_metadata = to_azure_metadata(meta)  # UsageError for a name Azure can't take
         try:
             response = self._blob(key).upload_blob(
@@ -301,7 +314,8 @@ class AzureStore(Store):
             key,
             size=size,
             part_size=part_size,
-            metadata=metadata or {},
+            metadata=self.styles.render(metadata),
+            render=self.styles.render,
         )
 
     def resume_writer(
@@ -323,8 +337,9 @@ class AzureStore(Store):
             key,
             size=size,
             part_size=part_size,
-            metadata=initial if isinstance(initial, dict) else (metadata or {}),
+            metadata=initial if isinstance(initial, dict) else self.styles.render(metadata),
             token=token,
+            render=self.styles.render,
         )
         writer.verify_parts({})  # gone -> NotFound now, not at commit
         return writer
@@ -360,7 +375,7 @@ class AzureStore(Store):
         source, target = self._blob(src_key), self._blob(dst_key)
         options: dict[str, Any] = {}
         if metadata is not None:
-            options["metadata"] = to_azure_metadata(metadata)
+            options["metadata"] = to_azure_metadata(self.styles.render(metadata))
         try:
             started = target.start_copy_from_url(source.url, **options)
         except HttpResponseError as e:

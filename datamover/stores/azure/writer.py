@@ -11,7 +11,7 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
@@ -59,6 +59,7 @@ class AzureBlockWriter:
         part_size: int,
         metadata: Mapping[str, str],
         token: str | None = None,
+        render: Callable[[Mapping[str, str]], dict[str, str]] = dict,
     ) -> None:
         self.key = key
         self.size = size
@@ -66,6 +67,7 @@ class AzureBlockWriter:
         self._blob = blob
         self._container = container
         self._metadata = dict(metadata)
+        self._render = render  # datamover's POSIX keys -> the store's styles
         self._parts = math.ceil(size / part_size) if size else 0
         self._token = token or secrets.token_hex(6)
         self._written: dict[int, PartReceipt] = {}
@@ -162,7 +164,7 @@ class AzureBlockWriter:
                 f"(first: {missing[0]})",
                 key=self.key,
             )
-        final = {**self._metadata, **metadata}
+        final = {**self._metadata, **self._render(metadata)}
         md5_hex = final.get(digest_metadata_key("md5"), "").lower()
         content = (
             ContentSettings(content_md5=bytearray.fromhex(md5_hex))

@@ -36,6 +36,7 @@ from datamover.stores.base import (
     whole_read_limit,
 )
 from datamover.stores.bounds import MAX_EMPTY_PAGES, PageGuard, Recurrence, ResponseTooLarge
+from datamover.stores.conventions import Styles
 from datamover.stores.gcs.client import make_client, pool_map, size_pool
 from datamover.stores.gcs.crc import crc_b64, crc_from_b64
 from datamover.stores.gcs.errors import map_error as map_gcs_error
@@ -97,7 +98,12 @@ class GCSStore(Store):
     """One GCS bucket. See the package docstring for credentials and multipart writes."""
 
     scheme = "gs"
-    features = Features(max_metadata_bytes=8192, listing_metadata=True, metadata_at_commit=True)
+    features = Features(
+        max_metadata_bytes=8192,
+        listing_metadata=True,
+        metadata_at_commit=True,
+        metadata_styles=("gcloud", "gcsfuse", "rclone"),
+    )
     limits = PartLimits(
         min_part_size=1, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB
     )
@@ -111,6 +117,7 @@ class GCSStore(Store):
         retry_deadline: float = DEFAULT_RETRY_DEADLINE,
         page_size: int = DEFAULT_PAGE_SIZE,
         temp_prefix: str = DEFAULT_TEMP_PREFIX,
+        metadata_style: object = None,
     ) -> None:
         if not temp_prefix.endswith("/") or temp_prefix == "/":
             raise ConfigError(f"gs temp_prefix {temp_prefix!r} must be a prefix ending in '/'")
@@ -123,6 +130,9 @@ class GCSStore(Store):
         self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
         self._bucket_exists = False
         self._closed = False
+        self.styles = Styles.chosen(
+            metadata_style, self.features.metadata_styles, rfc3339_mtime=True
+        )
         size_pool(client, connections, page_size)
 
     @classmethod
@@ -131,7 +141,7 @@ class GCSStore(Store):
         ``STORAGE_EMULATOR_HOST``; ``http://`` assumed without a scheme) means anonymous
         credentials, as emulators want, unless ``settings.extra["anonymous"]`` is false
         (a private endpoint that still needs ADC). ``extra`` also takes ``project``,
-        ``retry_deadline`` (s), ``page_size`` and ``temp_prefix``."""
+        ``retry_deadline`` (s), ``page_size``, ``temp_prefix`` and ``metadata_style``."""
         extra = settings.extra
         client = make_client(loc.bucket, settings)
         return cls(
@@ -141,6 +151,7 @@ class GCSStore(Store):
             retry_deadline=float(extra.get("retry_deadline", DEFAULT_RETRY_DEADLINE)),
             page_size=int(extra.get("page_size", DEFAULT_PAGE_SIZE)),
             temp_prefix=str(extra.get("temp_prefix", DEFAULT_TEMP_PREFIX)),
+            metadata_style=extra.get("metadata_style"),
         )
 
     # -- errors ---------------------------------------------------------------------------
@@ -407,7 +418,7 @@ class GCSStore(Store):
         blob = self._bucket.blob(name)
         blob.crc32c = crc_b64(crc)
         if metadata:
-            blob.metadata = dict(metadata)
+            blob.metadata = self.styles.render(metadata)
         try:
             blob.upload_from_string(
                 payload,
@@ -517,7 +528,7 @@ class GCSStore(Store):
         src = self._bucket.blob(src_key)
         dst = self._bucket.blob(dst_key)
         if metadata is not None:
-            dst.metadata = dict(metadata)
+            dst.metadata = self.styles.render(metadata)
             dst.content_type = content_type_for(dst_key)
         token: str | None = None
         # Each call names the token for the next and how far the copy got: a token
@@ -561,7 +572,7 @@ class GCSStore(Store):
         dst = self._bucket.blob(name)
         dst.content_type = content_type_for(name)
         if metadata:
-            dst.metadata = dict(metadata)
+            dst.metadata = self.styles.render(metadata)
         try:
             dst.compose(
                 [self._bucket.blob(n, generation=g) for n, g in sources],

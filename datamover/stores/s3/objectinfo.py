@@ -7,8 +7,9 @@ and from the provider (``provider_checksums``): a plain ETag, which is the objec
 MD5 unless SSE-KMS/SSE-C changed it, and ``x-amz-checksum-crc64nvme``/``-crc32c``
 (HEAD and GET with checksum mode, PutObject and CompleteMultipartUpload answers) when
 the value is a full-object one: a ``COMPOSITE`` value (``…-N``) is a checksum of the
-parts' checksums and is left out. The mtime from the ``mtime`` metadata (s3fs and
-rclone read it too), else Last-Modified.
+parts' checksums and is left out. User metadata is read in every POSIX convention
+(``stores.conventions``) into datamover's keys; the mtime from its ``mtime``, else
+Last-Modified.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from botocore.utils import parse_timestamp as botocore_parse_timestamp
 from datamover.errors import StoreError
 from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
+from datamover.stores.conventions import posix_metadata, precedence
 from datamover.stores.s3.lean import Response
+
+#: Conventions on one object that disagree: s3fs's (and rclone's) keys decide.
+READ_ORDER = precedence(("s3fs",))
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -111,6 +116,7 @@ def _object_info(
     path's headers alike)."""
     tag = (etag or "").strip('"') or None
     provider = provider_checksums(tag, sse, reported, kind)
+    meta = posix_metadata(meta, key=key, size=size, order=READ_ORDER)
     return ObjectInfo(
         key=key,
         size=size,
@@ -206,7 +212,7 @@ def put_info(
     version returned, ``verified`` (the check that covered the bytes) and ``checked``
     (whole-object checksums, hex, that the store verified against the bytes)."""
     tag = (etag or "").strip('"') or None
-    meta = dict(metadata or {})
+    meta = posix_metadata(metadata or {}, key=key, size=size, order=READ_ORDER)
     provider = {**provider_checksums(tag, sse, {}, None), **(checked or {})}
     return ObjectInfo(
         key=key,

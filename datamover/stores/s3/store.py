@@ -30,6 +30,7 @@ from datamover.stores.base import (
     whole_read_limit,
 )
 from datamover.stores.bounds import ResponseTooLarge
+from datamover.stores.conventions import Styles
 from datamover.stores.s3.checks import Checks, checks_for, remember, returned_checksum
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
@@ -60,6 +61,9 @@ class S3Store(Store):
         if isinstance(learnt, Mapping):  # a probe another process made (Dask)
             remember(self._s3, Checks(**learnt))
         self._checksum_mode = True
+        self._styles = Styles.chosen(
+            settings.extra.get("metadata_style"), self.features.metadata_styles
+        )
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> S3Store:
@@ -278,6 +282,7 @@ class S3Store(Store):
         s3 = self._s3
         checks = checks_for(s3, key)
         digests = digests or PartDigests(data)
+        metadata = self._styles.render(metadata)
         headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
         headers.update(checks.headers(digests))
         view = memoryview(data)
@@ -352,7 +357,8 @@ class S3Store(Store):
     ) -> ChunkWriter:
         if size > MAX_OBJECT_SIZE:
             raise StoreError(f"{self.url(key)}: {size} bytes exceeds S3's 5 TiB limit", key=key)
-        return S3Writer(self._s3, self.limits, key, size, part_size, dict(metadata or {}))
+        meta = self._styles.render(metadata)
+        return S3Writer(self._s3, self.limits, key, size, part_size, meta)
 
     def resume_writer(
         self,
@@ -435,7 +441,7 @@ class S3Store(Store):
             self._s3,
             src_key,
             dst_key,
-            metadata=metadata,
+            metadata=None if metadata is None else self._styles.render(metadata),
             size=size,
             src_bucket=src_bucket,
         )
