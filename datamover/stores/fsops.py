@@ -29,6 +29,9 @@ streamed write      ``features.streaming_writes``  S3: ``S3Writer`` only counts 
 of unknown size                                    with ``size``; set at commit
                                                    (metadata: ``commit_stream``)
 "has a child"       ``list`` (a whole page)        S3: a LIST of at most 3 keys
+an open file        none: reads go by key          POSIX: the file's descriptor and
+                                                   its directory's, held from open
+                                                   to release (``open_file``)
 ==================  =============================  ==================================
 
 Each row is a gap in the ``Store`` interface; docs/SEMANTICS.md says what it costs.
@@ -68,6 +71,34 @@ SMALL_OBJECT = 8 * MiB
 KEY_MAX = 1024
 
 
+class OpenFile:
+    """What ``FsOps.open_file`` gives one open handle of the mount: the file as it
+    was when opened, read through what was opened then (never looked up again by
+    its name), until ``close``."""
+
+    @property
+    def readable(self) -> bool:
+        """Whether reads go here (False: a file being created; read by key)."""
+        return True
+
+    def size(self) -> int:
+        """The file's size now."""
+        raise NotImplementedError
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        """Bytes at ``offset`` into ``buf``; fewer (0 at the end) past the end."""
+        raise NotImplementedError
+
+    def read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(length)
+        n = self.readinto(offset, memoryview(buf))
+        del buf[n:]
+        return bytes(buf)
+
+    def close(self) -> None:
+        """Release what was opened; called once, when the handle is released."""
+
+
 def for_store(store: Store) -> FsOps:
     """The filesystem operations for ``store``: its own subclass, else the generic."""
     return (store.fs_ops_class or FsOps)(store)
@@ -87,6 +118,8 @@ class FsOps:
         #: then lives in ``DIR_META_NAME`` objects); None until learnt (see the module
         #: docstring). Set once from a worker thread; a race only repeats the lesson.
         self.markers_keep_metadata = store.features.marker_metadata
+        #: Whether ``open_file`` pins anything (the mount skips the call otherwise).
+        self.pins_files = False
 
     # -- directories ------------------------------------------------------------------
 
@@ -201,6 +234,15 @@ class FsOps:
         the hard links of a tree (so a copy back to POSIX makes a real link). Raises
         ``Unsupported`` where a link can't be stored this way."""
         return self.store.put(key, b"", metadata={**metadata, HARDLINK_KEY: target})
+
+    # -- open files -----------------------------------------------------------------
+
+    def open_file(self, key: str, *, existing: bool) -> OpenFile | None:
+        """Pin the file ``key`` for one handle (``existing``: it is there to be read,
+        else it is being created): its reads then go to the ``OpenFile``, and the
+        store's writes of ``key`` while it is held land where it was opened. None
+        where the store has nothing to pin (object stores: a handle reads by key)."""
+        return None
 
     # -- metadata -----------------------------------------------------------------
 

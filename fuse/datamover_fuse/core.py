@@ -49,7 +49,7 @@ import trio
 
 from datamover.errors import NotFound
 from datamover.stores.base import Store
-from datamover.stores.fsops import FsOps, for_store
+from datamover.stores.fsops import FsOps, OpenFile, for_store
 from datamover_fuse.cache import Clock
 from datamover_fuse.fserrors import FsError, check_writable
 from datamover_fuse.inodes import (
@@ -82,6 +82,9 @@ class FileHandle:
     node: Inode
     writable: bool
     reader: Prefetcher | None = None
+    #: What the store pinned at open/create (``FsOps.open_file``; POSIX: the file's
+    #: descriptor and its directory's), read instead of the key, closed at release.
+    file: OpenFile | None = None
 
 
 class FsCore:
@@ -99,6 +102,9 @@ class FsCore:
     ) -> None:
         if root_key and not root_key.endswith("/"):
             root_key += "/"
+        # Every key of the mount is reached beneath the root, opened once (POSIX:
+        # no symlink below it is followed; object stores: nothing to do).
+        store.confine(root_key)
         self.options = options
         self.rt = Runtime(
             store,
@@ -155,8 +161,10 @@ class FsCore:
             await self.writes.discard(node.local)
             node.local = None
         for handle in self._handles.values():
-            if isinstance(handle, FileHandle) and handle.reader is not None:
-                handle.reader.close()
+            if isinstance(handle, FileHandle):
+                if handle.reader is not None:
+                    handle.reader.close()
+                await self._close_file(handle)
         self._handles.clear()
         await self.writes.idle()
 
@@ -166,6 +174,14 @@ class FsCore:
         fh = next(self._fh_numbers)
         self._handles[fh] = handle
         return fh
+
+    async def _close_file(self, handle: FileHandle) -> None:
+        file, handle.file = handle.file, None
+        if file is not None:
+            try:
+                await self.rt.call(file.close)
+            except OSError as e:
+                log.warning("%s: closing its backing file: %s", handle.node.key, e)
 
     def _file_handle(self, fh: int) -> FileHandle:
         handle = self._handles.get(fh)
@@ -232,6 +248,14 @@ class FsCore:
         if node.local is None and node.remote and not node.detached and not fresh:
             await self.resolver.refresh_file(node)
         handle = FileHandle(node, writable=writing)
+        if (
+            self.rt.fsops.pins_files
+            and not node.detached
+            and (node.remote or node.local is not None)
+        ):
+            handle.file = await self.rt.call(
+                self.rt.fsops.open_file, node.key, existing=node.remote
+            )
         if writing:
             lf = self.local.get(node, truncate=bool(flags & os.O_TRUNC))
             if flags & os.O_TRUNC:
@@ -253,6 +277,9 @@ class FsCore:
         check_writable(self.options)
         parent = self.table.directory(parent_ino)
         key = new_key(parent, name)
+        file = None
+        if self.rt.fsops.pins_files:
+            file = await self.rt.call(self.rt.fsops.open_file, key, existing=False)
         old = self.table.at(key)
         if old is not None:
             if old.key != key:  # a hard link's name (the kernel found it absent)
@@ -277,7 +304,7 @@ class FsCore:
         self.dirs.negative.pop(key)
         self.dirs.add_local(parent, name)
         self.table.touch_dir(parent, now)
-        fh = self._new_fh(FileHandle(node, writable=True))
+        fh = self._new_fh(FileHandle(node, writable=True, file=file))
         return fh, self.table.attr(node)
 
     async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
@@ -288,6 +315,8 @@ class FsCore:
             return await self.writes.read(lf, offset, length)
         if not node.remote:
             return b""
+        if handle.file is not None and handle.file.readable:
+            return await self.rt.call(handle.file.read, offset, length)
         if handle.reader is None or handle.reader.size != node.size:
             if handle.reader is not None:
                 handle.reader.close()
@@ -309,9 +338,12 @@ class FsCore:
                 raise FsError(lf.failed_errno, lf.failed)
             try:
                 if not lf.base_loaded:
-                    if node.remote and not node.detached:
+                    source = handle.file if handle.file and handle.file.readable else None
+                    if source is not None:  # the file opened, whatever its name is now
+                        node.size = await self.rt.call(source.size)
+                    elif node.remote and not node.detached:
                         await self.resolver.refresh_file(node)  # its size now, not cached
-                    await self.writes.load_base(lf, node.size)
+                    await self.writes.load_base(lf, node.size, source)
                 await self.writes.write(lf, offset, data)
             except Exception as e:
                 # The file can't hold what the program wrote: never upload it.
@@ -350,6 +382,7 @@ class FsCore:
                     self.dirs.forget_local(self.table.parent_of(node), node.name)
                     self.table.detach(node)
                 await self.local.drop(node)
+        await self._close_file(handle)  # after the upload: it went into the held directory
         self.table.maybe_drop(node)
 
     # -- names (``namespace``) -----------------------------------------------------------
