@@ -168,10 +168,9 @@ def _fuse_options(url: str, options: MountOptions) -> set[str]:
         opts.add("allow_other")
     if options.read_only:
         opts.add("ro")
-    if not options.suid:
-        opts.add("nosuid")
-    if not options.dev:
-        opts.add("nodev")
+    # libfuse mounts nosuid,nodev unless told "suid"/"dev"; named here either way.
+    opts.add("suid" if options.suid else "nosuid")
+    opts.add("dev" if options.dev else "nodev")
     return opts
 
 
