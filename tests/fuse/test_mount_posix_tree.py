@@ -226,12 +226,18 @@ os.symlink({str(tree.secret_dir)!r}, home + '/d')""",
     assert (tree.home / "d.old" / "new").stat().st_uid == NOBODY
 
 
-def test_a_parent_swapped_before_create_through_the_mounts_cached_view(tree: Tree) -> None:
+@pytest.mark.parametrize("made", ["through-mount", "in-backing-tree"])
+def test_a_parent_swapped_before_create_through_the_mounts_cached_view(
+    tree: Tree, made: str
+) -> None:
     """The mount still believes ``e`` is a directory (its attributes are cached) when
-    ``e`` has become a symlink to a root-only directory: a create there fails or lands
-    in the directory ``e`` was; metadata changes of a name swapped for a symlink to a
-    root-only file change the link, never its target."""
-    as_nobody(f"import os; os.mkdir({str(tree.home_mnt / 'e')!r})")
+    ``e`` has become a symlink to a root-only directory: a create there lands in the
+    directory ``e`` was (the mount's tree still has its descriptor, from the mkdir or
+    the lookup) or fails (``EINVAL``, when ``e`` must be found again: the symlink is
+    not followed); metadata changes of a name swapped for a symlink to a root-only
+    file change the link, never its target."""
+    where = tree.home_mnt if made == "through-mount" else tree.home
+    as_nobody(f"import os; os.mkdir({str(where / 'e')!r})")
     _own_file(tree, "f", b"f\n")
     out = as_nobody(
         f"""
@@ -259,8 +265,14 @@ def test_a_parent_swapped_before_create_through_the_mounts_cached_view(tree: Tre
                 print(what, errno.errorcode[e.errno])
         """
     )
-    assert out.count("\n") == 8, out
+    results = dict(line.split() for line in out.splitlines())
+    assert len(results) == 8, out
     _secret_intact(tree)
+    made_in_old = sorted(os.listdir(tree.home / "e.old"))
+    expect = {"create": "x", "mkdir": "sub", "symlink": "ln", "mknod": "fifo"}
+    assert made_in_old == sorted(name for what, name in expect.items() if results[what] == "ok")
+    for what in expect:
+        assert results[what] in ("ok", "EINVAL"), out
 
 
 def _mount_options(mnt: Path) -> set[str]:
