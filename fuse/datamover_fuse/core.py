@@ -229,8 +229,12 @@ class FsCore:
         self, ino: int, changes: SetAttrs, fh: int | None = None, caller: Caller | None = None
     ) -> Attr:
         """``caller`` (None: the core's own tests, root) is checked by
-        ``datamover_fuse.permissions``."""
-        return await self.metadata.setattr(ino, changes, caller)
+        ``datamover_fuse.permissions``. With ``fh`` (``ftruncate``), a truncate builds
+        on the file that handle opened."""
+        handle = self._handles.get(fh) if fh is not None else None
+        file = handle.file if isinstance(handle, FileHandle) else None
+        source = file if file is not None and file.readable else None
+        return await self.metadata.setattr(ino, changes, caller, source)
 
     # -- files: open, read, write, close --------------------------------------------------
 

@@ -190,6 +190,26 @@ def test_a_file_swapped_between_open_and_write_keeps_its_own_bytes(tree: Tree) -
         assert c.read_bytes() == b"01AB456789\n"
 
 
+def test_ftruncate_after_the_file_was_swapped_builds_on_the_file_opened(tree: Tree) -> None:
+    """``ftruncate`` of a handle whose file was swapped for a symlink to a root-only
+    file keeps the bytes of the file opened (read from its descriptor)."""
+    _own_file(tree, "t", b"0123456789\n")
+    out = as_nobody(
+        f"""
+        import os
+        home, mnt = {str(tree.home)!r}, {str(tree.home_mnt)!r}
+        fd = os.open(mnt + '/t', os.O_RDWR)
+        os.unlink(home + '/t')
+        os.symlink({str(tree.rootfile)!r}, home + '/t')
+        os.ftruncate(fd, 4)
+        print(os.pread(fd, 100, 0))
+        os.close(fd)
+        """
+    )
+    assert out.split("\n")[0] == repr(b"0123")
+    _secret_intact(tree)
+
+
 @pytest.mark.parametrize("when", ["before-write", "after-write"])
 def test_a_parent_swapped_for_a_symlink_before_close_creates_nothing_there(
     tree: Tree, when: str
