@@ -85,6 +85,8 @@ class FileHandle:
     #: What the store pinned at open/create (``FsOps.open_file``; POSIX: the file's
     #: descriptor and its directory's), read instead of the key, closed at release.
     file: OpenFile | None = None
+    #: ``node.stored`` when ``file`` was opened.
+    stored: int = 0
 
 
 class FsCore:
@@ -183,6 +185,23 @@ class FsCore:
             except OSError as e:
                 log.warning("%s: closing its backing file: %s", handle.node.key, e)
 
+    async def _pinned(self, handle: FileHandle) -> OpenFile | None:
+        """The handle's file to read, if the store pinned one. This mount's own upload
+        of the file since (another handle's ``close``) replaced it: the file stored
+        then is opened instead, as a local filesystem shows a handle the writes made
+        through others."""
+        file = handle.file
+        if file is None or not file.readable:
+            return None
+        node = handle.node
+        if handle.stored != node.stored and node.remote and not node.detached:
+            await self._close_file(handle)
+            handle.stored = node.stored
+            handle.file = file = await self.rt.call(
+                self.rt.fsops.open_file, node.key, existing=True
+            )
+        return file
+
     def _file_handle(self, fh: int) -> FileHandle:
         handle = self._handles.get(fh)
         if not isinstance(handle, FileHandle):
@@ -232,8 +251,7 @@ class FsCore:
         ``datamover_fuse.permissions``. With ``fh`` (``ftruncate``), a truncate builds
         on the file that handle opened."""
         handle = self._handles.get(fh) if fh is not None else None
-        file = handle.file if isinstance(handle, FileHandle) else None
-        source = file if file is not None and file.readable else None
+        source = await self._pinned(handle) if isinstance(handle, FileHandle) else None
         return await self.metadata.setattr(ino, changes, caller, source)
 
     # -- files: open, read, write, close --------------------------------------------------
@@ -251,7 +269,7 @@ class FsCore:
         fresh = node.exact and node.expires > self.rt.clock()
         if node.local is None and node.remote and not node.detached and not fresh:
             await self.resolver.refresh_file(node)
-        handle = FileHandle(node, writable=writing)
+        handle = FileHandle(node, writable=writing, stored=node.stored)
         if (
             self.rt.fsops.pins_files
             and not node.detached
@@ -265,7 +283,11 @@ class FsCore:
             if flags & os.O_TRUNC:
                 if lf.size or not lf.base_loaded:
                     async with lf.lock:
-                        await self.writes.truncate(lf, 0)
+                        try:
+                            await self.writes.truncate(lf, 0)
+                        except BaseException:
+                            await self._close_file(handle)
+                            raise
                 lf.dirty = True
                 node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
             lf.handles += 1
@@ -319,8 +341,9 @@ class FsCore:
             return await self.writes.read(lf, offset, length)
         if not node.remote:
             return b""
-        if handle.file is not None and handle.file.readable:
-            return await self.rt.call(handle.file.read, offset, length)
+        file = await self._pinned(handle)
+        if file is not None:
+            return await self.rt.call(file.read, offset, length)
         if handle.reader is None or handle.reader.size != node.size:
             if handle.reader is not None:
                 handle.reader.close()
@@ -342,7 +365,7 @@ class FsCore:
                 raise FsError(lf.failed_errno, lf.failed)
             try:
                 if not lf.base_loaded:
-                    source = handle.file if handle.file and handle.file.readable else None
+                    source = await self._pinned(handle)
                     if source is not None:  # the file opened, whatever its name is now
                         node.size = await self.rt.call(source.size)
                     elif node.remote and not node.detached:

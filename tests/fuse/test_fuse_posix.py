@@ -661,3 +661,39 @@ def test_special_files_through_a_posix_tree_are_real_ones(
     run(PosixStore(), options, body, root=str(root).lstrip("/"))
     st = (root / "p").lstat()
     assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+
+
+def test_handles_over_a_posix_tree_read_the_file_they_opened(
+    options: MountOptions, tmp_path: Path
+) -> None:
+    """A mount of a POSIX tree (issue #20.4): a handle reads the descriptor it opened,
+    so the file renamed away and replaced at its name (outside the mount) still
+    reads as it was; after this mount stores the file through another handle, a
+    handle open before that reads what was stored, as a local filesystem shows
+    writes made through other descriptors. Every handle's descriptors are closed at
+    release."""
+    from datamover.stores.posix import PosixStore
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "f").write_bytes(b"first version")
+    store = PosixStore()
+
+    async def body(core: FsCore) -> None:
+        ino = await walk(core, "f")
+        reader, _ = await core.open(ino, os.O_RDONLY)
+        (root / "f").rename(root / "f.away")
+        (root / "f").write_bytes(b"planted by somebody else")
+        assert await core.read(reader, 0, 100) == b"first version"
+        writer, _ = await core.open(ino, os.O_WRONLY | os.O_TRUNC)
+        await core.write(writer, 0, b"stored by the mount")
+        await core.release(writer)
+        assert (root / "f").read_bytes() == b"stored by the mount"
+        assert await core.read(reader, 0, 100) == b"stored by the mount"
+        await core.release(reader)
+
+    before = len(os.listdir("/proc/self/fd"))
+    run(store, options, body, root=str(root).lstrip("/"))
+    store.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert (root / "f.away").read_bytes() == b"first version"
