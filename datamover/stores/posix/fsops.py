@@ -81,22 +81,41 @@ class PosixOpenFile(OpenFile):
         return self.fd is not None or self._error is not None
 
     def size(self) -> int:
-        if self.fd is None:
-            return self.readinto(0, memoryview(b""))  # raises the open's error
+        fd = self._fd()
         try:
-            return os.fstat(self.fd).st_size
+            return os.fstat(fd).st_size
         except OSError as e:
             raise map_oserror(e, self.key) from e
 
-    def readinto(self, offset: int, buf: memoryview) -> int:
+    def _fd(self) -> int:
         if self.fd is None:
             e = self._error or OSError(errno.EBADF, os.strerror(errno.EBADF))
             raise map_oserror(e, self.key) from e
+        return self.fd
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        fd = self._fd()
         view = buf.cast("B") if buf.format != "B" else buf
         try:
-            return read_sparse(self.fd, view, offset)
+            return read_sparse(fd, view, offset)
         except OSError as e:
             raise map_oserror(e, self.key) from e
+
+    def read(self, offset: int, length: int) -> bytes:
+        """One ``pread`` (a kernel read request: no ``fstat``/``SEEK_DATA``, no copy);
+        more only if it came back short before the end."""
+        fd = self._fd()
+        try:
+            data = os.pread(fd, length, offset)
+            if 0 < len(data) < length:
+                parts, got = [data], len(data)
+                while got < length and (more := os.pread(fd, length - got, offset + got)):
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+        return data
 
     def close(self) -> None:
         fd, self.fd = self.fd, None
