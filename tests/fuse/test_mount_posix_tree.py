@@ -121,7 +121,26 @@ def _own_file(t: Tree, name: str, data: bytes) -> None:
     assert (t.home / name).stat().st_uid == NOBODY
 
 
-def test_nobody_can_reach_the_secrets_directly_not(tree: Tree) -> None:
+def _user_allow_other() -> bool:
+    try:
+        text = Path("/etc/fuse.conf").read_text()
+    except OSError:
+        return False
+    return any(line.strip() == "user_allow_other" for line in text.splitlines())
+
+
+def test_root_mounts_allow_other_without_user_allow_other(tree: Tree) -> None:
+    """The mount is live and other users get in, with no ``user_allow_other`` in
+    /etc/fuse.conf (it governs unprivileged mounts only)."""
+    if _user_allow_other():
+        pytest.skip("/etc/fuse.conf has user_allow_other: this machine can't show it")
+    assert os.geteuid() == 0
+    assert as_nobody(f"import os; print(sorted(os.listdir({str(tree.mnt)!r})))").strip() == (
+        "['home', 'rootfile', 'secret']"
+    )
+
+
+def test_nobody_cannot_read_the_secrets_directly(tree: Tree) -> None:
     """The baseline the other tests hold the mount to."""
     out = as_nobody(
         f"""
