@@ -25,6 +25,7 @@ special file        zero-byte object, type in      POSIX: ``mknod``
 hard link           zero-byte object naming its    POSIX: refused (``Unsupported``)
                     target (``datamover-hardlink``)
 copy                ``copy_object``, else streamed
+rename (a file)     copy, then delete              POSIX: ``renameat`` (``rename_file``)
 streamed write      ``features.streaming_writes``  S3: ``S3Writer`` only counts parts
 of unknown size                                    with ``size``; set at commit
                                                    (metadata: ``commit_stream``)
@@ -204,6 +205,12 @@ class FsOps:
     def rename_dir(self, old_prefix: str, new_prefix: str) -> bool:
         """Rename a whole directory natively; False when the store can't (the caller
         then moves object by object)."""
+        return False
+
+    def rename_file(self, src_key: str, dst_key: str) -> bool:
+        """Rename one file (or special file, or symlink) natively, replacing what
+        ``dst_key`` names as ``rename(2)`` does; False when the store can't (the
+        caller then copies it and deletes the original)."""
         return False
 
     def has_child(self, prefix: str) -> bool:

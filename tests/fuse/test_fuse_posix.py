@@ -697,3 +697,30 @@ def test_handles_over_a_posix_tree_read_the_file_they_opened(
     store.close()
     assert len(os.listdir("/proc/self/fd")) == before
     assert (root / "f.away").read_bytes() == b"first version"
+
+
+def test_renames_in_a_posix_tree_are_renameat(options: MountOptions, tmp_path: Path) -> None:
+    """A file, a FIFO and a device node renamed through a mount of a POSIX tree keep
+    their inode (``renameat``, no copy: a special file is never opened), and a handle
+    open across the rename reads on."""
+    from datamover.stores.posix import PosixStore
+
+    root = tmp_path / "tree"
+    (root / "d").mkdir(parents=True)
+    (root / "f").write_bytes(b"bytes")
+    os.mkfifo(root / "p")
+    os.mknod(root / "b", stat.S_IFBLK | 0o600, os.makedev(7, 250))
+    inodes = {name: (root / name).lstat().st_ino for name in ("f", "p", "b")}
+
+    async def body(core: FsCore) -> None:
+        fh, _ = await core.open(await walk(core, "f"), os.O_RDONLY)
+        d = await walk(core, "d")
+        for name in ("f", "p", "b"):
+            await core.rename(ROOT_INO, name, d, name + "2")
+        assert await core.read(fh, 0, 100) == b"bytes"
+        await core.release(fh)
+
+    run(PosixStore(), options, body, root=str(root).lstrip("/"))
+    assert sorted(os.listdir(root)) == ["d"]
+    for name, ino in inodes.items():
+        assert (root / "d" / (name + "2")).lstat().st_ino == ino

@@ -215,6 +215,12 @@ class PosixFsOps(FsOps):
             raise
         return PosixOpenFile(key, place, tree, held, fd, error)
 
+    def rename_file(self, src_key: str, dst_key: str) -> bool:
+        """``renameat`` beneath the tree (neither name followed): the same inode at the
+        new name, special files and open descriptors included, no bytes copied."""
+        self.store.rename(src_key, dst_key)
+        return True
+
     def update_metadata(self, info: ObjectInfo, metadata: Mapping[str, str]) -> ObjectInfo:
         attrs = parse_attrs(metadata, info.key)
         try:
