@@ -55,7 +55,7 @@ from collections.abc import Mapping
 
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError, Unsupported
-from datamover.posixmeta import MODE, MTIME
+from datamover.posixmeta import MODE, MTIME, PosixAttrs
 from datamover.stores.base import (
     DIR_META_NAME,
     HARDLINK_KEY,
@@ -85,6 +85,11 @@ class OpenFile:
     def size(self) -> int:
         """The file's size now."""
         raise NotImplementedError
+
+    def attrs(self) -> PosixAttrs | None:
+        """The opened file's mode (type included), owner and mtime, if known: what
+        the caller's permissions were checked against must be what was opened."""
+        return None
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         """Bytes at ``offset`` into ``buf``; fewer (0 at the end) past the end."""

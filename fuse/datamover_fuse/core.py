@@ -185,6 +185,25 @@ class FsCore:
             except OSError as e:
                 log.warning("%s: closing its backing file: %s", handle.node.key, e)
 
+    async def _check_opened(self, handle: FileHandle) -> None:
+        """The kernel checked the caller's permissions against the node's mode and
+        owner: the file opened must have them. One that does not (changed, or another
+        file linked in at the name, since the node was looked up) is not used: the
+        node takes its attributes and the open fails with ``ESTALE``, which makes the
+        kernel look the name up again and check the caller against them."""
+        file, node = handle.file, handle.node
+        got = None if file is None else await self.rt.call(file.attrs)
+        if got is None or node.local is not None:
+            return
+        if (got.mode, got.uid, got.gid) == (node.mode, node.uid, node.gid):
+            return
+        await self._close_file(handle)
+        if got.mode is not None:
+            node.mode = got.mode
+        node.uid = node.uid if got.uid is None else got.uid
+        node.gid = node.gid if got.gid is None else got.gid
+        raise FsError(errno.ESTALE, f"{node.key}: not the file looked up (mode or owner)")
+
     async def _pinned(self, handle: FileHandle) -> OpenFile | None:
         """The handle's file to read, if the store pinned one. This mount's own upload
         of the file since (another handle's ``close``) replaced it: the file stored
@@ -278,6 +297,7 @@ class FsCore:
             handle.file = await self.rt.call(
                 self.rt.fsops.open_file, node.key, existing=node.remote
             )
+            await self._check_opened(handle)
         if writing:
             lf = self.local.get(node, truncate=bool(flags & os.O_TRUNC))
             if flags & os.O_TRUNC:

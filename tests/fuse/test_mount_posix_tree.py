@@ -209,6 +209,38 @@ def test_a_file_swapped_between_open_and_write_keeps_its_own_bytes(tree: Tree) -
         assert c.read_bytes() == b"01AB456789\n"
 
 
+@pytest.mark.parametrize("change", ["hard-link", "chown-chmod"])
+def test_an_open_checks_the_file_opened_against_the_attributes_the_kernel_checked(
+    tree: Tree, change: str
+) -> None:
+    """The mount (and the kernel) still hold the attributes of ``a``, the attacker's
+    own 0644 file, when its name is made a hard link to a root-only 0600 file (which
+    takes ``protected_hardlinks=0`` for the attacker; root does it here) or the file
+    itself is made root's 0600: the open does not go by the cached attributes, the
+    file opened is checked against them, and the kernel, told ``ESTALE``, looks again
+    and refuses the caller (``EACCES``)."""
+    _own_file(tree, "a", b"mine\n")
+    as_nobody(f"import os; os.stat({str(tree.home_mnt / 'a')!r})")  # cached: nobody 0644
+    if change == "hard-link":
+        (tree.home / "a").unlink()
+        os.link(tree.rootfile, tree.home / "a")
+    else:
+        os.chown(tree.home / "a", 0, 0)
+        os.chmod(tree.home / "a", 0o600)
+        (tree.home / "a").write_bytes(SECRET)
+    out = as_nobody(
+        f"""
+        import errno
+        try:
+            print(open({str(tree.home_mnt / "a")!r}, 'rb').read())
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        """
+    )
+    assert out.strip() == "EACCES", out
+    _secret_intact(tree)
+
+
 def test_ftruncate_after_the_file_was_swapped_builds_on_the_file_opened(tree: Tree) -> None:
     """``ftruncate`` of a handle whose file was swapped for a symlink to a root-only
     file keeps the bytes of the file opened (read from its descriptor)."""

@@ -93,6 +93,14 @@ class PosixOpenFile(OpenFile):
             raise map_oserror(e, self.key) from e
         return self.fd
 
+    def attrs(self) -> PosixAttrs | None:
+        if self.fd is None:
+            return None
+        try:
+            return PosixAttrs.from_stat(os.fstat(self.fd))
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+
     def readinto(self, offset: int, buf: memoryview) -> int:
         fd = self._fd()
         view = buf.cast("B") if buf.format != "B" else buf
