@@ -31,6 +31,16 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
         help="disk bound for staging files; writes past it fail with ENOSPC (default 16GiB)",
     )
     p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    p.add_argument(
+        "--suid",
+        action="store_true",
+        help="honour set-user-ID and set-group-ID bits of files in the mount (default: nosuid)",
+    )
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="let device nodes in the mount be opened as devices (default: nodev)",
+    )
     p.add_argument("--uid", type=int, metavar="N", help="owner of objects without uid metadata")
     p.add_argument("--gid", type=int, metavar="N", help="group of objects without gid metadata")
     p.add_argument(
@@ -109,6 +119,8 @@ def cmd_mount(args: argparse.Namespace, out: IO[str]) -> int:
         cache_dir=args.cache_dir,
         cache_size=args.cache_size,
         allow_other=args.allow_other,
+        suid=args.suid,
+        dev=args.dev,
         uid=args.uid,
         gid=args.gid,
         umask=args.umask,

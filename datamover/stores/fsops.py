@@ -25,10 +25,14 @@ special file        zero-byte object, type in      POSIX: ``mknod``
 hard link           zero-byte object naming its    POSIX: refused (``Unsupported``)
                     target (``datamover-hardlink``)
 copy                ``copy_object``, else streamed
+rename (a file)     copy, then delete              POSIX: ``renameat`` (``rename_file``)
 streamed write      ``features.streaming_writes``  S3: ``S3Writer`` only counts parts
 of unknown size                                    with ``size``; set at commit
                                                    (metadata: ``commit_stream``)
 "has a child"       ``list`` (a whole page)        S3: a LIST of at most 3 keys
+an open file        none: reads go by key          POSIX: the file's descriptor and
+                                                   its directory's, held from open
+                                                   to release (``open_file``)
 ==================  =============================  ==================================
 
 Each row is a gap in the ``Store`` interface; docs/SEMANTICS.md says what it costs.
@@ -51,7 +55,7 @@ from collections.abc import Mapping
 
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError, Unsupported
-from datamover.posixmeta import MODE, MTIME
+from datamover.posixmeta import MODE, MTIME, PosixAttrs
 from datamover.stores.base import (
     DIR_META_NAME,
     HARDLINK_KEY,
@@ -66,6 +70,39 @@ from datamover.stores.base import (
 SMALL_OBJECT = 8 * MiB
 #: The longest key S3, Azure Blob and GCS accept (bytes).
 KEY_MAX = 1024
+
+
+class OpenFile:
+    """What ``FsOps.open_file`` gives one open handle of the mount: the file as it
+    was when opened, read through what was opened then (never looked up again by
+    its name), until ``close``."""
+
+    @property
+    def readable(self) -> bool:
+        """Whether reads go here (False: a file being created; read by key)."""
+        return True
+
+    def size(self) -> int:
+        """The file's size now."""
+        raise NotImplementedError
+
+    def attrs(self) -> PosixAttrs | None:
+        """The opened file's mode (type included), owner and mtime, if known: what
+        the caller's permissions were checked against must be what was opened."""
+        return None
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        """Bytes at ``offset`` into ``buf``; fewer (0 at the end) past the end."""
+        raise NotImplementedError
+
+    def read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(length)
+        n = self.readinto(offset, memoryview(buf))
+        del buf[n:]
+        return bytes(buf)
+
+    def close(self) -> None:
+        """Release what was opened; called once, when the handle is released."""
 
 
 def for_store(store: Store) -> FsOps:
@@ -87,6 +124,8 @@ class FsOps:
         #: then lives in ``DIR_META_NAME`` objects); None until learnt (see the module
         #: docstring). Set once from a worker thread; a race only repeats the lesson.
         self.markers_keep_metadata = store.features.marker_metadata
+        #: Whether ``open_file`` pins anything (the mount skips the call otherwise).
+        self.pins_files = False
 
     # -- directories ------------------------------------------------------------------
 
@@ -173,6 +212,12 @@ class FsOps:
         then moves object by object)."""
         return False
 
+    def rename_file(self, src_key: str, dst_key: str) -> bool:
+        """Rename one file (or special file, or symlink) natively, replacing what
+        ``dst_key`` names as ``rename(2)`` does; False when the store can't (the
+        caller then copies it and deletes the original)."""
+        return False
+
     def has_child(self, prefix: str) -> bool:
         """Whether any key other than the marker ``prefix`` and its ``DIR_META_NAME``
         object is under ``prefix``."""
@@ -201,6 +246,15 @@ class FsOps:
         the hard links of a tree (so a copy back to POSIX makes a real link). Raises
         ``Unsupported`` where a link can't be stored this way."""
         return self.store.put(key, b"", metadata={**metadata, HARDLINK_KEY: target})
+
+    # -- open files -----------------------------------------------------------------
+
+    def open_file(self, key: str, *, existing: bool) -> OpenFile | None:
+        """Pin the file ``key`` for one handle (``existing``: it is there to be read,
+        else it is being created): its reads then go to the ``OpenFile``, and the
+        store's writes of ``key`` while it is held land where it was opened. None
+        where the store has nothing to pin (object stores: a handle reads by key)."""
+        return None
 
     # -- metadata -----------------------------------------------------------------
 

@@ -49,7 +49,7 @@ import trio
 
 from datamover.errors import NotFound
 from datamover.stores.base import Store
-from datamover.stores.fsops import FsOps, for_store
+from datamover.stores.fsops import FsOps, OpenFile, for_store
 from datamover_fuse.cache import Clock
 from datamover_fuse.fserrors import FsError, check_writable
 from datamover_fuse.inodes import (
@@ -82,6 +82,11 @@ class FileHandle:
     node: Inode
     writable: bool
     reader: Prefetcher | None = None
+    #: What the store pinned at open/create (``FsOps.open_file``; POSIX: the file's
+    #: descriptor and its directory's), read instead of the key, closed at release.
+    file: OpenFile | None = None
+    #: ``node.stored`` when ``file`` was opened.
+    stored: int = 0
 
 
 class FsCore:
@@ -99,6 +104,9 @@ class FsCore:
     ) -> None:
         if root_key and not root_key.endswith("/"):
             root_key += "/"
+        # Every key of the mount is reached beneath the root, opened once (POSIX:
+        # no symlink below it is followed; object stores: nothing to do).
+        store.confine(root_key)
         self.options = options
         self.rt = Runtime(
             store,
@@ -155,8 +163,10 @@ class FsCore:
             await self.writes.discard(node.local)
             node.local = None
         for handle in self._handles.values():
-            if isinstance(handle, FileHandle) and handle.reader is not None:
-                handle.reader.close()
+            if isinstance(handle, FileHandle):
+                if handle.reader is not None:
+                    handle.reader.close()
+                await self._close_file(handle)
         self._handles.clear()
         await self.writes.idle()
 
@@ -166,6 +176,50 @@ class FsCore:
         fh = next(self._fh_numbers)
         self._handles[fh] = handle
         return fh
+
+    async def _close_file(self, handle: FileHandle) -> None:
+        file, handle.file = handle.file, None
+        if file is not None:
+            try:
+                await self.rt.call(file.close)
+            except OSError as e:
+                log.warning("%s: closing its backing file: %s", handle.node.key, e)
+
+    async def _check_opened(self, handle: FileHandle) -> None:
+        """The kernel checked the caller's permissions against the node's mode and
+        owner: the file opened must have them. One that does not (changed, or another
+        file linked in at the name, since the node was looked up) is not used: the
+        node takes its attributes and the open fails with ``ESTALE``, which makes the
+        kernel look the name up again and check the caller against them."""
+        file, node = handle.file, handle.node
+        got = None if file is None else await self.rt.call(file.attrs)
+        if got is None or node.local is not None:
+            return
+        if (got.mode, got.uid, got.gid) == (node.mode, node.uid, node.gid):
+            return
+        await self._close_file(handle)
+        if got.mode is not None:
+            node.mode = got.mode
+        node.uid = node.uid if got.uid is None else got.uid
+        node.gid = node.gid if got.gid is None else got.gid
+        raise FsError(errno.ESTALE, f"{node.key}: not the file looked up (mode or owner)")
+
+    async def _pinned(self, handle: FileHandle) -> OpenFile | None:
+        """The handle's file to read, if the store pinned one. This mount's own upload
+        of the file since (another handle's ``close``) replaced it: the file stored
+        then is opened instead, as a local filesystem shows a handle the writes made
+        through others."""
+        file = handle.file
+        if file is None or not file.readable:
+            return None
+        node = handle.node
+        if handle.stored != node.stored and node.remote and not node.detached:
+            await self._close_file(handle)
+            handle.stored = node.stored
+            handle.file = file = await self.rt.call(
+                self.rt.fsops.open_file, node.key, existing=True
+            )
+        return file
 
     def _file_handle(self, fh: int) -> FileHandle:
         handle = self._handles.get(fh)
@@ -213,8 +267,11 @@ class FsCore:
         self, ino: int, changes: SetAttrs, fh: int | None = None, caller: Caller | None = None
     ) -> Attr:
         """``caller`` (None: the core's own tests, root) is checked by
-        ``datamover_fuse.permissions``."""
-        return await self.metadata.setattr(ino, changes, caller)
+        ``datamover_fuse.permissions``. With ``fh`` (``ftruncate``), a truncate builds
+        on the file that handle opened."""
+        handle = self._handles.get(fh) if fh is not None else None
+        source = await self._pinned(handle) if isinstance(handle, FileHandle) else None
+        return await self.metadata.setattr(ino, changes, caller, source)
 
     # -- files: open, read, write, close --------------------------------------------------
 
@@ -231,13 +288,26 @@ class FsCore:
         fresh = node.exact and node.expires > self.rt.clock()
         if node.local is None and node.remote and not node.detached and not fresh:
             await self.resolver.refresh_file(node)
-        handle = FileHandle(node, writable=writing)
+        handle = FileHandle(node, writable=writing, stored=node.stored)
+        if (
+            self.rt.fsops.pins_files
+            and not node.detached
+            and (node.remote or node.local is not None)
+        ):
+            handle.file = await self.rt.call(
+                self.rt.fsops.open_file, node.key, existing=node.remote
+            )
+            await self._check_opened(handle)
         if writing:
             lf = self.local.get(node, truncate=bool(flags & os.O_TRUNC))
             if flags & os.O_TRUNC:
                 if lf.size or not lf.base_loaded:
                     async with lf.lock:
-                        await self.writes.truncate(lf, 0)
+                        try:
+                            await self.writes.truncate(lf, 0)
+                        except BaseException:
+                            await self._close_file(handle)
+                            raise
                 lf.dirty = True
                 node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
             lf.handles += 1
@@ -253,6 +323,9 @@ class FsCore:
         check_writable(self.options)
         parent = self.table.directory(parent_ino)
         key = new_key(parent, name)
+        file = None
+        if self.rt.fsops.pins_files:
+            file = await self.rt.call(self.rt.fsops.open_file, key, existing=False)
         old = self.table.at(key)
         if old is not None:
             if old.key != key:  # a hard link's name (the kernel found it absent)
@@ -277,7 +350,7 @@ class FsCore:
         self.dirs.negative.pop(key)
         self.dirs.add_local(parent, name)
         self.table.touch_dir(parent, now)
-        fh = self._new_fh(FileHandle(node, writable=True))
+        fh = self._new_fh(FileHandle(node, writable=True, file=file))
         return fh, self.table.attr(node)
 
     async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
@@ -288,6 +361,9 @@ class FsCore:
             return await self.writes.read(lf, offset, length)
         if not node.remote:
             return b""
+        file = await self._pinned(handle)
+        if file is not None:
+            return await self.rt.call(file.read, offset, length)
         if handle.reader is None or handle.reader.size != node.size:
             if handle.reader is not None:
                 handle.reader.close()
@@ -309,9 +385,12 @@ class FsCore:
                 raise FsError(lf.failed_errno, lf.failed)
             try:
                 if not lf.base_loaded:
-                    if node.remote and not node.detached:
+                    source = await self._pinned(handle)
+                    if source is not None:  # the file opened, whatever its name is now
+                        node.size = await self.rt.call(source.size)
+                    elif node.remote and not node.detached:
                         await self.resolver.refresh_file(node)  # its size now, not cached
-                    await self.writes.load_base(lf, node.size)
+                    await self.writes.load_base(lf, node.size, source)
                 await self.writes.write(lf, offset, data)
             except Exception as e:
                 # The file can't hold what the program wrote: never upload it.
@@ -350,6 +429,7 @@ class FsCore:
                     self.dirs.forget_local(self.table.parent_of(node), node.name)
                     self.table.detach(node)
                 await self.local.drop(node)
+        await self._close_file(handle)  # after the upload: it went into the held directory
         self.table.maybe_drop(node)
 
     # -- names (``namespace``) -----------------------------------------------------------

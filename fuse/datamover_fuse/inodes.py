@@ -140,6 +140,8 @@ class Inode:
     links: set[str] = field(default_factory=set)
     #: A directory's subdirectories, where known (its link count is 2 more).
     subdirs: int | None = None
+    #: Times this mount stored the file (a handle's pinned file is stale after one).
+    stored: int = 0
 
 
 def kind_of(info: ObjectInfo) -> Kind:

@@ -77,6 +77,7 @@ class LocalFiles:
 
     def _committed(self, node: Inode, info: ObjectInfo, size: int) -> None:
         node.remote = True
+        node.stored += 1
         node.size = size
         node.etag = info.etag or info.version
         node.metadata = dict(info.metadata)

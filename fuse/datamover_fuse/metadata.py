@@ -21,6 +21,7 @@ import stat as statmod
 
 from datamover.errors import Unsupported
 from datamover.stores.base import ObjectInfo, digests_from_metadata
+from datamover.stores.fsops import OpenFile
 from datamover_fuse.fserrors import FsError, check_writable, errno_for
 from datamover_fuse.inodes import (
     LINKS_KEY,
@@ -80,7 +81,15 @@ class Metadata:
 
     # -- attributes -----------------------------------------------------------------------
 
-    async def setattr(self, ino: int, changes: SetAttrs, caller: Caller | None = None) -> Attr:
+    async def setattr(
+        self,
+        ino: int,
+        changes: SetAttrs,
+        caller: Caller | None = None,
+        source: OpenFile | None = None,
+    ) -> Attr:
+        """``source``: the file the handle of an ``ftruncate`` opened, which a truncate
+        builds on (``FsOps.open_file``); else the object at the key."""
         node = self.table.node(ino)
         meta_change = any(
             v is not None
@@ -92,12 +101,12 @@ class Metadata:
         if caller is not None:
             check_setattr(node, changes, caller)
         if changes.size is not None:
-            await self._truncate(node, changes.size)
+            await self._truncate(node, changes.size, source)
         if meta_change:
             await self._change_metadata(node, changes)
         return self.table.attr(node)
 
-    async def _truncate(self, node: Inode, size: int) -> None:
+    async def _truncate(self, node: Inode, size: int, source: OpenFile | None) -> None:
         if node.kind is Kind.DIR:
             raise FsError(errno.EISDIR)
         if node.kind is not Kind.FILE:
@@ -109,7 +118,9 @@ class Metadata:
         try:
             async with lf.lock:
                 if not lf.base_loaded and size > 0:
-                    await self.writes.load_base(lf, node.size)
+                    if source is not None:
+                        node.size = await self.rt.call(source.size)
+                    await self.writes.load_base(lf, node.size, source)
                 await self.writes.truncate(lf, size)
             node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
             if not was_open:

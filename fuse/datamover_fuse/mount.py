@@ -8,7 +8,8 @@ that the mount is live, or raises with the daemon's error. ``umount`` runs
 detached lazily, so no open file loses its pending upload.
 
 Mount options: ``default_permissions`` (the kernel checks modes and owners),
-``allow_other`` on request, ``ro`` for a read-only mount, ``fsname`` (the URL) and
+``nosuid,nodev`` (unless ``--suid``/``--dev``), ``allow_other`` on request, ``ro``
+for a read-only mount, ``fsname`` (the URL) and
 ``subtype=datamover`` (``mount`` shows ``fuse.datamover``). FUSE read requests are as
 large as libfuse negotiates (1 MiB with libfuse 3.14: ``max_pages`` 256); ``max_read=``
 can't be passed because pyfuse3's ``init`` does not set ``conn->max_read`` to match.
@@ -167,6 +168,9 @@ def _fuse_options(url: str, options: MountOptions) -> set[str]:
         opts.add("allow_other")
     if options.read_only:
         opts.add("ro")
+    # libfuse mounts nosuid,nodev unless told "suid"/"dev"; named here either way.
+    opts.add("suid" if options.suid else "nosuid")
+    opts.add("dev" if options.dev else "nodev")
     return opts
 
 

@@ -523,10 +523,13 @@ class Namespace:
             meta = {**src.metadata, **posix_meta(src)}
             info = ObjectInfo(key=src.key, size=src.size, etag=src.etag, metadata=src.metadata)
             try:
-                await self._call(self.rt.fsops.copy, info, dst_key, meta)
+                renamed = await self._call(self.rt.fsops.rename_file, src.key, dst_key)
+                if not renamed:
+                    await self._call(self.rt.fsops.copy, info, dst_key, meta)
                 if src.links:
                     await self._point_links(src.links, dst_key, src)
-                await self._call(self.store.delete, src.key)
+                if not renamed:
+                    await self._call(self.store.delete, src.key)
             except FsError:
                 if lf is not None:
                     lf.key = src.key

@@ -53,6 +53,10 @@ class MountOptions:
     ``read_ahead`` (the kernel's read-ahead for the mount) and ``max_background``
     (the kernel's asynchronous FUSE requests in flight, read-ahead mostly) are set
     only when the mounting process may (root); see ``mount``.
+
+    The mount is ``nosuid,nodev`` unless ``suid``/``dev`` ask otherwise (as
+    ``mount -o suid,dev``): a set-user-ID file or a device node in the bucket or
+    tree grants nothing through the mount.
     """
 
     read_only: bool = False
@@ -77,6 +81,8 @@ class MountOptions:
     log_file: str | None = None
     attrs_from_list: bool = False
     stat_concurrency: int = 16
+    suid: bool = False
+    dev: bool = False
 
     def __post_init__(self) -> None:
         if self.cache_size < 64 * MiB:

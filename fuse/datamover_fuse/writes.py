@@ -54,6 +54,7 @@ import trio
 from datamover.checksums import PartDigests
 from datamover.errors import SourceChanged
 from datamover.stores.base import ChunkWriter, MiB, ObjectInfo, digest_metadata_key
+from datamover.stores.fsops import OpenFile
 from datamover_fuse.fserrors import FsError
 from datamover_fuse.runtime import Runtime
 from datamover_fuse.staging import StagedFile
@@ -304,8 +305,10 @@ class WriteManager:
         lf.base_loaded = True
         lf.dirty = True
 
-    async def load_base(self, lf: LocalFile, size: int) -> None:
-        """Download the existing object into the staging file (chunks in parallel)."""
+    async def load_base(self, lf: LocalFile, size: int, source: OpenFile | None = None) -> None:
+        """Download the existing object into the staging file (chunks in parallel):
+        from ``source``, the file the writing handle opened, where the store pinned
+        one (``FsOps.open_file``), else by key."""
         await self.reserve(lf, size)
         rt = self.rt
 
@@ -314,7 +317,10 @@ class WriteManager:
             granted = await rt.write_budget.acquire(n)
             try:
                 buf = bytearray(n)
-                got = await rt.call(rt.store.readinto, lf.key, offset, memoryview(buf))
+                if source is not None:
+                    got = await rt.call(source.readinto, offset, memoryview(buf))
+                else:
+                    got = await rt.call(rt.store.readinto, lf.key, offset, memoryview(buf))
                 if got != n:
                     raise SourceChanged(f"{lf.key}: changed while being opened", key=lf.key)
                 await rt.disk(lf.staged.pwrite, offset, buf)

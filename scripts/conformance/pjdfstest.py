@@ -6,6 +6,8 @@ both from ``tests/servers.py``), makes one bucket per target and mounts it:
 * ``datamover``: ``datamover mount s3://BUCKET/ MNT --foreground --allow-other``
   (``--allow-other`` because pjdfstest, run as root, switches to other uids);
 * ``s3fs``: ``s3fs BUCKET MNT -f -o url=...,use_path_request_style,allow_other``;
+* ``datamover-posix``: ``datamover mount DIR MNT --foreground --allow-other`` over a
+  directory on /tmp's filesystem (a mount of a POSIX tree; no server used);
 * ``local``: no mount, a directory on /tmp's own filesystem: the control, which
   shows what a full pass looks like on this machine.
 
@@ -71,7 +73,7 @@ from servers import MotoServer, S3Server, SeaweedServer  # noqa: E402
 #: The pjd/pjdfstest commit of the baseline in bench/RESULTS.md.
 PINNED_COMMIT = "85a8aea9e685999ef0540392fd80535f873d7ff7"
 DEFAULT_PJDFSTEST = ROOT / ".tools" / "pjdfstest"
-TARGETS = ("datamover", "s3fs", "local")
+TARGETS = ("datamover", "datamover-posix", "s3fs", "local")
 MOUNT_TIMEOUT = 60.0
 #: After a daemon died mid-run: remount this many times, then give the target up.
 MAX_REMOUNTS = 3
@@ -508,6 +510,21 @@ def datamover_target(
     return Target("datamover", argv, env, mnt, out / "datamover-mount.log"), options
 
 
+def datamover_posix_target(
+    server: S3Server, work: Path, out: Path, extra: list[str]
+) -> tuple[Target, list[str]]:
+    """The mount over a POSIX directory (the server is not used)."""
+    back = work / "posix-back"
+    back.mkdir()
+    back.chmod(0o755)
+    mnt = work / "mnt-datamover-posix"
+    options = ["--allow-other", "--cache-dir", str(work / "dmp-cache"), *extra]
+    argv = [sys.executable, "-m", "datamover", "-v", "mount", str(back), str(mnt)]
+    argv += ["--foreground", *options]
+    target = Target("datamover-posix", argv, dict(os.environ), mnt, out / "dmp-mount.log")
+    return target, options
+
+
 def s3fs_target(
     server: S3Server, work: Path, out: Path, extra: list[str]
 ) -> tuple[Target, list[str]]:
@@ -826,8 +843,12 @@ def main(argv: list[str] | None = None) -> int:
                 report["meta"]["server_version"] = _version([str(server.binary), "version"])
             print(f"# {args.server} on {server.endpoint}; {len(tests)} test files", flush=True)
             for name in targets:
-                make = {"datamover": datamover_target, "s3fs": s3fs_target}.get(name, local_target)
-                extra = args.dm_arg if name == "datamover" else args.s3fs_opt
+                make = {
+                    "datamover": datamover_target,
+                    "datamover-posix": datamover_posix_target,
+                    "s3fs": s3fs_target,
+                }.get(name, local_target)
+                extra = args.dm_arg if name.startswith("datamover") else args.s3fs_opt
                 target, options = make(server, work, out, extra)
                 results, meta = run_target(target, pjd, tests, args.file_timeout, deadline, out)
                 meta["mount_options"] = options

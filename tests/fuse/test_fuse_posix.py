@@ -661,3 +661,66 @@ def test_special_files_through_a_posix_tree_are_real_ones(
     run(PosixStore(), options, body, root=str(root).lstrip("/"))
     st = (root / "p").lstat()
     assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+
+
+def test_handles_over_a_posix_tree_read_the_file_they_opened(
+    options: MountOptions, tmp_path: Path
+) -> None:
+    """A mount of a POSIX tree (issue #20.4): a handle reads the descriptor it opened,
+    so the file renamed away and replaced at its name (outside the mount) still
+    reads as it was; after this mount stores the file through another handle, a
+    handle open before that reads what was stored, as a local filesystem shows
+    writes made through other descriptors. Every handle's descriptors are closed at
+    release."""
+    from datamover.stores.posix import PosixStore
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "f").write_bytes(b"first version")
+    store = PosixStore()
+
+    async def body(core: FsCore) -> None:
+        ino = await walk(core, "f")
+        reader, _ = await core.open(ino, os.O_RDONLY)
+        (root / "f").rename(root / "f.away")
+        (root / "f").write_bytes(b"planted by somebody else")
+        assert await core.read(reader, 0, 100) == b"first version"
+        writer, _ = await core.open(ino, os.O_WRONLY | os.O_TRUNC)
+        await core.write(writer, 0, b"stored by the mount")
+        await core.release(writer)
+        assert (root / "f").read_bytes() == b"stored by the mount"
+        assert await core.read(reader, 0, 100) == b"stored by the mount"
+        await core.release(reader)
+
+    before = len(os.listdir("/proc/self/fd"))
+    run(store, options, body, root=str(root).lstrip("/"))
+    store.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert (root / "f.away").read_bytes() == b"first version"
+
+
+def test_renames_in_a_posix_tree_are_renameat(options: MountOptions, tmp_path: Path) -> None:
+    """A file, a FIFO and a device node renamed through a mount of a POSIX tree keep
+    their inode (``renameat``, no copy: a special file is never opened), and a handle
+    open across the rename reads on."""
+    from datamover.stores.posix import PosixStore
+
+    root = tmp_path / "tree"
+    (root / "d").mkdir(parents=True)
+    (root / "f").write_bytes(b"bytes")
+    os.mkfifo(root / "p")
+    os.mknod(root / "b", stat.S_IFBLK | 0o600, os.makedev(7, 250))
+    inodes = {name: (root / name).lstat().st_ino for name in ("f", "p", "b")}
+
+    async def body(core: FsCore) -> None:
+        fh, _ = await core.open(await walk(core, "f"), os.O_RDONLY)
+        d = await walk(core, "d")
+        for name in ("f", "p", "b"):
+            await core.rename(ROOT_INO, name, d, name + "2")
+        assert await core.read(fh, 0, 100) == b"bytes"
+        await core.release(fh)
+
+    run(PosixStore(), options, body, root=str(root).lstrip("/"))
+    assert sorted(os.listdir(root)) == ["d"]
+    for name, ino in inodes.items():
+        assert (root / "d" / (name + "2")).lstat().st_ino == ino

@@ -4,6 +4,13 @@ store's tree for the key (``PosixStore.beneath``): a symlink at the name, or bel
 confined root above it, is never followed, so ``chmod``/``chown``/``utime``/``mkdir``/
 ``rmdir``/``rename`` act on the entry named, not on what a link points to.
 
+An open file of the mount (``open_file``) is its descriptor, opened once with
+``O_NOFOLLOW`` in its directory's descriptor, which is held from ``open``/``create``
+to ``release``: every read of the handle is a ``pread`` of that descriptor, and the
+upload at ``flush``/``release`` (a temp file and a ``renameat``, by the store's
+writer) goes into that held directory, whatever has been renamed or replaced by a
+symlink meanwhile (see ``PosixOpenFile``).
+
 Metadata here comes from the mount's own callers (the kernel checked their
 permissions), so set-ID bits are applied as asked."""
 
@@ -16,16 +23,22 @@ import stat as statmod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from datamover.errors import NotFound, StoreError, Unsupported, UsageError
+from datamover.errors import NotFound, SourceChanged, StoreError, Unsupported, UsageError
 from datamover.posixmeta import RDEV, PosixAttrs
 from datamover.stores.base import ObjectInfo
-from datamover.stores.fsops import FsOps
+from datamover.stores.fsops import FsOps, OpenFile
 from datamover.stores.posix.attrs import apply_attrs, apply_attrs_at, parse_attrs
-from datamover.stores.posix.beneath import split
+from datamover.stores.posix.beneath import Beneath, Dir, split
 from datamover.stores.posix.errors import map_oserror
+from datamover.stores.posix.sparse import read_sparse
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from datamover.stores.posix.store import PosixStore
+
+#: NONBLOCK: a FIFO swapped in for the file can't hang the open.
+_O_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _dir_info(key: str, st: os.stat_result) -> ObjectInfo:
@@ -39,10 +52,99 @@ def _dir_info(key: str, st: os.stat_result) -> ObjectInfo:
     )
 
 
+class PosixOpenFile(OpenFile):
+    """One handle's file: ``fd`` (None for a file being created, or one this
+    process may not read) and its directory ``held`` in the store's tree. While the
+    directory is held, the tree hands that very descriptor (``Beneath.hold``) to
+    every operation on a name in it (the writer that uploads the file included), so
+    nothing done to the file's path after ``open`` changes which directory is used
+    or which file is read."""
+
+    def __init__(
+        self,
+        key: str,
+        place: AbstractContextManager[tuple[Beneath, str]],
+        tree: Beneath,
+        held: Dir,
+        fd: int | None,
+        error: OSError | None,
+    ) -> None:
+        self.key = key
+        self._place = place
+        self._tree = tree
+        self._held: Dir | None = held
+        self.fd = fd
+        self._error = error
+
+    @property
+    def readable(self) -> bool:
+        return self.fd is not None or self._error is not None
+
+    def size(self) -> int:
+        fd = self._fd()
+        try:
+            return os.fstat(fd).st_size
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+
+    def _fd(self) -> int:
+        if self.fd is None:
+            e = self._error or OSError(errno.EBADF, os.strerror(errno.EBADF))
+            raise map_oserror(e, self.key) from e
+        return self.fd
+
+    def attrs(self) -> PosixAttrs | None:
+        if self.fd is None:
+            return None
+        try:
+            return PosixAttrs.from_stat(os.fstat(self.fd))
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        fd = self._fd()
+        view = buf.cast("B") if buf.format != "B" else buf
+        try:
+            return read_sparse(fd, view, offset)
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+
+    def read(self, offset: int, length: int) -> bytes:
+        """One ``pread`` (a kernel read request: no ``fstat``/``SEEK_DATA``, no copy);
+        more only if it came back short before the end."""
+        fd = self._fd()
+        try:
+            data = os.pread(fd, length, offset)
+            if 0 < len(data) < length:
+                parts, got = [data], len(data)
+                while got < length and (more := os.pread(fd, length - got, offset + got)):
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+        return data
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        held, self._held = self._held, None
+        try:
+            if fd is not None:
+                os.close(fd)
+        finally:
+            if held is not None:
+                self._tree.release(held)
+                self._place.__exit__(None, None, None)
+
+
 class PosixFsOps(FsOps):
     """A POSIX tree has real directories and real attributes: use them."""
 
     store: PosixStore
+
+    def __init__(self, store: PosixStore) -> None:
+        super().__init__(store)
+        self.pins_files = True
 
     def make_dir(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
         """``mkdir`` (mode ``0700`` until the metadata's is set), or the attributes of
@@ -81,6 +183,50 @@ class PosixFsOps(FsOps):
 
     def rename_dir(self, old_prefix: str, new_prefix: str) -> bool:
         self.store.rename(old_prefix.rstrip("/"), new_prefix.rstrip("/"))
+        return True
+
+    def open_file(self, key: str, *, existing: bool) -> PosixOpenFile:
+        """Hold ``key``'s directory (reached beneath the mount's root, no symlink
+        followed) and, when ``existing``, open the file in it with ``O_NOFOLLOW``: a
+        symlink or anything but a regular file there now is refused (``ESTALE``:
+        it is not the file the mount knew). A file this process may not read is
+        held without a descriptor (a write-only open needs none; a read fails)."""
+        place = self.store.beneath(key)
+        tree, rel = place.__enter__()
+        try:
+            head, name = split(rel)
+            held = tree.hold(head)
+        except OSError as e:
+            place.__exit__(None, None, None)
+            raise map_oserror(e, key) from e
+        fd: int | None = None
+        error: OSError | None = None
+        try:
+            if existing:
+                try:
+                    fd = os.open(name, _O_READ, dir_fd=held.fd)
+                except PermissionError as e:
+                    error = e
+                except OSError as e:
+                    if e.errno != errno.ELOOP:
+                        raise map_oserror(e, key) from e
+                    raise SourceChanged(
+                        f"/{key}: is a symlink now, not the file that was looked up", key=key
+                    ) from e
+                if fd is not None and not statmod.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    fd = None
+                    raise SourceChanged(f"/{key}: is not a regular file any more", key=key)
+        except BaseException:
+            tree.release(held)
+            place.__exit__(None, None, None)
+            raise
+        return PosixOpenFile(key, place, tree, held, fd, error)
+
+    def rename_file(self, src_key: str, dst_key: str) -> bool:
+        """``renameat`` beneath the tree (neither name followed): the same inode at the
+        new name, special files and open descriptors included, no bytes copied."""
+        self.store.rename(src_key, dst_key)
         return True
 
     def update_metadata(self, info: ObjectInfo, metadata: Mapping[str, str]) -> ObjectInfo:
