@@ -50,6 +50,9 @@ DURABILITY = ("job", "file", "none")
 #: ``--s3-checksum``: what S3 uploads carry so the store checks the bytes
 #: (``datamover.stores.s3.checks`` says what each means).
 S3_CHECKSUMS = ("auto", "crc64nvme", "crc32c", "md5", "off")
+#: ``--unverified``: what becomes of a write no check of the store covered
+#: (``datamover.engine.proof`` says what each does).
+UNVERIFIED = ("readback", "fail", "accept")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,14 @@ class TransferOptions:
     ``crc32c``, ``md5`` (Content-MD5) or ``off`` (none, for stores that refuse the
     headers). None: the named remote's ``s3_checksum``, else ``auto``.
 
+    ``unverified``: a file whose write no check of the store covered (the store
+    enforced no checksum over its bytes: moto, a store that ignores the checksum
+    headers) is ``readback`` (default: read back from the store, streamed through one
+    buffer per transfer thread taken from ``memory_budget``, and its sha256 compared
+    with the one computed while sending; recorded ``verified: readback``), ``fail``
+    (the file fails, named, and its object is removed) or ``accept`` (recorded ok
+    with ``verified: none``, counted in the run's summary).
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -139,6 +150,7 @@ class TransferOptions:
     resume: bool = True
     bwlimit: int | None = None
     s3_checksum: str | None = None
+    unverified: str = "readback"
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -169,6 +181,11 @@ class TransferOptions:
             raise UsageError(
                 f"unknown --s3-checksum {self.s3_checksum!r}; choose one of "
                 f"{', '.join(S3_CHECKSUMS)}"
+            )
+
+        if self.unverified not in UNVERIFIED:
+            raise UsageError(
+                f"unknown --unverified {self.unverified!r}; choose one of {', '.join(UNVERIFIED)}"
             )
 
     def with_(self, **changes: Any) -> TransferOptions:
@@ -224,6 +241,7 @@ class TransferOptions:
             "server_side_copy": self.server_side_copy,
             "durability": self.durability,
             "s3_checksum": self.s3_checksum or "auto",
+            "unverified": self.unverified,
         }
 
 
