@@ -72,7 +72,8 @@ def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
     )
     if result.error is None:
         entry.verified = result.verified
-        if result.dst_info is not None and result.verified is not None:
+        # Of bytes a check covered only: they are then checksums of what was sent.
+        if result.dst_info is not None and result.verified not in (None, VERIFIED_NONE):
             entry.provider_checksums = dict(result.dst_info.provider_checksums)
     if job.kind == "dir":
         entry.kind = "dir"
