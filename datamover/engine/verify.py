@@ -219,16 +219,25 @@ def _judge(
             report.ok += 1
             report.by_checksum += 1
             return None
+    replaced = (
+        f" (it was replaced since: ETag now {info.etag}, the manifest recorded {e.etag})"
+        if e.etag and info.etag and e.etag != info.etag
+        else ""
+    )
     if not e.provider_checksums:
         return (
-            "the manifest records no checksum the store computed for it (an older manifest, "
-            "a write no store check covered, or a store that reports none)"
+            replaced[2:-1]
+            if replaced
+            else (
+                "the manifest records no checksum the store computed for it (an older manifest, "
+                "a write no store check covered, or a store that reports none)"
+            )
         )
     if not info.provider_checksums:
-        return "the store reports no checksum of its own for it now"
+        return "the store reports no checksum of its own for it now" + replaced
     return (
         f"the store reports {', '.join(sorted(info.provider_checksums))} now, the manifest "
-        f"recorded {', '.join(sorted(e.provider_checksums))}"
+        f"recorded {', '.join(sorted(e.provider_checksums))}{replaced}"
     )
 
 
