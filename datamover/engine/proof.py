@@ -39,12 +39,13 @@ from datamover.stores.base import Store
 READBACK = "readback"
 #: Runs one read with the run's retries (``Runner.retrying`` bound to a file).
 Retrying = Callable[[Callable[[], Any]], Any]
-#: Largest read-back buffer per transfer thread.
-MAX_READBACK_CHUNK = 1 * MiB
+#: Largest read-back buffer per transfer thread: one ranged read per 4 MiB (a store
+#: that serves a range by reading the whole object, as moto does, pays per request).
+MAX_READBACK_CHUNK = 4 * MiB
 
 
 def readback_chunk(options: TransferOptions) -> int:
-    """Bytes of one read-back buffer: 1 MiB, less where a quarter of the memory budget
+    """Bytes of one read-back buffer: 4 MiB, less where a quarter of the memory budget
     can't hold one per transfer thread (never under 1 KiB). 0 unless the policy reads
     back."""
     if options.unverified != READBACK:
