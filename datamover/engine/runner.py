@@ -311,8 +311,6 @@ class Runner:
         (``engine.proof``); raises when the file must fail."""
         if self.prover is not None:
             self.prover.prove(job, result, lambda fn: self.retrying(job, fn, retries), link=link)
-            if result.verified == "readback":
-                self.moved(result.size)  # the read-back crossed from the store too
 
     def moved(self, n: int) -> None:
         with self._moved_lock:
