@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import IO
 
 from datamover.checksums import ALGORITHMS
@@ -139,6 +140,10 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
             + ("" if manifest.summary else "  (incomplete: no summary)"),
             file=out,
         )
+        checks = Counter(e.verified for e in manifest.entries if e.status == "ok" and e.verified)
+        if checks:
+            covered = ", ".join(f"{n} {how}" for how, n in sorted(checks.items()))
+            print(f"  verified by: {covered}", file=out)
         return EXIT_OK
     if args.format == "bagit":
         if not args.output:

@@ -134,3 +134,13 @@ def test_unknown_policy_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="--unverified"):
         TransferOptions(unverified="maybe")
+
+
+def test_manifest_show_says_what_covered_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamover import cli
+
+    _copy(FlippingStore(), tmp_path)
+    assert cli.main(["manifest", "show", str(tmp_path / "m.jsonl")]) == 0
+    assert "verified by: 5 readback" in capsys.readouterr().out
