@@ -73,6 +73,7 @@ DM_SMALL = ["--transfers", "32"]
 RC_LARGE_UP = ["--transfers", "8", "--s3-upload-concurrency", "8", "--s3-chunk-size", "16M"]
 RC_LARGE_DOWN = ["--transfers", "8", "--multi-thread-streams", "8", "--multi-thread-cutoff", "16M"]
 RC_SMALL = ["--transfers", "32", "--checkers", "32"]
+NOSYNC = ["--durability", "none"]
 
 
 @dataclass
@@ -306,11 +307,11 @@ def ceph_rows(run: Run) -> list[Row]:
 
             return make
 
-        def down(tool: str) -> Any:
+        def down(tool: str, *extra: str) -> Any:
             def make(rep: int) -> tuple[list[str], dict[str, str], Callable[[], Any]]:
                 out = run.work / "out" / uuid.uuid4().hex[:8]
                 if tool == "datamover":
-                    argv = run.dm(f"s3://{BUCKET}/{src_key}", str(out) + "/", *dm_flags)
+                    argv = run.dm(f"s3://{BUCKET}/{src_key}", str(out) + "/", *dm_flags, *extra)
                     env = dm_env
                 else:
                     argv = [*rc_base, "copy", f"RGW:{BUCKET}/{src_key}", str(out), *rc_down]
@@ -333,6 +334,13 @@ def ceph_rows(run: Run) -> list[Row]:
             )
             row = Row(f"ceph-{direction}-{name}", title, data.bytes, data.files)
             tools = {"datamover": maker("datamover"), f"rclone {RCLONE_VERSION}": maker("rclone")}
+            if direction == "down":
+                # What the download's durability (syncfs) and its read-back cost:
+                # rclone neither syncs nor reads back.
+                tools["dm --durability none"] = down("datamover", *NOSYNC)
+                tools["dm --durability none --unverified accept"] = down(
+                    "datamover", *NOSYNC, "--unverified", "accept"
+                )
             rows.append(run.row(row, tools, run.args.reps))
 
         return rows
