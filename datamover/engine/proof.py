@@ -106,10 +106,13 @@ class Prover:
             )
         result.verified = READBACK
 
-    def _buffer(self) -> memoryview:
+    def _buffer(self, size: int) -> memoryview:
+        """This thread's read-back buffer, grown (up to ``chunk``) only as far as the
+        objects it reads back need: small files never cost a whole chunk."""
+        want = min(self.chunk, max(64 * KiB, size + 1))
         buf: memoryview | None = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = memoryview(bytearray(self.chunk))
+        if buf is None or len(buf) < want:
+            buf = memoryview(bytearray(want))
             self._local.buf = buf
         return buf
 
@@ -118,7 +121,7 @@ class Prover:
         range asks for one byte past ``size`` where the buffer has room, so an object
         longer than was sent shows without another request."""
         hasher = new_hasher(self.algorithm)
-        buf = self._buffer()
+        buf = self._buffer(size)
         offset = 0
         while True:
             want = buf[: min(len(buf), size - offset + 1)]
