@@ -85,6 +85,7 @@ lint: check
 
 bench: setup
 	cd $(ROOT) && $(UV) run --frozen python bench/run.py
+	cd $(ROOT) && $(UV) run --frozen python bench/integrity.py
 
 # pjdfstest (pjd/pjdfstest, the commit bench/RESULTS.md names) is neither vendored nor
 # built here: the project may not ship a recipe that builds third-party code it did not

@@ -188,12 +188,22 @@ def verify(
     *,
     listener: Listener | None = None,
     progress: ProgressCallback | None = None,
+    no_download: bool = False,
+    allow_download: bool = False,
     **option_kwargs: Any,
 ) -> VerifyReport:
     """Re-read ``target`` (default: the manifest's destination) and compare each file
     the manifest lists as copied with its size and digest. ``.passed`` says whether
-    everything matched."""
-    job = VerifyJob(manifest, target, make_options(options, **option_kwargs))
+    everything matched. ``no_download``: read nothing, prove files by the checksums
+    the store computed (``.unproven`` lists those it can't; ``allow_download`` reads
+    those instead)."""
+    job = VerifyJob(
+        manifest,
+        target,
+        make_options(options, **option_kwargs),
+        no_download=no_download,
+        allow_download=allow_download,
+    )
     return run(job, listener=_listener(listener, progress))
 
 

@@ -207,6 +207,11 @@ class VerifyJob:
     manifest: str
     target: str | None = None
     options: TransferOptions = field(default_factory=TransferOptions)
+    #: Read no data: prove each file by the checksums the store computed over the
+    #: bytes it holds, compared with those the manifest recorded; files that can't be
+    #: proven so fail the verify, unless ``allow_download`` reads them instead.
+    no_download: bool = False
+    allow_download: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,10 +513,19 @@ def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
     root_url = job.target or str(manifest.header.get("destination", ""))
     if not root_url:
         raise UsageError(f"{job.manifest} names no destination; give the TARGET to verify")
+    if job.allow_download and not job.no_download:
+        raise UsageError("--allow-download goes with --no-download (a verify reads anyway)")
     store, key = open_store(root_url, store_settings(job.options, "destination"))
     with store:
         return engine.verify_store(
-            manifest, job.manifest, store, key, job.options, listener=listener
+            manifest,
+            job.manifest,
+            store,
+            key,
+            job.options,
+            listener=listener,
+            no_download=job.no_download,
+            allow_download=job.allow_download,
         )
 
 

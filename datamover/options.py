@@ -50,6 +50,9 @@ DURABILITY = ("job", "file", "none")
 #: ``--s3-checksum``: what S3 uploads carry so the store checks the bytes
 #: (``datamover.stores.s3.checks`` says what each means).
 S3_CHECKSUMS = ("auto", "crc64nvme", "crc32c", "md5", "off")
+#: ``--unverified``: what becomes of a write no check of the store covered
+#: (``datamover.engine.proof`` says what each does).
+UNVERIFIED = ("readback", "fail", "accept")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,14 @@ class TransferOptions:
     (s3fs keys on S3; AzCopy's and rclone's on Azure; gcloud's, gcsfuse's and rclone's
     on GCS). Every convention is read whatever this says.
 
+    ``unverified``: a file whose write no check of the store covered (the store
+    enforced no checksum over its bytes: moto, a store that ignores the checksum
+    headers) is ``readback`` (default: read back from the store, streamed through one
+    buffer per transfer thread taken from ``memory_budget``, and its sha256 compared
+    with the one computed while sending; recorded ``verified: readback``), ``fail``
+    (the file fails, named, and its object is removed) or ``accept`` (recorded ok
+    with ``verified: none``, counted in the run's summary).
+
     ``server_side_copy``: when source and destination are one service (same S3
     endpoint and credentials, same GCS client, same Azure account), the provider copies
     and no bytes pass through this machine; the manifest digest is then the one stored
@@ -146,6 +157,7 @@ class TransferOptions:
     bwlimit: int | None = None
     s3_checksum: str | None = None
     metadata_style: str | None = None
+    unverified: str = "readback"
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -176,6 +188,11 @@ class TransferOptions:
             raise UsageError(
                 f"unknown --s3-checksum {self.s3_checksum!r}; choose one of "
                 f"{', '.join(S3_CHECKSUMS)}"
+            )
+
+        if self.unverified not in UNVERIFIED:
+            raise UsageError(
+                f"unknown --unverified {self.unverified!r}; choose one of {', '.join(UNVERIFIED)}"
             )
 
     def with_(self, **changes: Any) -> TransferOptions:
@@ -233,6 +250,7 @@ class TransferOptions:
             "durability": self.durability,
             "s3_checksum": self.s3_checksum or "auto",
             **({"metadata_style": self.metadata_style} if self.metadata_style else {}),
+            "unverified": self.unverified,
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import IO
 
 from datamover.checksums import ALGORITHMS
@@ -21,6 +22,17 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("manifest", help="manifest written by copy")
     p.add_argument("target", nargs="?", help="root to check (default: the manifest's destination)")
     p.add_argument("--transfers", type=int, default=8, metavar="N", help="parallel reads")
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="read no data: prove each file by the checksums the store computed over the "
+        "bytes it holds (as recorded in the manifest); files it can't prove so fail",
+    )
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="with --no-download: read the files the store's checksums can't prove",
+    )
 
     p.set_defaults(handler=cmd_verify)
 
@@ -69,20 +81,31 @@ def shown(text: object) -> str:
 
 
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
-    report = run(VerifyJob(args.manifest, args.target, TransferOptions(transfers=args.transfers)))
+    job = VerifyJob(
+        args.manifest,
+        args.target,
+        TransferOptions(transfers=args.transfers),
+        no_download=args.no_download,
+        allow_download=args.allow_download,
+    )
+    report = run(job)
     for path in report.missing:
         print(f"MISSING {shown(path)}", file=out)
     for path, why in report.mismatched:
         print(f"MISMATCH {shown(path)}: {shown(why)}", file=out)
     for path, why in report.errors:
         print(f"ERROR {shown(path)}: {shown(why)}", file=out)
+    for path, why in report.unproven:
+        print(f"UNPROVEN {shown(path)}: {shown(why)}", file=out)
     if not args.quiet or not report.passed:
         verdict = "OK" if report.passed else "FAILED"
+        unproven = f", {len(report.unproven)} unproven" if args.no_download else ""
+        by_checksum = f"{report.by_checksum} by the store's checksums, " if args.no_download else ""
         print(
             f"{verdict}: {report.ok} of {report.checked} files match {shown(report.target)} "
             f"({len(report.missing)} missing, {len(report.mismatched)} mismatched, "
-            f"{len(report.errors)} unreadable; {format_size(report.bytes)} read in "
-            f"{report.seconds:.1f}s)",
+            f"{len(report.errors)} unreadable{unproven}; {by_checksum}"
+            f"{format_size(report.bytes)} read in {report.seconds:.1f}s)",
             file=out,
         )
     return EXIT_OK if report.passed else EXIT_FAILED
@@ -117,6 +140,10 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
             + ("" if manifest.summary else "  (incomplete: no summary)"),
             file=out,
         )
+        checks = Counter(e.verified for e in manifest.entries if e.status == "ok" and e.verified)
+        if checks:
+            covered = ", ".join(f"{n} {how}" for how, n in sorted(checks.items()))
+            print(f"  verified by: {covered}", file=out)
         return EXIT_OK
     if args.format == "bagit":
         if not args.output:

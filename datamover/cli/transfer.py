@@ -25,7 +25,7 @@ from datamover.job import (
     TransferReport,
     run,
 )
-from datamover.options import S3_CHECKSUMS, DaskOptions, TransferOptions, format_size
+from datamover.options import S3_CHECKSUMS, UNVERIFIED, DaskOptions, TransferOptions, format_size
 from datamover.redact import redact
 from datamover.reporting.events import JsonLines
 
@@ -118,6 +118,14 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         help="check S3 uploads carry: auto (learn what the store checks: CRC64NVME, "
         "CRC32C, a signed payload or Content-MD5), crc64nvme, crc32c, md5, or off for "
         "stores that refuse checksum headers (default: the remote's s3_checksum, else auto)",
+    )
+    p.add_argument(
+        "--unverified",
+        choices=UNVERIFIED,
+        default="readback",
+        help="a file whose write no check of the store covered: readback (default: read "
+        "it back and compare its sha256, streamed within --memory-budget), fail (the file "
+        "fails and its object is removed), or accept (recorded ok with verified: none)",
     )
     p.add_argument(
         "--memory-budget",
@@ -363,6 +371,7 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         durability=args.durability,
         s3_checksum=args.s3_checksum,
         metadata_style=args.metadata_style,
+        unverified=args.unverified,
         command_line=("datamover", *args.argv),
     )
 
@@ -452,5 +461,11 @@ def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> in
             + (f", {report.retries} retries" if report.retries else ""),
             file=out,
         )
+        if report.files_unverified:
+            print(
+                f"{report.files_unverified} files no check covered (the store enforced "
+                "none, and --unverified accept was given); they say verified: none",
+                file=out,
+            )
         print(f"manifest: {report.manifest}", file=out)
     return EXIT_OK if report.ok else EXIT_FAILED

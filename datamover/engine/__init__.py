@@ -6,9 +6,11 @@ door. Modules, in the order data flows through them:
 
 * ``plan`` / ``sync`` — what to copy where, streamed from the listings;
 * ``runner`` — parts through one bounded executor, digests in stream order, commit;
-  ``budget`` bounds bytes in flight, bandwidth and retries;
+  ``budget`` bounds bytes in flight, bandwidth and retries; ``proof`` records which
+  check covered each write, or reads it back (``--unverified``);
 * ``transfer`` — a run as one journaled job with one manifest (``run_state`` is the
-  run's view of the journal); ``verify`` re-reads a tree against its manifest;
+  run's view of the journal); ``verify`` re-reads a tree against its manifest (or,
+  with ``--no-download``, compares the store's own checksums);
 * ``observer`` / ``results`` — what a run tells its caller as it goes and at the end;
 * ``cleanup`` — unfinished uploads under a prefix; ``dask`` — the runner spread over a
   Dask cluster (needs ``distributed``, imported only when asked for).

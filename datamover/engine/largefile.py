@@ -314,6 +314,7 @@ class LargeFile:
                 writer = self.writer
                 meta = r.dst_metadata(self.info, computed[r.algorithm])
                 result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)
+                r.prove(job, result, self.retries)
         except DatamoverError as e:
             result.error = e
             if self.writer is not None:

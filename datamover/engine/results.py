@@ -35,6 +35,8 @@ class TransferReport:
     deleted: list[str] = field(default_factory=list)
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: Files recorded ok that no check covered (``--unverified accept``).
+    files_unverified: int = 0
     #: A dry run: ``files_ok``/``bytes`` count what would be copied, ``deleted`` what
     #: would be deleted; nothing was transferred and no manifest was written.
     dry_run: bool = False
@@ -53,12 +55,17 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, str]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: ``--no-download``: files no checksum the store computed could prove (and not
+    #: read, without ``--allow-download``), with why.
+    unproven: list[tuple[str, str]] = field(default_factory=list)
+    #: ``--no-download``: files proven by the store's own checksums (none read).
+    by_checksum: int = 0
     bytes: int = 0
     seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return not (self.missing or self.mismatched or self.errors)
+        return not (self.missing or self.mismatched or self.errors or self.unproven)
 
 
 @dataclass(slots=True)
@@ -75,3 +82,6 @@ class FileResult:
     error: DatamoverError | None = None
     seconds: float = 0.0
     retries: int = 0
+    #: The check that covered the bytes written (``manifest.VERIFIED_VALUES``), None
+    #: for entries with no bytes of their own and for reads (verify, hash).
+    verified: str | None = None

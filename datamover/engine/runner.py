@@ -45,6 +45,7 @@ from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket
 from datamover.engine.largefile import LargeFile, check_expected
 from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
+from datamover.engine.proof import Prover, readback_chunk
 from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
 from datamover.errors import (
@@ -116,8 +117,11 @@ class Runner:
         self.preserve = options.preserve
         self.retry = options.retry
         self.transfers = options.transfers
-        self.budget = ByteBudget(options.memory_budget)
-        self.buffers = BufferPool(options.memory_budget)
+        # Read-back buffers (one per thread) come out of the memory budget.
+        chunk = readback_chunk(options) if dst is not None else 0
+        self.budget = ByteBudget(options.memory_budget - chunk * options.transfers)
+        self.buffers = BufferPool(options.memory_budget - chunk * options.transfers)
+        self.prover = Prover(dst, options, chunk) if dst is not None else None
         self.server_copy = dst is not None and options.server_side_copy and dst.can_copy_from(src)
         self.on_result = on_result
         self.listener = listener or Listener()
@@ -304,6 +308,14 @@ class Runner:
         )
         return kept
 
+    def prove(
+        self, job: FileJob, result: FileResult, retries: list[int], *, link: bool = False
+    ) -> None:
+        """Record which check covered the write just made, or apply ``--unverified``
+        (``engine.proof``); raises when the file must fail."""
+        if self.prover is not None:
+            self.prover.prove(job, result, lambda fn: self.retrying(job, fn, retries), link=link)
+
     def moved(self, n: int) -> None:
         with self._moved_lock:
             self.bytes_moved += n
@@ -437,6 +449,7 @@ class Runner:
                 result.dst_info = self.retrying(
                     job, lambda: dst.put(job.dst_key, data, metadata=meta, digests=digests), retries
                 )
+                self.prove(job, result, retries, link=_is_symlink(info))
             self.moved(len(data))
             self.listener.bytes_done(len(data), job)
         except DatamoverError as e:
@@ -535,6 +548,7 @@ class Runner:
             result.src_info = info
             result.size = info.size
             result.digests = {self.algorithm: digest}
+            self.prove(job, result, retries, link=_is_symlink(info))
             self.listener.bytes_done(info.size, job)
         except DatamoverError as e:
             result.error = e

@@ -31,6 +31,7 @@ from datamover.manifest import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
+    VERIFIED_NONE,
     ManifestEntry,
     ManifestWriter,
     make_header,
@@ -69,6 +70,11 @@ def _entry(result: FileResult, algorithm: str) -> ManifestEntry:
         uid=attrs.uid if attrs.uid is not None and attrs.uid >= 0 else None,
         gid=attrs.gid if attrs.gid is not None and attrs.gid >= 0 else None,
     )
+    if result.error is None:
+        entry.verified = result.verified
+        # Of bytes a check covered only: they are then checksums of what was sent.
+        if result.dst_info is not None and result.verified not in (None, VERIFIED_NONE):
+            entry.provider_checksums = dict(result.dst_info.provider_checksums)
     if job.kind == "dir":
         entry.kind = "dir"
     elif job.kind == "hardlink":
@@ -268,6 +274,8 @@ def run_job(
             if result.error is None:
                 report.files_ok += 1
                 report.bytes += result.size
+                if result.verified == VERIFIED_NONE:
+                    report.files_unverified += 1
             else:
                 report.files_failed += 1
                 report.failures.append((result.job.rel, str(result.error)))
@@ -326,6 +334,8 @@ def run_job(
                 "seconds": round(report.seconds, 3),
                 "peak_buffer_bytes": runner.budget.peak,
             }
+            if report.files_unverified:
+                summary["files_unverified"] = report.files_unverified
             if aborted is not None:
                 summary["aborted"] = str(aborted)
                 writer.suspend(summary)

@@ -24,12 +24,19 @@ import os
 import stat as statmod
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult, VerifyReport
 from datamover.engine.runner import Runner
-from datamover.errors import DatamoverError, NotFound, SourceChanged, UnsafePath
+from datamover.errors import (
+    DatamoverError,
+    IntegrityError,
+    NotFound,
+    SourceChanged,
+    UnsafePath,
+)
 from datamover.manifest import STATUS_OK, STATUS_SKIPPED, Manifest, ManifestEntry
 from datamover.options import TransferOptions
 from datamover.stores.base import ObjectInfo, Store
@@ -43,9 +50,15 @@ def verify_store(
     options: TransferOptions,
     *,
     listener: Listener | None = None,
+    no_download: bool = False,
+    allow_download: bool = False,
 ) -> VerifyReport:
     """Re-read the tree at ``key`` in ``store`` (open; the caller closes it) and compare
-    every file ``manifest`` lists as copied with its size and digest."""
+    every file ``manifest`` lists as copied with its size and digest.
+
+    ``no_download``: read nothing; prove each file by the checksums the store computed
+    over the bytes it holds (``prove_by_checksums``). Files that can't be proven so are
+    ``report.unproven``, or, with ``allow_download``, read as without it."""
     algorithm = manifest.algorithm
     options = options.with_(checksum=algorithm, manifest=None)
     root = key if key == "" or key.endswith("/") else key + "/"
@@ -69,6 +82,18 @@ def verify_store(
                     e, kind=None, size=linked.size, digest=linked.digest
                 )
     started = time.monotonic()
+    if no_download:
+        files = [e for e in expected.values() if e.kind != "dir"]
+        unproven = prove_by_checksums(files, store, root, algorithm, options.transfers, report)
+        for path, why in unproven:
+            if allow_download:
+                continue
+            report.unproven.append((path, why))
+            report.checked += 1
+            del expected[path]
+        proven = {e.path for e in files} - {path for path, _ in unproven}
+        for path in proven:
+            del expected[path]
 
     def on_result(result: FileResult) -> None:
         path = result.job.rel
@@ -79,6 +104,10 @@ def verify_store(
             report.missing.append(path)
         elif isinstance(err, SourceChanged) or (err is None and result.size != want.size):
             report.mismatched.append((path, f"size differs from the manifest's {want.size}"))
+        elif isinstance(err, IntegrityError):
+            # The bytes read disagree with a digest (the object's own label, a
+            # provider checksum): the stored bytes are not what the manifest says.
+            report.mismatched.append((path, str(err)))
         elif err is not None:
             report.errors.append((path, str(err)))
         elif want.kind == "dir":
@@ -109,6 +138,107 @@ def verify_store(
     Runner(store, None, options, on_result, listener=listener, roots=(root, "")).run(jobs())
     report.seconds = time.monotonic() - started
     return report
+
+
+#: Stats in flight at once while proving by checksums (bounds the futures held).
+_STAT_BATCH = 1024
+
+
+def prove_by_checksums(
+    entries: list[ManifestEntry],
+    store: Store,
+    root: str,
+    algorithm: str,
+    threads: int,
+    report: VerifyReport,
+) -> list[tuple[str, str]]:
+    """Compare each of ``entries`` with what ``store`` reports now (``stat``: size,
+    checksums), reading no data. Counted in ``report`` (ok, missing, mismatched,
+    errors) are the files this settles; returned, with why, are those it can't.
+
+    Proven: the size, and one whole-object checksum the provider computed over the
+    bytes it holds now (``ObjectInfo.provider_checksums``) equal to the one it
+    reported when the file was written (the manifest's ``provider_checksums``,
+    recorded only for writes a check covered). Mismatched: another size, or any
+    checksum the store reports now (its own or a ``datamover-<alg>`` label) that
+    differs from the manifest's. A value the store merely keeps (Azure's Content-MD5
+    of a block blob, a label) can show a change but never prove equality."""
+
+    def one(e: ManifestEntry) -> tuple[ManifestEntry, ObjectInfo | None, DatamoverError | None]:
+        try:
+            return e, store.stat(root + e.path), None
+        except DatamoverError as err:
+            return e, None, err
+
+    left: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max(1, min(threads, 32)), thread_name_prefix="dm-stat") as pool:
+        for start in range(0, len(entries), _STAT_BATCH):
+            for e, info, err in pool.map(one, entries[start : start + _STAT_BATCH]):
+                why = _judge(e, info, err, algorithm, report)
+                if why is not None:
+                    left.append((e.path, why))
+    return left
+
+
+def _judge(
+    e: ManifestEntry,
+    info: ObjectInfo | None,
+    err: DatamoverError | None,
+    algorithm: str,
+    report: VerifyReport,
+) -> str | None:
+    """Count ``e`` in ``report`` when the store's word settles it; else say why not."""
+    if isinstance(err, NotFound):
+        report.checked += 1
+        report.missing.append(e.path)
+        return None
+    if err is not None or info is None:
+        report.checked += 1
+        report.errors.append((e.path, str(err)))
+        return None
+    if info.size != e.size:
+        report.checked += 1
+        report.mismatched.append(
+            (e.path, f"the store holds {info.size} bytes, the manifest says {e.size}")
+        )
+        return None
+    recorded = dict(e.provider_checksums)
+    if e.digest:
+        recorded.setdefault(algorithm, e.digest)
+    for alg, want in sorted(recorded.items()):
+        now = info.checksums.get(alg)
+        if now is not None and now != want:
+            report.checked += 1
+            report.mismatched.append(
+                (e.path, f"the store's {alg} is now {now}, the manifest recorded {want}")
+            )
+            return None
+    for alg, want in sorted(e.provider_checksums.items()):
+        if info.provider_checksums.get(alg) == want:
+            report.checked += 1
+            report.ok += 1
+            report.by_checksum += 1
+            return None
+    replaced = (
+        f" (it was replaced since: ETag now {info.etag}, the manifest recorded {e.etag})"
+        if e.etag and info.etag and e.etag != info.etag
+        else ""
+    )
+    if not e.provider_checksums:
+        return (
+            replaced[2:-1]
+            if replaced
+            else (
+                "the manifest records no checksum the store computed for it (an older manifest, "
+                "a write no store check covered, or a store that reports none)"
+            )
+        )
+    if not info.provider_checksums:
+        return "the store reports no checksum of its own for it now" + replaced
+    return (
+        f"the store reports {', '.join(sorted(info.provider_checksums))} now, the manifest "
+        f"recorded {', '.join(sorted(e.provider_checksums))}{replaced}"
+    )
 
 
 class _Beneath:

@@ -24,6 +24,20 @@ STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
 STATUS_DELETED = "deleted"
 
+#: What an entry's ``verified`` can say covered the bytes at the destination: a
+#: check the store enforced on the write (``crc64nvme``, ``crc32c``, ``md5``: a
+#: checksum of the request body the store compared; ``sha256-payload``: a signed
+#: payload SHA-256 the store checked), ``readback`` (the engine read the stored
+#: object back and its digest equals the one computed while sending), or ``none``
+#: (nothing did, and the run was told to accept that: ``--unverified accept``).
+#: Absent in manifests written before it was recorded, and for entries with no bytes
+#: of their own (directories, hard links).
+VERIFIED_VALUES = ("crc64nvme", "crc32c", "md5", "sha256-payload", "readback", "none")
+VERIFIED_NONE = "none"
+#: Hex digits of each whole-object checksum a provider may report
+#: (``provider_checksums``): the algorithms datamover knows, CRC64NVME among them.
+PROVIDER_HEX_DIGITS = {"sha256": 64, "sha512": 128, "md5": 32, "crc32c": 8, "crc64nvme": 16}
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -49,6 +63,13 @@ class ManifestEntry:
     link_to: str | None = None
     uid: int | None = None
     gid: int | None = None
+    #: The check that covered the stored bytes (``VERIFIED_VALUES``), None when not
+    #: recorded (older manifests; entries with no bytes of their own).
+    verified: str | None = None
+    #: Whole-object checksums the destination's provider computed over the stored
+    #: bytes and reported for this write (``{"crc64nvme": hex, "md5": hex}``): what
+    #: ``verify --no-download`` compares with what the store reports now.
+    provider_checksums: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "file", "path": self.path, "size": self.size}
@@ -68,10 +89,13 @@ class ManifestEntry:
             "link_to",
             "uid",
             "gid",
+            "verified",
         ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.provider_checksums:
+            out["provider_checksums"] = dict(sorted(self.provider_checksums.items()))
         if self.parts:
             out["parts"] = self.parts
         return out
@@ -97,6 +121,8 @@ class ManifestEntry:
             link_to=obj.get("link_to"),
             uid=obj.get("uid"),
             gid=obj.get("gid"),
+            verified=obj.get("verified"),
+            provider_checksums=dict(obj.get("provider_checksums") or {}),
         )
 
 

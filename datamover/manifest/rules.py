@@ -8,7 +8,8 @@ edited. ``reader`` parses lines and applies these rules, so everything downstrea
   ``MAX_DEPTH`` deep, checked before the JSON parser sees the line (no recursion on
   hostile input). ``NaN``/``Infinity`` are not JSON and are refused.
 * **Typed**: ``size`` and counts are non-negative integers (``true`` is not one),
-  digests lower-case hex of their algorithm's length, ``status`` and ``kind`` one of
+  digests lower-case hex of their algorithm's length (``provider_checksums`` too,
+  under known algorithm names only), ``status``, ``kind`` and ``verified`` one of
   the known words, ``mtime``/``mode`` in their fixed formats.
 * **Paths** (``path``, ``link_to``, ``source_path``) are UTF-8 text without NUL, at
   most ``MAX_RECORDED_BYTES``. Entries datamover acts on, ``ok`` and ``skipped`` (verify
@@ -34,10 +35,12 @@ from datamover.checksums import HEX_DIGITS
 from datamover.manifest.format import (
     FORMAT,
     FORMAT_VERSION,
+    PROVIDER_HEX_DIGITS,
     STATUS_DELETED,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
+    VERIFIED_VALUES,
     ManifestEntry,
 )
 
@@ -169,6 +172,8 @@ _FILE_TYPES: dict[str, tuple[type, ...]] = {
     "link_to": (str,),
     "uid": (int,),
     "gid": (int,),
+    "verified": (str,),
+    "provider_checksums": (dict,),
 }
 _SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "files_ok": (int,),
@@ -180,6 +185,7 @@ _SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "seconds": (int, float),
     "ended": (str,),
     "aborted": (str,),
+    "files_unverified": (int,),
 }
 _MINIMUM = {"format_version": 1, "part_size": 1, "attempts": 1}
 _WHAT = {
@@ -239,6 +245,25 @@ def _parts(parts: list[Any], algorithm: str | None) -> None:
         return
     for i, part in enumerate(parts):
         _hex(part, f"parts[{i}]", algorithm)
+
+
+def _provider_checksums(value: Mapping[str, Any]) -> dict[str, str]:
+    """A known algorithm's name -> lower-case hex of its length, a handful at most."""
+    if len(value) > len(PROVIDER_HEX_DIGITS):
+        raise LineProblem(
+            f"'provider_checksums' has {len(value)} entries; there are no more "
+            f"than {len(PROVIDER_HEX_DIGITS)} algorithms"
+        )
+    for alg, digest in value.items():
+        want = PROVIDER_HEX_DIGITS.get(alg)
+        if want is None:
+            raise LineProblem(f"'provider_checksums' names an unknown algorithm {_shown(alg)}")
+        name = f"provider_checksums.{alg}"
+        if not isinstance(digest, str) or not digest or not _HEX.fullmatch(digest):
+            raise LineProblem(f"{name!r} must be lower-case hex, not {_shown(digest)}")
+        if len(digest) != want:
+            raise LineProblem(f"{name!r} has {len(digest)} hex digits; {alg} has {want}")
+    return dict(value)
 
 
 def _shown(value: object) -> str:
@@ -312,6 +337,12 @@ def check_entry(
         raise LineProblem(f"'mode' must be four octal digits, not {_shown(mode)}")
     parts = obj.get("parts") or []
     _parts(parts, part_algorithm)
+    verified = obj.get("verified")
+    if verified is not None and verified not in VERIFIED_VALUES:
+        raise LineProblem(
+            f"'verified' must be one of {', '.join(VERIFIED_VALUES)}, not {_shown(verified)}"
+        )
+    provider = _provider_checksums(obj.get("provider_checksums") or {})
     seconds = obj.get("seconds")
     return ManifestEntry(
         path=path,
@@ -332,6 +363,8 @@ def check_entry(
         link_to=_path(obj, "link_to", acted_on),
         uid=obj.get("uid"),
         gid=obj.get("gid"),
+        verified=verified,
+        provider_checksums=provider,
     )
 
 

@@ -305,6 +305,7 @@ def summary_event(report: TransferReport, error: BaseException | None = None) ->
         "files_failed": report.files_failed,
         "files_skipped": report.files_skipped,
         "files_resumed": report.files_resumed,
+        "files_unverified": report.files_unverified,
         "bytes": report.bytes,
         "bytes_moved": report.bytes_moved,
         "retries": report.retries,

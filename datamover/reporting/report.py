@@ -107,6 +107,8 @@ class ReportCollector(Observer):
             record["digests"] = dict(result.digests)
         if result.job.kind != "file":
             record["kind"] = result.job.kind
+        if result.error is None and result.verified is not None:
+            record["verified"] = result.verified
         if result.error is not None:
             record["error"] = redact(str(result.error))
         with self._lock:
@@ -164,6 +166,7 @@ class ReportCollector(Observer):
                 "files_failed": report.files_failed,
                 "files_skipped": report.files_skipped,
                 "files_resumed": report.files_resumed,
+                "files_unverified": report.files_unverified,
                 "files_deleted": len(report.deleted),
                 "bytes": report.bytes,
                 "bytes_moved": report.bytes_moved,

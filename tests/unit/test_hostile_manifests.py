@@ -257,6 +257,32 @@ def _malformed(tmp_path: Path) -> dict[str, tuple[list[Any], str]]:
         "summary bytes": ([h, ok, _summary(1, 99)], ":3: the summary says bytes 99"),
         "summary failed": ([h, ok, _summary(1, 1, failed=2)], ":3: the summary says files_failed"),
         "summary without counts": ([h, ok, {"type": "summary", "ended": "x"}], ":3: "),
+        "unknown verified": ([h, {**ok, "verified": "trust-me"}], ":2: 'verified' must be one"),
+        "verified not a string": ([h, {**ok, "verified": 1}], ":2: 'verified' must be a string"),
+        "provider_checksums a list": (
+            [h, {**ok, "provider_checksums": ["md5"]}],
+            ":2: 'provider_checksums' must be an object",
+        ),
+        "provider checksum unknown": (
+            [h, {**ok, "provider_checksums": {"rot13": "00"}}],
+            ":2: 'provider_checksums' names an unknown algorithm",
+        ),
+        "provider checksum short": (
+            [h, {**ok, "provider_checksums": {"crc64nvme": "abc"}}],
+            ":2: 'provider_checksums.crc64nvme' has 3 hex digits",
+        ),
+        "provider checksum upper": (
+            [h, {**ok, "provider_checksums": {"crc32c": "ABCDEF01"}}],
+            ":2: 'provider_checksums.crc32c' must be lower-case hex",
+        ),
+        "provider checksum nested": (
+            [h, {**ok, "provider_checksums": {"md5": {"x": 1}}}],
+            ":2: 'provider_checksums.md5' must be lower-case hex",
+        ),
+        "summary unverified a string": (
+            [h, ok, {**_summary(1, 1), "files_unverified": "1"}],
+            ":3: 'files_unverified'",
+        ),
         "summary count a string": ([h, ok, {**_summary(1, 1), "files_ok": "1"}], ":3: 'files_ok'"),
     }
 

@@ -49,7 +49,15 @@ def _resumed() -> bytes:
             "bytes": 3,
             "aborted": "stopped",
         },
-        f("b", size=2, attempts=2, etag="e", version="v"),
+        f(
+            "b",
+            size=2,
+            attempts=2,
+            etag="e",
+            version="v",
+            verified="readback",
+            provider_checksums={"md5": "cd" * 16, "crc64nvme": "ef" * 8},
+        ),
         {"type": "file", "path": "../gone", "size": 0, "status": "deleted"},
         {"type": "file", "path": "s", "size": 5, "status": "skipped", "digest": d},
         {
@@ -99,6 +107,9 @@ ODD_VALUES: list[Any] = [
     ["a"],
     {},
     {"k": [{"k": {}}]},
+    {"md5": "0" * 32},
+    {"crc64nvme": 5},
+    "readback",
 ]
 FIELDS = [
     "type",
@@ -118,6 +129,9 @@ FIELDS = [
     "attempts",
     "uid",
     "gid",
+    "verified",
+    "provider_checksums",
+    "files_unverified",
     "format",
     "format_version",
     "algorithm",

@@ -379,6 +379,7 @@ class DaskRunner(Runner):
             r.note_digest(job, computed)
             meta = r.dst_metadata(large.info, computed[r.algorithm])
             result.dst_info = r.retrying(job, lambda: writer.commit(meta), large.retries)
+            r.prove(job, result, large.retries)
         except DatamoverError as e:
             result.error = e
             self._abort(split)

@@ -1,0 +1,142 @@
+"""What proves a write, and what the engine does when the store proved nothing.
+
+A store's write (``put``, ``commit``, ``copy_from``) says in ``ObjectInfo.verified``
+which check it enforced over the bytes it stored (``stores.base``, "Integrity"). When
+one did, the file is recorded with that check. When none did (moto checks nothing;
+Ceph RGW 16 ignores CRC headers; any store behind a proxy that strips them), the
+run's ``--unverified`` policy (``TransferOptions.unverified``) decides:
+
+* ``readback`` (default): the engine reads the committed object back, streamed
+  through one ``readback_chunk`` buffer per transfer thread (reserved out of the
+  memory budget by the runner), and compares its digest with the one computed while
+  the bytes were sent. Equal: recorded ``verified: readback``. Different: the object
+  holds other bytes than were sent (a flipped bit the store accepted): it is removed
+  and the file fails with ``DigestMismatch``, which the runner redoes like any file
+  whose digest disagreed (``RetryPolicy.file_attempts``), so it ends written right or
+  failed, named.
+* ``fail``: the object is removed and the file fails (``IntegrityError``), named.
+* ``accept``: recorded ok with ``verified: none``; the run's summary counts them.
+
+A local filesystem destination is no exception: nothing it enforced covered the
+bytes either, so its files are read back too (from the page cache, usually).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from datamover.checksums import new_hasher
+from datamover.engine.plan import FileJob
+from datamover.engine.results import FileResult
+from datamover.errors import DatamoverError, DigestMismatch, IntegrityError
+from datamover.manifest import VERIFIED_NONE
+from datamover.options import KiB, MiB, TransferOptions
+from datamover.stores.base import Store
+
+READBACK = "readback"
+#: Runs one read with the run's retries (``Runner.retrying`` bound to a file).
+Retrying = Callable[[Callable[[], Any]], Any]
+#: Largest read-back buffer per transfer thread: one ranged read per 4 MiB (a store
+#: that serves a range by reading the whole object, as moto does, pays per request).
+MAX_READBACK_CHUNK = 4 * MiB
+
+
+def readback_chunk(options: TransferOptions) -> int:
+    """Bytes of one read-back buffer: 4 MiB, less where a quarter of the memory budget
+    can't hold one per transfer thread (never under 1 KiB). 0 unless the policy reads
+    back."""
+    if options.unverified != READBACK:
+        return 0
+    share = options.memory_budget // (4 * options.transfers)
+    return max(1 * KiB, min(MAX_READBACK_CHUNK, share))
+
+
+class Prover:
+    """Applies the ``--unverified`` policy to writes (see the module docstring)."""
+
+    def __init__(self, dst: Store, options: TransferOptions, chunk: int) -> None:
+        self.dst = dst
+        self.policy = options.unverified
+        self.algorithm = options.checksum
+        self.chunk = chunk
+        self._local = threading.local()
+
+    def prove(
+        self, job: FileJob, result: FileResult, retrying: Retrying, *, link: bool = False
+    ) -> None:
+        """Set ``result.verified`` for the write that just made ``job.dst_key``, or
+        raise: ``IntegrityError`` (policy ``fail``), ``DigestMismatch`` (read back,
+        different). ``retrying(fn)`` runs one read with the run's retries; ``link``: the
+        file is a symlink, read back as its link text."""
+        info = result.dst_info
+        if info is None:
+            return
+        if info.verified:
+            result.verified = info.verified
+            return
+        url = self.dst.url(job.dst_key)
+        if self.policy == "accept":
+            result.verified = VERIFIED_NONE
+            return
+        if self.policy == "fail":
+            self._remove(job)
+            raise IntegrityError(
+                f"{url}: no check of the store covered its bytes, and --unverified fail "
+                "was given; removed (use --unverified readback to read such files back)",
+                key=job.dst_key,
+            )
+        sent = result.digests.get(self.algorithm)
+        if link:
+            data, _ = retrying(lambda: self.dst.read_object(job.dst_key))
+            hasher = new_hasher(self.algorithm)
+            hasher.update(data)
+            got, size = hasher.hexdigest(), len(data)
+        else:
+            got, size = self._read_back(job, result.size, retrying)
+        if size != result.size or got != sent:
+            self._remove(job)
+            raise DigestMismatch(
+                f"{url}: read back after writing, it holds {size} bytes with {self.algorithm} "
+                f"{got}, not the {result.size} bytes with {sent} sent; the store accepted "
+                "bytes changed on the way (removed; the file is sent again)",
+                key=job.dst_key,
+            )
+        result.verified = READBACK
+
+    def _buffer(self, size: int) -> memoryview:
+        """This thread's read-back buffer, grown (up to ``chunk``) only as far as the
+        objects it reads back need: small files never cost a whole chunk."""
+        want = min(self.chunk, max(64 * KiB, size + 1))
+        buf: memoryview | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < want:
+            buf = memoryview(bytearray(want))
+            self._local.buf = buf
+        return buf
+
+    def _read_back(self, job: FileJob, size: int, retrying: Retrying) -> tuple[str, int]:
+        """(digest, bytes) of the stored object, read in ranges of one buffer. The last
+        range asks for one byte past ``size`` where the buffer has room, so an object
+        longer than was sent shows without another request."""
+        hasher = new_hasher(self.algorithm)
+        buf = self._buffer(size)
+        offset = 0
+        while True:
+            want = buf[: min(len(buf), size - offset + 1)]
+
+            def read(at: int = offset, into: memoryview = want) -> int:
+                return self.dst.readinto(job.dst_key, at, into)
+
+            n: int = retrying(read)
+            hasher.update(want[:n])
+            offset += n
+            if n < len(want) or offset > size:
+                return hasher.hexdigest(), offset
+
+    def _remove(self, job: FileJob) -> None:
+        """Remove what the write left: a wrong or unproven object must not stay
+        visible. Best effort: a failure to remove is what ``verify`` finds later."""
+        with contextlib.suppress(DatamoverError):
+            self.dst.delete(job.dst_key)
