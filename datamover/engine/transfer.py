@@ -26,6 +26,7 @@ from datamover.engine.sync import SyncPlanner
 from datamover.errors import DatamoverError, NotFound, UnsafePath, UsageError
 from datamover.filters import FileFilter
 from datamover.journal import Journal, default_state_dir, job_key, journal_path
+from datamover.journal.lock import JobLock
 from datamover.manifest import (
     STATUS_DELETED,
     STATUS_FAILED,
@@ -193,8 +194,13 @@ def run_job(
     started = time.monotonic()
     source, destination = src_store.url(src_root), dst_store.url(dst_root)
     journal = Journal(journal_path(options.state_dir))
+    lock: JobLock | None = None
     try:
         key = job_key(operation, source, destination, options.identity())
+        # One run of a job at a time (journal/lock.py): taken before looking for a job
+        # to resume, so two runs started together can't both start one.
+        lock = JobLock(os.path.dirname(journal.path), key)
+        lock.acquire()
         previous = journal.resumable(key) if options.resume else None
         if (
             previous is not None
@@ -220,6 +226,9 @@ def run_job(
                 manifest_path,
                 request,
             )
+        lock.holds(job_id)
+        if dst_store is not None:
+            dst_store.use_job(job_id)  # temp names a later run of this job finds again
         ctx = JobContext(journal, job_id, resumed=previous is not None)
         report = TransferReport(job_id, operation, source, destination, manifest_path)
         report.resumed = ctx.resumed
@@ -343,6 +352,8 @@ def run_job(
         return report
     finally:
         journal.close()
+        if lock is not None:
+            lock.release()
 
 
 def _dry_run(

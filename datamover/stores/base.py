@@ -435,6 +435,13 @@ class Store(ABC):
         learn (``{}``). Raises what the first write would."""
         return {}
 
+    def use_job(self, job_id: str) -> None:
+        """Writes from now on belong to the journaled job ``job_id``. A store whose
+        unfinished writes leave pieces under names it picks (POSIX temp files) names
+        them from the job and the key, so a later run of the job finds and reuses or
+        removes every piece an earlier, killed run left. Default: nothing to do."""
+        return None
+
     def endpoint(self) -> str | None:
         """The service address this store talks to, for messages (never with
         credentials in it); None where there is nothing to say (a local path)."""

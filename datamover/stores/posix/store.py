@@ -45,6 +45,7 @@ from datamover.stores.posix.paths import (
     TEMP_MARK,
     ChildKeys,
     is_temp_for,
+    job_temp_name,
     walk_temps,
 )
 from datamover.stores.posix.sparse import read_sparse
@@ -128,6 +129,7 @@ class PosixStore(Store):
         self._dir_cache = dir_cache
         self._use_openat2 = use_openat2
         self._trees_lock = threading.Lock()
+        self._job_tag: str | None = None
         #: Confined roots and their trees, longest root first (replaced, never mutated,
         #: so readers need no lock).
         self._trees: tuple[tuple[str, Beneath], ...] = ()
@@ -592,6 +594,7 @@ class PosixStore(Store):
             durability=self.durability,
             create_mode=0o600 if attrs.mode is not None else 0o666,
             setid=self.preserve_setid,
+            fixed_temp=self._temp_for(key),
         )
         try:
             writer.write_part(0, data, digests or PartDigests(data))
@@ -644,9 +647,22 @@ class PosixStore(Store):
             durability=self.durability,
             create_mode=0o600 if attrs.mode is not None else 0o666,
             setid=self.preserve_setid,
+            fixed_temp=self._temp_for(key),
         )
         writer.initial_metadata = dict(meta)
         return writer
+
+    def use_job(self, job_id: str) -> None:
+        """Temp files of writes from now on are named from ``job_id`` and the key
+        (``paths.job_temp_name``): the same name in every run of the job, so a later
+        run reuses (journaled, resumable) or removes what a killed one left."""
+        self._job_tag = job_id
+
+    def _temp_for(self, key: str) -> str | None:
+        tag = self._job_tag
+        if tag is None:
+            return None
+        return job_temp_name(os.path.basename(key), tag, key)
 
     def resume_writer(
         self,

@@ -98,7 +98,8 @@ def _open_lustre_temp(dirfd: int, temp: str, layout: tuple[int, int]) -> int | N
 
 
 class PosixWriter:
-    """Parts ``pwrite`` into ``.<name>.dmtmp-<suffix>`` next to the target.
+    """Parts ``pwrite`` into ``.<name>.dmtmp-<suffix>`` next to the target
+    (``fixed_temp``: the job's name for it, ``paths.job_temp_name``, tried first).
 
     ``tree`` is the tree the key's ``rel`` lives in (a writer without one works in the
     key's parent directory, opened by its path as given); with ``owns_tree`` (or
@@ -129,7 +130,9 @@ class PosixWriter:
         durability: Durability | None = None,
         create_mode: int = 0o600,
         setid: bool = False,
+        fixed_temp: str | None = None,
     ) -> None:
+        self._fixed_temp = fixed_temp
         self.durability = durability or Durability("file")
         self.key = key
         self.size = size
@@ -174,7 +177,11 @@ class PosixWriter:
 
         try:
             self._dir, self.temp, fd = create_temp(
-                self.tree, self.rel, make, unguessable=layout is not None
+                self.tree,
+                self.rel,
+                make,
+                unguessable=layout is not None,
+                fixed=self._fixed_temp if layout is None else None,
             )
         except OSError as e:
             raise map_oserror(e, self.key) from e
