@@ -431,7 +431,8 @@ def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> in
     elif not args.quiet:
         if report.resumed:
             print(
-                f"resumed job {report.job_id}: {report.files_resumed} files already done",
+                f"resumed job {report.job_id}: {report.files_resumed} files / "
+                f"{format_size(report.bytes_resumed)} already done",
                 file=out,
             )
         print(

@@ -314,6 +314,7 @@ def run_job(
             report.seconds = time.monotonic() - started
             report.bytes_moved = runner.bytes_moved
             report.files_resumed = ctx.skipped_done
+            report.bytes_resumed = ctx.skipped_bytes + ctx.part_bytes
             if ctx.resumed:
                 # Counts over the whole job, earlier attempts included (last entry wins).
                 entries = writer.entries_so_far()
@@ -335,8 +336,9 @@ def run_job(
                 "seconds": round(report.seconds, 3),
                 "peak_buffer_bytes": runner.budget.peak,
             }
-            if aborted is not None:
-                summary["aborted"] = str(aborted)
+            if aborted is not None or interrupted is not None:
+                # Interrupted (a signal): suspended like an abort, so the job resumes.
+                summary["aborted"] = str(aborted) if aborted is not None else "interrupted"
                 writer.suspend(summary)
                 journal.finish_job(job_id, "aborted", counts[0], counts[1], counts[3])
             else:
