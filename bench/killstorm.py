@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from killstorm import DM, make_tree, read_tree, storm, temp_files  # noqa: E402
-from servers import SeaweedServer  # noqa: E402
+from killstorm import DM, make_tree, read_tree, storm, temp_files
+
+from servers import SeaweedServer
 
 MiB = 1 << 20
 

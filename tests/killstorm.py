@@ -78,13 +78,16 @@ def storm(
     delay: tuple[float, float] = (0.1, 1.0),
     run_timeout: float = 60.0,
     wait_progress: float = 10.0,
+    cold_every: int = 0,
 ) -> Storm:
     """Start ``cmd`` and SIGKILL it at a random moment, at least ``kills`` times, and on
     (up to ``max_kills``) until the journal records ``want_progress`` bytes durable.
     Each delay counts from the run's first journal write past where the previous run
     left off, or from its start when the journal did not move within
     ``wait_progress`` seconds, so kills
-    land in the middle of work even on a slow machine."""
+    land in the middle of work even on a slow machine. With ``cold_every`` N, every
+    Nth run is killed at a random moment from its start instead (start-up, planning,
+    the first parts in flight)."""
     rnd = random.Random(seed)
     out = Storm()
     started = time.monotonic()
@@ -92,11 +95,12 @@ def storm(
         before = journal_progress(db)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        while proc.poll() is None and time.monotonic() - t0 < wait_progress:
+        cold = cold_every > 0 and out.kills % cold_every == cold_every - 1
+        while not cold and proc.poll() is None and time.monotonic() - t0 < wait_progress:
             if journal_progress(db) > before:
                 break
             time.sleep(0.02)
-        wait = rnd.uniform(*delay)
+        wait = rnd.uniform(0.2, 2.5) if cold else rnd.uniform(*delay)
         out.delays.append(wait)
         try:
             proc.wait(timeout=wait)

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from killstorm import DM, journal_progress, make_tree, read_tree, storm, temp_files
 
 from datamover.options import MiB
-
-from killstorm import DM, journal_progress, make_tree, read_tree, storm, temp_files
 
 pytestmark = pytest.mark.timeout(120)
 

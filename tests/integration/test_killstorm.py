@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from killstorm import DM, make_tree, read_tree, storm, temp_files
 
 import datamover
-from datamover.manifest import read_manifest
 from datamover.options import MiB
 from datamover.stores import open_store
 
-from killstorm import DM, make_tree, read_tree, storm, temp_files
 from serverenv import ServerEnv, use_server
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(240)]
@@ -35,13 +37,29 @@ def _summary(manifest: Path) -> dict[str, Any]:
 
 
 def _storm_then_finish(
-    tmp_path: Path, src: str, dst: str, total: int, *, seed: int, extra: list[str]
+    tmp_path: Path,
+    src: str,
+    dst: str,
+    total: int,
+    *,
+    seed: int,
+    extra: list[str],
+    cold_every: int = 3,
 ) -> tuple[subprocess.CompletedProcess[str], Path, dict[str, str]]:
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     manifest = tmp_path / "m.jsonl"
     cmd = [*DM, "copy", src, dst, "--manifest", str(manifest), "--transfers", "4", *extra]
     db = tmp_path / "state" / "datamover" / "journal.db"
-    s = storm(cmd, env, db, seed=seed, kills=10, max_kills=30, want_progress=total * 6 // 10)
+    s = storm(
+        cmd,
+        env,
+        db,
+        seed=seed,
+        kills=10,
+        max_kills=30,
+        want_progress=total * 6 // 10,
+        cold_every=cold_every,
+    )
     assert s.kills >= 10
     assert not manifest.exists(), s  # never finished during the storm
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -87,7 +105,8 @@ def test_storm_upload_posix_to_s3(seaweed_env: ServerEnv, tmp_path: Path) -> Non
         url,
         total,
         seed=1602,
-        extra=["--part-size", "5MiB", "--bwlimit", "2MiB"],
+        extra=["--part-size", "5MiB", "--bwlimit", "4MiB", "--transfers", "2"],
+        cold_every=2,  # a 5 MiB part takes a while: half the kills from the start
     )
     store, _ = open_store(url)
     with store:
@@ -119,3 +138,72 @@ def test_storm_cloud_to_cloud_s3_to_azure(
         for rel, data in expected.items():
             assert store.read(f"out/{rel}") == data
         assert list(store.list_pending_uploads("out/")) == []
+
+
+def _kill_mid_upload(cmd: list[str], env: dict[str, str], db: Path) -> None:
+    """Run ``cmd`` until the journal holds a written part of an open upload, then
+    SIGKILL it."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if db.exists():
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
+                try:
+                    (n,) = conn.execute("SELECT COUNT(*) FROM parts").fetchone()
+                except sqlite3.Error:
+                    n = 0
+            if n:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the upload finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _pending(client: Any, bucket: str) -> list[str]:
+    return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_expired_upload_restarts_and_jobs_clean_aborts_dead_jobs_uploads(
+    s3: ServerEnv, tmp_path: Path
+) -> None:
+    """An upload the store has since aborted (expired) is started again cleanly; after
+    another kill, ``jobs clean --all`` lists and aborts the dead job's upload, and
+    only that one (another job's open upload is left alone)."""
+    src = tmp_path / "src"
+    data = make_tree(src, big=[14 * MiB], small=0)["big0.bin"]
+    url = s3.url("exp/")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    db = tmp_path / "state" / "datamover" / "journal.db"
+    cmd = [*DM, "copy", str(src), url, "--part-size", "5MiB", "--bwlimit", "5MiB"]
+    cmd += ["--transfers", "1"]
+    client: Any = s3.server.client()
+    try:
+        _kill_mid_upload(cmd, env, db)
+        [(key, upload_id)] = [
+            (u["Key"], u["UploadId"])
+            for u in client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+        ]
+        client.abort_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=upload_id)  # expired
+        final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+        assert final.returncode == 0, final.stdout + final.stderr
+        got = client.get_object(Bucket=s3.bucket, Key="exp/big0.bin")["Body"].read()
+        assert got == data
+        assert _pending(client, s3.bucket) == []
+
+        # Someone else's open upload under the same bucket: not ours to abort.
+        other = client.create_multipart_upload(Bucket=s3.bucket, Key="exp/other.bin")
+        cmd2 = [*cmd[:4], str(src), s3.url("exp2/"), *cmd[6:]]
+        _kill_mid_upload(cmd2, env, db)
+        assert sorted(_pending(client, s3.bucket)) == ["exp/other.bin", "exp2/big0.bin"]
+        clean = subprocess.run(
+            [*DM, "jobs", "clean", "--all"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert clean.returncode == 0, clean.stderr
+        assert f"aborted unfinished upload {s3.url('exp2/big0.bin')}" in clean.stdout
+        assert _pending(client, s3.bucket) == ["exp/other.bin"]
+        client.abort_multipart_upload(
+            Bucket=s3.bucket, Key="exp/other.bin", UploadId=other["UploadId"]
+        )
+    finally:
+        client.close()
