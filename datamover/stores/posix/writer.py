@@ -133,6 +133,8 @@ class PosixWriter:
         fixed_temp: str | None = None,
     ) -> None:
         self._fixed_temp = fixed_temp
+        #: Parts are journaled (a resumable multipart write, not ``put``'s one part).
+        self._journaled = presize
         self.durability = durability or Durability("file")
         self.key = key
         self.size = size
@@ -266,6 +268,8 @@ class PosixWriter:
         try:
             if not is_zeros(data, digests):  # the temp file is pre-sized: zeros stay holes
                 end = write_sparse(fd, memoryview(data).cast("B"), index * self.part_size)
+            if self._journaled and self._dir is not None:
+                self.durability.part_data(fd, self._dir)  # durable before journaled
         except OSError as e:
             raise map_oserror(e, self.key) from e
         with self._lock:
