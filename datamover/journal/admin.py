@@ -104,4 +104,7 @@ def _abort_writers(journal: Journal, job: JobRecord) -> list[str]:
             except DatamoverError as e:
                 if e.fatal:
                     raise
+        # Temp files of whole-file writes (and of writers killed before they were
+        # journaled) carry names derived from the job: remove those too.
+        store.discard_job_pieces(job.job_id, [root + rel for rel in journal.unfinished(job.job_id)])
     return done

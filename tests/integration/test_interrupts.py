@@ -194,3 +194,24 @@ def test_symlink_planted_at_a_temp_name_is_never_followed(tmp_path: Path) -> Non
     assert victim.read_bytes() == b"precious"
     assert read_tree(dst) == expected
     assert temp_files(dst) == []
+
+
+def test_jobs_clean_removes_a_dead_jobs_temp_files(tmp_path: Path) -> None:
+    """Killed runs leave temp files (multipart ones the journal names, and whole-file
+    ones it does not); ``jobs clean --all`` removes every one of them."""
+    cmd, _expected = _slow_copy(tmp_path)
+    cmd[cmd.index("--multipart-threshold") + 1] = "2MiB"  # small files: whole-file writes
+    env, db = _env(tmp_path), _db(tmp_path)
+    for _ in range(2):
+        proc = _start_and_wait_for_progress(cmd, env, db)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    dst = tmp_path / "dst"
+    assert temp_files(dst)
+    clean = subprocess.run(
+        [*DM, "jobs", "clean", "--all"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert clean.returncode == 0, clean.stderr
+    assert "aborted unfinished upload" in clean.stdout and "removed 1 jobs" in clean.stdout
+    assert temp_files(dst) == []

@@ -10,11 +10,18 @@ import errno
 import os
 import stat as statmod
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from datamover.checksums import PartDigests
-from datamover.errors import NotFound, SourceChanged, StoreError, UnsafePath, UsageError
+from datamover.errors import (
+    DatamoverError,
+    NotFound,
+    SourceChanged,
+    StoreError,
+    UnsafePath,
+    UsageError,
+)
 from datamover.stores.base import (
     HARDLINK_KEY,
     Buffer,
@@ -657,6 +664,17 @@ class PosixStore(Store):
         (``paths.job_temp_name``): the same name in every run of the job, so a later
         run reuses (journaled, resumable) or removes what a killed one left."""
         self._job_tag = job_id
+
+    def discard_job_pieces(self, job_id: str, keys: Iterable[str]) -> None:
+        """Unlink ``job_temp_name`` of each key (never followed; a directory there
+        or a name that can't be reached is left alone)."""
+        for key in keys:
+            head, _, name = key.rpartition("/")
+            temp = job_temp_name(name, job_id, key)
+            try:
+                self._remove(f"{head}/{temp}" if head else temp, key, directory=False)
+            except DatamoverError:
+                continue
 
     def _temp_for(self, key: str) -> str | None:
         tag = self._job_tag
