@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -207,3 +208,41 @@ def test_expired_upload_restarts_and_jobs_clean_aborts_dead_jobs_uploads(
         )
     finally:
         client.close()
+
+
+def test_download_resume_keeps_parts_unless_the_source_changed(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """A download killed mid-file resumes from its temp file's journaled parts; when the
+    object changed meanwhile (same size, new ETag) the file starts over and the new
+    bytes arrive, with no temp file left."""
+    src = tmp_path / "src"
+    make_tree(src, big=[12 * MiB], small=0)
+    url = seaweed_env.url("dl/")
+    assert datamover.copy(str(src), url).ok
+    dst = tmp_path / "dst"
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    db = tmp_path / "state" / "datamover" / "journal.db"
+    cmd = [*DM, "copy", url, str(dst), "--part-size", "1MiB", "--bwlimit", "3MiB"]
+    _kill_mid_upload(cmd, env, db)  # (a download: its parts are journaled the same way)
+    assert len(temp_files(dst)) == 1
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert re.search(r"0 files / [1-9][\d.]* MiB already done", resumed.stdout), resumed.stdout
+    assert (dst / "big0.bin").read_bytes() == (src / "big0.bin").read_bytes()
+
+    new = os.urandom(12 * MiB)  # the same size, other bytes: a new ETag
+    (src / "big0.bin").write_bytes(new)
+    dst2 = tmp_path / "dst2"
+    cmd2 = [*cmd[:5], str(dst2), *cmd[6:]]
+    store, _ = open_store(url)
+    with store:
+        before = store.stat("dl/big0.bin").etag
+    _kill_mid_upload(cmd2, env, db)
+    assert datamover.copy(str(src), url).ok  # the source object changes
+    with open_store(url)[0] as store:
+        assert store.stat("dl/big0.bin").etag != before
+    final = subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=90)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert (dst2 / "big0.bin").read_bytes() == new
+    assert temp_files(dst2) == []
