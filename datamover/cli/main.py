@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     out = sys.stdout
-    signals.install()
+    # Transfers stop the orderly way on SIGINT/SIGTERM (the mount has its own ways).
+    restore = signals.install() if args.command in signals.COMMANDS else None
     try:
         if args.json and not getattr(args, "json_output", False):
             raise UsageError(f"datamover {args.command} has no JSON output; drop --json")
@@ -101,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    finally:
+        if restore is not None:
+            restore()
 
 
 def _explain(e: DatamoverError) -> str:

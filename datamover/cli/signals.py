@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from datamover.job import Observer, RunInfo
@@ -41,14 +42,24 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """Handle SIGINT and SIGTERM as above (main thread only; elsewhere a no-op)."""
+#: The commands that run a transfer (``jobs resume`` is one).
+COMMANDS = ("copy", "sync", "jobs")
+
+
+def install() -> Callable[[], None] | None:
+    """Handle SIGINT and SIGTERM as above (main thread only; elsewhere a no-op).
+    Returns what puts the previous handlers back."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return None
     _state["signum"] = 0
     current_job.clear()
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    before = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+    return restore
 
 
 def exit_code(e: KeyboardInterrupt) -> int:
