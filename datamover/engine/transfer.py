@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from datamover.engine.leftovers import abort_unjournaled
 from datamover.engine.observer import Listener, Observer, RunInfo, as_observer, planned
 from datamover.engine.plan import FileJob, plan_copy
 from datamover.engine.results import FileResult, TransferReport, new_job_id
@@ -302,6 +303,14 @@ def run_job(
                 for path in report.deleted:
                     writer.add(ManifestEntry(path=path, size=0, status=STATUS_DELETED))
                     obs.file_deleted(path)
+            if previous is not None and report.files_failed == 0 and dst_store is not None:
+                journal.flush()
+                abort_unjournaled(  # uploads killed runs opened but never journaled
+                    dst_store,
+                    dst_root,
+                    previous.created,
+                    lambda rel: journal.lookup(job_id, rel) is not None,
+                )
             if dst_store is not None:
                 dst_store.sync()  # before the manifest is closed and the job is done
         except DatamoverError as e:

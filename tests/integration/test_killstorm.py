@@ -178,7 +178,7 @@ def test_expired_upload_restarts_and_jobs_clean_aborts_dead_jobs_uploads(
     db = tmp_path / "state" / "datamover" / "journal.db"
     cmd = [*DM, "copy", str(src), url, "--part-size", "5MiB", "--bwlimit", "5MiB"]
     cmd += ["--transfers", "1"]
-    client: Any = s3.server.client()
+    client: Any = s3.server.client()  # type: ignore[attr-defined]
     try:
         _kill_mid_upload(cmd, env, db)
         [(key, upload_id)] = [
@@ -246,3 +246,33 @@ def test_download_resume_keeps_parts_unless_the_source_changed(
     assert final.returncode == 0, final.stdout + final.stderr
     assert (dst2 / "big0.bin").read_bytes() == new
     assert temp_files(dst2) == []
+
+
+def test_resumed_job_aborts_uploads_its_killed_runs_never_journaled(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """A kill between opening an upload and journaling it leaves an upload no journal
+    names (made here by the SDK on one of the job's keys); the resumed job's end
+    aborts it, and leaves an upload on a key not of this job alone."""
+    s3 = seaweed_env
+    src = tmp_path / "src"
+    make_tree(src, big=[11 * MiB], small=3)
+    url = s3.url("orph/")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    db = tmp_path / "state" / "datamover" / "journal.db"
+    cmd = [*DM, "copy", str(src), url, "--part-size", "5MiB", "--bwlimit", "5MiB"]
+    cmd += ["--transfers", "1"]
+    client: Any = s3.server.client()  # type: ignore[attr-defined]
+    try:
+        _kill_mid_upload(cmd, env, db)
+        orphan = client.create_multipart_upload(Bucket=s3.bucket, Key="orph/d0/f0000.txt")
+        other = client.create_multipart_upload(Bucket=s3.bucket, Key="orph/not-ours.bin")
+        final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert _pending(client, s3.bucket) == ["orph/not-ours.bin"]
+        client.abort_multipart_upload(
+            Bucket=s3.bucket, Key="orph/not-ours.bin", UploadId=other["UploadId"]
+        )
+        assert orphan["UploadId"]
+    finally:
+        client.close()
