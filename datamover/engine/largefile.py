@@ -294,7 +294,12 @@ class LargeFile:
                 result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)
         except DatamoverError as e:
             result.error = e
-            if self.writer is not None and not isinstance(e, RunStopped):
+            kept = (
+                isinstance(e, RunStopped)
+                and isinstance(self.writer, ResumableWriter)
+                and r.job is not None  # journaled: a resume continues it
+            )
+            if self.writer is not None and not kept:  # a stopped run's upload is resumed
                 try:
                     self.writer.abort()
                 except DatamoverError:
