@@ -61,6 +61,12 @@ class DatamoverError(Exception):
     fatal: bool = False
 
 
+class RunStopped(DatamoverError):
+    """The run was asked to stop (a signal, a fatal error elsewhere) before this file
+    was done: it is neither done nor failed, and what it wrote so far is kept for a
+    resume (its journaled upload or temp file is not aborted)."""
+
+
 class UsageError(DatamoverError):
     """The user asked for something that can't work; the message says what to do."""
 

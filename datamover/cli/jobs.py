@@ -70,7 +70,10 @@ def cmd_jobs(args: argparse.Namespace, out: IO[str]) -> int:
         finally:
             transfer.stop(progress)
         return transfer.render(report, args, out)
-    removed = clean_jobs(args.job_id, state, include_unfinished=args.all)
+    aborted: list[str] = []
+    removed = clean_jobs(args.job_id, state, include_unfinished=args.all, aborted=aborted)
+    for url in aborted:
+        print(f"aborted unfinished upload {url}", file=out)
     print(f"removed {removed} jobs from the journal", file=out)
     return EXIT_OK
 

@@ -5,8 +5,8 @@ parse, build a job for the front door (``datamover.job``) and render.
 
 Exit codes: 0 all good; 1 some files failed or did not verify (the rest completed and
 are recorded); 2 usage, configuration or a fatal store error (missing bucket, bad
-credentials), printed as one line; 130 interrupted. Tracebacks appear only with
-``-vv``.
+credentials), printed as one line; 130 interrupted (SIGINT), 143 terminated (SIGTERM),
+after saying how to resume (``cli/signals.py``). Tracebacks appear only with ``-vv``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 
 from datamover._version import __version__
-from datamover.cli import browse, checks, jobs, mount, transfer
-from datamover.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, log, shown
+from datamover.cli import browse, checks, jobs, mount, signals, transfer
+from datamover.cli.common import EXIT_OK, EXIT_USAGE, Parser, log, shown
 from datamover.config import load_config, use_config
 from datamover.errors import DatamoverError, TransientError, UsageError
 from datamover.redact import install as install_redaction
@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     out = sys.stdout
+    # Transfers stop the orderly way on SIGINT/SIGTERM (the mount has its own ways).
+    restore = signals.install() if args.command in signals.COMMANDS else None
     try:
         if args.json and not getattr(args, "json_output", False):
             raise UsageError(f"datamover {args.command} has no JSON output; drop --json")
@@ -80,9 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"datamover {args.command} needs an action; see --help")
         code: int = handler(args, out)
         return code
-    except KeyboardInterrupt:
-        print("datamover: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        print(signals.resume_hint(), file=sys.stderr)
+        return signals.exit_code(e)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -100,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    finally:
+        if restore is not None:
+            restore()
 
 
 def _explain(e: DatamoverError) -> str:

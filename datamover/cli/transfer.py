@@ -10,6 +10,7 @@ from typing import IO
 
 from datamover.checksums import ALGORITHMS
 from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, rate, shown, size_arg
+from datamover.cli.signals import JobTracker
 from datamover.errors import DatamoverError
 from datamover.filters import EXCLUDE, INCLUDE, FileFilter
 from datamover.job import (
@@ -335,7 +336,7 @@ def listeners(
     # deferred: rich costs ~40 ms of start-up, and only a live display needs it
     from datamover.cli.progress import make_progress
 
-    parts: list[Listener] = []
+    parts: list[Listener] = [JobTracker()]
     progress = None
     stream = JsonLines(out) if args.json else None
     if stream is not None:
@@ -348,7 +349,7 @@ def listeners(
         progress = make_progress(quiet=args.quiet)
         if progress is not None:
             parts.append(progress)
-    listener = None if not parts else parts[0] if len(parts) == 1 else Fanout(parts)
+    listener = parts[0] if len(parts) == 1 else Fanout(parts)
     return listener, progress or Observer(), stream
 
 
@@ -448,7 +449,8 @@ def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> in
     elif not args.quiet:
         if report.resumed:
             print(
-                f"resumed job {report.job_id}: {report.files_resumed} files already done",
+                f"resumed job {report.job_id}: {report.files_resumed} files / "
+                f"{format_size(report.bytes_resumed)} already done",
                 file=out,
             )
         print(

@@ -25,6 +25,7 @@ from datamover.errors import (
     DigestMismatch,
     IntegrityError,
     InvalidMetadata,
+    RunStopped,
     SourceChanged,
 )
 from datamover.stores.base import ChunkWriter, ResumableWriter, Store
@@ -154,6 +155,8 @@ class LargeFile:
                 raise
             return None
         self.resumed = {i: rec.parts[i][1] for i in valid}
+        if r.job is not None:
+            r.job.kept(rec.parts[i][0] for i in valid)
         for i in valid:
             assert r.job is not None
             r.job.part(job, rec.parts[i][0], rec.parts[i][1])
@@ -221,7 +224,7 @@ class LargeFile:
     def part_task(self, index: int, cost: int) -> None:
         self.costs[index] = cost
         if self.error is not None or self.r.stop.is_set():
-            self.fail(self.error or DatamoverError("run stopped"), unsettled_from=None)
+            self.fail(self.error or RunStopped("run stopped"), unsettled_from=None)
             self._settle(index, 2)
             return
         r, job = self.r, self.job
@@ -317,7 +320,12 @@ class LargeFile:
                 r.prove(job, result, self.retries)
         except DatamoverError as e:
             result.error = e
-            if self.writer is not None:
+            kept = (
+                isinstance(e, RunStopped)
+                and isinstance(self.writer, ResumableWriter)
+                and r.job is not None  # journaled: a resume continues it
+            )
+            if self.writer is not None and not kept:  # a stopped run's upload is resumed
                 try:
                     self.writer.abort()
                 except DatamoverError:

@@ -28,6 +28,9 @@ class TransferReport:
     files_failed: int = 0
     files_skipped: int = 0
     files_resumed: int = 0
+    #: Bytes a resumed run found already done: files finished earlier, and parts of
+    #: partly written files the destination still held (checked, not sent again).
+    bytes_resumed: int = 0
     bytes: int = 0
     bytes_moved: int = 0
     resumed: bool = False

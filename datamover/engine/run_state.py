@@ -3,12 +3,15 @@ hooks the runner calls as files and parts complete."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from datamover.engine.plan import FileJob
 from datamover.journal import FileRecord, Journal
 from datamover.stores.base import ObjectInfo, PartReceipt, ResumableWriter
+
+_count_lock = threading.Lock()
 
 
 def _same_source(rec: FileRecord, info: ObjectInfo) -> bool:
@@ -28,6 +31,8 @@ class JobContext:
     resumed: bool = False
     skipped_done: int = 0
     skipped_bytes: int = 0
+    #: Bytes of parts a previous attempt wrote that the destination still holds.
+    part_bytes: int = 0
 
     def pending(self, jobs: Iterable[FileJob]) -> Iterator[FileJob]:
         """Jobs minus those a previous attempt of this job finished from the same
@@ -57,6 +62,12 @@ class JobContext:
         self.journal.writing(
             self.job_id, job.rel, info.size, info.mtime, info.etag, part_size, writer.state()
         )
+
+    def kept(self, receipts: Iterable[PartReceipt]) -> None:
+        """Parts of a partly written file found intact: counted as already done."""
+        n = sum(r.size for r in receipts)
+        with _count_lock:
+            self.part_bytes += n
 
     def part(self, job: FileJob, receipt: PartReceipt, digest: str) -> None:
         self.journal.part(self.job_id, job.rel, receipt, digest)

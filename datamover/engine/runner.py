@@ -52,6 +52,7 @@ from datamover.errors import (
     DatamoverError,
     DigestMismatch,
     IntegrityError,
+    RunStopped,
     SourceChanged,
     StoreError,
     UnsafePath,
@@ -108,7 +109,8 @@ class Runner:
         #: Bytes that really crossed to or from a store (resumed parts don't count).
         self.bytes_moved = 0
         self._moved_lock = threading.Lock()
-        self.bandwidth = TokenBucket(options.bwlimit, sleep=sleep) if options.bwlimit else None
+        nap = self._nap if sleep is time.sleep else sleep
+        self.bandwidth = TokenBucket(options.bwlimit, sleep=nap) if options.bwlimit else None
         self.dst = dst
         self.algorithm = options.checksum
         self.part_algorithm = options.part_checksum
@@ -240,7 +242,7 @@ class Runner:
         for index in range(large.count):
             cost = max(large.part_length(index), MIN_TASK_COST)
             if not self.budget.acquire(cost, self.stop):
-                large.fail(DatamoverError("run stopped"), unsettled_from=index)
+                large.fail(RunStopped("run stopped"), unsettled_from=index)
                 return
             self._submit(large.part_task, index, cost)
 
@@ -256,7 +258,7 @@ class Runner:
                     store.drop_connections()
 
         if self.stop.is_set():
-            raise DatamoverError("run stopped")
+            raise RunStopped("run stopped")
         return call_with_retries(fn, self.retry, sleep=self.sleep, on_retry=note)
 
     def algorithms_for(self, expected: Mapping[str, str]) -> tuple[str, ...]:
@@ -323,6 +325,12 @@ class Runner:
     def throttle(self, n: int) -> None:
         if self.bandwidth is not None:
             self.bandwidth.consume(n)
+            if self.stop.is_set():  # woken early by the stop (_nap)
+                raise RunStopped("run stopped")
+
+    def _nap(self, seconds: float) -> None:
+        """The bandwidth limit's wait, cut short when the run stops."""
+        self.stop.wait(seconds)
 
     def check_unchanged(self, job: FileJob, before: ObjectInfo) -> None:
         now = self.src.stat(job.src_key)
@@ -335,6 +343,13 @@ class Runner:
 
     def finish(self, result: FileResult) -> None:
         error, job = result.error, result.job
+        if isinstance(error, RunStopped):
+            # Neither done nor failed: the journal keeps it planned (or writing, with
+            # its parts), the manifest says nothing, a resume takes it up.
+            with self._flow:
+                self._inflight -= 1
+                self._flow.notify_all()
+            return
         redo = (
             isinstance(error, DigestMismatch | SourceChanged)
             and job.attempt < self.retry.file_attempts

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from datamover.engine.leftovers import abort_unjournaled
 from datamover.engine.observer import Listener, Observer, RunInfo, as_observer, planned
 from datamover.engine.plan import FileJob, plan_copy
 from datamover.engine.results import FileResult, TransferReport, new_job_id
@@ -26,6 +27,7 @@ from datamover.engine.sync import SyncPlanner
 from datamover.errors import DatamoverError, NotFound, UnsafePath, UsageError
 from datamover.filters import FileFilter
 from datamover.journal import Journal, default_state_dir, job_key, journal_path
+from datamover.journal.lock import JobLock
 from datamover.manifest import (
     STATUS_DELETED,
     STATUS_FAILED,
@@ -199,8 +201,13 @@ def run_job(
     started = time.monotonic()
     source, destination = src_store.url(src_root), dst_store.url(dst_root)
     journal = Journal(journal_path(options.state_dir))
+    lock: JobLock | None = None
     try:
         key = job_key(operation, source, destination, options.identity())
+        # One run of a job at a time (journal/lock.py): taken before looking for a job
+        # to resume, so two runs started together can't both start one.
+        lock = JobLock(os.path.dirname(journal.path), key)
+        lock.acquire()
         previous = journal.resumable(key) if options.resume else None
         if (
             previous is not None
@@ -226,6 +233,9 @@ def run_job(
                 manifest_path,
                 request,
             )
+        lock.holds(job_id)
+        if dst_store is not None:
+            dst_store.use_job(job_id)  # temp names a later run of this job finds again
         ctx = JobContext(journal, job_id, resumed=previous is not None)
         report = TransferReport(job_id, operation, source, destination, manifest_path)
         report.resumed = ctx.resumed
@@ -301,6 +311,14 @@ def run_job(
                 for path in report.deleted:
                     writer.add(ManifestEntry(path=path, size=0, status=STATUS_DELETED))
                     obs.file_deleted(path)
+            if previous is not None and report.files_failed == 0 and dst_store is not None:
+                journal.flush()
+                abort_unjournaled(  # uploads killed runs opened but never journaled
+                    dst_store,
+                    dst_root,
+                    previous.created,
+                    lambda rel: journal.lookup(job_id, rel) is not None,
+                )
             if dst_store is not None:
                 dst_store.sync()  # before the manifest is closed and the job is done
         except DatamoverError as e:
@@ -313,6 +331,7 @@ def run_job(
             report.seconds = time.monotonic() - started
             report.bytes_moved = runner.bytes_moved
             report.files_resumed = ctx.skipped_done
+            report.bytes_resumed = ctx.skipped_bytes + ctx.part_bytes
             if ctx.resumed:
                 # Counts over the whole job, earlier attempts included (last entry wins).
                 entries = writer.entries_so_far()
@@ -323,8 +342,10 @@ def run_job(
                     sum(1 for e in entries if e.status == STATUS_SKIPPED),
                     sum(e.size for e in ok),
                 )
+                unverified = sum(1 for e in ok if e.verified == VERIFIED_NONE)
             else:  # a fresh job: this run's counters are the job's
                 counts = (report.files_ok, report.files_failed, report.files_skipped, report.bytes)
+                unverified = report.files_unverified
             summary: dict[str, object] = {
                 "files_ok": counts[0],
                 "files_failed": counts[1],
@@ -334,10 +355,11 @@ def run_job(
                 "seconds": round(report.seconds, 3),
                 "peak_buffer_bytes": runner.budget.peak,
             }
-            if report.files_unverified:
-                summary["files_unverified"] = report.files_unverified
-            if aborted is not None:
-                summary["aborted"] = str(aborted)
+            if unverified:
+                summary["files_unverified"] = unverified
+            if aborted is not None or interrupted is not None:
+                # Interrupted (a signal): suspended like an abort, so the job resumes.
+                summary["aborted"] = str(aborted) if aborted is not None else "interrupted"
                 writer.suspend(summary)
                 journal.finish_job(job_id, "aborted", counts[0], counts[1], counts[3])
             else:
@@ -353,6 +375,8 @@ def run_job(
         return report
     finally:
         journal.close()
+        if lock is not None:
+            lock.release()
 
 
 def _dry_run(

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import os
+
 from datamover.errors import DatamoverError, StateError, UsageError
 from datamover.journal.db import JobRecord, Journal, journal_path
+from datamover.journal.lock import is_live
 from datamover.stores import open_store
 
 _FINISHED = ("done",)
@@ -41,11 +44,18 @@ def show_job(job_id: str, directory: str | None = None) -> tuple[JobRecord, dict
 
 
 def clean_jobs(
-    job_id: str | None, directory: str | None = None, *, include_unfinished: bool = False
+    job_id: str | None,
+    directory: str | None = None,
+    *,
+    include_unfinished: bool = False,
+    aborted: list[str] | None = None,
 ) -> int:
     """Forget finished jobs (or the one named). With ``include_unfinished``, unfinished
-    ones too, after aborting the uploads they still hold open."""
+    ones too, after aborting the uploads they still hold open (each one's URL is
+    appended to ``aborted``). A job a live run holds (``lock.is_live``) is never
+    touched: named, it is a ``UsageError``; otherwise it is passed over."""
     journal = _journal(directory)
+    state_dir = os.path.dirname(journal.path)
     removed = 0
     try:
         if job_id:
@@ -61,8 +71,17 @@ def clean_jobs(
             unfinished = job.state not in _FINISHED
             if unfinished and not (include_unfinished or job_id):
                 continue
+            if is_live(state_dir, job.job_key):
+                if job_id:
+                    raise UsageError(
+                        f"job {job.job_id} is running now (another process holds its lock); "
+                        "stop that run first, or leave the job alone"
+                    )
+                continue
             if unfinished:
-                _abort_writers(journal, job)
+                done = _abort_writers(journal, job)
+                if aborted is not None:
+                    aborted.extend(done)
             journal.delete_job(job.job_id)
             removed += 1
     finally:
@@ -70,12 +89,22 @@ def clean_jobs(
     return removed
 
 
-def _abort_writers(journal: Journal, job: JobRecord) -> None:
+def _abort_writers(journal: Journal, job: JobRecord) -> list[str]:
+    """Abort the uploads (S3 multipart uploads, Azure blocks, GCS part objects, POSIX
+    temp files) the journal says ``job`` holds open: all of them listed first, then
+    each aborted. Returns the URLs of those aborted (gone already: not listed)."""
     store, root = open_store(job.destination)
+    done = []
     with store:
-        for rel, size, part_size, state in journal.writers(job.job_id):
+        open_writers = list(journal.writers(job.job_id))
+        for rel, size, part_size, state in open_writers:
             try:
                 store.resume_writer(root + rel, size=size, part_size=part_size, state=state).abort()
+                done.append(store.url(root + rel))
             except DatamoverError as e:
                 if e.fatal:
                     raise
+        # Temp files of whole-file writes (and of writers killed before they were
+        # journaled) carry names derived from the job: remove those too.
+        store.discard_job_pieces(job.job_id, [root + rel for rel in journal.unfinished(job.job_id)])
+    return done

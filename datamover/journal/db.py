@@ -482,6 +482,16 @@ class Journal:
                 _object(writer, "upload token", job_id),
             )
 
+    def unfinished(self, job_id: str) -> list[str]:
+        """Paths of a job's files not done (planned, writing or failed)."""
+        return [
+            str(rel)
+            for (rel,) in self._query(
+                "SELECT rel FROM files WHERE job_id=? AND state IN ('planned','writing','failed')",
+                (job_id,),
+            )
+        ]
+
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._read_lock:
             try:

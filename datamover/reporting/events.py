@@ -18,7 +18,7 @@ Every event is a JSON-able dict with an ``"event"`` key:
                    at most once per ``progress_interval`` seconds (totals grow while
                    ``planning`` is true)
 ``summary``        ``ok, operation, job_id, files_ok, files_failed, files_skipped,
-                   files_resumed, bytes, bytes_moved, retries, deleted, seconds,
+                   files_resumed, bytes_resumed, bytes, bytes_moved, retries, deleted, seconds,
                    manifest, dry_run, time`` and ``error`` when the run stopped
 =================  ===========================================================
 
@@ -306,6 +306,7 @@ def summary_event(report: TransferReport, error: BaseException | None = None) ->
         "files_skipped": report.files_skipped,
         "files_resumed": report.files_resumed,
         "files_unverified": report.files_unverified,
+        "bytes_resumed": report.bytes_resumed,
         "bytes": report.bytes,
         "bytes_moved": report.bytes_moved,
         "retries": report.retries,

@@ -439,6 +439,20 @@ class Store(ABC):
         learn (``{}``). Raises what the first write would."""
         return {}
 
+    def use_job(self, job_id: str) -> None:
+        """Writes from now on belong to the journaled job ``job_id``. A store whose
+        unfinished writes leave pieces under names it picks (POSIX temp files) names
+        them from the job and the key, so a later run of the job finds and reuses or
+        removes every piece an earlier, killed run left. Default: nothing to do."""
+        return None
+
+    def discard_job_pieces(self, job_id: str, keys: Iterable[str]) -> None:
+        """Remove what writes of ``keys`` by the job ``job_id`` may have left under
+        names ``use_job`` gave them (a dead job's POSIX temp files, including those
+        of whole-file writes no journal row names). Nothing else is touched; a name
+        that holds something else (a directory) is left alone. Default: nothing."""
+        return None
+
     def endpoint(self) -> str | None:
         """The service address this store talks to, for messages (never with
         credentials in it); None where there is nothing to say (a local path)."""

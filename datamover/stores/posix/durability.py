@@ -49,6 +49,18 @@ class Durability:
         if self.mode == "file":
             os.fsync(fd)
 
+    def part_data(self, fd: int, directory: _Directory) -> None:
+        """After a part was written into the temp file open at ``fd`` (in the open
+        ``directory``), before the journal may record it: "file" makes it durable
+        now (``fdatasync``); "job" notes its filesystem, so the journal's next batch
+        (which would record the part) is committed only after a ``syncfs`` of it.
+        Either way a journaled range of a temp file is on disk; with "none" it may
+        not be, and a resume's CRC32C re-read of the part is what catches that."""
+        if self.mode == "file":
+            os.fdatasync(fd)
+        elif self.mode == "job":
+            self.renamed(directory)
+
     def renamed(self, directory: _Directory) -> None:
         """After a name was renamed (or made) in the open ``directory``."""
         if self.mode == "file":

@@ -11,6 +11,7 @@ directory swapped for a symlink after a check can't redirect it.
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import os
 import secrets
@@ -76,23 +77,52 @@ def is_temp_for(temp: str, name: str) -> bool:
     return len(os.fsencode(temp)) == NAME_MAX and os.fsencode(name).startswith(os.fsencode(head))
 
 
+def job_temp_name(name: str, job_tag: str, key: str) -> str:
+    """The temp name a job gives ``key`` (whose last component is ``name``):
+    ``.NAME.dmtmp-<64 bits of sha256(job tag, key)>``, the same in every run of the
+    job, so a later run finds (and reuses or removes) what a killed one left."""
+    digest = hashlib.sha256(f"{job_tag}\0{key}".encode(errors="surrogateescape")).hexdigest()
+    suffix = TEMP_MARK + digest[:16]
+    raw = os.fsencode(name)
+    room = NAME_MAX - 1 - len(suffix)
+    if len(raw) > room:
+        name = os.fsdecode(raw[:room])
+    return f".{name}{suffix}"
+
+
 def create_temp(
-    tree: Beneath, rel: str, make: Callable[[int, str], T], *, unguessable: bool = False
+    tree: Beneath,
+    rel: str,
+    make: Callable[[int, str], T],
+    *,
+    unguessable: bool = False,
+    fixed: str | None = None,
 ) -> tuple[Dir, str, T]:
     """``make(dirfd, temp)`` under a fresh temp name next to ``rel`` (``make`` must
     create it exclusively: ``O_CREAT | O_EXCL``, ``symlinkat``, ``linkat``), making the
     directory first if needed. Returns the directory, *held* (release it with
     ``tree.release`` after the rename or the removal of the temp file), the temp name
     and what ``make`` returned. A name clash takes the next name; a directory removed
-    since it was cached is resolved again, once."""
+    since it was cached is resolved again, once.
+
+    ``fixed`` (``job_temp_name``) is tried first: what stands under it is a leftover
+    of an earlier run of the same job (or something planted there), so it is unlinked
+    (a symlink is removed, never followed) and the name made afresh, exclusively; if
+    it is taken again (or is a directory), fresh names are taken as above."""
     head, name = split(rel)
     retried = False
-    for _ in range(8):
+    tries = [fixed, fixed] if fixed is not None else []
+    for attempt in range(8 + len(tries)):
         d = tree.hold(head, create=True)
-        temp = temp_name(name, unguessable=unguessable)
+        temp = tries[attempt] if attempt < len(tries) else temp_name(name, unguessable=unguessable)
         try:
             return d, temp, make(d.fd, temp)
         except FileExistsError:
+            if attempt == 0 and fixed is not None:
+                try:
+                    os.unlink(temp, dir_fd=d.fd)  # an earlier run's leftover
+                except OSError:
+                    tries = [fixed]  # a directory, or gone: go on with fresh names
             tree.release(d)  # somebody's leftover (or plant) under this name: the next one
         except FileNotFoundError:
             stale = not retried and head != "" and removed(d.fd)

@@ -10,11 +10,18 @@ import errno
 import os
 import stat as statmod
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from datamover.checksums import PartDigests
-from datamover.errors import NotFound, SourceChanged, StoreError, UnsafePath, UsageError
+from datamover.errors import (
+    DatamoverError,
+    NotFound,
+    SourceChanged,
+    StoreError,
+    UnsafePath,
+    UsageError,
+)
 from datamover.stores.base import (
     HARDLINK_KEY,
     Buffer,
@@ -45,6 +52,7 @@ from datamover.stores.posix.paths import (
     TEMP_MARK,
     ChildKeys,
     is_temp_for,
+    job_temp_name,
     walk_temps,
 )
 from datamover.stores.posix.sparse import read_sparse
@@ -128,6 +136,7 @@ class PosixStore(Store):
         self._dir_cache = dir_cache
         self._use_openat2 = use_openat2
         self._trees_lock = threading.Lock()
+        self._job_tag: str | None = None
         #: Confined roots and their trees, longest root first (replaced, never mutated,
         #: so readers need no lock).
         self._trees: tuple[tuple[str, Beneath], ...] = ()
@@ -592,6 +601,7 @@ class PosixStore(Store):
             durability=self.durability,
             create_mode=0o600 if attrs.mode is not None else 0o666,
             setid=self.preserve_setid,
+            fixed_temp=self._temp_for(key),
         )
         try:
             writer.write_part(0, data, digests or PartDigests(data))
@@ -644,9 +654,33 @@ class PosixStore(Store):
             durability=self.durability,
             create_mode=0o600 if attrs.mode is not None else 0o666,
             setid=self.preserve_setid,
+            fixed_temp=self._temp_for(key),
         )
         writer.initial_metadata = dict(meta)
         return writer
+
+    def use_job(self, job_id: str) -> None:
+        """Temp files of writes from now on are named from ``job_id`` and the key
+        (``paths.job_temp_name``): the same name in every run of the job, so a later
+        run reuses (journaled, resumable) or removes what a killed one left."""
+        self._job_tag = job_id
+
+    def discard_job_pieces(self, job_id: str, keys: Iterable[str]) -> None:
+        """Unlink ``job_temp_name`` of each key (never followed; a directory there
+        or a name that can't be reached is left alone)."""
+        for key in keys:
+            head, _, name = key.rpartition("/")
+            temp = job_temp_name(name, job_id, key)
+            try:
+                self._remove(f"{head}/{temp}" if head else temp, key, directory=False)
+            except DatamoverError:
+                continue
+
+    def _temp_for(self, key: str) -> str | None:
+        tag = self._job_tag
+        if tag is None:
+            return None
+        return job_temp_name(os.path.basename(key), tag, key)
 
     def resume_writer(
         self,

@@ -98,7 +98,8 @@ def _open_lustre_temp(dirfd: int, temp: str, layout: tuple[int, int]) -> int | N
 
 
 class PosixWriter:
-    """Parts ``pwrite`` into ``.<name>.dmtmp-<suffix>`` next to the target.
+    """Parts ``pwrite`` into ``.<name>.dmtmp-<suffix>`` next to the target
+    (``fixed_temp``: the job's name for it, ``paths.job_temp_name``, tried first).
 
     ``tree`` is the tree the key's ``rel`` lives in (a writer without one works in the
     key's parent directory, opened by its path as given); with ``owns_tree`` (or
@@ -129,7 +130,11 @@ class PosixWriter:
         durability: Durability | None = None,
         create_mode: int = 0o600,
         setid: bool = False,
+        fixed_temp: str | None = None,
     ) -> None:
+        self._fixed_temp = fixed_temp
+        #: Parts are journaled (a resumable multipart write, not ``put``'s one part).
+        self._journaled = presize
         self.durability = durability or Durability("file")
         self.key = key
         self.size = size
@@ -174,7 +179,11 @@ class PosixWriter:
 
         try:
             self._dir, self.temp, fd = create_temp(
-                self.tree, self.rel, make, unguessable=layout is not None
+                self.tree,
+                self.rel,
+                make,
+                unguessable=layout is not None,
+                fixed=self._fixed_temp if layout is None else None,
             )
         except OSError as e:
             raise map_oserror(e, self.key) from e
@@ -259,6 +268,8 @@ class PosixWriter:
         try:
             if not is_zeros(data, digests):  # the temp file is pre-sized: zeros stay holes
                 end = write_sparse(fd, memoryview(data).cast("B"), index * self.part_size)
+            if self._journaled and self._dir is not None:
+                self.durability.part_data(fd, self._dir)  # durable before journaled
         except OSError as e:
             raise map_oserror(e, self.key) from e
         with self._lock:

@@ -1,0 +1,86 @@
+"""SIGINT and SIGTERM for the CLI: the first one stops the run the orderly way, the
+second one at once.
+
+The first signal raises ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread:
+the runner stops scheduling, lets the parts in flight end (each bounded by one part's
+read and write), the manifest is suspended and the journal flushed and marked, and
+``main`` prints how to resume (``datamover jobs resume ID``) and exits 130 (SIGINT) or
+143 (SIGTERM). A second signal while that happens exits at once (``os._exit``), with
+the same code: the journal is SQLite in WAL mode, so what it committed stays committed,
+and the next run resumes from there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from datamover.job import Observer, RunInfo
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_state = {"signum": 0}
+#: The job the current run journals to (for the resume hint), once it started.
+current_job: list[str] = []
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state["signum"]:
+        os.write(2, b"datamover: stopped at once\n")
+        os._exit(128 + _state["signum"])
+    _state["signum"] = signum
+    raise Interrupted(signum)
+
+
+#: The commands that run a transfer (``jobs resume`` is one).
+COMMANDS = ("copy", "sync", "jobs")
+
+
+def install() -> Callable[[], None] | None:
+    """Handle SIGINT and SIGTERM as above (main thread only; elsewhere a no-op).
+    Returns what puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _state["signum"] = 0
+    current_job.clear()
+    before = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+    return restore
+
+
+def exit_code(e: KeyboardInterrupt) -> int:
+    """130 for SIGINT (or a plain KeyboardInterrupt), 143 for SIGTERM."""
+    return 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
+
+
+def resume_hint() -> str:
+    """What to tell the user after an interrupted run."""
+    if not current_job:
+        return "datamover: interrupted"
+    job = current_job[-1]
+    return (
+        f"datamover: interrupted; job {job} is saved in the journal: "
+        f"resume it with `datamover jobs resume {job}` (or run the same command again)"
+    )
+
+
+class JobTracker(Observer):
+    """Remembers the job a run journals to, for ``resume_hint``."""
+
+    def run_started(self, run: RunInfo) -> None:
+        if run.job_id and not run.dry_run:
+            current_job.append(run.job_id)
