@@ -205,13 +205,15 @@ def test_copy_never_marks_a_wrong_file_ok(flipped: Flipped, tmp_path: Path) -> N
     for name, data in files.items():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(data)
-    f.proxy.fault_rate = 0.1
+    # 0.15 of requests: ~60 requests carry a body, so ~9 flips are expected; which
+    # requests draw them depends on thread timing, hence the looser floor below.
+    f.proxy.fault_rate = 0.15
     manifest = str(tmp_path / "up.jsonl")
     report = datamover.copy(
         str(src), f.env.url("t"), manifest=manifest, part_size=PART, multipart_threshold=PART
     )
     f.proxy.fault_rate = 0.0
-    assert f.proxy.counts["flip_request_bit"] >= 5, f.proxy.summary()
+    assert f.proxy.counts["flip_request_bit"] >= 3, f.proxy.summary()
     entries = read_manifest(manifest).entries
     ok = {e.path for e in entries if e.status == "ok"}
     failed = {path for path, _ in report.failures}
