@@ -989,6 +989,40 @@ def _cloud_rows(provider: str) -> None:
         for up in (True, False):
             make(name, up)
 
+    def mount_read(b: Bench) -> Row:
+        """Sequential read through a fresh mount against the store's own lean GET of
+        the same object (8 threads x 16 MiB ranges into reused buffers)."""
+        data = b.dataset("large")
+        key = fixture(b, "large") + data.path.name
+        env = b.dm_env(server(b))
+
+        def argv(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
+            return [DATAMOVER, "mount", f"{provider}://{BUCKET}/", str(mnt), "--foreground"], env
+
+        def read(mnt: Path, run_id: str, stack: contextlib.ExitStack) -> Invocation:
+            return Invocation(["dd", f"if={mnt / key}", "of=/dev/null", "bs=1M"])
+
+        def lean(run_id: str, stack: contextlib.ExitStack) -> Invocation:
+            url = f"{provider}://{BUCKET}/{key}"
+            return Invocation([PYTHON, str(BENCH / "store_download.py"), url], env)
+
+        r = Row(
+            f"{group}-mount-read-large",
+            f"sequential read of the large object through a mount, {label} (dd bs=1M)",
+            data.bytes,
+            1,
+            [
+                _mount_tool(b, "datamover", argv, read, "datamover mount; dd; fresh mount"),
+                Tool("lean-get", lean, "store readinto, 8 x 16 MiB ranges, null sink"),
+            ],
+            [Target("throughput >= 0.8x direct lean GET", "wall", 1.25, "lean-get")],
+        )
+        if not datamover_has_mount():
+            r.unavailable["datamover"] = "not available: `datamover mount` does not exist yet"
+        return r
+
+    ROWS[f"{group}-mount-read-large"] = (group, mount_read)
+
 
 _cloud_rows("az")
 _cloud_rows("gs")
@@ -1081,6 +1115,8 @@ DEFAULT_ORDER = [
     "gcs-down-large",
     "gcs-up-small",
     "gcs-down-small",
+    "azure-mount-read-large",
+    "gcs-mount-read-large",
     "rss-sparse",
     "rss-plan",
 ]

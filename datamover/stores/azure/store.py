@@ -210,7 +210,12 @@ class AzureStore(Store):
             limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
             if self._lean is not None:
                 got = self._lean.get(key, offset, length, max_body=limit)
-                return b"" if got.status == 416 else bytes(got.body)
+                if got.status == 416:
+                    return b""
+                total = content_range_total(got.headers) if got.status == 206 else None
+                if length is None and total is not None and total - offset > limit:
+                    check_whole_read(self.url(key), key, total, None, self.limits.max_single_put)
+                return bytes(got.body)
             data: bytes = self._download(key, offset, length, limit).readall()
             return data
         except ResponseTooLarge as e:
@@ -280,7 +285,15 @@ class AzureStore(Store):
             self.stat(key)
             return 0
         if self._lean is not None:
-            got = self._lean.get(key, offset, len(view), into=view, max_body=len(view))
+            try:
+                got = self._lean.get(key, offset, len(view), into=view, max_body=len(view))
+            except ResponseTooLarge as e:
+                raise ResponseTooLarge(
+                    f"{self.url(key)}: the server answered with {e.size} bytes "
+                    f"for a range of {len(view)}",
+                    key=key,
+                    size=e.size,
+                ) from None
             return 0 if got.status == 416 else got.length
         try:
             downloader = self._download(key, offset, len(view), len(view))

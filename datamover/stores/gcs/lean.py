@@ -31,6 +31,7 @@ from typing import Any
 from datamover.checksums import PartDigests
 from datamover.errors import IntegrityError, SourceChanged, StoreError
 from datamover.stores.base import ObjectInfo, check_whole_read
+from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.gcs.crc import crc_from_b64
 from datamover.stores.gcs.errors import status_error
 from datamover.stores.gcs.metadata import blob_info
@@ -345,7 +346,15 @@ class LeanGCS:
         raise SourceChanged(f"{self._where(key)}: replaced while being read", key=key)
 
     def readinto(self, key: str, offset: int, view: memoryview) -> int:
-        got = self.get(key, offset, len(view), into=view, max_body=len(view))
+        try:
+            got = self.get(key, offset, len(view), into=view, max_body=len(view))
+        except ResponseTooLarge as e:
+            raise ResponseTooLarge(
+                f"{self._where(key)}: the server answered with {e.size} bytes "
+                f"for a range of {len(view)}",
+                key=key,
+                size=e.size,
+            ) from None
         return 0 if got.status == 416 else got.length
 
 
