@@ -39,8 +39,13 @@ from datamover.errors import NotFound, StoreError
 from datamover.stores.azure.errors import retry_after, status_error
 from datamover.stores.azure.metadata import headers_info
 from datamover.stores.base import ObjectInfo
-from datamover.stores.leanhttp import LeanHTTP, LeanUnavailable, Response, quote_path
-from datamover.stores.s3.lean import content_length
+from datamover.stores.leanhttp import (
+    LeanHTTP,
+    LeanUnavailable,
+    Response,
+    content_length,
+    quote_path,
+)
 
 #: The OAuth scope of Azure Storage (what the SDK asks a token credential for).
 STORAGE_SCOPE = "https://storage.azure.com/.default"
