@@ -322,7 +322,27 @@ class LeanGCS:
         """``Store.read_object``: the resource, then its bytes pinned to that generation
         (``ifGenerationMatch``) into a buffer of the resource's size, checked against
         its CRC32C; an object replaced in between is read again (three times, then
-        ``SourceChanged``)."""
+        ``SourceChanged``). With a listing's ``info`` naming a generation, one
+        request: the bytes of that generation, checked against the CRC32C GCS sends
+        (else the listing's), and the listing's info; a newer generation falls back
+        to the above."""
+        if info is not None and info.size > 0 and (info.version or "").isdigit():
+            check_whole_read(self._where(key), key, info.size, info, single_put)
+            data = bytearray(info.size)
+            response = self.get(
+                key,
+                0,
+                info.size,
+                into=memoryview(data),
+                max_body=info.size,
+                generation=int(info.version or 0),
+            )
+            if response.status in (200, 206) and response.length == info.size:
+                expected = _hash_crc(response.headers)
+                if expected is None and "crc32c" in info.provider_checksums:
+                    expected = int(info.provider_checksums["crc32c"], 16)
+                if expected is not None and expected == _crc(data):
+                    return data, info
         for _ in range(3):
             resource = self.stat(key)
             got = blob_info(resource, key)
