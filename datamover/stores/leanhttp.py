@@ -464,6 +464,13 @@ class LeanHTTP:
         _close_all(self._all, self._lock)
         self._local = threading.local()
 
+    def drop_thread_connection(self) -> None:
+        """Close this thread's kept-alive connection: its next request opens a fresh
+        one (as ``LeanS3.drop_thread_connection``: a connection that saw a fault)."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
     def request(
         self,
         method: str,
