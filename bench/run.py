@@ -243,7 +243,9 @@ class Bench:
     def gcs(self) -> servers.FakeGcsServer:
         if "gcs" not in self._servers:
             print("# starting fake-gcs-server", flush=True)
-            s = self.stack.enter_context(servers.FakeGcsServer())
+            # The memory backend: with the filesystem one an object written by compose
+            # reads as a directory through a mount (both lean and SDK paths).
+            s = self.stack.enter_context(servers.FakeGcsServer(backend="memory"))
             s.make_bucket(BUCKET)
             self._servers["gcs"] = s
         return self._servers["gcs"]
