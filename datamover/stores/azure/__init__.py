@@ -70,13 +70,22 @@ for, refusing more before it is read; ``read_object`` asks for at most the liste
 twice, no endless empty pages, names under the prefix); and whatever the SDK raises on
 a malformed answer, ``AzureError`` or not, becomes a ``StoreError``.
 
+**Lean data path** (``lean``): Put Blob, Put Block, Get Blob (ranged, into the
+caller's buffer), Get Blob Properties and Delete Blob are sent on
+``datamover.stores.leanhttp`` (keep-alive socket per thread, bounded bodies) with the
+SDK client's credentials: Shared Key signed as the SDK signs, the SAS query appended,
+or a bearer token from a token credential (cached until 5 minutes before expiry). The
+SDK keeps block-list commits, listings, copies, pending uploads and the container's
+own calls. ``DATAMOVER_AZURE_LEAN=0`` sends everything through the SDK.
+
 **Modules.** Arrows point one way: ``store`` uses ``client``, ``errors``, ``metadata``,
 ``listing``, ``writer`` and ``pending``; ``writer`` and ``pending`` use ``errors`` (and
 ``metadata``, ``listing``); ``fsops`` uses ``store``. None imports the engine, the API,
 the CLI or the mount.
 
 - ``client``: credentials, endpoint, transport and retries (``make_service_client``);
-- ``errors``: ``map_error`` and Azure's error codes;
+- ``errors``: ``map_error`` and Azure's error codes (``status_error`` for the lean path);
+- ``lean``: ``LeanAzure``, the data calls without the SDK's pipeline;
 - ``listing``: List Blobs page by page, through a ``PageGuard``;
 - ``metadata``: metadata names, ``ObjectInfo`` from properties, directory markers;
 - ``writer``: ``AzureBlockWriter``, block ids, resume;

@@ -53,12 +53,16 @@ def error_code(e: HttpResponseError) -> str:
 
 
 def _retry_after(e: HttpResponseError) -> float | None:
-    headers = _headers(e)
+    return retry_after(_headers(e))
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The service's wait hint in seconds (``x-ms-retry-after-ms``, ``Retry-After``)."""
     value = headers.get("x-ms-retry-after-ms")
     try:
         if value:
             return float(value) / 1000
-        value = headers.get("Retry-After")
+        value = headers.get("Retry-After") or headers.get("retry-after")
         return float(value) if value else None
     except ValueError:
         return None  # an HTTP-date; the engine's own backoff applies
@@ -96,37 +100,51 @@ def map_error(e: BaseException, container: str, key: str | None = None) -> Store
         status = e.status_code
         if status is None:  # the SDK's re-raise of a body that could not be read
             return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
-        code = error_code(e)
-        reason = f"{code or 'HTTP'} ({status})"
-        if status == 404:
-            if code == "ContainerNotFound":
-                return BucketNotFound(f"az://{container}: container does not exist", key=key)
-            return NotFound(f"{where}: no such blob", key=key)
-        if (
-            status == 401
-            or code in ("AuthenticationFailed", "InvalidAuthenticationInfo")
-            # Azurite sends a bad signature as AuthorizationFailure with Azure's
-            # AuthenticationFailed wording.
-            or (status == 403 and "failed to authenticate" in str(e).lower())
-        ):
-            return AuthError(f"{where}: credentials rejected ({reason})", key=key)
-        if status == 403:
-            return PermissionDenied(f"{where}: access denied ({reason})", key=key)
-        if code == "Md5Mismatch" or (code == "InvalidOperation" and "md5" in str(e).lower()):
-            # Azurite reports a bad Content-MD5 as InvalidOperation.
-            return IntegrityError(
-                f"{where}: the service rejected the Content-MD5 ({reason})", key=key
-            )
-        if status == 412:
-            return PreconditionFailed(f"{where}: the blob changed ({reason})", key=key)
-        if status in (429, 503):
-            return Throttled(f"{where}: throttled ({reason})", key=key, retry_after=_retry_after(e))
-        if status >= 500:
-            return TransientError(f"{where}: server error ({reason})", key=key)
-        return StoreError(f"{where}: {reason}", key=key)
+        return status_error(
+            status, error_code(e), str(e), _retry_after(e), container=container, key=key
+        )
     if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError)):
         return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
     return StoreError(f"{where}: malformed answer from the service ({type(e).__name__})", key=key)
+
+
+def status_error(
+    status: int,
+    code: str,
+    text: str,
+    retry_after: float | None,
+    *,
+    container: str,
+    key: str | None = None,
+) -> StoreError:
+    """The error for an HTTP status and Azure error code (``x-ms-error-code``); ``text``
+    (the service's message, never shown) only tells Azurite's variants apart."""
+    where = f"az://{container}/{key}" if key is not None else f"az://{container}"
+    reason = f"{code or 'HTTP'} ({status})"
+    if status == 404:
+        if code == "ContainerNotFound":
+            return BucketNotFound(f"az://{container}: container does not exist", key=key)
+        return NotFound(f"{where}: no such blob", key=key)
+    if (
+        status == 401
+        or code in ("AuthenticationFailed", "InvalidAuthenticationInfo")
+        # Azurite sends a bad signature as AuthorizationFailure with Azure's
+        # AuthenticationFailed wording.
+        or (status == 403 and "failed to authenticate" in text.lower())
+    ):
+        return AuthError(f"{where}: credentials rejected ({reason})", key=key)
+    if status == 403:
+        return PermissionDenied(f"{where}: access denied ({reason})", key=key)
+    if code == "Md5Mismatch" or (code == "InvalidOperation" and "md5" in text.lower()):
+        # Azurite reports a bad Content-MD5 as InvalidOperation.
+        return IntegrityError(f"{where}: the service rejected the Content-MD5 ({reason})", key=key)
+    if status == 412:
+        return PreconditionFailed(f"{where}: the blob changed ({reason})", key=key)
+    if status in (429, 503):
+        return Throttled(f"{where}: throttled ({reason})", key=key, retry_after=retry_after)
+    if status >= 500:
+        return TransientError(f"{where}: server error ({reason})", key=key)
+    return StoreError(f"{where}: {reason}", key=key)
 
 
 def is_invalid_range(e: BaseException) -> bool:

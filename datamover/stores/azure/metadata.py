@@ -13,9 +13,11 @@ the client gives, so it can't prove the bytes.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from azure.storage.blob import BlobPrefix, BlobProperties
@@ -166,3 +168,51 @@ def item_name(item: BlobProperties | BlobPrefix) -> str:
 def is_directory_marker(props: BlobProperties) -> bool:
     """Zero-byte ``dir/`` blobs (portal, HNS accounts, other tools) are not files."""
     return str(props.name).endswith("/") or (props.metadata or {}).get("hdi_isfolder") == "true"
+
+
+def headers_info(
+    key: str,
+    size: int,
+    headers: Mapping[str, str],
+    *,
+    whole: bool,
+    verified: str | None = None,
+    stored_md5: bytes | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> ObjectInfo:
+    """Info from a lean response's headers (names lower-cased): Get Blob Properties,
+    Get Blob, Put Blob. ``whole`` says the response's ``Content-MD5`` is the blob's (a
+    HEAD, an unranged GET); a ranged GET names it ``x-ms-blob-content-md5``. A value
+    that is not base64 is dropped (bucket contents are untrusted)."""
+    if metadata is None:  # a write's caller gives what it wrote
+        metadata = {
+            name[len("x-ms-meta-") :].replace("_", "-"): value
+            for name, value in headers.items()
+            if name.startswith("x-ms-meta-")
+        }
+    md5_text = headers.get("x-ms-blob-content-md5") or (
+        headers.get("content-md5") if whole else None
+    )
+    md5: bytes | None = None
+    if md5_text:
+        try:
+            md5 = base64.b64decode(md5_text, validate=True)
+        except ValueError:
+            md5 = None
+    modified: datetime | None = None
+    if text := headers.get("last-modified"):
+        try:
+            modified = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            modified = None
+    return _object_info(
+        key,
+        size,
+        metadata,
+        modified,
+        headers.get("etag"),
+        headers.get("x-ms-version-id"),
+        md5 if md5 and len(md5) == 16 else None,
+        verified=verified,
+        stored_md5=stored_md5,
+    )

@@ -23,8 +23,10 @@ from datamover.errors import NotFound, StoreError, TransientError, Unsupported, 
 from datamover.stores import StoreSettings
 from datamover.stores.azure.client import LIMITS, make_service_client
 from datamover.stores.azure.errors import error_code, is_invalid_range, map_error
+from datamover.stores.azure.lean import LeanAzure, LeanUnavailable, lean_enabled
 from datamover.stores.azure.listing import guarded_pages
 from datamover.stores.azure.metadata import (
+    headers_info,
     is_directory_marker,
     item_name,
     properties_info,
@@ -45,6 +47,7 @@ from datamover.stores.base import (
 )
 from datamover.stores.bounds import PageGuard, ResponseTooLarge
 from datamover.stores.conventions import Styles
+from datamover.stores.leanhttp import content_range_total
 from datamover.stores.urls import Location
 
 #: Azure's own ceiling for one List Blobs page.
@@ -119,6 +122,12 @@ class AzureStore(Store):
         self.styles = Styles.chosen(
             metadata_style, self.features.metadata_styles, rfc3339_mtime=True
         )
+        self._lean: LeanAzure | None = None
+        if lean_enabled():
+            try:
+                self._lean = LeanAzure(self._container_client, container)
+            except LeanUnavailable:
+                self._lean = None
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> AzureStore:
@@ -147,6 +156,8 @@ class AzureStore(Store):
     def stat(self, key: str) -> ObjectInfo:
         if key == "":
             raise NotFound(f"{self.url(key)}: no such blob", key=key)
+        if self._lean is not None:
+            return self._lean.stat(key)
         try:
             props = self._blob(key).get_blob_properties()
         except Exception as e:
@@ -210,6 +221,14 @@ class AzureStore(Store):
             return b""
         try:
             limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
+            if self._lean is not None:
+                got = self._lean.get(key, offset, length, max_body=limit)
+                if got.status == 416:
+                    return b""
+                total = content_range_total(got.headers) if got.status == 206 else None
+                if length is None and total is not None and total - offset > limit:
+                    check_whole_read(self.url(key), key, total, None, self.limits.max_single_put)
+                return bytes(got.body)
             data: bytes = self._download(key, offset, length, limit).readall()
             return data
         except ResponseTooLarge as e:
@@ -234,6 +253,8 @@ class AzureStore(Store):
         blob."""
         limit = whole_read_limit(info, self.limits.max_single_put)
         sized = info is not None and info.size > 0
+        if self._lean is not None:
+            return self._lean_read_object(key, info, limit, sized)
         try:
             downloader = self._download(
                 key, 0 if sized else None, limit + 1 if sized else None, limit
@@ -247,11 +268,46 @@ class AzureStore(Store):
             raise self._error(e, key) from e
         return data, properties_info(downloader.properties, key)
 
+    def _lean_read_object(
+        self, key: str, info: ObjectInfo | None, limit: int, sized: bool
+    ) -> tuple[bytes | bytearray, ObjectInfo]:
+        """``read_object`` on the lean path: a ranged Get Blob of ``limit`` + 1 bytes
+        (the listed size and one more), or an unranged one of at most ``limit``."""
+        assert self._lean is not None
+        try:
+            got = None
+            if sized:
+                got = self._lean.get(key, 0, limit + 1, max_body=limit + 1)
+                if got.status == 416:  # emptied since it was listed
+                    got = None
+            if got is None:
+                got = self._lean.get(key, 0, None, max_body=limit)
+            total = content_range_total(got.headers) if got.status == 206 else len(got.body)
+            if total is None:
+                raise StoreError(f"{self.url(key)}: a ranged answer without a size", key=key)
+            check_whole_read(self.url(key), key, total, info, self.limits.max_single_put)
+        except ResponseTooLarge as e:
+            if e.size is not None:
+                check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
+            raise
+        return got.body, headers_info(key, total, got.headers, whole=got.status == 200)
+
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         view = bytes_view(buf)
         if len(view) == 0:
             self.stat(key)
             return 0
+        if self._lean is not None:
+            try:
+                got = self._lean.get(key, offset, len(view), into=view, max_body=len(view))
+            except ResponseTooLarge as e:
+                raise ResponseTooLarge(
+                    f"{self.url(key)}: the server answered with {e.size} bytes "
+                    f"for a range of {len(view)}",
+                    key=key,
+                    size=e.size,
+                ) from None
+            return 0 if got.status == 416 else got.length
         try:
             downloader = self._download(key, offset, len(view), len(view))
             n: int = downloader.readinto(cast(IO[bytes], _ViewWriter(view, self.url(key))))
@@ -280,6 +336,11 @@ class AzureStore(Store):
         md5 = (digests if digests is not None else PartDigests(body)).get("md5")
         meta = self.styles.render(metadata)
         azure_metadata = to_azure_metadata(meta)  # UsageError for a name Azure can't take
+        if self._lean is not None:
+            try:
+                return self._lean.put_blob(key, data, md5, azure_metadata, meta)
+            except LeanUnavailable:
+                pass  # a value the lean path can't send: the SDK's Put Blob
         try:
             response = self._blob(key).upload_blob(
                 body,
@@ -316,6 +377,7 @@ class AzureStore(Store):
             part_size=part_size,
             metadata=self.styles.render(metadata),
             render=self.styles.render,
+            lean=self._lean,
         )
 
     def resume_writer(
@@ -340,6 +402,7 @@ class AzureStore(Store):
             metadata=initial if isinstance(initial, dict) else self.styles.render(metadata),
             token=token,
             render=self.styles.render,
+            lean=self._lean,
         )
         writer.verify_parts({})  # gone -> NotFound now, not at commit
         return writer
@@ -356,6 +419,9 @@ class AzureStore(Store):
 
     def delete(self, key: str) -> None:
         if key == "":
+            return
+        if self._lean is not None:
+            self._lean.delete(key)
             return
         try:
             self._blob(key).delete_blob(delete_snapshots="include")
@@ -421,4 +487,6 @@ class AzureStore(Store):
             )
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         self._service.close()

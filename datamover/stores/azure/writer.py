@@ -19,6 +19,7 @@ from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError
 from datamover.stores.azure.errors import map_error
+from datamover.stores.azure.lean import LeanAzure
 from datamover.stores.azure.metadata import response_info, to_azure_metadata
 from datamover.stores.base import (
     Buffer,
@@ -60,8 +61,11 @@ class AzureBlockWriter:
         metadata: Mapping[str, str],
         token: str | None = None,
         render: Callable[[Mapping[str, str]], dict[str, str]] = dict,
+        lean: LeanAzure | None = None,
     ) -> None:
+        """``lean``: stage blocks on the lean path (``azure/lean.py``), else the SDK."""
         self.key = key
+        self._lean = lean
         self.size = size
         self.part_size = part_size
         self._blob = blob
@@ -135,6 +139,17 @@ class AzureBlockWriter:
                 f"{self._where()}: part {index} has {len(view)} bytes, expected {expected}"
             )
         md5 = digests.get("md5")
+        if self._lean is not None:
+            self._lean.put_block(self.key, self._block_id(index, md5.hex()), view, md5)
+        else:
+            self._stage(index, view, md5)
+        # The service checked the block against its transactional MD5.
+        receipt = PartReceipt(index, len(view), checksum=md5.hex(), verified="md5")
+        with self._lock:
+            self._written[index] = receipt
+        return receipt
+
+    def _stage(self, index: int, view: memoryview, md5: bytes) -> None:
         try:
             # The SDK sends any bytes-like body as is; its annotation only says bytes.
             self._blob.stage_block(
@@ -145,11 +160,6 @@ class AzureBlockWriter:
             )
         except Exception as e:
             raise map_error(e, self._container, self.key) from e
-        # The service checked the block against its transactional MD5.
-        receipt = PartReceipt(index, len(view), checksum=md5.hex(), verified="md5")
-        with self._lock:
-            self._written[index] = receipt
-        return receipt
 
     def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
         with self._lock:

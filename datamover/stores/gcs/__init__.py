@@ -5,6 +5,14 @@ Credentials come from Application Default Credentials (``GOOGLE_APPLICATION_CRED
 ``STORAGE_EMULATOR_HOST`` is set, or an endpoint is configured, the client talks to that
 endpoint with anonymous credentials: that is how the local fake-gcs-server is used.
 
+Lean data path (``lean``): uploads (multipart media upload: resource with its CRC32C
+and the bytes in one request), object resources, ranged media GETs (into the caller's
+buffer; a small file's read pinned to its listed generation, one request) and deletes
+are sent on ``datamover.stores.leanhttp`` with the SDK client's endpoint and
+credentials (a bearer token from google-auth, none for an anonymous emulator client).
+Listings, compose, rewrite and bucket calls stay on the SDK. ``DATAMOVER_GCS_LEAN=0``
+sends everything through the SDK.
+
 Multipart writes: GCS has no S3-style multipart upload on its JSON API (the XML API has
 one, but the emulators lack it, and a resumable upload takes its bytes in order only).
 So each part is uploaded as its own *temporary object*, in parallel, and ``commit``

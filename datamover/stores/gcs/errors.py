@@ -110,7 +110,32 @@ def _map_status(
     bucket_is_there: Callable[[], bool],
 ) -> StoreError:
     code = int(e.code) if e.code is not None else 0
-    text = _code_text(e)
+    return status_error(
+        code,
+        _code_text(e),
+        e.message,
+        _retry_after(e),
+        key=key,
+        bucket=bucket,
+        bucket_is_there=bucket_is_there,
+        missing=missing,
+    )
+
+
+def status_error(
+    code: int,
+    text: str,
+    message: str,
+    retry_after: float | None,
+    *,
+    key: str | None,
+    bucket: str,
+    bucket_is_there: Callable[[], bool],
+    missing: str = "object",
+) -> StoreError:
+    """The error for an HTTP status; ``text`` is "<code> <reason>" (shown), ``message``
+    the service's (never shown: it only tells a refused checksum apart)."""
+    where = f"gs://{bucket}/{key or ''}"
     if code == 404:
         if missing == "bucket" or not bucket_is_there():
             return BucketNotFound(f"gs://{bucket}: bucket does not exist", key=key)
@@ -122,8 +147,8 @@ def _map_status(
     if code == 412:
         return PreconditionFailed(f"{where}: {text}", key=key)
     if code == 429:
-        return Throttled(f"{where}: {text}", key=key, retry_after=_retry_after(e))
-    if code == 400 and any(s in e.message.lower() for s in ("crc32c", "md5")):
+        return Throttled(f"{where}: {text}", key=key, retry_after=retry_after)
+    if code == 400 and any(s in message.lower() for s in ("crc32c", "md5")):
         return IntegrityError(f"{where}: {text}: the server rejected the checksum", key=key)
     if code in (408,) or code >= 500:
         return TransientError(f"{where}: {text}", key=key)

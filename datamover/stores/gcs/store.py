@@ -40,6 +40,7 @@ from datamover.stores.conventions import Styles
 from datamover.stores.gcs.client import make_client, pool_map, size_pool
 from datamover.stores.gcs.crc import crc_b64, crc_from_b64
 from datamover.stores.gcs.errors import map_error as map_gcs_error
+from datamover.stores.gcs.lean import LeanGCS, LeanUnavailable, lean_enabled
 from datamover.stores.gcs.metadata import blob_info, content_type_for
 from datamover.stores.gcs.uploads import DEFAULT_TEMP_PREFIX, UPLOAD_ID_RE, pending_uploads
 from datamover.stores.gcs.writer import GCSWriter
@@ -134,6 +135,12 @@ class GCSStore(Store):
             metadata_style, self.features.metadata_styles, rfc3339_mtime=True
         )
         size_pool(client, connections, page_size)
+        self._lean: LeanGCS | None = None
+        if lean_enabled():
+            try:
+                self._lean = LeanGCS(client, bucket, self._bucket_is_there)
+            except LeanUnavailable:
+                self._lean = None
 
     @classmethod
     def from_location(cls, loc: Location, settings: StoreSettings) -> GCSStore:
@@ -193,6 +200,8 @@ class GCSStore(Store):
     def stat(self, key: str) -> ObjectInfo:
         if not key:
             raise NotFound(f"{self.url(key)}: no object named by an empty key", key=key)
+        if self._lean is not None:
+            return blob_info(self._lean.stat(key), key)
         blob = self._bucket.blob(key)
         try:
             blob.reload(retry=self.retry)
@@ -301,6 +310,8 @@ class GCSStore(Store):
         sink = _Sink(limit, self.url(key))
         blob = self._bucket.blob(key)
         try:
+            if self._lean is not None:
+                return self._lean.read(key, offset, length, limit)
             blob.download_to_file(
                 sink,
                 start=offset or None,
@@ -332,6 +343,8 @@ class GCSStore(Store):
         changing). A stat and a plain read could pair new bytes with old info. At
         most ``info.size`` bytes, else ``MAX_WHOLE_READ`` (``whole_read_limit``),
         into a buffer of the resource's size that refuses more."""
+        if self._lean is not None:
+            return self._lean.read_object(key, info, self.limits.max_single_put)
         for _ in range(3):
             blob = self._bucket.blob(key)
             try:
@@ -374,6 +387,8 @@ class GCSStore(Store):
         if len(view) == 0:
             self.stat(key)
             return 0
+        if self._lean is not None:
+            return self._lean.readinto(key, offset, view)
         sink = _ViewWriter(view, self.url(key))
         blob = self._bucket.blob(key)
         try:
@@ -415,17 +430,22 @@ class GCSStore(Store):
         and check the CRC32C the server reports. Returns the loaded blob."""
         payload = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
         crc = int.from_bytes(digests.get("crc32c"), "big")
-        blob = self._bucket.blob(name)
+        blob: Any = self._bucket.blob(name)
         blob.crc32c = crc_b64(crc)
         if metadata:
             blob.metadata = self.styles.render(metadata)
         try:
-            blob.upload_from_string(
-                payload,
-                content_type=content_type_for(name),
-                checksum=None,  # ours is already in the resource; don't hash twice
-                retry=self.retry,
-            )
+            if self._lean is not None:
+                blob = self._lean.upload(
+                    name, payload, blob.crc32c, content_type_for(name), metadata
+                )
+            else:
+                blob.upload_from_string(
+                    payload,
+                    content_type=content_type_for(name),
+                    checksum=None,  # ours is already in the resource; don't hash twice
+                    retry=self.retry,
+                )
         except Exception as e:
             raise self.map_error(e, name) from e
         got = crc_from_b64(blob.crc32c)
@@ -512,6 +532,13 @@ class GCSStore(Store):
             yield from blobs
 
     def delete(self, key: str) -> None:
+        if self._lean is not None:
+            response = self._lean.delete(key)
+            if response.status >= 300:
+                err = self._lean.error(response, key)
+                if not isinstance(err, NotFound):
+                    raise err
+            return
         try:
             self._bucket.blob(key).delete(retry=self.retry)
         except Exception as e:
@@ -556,6 +583,8 @@ class GCSStore(Store):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._lean is not None:
+                self._lean.close()
             self._client.close()
 
     # -- helpers for the writer -------------------------------------------------------------
