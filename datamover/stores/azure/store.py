@@ -486,6 +486,10 @@ class AzureStore(Store):
                 f"{self.url(key)}: server-side copy ended {status or 'unknown'}", key=key
             )
 
+    def drop_connections(self) -> None:
+        if self._lean is not None:  # the SDK's pool recovers from a bad connection itself
+            self._lean.http.drop_thread_connection()
+
     def close(self) -> None:
         if self._lean is not None:
             self._lean.close()

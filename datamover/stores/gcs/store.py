@@ -580,6 +580,10 @@ class GCSStore(Store):
             raise self.map_error(e, src_key) from e
         return blob_info(dst, dst_key)
 
+    def drop_connections(self) -> None:
+        if self._lean is not None:  # the SDK's pool recovers from a bad connection itself
+            self._lean.http.drop_thread_connection()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
