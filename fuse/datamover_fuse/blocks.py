@@ -37,6 +37,7 @@ import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from crc32c import crc32c
 
@@ -302,7 +303,7 @@ class BlockStore:
         for entry in os.listdir(self.path):
             if entry == _LOCK:
                 continue
-            info = index.get(entry)
+            info: Any = index.get(entry)
             try:
                 f = _File(entry, os.path.join(self.path, entry), int(info["size"]))
                 blocks = {int(i): int(c) for i, c in info["crcs"].items()}

@@ -70,10 +70,10 @@ class Prefetcher:
         rt: Runtime,
         key: Callable[[], str],
         size: int,
-        random_read: Callable[[int, int], Awaitable[bytes]] | None = None,
+        random_read: Callable[[int, int, bool], Awaitable[bytes]] | None = None,
     ) -> None:
         self._rt = rt
-        self._random_read = random_read or self._direct
+        self._random_read = random_read
         self._key = key
         self.size = size
         self._segments: deque[_Segment] = deque()
@@ -97,10 +97,15 @@ class Prefetcher:
             return b""
         end = min(self.size, offset + length)
         if not self._is_sequential(offset):
+            # Far: more than the kernel's read-ahead can scatter one reader's requests
+            # (a sequential reader whose window is spent reads here too).
+            far = abs(offset - self._next) > min(self._slack, self.size // 4)
             self._reset()
             self._next = end
             self.direct_reads += 1
-            return await self._random_read(offset, end - offset)
+            if self._random_read is not None:
+                return await self._random_read(offset, end - offset, far)
+            return await self._direct(offset, end - offset)
         if offset > self._fetch_end:  # a skip forward: what is fetched is all behind
             while self._segments:
                 self._drop(self._segments.popleft())

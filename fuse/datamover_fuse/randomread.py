@@ -4,12 +4,16 @@ for random access.
 Every read of an object first asks the block cache: when all the blocks under it are
 there (and check out), they answer, whichever handle fetched them. Otherwise a
 sequential reader goes on through its ``Prefetcher`` (memory only, as before), and a
-read the ``Prefetcher`` finds random comes here (``read_random``):
+read the ``Prefetcher`` finds random and far from the handle's previous read (or any
+random read once the object has had ``WHOLE_AFTER`` far ones) comes here
+(``read_random``; a near one is read exactly, as a sequential reader's request that
+arrived out of order most likely is):
 
 - the blocks under the read are fetched with one ranged GET, together with the block
   after them (ahead) when it is missing, and stored; a block another read or the
   background fetch has in flight is waited for, not fetched twice;
-- the first random read of an object no larger than ``whole_max`` (a quarter of
+- the third *far* random read (see ``Prefetcher``) of an object no larger than
+  ``whole_max`` (a quarter of
   ``--cache-size``) starts a background fetch of the whole object in parallel ranged
   GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and half of
   ``--fs-threads``) in flight, each into a buffer of the shared read-ahead budget
@@ -46,6 +50,8 @@ WHOLE_PART = 4 * MiB
 WHOLE_WORKERS = 8
 #: Blocks fetched past the end of a random read.
 AHEAD_BLOCKS = 1
+#: Far random reads of an object (all handles together) before it is fetched whole.
+WHOLE_AFTER = 3
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
 MAX_VERSIONS = 10_000
 
@@ -72,6 +78,7 @@ class Version:
     name: str
     size: int
     inflight: dict[int, trio.Event] = field(default_factory=dict)
+    random_reads: int = 0
     whole_started: bool = False
     dropped: bool = False
 
@@ -106,14 +113,16 @@ class ReadCache:
             self._versions.popitem(last=False)
         return v
 
-    def random_reader(self, node: Inode) -> Callable[[int, int], Awaitable[bytes]]:
+    def random_reader(self, node: Inode) -> Callable[[int, int, bool], Awaitable[bytes]]:
         """What a ``Prefetcher`` calls for a random read of ``node``."""
 
-        async def read(offset: int, length: int) -> bytes:
+        async def read(offset: int, length: int, far: bool) -> bytes:
             v = self.version(node.key, node.etag, node.size)
-            if v is None:
+            if v is None or (not far and v.random_reads < WHOLE_AFTER):
+                # Near and the object not known random: most likely a sequential
+                # reader's request out of order, or past its spent window; exact.
                 return await self.rt.call(self.rt.store.read, node.key, offset, length)
-            return await self.read_random(v, offset, length)
+            return await self.read_random(v, offset, length, far)
 
         return read
 
@@ -132,11 +141,14 @@ class ReadCache:
             return None
         return await self.rt.disk(self.blocks.read, v.name, offset, end - offset)
 
-    async def read_random(self, v: Version, offset: int, length: int) -> bytes:
+    async def read_random(self, v: Version, offset: int, length: int, far: bool) -> bytes:
+        """``far``: the read is far from where its handle was reading (not merely one
+        of the kernel's read-ahead requests arriving out of order)."""
         end = min(v.size, offset + length)
         if offset >= end:
             return b""
-        if not v.whole_started and v.size <= self.whole_max:
+        v.random_reads += far
+        if not v.whole_started and v.size <= self.whole_max and v.random_reads >= WHOLE_AFTER:
             v.whole_started = True
             self.rt.spawn(self._fetch_whole, v)
         first, last = offset // self.block, (end - 1) // self.block
@@ -214,8 +226,8 @@ class ReadCache:
             owned = [i for i in range(lo, hi + 1) if i not in v.inflight]
             for i in owned:
                 v.inflight[i] = event
+            view = memoryview(buf)[: stop - start]
             try:
-                view = memoryview(buf)[: stop - start]
                 n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
                 if n == stop - start and not v.dropped:
                     await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
@@ -224,4 +236,6 @@ class ReadCache:
                     if v.inflight.get(i) is event:
                         del v.inflight[i]
                 event.set()
+                view.release()
                 budget.give(buf)
+                del buf  # unmapped now, not when the next one is taken

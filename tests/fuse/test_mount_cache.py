@@ -28,6 +28,8 @@ pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(300)]
 
 CACHE = 64 * MiB
 BLOCK = 256 * 1024
+#: What the filesystem under the cache may add to the blocks' own bytes (extent maps).
+SLACK = 1 * MiB
 
 
 @pytest.fixture
@@ -77,9 +79,7 @@ def gets(proxy: CountingProxy, path: str) -> int:
     """GETs of exactly ``path`` (``/bucket/key``), or of every key under a ``path``
     ending in ``/``."""
     return sum(
-        1
-        for p in proxy.paths("GET")
-        if p == path or (path.endswith("/") and p.startswith(path))
+        1 for p in proxy.paths("GET") if p == path or (path.endswith("/") and p.startswith(path))
     )
 
 
@@ -126,8 +126,8 @@ def test_cache_bound_holds_under_three_times_the_working_set(
                     os.close(fd)
         settle(proxy, f"/{s3_target.backend.bucket}/{prefix}")
         peak = max(peak, disk_usage(blocks))
-        assert disk_usage(cache) <= CACHE
-    assert peak <= CACHE, peak
+        assert disk_usage(cache) <= CACHE + SLACK
+    assert peak <= CACHE + SLACK, peak
     assert peak >= CACHE // 2  # it was used
     assert not list(cache.glob("datamover-mount-*")), "the cache dir outlived the mount"
 
@@ -150,7 +150,7 @@ def test_two_handles_share_blocks(s3_target: Target, proxy: CountingProxy, tmp_p
             # Another page of the same block, and of the block fetched ahead of it.
             for off in (base + 100_000, base + BLOCK + 4096):
                 assert os.pread(b, 4096, off) == data[off : off + 4096]
-            assert gets(proxy, path_prefix) == before
+            assert gets(proxy, path_prefix) == before, proxy.ranges
             far = 70 * BLOCK  # not fetched yet: b's read goes to the store
             assert os.pread(b, 4096, far) == data[far : far + 4096]
             assert gets(proxy, path_prefix) > before
@@ -171,8 +171,9 @@ def test_corrupt_block_is_detected_and_fetched_again(
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE) as m:
         path = m.path / key
         off = 3 * BLOCK + 5000
-        assert pread_fresh(path, off, 4096) == data[off : off + 4096]
-        settle(proxy, path_prefix)  # the whole object is cached now
+        for o in (7 * BLOCK, 5 * BLOCK, off):  # random: the object is fetched whole
+            assert pread_fresh(path, o, 4096) == data[o : o + 4096]
+        settle(proxy, path_prefix)
         [blockfile] = block_files(cache)
         assert disk_usage(blockfile.parent) >= size
         before = gets(proxy, path_prefix)
@@ -191,9 +192,7 @@ def test_corrupt_block_is_detected_and_fetched_again(
         assert gets(proxy, path_prefix) == again
 
 
-def test_changed_object_is_fetched_again_after_the_attr_ttl(
-    target: Target, tmp_path: Path
-) -> None:
+def test_changed_object_is_fetched_again_after_the_attr_ttl(target: Target, tmp_path: Path) -> None:
     key = target.fresh_key("changing")
     size = 1 * MiB
     old, new = payload(size, 3), payload(size, 4)
@@ -202,8 +201,9 @@ def test_changed_object_is_fetched_again_after_the_attr_ttl(
     with m:
         path = m.path / key
         off = 2 * BLOCK + 123
-        assert pread_fresh(path, off, 4096) == old[off : off + 4096]
-        time.sleep(0.5)  # let the background fetch of the whole object finish
+        for o in (3 * BLOCK, 1 * BLOCK, off):  # random: the object is fetched whole
+            assert pread_fresh(path, o, 4096) == old[o : o + 4096]
+        time.sleep(0.5)  # let the background fetch finish
         assert pread_fresh(path, 10, 4096) == old[10:4106]  # cached, and still current
         target.store.put(key, new)
         time.sleep(1.5)
@@ -220,7 +220,7 @@ def test_cache_keep_needs_a_cache_dir_and_keeps_blocks(
     s3_target.store.put(key, data)
     path_prefix = f"/{s3_target.backend.bucket}/{key}"
     kept = tmp_path / "m.cache" / "datamover-blocks"
-    off = BLOCK + 99
+    off = 2 * BLOCK + 99  # far from where a fresh handle starts: a random read
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE, cache_keep=True) as m:
         assert pread_fresh(m.path / key, off, 4096) == data[off : off + 4096]
         settle(proxy, path_prefix)
@@ -229,4 +229,4 @@ def test_cache_keep_needs_a_cache_dir_and_keeps_blocks(
     before = gets(proxy, path_prefix)
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE, cache_keep=True) as m:
         assert pread_fresh(m.path / key, off, 4096) == data[off : off + 4096]
-    assert gets(proxy, path_prefix) == before
+    assert gets(proxy, path_prefix) == before, proxy.ranges
