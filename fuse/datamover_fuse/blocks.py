@@ -115,9 +115,11 @@ class BlockStore:
             return list(range(first, last + 1))
         return [i for i in range(first, last + 1) if i not in f.crcs and i not in f.pending]
 
-    def read(self, name: str, offset: int, length: int) -> bytes | None:
+    def read(self, name: str, offset: int, length: int, *, nowait: bool = False) -> bytes | None:
         """Bytes ``[offset, offset+length)`` of the version if every block under them
-        is cached and checks out; else None (a block that failed its check is dropped)."""
+        is cached and checks out; else None (a block that failed its check is dropped).
+        ``nowait``: raise ``BlockingIOError`` rather than wait for the disk (the blocks
+        are not all in the page cache), so the caller may read inline, off a thread."""
         first, last = offset // self.block, (offset + length - 1) // self.block
         with self._lock:
             f = self._files.get(name)
@@ -132,7 +134,13 @@ class BlockStore:
         try:
             start = first * self.block
             span = min(f.size, (last + 1) * self.block) - start
-            data = os.pread(fd, span, start)
+            if nowait:
+                buf = bytearray(span)
+                if os.preadv(fd, [buf], start, os.RWF_NOWAIT) != span:
+                    raise BlockingIOError
+                data: bytes | bytearray = buf
+            else:
+                data = os.pread(fd, span, start)
         finally:
             os.close(fd)
         view = memoryview(data)
@@ -151,7 +159,7 @@ class BlockStore:
             return None
         self.hits += 1
         rel = offset - start
-        return data[rel : rel + length] if rel or length != len(data) else data
+        return bytes(view[rel : rel + length])
 
     def store(self, name: str, size: int, offset: int, data: bytes | memoryview) -> int:
         """Cache the whole blocks of ``data`` (which starts at block-aligned ``offset``

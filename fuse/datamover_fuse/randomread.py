@@ -75,6 +75,7 @@ class Version:
     """One object version as the cache knows it, shared by all handles on it."""
 
     key: str
+    etag: str
     name: str
     size: int
     inflight: dict[int, trio.Event] = field(default_factory=dict)
@@ -100,15 +101,18 @@ class ReadCache:
         """The version to cache reads of, None when there is nothing to key it by."""
         if etag is None or size <= 0:
             return None
-        name = version_name(key, etag, size)
         v = self._versions.get(key)
+        if v is not None and v.etag == etag and v.size == size:
+            self._versions.move_to_end(key)
+            return v
+        name = version_name(key, etag, size)
         if v is not None and v.name == name:
             self._versions.move_to_end(key)
             return v
         if v is not None:  # the object changed: its old blocks are never served again
             v.dropped = True
             self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
-        v = self._versions[key] = Version(key, name, size)
+        v = self._versions[key] = Version(key, etag, name, size)
         while len(self._versions) > MAX_VERSIONS:
             self._versions.popitem(last=False)
         return v
@@ -139,7 +143,10 @@ class ReadCache:
             return b""
         if not self.blocks.has(v.name, offset // self.block, (end - 1) // self.block):
             return None
-        return await self.rt.disk(self.blocks.read, v.name, offset, end - offset)
+        try:  # inline when the blocks are in the page cache: no thread hop
+            return self.blocks.read(v.name, offset, end - offset, nowait=True)
+        except BlockingIOError:
+            return await self.rt.disk(self.blocks.read, v.name, offset, end - offset)
 
     async def read_random(self, v: Version, offset: int, length: int, far: bool) -> bytes:
         """``far``: the read is far from where its handle was reading (not merely one
