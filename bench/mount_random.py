@@ -167,6 +167,7 @@ class Run:
                     PY,
                     "-m",
                     "datamover",
+                    "-v",
                     "mount",
                     f"{scheme}://{BUCKET}/",
                     str(mnt),
@@ -338,7 +339,8 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(run.results, indent=1))
     print(f"# written {out}")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ from datamover.errors import UsageError
 from datamover_fuse.staging import CacheDir, punch_hole
 
 KiB = 1024
-#: Bytes per cached block: the unit of fetching, checking and eviction. A random
-#: 64 KiB read checks one block (about 20 microseconds of CRC32C).
-BLOCK = 256 * KiB
+#: Bytes per cached block: the unit of checking and eviction (fetches take several).
+#: A random 64 KiB read reads and checks one block from disk, no more.
+BLOCK = 64 * KiB
 KEPT_DIR = "datamover-blocks"
 _INDEX = ".index.json"
 _LOCK = ".lock"

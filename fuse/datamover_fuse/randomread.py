@@ -9,8 +9,8 @@ random read once the object has had ``WHOLE_AFTER`` far ones) comes here
 (``read_random``; a near one is read exactly, as a sequential reader's request that
 arrived out of order most likely is):
 
-- the blocks under the read are fetched with one ranged GET, together with the block
-  after them (ahead) when it is missing, and stored; a block another read or the
+- the blocks under the read are fetched with one ranged GET, together with the
+  ``AHEAD_BLOCKS`` after them when they are missing, and stored; a block another read or the
   background fetch has in flight is waited for, not fetched twice;
 - the third *far* random read (see ``Prefetcher``) of an object no larger than
   ``whole_max`` (a quarter of
@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 WHOLE_PART = 4 * MiB
 WHOLE_WORKERS = 8
-#: Blocks fetched past the end of a random read.
-AHEAD_BLOCKS = 1
+#: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
+AHEAD_BLOCKS = 3
 #: Far random reads of an object (all handles together) before it is fetched whole.
 WHOLE_AFTER = 3
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
@@ -205,12 +205,15 @@ class ReadCache:
         starts = list(range(0, v.size, part))
         workers = max(1, min(WHOLE_WORKERS, self.rt.options.fs_threads // 2, len(starts)))
         self.whole_fetches += 1
+        began = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(workers):
                     nursery.start_soon(self._whole_worker, v, starts, part)
         except Exception as e:  # the demand path still works: log and stop
             log.warning("%s: background fetch stopped: %s", v.key, e)
+            return
+        log.warning("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
 
     async def _whole_worker(self, v: Version, starts: list[int], part: int) -> None:
         budget = self.rt.prefetch

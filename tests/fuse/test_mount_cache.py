@@ -27,7 +27,8 @@ from mounting import Mount, Target, mount_through
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(300)]
 
 CACHE = 64 * MiB
-BLOCK = 256 * 1024
+BLOCK = 64 * 1024
+KiB = 1024
 #: What the filesystem under the cache may add to the blocks' own bytes (extent maps).
 SLACK = 1 * MiB
 
@@ -144,14 +145,14 @@ def test_two_handles_share_blocks(s3_target: Target, proxy: CountingProxy, tmp_p
         path = m.path / key
         a, b = random_fd(path), random_fd(path)
         try:
-            base = 40 * BLOCK  # 10 MiB: far from where a fresh handle starts
+            base = 10 * MiB  # far from where a fresh handle starts
             assert os.pread(a, 4096, base + 8192) == data[base + 8192 : base + 12288]
             before = settle(proxy, path_prefix)
             # Another page of the same block, and of the block fetched ahead of it.
             for off in (base + 100_000, base + BLOCK + 4096):
                 assert os.pread(b, 4096, off) == data[off : off + 4096]
             assert gets(proxy, path_prefix) == before, proxy.ranges
-            far = 70 * BLOCK  # not fetched yet: b's read goes to the store
+            far = 17 * MiB + 512 * KiB  # not fetched yet: b's read goes to the store
             assert os.pread(b, 4096, far) == data[far : far + 4096]
             assert gets(proxy, path_prefix) > before
         finally:
@@ -170,8 +171,8 @@ def test_corrupt_block_is_detected_and_fetched_again(
     path_prefix = f"/{s3_target.backend.bucket}/{key}"
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE) as m:
         path = m.path / key
-        off = 3 * BLOCK + 5000
-        for o in (7 * BLOCK, 5 * BLOCK, off):  # random: the object is fetched whole
+        off = 16 * BLOCK + 5000  # 1 MiB on
+        for o in (1792 * KiB, 1280 * KiB, off):  # random: the object is fetched whole
             assert pread_fresh(path, o, 4096) == data[o : o + 4096]
         settle(proxy, path_prefix)
         [blockfile] = block_files(cache)
@@ -179,16 +180,16 @@ def test_corrupt_block_is_detected_and_fetched_again(
         before = gets(proxy, path_prefix)
         assert pread_fresh(path, off, 4096) == data[off : off + 4096]
         assert gets(proxy, path_prefix) == before  # served from the cache
-        with open(blockfile, "r+b") as f:  # flip one byte of block 3
-            f.seek(3 * BLOCK + 77)
+        with open(blockfile, "r+b") as f:  # flip one byte of block 16
+            f.seek(16 * BLOCK + 77)
             byte = f.read(1)
-            f.seek(3 * BLOCK + 77)
+            f.seek(16 * BLOCK + 77)
             f.write(bytes([byte[0] ^ 0xFF]))
         assert pread_fresh(path, off, 4096) == data[off : off + 4096]
         assert gets(proxy, path_prefix) > before  # detected, fetched again
         # ... and stored again: the next read is local and right.
         again = gets(proxy, path_prefix)
-        assert pread_fresh(path, 3 * BLOCK, BLOCK) == data[3 * BLOCK : 4 * BLOCK]
+        assert pread_fresh(path, 16 * BLOCK, BLOCK) == data[16 * BLOCK : 17 * BLOCK]
         assert gets(proxy, path_prefix) == again
 
 
@@ -200,8 +201,8 @@ def test_changed_object_is_fetched_again_after_the_attr_ttl(target: Target, tmp_
     m = Mount(target.backend.url(), tmp_path / "m", target.backend.env, "--attr-ttl", "1")
     with m:
         path = m.path / key
-        off = 2 * BLOCK + 123
-        for o in (3 * BLOCK, 1 * BLOCK, off):  # random: the object is fetched whole
+        off = 600 * KiB + 123
+        for o in (768 * KiB, 384 * KiB, off):  # random: the object is fetched whole
             assert pread_fresh(path, o, 4096) == old[o : o + 4096]
         time.sleep(0.5)  # let the background fetch finish
         assert pread_fresh(path, 10, 4096) == old[10:4106]  # cached, and still current
@@ -220,7 +221,7 @@ def test_cache_keep_needs_a_cache_dir_and_keeps_blocks(
     s3_target.store.put(key, data)
     path_prefix = f"/{s3_target.backend.bucket}/{key}"
     kept = tmp_path / "m.cache" / "datamover-blocks"
-    off = 2 * BLOCK + 99  # far from where a fresh handle starts: a random read
+    off = 512 * KiB + 99  # far from where a fresh handle starts: a random read
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE, cache_keep=True) as m:
         assert pread_fresh(m.path / key, off, 4096) == data[off : off + 4096]
         settle(proxy, path_prefix)
