@@ -143,7 +143,7 @@ class FsCore:
         finally:
             self.rt.nursery = None
             if self.reads is not None:
-                self.reads.blocks.close()
+                self.reads.close()
             self.rt.cache.remove()
             self.rt.fsops.close()
 

@@ -47,7 +47,7 @@ from datamover_fuse.runtime import Runtime
 log = logging.getLogger(__name__)
 
 WHOLE_PART = 4 * MiB
-WHOLE_WORKERS = 8
+WHOLE_WORKERS = 12
 #: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
 AHEAD_BLOCKS = 3
 #: Far random reads of an object (all handles together) before it is fetched whole.
@@ -78,6 +78,9 @@ class Version:
     etag: str
     name: str
     size: int
+    #: Blocks a random read is fetching (other reads wait for them). The background
+    #: fetch of the whole object does not register its ranges: a read never waits for
+    #: a large GET, it fetches its own few blocks.
     inflight: dict[int, trio.Event] = field(default_factory=dict)
     random_reads: int = 0
     whole_started: bool = False
@@ -129,6 +132,19 @@ class ReadCache:
             return await self.read_random(v, offset, length, far)
 
         return read
+
+    def close(self) -> None:
+        b = self.blocks
+        log.info(
+            "read cache: %d reads from it, %d GETs around random reads, %d objects fetched "
+            "whole, %d blocks evicted, %d failed their check",
+            b.hits,
+            self.fetches,
+            self.whole_fetches,
+            b.evicted,
+            b.corrupt,
+        )
+        b.close()
 
     def forget(self, key: str) -> None:
         v = self._versions.pop(key, None)
@@ -203,7 +219,7 @@ class ReadCache:
         """Every missing block of ``v`` in ranged GETs of ``WHOLE_PART``, in parallel."""
         part = max(self.block, WHOLE_PART - WHOLE_PART % self.block)
         starts = list(range(0, v.size, part))
-        workers = max(1, min(WHOLE_WORKERS, self.rt.options.fs_threads // 2, len(starts)))
+        workers = max(1, min(WHOLE_WORKERS, self.rt.options.fs_threads - 4, len(starts)))
         self.whole_fetches += 1
         began = trio.current_time()
         try:
@@ -213,7 +229,7 @@ class ReadCache:
         except Exception as e:  # the demand path still works: log and stop
             log.warning("%s: background fetch stopped: %s", v.key, e)
             return
-        log.warning("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
+        log.info("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
 
     async def _whole_worker(self, v: Version, starts: list[int], part: int) -> None:
         budget = self.rt.prefetch
@@ -221,7 +237,7 @@ class ReadCache:
             start = starts.pop(0)
             stop = min(v.size, start + part)
             lo, hi = start // self.block, (stop - 1) // self.block
-            mine = [i for i in self.blocks.missing(v.name, lo, hi) if i not in v.inflight]
+            mine = self.blocks.missing(v.name, lo, hi)
             if not mine:
                 continue
             lo, hi = mine[0], mine[-1]
@@ -232,20 +248,12 @@ class ReadCache:
                 if v.dropped:
                     return
                 buf = budget.take(stop - start)
-            event = trio.Event()
-            owned = [i for i in range(lo, hi + 1) if i not in v.inflight]
-            for i in owned:
-                v.inflight[i] = event
             view = memoryview(buf)[: stop - start]
             try:
                 n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
                 if n == stop - start and not v.dropped:
                     await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
             finally:
-                for i in owned:
-                    if v.inflight.get(i) is event:
-                        del v.inflight[i]
-                event.set()
                 view.release()
                 budget.give(buf)
                 del buf  # unmapped now, not when the next one is taken
