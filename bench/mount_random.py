@@ -131,6 +131,7 @@ class Run:
         self.size = size
         self.stack = contextlib.ExitStack()
         self.results: list[dict[str, object]] = []
+        self.jobs = (1, 4)
 
     # -- backends -----------------------------------------------------------------------
 
@@ -286,6 +287,8 @@ class Run:
     def random_rows(self, backend: str, tools: dict[str, Callable[[Path], Argv]]) -> None:
         obj = "random-512M"
         for jobs, row in ((1, "rand-1job"), (4, "rand-4jobs")):
+            if jobs not in self.jobs:
+                continue
             row = f"{backend}-{row}"
             got = {
                 tool: self.measure(row, tool, argv, lambda m, j=jobs: fio(m / obj, j))
@@ -314,17 +317,22 @@ def main() -> None:
     p.add_argument("--backends", default="s3,az,gs")
     p.add_argument("--no-seq", action="store_true", help="skip the sequential 1 GiB row")
     p.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    p.add_argument("--jobs", default="1,4", help="which random rows: 1, 4 or both")
+    p.add_argument(
+        "--dm-arg", action="append", default=[], help="extra datamover mount flag; repeat"
+    )
     args = p.parse_args()
     if shutil.which("fio") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "fio"], check=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="dm-bench-random-"))
     work.mkdir(parents=True, exist_ok=True)
     run = Run(work, 512 * MiB)
+    run.jobs = tuple(int(j) for j in args.jobs.split(","))
     with run.stack:
         for backend in args.backends.split(","):
             s = run.server(backend)
             run.upload(backend, s, "random-512M", 512 * MiB)
-            tools = {"datamover": run.datamover(backend, s)}
+            tools = {"datamover": run.datamover(backend, s, *args.dm_arg)}
             if backend == "s3":
                 assert isinstance(s, servers.SeaweedServer)
                 tools["s3fs"] = run.s3fs(s)

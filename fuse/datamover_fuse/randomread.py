@@ -15,8 +15,8 @@ arrived out of order most likely is):
 - the third *far* random read (see ``Prefetcher``) of an object no larger than
   ``whole_max`` (a quarter of
   ``--cache-size``) starts a background fetch of the whole object in parallel ranged
-  GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and half of
-  ``--fs-threads``) in flight, each into a buffer of the shared read-ahead budget
+  GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
+  4, left to reads) in flight, each into a buffer of the shared read-ahead budget
   (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
   and gcsfuse's parallel downloads do, so later reads are all local.
 
