@@ -47,7 +47,7 @@ from datamover_fuse.runtime import Runtime
 log = logging.getLogger(__name__)
 
 WHOLE_PART = 4 * MiB
-WHOLE_WORKERS = 12
+WHOLE_WORKERS = 6
 #: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
 AHEAD_BLOCKS = 3
 #: Far random reads of an object (all handles together) before it is fetched whole.
