@@ -121,7 +121,15 @@ def fio(path: Path, jobs: int) -> float:
         argv.append("--io_size=128m")
     else:
         argv += ["--time_based", "--runtime=10"]
-    report = json.loads(sh(argv, timeout=300))
+    try:
+        report = json.loads(sh(argv, timeout=300))
+    except RuntimeError:
+        try:
+            seen = f"{path} through the mount: {os.stat(path)}"
+        except OSError as e:
+            seen = f"{path} through the mount: {e}"
+        print(f"# {seen}", flush=True)
+        raise
     return float(report["jobs"][0]["read"]["bw_bytes"]) / MiB
 
 
@@ -330,25 +338,32 @@ def main() -> None:
     run.jobs = tuple(int(j) for j in args.jobs.split(","))
     with run.stack:
         for backend in args.backends.split(","):
-            s = run.server(backend)
-            run.upload(backend, s, "random-512M", 512 * MiB)
-            tools = {"datamover": run.datamover(backend, s, *args.dm_arg)}
-            if backend == "s3":
-                assert isinstance(s, servers.SeaweedServer)
-                tools["s3fs"] = run.s3fs(s)
-            else:
-                tools["rclone"] = run.rclone(backend, s)
-            run.random_rows(backend, tools)
-            if backend == "s3" and not args.no_seq:
-                run.upload(backend, s, "seq-1G", 1024 * MiB)
-                tools["datamover-no-read-cache"] = run.datamover(backend, s, "--no-read-cache")
-                run.seq_row(tools)
+            try:
+                run_backend(run, backend, args)
+            except Exception as e:  # the other backends still run
+                print(f"# {backend}: {e}", flush=True)
     out = BENCH / "results" / f"mount-random-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(run.results, indent=1))
     print(f"# written {out}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_backend(run: Run, backend: str, args: argparse.Namespace) -> None:
+    s = run.server(backend)
+    run.upload(backend, s, "random-512M", 512 * MiB)
+    tools = {"datamover": run.datamover(backend, s, *args.dm_arg)}
+    if backend == "s3":
+        assert isinstance(s, servers.SeaweedServer)
+        tools["s3fs"] = run.s3fs(s)
+    else:
+        tools["rclone"] = run.rclone(backend, s)
+    run.random_rows(backend, tools)
+    if backend == "s3" and not args.no_seq:
+        run.upload(backend, s, "seq-1G", 1024 * MiB)
+        tools["datamover-no-read-cache"] = run.datamover(backend, s, "--no-read-cache")
+        run.seq_row(tools)
 
 
 if __name__ == "__main__":
