@@ -130,6 +130,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if verbose >= 3 else logging.ERROR if quiet else logging.WARNING)
     levels = {0: logging.WARNING, 1: logging.INFO}
     log.setLevel(logging.ERROR if quiet else levels.get(verbose, logging.DEBUG))
+    # the mount's own package logs under its name
+    logging.getLogger("datamover_fuse").setLevel(log.level)
 
 
 if __name__ == "__main__":

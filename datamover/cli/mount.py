@@ -22,13 +22,27 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("url", help="s3://bucket/prefix, az://container/prefix, gs://..., or a path")
     p.add_argument("mountpoint", help="an existing empty directory")
     p.add_argument("--read-only", action="store_true", help="refuse every write with EROFS")
-    p.add_argument("--cache-dir", metavar="DIR", help="where staging files go (default: $TMPDIR)")
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="where staging files and read blocks go ($TMPDIR)"
+    )
     p.add_argument(
         "--cache-size",
         type=size_arg,
         default=16 * 1024**3,
         metavar="SIZE",
-        help="disk bound for staging files; writes past it fail with ENOSPC (default 16GiB)",
+        help="disk bound for staging files and cached read blocks (least recently used "
+        "evicted first); writes past it fail with ENOSPC (default 16GiB)",
+    )
+    p.add_argument(
+        "--cache-keep",
+        action="store_true",
+        help="keep cached read blocks at unmount, in --cache-dir, for the next mount",
+    )
+    p.add_argument(
+        "--no-read-cache",
+        dest="read_cache",
+        action="store_false",
+        help="keep no blocks of what is read (random reads go to the store each time)",
     )
     p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     p.add_argument(
@@ -118,6 +132,8 @@ def cmd_mount(args: argparse.Namespace, out: IO[str]) -> int:
         read_only=args.read_only,
         cache_dir=args.cache_dir,
         cache_size=args.cache_size,
+        cache_keep=args.cache_keep,
+        read_cache=args.read_cache,
         allow_other=args.allow_other,
         suid=args.suid,
         dev=args.dev,

@@ -70,6 +70,7 @@ from datamover_fuse.namespace import Namespace
 from datamover_fuse.options import MountOptions
 from datamover_fuse.permissions import Caller, new_owner
 from datamover_fuse.prefetch import Prefetcher
+from datamover_fuse.randomread import new_read_cache
 from datamover_fuse.readdir import DirHandle, DirReader
 from datamover_fuse.runtime import Runtime
 from datamover_fuse.writes import WriteManager
@@ -117,6 +118,7 @@ class FsCore:
         )
         self.store = store
         self.writes = WriteManager(self.rt)
+        self.reads = new_read_cache(self.rt)
         self.mount_ns = wall_clock()
         self.table = InodeTable(root_key, options, clock, self.mount_ns)
         self.dirs = DirCache(options, clock)
@@ -148,6 +150,8 @@ class FsCore:
                     nursery.cancel_scope.cancel()
         finally:
             self.rt.nursery = None
+            if self.reads is not None:
+                self.reads.close()
             self.rt.cache.remove()
             self.rt.fsops.close()
 
@@ -364,11 +368,18 @@ class FsCore:
         file = await self._pinned(handle)
         if file is not None:
             return await self.rt.call(file.read, offset, length)
-        if handle.reader is None or handle.reader.size != node.size:
-            if handle.reader is not None:
-                handle.reader.close()
-            handle.reader = Prefetcher(self.rt, lambda: node.key, node.size)
+        reads = self.reads
         try:
+            version = reads.version(node.key, node.etag, node.size) if reads else None
+            if reads is not None and version is not None:
+                data = await reads.cached(version, offset, length)
+                if data is not None:
+                    return data
+            if handle.reader is None or handle.reader.size != node.size:
+                if handle.reader is not None:
+                    handle.reader.close()
+                random_read = reads.random_reader(node) if reads else None
+                handle.reader = Prefetcher(self.rt, lambda: node.key, node.size, random_read)
             return await handle.reader.read(offset, length)
         except NotFound as e:
             raise FsError(errno.ESTALE, f"{node.key} vanished while open") from e

@@ -8,7 +8,9 @@ Memory the mount may use, whatever the number of open files::
   + listing cache                   <= max_cached_entries names with their attributes
   + a few KiB per open file / known inode
 
-and on disk at most ``cache_size`` bytes of staging files under ``cache_dir``.
+and on disk at most ``cache_size`` bytes under ``cache_dir``: staging files, and
+blocks of object data read (``read_cache``; evicted first when a write needs room; kept
+at unmount with ``cache_keep``, see ``datamover_fuse.blocks``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class MountOptions:
     of that window asks for (several in flight at once). Both draw on
     ``prefetch_budget``, which bounds all open files together.
 
+    ``read_cache`` keeps blocks of what is read (random reads fetch blocks around and
+    ahead, and the whole object in the background when it is at most a quarter of
+    ``cache_size``), checked by CRC32C and keyed by the object's ETag; ``cache_keep``
+    keeps them for the next mount of the same ``cache_dir``. See docs/SEMANTICS.md.
+
     ``read_ahead`` (the kernel's read-ahead for the mount) and ``max_background``
     (the kernel's asynchronous FUSE requests in flight, read-ahead mostly) are set
     only when the mounting process may (root); see ``mount``.
@@ -83,6 +90,8 @@ class MountOptions:
     stat_concurrency: int = 16
     suid: bool = False
     dev: bool = False
+    cache_keep: bool = False
+    read_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.cache_size < 64 * MiB:
@@ -111,6 +120,8 @@ class MountOptions:
             raise UsageError("--uid and --gid must not be negative")
         if not 1 <= self.stat_concurrency <= 256:
             raise UsageError("--stat-concurrency must be between 1 and 256")
+        if self.cache_keep and self.cache_dir is None:
+            raise UsageError("--cache-keep needs --cache-dir DIR: where the kept cache lives")
         if self.max_cached_entries < 1000:
             raise UsageError("max_cached_entries must be at least 1000")
 

@@ -6,7 +6,8 @@ the window is fetched as ranged GETs of at most ``read_part_size`` (16 MiB) each
 (``store.readinto`` into a buffer), several in flight at once, so one reader can use
 many connections as goofys and mountpoint-s3 do. A read far from where the handle was
 reading (more than a window behind or ahead) is random access: the window is dropped
-and the read is served by one exact ranged GET of the bytes the kernel asked for.
+and the read is served by one exact ranged GET of the bytes the kernel asked for, or
+by ``random_read`` when the mount has a block cache (``datamover_fuse.randomread``).
 
 Memory: every segment buffer is taken from the one ``PrefetchBudget`` shared by all
 handles. When it is spent, a sequential reader just reads what the kernel asks for,
@@ -30,7 +31,7 @@ be reused under it. A read straddling two segments is joined into new bytes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -64,8 +65,15 @@ class Prefetcher:
     """Read-ahead state of one open handle. ``key`` is asked for on every request so
     a rename while the file is open is followed."""
 
-    def __init__(self, rt: Runtime, key: Callable[[], str], size: int) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        key: Callable[[], str],
+        size: int,
+        random_read: Callable[[int, int, bool], Awaitable[bytes]] | None = None,
+    ) -> None:
         self._rt = rt
+        self._random_read = random_read
         self._key = key
         self.size = size
         self._segments: deque[_Segment] = deque()
@@ -89,9 +97,14 @@ class Prefetcher:
             return b""
         end = min(self.size, offset + length)
         if not self._is_sequential(offset):
+            # Far: more than the kernel's read-ahead can scatter one reader's requests
+            # (a sequential reader whose window is spent reads here too).
+            far = abs(offset - self._next) > min(self._slack, self.size // 4)
             self._reset()
             self._next = end
             self.direct_reads += 1
+            if self._random_read is not None:
+                return await self._random_read(offset, end - offset, far)
             return await self._direct(offset, end - offset)
         if offset > self._fetch_end:  # a skip forward: what is fetched is all behind
             while self._segments:

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -30,8 +31,19 @@ _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int6
 _fallocate.restype = ctypes.c_int
 
 
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the disk blocks of ``[offset, offset+length)``; reads there give zeros."""
+    if length <= 0:
+        return
+    if _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 class CacheDir:
-    """A private directory under ``parent`` and a byte budget for what it holds."""
+    """A private directory under ``parent`` and a byte budget for what it holds.
+    ``reclaim(n)``, when set (the block cache, ``datamover_fuse.blocks``), frees up
+    to ``n`` bytes of the budget for a staging file that needs them."""
 
     def __init__(self, parent: str | None, capacity: int) -> None:
         if parent is not None:
@@ -41,13 +53,17 @@ class CacheDir:
         self.used = 0
         self._names = itertools.count()
         self._lock = threading.Lock()
+        self.reclaim: Callable[[int], int] | None = None
 
-    def try_reserve(self, n: int) -> bool:
+    def try_reserve(self, n: int, *, reclaim: bool = True) -> bool:
         with self._lock:
-            if self.used + n > self.capacity:
-                return False
-            self.used += n
-            return True
+            if self.used + n <= self.capacity:
+                self.used += n
+                return True
+            short = self.used + n - self.capacity
+        if not reclaim or self.reclaim is None or not self.reclaim(short):
+            return False
+        return self.try_reserve(n, reclaim=False)
 
     def release(self, n: int) -> None:
         with self._lock:
@@ -100,11 +116,7 @@ class StagedFile:
 
     def punch(self, offset: int, length: int) -> None:
         """Free the disk blocks of ``[offset, offset+length)``; reads there give zeros."""
-        if length <= 0:
-            return
-        if _fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        punch_hole(self.fd, offset, length)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

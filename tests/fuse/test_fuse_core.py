@@ -368,6 +368,8 @@ def test_read_bounds_are_checked(tmp_path: Path, changes: dict[str, int]) -> Non
 
 
 def test_random_reads_are_exact_ranged_reads(options: MountOptions) -> None:
+    """Without the read cache (``--no-read-cache``; with it, test_mount_cache.py)."""
+    options = options.with_(read_cache=False)
     store = MemoryStore()
     data = payload(32 * MiB)
     store.put("big", data)

@@ -1,0 +1,259 @@
+"""Reads served through the block cache (``blocks.BlockStore``): what the mount does
+for random access.
+
+Every read of an object first asks the block cache: when all the blocks under it are
+there (and check out), they answer, whichever handle fetched them. Otherwise a
+sequential reader goes on through its ``Prefetcher`` (memory only, as before), and a
+read the ``Prefetcher`` finds random and far from the handle's previous read (or any
+random read once the object has had ``WHOLE_AFTER`` far ones) comes here
+(``read_random``; a near one is read exactly, as a sequential reader's request that
+arrived out of order most likely is):
+
+- the blocks under the read are fetched with one ranged GET, together with the
+  ``AHEAD_BLOCKS`` after them when they are missing, and stored; a block another read or the
+  background fetch has in flight is waited for, not fetched twice;
+- the third *far* random read (see ``Prefetcher``) of an object no larger than
+  ``whole_max`` (a quarter of
+  ``--cache-size``) starts a background fetch of the whole object in parallel ranged
+  GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
+  4, left to reads) in flight, each into a buffer of the shared read-ahead budget
+  (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
+  and gcsfuse's parallel downloads do, so later reads are all local.
+
+Consistency: blocks are looked up by (key, ETag/generation, size) as the mount last
+learnt them (``Inode``: at open, and when the attribute TTL has run out), so a
+changed object is fetched anew after the TTL; the blocks of the version it replaced
+are dropped. A ranged GET is not pinned to the ETag: an object replaced between the
+HEAD and a GET leaves blocks of the new bytes under the old version's name until the
+mount next learns the ETag (at most the attribute TTL later), which is what the
+uncached path serves in that window too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from datamover.stores.base import MiB
+from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
+from datamover_fuse.inodes import Inode
+from datamover_fuse.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+WHOLE_PART = 4 * MiB
+WHOLE_WORKERS = 6
+#: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
+AHEAD_BLOCKS = 3
+#: Far random reads of an object (all handles together) before it is fetched whole.
+WHOLE_AFTER = 3
+#: Object versions remembered (their in-flight fetches); their blocks outlive them.
+MAX_VERSIONS = 10_000
+
+
+def new_read_cache(rt: Runtime) -> ReadCache | None:
+    """The mount's read cache, None when off (``read_cache``) or pointless (a store
+    whose keys are local files)."""
+    options = rt.options
+    if not options.read_cache or rt.store.features.local:
+        return None
+    if options.cache_keep and options.cache_dir is not None:
+        path = os.path.join(options.cache_dir, KEPT_DIR)
+    else:
+        path = os.path.join(rt.cache.path, "blocks")
+    blocks = BlockStore(rt.cache, path, keep=options.cache_keep)
+    return ReadCache(rt, blocks, whole_max=options.cache_size // 4)
+
+
+@dataclass(eq=False)
+class Version:
+    """One object version as the cache knows it, shared by all handles on it."""
+
+    key: str
+    etag: str
+    name: str
+    size: int
+    #: Blocks a random read is fetching (other reads wait for them). The background
+    #: fetch of the whole object does not register its ranges: a read never waits for
+    #: a large GET, it fetches its own few blocks.
+    inflight: dict[int, trio.Event] = field(default_factory=dict)
+    random_reads: int = 0
+    whole_started: bool = False
+    dropped: bool = False
+
+
+class ReadCache:
+    """The block cache's async side. ``key_of`` is the node's current key (followed
+    across renames)."""
+
+    def __init__(self, rt: Runtime, blocks: BlockStore, whole_max: int) -> None:
+        self.rt = rt
+        self.blocks = blocks
+        self.block = blocks.block
+        self.whole_max = whole_max
+        self._versions: OrderedDict[str, Version] = OrderedDict()
+        self.fetches = 0
+        self.whole_fetches = 0
+
+    def version(self, key: str, etag: str | None, size: int) -> Version | None:
+        """The version to cache reads of, None when there is nothing to key it by."""
+        if etag is None or size <= 0:
+            return None
+        v = self._versions.get(key)
+        if v is not None and v.etag == etag and v.size == size:
+            self._versions.move_to_end(key)
+            return v
+        name = version_name(key, etag, size)
+        if v is not None and v.name == name:
+            self._versions.move_to_end(key)
+            return v
+        if v is not None:  # the object changed: its old blocks are never served again
+            v.dropped = True
+            self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
+        v = self._versions[key] = Version(key, etag, name, size)
+        while len(self._versions) > MAX_VERSIONS:
+            self._versions.popitem(last=False)
+        return v
+
+    def random_reader(self, node: Inode) -> Callable[[int, int, bool], Awaitable[bytes]]:
+        """What a ``Prefetcher`` calls for a random read of ``node``."""
+
+        async def read(offset: int, length: int, far: bool) -> bytes:
+            v = self.version(node.key, node.etag, node.size)
+            if v is None or (not far and v.random_reads < WHOLE_AFTER):
+                # Near and the object not known random: most likely a sequential
+                # reader's request out of order, or past its spent window; exact.
+                return await self.rt.call(self.rt.store.read, node.key, offset, length)
+            return await self.read_random(v, offset, length, far)
+
+        return read
+
+    def close(self) -> None:
+        b = self.blocks
+        log.info(
+            "read cache: %d reads from it, %d GETs around random reads, %d objects fetched "
+            "whole, %d blocks evicted, %d failed their check",
+            b.hits,
+            self.fetches,
+            self.whole_fetches,
+            b.evicted,
+            b.corrupt,
+        )
+        b.close()
+
+    def forget(self, key: str) -> None:
+        v = self._versions.pop(key, None)
+        if v is not None:
+            v.dropped = True
+            self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
+
+    async def cached(self, v: Version, offset: int, length: int) -> bytes | None:
+        """The bytes if every block under them is cached and checks out, else None."""
+        end = min(v.size, offset + length)
+        if offset >= end:
+            return b""
+        if not self.blocks.has(v.name, offset // self.block, (end - 1) // self.block):
+            return None
+        try:  # inline when the blocks are in the page cache: no thread hop
+            return self.blocks.read(v.name, offset, end - offset, nowait=True)
+        except BlockingIOError:
+            return await self.rt.disk(self.blocks.read, v.name, offset, end - offset)
+
+    async def read_random(self, v: Version, offset: int, length: int, far: bool) -> bytes:
+        """``far``: the read is far from where its handle was reading (not merely one
+        of the kernel's read-ahead requests arriving out of order)."""
+        end = min(v.size, offset + length)
+        if offset >= end:
+            return b""
+        v.random_reads += far
+        if not v.whole_started and v.size <= self.whole_max and v.random_reads >= WHOLE_AFTER:
+            v.whole_started = True
+            self.rt.spawn(self._fetch_whole, v)
+        first, last = offset // self.block, (end - 1) // self.block
+        ahead = min((v.size - 1) // self.block, last + AHEAD_BLOCKS)
+        need = {i for i in self.blocks.missing(v.name, first, ahead) if i not in v.inflight}
+        i = first
+        while i <= last:  # one GET per run of missing blocks the read needs (and ahead)
+            if i not in need:
+                i += 1
+                continue
+            hi = i
+            while hi + 1 in need:
+                hi += 1
+            await self._fetch(v, i, hi)
+            i = hi + 1
+        for i in range(first, last + 1):
+            event = v.inflight.get(i)
+            if event is not None:
+                await event.wait()
+        data = await self.cached(v, offset, end - offset)
+        if data is None:  # no room, a store error elsewhere, or a block failed its check
+            data = await self.rt.call(self.rt.store.read, v.key, offset, end - offset)
+        return data
+
+    async def _fetch(self, v: Version, lo: int, hi: int) -> None:
+        """Blocks ``lo..hi`` in one GET, stored, waiters woken."""
+        mine = [i for i in range(lo, hi + 1) if i not in v.inflight]
+        event = trio.Event()
+        for i in mine:
+            v.inflight[i] = event
+        try:
+            start = lo * self.block
+            stop = min(v.size, (hi + 1) * self.block)
+            data = await self.rt.call(self.rt.store.read, v.key, start, stop - start)
+            self.fetches += 1
+            if not v.dropped and len(data) == stop - start:
+                await self.rt.disk(self.blocks.store, v.name, v.size, start, data)
+        finally:
+            for i in mine:
+                if v.inflight.get(i) is event:
+                    del v.inflight[i]
+            event.set()
+
+    async def _fetch_whole(self, v: Version) -> None:
+        """Every missing block of ``v`` in ranged GETs of ``WHOLE_PART``, in parallel."""
+        part = max(self.block, WHOLE_PART - WHOLE_PART % self.block)
+        starts = list(range(0, v.size, part))
+        workers = max(1, min(WHOLE_WORKERS, self.rt.options.fs_threads - 4, len(starts)))
+        self.whole_fetches += 1
+        began = trio.current_time()
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(workers):
+                    nursery.start_soon(self._whole_worker, v, starts, part)
+        except Exception as e:  # the demand path still works: log and stop
+            log.warning("%s: background fetch stopped: %s", v.key, e)
+            return
+        log.info("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
+
+    async def _whole_worker(self, v: Version, starts: list[int], part: int) -> None:
+        budget = self.rt.prefetch
+        while starts and not v.dropped:
+            start = starts.pop(0)
+            stop = min(v.size, start + part)
+            lo, hi = start // self.block, (stop - 1) // self.block
+            mine = self.blocks.missing(v.name, lo, hi)
+            if not mine:
+                continue
+            lo, hi = mine[0], mine[-1]
+            start, stop = lo * self.block, min(v.size, (hi + 1) * self.block)
+            buf = budget.take(stop - start)
+            while buf is None:
+                await trio.sleep(0.02)
+                if v.dropped:
+                    return
+                buf = budget.take(stop - start)
+            view = memoryview(buf)[: stop - start]
+            try:
+                n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
+                if n == stop - start and not v.dropped:
+                    await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
+            finally:
+                view.release()
+                budget.give(buf)
+                del buf  # unmapped now, not when the next one is taken

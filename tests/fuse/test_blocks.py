@@ -1,0 +1,82 @@
+"""``BlockStore``, the disk side of the mount's read cache, without a mount: its bound
+(shared with staging files, which come first), its checks and what ``--cache-keep``
+keeps."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from datamover.errors import UsageError
+from datamover_fuse.blocks import BlockStore, version_name
+from datamover_fuse.staging import CacheDir
+
+BLOCK = 4096
+
+
+def new_store(tmp_path: Path, capacity: int, *, keep: bool = False) -> BlockStore:
+    staging = CacheDir(str(tmp_path / "cache"), capacity)
+    path = str(tmp_path / "kept") if keep else os.path.join(staging.path, "blocks")
+    return BlockStore(staging, path, keep=keep, block=BLOCK)
+
+
+def test_lru_eviction_holds_the_bound(tmp_path: Path) -> None:
+    blocks = new_store(tmp_path, 8 * BLOCK)
+    data = os.urandom(32 * BLOCK)
+    name = version_name("k", "etag", len(data))
+    for i in range(0, 32, 4):
+        assert blocks.store(name, len(data), i * BLOCK, data[i * BLOCK : (i + 4) * BLOCK])
+        assert blocks.used <= 8 * BLOCK and blocks.staging.used <= 8 * BLOCK
+    assert blocks.read(name, 0, BLOCK) is None  # the oldest went first
+    assert blocks.read(name, 28 * BLOCK + 5, 100) == data[28 * BLOCK + 5 : 28 * BLOCK + 105]
+    assert blocks.evicted == 24
+    assert stat.S_IMODE(os.stat(blocks.path).st_mode) == 0o700
+
+
+def test_staging_files_evict_blocks(tmp_path: Path) -> None:
+    blocks = new_store(tmp_path, 8 * BLOCK)
+    data = os.urandom(8 * BLOCK)
+    name = version_name("k", "etag", len(data))
+    blocks.store(name, len(data), 0, data)
+    assert blocks.staging.try_reserve(6 * BLOCK)  # a write needs room: blocks give way
+    assert blocks.used <= 2 * BLOCK
+
+
+def test_a_corrupt_block_is_dropped_not_returned(tmp_path: Path) -> None:
+    blocks = new_store(tmp_path, 64 * BLOCK)
+    data = os.urandom(3 * BLOCK + 100)  # a short last block
+    name = version_name("k", "etag", len(data))
+    assert blocks.store(name, len(data), 0, data) == len(data)
+    assert blocks.read(name, 0, len(data)) == data
+    with open(os.path.join(blocks.path, name), "r+b") as f:
+        f.seek(BLOCK + 1)
+        f.write(b"\x00" if data[BLOCK + 1] else b"\x01")
+    assert blocks.read(name, BLOCK, 10) is None
+    assert blocks.corrupt == 1 and not blocks.has(name, 1, 1)
+    assert blocks.read(name, 3 * BLOCK, 100) == data[3 * BLOCK :]  # the others stay
+
+
+def test_another_version_finds_nothing(tmp_path: Path) -> None:
+    blocks = new_store(tmp_path, 64 * BLOCK)
+    data = os.urandom(2 * BLOCK)
+    blocks.store(version_name("k", "v1", len(data)), len(data), 0, data)
+    assert blocks.read(version_name("k", "v2", len(data)), 0, 10) is None
+    blocks.drop(version_name("k", "v1", len(data)))
+    assert blocks.used == 0 and blocks.staging.used == 0
+
+
+def test_kept_blocks_survive_and_the_dir_is_locked(tmp_path: Path) -> None:
+    blocks = new_store(tmp_path, 64 * BLOCK, keep=True)
+    data = os.urandom(2 * BLOCK)
+    name = version_name("k", "etag", len(data))
+    blocks.store(name, len(data), 0, data)
+    with pytest.raises(UsageError, match="used by another mount"):
+        new_store(tmp_path, 64 * BLOCK, keep=True)
+    blocks.close()
+    again = new_store(tmp_path, 64 * BLOCK, keep=True)
+    assert again.read(name, 0, len(data)) == data
+    assert again.used == len(data)
+    again.close()
