@@ -432,12 +432,13 @@ class GCSStore(Store):
         crc = int.from_bytes(digests.get("crc32c"), "big")
         blob: Any = self._bucket.blob(name)
         blob.crc32c = crc_b64(crc)
-        if metadata:
-            blob.metadata = self.styles.render(metadata)
+        rendered = self.styles.render(metadata) if metadata else None
+        if rendered:
+            blob.metadata = rendered
         try:
-            if self._lean is not None:
+            if self._lean is not None:  # the keys of the chosen styles, as the SDK's
                 blob = self._lean.upload(
-                    name, payload, blob.crc32c, content_type_for(name), metadata
+                    name, payload, blob.crc32c, content_type_for(name), rendered
                 )
             else:
                 blob.upload_from_string(
