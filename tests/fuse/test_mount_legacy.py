@@ -7,8 +7,8 @@ fake-gcs-server and Ceph RGW over http and https (issue #21): exit 0, read back
 identical, and identical again through a fresh mount (a remount). Special files and
 hard links one by one; sqlite3 and git working in the mount; permissions for a caller
 who is not the owner; errors a program can act on (these on SeaweedFS, Azurite,
-fake-gcs-server and Ceph RGW over http and https; git on Ceph over http only). The
-store is checked through the SDK (``target.store``).
+fake-gcs-server and Ceph RGW over http and https). The store is checked through the
+SDK (``target.store``).
 """
 
 from __future__ import annotations
@@ -40,14 +40,6 @@ NOBODY = 65534
 @pytest.fixture(params=[*BACKENDS, *CEPH_BACKENDS])
 def target(request: pytest.FixtureRequest, mount_pool: MountPool) -> Target:
     """This module's one-by-one tests also run on Ceph RGW, over http and https."""
-    return make_target(mount_pool, request.param)
-
-
-@pytest.fixture(params=[*BACKENDS, CEPH_BACKENDS[0]])
-def http_target(request: pytest.FixtureRequest, mount_pool: MountPool) -> Target:
-    """Ceph RGW over http only: ``git fsck`` in a fresh mount looks up all 256
-    ``.git/objects/XX`` names, ~55 ms each on the gateway (~20 s a run), and https adds
-    no other path through the mount."""
     return make_target(mount_pool, request.param)
 
 
@@ -242,8 +234,7 @@ def test_sqlite_creates_and_updates_a_database_in_the_mount(target: Target, tmp_
     assert not [k for k in os.listdir(target.path) if k.endswith("-journal")]
 
 
-def test_git_init_add_commit_in_the_mount(http_target: Target, tmp_path: Path) -> None:
-    target = http_target
+def test_git_init_add_commit_in_the_mount(target: Target, tmp_path: Path) -> None:
     repo = target.path / "repo"
     repo.mkdir()
     env = {
