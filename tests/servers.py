@@ -1292,7 +1292,11 @@ class CephRgwServer(S3Server):
         assert self._msgr_ports is not None
         self._fsid = str(uuid.uuid4())
         d = self.data_dir
-        frontend = f"beast endpoint={HOST}:{self.port}"
+        # tcp_nodelay: without it beast writes a response's headers and body in two
+        # segments and Nagle holds the body for the client's delayed ACK: every GET and
+        # LIST took ~45 ms instead of ~2 ms (HEADs, bodiless, were fast). A gateway
+        # run without it costs the mount ~40 ms per lookup it can't answer from a listing.
+        frontend = f"beast endpoint={HOST}:{self.port} tcp_nodelay=1"
         if self.tls:
             tls_dir = self.workdir / "tls"
             frontend += (

@@ -33,20 +33,36 @@ from datamover.stores import open_store
 from datamover.stores.base import Store
 from datamover_fuse.mount import is_mounted
 
-from servers import LocalServer
+from servers import LocalServer, S3Endpoint
 
 BACKENDS = ["s3", "az", "gs"]
+#: The Ceph RGW gateway (issue #21), over http and over https with the session's
+#: self-signed certificate (the mount gets it as ``AWS_CA_BUNDLE``, as the CLI does).
+CEPH_BACKENDS = [
+    pytest.param("ceph", marks=pytest.mark.ceph),
+    pytest.param("ceph-tls", marks=pytest.mark.ceph),
+]
 #: The legacy-tool tests (issue #17) also run on moto, an S3 server whose markers keep
-#: metadata (SeaweedFS's don't).
-ALL_BACKENDS = ["s3", "moto", "az", "gs"]
-SERVER_FIXTURE = {"s3": "seaweed", "moto": "moto", "az": "azurite", "gs": "gcs_mem"}
-SCHEME = {"s3": "s3", "moto": "s3", "az": "az", "gs": "gs"}
+#: metadata (SeaweedFS's don't), and on Ceph RGW.
+ALL_BACKENDS = ["s3", "moto", "az", "gs", *CEPH_BACKENDS]
+SERVER_FIXTURE = {
+    "s3": "seaweed",
+    "moto": "moto",
+    "az": "azurite",
+    "gs": "gcs_mem",
+    "ceph": "ceph",
+    "ceph-tls": "ceph_tls",
+}
+SCHEME = {"s3": "s3", "moto": "s3", "az": "az", "gs": "gs", "ceph": "s3", "ceph-tls": "s3"}
 MOUNT_TIMEOUT = 30.0
 
 
-def client_env(server: LocalServer) -> dict[str, str]:
+def client_env(server: LocalServer | S3Endpoint) -> dict[str, str]:
+    """The server's client environment; a CA bundle only if the server gives one (an
+    https endpoint), never the host's."""
     env = server.client_env()
-    env.pop("AWS_CA_BUNDLE", None)
+    if "AWS_CA_BUNDLE" not in server.env:
+        env.pop("AWS_CA_BUNDLE", None)
     return env
 
 
@@ -148,7 +164,7 @@ class Mount:
 @dataclass
 class Backend:
     name: str
-    server: LocalServer
+    server: LocalServer | S3Endpoint
     bucket: str
 
     @property

@@ -2,11 +2,13 @@
 
 ``cp -a``, ``cp -r --preserve=all``, ``rsync -aH`` and ``tar -xpf`` of a tree with
 directory modes and times, symlinks, empty directories, hard links, a FIFO and a
-device node, into a mount on SeaweedFS (whose markers drop metadata), moto, Azurite
-and fake-gcs-server: exit 0, read back identical, and identical again through a
-fresh mount (a remount). Special files and hard links one by one; sqlite3 and git
-working in the mount; permissions for a caller who is not the owner; errors a
-program can act on. The store is checked through the SDK (``target.store``).
+device node, into a mount on SeaweedFS (whose markers drop metadata), moto, Azurite,
+fake-gcs-server and Ceph RGW over http and https (issue #21): exit 0, read back
+identical, and identical again through a fresh mount (a remount). Special files and
+hard links one by one; sqlite3 and git working in the mount; permissions for a caller
+who is not the owner; errors a program can act on (these on SeaweedFS, Azurite,
+fake-gcs-server and Ceph RGW over http and https). The store is checked through the
+SDK (``target.store``).
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ from datamover.errors import NotFound
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY, MiB
 
-from mounting import Mount, Target, run
+from mounting import BACKENDS, CEPH_BACKENDS, Mount, MountPool, Target, make_target, run
 
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(300)]
 
 OLD_NS = 1_500_000_000_123_456_789
 NOBODY = 65534
+
+
+@pytest.fixture(params=[*BACKENDS, *CEPH_BACKENDS])
+def target(request: pytest.FixtureRequest, mount_pool: MountPool) -> Target:
+    """This module's one-by-one tests also run on Ceph RGW, over http and https."""
+    return make_target(mount_pool, request.param)
 
 
 def make_tree(root: Path) -> Path:

@@ -11,7 +11,9 @@ write's ``verified``; nothing relies on the completion's ETag or on copy
 preconditions.
 
 The conformance suite and the ``s3`` fixture (test_copy_s3.py, test_s3_lean.py) run
-on this cluster too, over http.
+on this cluster too, over http; test_copy_s3.py, the sync/resume tests
+(test_sync_resume.py) and the mount's legacy-tool tests (tests/fuse/test_mount_legacy.py)
+over http and https.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""POSIX -> S3 -> POSIX round trips against SeaweedFS and moto, over HTTP."""
+"""POSIX -> S3 -> POSIX round trips against SeaweedFS, moto and Ceph RGW over HTTP, and
+Ceph RGW over https (its self-signed CA in ``AWS_CA_BUNDLE``, issue #21)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from datamover.options import MiB, RetryPolicy, TransferOptions
 from datamover.stores import open_store
 
 from faults import FaultyStore
-from serverenv import ServerEnv
+from serverenv import ServerEnv, use_server
 
 pytestmark = pytest.mark.cloud
 
@@ -28,6 +29,20 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "manifests" / "manifest.schema.json").read_text())
 PART = 5 * MiB
 DM = [sys.executable, "-m", "datamover"]
+
+
+@pytest.fixture(
+    params=[
+        "seaweed",
+        "moto",
+        pytest.param("ceph", marks=pytest.mark.ceph),
+        pytest.param("ceph_tls", marks=pytest.mark.ceph, id="ceph-tls"),
+    ]
+)
+def s3(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ServerEnv:
+    """The session's ``s3`` servers, plus Ceph RGW over https: copy and verify (the CLI
+    subprocesses too) over TLS."""
+    return use_server(request.getfixturevalue(request.param), monkeypatch)
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -1,4 +1,8 @@
-"""sync, the job journal, resume after kill -9, and fatal-error handling, over HTTP."""
+"""sync, the job journal, resume after kill -9, and fatal-error handling, over HTTP.
+
+The tests that drive the store (sync, sync --checksum, a fatal error then resume, kill
+-9 then resume) run on SeaweedFS and on Ceph RGW over http and over https (issue #21).
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,23 @@ from datamover.options import MiB, TransferOptions
 from datamover.stores import open_store
 
 from faults import FaultyStore
-from serverenv import ServerEnv
+from serverenv import ServerEnv, use_server
 
 pytestmark = pytest.mark.cloud
 DM = [sys.executable, "-m", "datamover"]
+CEPH = pytest.mark.ceph
+
+
+@pytest.fixture(
+    params=[
+        "seaweed",
+        pytest.param("ceph", marks=CEPH),
+        pytest.param("ceph_tls", marks=CEPH, id="ceph-tls"),
+    ]
+)
+def store_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ServerEnv:
+    """SeaweedFS, and Ceph RGW over http and over https (its CA in ``AWS_CA_BUNDLE``)."""
+    return use_server(request.getfixturevalue(request.param), monkeypatch)
 
 
 def _tree(root: Path, big: int = 0, small: int = 5) -> None:
@@ -41,11 +58,11 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_sync_copies_only_what_differs_and_deletes_with_guard(
-    seaweed_env: ServerEnv, tmp_path: Path
+    store_env: ServerEnv, tmp_path: Path
 ) -> None:
     src = tmp_path / "src"
     _tree(src, big=9 * MiB)
-    url = seaweed_env.url("mirror")
+    url = store_env.url("mirror")
     first = datamover.sync(str(src), url)
     assert first.ok and first.files_ok == 6 and first.bytes_moved == 9 * MiB + 510
     second = datamover.sync(str(src), url)
@@ -72,10 +89,10 @@ def test_sync_copies_only_what_differs_and_deletes_with_guard(
     assert datamover.sync(str(back), url).bytes_moved == 0
 
 
-def test_sync_checksum_compare_uses_stored_digest(seaweed_env: ServerEnv, tmp_path: Path) -> None:
+def test_sync_checksum_compare_uses_stored_digest(store_env: ServerEnv, tmp_path: Path) -> None:
     src = tmp_path / "src"
     _tree(src, small=3)
-    url = seaweed_env.url("c")
+    url = store_env.url("c")
     datamover.sync(str(src), url)
     target = src / "d" / "f000.txt"
     st = target.stat()
@@ -88,12 +105,10 @@ def test_sync_checksum_compare_uses_stored_digest(seaweed_env: ServerEnv, tmp_pa
     assert store.read("c/d/f000.txt") == target.read_bytes()
 
 
-def test_fatal_error_stops_run_and_resume_finishes_it(
-    seaweed_env: ServerEnv, tmp_path: Path
-) -> None:
+def test_fatal_error_stops_run_and_resume_finishes_it(store_env: ServerEnv, tmp_path: Path) -> None:
     src = tmp_path / "src"
     _tree(src, big=4 * 5 * MiB, small=3)
-    dst_store, _ = open_store(seaweed_env.url())
+    dst_store, _ = open_store(store_env.url())
     faulty = FaultyStore(dst_store)
     faulty.fail("write_part", 2, times=1, error=lambda: AuthError("token expired"))
     src_store, src_key = open_store(str(src))
@@ -103,7 +118,7 @@ def test_fatal_error_stops_run_and_resume_finishes_it(
     # Nothing half-written is visible, the manifest is left open for the resume.
     assert "r/big.bin" not in [i.key for i in dst_store.list("r/")]
     assert (tmp_path / "m.jsonl.partial").exists()
-    report = datamover.copy(str(src), seaweed_env.url("r"), opts)
+    report = datamover.copy(str(src), store_env.url("r"), opts)
     assert report.ok and report.resumed
     assert report.bytes_moved < 20 * MiB + 303  # parts the store still held were kept
     manifest = read_manifest(str(tmp_path / "m.jsonl"))
@@ -139,14 +154,26 @@ def _summary(manifest: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("direction", ["upload", "download"])
+@pytest.mark.parametrize(
+    ("store_env", "direction"),
+    [
+        ("seaweed", "upload"),
+        ("seaweed", "download"),
+        pytest.param("ceph", "upload", marks=CEPH, id="ceph-upload"),
+        pytest.param("ceph", "download", marks=CEPH, id="ceph-download"),
+        # ~18 s each (the --bwlimit): https is tried where the store's multipart state
+        # carries the resume; a download's resume is local, its GETs are the http ones.
+        pytest.param("ceph_tls", "upload", marks=CEPH, id="ceph-tls-upload"),
+    ],
+    indirect=["store_env"],
+)
 def test_kill_9_at_several_points_then_resume(
-    seaweed_env: ServerEnv, tmp_path: Path, direction: str
+    store_env: ServerEnv, tmp_path: Path, direction: str
 ) -> None:
     src = tmp_path / "src"
     _tree(src, big=40 * MiB, small=20)
     total = sum(len(b) for b in _files(src).values())
-    url = seaweed_env.url("k")
+    url = store_env.url("k")
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     if direction == "download":
         assert datamover.copy(str(src), url).ok
@@ -191,7 +218,7 @@ def test_kill_9_at_several_points_then_resume(
         store, _ = open_store(url)
         for rel, data in _files(src).items():
             assert store.read(f"k/{rel}") == data
-        uploads = store.client.list_multipart_uploads(Bucket=seaweed_env.bucket)  # type: ignore[attr-defined]
+        uploads = store.client.list_multipart_uploads(Bucket=store_env.bucket)  # type: ignore[attr-defined]
         assert not uploads.get("Uploads")
     check = subprocess.run([*DM, "verify", str(manifest)], env=env, capture_output=True)
     assert check.returncode == 0
