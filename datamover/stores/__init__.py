@@ -182,6 +182,11 @@ def open_location(loc: Location, settings: StoreSettings | None = None) -> Store
     _check_scheme(loc.scheme)
     cls = _backend_class(loc.scheme)
     store: Store = cls.from_location(loc, settings or StoreSettings())
+    if (settings or StoreSettings()).extra.get("links") and not store.features.local:
+        # rclone's --links: NAME.rclonelink objects are symlinks (stores/rclonelinks.py).
+        from datamover.stores.rclonelinks import RcloneLinks
+
+        store = RcloneLinks(store)
     return store
 
 
