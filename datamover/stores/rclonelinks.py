@@ -55,10 +55,12 @@ def _is_link_meta(metadata: Mapping[str, str] | None) -> bool:
     return raw is not None and raw.isascii() and raw.isdigit() and statmod.S_ISLNK(int(raw))
 
 
-def as_link(info: ObjectInfo, key: str) -> ObjectInfo:
-    """``info`` of a ``.rclonelink`` object as the symlink ``key`` it stands for."""
+def as_link(info: ObjectInfo, key: str, *, listed: bool = False) -> ObjectInfo:
+    """``info`` of a ``.rclonelink`` object as the symlink ``key`` it stands for.
+    ``listed``: from a listing, whose empty metadata means "HEAD for it" (sync): kept
+    empty then."""
     meta = dict(info.metadata)
-    if meta:  # (an empty one, from a listing, says "HEAD for the metadata": keep it so)
+    if meta or not listed:
         meta[MODE] = str(LINK_MODE)
     problem = info.problem
     if problem is None and info.size > LINK_MAX:
@@ -102,7 +104,7 @@ class RcloneLinks(Store):
         try:
             self.inner.stat(name)
         except NotFound:
-            return as_link(info, name)
+            return as_link(info, name, listed=True)
         log.warning(
             "%s: both %s and %s exist; the rclone link is copied as the object it is",
             self.url(name),
