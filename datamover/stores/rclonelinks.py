@@ -21,7 +21,8 @@ is ``NAME.rclonelink``:
 * ``put`` of a symlink (mode ``S_IFLNK`` in its metadata) writes ``NAME.rclonelink``
   with the target as its body and no ``mode`` key (a link has no permissions; rclone
   ``-M`` reads an s3fs decimal mode as octal), then removes a plain ``NAME`` it
-  replaces. Every other write is passed through.
+  replaces. A file written over a name this store listed as a link (sync) removes
+  the link object once committed. Every other write is passed through.
 
 datamover's own link objects (s3fs style: mode metadata, no suffix) are read as links
 whatever the option says; with it, new links are written the rclone way. Server-side
@@ -33,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import stat as statmod
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -48,6 +50,10 @@ SUFFIX = ".rclonelink"
 #: no link any system could make, and is never read whole.
 LINK_MAX = 4096
 LINK_MODE = statmod.S_IFLNK | 0o777
+#: Names this store listed as links, remembered so that a file written over one (sync
+#: replacing a link with a file) removes the ``.rclonelink`` object; past this many the
+#: rest are not remembered (that old link object then stays beside the file).
+LINKS_REMEMBERED = 100_000
 
 
 def _is_link_meta(metadata: Mapping[str, str] | None) -> bool:
@@ -79,6 +85,8 @@ class RcloneLinks(Store):
         self.scheme = inner.scheme
         self.features = inner.features
         self.limits = inner.limits
+        self._listed_links: set[str] = set()
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # backend extras (client, bucket, ...)
         return getattr(self.inner, name)
@@ -104,6 +112,9 @@ class RcloneLinks(Store):
         try:
             self.inner.stat(name)
         except NotFound:
+            with self._lock:
+                if len(self._listed_links) < LINKS_REMEMBERED:
+                    self._listed_links.add(name)
             return as_link(info, name, listed=True)
         log.warning(
             "%s: both %s and %s exist; the rclone link is copied as the object it is",
@@ -178,11 +189,21 @@ class RcloneLinks(Store):
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
         if not _is_link_meta(metadata) or key.endswith("/"):
-            return self.inner.put(key, data, metadata=metadata, digests=digests)
+            info = self.inner.put(key, data, metadata=metadata, digests=digests)
+            self.replaced(key)
+            return info
         meta = {k: v for k, v in (metadata or {}).items() if k != MODE}
         info = self.inner.put(key + SUFFIX, data, metadata=meta, digests=digests)
         self._remove(key)  # the plain object the link replaces, if any
         return as_link(info, key)
+
+    def replaced(self, key: str) -> None:
+        """``key`` was written as a file: remove the link object a listing showed there."""
+        with self._lock:
+            if key not in self._listed_links:
+                return
+            self._listed_links.discard(key)
+        self._remove(key + SUFFIX)
 
     def _remove(self, key: str) -> None:
         try:
@@ -198,7 +219,8 @@ class RcloneLinks(Store):
         part_size: int,
         metadata: Mapping[str, str] | None = None,
     ) -> ChunkWriter:
-        return self.inner.open_writer(key, size=size, part_size=part_size, metadata=metadata)
+        writer = self.inner.open_writer(key, size=size, part_size=part_size, metadata=metadata)
+        return _Replacing(writer, self, key)
 
     def resume_writer(
         self,
@@ -209,9 +231,10 @@ class RcloneLinks(Store):
         state: Mapping[str, Any],
         metadata: Mapping[str, str] | None = None,
     ) -> ResumableWriter:
-        return self.inner.resume_writer(
+        writer = self.inner.resume_writer(
             key, size=size, part_size=part_size, state=state, metadata=metadata
         )
+        return _Replacing(writer, self, key)
 
     def list_pending_uploads(self, prefix: str) -> Iterator[Any]:
         return self.inner.list_pending_uploads(prefix)
@@ -244,3 +267,26 @@ class RcloneLinks(Store):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _Replacing:
+    """A writer of ``key`` that, once committed, removes the link object it replaces."""
+
+    def __init__(self, inner: ChunkWriter, links: RcloneLinks, key: str) -> None:
+        self._inner = inner
+        self._links = links
+        self._key = key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:  # ``writer.size = ...`` (streaming writes) goes to the real writer
+            setattr(self._inner, name, value)
+
+    def commit(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        info = self._inner.commit(metadata)
+        self._links.replaced(self._key)
+        return info

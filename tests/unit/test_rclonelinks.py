@@ -99,3 +99,18 @@ def test_a_symlink_is_written_as_an_rclonelink_object() -> None:
     assert mem.data("k/y") == b"file"
     store.delete("k/x")
     assert "k/x.rclonelink" not in mem.objects
+
+
+def test_sync_writing_files_over_links_removes_the_link_objects(tmp_path: Path) -> None:
+    mem = MemoryStore()
+    mem.put("q/small.rclonelink", b"t")
+    mem.put("q/large.rclonelink", b"t")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small").write_bytes(b"now a file")
+    (src / "large").write_bytes(os.urandom(300_000))
+    opts = _opts(tmp_path, "f").with_(multipart_threshold=100_000, part_size=64 * 1024)
+    report = sync_between(PosixStore(), str(src).lstrip("/") + "/", RcloneLinks(mem), "q/", opts)
+    assert report.ok, report.failures
+    assert sorted(mem.objects) == ["q/large", "q/small"]
+    assert len(mem.writers) == 1  # the large one went by parts
