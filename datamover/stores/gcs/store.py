@@ -437,7 +437,11 @@ class GCSStore(Store):
         try:
             if self._lean is not None:
                 blob = self._lean.upload(
-                    name, payload, blob.crc32c, content_type_for(name), metadata
+                    name,
+                    payload,
+                    blob.crc32c,
+                    content_type_for(name),
+                    blob.metadata if metadata else None,  # rendered in the store's styles
                 )
             else:
                 blob.upload_from_string(
