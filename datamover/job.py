@@ -286,6 +286,8 @@ def store_settings(options: TransferOptions, role: str = "source") -> StoreSetti
         "durability": options.durability,
         "preserve_setid": options.preserve_setid,
     }
+    if options.links:
+        extra["links"] = True
     if options.s3_checksum is not None:
         extra["s3_checksum"] = options.s3_checksum
     if options.metadata_style:

@@ -102,7 +102,11 @@ class TransferOptions:
     ``preserve_setid``: keep set-user-ID and set-group-ID bits when restoring a mode
     onto POSIX files (default: dropped, since a bucket's metadata is whatever its
     writer said); ``copy_links``: follow symlinks in the source instead of copying them
-    as links (never in the destination); ``xattrs``: carry ``user.*`` extended
+    as links (never in the destination); ``links`` (object stores): rclone's
+    ``--links`` convention: a symlink ``NAME`` is written as the object
+    ``NAME.rclonelink`` holding its target, and such objects are read back as symlinks
+    (off: they are ordinary objects; datamover's own link objects are links either
+    way; docs/METADATA.md); ``xattrs``: carry ``user.*`` extended
     attributes as metadata.
 
     ``durability`` (POSIX destinations): ``"job"`` (default) commits each file by
@@ -148,6 +152,7 @@ class TransferOptions:
     preserve: bool = True
     preserve_setid: bool = False
     copy_links: bool = False
+    links: bool = False
     xattrs: bool = False
     server_side_copy: bool = True
     durability: str = "job"
@@ -210,6 +215,7 @@ class TransferOptions:
             "xattrs": self.xattrs,
             # Only when set: jobs journaled before the option existed still resume.
             **({"preserve_setid": True} if self.preserve_setid else {}),
+            **({"links": True} if self.links else {}),
             **({"metadata_style": self.metadata_style} if self.metadata_style else {}),
         }
 
@@ -245,6 +251,7 @@ class TransferOptions:
             "preserve": self.preserve,
             "preserve_setid": self.preserve_setid,
             "copy_links": self.copy_links,
+            **({"links": True} if self.links else {}),
             "xattrs": self.xattrs,
             "server_side_copy": self.server_side_copy,
             "durability": self.durability,

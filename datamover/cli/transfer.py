@@ -171,6 +171,13 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         "them as links); links in the destination are never followed",
     )
     p.add_argument(
+        "--links",
+        "-l",
+        action="store_true",
+        help="object stores: rclone's --links: write symlinks as NAME.rclonelink objects "
+        "holding the target, and read such objects back as symlinks",
+    )
+    p.add_argument(
         "--preserve-setid",
         action="store_true",
         help="POSIX destinations: keep set-user-ID and set-group-ID bits from the "
@@ -367,6 +374,7 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         server_side_copy=not args.no_server_side_copy,
         preserve=not args.no_preserve,
         copy_links=args.copy_links,
+        links=args.links,
         preserve_setid=args.preserve_setid,
         xattrs=args.xattrs,
         durability=args.durability,

@@ -55,6 +55,10 @@ def _merge(
 
     def rel(it: Iterator[ObjectInfo], root: str) -> Iterator[tuple[str, ObjectInfo]]:
         for info in it:
+            # The root's own "root/" marker (rclone --create-empty-src-dirs writes one)
+            # is no entry of the tree: its path would be empty.
+            if info.key == root:
+                continue
             if (not info.is_dir or info.key.endswith("/")) and not is_dir_meta(info.key):
                 yield info.key[len(root) :], info
 

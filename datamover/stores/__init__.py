@@ -18,6 +18,7 @@ from typing import Any
 from datamover.config import load_config
 from datamover.errors import ConfigError, UsageError
 from datamover.stores.base import ChunkWriter, ObjectInfo, PartLimits, PartReceipt, Store
+from datamover.stores.rclonelinks import RcloneLinks
 from datamover.stores.urls import SCHEME_ALIASES, Location, parse_url
 
 __all__ = [
@@ -182,6 +183,9 @@ def open_location(loc: Location, settings: StoreSettings | None = None) -> Store
     _check_scheme(loc.scheme)
     cls = _backend_class(loc.scheme)
     store: Store = cls.from_location(loc, settings or StoreSettings())
+    if (settings or StoreSettings()).extra.get("links") and not store.features.local:
+        # rclone's --links: NAME.rclonelink objects are symlinks (stores/rclonelinks.py).
+        store = RcloneLinks(store)
     return store
 
 

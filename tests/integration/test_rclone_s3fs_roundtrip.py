@@ -4,6 +4,7 @@ wrote. Modes 640/755/600, nanosecond mtimes, a symlink and an empty directory.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -50,6 +51,16 @@ def _check(root: Path, *, modes: bool = True) -> None:
         assert stat.S_IMODE(st.st_mode) == (mode if modes else 0o644), rel
         assert st.st_mtime_ns == mtime, rel
     assert (root / "empty").is_dir() and not os.listdir(root / "empty")
+
+
+def _copied(manifest: Path) -> list[str]:
+    """Paths of the files (not directories) a run's manifest says it copied."""
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return [
+        e["path"]
+        for e in entries
+        if e.get("type") == "file" and e.get("status") == "ok" and e.get("kind") != "dir"
+    ]
 
 
 def _remote(kind: str, server: Any) -> dict[str, str]:
@@ -111,15 +122,23 @@ def test_rclone_to_datamover(where: tuple[str, Any, ServerEnv], tmp_path: Path) 
     flags = ("-M", "--links", "--create-empty-src-dirs")
     _run_rclone(kind, server, tmp_path, "copy", *flags, str(src), remote)
     dst = tmp_path / "dst"
-    report = datamover.copy(env.url("r"), str(dst))
+    report = datamover.copy(env.url("r"), str(dst), TransferOptions(links=True))
     assert report.ok, report
     # rclone's GCS backend (against fake-gcs-server) stores no mode, only its mtime
     # keys (goog-reserved-file-mtime, mtime): what datamover reads there is the mtime.
     _check(dst, modes=kind != "gs")
-    # rclone's --links name is not translated (docs/METADATA.md, "Not done"); the
-    # link's mode rclone recorded makes it a symlink all the same (not on GCS).
-    link = dst / "link.rclonelink"
-    assert (link.read_text() if kind == "gs" else os.readlink(link)) == "a.txt"
+    # --links translates rclone's link.rclonelink into the symlink it stands for.
+    assert os.readlink(dst / "link") == "a.txt"
+    assert not os.path.lexists(dst / "link.rclonelink")
+    # ... and a sync of the unchanged tree finds nothing to copy and nothing to delete.
+    links = TransferOptions(links=True, manifest=str(tmp_path / "again.jsonl"))
+    again = datamover.sync(env.url("r"), str(dst), links, delete=True)
+    assert again.ok and not again.deleted and not _copied(tmp_path / "again.jsonl"), again
+    # Without --links the object is what it is: a file (or, with the link's mode rclone
+    # -M recorded, a symlink) named link.rclonelink.
+    plain = tmp_path / "plain"
+    assert datamover.copy(env.url("r"), str(plain)).ok
+    assert os.path.lexists(plain / "link.rclonelink") and not os.path.lexists(plain / "link")
 
 
 def test_datamover_to_rclone(where: tuple[str, Any, ServerEnv], tmp_path: Path) -> None:
@@ -134,6 +153,38 @@ def test_datamover_to_rclone(where: tuple[str, Any, ServerEnv], tmp_path: Path) 
     remote = f"dm:{env.bucket}/d"
     _run_rclone(kind, server, tmp_path, "copy", "-M", "--create-empty-src-dirs", remote, str(dst))
     _check(dst, modes=kind != "gs")  # rclone's GCS backend reads no mode (see above)
+
+
+def test_datamover_links_to_rclone(where: tuple[str, Any, ServerEnv], tmp_path: Path) -> None:
+    """``--links`` up: the symlink becomes ``link.rclonelink``, which rclone ``copy -l``
+    makes a symlink again; datamover reads it back as one too."""
+    kind, server, env = where
+    src = tmp_path / "src"
+    _tree(src)
+    opts = TransferOptions(links=True, metadata_style="rclone" if kind == "s3" else None)
+    assert datamover.copy(str(src), env.url("d"), opts).ok
+    dst = tmp_path / "dst"
+    remote = f"dm:{env.bucket}/d"
+    _run_rclone(
+        kind, server, tmp_path, "copy", "-l", "-M", "--create-empty-src-dirs", remote, str(dst)
+    )
+    # (modes and mtimes: test_datamover_to_rclone)
+    assert os.readlink(dst / "link") == "a.txt"
+    assert not os.path.lexists(dst / "link.rclonelink")
+    back = tmp_path / "back"
+    assert datamover.copy(env.url("d"), str(back), TransferOptions(links=True)).ok
+    assert os.readlink(back / "link") == "a.txt"
+    # sync up again: the link object is unchanged, and --delete keeps it.
+    again = datamover.sync(
+        str(src), env.url("d"), opts.with_(manifest=str(tmp_path / "up.jsonl")), delete=True
+    )
+    assert again.ok and not again.deleted and not _copied(tmp_path / "up.jsonl"), again
+    # the symlink removed locally: sync --delete removes link.rclonelink, nothing else.
+    os.unlink(src / "link")
+    gone = datamover.sync(str(src), env.url("d"), opts, delete=True)
+    assert gone.ok and len(gone.deleted) == 1 and gone.deleted[0].endswith("link"), gone
+    left = _run_rclone(kind, server, tmp_path, "lsf", "-R", remote)
+    assert "link.rclonelink" not in left and "a.txt" in left, left
 
 
 def test_s3fs_sees_the_modes_of_a_tree_datamover_wrote(
