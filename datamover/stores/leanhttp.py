@@ -542,19 +542,36 @@ class LeanHTTP:
         into: memoryview | None,
         limit: int,
     ) -> Response:
-        kwargs = {
-            "has_body": method != "HEAD",
-            "into": into,
-            "limit": limit,
-            "connect_timeout": self.connect_timeout,
-            "read_timeout": self.read_timeout,
-        }
-        try:
-            return conn.exchange(head, body, **kwargs)  # type: ignore[arg-type]
-        except _Broken as e:
-            if not e.stale:
-                raise
+        return exchange(
+            conn, method, head, body, into, limit, self.connect_timeout, self.read_timeout
+        )
+
+
+def exchange(
+    conn: _Connection,
+    method: str,
+    head: bytes,
+    body: Any,
+    into: memoryview | None,
+    limit: int,
+    connect_timeout: float,
+    read_timeout: float,
+) -> Response:
+    """One request and its response on ``conn``. A keep-alive connection the server had
+    closed while idle (``_Broken.stale``) gets one fresh try, free."""
+    kwargs = {
+        "has_body": method != "HEAD",
+        "into": into,
+        "limit": limit,
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+    }
+    try:
         return conn.exchange(head, body, **kwargs)  # type: ignore[arg-type]
+    except _Broken as e:
+        if not e.stale:
+            raise
+    return conn.exchange(head, body, **kwargs)  # type: ignore[arg-type]
 
 
 def content_range_total(headers: Mapping[str, str]) -> int | None:

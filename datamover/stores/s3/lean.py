@@ -69,6 +69,7 @@ from datamover.stores.leanhttp import (  # the connection machinery, shared
     _Malformed,
     _proxied,
     content_length,
+    exchange,
     parse_chunk_size,
     parse_head,
 )
@@ -338,20 +339,9 @@ class LeanS3:
         into: memoryview | None,
         limit: int,
     ) -> Response:
-        kwargs = {
-            "has_body": method != "HEAD",
-            "into": into,
-            "limit": limit,
-            "connect_timeout": self.connect_timeout,
-            "read_timeout": self.read_timeout,
-        }
-        try:
-            return conn.exchange(head, body, **kwargs)  # type: ignore[arg-type]
-        except _Broken as e:
-            if not e.stale:
-                raise
-        # The server had closed an idle keep-alive connection: one fresh try, free.
-        return conn.exchange(head, body, **kwargs)  # type: ignore[arg-type]
+        return exchange(
+            conn, method, head, body, into, limit, self.connect_timeout, self.read_timeout
+        )
 
 
 __all__ = [
