@@ -401,6 +401,56 @@ def _close_all(conns: list[_Connection], lock: threading.Lock) -> None:
         conn.close()
 
 
+class ConnectionPool:
+    """One kept-alive connection per thread to one ``scheme://host:port`` (TLS set up
+    once), all closed by ``close`` or when the pool is collected, so no socket is left
+    to the garbage collector's ResourceWarning."""
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        *,
+        ca_bundle: str | None,
+        verify: bool,
+        transport: Transport,
+    ) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self._transport = transport
+        self.tls: ssl.SSLContext | None = None
+        if scheme == "https":
+            self.tls = ssl.create_default_context(cafile=ca_bundle)
+            if not verify:
+                self.tls.check_hostname = False
+                self.tls.verify_mode = ssl.CERT_NONE
+        self._local = threading.local()
+        self.all: list[_Connection] = []
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_all, self.all, self._lock)
+
+    def conn(self) -> _Connection:
+        """This thread's connection (made on first use)."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _Connection(self.scheme, self.host, self.port, self.tls, self._transport)
+            self._local.conn = conn
+            with self._lock:
+                self.all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        _close_all(self.all, self._lock)
+        self._local = threading.local()
+
+    def drop_thread_connection(self) -> None:
+        """Close this thread's kept-alive connection: its next request opens a fresh
+        one (a connection that saw a fault is not trusted again)."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+
 #: Adds auth to a request's headers: (method, path, query pairs, headers) -> query
 #: suffix to append ("" or "&sig=..."), the headers changed in place.
 Authorize = Callable[[str, str, list[tuple[str, str]], dict[str, str]], str]
@@ -439,37 +489,22 @@ class LeanHTTP:
         default_port = self.port == (443 if parts.scheme == "https" else 80)
         self.host_header = self.host if default_port else f"{self.host}:{self.port}"
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._transport, self._sleep = transport, sleep
-        self.tls: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            self.tls = ssl.create_default_context(cafile=ca_bundle)
-            if not verify:
-                self.tls.check_hostname = False
-                self.tls.verify_mode = ssl.CERT_NONE
-        self._local = threading.local()
-        self._all: list[_Connection] = []
-        self._lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._all, self._lock)
-
-    def _conn(self) -> _Connection:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _Connection(self.scheme, self.host, self.port, self.tls, self._transport)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        self._sleep = sleep
+        self.pool = ConnectionPool(
+            self.scheme,
+            self.host,
+            self.port,
+            ca_bundle=ca_bundle,
+            verify=verify,
+            transport=transport,
+        )
+        self.tls = self.pool.tls
 
     def close(self) -> None:
-        _close_all(self._all, self._lock)
-        self._local = threading.local()
+        self.pool.close()
 
     def drop_thread_connection(self) -> None:
-        """Close this thread's kept-alive connection: its next request opens a fresh
-        one (as ``LeanS3.drop_thread_connection``: a connection that saw a fault)."""
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        self.pool.drop_thread_connection()
 
     def request(
         self,
@@ -512,7 +547,7 @@ class LeanHTTP:
             lines.append("User-Agent: datamover")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
             try:
-                response = self._exchange(self._conn(), method, head, body, into, max_body)
+                response = self._exchange(self.pool.conn(), method, head, body, into, max_body)
             except _Broken as e:
                 failure = e.cause
                 continue

@@ -121,7 +121,7 @@ def test_idle_connection_closed_by_the_server_is_reopened(store: S3Store) -> Non
     store.put("idle", b"1")
     lean = store._s3.lean
     assert lean is not None
-    for conn in lean._all:
+    for conn in lean.pool.all:
         if conn.sock is not None:
             conn.sock.shutdown(socket.SHUT_RDWR)  # the next send or recv fails
     time.sleep(0.1)

@@ -44,12 +44,10 @@ import hmac
 import os
 import random
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -60,11 +58,11 @@ from datamover.stores.leanhttp import (  # the connection machinery, shared
     MAX_ERROR_BODY,
     MAX_HEADER_BYTES,
     MAX_INTERIM,
+    ConnectionPool,
     LeanUnavailable,
     Response,
     Transport,
     _Broken,
-    _close_all,
     _Connection,
     _Malformed,
     _proxied,
@@ -198,40 +196,23 @@ class LeanS3:
         self.credentials = credentials
         self.signer = _Signer(region)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._transport, self._sleep = transport, sleep
-        self.tls: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            self.tls = ssl.create_default_context(cafile=ca_bundle)
-            if not verify:
-                self.tls.check_hostname = False
-                self.tls.verify_mode = ssl.CERT_NONE
-        self._local = threading.local()
-        self._all: list[_Connection] = []
-        self._lock = threading.Lock()
+        self._sleep = sleep
+        self.pool = ConnectionPool(
+            self.scheme,
+            self.host,
+            self.port,
+            ca_bundle=ca_bundle,
+            verify=verify,
+            transport=transport,
+        )
+        self.tls = self.pool.tls
         self.disabled = False
-        # A store dropped without close() still closes its sockets (as urllib3's pools
-        # do), so no socket is left to the garbage collector's ResourceWarning.
-        weakref.finalize(self, _close_all, self._all, self._lock)
-
-    def _conn(self) -> _Connection:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _Connection(self.scheme, self.host, self.port, self.tls, self._transport)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
 
     def close(self) -> None:
-        _close_all(self._all, self._lock)
-        self._local = threading.local()
+        self.pool.close()
 
     def drop_thread_connection(self) -> None:
-        """Close this thread's kept-alive connection: its next request opens a fresh
-        one (a connection that saw a fault is not trusted again)."""
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        self.pool.drop_thread_connection()
 
     def request(
         self,
@@ -302,7 +283,7 @@ class LeanS3:
                 lines.append(f"Content-Length: {size}")
             lines.append("User-Agent: datamover")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-            conn = self._conn()
+            conn = self.pool.conn()
             try:
                 response = self._exchange(conn, method, head, body, into, max_body)
             except _Broken as e:
