@@ -85,7 +85,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 from urllib.parse import parse_qs, urlsplit
 
 HOST = "127.0.0.1"
@@ -551,6 +551,21 @@ class FaultProxy:
         if self._server is None:
             raise RuntimeError("proxy not started")
         return int(self._server.server_address[1])
+
+    def client_env(self, server: Any) -> dict[str, str]:
+        """``server.client_env()`` with its endpoint routed through this proxy (S3's
+        endpoint URL, Azure's connection string, GCS's emulator host)."""
+        env: dict[str, str] = dict(server.client_env())
+        if self.flavor == "s3":
+            env["AWS_ENDPOINT_URL"] = self.url
+        elif self.flavor == "azure":
+            account_path = server.endpoint.split("/", 3)[3]
+            env["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string.replace(
+                server.endpoint, f"{self.url}/{account_path}"
+            )
+        else:
+            env["STORAGE_EMULATOR_HOST"] = self.url
+        return env
 
     @property
     def url(self) -> str:

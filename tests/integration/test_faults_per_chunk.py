@@ -68,17 +68,7 @@ def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     env = use_server(server, monkeypatch)
     direct = server.client_env()
     with FaultProxy(server.endpoint, flavor=FLAVOR[scheme], seed=SEED, per_chunk=True) as proxy:  # type: ignore[arg-type]
-        via = dict(direct)
-        if scheme == "s3":
-            via["AWS_ENDPOINT_URL"] = proxy.url
-        elif scheme == "az":
-            account_path = server.endpoint.split("/", 3)[3]
-            via["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string.replace(
-                server.endpoint, f"{proxy.url}/{account_path}"
-            )
-        else:
-            via["STORAGE_EMULATOR_HOST"] = proxy.url
-        yield Target(env, proxy, via, direct)
+        yield Target(env, proxy, proxy.client_env(server), direct)
 
 
 def _make_tree(root: Path, *, big: int, small: int, seed: int) -> None:
