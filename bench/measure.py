@@ -290,3 +290,24 @@ def summarize(samples: Sequence[Sample]) -> Summary:
         rss_med_mib=statistics.median(rss),
         rss_max_mib=max(rss),
     )
+
+
+def s3fs_mount(
+    bucket: str,
+    mnt: str,
+    endpoint: str,
+    region: str,
+    access_key: str,
+    secret_key: str,
+    passwd: Path,
+) -> tuple[list[str], dict[str, str]]:
+    """s3fs 1.90 mounting ``bucket`` of a local S3 server in the foreground, with its
+    best flags for big sequential I/O (the same in every benchmark row it has), and the
+    environment to run it in (no AWS_* variables: its passwd file holds the keys)."""
+    passwd.write_text(f"{access_key}:{secret_key}\n")
+    passwd.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    argv = ["s3fs", bucket, mnt, "-f", "-o", f"url={endpoint}", "-o", "use_path_request_style"]
+    argv += ["-o", f"passwd_file={passwd}", "-o", f"endpoint={region}"]
+    argv += ["-o", "parallel_count=8", "-o", "multipart_size=16"]
+    return argv, env

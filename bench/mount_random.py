@@ -38,6 +38,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT / "tests")]
 
+from measure import s3fs_mount  # noqa: E402
+
 import servers  # noqa: E402
 
 MiB = 1024 * 1024
@@ -191,32 +193,11 @@ class Run:
         return argv
 
     def s3fs(self, s: servers.SeaweedServer) -> Callable[[Path], Argv]:
-        pw = self.work / "s3fs.passwd"
-        pw.write_text(f"{s.access_key}:{s.secret_key}\n")
-        pw.chmod(0o600)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        passwd = self.work / "s3fs.passwd"
 
         def argv(mnt: Path) -> Argv:
-            return (
-                [
-                    "s3fs",
-                    BUCKET,
-                    str(mnt),
-                    "-f",
-                    "-o",
-                    f"url={s.endpoint}",
-                    "-o",
-                    "use_path_request_style",
-                    "-o",
-                    f"passwd_file={pw}",
-                    "-o",
-                    f"endpoint={s.region}",
-                    "-o",
-                    "parallel_count=8",
-                    "-o",
-                    "multipart_size=16",
-                ],
-                env,
+            return s3fs_mount(
+                BUCKET, str(mnt), s.endpoint, s.region, s.access_key, s.secret_key, passwd
             )
 
         return argv

@@ -51,6 +51,7 @@ from measure import (  # noqa: E402
     Summary,
     launcher,
     run_measured,
+    s3fs_mount,
     summarize,
     wait_for_quiet,
 )
@@ -435,30 +436,9 @@ def _rmdir_quiet(path: Path) -> None:
 
 def s3fs_argv(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
     s = b.seaweed()
-    pw = b.work / "s3fs.passwd"
-    pw.write_text(f"{s.access_key}:{s.secret_key}\n")
-    pw.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    argv = [
-        "s3fs",
-        BUCKET,
-        str(mnt),
-        "-f",
-        "-o",
-        f"url={s.endpoint}",
-        "-o",
-        "use_path_request_style",
-        "-o",
-        f"passwd_file={pw}",
-        "-o",
-        f"endpoint={s.region}",
-        # its best flags for big sequential I/O
-        "-o",
-        "parallel_count=8",
-        "-o",
-        "multipart_size=16",
-    ]
-    return argv, env
+    return s3fs_mount(
+        BUCKET, str(mnt), s.endpoint, s.region, s.access_key, s.secret_key, b.work / "s3fs.passwd"
+    )
 
 
 def dm_mount_argv(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
