@@ -517,14 +517,20 @@ def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
         raise UsageError(f"{job.manifest} names no destination; give the TARGET to verify")
     if job.allow_download and not job.no_download:
         raise UsageError("--allow-download goes with --no-download (a verify reads anyway)")
-    store, key = open_store(root_url, store_settings(job.options, "destination"))
+    options = job.options
+    recorded = manifest.header.get("options")
+    if isinstance(recorded, dict) and recorded.get("links") is True and not options.links:
+        # The copy wrote symlinks as rclone's NAME.rclonelink objects (--links): they are
+        # read back the way they were written.
+        options = options.with_(links=True)
+    store, key = open_store(root_url, store_settings(options, "destination"))
     with store:
         return engine.verify_store(
             manifest,
             job.manifest,
             store,
             key,
-            job.options,
+            options,
             listener=listener,
             no_download=job.no_download,
             allow_download=job.allow_download,

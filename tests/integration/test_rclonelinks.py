@@ -114,3 +114,21 @@ def test_links_up_and_sync_delete_remove_only_the_link_object(
     assert report.ok, report
     keys = sorted(i.key for i in store.list("u/"))
     assert keys == ["u/a", "u/a-b.rclonelink"], keys
+
+
+def test_verify_reads_links_the_way_the_copy_wrote_them(bucket: ServerEnv, tmp_path: Path) -> None:
+    """A ``copy --links`` up records ``links`` in its manifest; ``verify`` (with or
+    without download) then finds ``link`` as ``link.rclonelink``, not missing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a")
+    os.symlink("a.txt", src / "link")
+    manifest = tmp_path / "m.jsonl"
+    done = run("copy", "--links", str(src), bucket.url("v"), "--manifest", str(manifest))
+    assert done.returncode == 0, done.stderr
+    store, _ = open_store(bucket.url())
+    assert sorted(o.key for o in store.list("v/")) == ["v/a.txt", "v/link.rclonelink"]
+    for extra in ([], ["--no-download"]):
+        check = run("verify", *extra, str(manifest))
+        assert check.returncode == 0, (extra, check.stdout + check.stderr)
+        assert "2 of 2 files match" in check.stdout, check.stdout
