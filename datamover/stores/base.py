@@ -413,6 +413,10 @@ class Features:
     #: (the keys the common tools of this store read; ``stores.conventions``), and
     #: read first when conventions on one object disagree.
     metadata_styles: tuple[str, ...] = ("s3fs",)
+    #: ``Store.resume_writer`` reopens an upload another process started (its
+    #: ``ResumableWriter.state()``): parts of one file can be written by other
+    #: processes (Dask workers) and a killed run's parts reused.
+    resumable_writes: bool = False
 
 
 class Store(ABC):

@@ -100,7 +100,7 @@ class DaskRunner(Runner):
         self._futures: dict[Future[Any], Handler] = {}
         self._splits: list[_Split] = []
         self._hashers: ThreadPoolExecutor | None = None
-        self._resumable = dst is not None and type(dst).resume_writer is not Store.resume_writer
+        self._resumable = dst is not None and dst.features.resumable_writes
 
     # -- the scheduling loop
 
@@ -196,6 +196,7 @@ class DaskRunner(Runner):
             (self.src_root, self.dst_root),
             self.worker_options,
             tuple(jobs),
+            None if self.job is None else self.job.job_id,
         )
 
         def handler(done: ShardDone | None, error: BaseException | None) -> None:

@@ -53,14 +53,19 @@ _STORES: dict[str, Store] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def _store(spec: StoreSpec) -> Store:
-    """This worker process's store for ``spec``, opened once (stores are thread-safe
-    and pool their connections, so tasks share them)."""
-    key = repr(spec)
+def _store(spec: StoreSpec, job_id: str | None = None) -> Store:
+    """This worker process's store for ``spec``, opened once per journaled job
+    (stores are thread-safe and pool their connections, so tasks share them). A
+    destination opened for ``job_id`` names its writes' temp pieces from the job and
+    the key (``Store.use_job``), as the client's own store does, so a later run of
+    the job finds what a killed worker left."""
+    key = f"{spec!r}\0{job_id or ''}"
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
             store = open_location(spec.location, spec.settings)
+            if job_id is not None:
+                store.use_job(job_id)
             _STORES[key] = store
         return store
 
@@ -83,6 +88,8 @@ class Shard:
     roots: tuple[str, str]
     options: TransferOptions
     jobs: tuple[FileJob, ...]
+    #: The journaled job the files belong to (temp names of its writes), or None.
+    job_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -98,7 +105,11 @@ def run_shard(shard: Shard) -> ShardDone:
     what can't succeed; any other exception is a bug and is raised."""
     results: list[FileResult] = []
     runner = Runner(
-        _store(shard.src), _store(shard.dst), shard.options, results.append, roots=shard.roots
+        _store(shard.src),
+        _store(shard.dst, shard.job_id),
+        shard.options,
+        results.append,
+        roots=shard.roots,
     )
     fatal: DatamoverError | None = None
     try:

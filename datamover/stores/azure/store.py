@@ -95,6 +95,7 @@ class AzureStore(Store):
         listing_metadata=True,
         metadata_at_commit=True,
         metadata_styles=("azcopy", "rclone"),
+        resumable_writes=True,
     )
     limits = LIMITS
 

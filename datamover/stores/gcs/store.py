@@ -104,6 +104,7 @@ class GCSStore(Store):
         listing_metadata=True,
         metadata_at_commit=True,
         metadata_styles=("gcloud", "gcsfuse", "rclone"),
+        resumable_writes=True,
     )
     limits = PartLimits(
         min_part_size=1, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB

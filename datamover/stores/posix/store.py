@@ -108,6 +108,7 @@ class PosixStore(Store):
         max_metadata_bytes=1 << 20,
         listing_metadata=True,
         native_mtime=True,
+        resumable_writes=True,
     )
     # No provider limits; these keep part counts and buffers sane.
     limits = PartLimits(

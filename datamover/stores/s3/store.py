@@ -51,7 +51,12 @@ from datamover.stores.urls import Location
 class S3Store(Store):
     scheme = "s3"
     limits = S3_LIMITS
-    features = Features(streaming_writes=True, marker_metadata=None, metadata_at_commit=False)
+    features = Features(
+        streaming_writes=True,
+        marker_metadata=None,
+        metadata_at_commit=False,
+        resumable_writes=True,
+    )
 
     def __init__(self, bucket: str, settings: StoreSettings, *, page_size: int = 1000) -> None:
         self.bucket = bucket
