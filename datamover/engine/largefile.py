@@ -6,6 +6,12 @@ budget; each part is read into a pool buffer, hashed (``PartDigests``; the whole
 last part finalizes the file: digest checked against what the source carries, source
 checked unchanged, writer committed (or aborted on any failure). A resumed file reopens
 its writer and skips parts the store still holds with the journaled digest.
+
+Into a writer that can read its unfinished file (a POSIX temp file, ``read_at``) with
+``--unverified readback``, the whole-file digest is not taken in stream order: the
+finalizing task reads the file back before the commit and computes it there, once,
+checking each part's digest against the one taken as it arrived
+(``engine.proof.read_back_unfinished``); nothing then holds a part's buffer for order.
 """
 
 from __future__ import annotations
