@@ -208,3 +208,47 @@ def test_read_back_before_commit_checks_every_part_and_digests_once() -> None:
         run(flipped)
     with pytest.raises(DigestMismatch, match="it ends at"):
         run(data[:-1])
+
+
+def test_a_part_the_disk_holds_differently_is_found_and_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first write of one part lands with a flipped byte: the read-back before the
+    rename finds it (that part's CRC32C), the temp file goes, the file is sent again
+    and ends right, recorded ``verified: readback`` with the digest of its bytes."""
+    import datamover
+    from datamover.stores.posix import writer as posix_writer
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    (src / "big").write_bytes(data)
+    real = posix_writer.write_sparse
+    flipped: list[int] = []
+    offsets: list[int] = []
+
+    def flipping(fd: int, view: memoryview, offset: int) -> int:
+        offsets.append(offset)
+        if not flipped and offset > 0:
+            flipped.append(offset)
+            bad = bytearray(view)
+            bad[5] ^= 0x04
+            return real(fd, memoryview(bad), offset)
+        return real(fd, view, offset)
+
+    monkeypatch.setattr(posix_writer, "write_sparse", flipping)
+    manifest = tmp_path / "m.jsonl"
+    report = datamover.copy(
+        str(src),
+        str(dst),
+        manifest=str(manifest),
+        part_size=1024 * 1024,
+        multipart_threshold=1024 * 1024,
+        checksum="sha256",
+    )
+    assert flipped and report.ok, report.failures
+    assert (dst / "big").read_bytes() == data
+    (entry,) = read_manifest(str(manifest)).entries
+    assert entry.verified == "readback"
+    assert entry.digest == digest_bytes("sha256", data).hex()
+    assert offsets.count(flipped[0]) == 2  # written again, by the redo
