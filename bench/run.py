@@ -1135,6 +1135,23 @@ def with_baseline(r: Row, pythonpath: str) -> Row:
     return r
 
 
+def with_checksums(r: Row, algorithms: list[str]) -> Row:
+    """Add "dm-<alg>": datamover with ``--checksum <alg>`` (the manifest's digest),
+    alternating with the others, for each of ``algorithms``."""
+    dm = r.tools[0]
+    for alg in algorithms:
+
+        def prepare(run_id: str, stack: contextlib.ExitStack, alg: str = alg) -> Invocation:
+            inv = dm.prepare(run_id, stack)
+            inv.argv = [*inv.argv, "--checksum", alg]
+            return inv
+
+        r.tools.insert(len(r.tools) - 1, Tool(f"dm-{alg}", prepare, f"{dm.note} --checksum {alg}"))
+        if "datamover" in r.unavailable:
+            r.unavailable[f"dm-{alg}"] = r.unavailable["datamover"]
+    return r
+
+
 def run_row(b: Bench, r: Row, reps: int) -> RowResult:
     results = {t.name: ToolResult(t.name, note=t.note) for t in r.tools}
     for name, reason in r.unavailable.items():
@@ -1416,6 +1433,12 @@ def main(argv: list[str] | None = None) -> int:
         "current code",
     )
     p.add_argument(
+        "--dm-checksums",
+        metavar="ALG,...",
+        help="also run datamover with --checksum ALG (e.g. crc32c,blake3) as tools "
+        "dm-ALG, alternating with the others",
+    )
+    p.add_argument(
         "--compare",
         nargs=2,
         metavar=("BEFORE", "AFTER"),
@@ -1451,6 +1474,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = ROWS[rid][1](b)
                 if args.baseline:
                     r = with_baseline(r, str(Path(args.baseline).resolve()))
+                if args.dm_checksums:
+                    r = with_checksums(r, args.dm_checksums.split(","))
             except (Unavailable, CommandFailed, RuntimeError) as e:
                 print(f"  {rid}: not available: {e}", flush=True)
                 continue

@@ -6,6 +6,12 @@ budget; each part is read into a pool buffer, hashed (``PartDigests``; the whole
 last part finalizes the file: digest checked against what the source carries, source
 checked unchanged, writer committed (or aborted on any failure). A resumed file reopens
 its writer and skips parts the store still holds with the journaled digest.
+
+Into a writer that can read its unfinished file (a POSIX temp file, ``read_at``) with
+``--unverified readback``, the whole-file digest is not taken in stream order: the
+finalizing task reads the file back before the commit and computes it there, once,
+checking each part's digest against the one taken as it arrived
+(``engine.proof.read_back_unfinished``); nothing then holds a part's buffer for order.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from crc32c import crc32c as _crc32c
 
 from datamover.checksums import OrderedDigest, PartDigests
 from datamover.engine.plan import FileJob
+from datamover.engine.proof import READBACK, ReadAt, read_back_unfinished
 from datamover.engine.results import FileResult
 from datamover.errors import (
     DatamoverError,
@@ -86,6 +93,8 @@ class LargeFile:
         self.part_size = 0
         #: Pool buffers of the parts in flight, handed back when a part settles.
         self.buffers: dict[int, bytearray] = {}
+        #: The writer's reader of its unfinished file, when the digest waits for it.
+        self.read_at: ReadAt | None = None
 
     def open(self) -> bool:
         """Stat the source, size the parts, open the writer. False if the file failed."""
@@ -111,12 +120,24 @@ class LargeFile:
             self.resumed: dict[int, str] = {}
             if r.dst is not None:
                 self.writer = self._resume() or self._open_new()
+            self.read_at = self._unfinished_reader()
             return True
         except DatamoverError as e:
             self.result.error = e
             self.result.seconds = time.monotonic() - self.started
             self.r.finish(self.result)
             return False
+
+    def _unfinished_reader(self) -> ReadAt | None:
+        """The writer's ``read_at`` when the run reads its writes back and this writer
+        can read its unfinished file (a POSIX temp file): then the whole-file digest
+        is computed once, in that read-back before the commit (``engine.proof``),
+        instead of over the parts as they stream in. None otherwise."""
+        prover = self.r.prover
+        if prover is None or prover.policy != READBACK or self.writer is None:
+            return None
+        read_at: ReadAt | None = getattr(self.writer, "read_at", None)
+        return read_at
 
     def _open_new(self) -> ChunkWriter:
         r, job, dst = self.r, self.job, self.r.dst
@@ -255,7 +276,10 @@ class LargeFile:
             digests = PartDigests(buf)
             self.part_digests[index] = digests.get(r.part_algorithm).hex()
             hashed_added = True
-            self.digest.add(index, buf, lambda: self._settle(index, 1))
+            if self.read_at is None:
+                self.digest.add(index, buf, lambda: self._settle(index, 1))
+            else:  # hashed whole in the read-back before the commit
+                self._settle(index, 1)
             if self.writer is not None and not skip_write:
                 writer = self.writer
                 receipt = r.retrying(
@@ -300,6 +324,22 @@ class LargeFile:
         if last:
             self._finalize()
 
+    def _read_back(self) -> dict[str, str]:
+        """Whole-file digests of the unfinished file, read back (``engine.proof``)."""
+        r, job, prover, read_at = self.r, self.job, self.r.prover, self.read_at
+        assert prover is not None and read_at is not None and r.dst is not None
+        return read_back_unfinished(
+            read_at,
+            size=self.info.size,
+            part_size=self.part_size,
+            received=self.part_digests,
+            part_algorithm=r.part_algorithm,
+            algorithms=self.digest.algorithms,
+            buf=prover.buffer(self.info.size),
+            where=r.dst.url(job.dst_key),
+            key=job.dst_key,
+        )
+
     def _finalize(self) -> None:
         r, job, result = self.r, self.job, self.result
         result.part_size = self.part_size
@@ -307,7 +347,7 @@ class LargeFile:
         try:
             if self.error is not None:
                 raise self.error
-            computed = self.digest.hexdigests()
+            computed = self._read_back() if self.read_at is not None else self.digest.hexdigests()
             check_expected(job, r.src, self.info.checksums, computed)
             r.check_unchanged(job, self.info)
             result.digests = computed
@@ -317,7 +357,10 @@ class LargeFile:
                 writer = self.writer
                 meta = r.dst_metadata(self.info, computed[r.algorithm])
                 result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)
-                r.prove(job, result, self.retries)
+                if self.read_at is None:
+                    r.prove(job, result, self.retries)
+                else:  # read back before the commit (``_read_back``)
+                    result.verified = result.dst_info.verified or READBACK
         except DatamoverError as e:
             result.error = e
             kept = (

@@ -19,6 +19,16 @@ run's ``--unverified`` policy (``TransferOptions.unverified``) decides:
 
 A local filesystem destination is no exception: nothing it enforced covered the
 bytes either, so its files are read back too (from the page cache, usually).
+
+A multipart write into a writer that can read its own unfinished file (``read_at``:
+a POSIX temp file) is read back *before* its commit, by ``read_back_unfinished``, and
+that pass is also where the whole-file digest is computed, once: while the parts
+stream in, only their part digests (``part_checksum``, CRC32C by default) are taken
+over the bytes received; the read-back computes the manifest's digest over the bytes
+on disk together with the same part digests, which must equal the received ones. So
+the disk holds what was received, the manifest's digest is of those verified bytes,
+and a difference fails the file (``DigestMismatch``, redone) before anything is
+visible. One pass of the manifest's algorithm per file instead of two.
 """
 
 from __future__ import annotations
@@ -106,7 +116,7 @@ class Prover:
             )
         result.verified = READBACK
 
-    def _buffer(self, size: int) -> memoryview:
+    def buffer(self, size: int) -> memoryview:
         """This thread's read-back buffer, grown (up to ``chunk``) only as far as the
         objects it reads back need: small files never cost a whole chunk."""
         want = min(self.chunk, max(64 * KiB, size + 1))
@@ -121,7 +131,7 @@ class Prover:
         range asks for one byte past ``size`` where the buffer has room, so an object
         longer than was sent shows without another request."""
         hasher = new_hasher(self.algorithm)
-        buf = self._buffer(size)
+        buf = self.buffer(size)
         offset = 0
         while True:
             want = buf[: min(len(buf), size - offset + 1)]
@@ -140,3 +150,65 @@ class Prover:
         visible. Best effort: a failure to remove is what ``verify`` finds later."""
         with contextlib.suppress(DatamoverError):
             self.dst.delete(job.dst_key)
+
+
+#: Reads at ``offset`` into ``buf``; returns the bytes read (``read_at`` of a writer).
+ReadAt = Callable[[int, memoryview], int]
+#: Bytes hashed per call while reading back: a slice that stays in cache between the
+#: part digest and the whole-file digests that pass over it.
+_HASH_SLICE = 1 * MiB
+
+
+def read_back_unfinished(
+    read_at: ReadAt,
+    *,
+    size: int,
+    part_size: int,
+    received: list[str],
+    part_algorithm: str,
+    algorithms: tuple[str, ...],
+    buf: memoryview,
+    where: str,
+    key: str,
+) -> dict[str, str]:
+    """Read a written but uncommitted file back through ``buf`` (see the module
+    docstring): the whole-file digests of ``algorithms`` over the bytes read, after
+    checking each part's ``part_algorithm`` digest against ``received`` (hex, per
+    part, of the bytes that arrived). Raises ``DigestMismatch`` when the file holds
+    other bytes, or fewer, than were received."""
+    hashers = [new_hasher(a) for a in algorithms]
+    part = new_hasher(part_algorithm)
+    index = 0
+    part_end = min(part_size, size)
+    offset = 0
+    while offset < size:
+        want = buf[: min(len(buf), size - offset)]
+        n = read_at(offset, want)
+        if n <= 0:
+            raise DigestMismatch(
+                f"{where}: read back before its commit, it ends at {offset} bytes, not "
+                f"the {size} received (removed; the file is sent again)",
+                key=key,
+            )
+        pos = 0
+        while pos < n:
+            step = min(n - pos, _HASH_SLICE, part_end - offset)
+            piece = want[pos : pos + step]
+            part.update(piece)
+            for h in hashers:
+                h.update(piece)
+            pos += step
+            offset += step
+            if offset == part_end:
+                got = part.hexdigest()
+                if got != received[index]:
+                    raise DigestMismatch(
+                        f"{where}: read back before its commit, part {index} holds "
+                        f"{part_algorithm} {got}, not the {received[index]} received; the "
+                        "disk holds other bytes than arrived (removed; the file is sent again)",
+                        key=key,
+                    )
+                index += 1
+                part = new_hasher(part_algorithm)
+                part_end = min(part_end + part_size, size)
+    return {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}

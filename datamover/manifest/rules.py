@@ -56,6 +56,8 @@ MAX_PATH_BYTES = 4096
 MAX_RECORDED_BYTES = 64 * 1024
 
 HEX_LENGTH = HEX_DIGITS
+#: The algorithm of a manifest whose header names none (written before ``--checksum``).
+LEGACY_ALGORITHM = "sha256"
 STATUSES = frozenset((STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DELETED))
 #: Statuses whose paths datamover reads, links or counts later.
 ACTED_ON = frozenset((STATUS_OK, STATUS_SKIPPED))
@@ -174,6 +176,7 @@ _FILE_TYPES: dict[str, tuple[type, ...]] = {
     "gid": (int,),
     "verified": (str,),
     "provider_checksums": (dict,),
+    "algorithm": (str,),
 }
 _SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "files_ok": (int,),
@@ -293,7 +296,6 @@ def check_header(obj: Mapping[str, Any]) -> dict[str, Any]:
             f"manifest format version {version} is newer than this datamover understands; "
             "upgrade datamover"
         )
-    _required(obj, "algorithm")
     for name in ("algorithm", "part_algorithm"):
         value = obj.get(name)
         if value is not None and value not in HEX_LENGTH:
@@ -301,7 +303,10 @@ def check_header(obj: Mapping[str, Any]) -> dict[str, Any]:
     command_line = obj.get("command_line")
     if command_line is not None and not all(type(a) is str for a in command_line):
         raise LineProblem("'command_line' must be a list of strings")
-    return dict(obj)
+    header = dict(obj)
+    # Manifests from before --checksum named no algorithm: theirs was sha256.
+    header.setdefault("algorithm", LEGACY_ALGORITHM)
+    return header
 
 
 def check_entry(
@@ -321,6 +326,13 @@ def check_entry(
     acted_on = status in ACTED_ON
     path = _path(obj, "path", acted_on)
     assert path is not None
+    own = obj.get("algorithm")
+    if own is not None and own != algorithm:
+        raise LineProblem(
+            f"entry {_shown(obj.get('path'))} has a {_shown(own)} digest in a {algorithm} "
+            "manifest; one manifest holds digests of one algorithm (verify each run's "
+            "manifest on its own)"
+        )
     digest = obj.get("digest")
     if digest is not None:
         _hex(digest, "digest", algorithm)

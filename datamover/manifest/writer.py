@@ -83,6 +83,13 @@ class ManifestWriter:
                     f"({ours!r}); move it away or give another --manifest",
                     path=self._partial,
                 )
+            if manifest.algorithm != self._algorithm:
+                raise ManifestError(
+                    f"{self._partial} holds {manifest.algorithm} digests and this run "
+                    f"computes {self._algorithm}; one manifest holds one algorithm: resume "
+                    f"with --checksum {manifest.algorithm}, or give another --manifest",
+                    path=self._partial,
+                )
             if manifest.torn_at is not None:
                 os.ftruncate(fd, manifest.torn_at)
         except BaseException:

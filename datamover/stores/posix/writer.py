@@ -260,6 +260,21 @@ class PosixWriter:
             raise StoreError(f"/{self.key}: read after commit or abort", key=self.key)
         return os.preadv(fd, [buf], index * self.part_size)
 
+    def read_at(self, offset: int, buf: memoryview) -> int:
+        """Bytes of the unfinished temp file at ``offset`` (the engine's read-back
+        before the commit, ``engine.proof``). The first read tells the kernel the
+        file is read sequentially from here (readahead, should it have left the page
+        cache)."""
+        fd = self._fd
+        if fd is None:
+            raise StoreError(f"/{self.key}: read after commit or abort", key=self.key)
+        try:
+            if offset == 0 and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            return os.preadv(fd, [buf], offset)
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
         fd = self._fd
         if fd is None:
