@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from datamover.errors import TransferError
 from datamover.options import MiB, TransferOptions
 from datamover.stores import StoreSettings
 from datamover.stores.base import Store
+
+log = logging.getLogger("datamover")
 
 #: A batch is closed at this many files or bytes, whichever comes first.
 BATCH_FILES = 256
@@ -204,6 +207,7 @@ class ProcessRunner(Runner):
             thread.start()
             self._threads.append(thread)
         self.started = len(self.workers)
+        log.info("small files go to %d worker processes", self.started)
 
     def _send(self, jobs: list[FileJob]) -> bool:
         """Send a batch to the least busy worker, waiting for a free slot; False when
