@@ -13,9 +13,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
-import datamover
 from datamover.engine.plan import FileJob
 from datamover.engine.procs.worker import BatchDone, ProcSpec, WorkerInit
 from datamover.engine.results import FileResult
@@ -57,7 +57,7 @@ class _Worker:
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         # The child imports this very datamover, whatever its current directory.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(datamover.__file__)))
+        root = str(Path(__file__).resolve().parents[3])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         with child_end:
             fd = child_end.fileno()
