@@ -204,3 +204,50 @@ def test_sigkill_of_the_parent_leaves_no_worker_and_resumes(
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert _worker_pids() == []
+
+
+def test_sigint_stops_workers_the_orderly_way_and_resumes(tmp_path: Path) -> None:
+    files = _tree(tmp_path / "src", 2000)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    manifest = tmp_path / "m.jsonl"
+    cmd = [*DM, "copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--processes", "2",
+           "--manifest", str(manifest), "--bwlimit", "1MiB", "--transfers", "4",
+           "--quiet"]  # fmt: skip
+    db = tmp_path / "state" / "datamover" / "journal.db"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while proc.poll() is None and time.monotonic() < deadline:
+        workers = workers or _workers_of(proc.pid)
+        if workers and db.exists():
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
+                try:
+                    (done,) = conn.execute(
+                        "SELECT COUNT(*) FROM files WHERE state = 'done'"
+                    ).fetchone()
+                except sqlite3.Error:
+                    done = 0
+            if done >= 100:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(workers) == 2
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert took < 3.0, took
+    assert "jobs resume" in err
+    assert [pid for pid in workers if pid in _worker_pids()] == []
+    partial = Path(str(manifest) + ".partial")
+    recorded = {e.path for e in read_manifest(str(partial)).entries if e.status == "ok"}
+    with sqlite3.connect(str(db)) as conn:
+        journaled = {r for (r,) in conn.execute("SELECT rel FROM files WHERE state = 'done'")}
+    assert recorded == journaled, "every file a worker finished is in both, and only those"
+    unlimited = [*cmd[:-5], "--quiet"]  # (the same job: limits are not its identity)
+    final = subprocess.run(unlimited, env=env, capture_output=True, text=True, timeout=180)
+    assert final.returncode == 0, final.stdout + final.stderr
+    last = {e.path: e for e in read_manifest(str(manifest)).entries}
+    assert set(last) == set(files) and all(e.status == "ok" for e in last.values())
+    for rel, data in files.items():
+        assert (tmp_path / "dst" / rel).read_bytes() == data, rel

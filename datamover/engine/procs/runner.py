@@ -7,10 +7,12 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -37,7 +39,7 @@ AUTO_MIN_FILES = 1000
 #: The most worker processes ``processes=None`` starts.
 AUTO_MAX = 4
 #: How long a worker may take to exit after ``stop`` before it is killed.
-STOP_WAIT = 10.0
+STOP_WAIT = 5.0
 
 
 def auto_processes() -> int:
@@ -130,12 +132,10 @@ class ProcessRunner(Runner):
         self.started = 0
 
     def run(self, jobs: Iterable[FileJob]) -> None:
-        interrupted = True
         try:
             super().run(self._route(jobs))
-            interrupted = False
         finally:
-            self._close(kill=interrupted or self.stop.is_set())
+            self._close()
 
     # -- routing
 
@@ -301,9 +301,24 @@ class ProcessRunner(Runner):
         if done.fatal is not None:
             self._set_fatal(done.fatal)
 
-    def _close(self, *, kill: bool) -> None:
+    def _close(self) -> None:
+        """End the workers. After a stop (an interrupt, a fatal error) each is told to
+        stop the orderly way first (SIGUSR1: files in flight end and are reported,
+        within ``STOP_WAIT``); anything left then is killed, its files still planned."""
+        if self.stop.is_set() or any(w.outstanding for w in self.workers):
+            self.stop.set()
+            for worker in self.workers:
+                if worker.alive and worker.process.poll() is None:
+                    os.kill(worker.process.pid, signal.SIGUSR1)
+            deadline = time.monotonic() + STOP_WAIT
+            with self._slots:
+                while any(w.outstanding for w in self.workers if w.alive):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._slots.wait(min(left, 0.2))
         for worker in self.workers:
-            worker.end(kill=kill)
+            worker.end(kill=bool(worker.outstanding))  # still busy after the wait: killed
         for thread in self._threads:
             thread.join(STOP_WAIT)
         for worker in self.workers:

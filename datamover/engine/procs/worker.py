@@ -13,10 +13,12 @@ of a socket pair to the parent, over which pickled messages go both ways:
 The worker dies with its parent: ``PR_SET_PDEATHSIG`` (Linux) sends it SIGKILL when
 the parent goes, and end-of-file on the socket (parent closed or gone) ends it between
 batches; it ignores SIGINT, which a terminal sends to the whole process group, so the
-parent alone decides what an interrupt stops. Nothing it does is visible unless it
-completed: a small file is one atomic put (object stores) or a deterministic temp name
-(``.NAME.dmtmp-<hash>`` from the job id, ``Store.use_job``) renamed into place, so a
-worker killed mid-file leaves at most a temp file the job's next run finds.
+parent alone decides what an interrupt stops: SIGUSR1 from the parent stops it the
+orderly way (files in flight end and are reported, the rest stay planned). Nothing
+it does is visible unless it completed: a small file is one atomic put (object
+stores) or a deterministic temp name (``.NAME.dmtmp-<hash>`` from the job id,
+``Store.use_job``) renamed into place, so a worker killed mid-file leaves at most a
+temp file the job's next run finds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -39,6 +42,9 @@ from datamover.stores.base import Store
 from datamover.stores.urls import Location, parse_url
 
 _PR_SET_PDEATHSIG = 1
+#: The runner of the batch in progress, and whether the parent asked to stop.
+_running: list[Runner] = []
+_stopping = threading.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +123,30 @@ def run_batch(
     runner = BatchRunner(src, dst, init.options, on_result, roots=init.roots)
     runner.handed_back = []
     done = BatchDone(batch, 0)
+    if _stopping.is_set():
+        return done  # sent before the stop: its files stay planned
+    _running.append(runner)
     try:
         runner.run(jobs)
     except DatamoverError as e:
         if not e.fatal:
             raise
         done.fatal = portable(e)
+    finally:
+        _running.remove(runner)
     done.bytes_moved = runner.bytes_moved
     done.links = runner.handed_back
     done.link_digests = dict(runner.link_digests)
     return done
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGUSR1 from the parent (its run was interrupted): stop as the parent's runner
+    does, letting files in flight end; files not finished are not reported, so they
+    stay planned. (Set from a thread: a signal handler must not wait on a lock.)"""
+    _stopping.set()
+    for runner in list(_running):
+        threading.Thread(target=runner.stop.set, daemon=True).start()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -157,6 +177,7 @@ def serve(conn: Connection) -> None:
 
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _stop)
     _die_with_parent(int(argv[0]))
     conn = Connection(int(argv[1]))
     try:
