@@ -133,7 +133,7 @@ def main() -> None:
                 rc_env[f"RCLONE_CONFIG_SW_{key}"] = value
             conf = work / "rclone.conf"
             conf.write_text("")
-            rc = ["rclone", "--config", str(conf), "-q", "copy", "--transfers",
+            rc = [str(VENV_BIN / "rclone"), "--config", str(conf), "-q", "copy", "--transfers",
                   str(args.transfers), "--checkers", str(args.transfers)]  # fmt: skip
             fixture = f"s3://{BUCKET}/fixture/"
             subprocess.run(

@@ -121,8 +121,15 @@ class ProcessRunner(Runner):
         self.wanted = wanted if dst is not None else 1
         self.start_at = AUTO_MIN_FILES if asked is None else 1
         self.src_spec, self.dst_spec = src_spec, dst_spec
+        # --transfers is the run's concurrency: shared by the workers, so many
+        # processes don't make many times the requests (nor threads fighting over
+        # each process's GIL).
         self.worker_options = options.with_(
-            manifest=None, state_dir=None, command_line=(), processes=1
+            manifest=None,
+            state_dir=None,
+            command_line=(),
+            processes=1,
+            transfers=max(1, -(-options.transfers // max(1, wanted))),
         )
         self.workers: list[_Worker] = []
         self._threads: list[threading.Thread] = []
@@ -238,8 +245,9 @@ class ProcessRunner(Runner):
         try:
             while True:
                 message = worker.conn.recv()
-                if message[0] == "result":
-                    self._deliver(message[1], worker)
+                if message[0] == "results":
+                    for result in message[1]:
+                        self._deliver(result, worker)
                 else:
                     self._batch_done(message[1], worker)
         except (EOFError, OSError):

@@ -7,8 +7,9 @@ of a socket pair to the parent, over which pickled messages go both ways:
 
 * parent -> worker: one ``WorkerInit``, then ``("batch", id, jobs)`` any number of
   times, then ``("stop",)``;
-* worker -> parent: ``("result", FileResult)`` as each file finishes, and
-  ``("done", BatchDone)`` when a batch is through.
+* worker -> parent: ``("results", (FileResult, ...))`` as files finish (a few per
+  message, ``RESULTS_PER_MESSAGE``), and ``("done", BatchDone)`` when a batch is
+  through.
 
 The worker dies with its parent: ``PR_SET_PDEATHSIG`` (Linux) sends it SIGKILL when
 the parent goes, and end-of-file on the socket (parent closed or gone) ends it between
@@ -29,6 +30,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -42,6 +44,10 @@ from datamover.stores.base import Store
 from datamover.stores.urls import Location, parse_url
 
 _PR_SET_PDEATHSIG = 1
+#: Results go back in messages of at most this many files, held at most this long
+#: (checked as each file finishes; the end of a batch sends the rest).
+RESULTS_PER_MESSAGE = 32
+RESULTS_DELAY = 0.2
 #: The runner of the batch in progress, and whether the parent asked to stop.
 _running: list[Runner] = []
 _stopping = threading.Event()
@@ -115,10 +121,23 @@ def run_batch(
     jobs: tuple[FileJob, ...],
     conn: Connection,
 ) -> BatchDone:
+    pending: list[FileResult] = []
+    first = [0.0]
+
+    def flush() -> None:
+        if pending:
+            conn.send(("results", tuple(pending)))
+            pending.clear()
+
     def on_result(result: FileResult) -> None:
+        # (the runner calls this under its results lock)
         if result.error is not None:
             result.error = portable(result.error)
-        conn.send(("result", result))  # (the runner calls this under its results lock)
+        if not pending:
+            first[0] = time.monotonic()
+        pending.append(result)
+        if len(pending) >= RESULTS_PER_MESSAGE or time.monotonic() - first[0] > RESULTS_DELAY:
+            flush()
 
     runner = BatchRunner(src, dst, init.options, on_result, roots=init.roots)
     runner.handed_back = []
@@ -134,6 +153,7 @@ def run_batch(
         done.fatal = portable(e)
     finally:
         _running.remove(runner)
+        flush()
     done.bytes_moved = runner.bytes_moved
     done.links = runner.handed_back
     done.link_digests = dict(runner.link_digests)
