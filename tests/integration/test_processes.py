@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import datamover
+from datamover.engine.procs import runner
 from datamover.manifest import read_manifest
 from datamover.options import KiB, MiB
 from datamover.stores import open_store
@@ -251,3 +252,25 @@ def test_sigint_stops_workers_the_orderly_way_and_resumes(tmp_path: Path) -> Non
     assert set(last) == set(files) and all(e.status == "ok" for e in last.values())
     for rel, data in files.items():
         assert (tmp_path / "dst" / rel).read_bytes() == data, rel
+
+
+def test_default_starts_workers_only_for_many_small_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "auto_processes", lambda: 2)  # whatever the cores here
+    few = _tree(tmp_path / "few", 50)
+    many = _tree(tmp_path / "many", runner.AUTO_MIN_FILES + 300)
+    with caplog.at_level(logging.INFO, logger="datamover"):
+        report = datamover.copy(str(tmp_path / "few"), str(tmp_path / "out-few"))
+    assert report.ok and report.files_ok == len(few)
+    assert "worker processes" not in caplog.text
+    with caplog.at_level(logging.INFO, logger="datamover"):
+        report = datamover.copy(str(tmp_path / "many"), str(tmp_path / "out-many"))
+    assert report.ok and report.files_ok == len(many)
+    assert "small files go to 2 worker processes" in caplog.text
+    with caplog.at_level(logging.INFO, logger="datamover"):
+        caplog.clear()
+        report = datamover.copy(str(tmp_path / "many"), str(tmp_path / "out-bw"), bwlimit="1G")
+    assert report.ok and "worker processes" not in caplog.text  # a limit: one process
+    for rel, data in many.items():
+        assert (tmp_path / "out-many" / rel).read_bytes() == data, rel

@@ -159,29 +159,35 @@ class ProcessRunner(Runner):
     def _route(self, jobs: Iterable[FileJob]) -> Iterator[FileJob]:
         """The plan minus the small files, which go to workers in batches; what the
         workers hand back (links) joins this runner's link phase."""
-        held: list[FileJob] = []
-        held_bytes = 0
+        held: list[FileJob] = []  # before the workers start: at most AUTO_MIN_FILES
+        batch: list[FileJob] = []
+        batch_bytes = 0
         for job in jobs:
             if self.stop.is_set():
                 return
             if not self._eligible(job):
                 yield job
                 continue
-            held.append(job)
-            held_bytes += job.info.size
-            if not self.workers and len(held) < self.start_at:
-                continue  # bounded by AUTO_MIN_FILES
-            if not self.workers:
+            if self.workers:
+                queue = [job]
+            else:
+                held.append(job)
+                if len(held) < self.start_at:
+                    continue
                 self._start()
-            if len(held) >= BATCH_FILES or held_bytes >= BATCH_BYTES:
-                if not self._send(held):
-                    yield from held  # every worker is gone: this process goes on
-                held, held_bytes = [], 0
+                queue, held = held, []
+            for one in queue:
+                batch.append(one)
+                batch_bytes += one.info.size
+                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                    if not self._send(batch):
+                        yield from batch  # every worker is gone: this process goes on
+                    batch, batch_bytes = [], 0
         if not self.workers:
             yield from held  # too few small files to be worth a process: run them here
             return
-        if held and not self.stop.is_set() and not self._send(held):
-            yield from held
+        if batch and not self.stop.is_set() and not self._send(batch):
+            yield from batch
         with self._slots:
             while any(w.outstanding for w in self.workers) and not self.stop.is_set():
                 self._slots.wait(0.5)
