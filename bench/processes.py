@@ -92,6 +92,20 @@ def measure(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     }
 
 
+def compile_bytecode() -> None:
+    """As ``bench/run.py`` does: .pyc files for the venv and the package, else every
+    process (each worker too) compiles boto3/botocore from source, ~1 CPU-s a start
+    here (uv installs without .pyc and this environment sets PYTHONDONTWRITEBYTECODE)."""
+    import sysconfig
+
+    paths = [sysconfig.get_path("purelib"), str(ROOT / "datamover")]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j0", *paths],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def make_tree(root: Path, count: int, size: int) -> None:
     marker = root / f".made-{count}x{size}"
     if marker.exists():
@@ -110,7 +124,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--transfers", type=int, default=32)
+    ap.add_argument("--no-compile", action="store_true", help="don't write .pyc files first")
     args = ap.parse_args()
+    if not args.no_compile:
+        compile_bytecode()
     data = BENCH / "data" / "procs" / f"{args.count}x{args.size}"
     make_tree(data, args.count, args.size)
     (data / f".made-{args.count}x{args.size}").unlink()  # not part of the copy
