@@ -165,7 +165,7 @@ class TransferOptions:
     unverified: str = "readback"
     command_line: tuple[str, ...] = ()
     #: Worker processes for small files (``engine.procs``): None picks
-    #: ``min(cores, 4)`` once a job has 1,000 small files; 1 is one process.
+    #: ``min(idle cores, 4)`` once a job has 1,000 small files; 1 is one process.
     processes: int | None = None
 
     def __post_init__(self) -> None:

@@ -268,9 +268,9 @@ def _process_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="worker processes for files up to --multipart-threshold, each with its own "
-        "--transfers threads and --memory-budget; batches of <= 256 files, <= 2 per worker "
-        "queued (default: min(cores, 4) once 1000 small files are planned, else 1; "
+        help="worker processes for files up to --multipart-threshold, sharing --transfers, "
+        "each with its own --memory-budget; batches of <= 256 files, <= 2 per worker "
+        "queued (default: min(idle cores, 4) once 1000 small files are planned, else 1; "
         "1: one process)",
     )
 

@@ -18,8 +18,8 @@ back as data, the client alone records) without its machinery:
   fork + exec: nothing of the parent's threads or locks is copied). It opens its own
   stores from a ``ProcSpec`` (location and settings: plain values, no secrets; the SDK
   chains find credentials in the environment it inherits, never on a command line),
-  and runs each batch with the normal ``Runner``: its own ``transfers`` threads, its
-  own ``memory_budget``, the usual redo of a file whose digest mismatched, the usual
+  and runs each batch with the normal ``Runner``: its share of ``transfers`` threads,
+  its own ``memory_budget``, the usual redo of a file whose digest mismatched, the usual
   read-back or provider check.
 * **Results come back as data**, one message per file as it finishes, and go through
   the same path as local results: one journal row, one manifest entry, written by the
@@ -34,12 +34,14 @@ back as data, the client alone records) without its machinery:
   journal; nothing half-written is visible (one atomic put, or a deterministic temp
   name that the job's next run finds).
 
-``processes=None`` (the default) starts ``min(cores, 4)`` workers, but only once the
+``processes=None`` (the default) starts ``min(idle cores, 4)`` workers (none when fewer
+than two cores are idle by the 1-minute load average), but only once the
 plan has ``AUTO_MIN_FILES`` small files (fewer are not worth an interpreter's start-up)
 and never with ``bwlimit`` (the limit, not the GIL, is the bottleneck); ``1`` is the
-one-process runner. Caveats: ``memory_budget`` and ``transfers`` hold per process
-(peak ~ ``(processes + 1) x`` one process's); an explicit ``processes`` with
-``bwlimit`` gives each process an equal share of it.
+one-process runner. ``transfers`` is shared by the workers (each gets its share,
+rounded up; the parent keeps all of it for files by parts). Caveats: ``memory_budget``
+holds per process (peak ~ ``(processes + 1) x`` one process's); an explicit
+``processes`` with ``bwlimit`` gives each process an equal share of it.
 """
 
 from datamover.engine.procs.runner import ProcessRunner, auto_processes, process_factory

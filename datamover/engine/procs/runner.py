@@ -43,13 +43,17 @@ STOP_WAIT = 5.0
 
 
 def auto_processes() -> int:
-    """Worker processes for ``processes=None``: one per core this process may run on,
-    at most ``AUTO_MAX``; 1 (none) on a single core."""
+    """Worker processes for ``processes=None``: one per core this process may run on
+    that is idle now (1-minute load average), at most ``AUTO_MAX``; 1 (none) when
+    fewer than two are idle: on busy cores the GIL is not the limit, and the workers'
+    start-up and messages are pure cost (bench/RESULTS.md, issue #18.4)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return min(cores, AUTO_MAX) if cores > 1 else 1
+    idle = int(cores - os.getloadavg()[0] + 0.5)
+    n = min(cores, idle, AUTO_MAX)
+    return n if n > 1 else 1
 
 
 class _Worker:
