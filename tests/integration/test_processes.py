@@ -274,3 +274,29 @@ def test_default_starts_workers_only_for_many_small_files(
     assert report.ok and "worker processes" not in caplog.text  # a limit: one process
     for rel, data in many.items():
         assert (tmp_path / "out-many" / rel).read_bytes() == data, rel
+
+
+def test_links_found_by_workers_are_written_by_the_parent_last(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """Symlinks and hard links, up with one process and down with workers: a worker
+    only learns an object is a link by reading it, hands it back, and the parent
+    writes it after every file; the manifest is the one-process run's."""
+    src = tmp_path / "src"
+    files = _tree(src, 60)
+    (src / "d0" / "link").symlink_to("f0000.bin")
+    os.link(src / "d1" / "f0001.bin", src / "d2" / "hard.bin")
+    up = datamover.copy(str(src), seaweed_env.url("t/"), processes=1)
+    assert up.ok, up.failures
+    for n in (1, 2):
+        report = datamover.copy(
+            seaweed_env.url("t/"), str(tmp_path / f"down{n}"), processes=n,
+            manifest=str(tmp_path / f"down{n}.jsonl"),
+        )  # fmt: skip
+        assert report.ok, report.failures
+    assert _content(str(tmp_path / "down1.jsonl")) == _content(str(tmp_path / "down2.jsonl"))
+    out = tmp_path / "down2"
+    assert os.readlink(out / "d0" / "link") == "f0000.bin"
+    assert os.stat(out / "d2" / "hard.bin").st_ino == os.stat(out / "d1" / "f0001.bin").st_ino
+    for rel, data in files.items():
+        assert (out / rel).read_bytes() == data, rel
