@@ -300,3 +300,18 @@ def test_links_found_by_workers_are_written_by_the_parent_last(
     assert os.stat(out / "d2" / "hard.bin").st_ino == os.stat(out / "d1" / "f0001.bin").st_ino
     for rel, data in files.items():
         assert (out / rel).read_bytes() == data, rel
+
+
+def test_sync_with_workers_copies_only_what_changed(seaweed_env: ServerEnv, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = _tree(src, 80)
+    first = datamover.sync(str(src), seaweed_env.url("s/"), processes=2)
+    assert first.ok and first.files_ok == len(files)
+    (src / "d3" / "f0003.bin").write_bytes(b"changed")
+    second = datamover.sync(
+        str(src), seaweed_env.url("s/"), processes=2, manifest=str(tmp_path / "s2.jsonl")
+    )
+    assert second.ok and second.files_ok == 1 and second.files_skipped == len(files) - 1
+    store, _ = open_store(seaweed_env.url())
+    with store:
+        assert store.read("s/d3/f0003.bin") == b"changed"
