@@ -59,7 +59,7 @@ def auto_processes() -> int:
 class _Worker:
     """One child process, its socket, and the files it was sent and has not reported."""
 
-    def __init__(self, index: int, init: WorkerInit) -> None:
+    def __init__(self, init: WorkerInit) -> None:
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         # The child imports this very datamover, whatever its current directory.
@@ -74,7 +74,6 @@ class _Worker:
                 stdout=subprocess.DEVNULL,
                 env=env,
             )
-        self.index = index
         self.conn = Connection(parent_end.detach())
         self.conn.send(init)
         self.outstanding: dict[int, dict[str, FileJob]] = {}
@@ -216,7 +215,7 @@ class ProcessRunner(Runner):
             self.job.job_id if self.job is not None else None,
         )
         for i in range(self.wanted):
-            worker = _Worker(i, init)
+            worker = _Worker(init)
             self.workers.append(worker)
             thread = threading.Thread(
                 target=self._receive, args=(worker,), name=f"dm-proc-{i}", daemon=True
@@ -242,12 +241,15 @@ class ProcessRunner(Runner):
                 return True  # stopped: the files stay planned in the journal
             worker = min(free, key=lambda w: len(w.outstanding))
             self._batch_id += 1
-            worker.outstanding[self._batch_id] = {job.rel: job for job in jobs}
-            try:
-                worker.conn.send(("batch", self._batch_id, tuple(jobs)))
-            except OSError:
-                pass  # its receiver sees it gone and fails the batch
-            return True
+            batch = self._batch_id
+            worker.outstanding[batch] = {job.rel: job for job in jobs}
+        # Sent without the lock: a send may wait for the worker to read, and the
+        # worker may be waiting for its receiver here, which takes the lock.
+        try:
+            worker.conn.send(("batch", batch, tuple(jobs)))
+        except OSError:
+            pass  # its receiver sees it gone and fails the batch
+        return True
 
     # -- what comes back
 
