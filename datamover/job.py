@@ -38,6 +38,7 @@ from datamover.engine import (
     VerifyReport,
 )
 from datamover.engine.cleanup import CleanupReport, cleanup_store
+from datamover.engine.procs import process_factory
 from datamover.errors import (
     ConfigError,
     DatamoverError,
@@ -381,6 +382,9 @@ def _transfer(
             with _scaled_out(
                 job, settings, dst_settings, opts, client, cluster, distributed
             ) as factory:
+                if factory is None and opts.processes != 1 and not job.dry_run:
+                    # Small files over worker processes (engine.procs); Dask wins.
+                    factory = process_factory(job.src, dst, settings, dst_settings)
                 common: dict[str, Any] = {
                     "listener": _fanout(listener, collector),
                     "filters": job.filters,

@@ -164,6 +164,9 @@ class TransferOptions:
     metadata_style: str | None = None
     unverified: str = "readback"
     command_line: tuple[str, ...] = ()
+    #: Worker processes for small files (``engine.procs``): None picks
+    #: ``min(idle cores, 4)`` once a job has 1,000 small files; 1 is one process.
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         if self.command_line:
@@ -195,6 +198,8 @@ class TransferOptions:
                 f"{', '.join(S3_CHECKSUMS)}"
             )
 
+        if self.processes is not None and not 1 <= self.processes <= 64:
+            raise UsageError("--processes must be between 1 and 64")
         if self.unverified not in UNVERIFIED:
             raise UsageError(
                 f"unknown --unverified {self.unverified!r}; choose one of {', '.join(UNVERIFIED)}"
@@ -258,6 +263,7 @@ class TransferOptions:
             "s3_checksum": self.s3_checksum or "auto",
             **({"metadata_style": self.metadata_style} if self.metadata_style else {}),
             "unverified": self.unverified,
+            **({"processes": self.processes} if self.processes is not None else {}),
         }
 
 

@@ -41,6 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     _transfer_args(p)
     _run_args(p)
     _dask_args(p)
+    _process_args(p)
     p.add_argument(
         "--bagit",
         action="store_true",
@@ -79,6 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     _transfer_args(p)
     _run_args(p)
     _dask_args(p)
+    _process_args(p)
     p.set_defaults(handler=cmd_sync, json_output=True)
 
 
@@ -259,6 +261,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _process_args(p: argparse.ArgumentParser) -> None:
+    """Small files over worker processes (``datamover.engine.procs``)."""
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes for files up to --multipart-threshold, sharing --transfers, "
+        "each with its own --memory-budget; batches of <= 256 files, <= 2 per worker "
+        "queued (default: min(idle cores, 4) once 1000 small files are planned, else 1; "
+        "1: one process)",
+    )
+
+
 def _dask_args(p: argparse.ArgumentParser) -> None:
     """Scale-out on Dask (copy and sync); needs the ``dask`` extra."""
     p.add_argument(
@@ -382,6 +398,7 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         metadata_style=args.metadata_style,
         unverified=args.unverified,
         command_line=("datamover", *args.argv),
+        processes=args.processes,
     )
 
 

@@ -1,0 +1,42 @@
+"""``--processes`` at the edge: validated, recorded for resume, parsed by the CLI, and
+the front door's choice of runner (``engine.procs``); the runs themselves are in
+tests/integration/test_processes.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from datamover.cli.main import build_parser
+from datamover.engine.procs import auto_processes
+from datamover.engine.procs.runner import AUTO_MAX
+from datamover.errors import UsageError
+from datamover.job import TransferJob
+from datamover.options import TransferOptions
+
+
+@pytest.mark.parametrize("n", [0, -1, 65])
+def test_processes_out_of_range_is_refused(n: int) -> None:
+    with pytest.raises(UsageError, match="--processes"):
+        TransferOptions(processes=n)
+
+
+def test_processes_survives_the_journal_record_and_is_not_the_jobs_identity() -> None:
+    options = TransferOptions(processes=3)
+    job = TransferJob("copy", "/a", "s3://b/c", options)
+    assert TransferJob.from_record(job.to_record()).options.processes == 3
+    # A resume with another --processes is the same job.
+    assert options.identity() == TransferOptions(processes=1).identity()
+    assert options.public()["processes"] == 3
+    assert "processes" not in TransferOptions().public()
+
+
+def test_cli_parses_processes() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["copy", "/a", "/b", "--processes", "2"])
+    assert args.processes == 2
+    assert parser.parse_args(["sync", "/a", "/b"]).processes is None
+
+
+def test_auto_processes_is_bounded_by_the_cores() -> None:
+    n = auto_processes()
+    assert 1 <= n <= AUTO_MAX
