@@ -1,5 +1,8 @@
 """Real random-access codes through a mount (issue #23, point 4): datamover beside
-s3fs 1.90 on SeaweedFS, side by side in one run.
+s3fs 1.90 on SeaweedFS, side by side in one run. s3fs twice: with the flags of every
+other mount row (``measure.s3fs_mount``: ``parallel_count=8, multipart_size=16``),
+and ``s3fs-cache``, the same with ``use_cache=DIR`` (a fresh directory per mount) so
+it keeps what it downloaded across opens.
 
     uv run python bench/mount_workloads.py                 # all three, 3 repetitions
     uv run python bench/mount_workloads.py --workloads sqlite --reps 1 --scale 0.1
@@ -53,7 +56,8 @@ MiB = 1024 * 1024
 BUCKET = "bench-workloads"
 PY = sys.executable
 WORKLOADS = ("samtools", "h5py", "sqlite")
-#: per workload: (file names uploaded, the seeded choices)
+#: s3fs as in every other mount row (``measure.s3fs_mount``), and with ``use_cache``.
+PEERS = ("s3fs", "s3fs-cache")
 CONTIGS = 4
 CONTIG_LEN = 5_000_000
 READ_LEN = 100
@@ -293,6 +297,13 @@ class Run:
         )
         return [*argv, "-o", "ro"], env
 
+    def s3fs_cache(self, mnt: Path) -> tuple[list[str], dict[str, str]]:
+        """s3fs keeping what it downloaded in a local directory across opens (without
+        ``use_cache`` it fetches the object anew for each process that opens it)."""
+        argv, env = self.s3fs(mnt)
+        cache = Path(tempfile.mkdtemp(dir=self.work, prefix="s3fscache-"))
+        return [*argv, "-o", f"use_cache={cache}", "-o", "del_cache"], env
+
     @contextlib.contextmanager
     def place(self, tool: str, tag: str) -> Iterator[tuple[Path, int | None]]:
         """The directory holding the files for ``tool`` (a fresh mount, or the local
@@ -301,7 +312,9 @@ class Run:
             yield self.work / "data", None
             return
         mnt = self.work / "mnt" / f"{tool}-{tag}"
-        argv_of: Callable[[Path], tuple[list[str], dict[str, str]]] = getattr(self, tool)
+        argv_of: Callable[[Path], tuple[list[str], dict[str, str]]] = getattr(
+            self, tool.replace("-", "_")
+        )
         argv, env = argv_of(mnt)
         with mount_random.mounted(argv, env, mnt, self.work / f"{tool}.log") as pid:
             yield mnt, pid
@@ -343,7 +356,7 @@ class Run:
         reference.parent.mkdir(exist_ok=True)
         mount_random.drop_caches()
         subprocess.run(command(workload, self.work / "data", pick, reference), check=True)
-        tools = ["datamover", "s3fs"]
+        tools = ["datamover", *PEERS]
         for rep in range(self.args.reps):
             order = ["local", *(tools if rep % 2 == 0 else tools[::-1])]
             for tool in order:
@@ -357,7 +370,7 @@ class Run:
         rows = []
         for workload in self.args.workloads:
             med: dict[str, dict[str, float]] = {}
-            for tool in ("local", "datamover", "s3fs"):
+            for tool in ("local", "datamover", *PEERS):
                 got = [
                     r
                     for r in self.samples
@@ -378,16 +391,17 @@ class Run:
                     "load1": m("load1"),
                 }
                 rows.append({"workload": workload, "tool": tool, **med[tool]})
-            if "datamover" in med and "s3fs" in med:
-                dm, peer = med["datamover"], med["s3fs"]
-                rows.append(
-                    {
-                        "workload": workload,
-                        "tool": "datamover/s3fs",
-                        "wall_s": dm["wall_s"] / peer["wall_s"],
-                        "daemon_cpu_s": dm["daemon_cpu_s"] / max(peer["daemon_cpu_s"], 0.01),
-                    }
-                )
+            for name in PEERS:
+                if "datamover" in med and name in med:
+                    dm, peer = med["datamover"], med[name]
+                    rows.append(
+                        {
+                            "workload": workload,
+                            "tool": f"datamover/{name}",
+                            "wall_s": dm["wall_s"] / peer["wall_s"],
+                            "daemon_cpu_s": dm["daemon_cpu_s"] / max(peer["daemon_cpu_s"], 0.01),
+                        }
+                    )
         return rows
 
 
@@ -397,9 +411,10 @@ def print_table(rows: list[dict[str, object]]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if r["tool"] == "datamover/s3fs":
+        if str(r["tool"]).startswith("datamover/"):
+            peer = str(r["tool"]).split("/")[1]
             print(
-                f"| {r['workload']} | **datamover / s3fs** | | **{r['wall_s']:.2f}x** | "
+                f"| {r['workload']} | **datamover / {peer}** | | **{r['wall_s']:.2f}x** | "
                 f"**{r['daemon_cpu_s']:.2f}x** | | | |"
             )
             continue
@@ -485,7 +500,7 @@ def main() -> int:
         print(f"# ERROR {e}")
     for d in ("mnt",):
         shutil.rmtree(args.work / d, ignore_errors=True)
-    for cache in args.work.glob("dmcache-*"):
+    for cache in [*args.work.glob("dmcache-*"), *args.work.glob("s3fscache-*")]:
         shutil.rmtree(cache, ignore_errors=True)
     return 1 if run.errors else 0
 
