@@ -46,11 +46,15 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # The harness (bench/measure.py, bench/mount_random.py, tests/servers.py) is imported
 # in main(): the workers this file also runs through the mounts start without it.
+if TYPE_CHECKING:
+    import measure
+    import mount_random
 
 MiB = 1024 * 1024
 BUCKET = "bench-workloads"
@@ -96,12 +100,12 @@ def worker_sqlite(path: str, picks: str, out: str) -> None:
 # -- datasets ---------------------------------------------------------------------------
 
 
-def _spec_ok(path: Path, spec: dict[str, object]) -> bool:
+def _spec_ok(path: Path, spec: dict[str, Any]) -> bool:
     meta = path.with_name(path.name + ".spec.json")
     return path.exists() and meta.exists() and json.loads(meta.read_text()) == spec
 
 
-def _spec_write(path: Path, spec: dict[str, object]) -> None:
+def _spec_write(path: Path, spec: dict[str, Any]) -> None:
     path.with_name(path.name + ".spec.json").write_text(json.dumps(spec))
 
 
@@ -268,13 +272,13 @@ def command(workload: str, where: Path, pick: Path, out: Path) -> list[str]:
 
 
 class Run:
-    def __init__(self, args: argparse.Namespace, s: object) -> None:
+    def __init__(self, args: argparse.Namespace, s: Any) -> None:
         self.args = args
         self.work: Path = args.work
         self.s = s
         self.stack = contextlib.ExitStack()
         self.spawn = measure.launcher(self.work / "build")
-        self.samples: list[dict[str, object]] = []
+        self.samples: list[dict[str, Any]] = []
         self.errors: list[str] = []
 
     def datamover(self, mnt: Path) -> tuple[list[str], dict[str, str]]:
@@ -282,17 +286,17 @@ class Run:
         cache = Path(tempfile.mkdtemp(dir=self.work, prefix="dmcache-"))
         argv = [PY, "-m", "datamover", "-v", "mount", f"s3://{BUCKET}/", str(mnt)]
         argv += ["--foreground", "--read-only", "--cache-dir", str(cache), *self.args.dm_arg]
-        return argv, {**s.client_env(), "XDG_STATE_HOME": str(self.work / "state")}  # type: ignore[attr-defined]
+        return argv, {**s.client_env(), "XDG_STATE_HOME": str(self.work / "state")}
 
     def s3fs(self, mnt: Path) -> tuple[list[str], dict[str, str]]:
         s = self.s
         argv, env = measure.s3fs_mount(
             BUCKET,
             str(mnt),
-            s.endpoint,  # type: ignore[attr-defined]
-            s.region,  # type: ignore[attr-defined]
-            s.access_key,  # type: ignore[attr-defined]
-            s.secret_key,  # type: ignore[attr-defined]
+            s.endpoint,
+            s.region,
+            s.access_key,
+            s.secret_key,
             self.work / "s3fs.passwd",
         )
         return [*argv, "-o", "ro"], env
@@ -331,7 +335,7 @@ class Run:
                     log=log,
                     daemon_pid=pid,
                     spawn=self.spawn,
-                    server_pids=[self.s.pid] if self.s.pid else [],  # type: ignore[attr-defined]
+                    server_pids=[self.s.pid] if self.s.pid else [],
                     timeout=self.args.timeout,
                 )
         same = s.rc == 0 and out.exists() and out.read_bytes() == reference.read_bytes()
@@ -366,7 +370,7 @@ class Run:
                     self.errors.append(f"{workload} {tool} rep {rep}: {e}")
                     print(f"# {workload} {tool} rep {rep}: {e}", flush=True)
 
-    def summary(self) -> list[dict[str, object]]:
+    def summary(self) -> list[dict[str, Any]]:
         rows = []
         for workload in self.args.workloads:
             med: dict[str, dict[str, float]] = {}
@@ -379,15 +383,15 @@ class Run:
                 if not got:
                     continue
 
-                def m(key: str, got: list[dict[str, object]] = got) -> float:
-                    return float(statistics.median(float(r[key]) for r in got))  # type: ignore[arg-type]
+                def m(key: str, got: list[dict[str, Any]] = got) -> float:
+                    return float(statistics.median(float(r[key]) for r in got))
 
                 med[tool] = {
                     "n": len(got),
                     "wall_s": m("wall_s"),
                     "daemon_cpu_s": m("daemon_cpu_s"),
                     "command_cpu_s": m("user_s") + m("sys_s"),
-                    "daemon_rss_mib": max(float(r["daemon_rss_mib"]) for r in got),  # type: ignore[arg-type]
+                    "daemon_rss_mib": max(float(r["daemon_rss_mib"]) for r in got),
                     "load1": m("load1"),
                 }
                 rows.append({"workload": workload, "tool": tool, **med[tool]})
@@ -405,7 +409,7 @@ class Run:
         return rows
 
 
-def print_table(rows: list[dict[str, object]]) -> None:
+def print_table(rows: list[dict[str, Any]]) -> None:
     print(
         "\n| workload | tool | n | wall s | mount CPU s | workload CPU s | mount peak RSS MiB | load |"
     )
@@ -436,8 +440,8 @@ def ensure_tools() -> None:
             subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
 
 
-def upload(s: object, files: list[Path]) -> None:
-    s3 = s.client()  # type: ignore[attr-defined]
+def upload(s: Any, files: list[Path]) -> None:
+    s3 = s.client()
     try:
         for f in files:
             s3.upload_file(str(f), BUCKET, f.name)
