@@ -18,8 +18,8 @@ export DATAMOVER_AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 # Never let a CA bundle meant for another proxy break local HTTP servers.
 unexport AWS_CA_BUNDLE
 
-.PHONY: help setup system-deps python-deps node-deps test demo lint check bench clean \
-	conformance conformance-deps
+.PHONY: help setup system-deps python-deps node-deps test demo lint check bench bench-deps \
+	clean conformance conformance-deps
 
 help:
 	@echo "make demo   - install, start local servers, run a real transfer + verify"
@@ -83,9 +83,21 @@ demo: setup
 lint: check
 	cd $(ROOT) && $(UV) run --frozen mypy
 
-bench: setup
+# s3fs: the mount rows' peer; samtools: bench/mount_workloads.py reads an indexed BAM.
+BENCH_TOOLS := s3fs samtools
+bench-deps:
+	@missing=""; for tool in $(BENCH_TOOLS); do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench: setup bench-deps
 	cd $(ROOT) && $(UV) run --frozen python bench/run.py
 	cd $(ROOT) && $(UV) run --frozen python bench/integrity.py
+	cd $(ROOT) && $(UV) run --frozen python bench/mount_workloads.py
 
 # pjdfstest (pjd/pjdfstest, the commit bench/RESULTS.md names) is neither vendored nor
 # built here: the project may not ship a recipe that builds third-party code it did not

@@ -5,9 +5,11 @@ Every read of an object first asks the block cache: when all the blocks under it
 there (and check out), they answer, whichever handle fetched them. Otherwise a
 sequential reader goes on through its ``Prefetcher`` (memory only, as before), and a
 read the ``Prefetcher`` finds random and far from the handle's previous read (or any
-random read once the object has had ``WHOLE_AFTER`` far ones) comes here
-(``read_random``; a near one is read exactly, as a sequential reader's request that
-arrived out of order most likely is):
+random read once the object has had ``WHOLE_AFTER`` far ones, or ``NEAR_AFTER`` near
+ones) comes here (``read_random``; a near one is read exactly, as a sequential reader's
+request that arrived out of order most likely is, until there are that many of them: a
+code hopping a few pages at a time, as SQLite walking a B-tree does, never makes a far
+read, and read exactly it cost a GET per 4 KiB page):
 
 - the blocks under the read are fetched with one ranged GET, together with the
   ``AHEAD_BLOCKS`` after them when they are missing, and stored; a block another read or the
@@ -52,6 +54,9 @@ WHOLE_WORKERS = 6
 AHEAD_BLOCKS = 3
 #: Far random reads of an object (all handles together) before it is fetched whole.
 WHOLE_AFTER = 3
+#: Near random reads of an object (all handles together) after which every further one
+#: counts as far: many short hops are random access too.
+NEAR_AFTER = 64
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
 MAX_VERSIONS = 10_000
 
@@ -83,6 +88,7 @@ class Version:
     #: a large GET, it fetches its own few blocks.
     inflight: dict[int, trio.Event] = field(default_factory=dict)
     random_reads: int = 0
+    near_reads: int = 0
     whole_started: bool = False
     dropped: bool = False
 
@@ -125,6 +131,9 @@ class ReadCache:
 
         async def read(offset: int, length: int, far: bool) -> bytes:
             v = self.version(node.key, node.etag, node.size)
+            if v is not None and not far:
+                v.near_reads += 1
+                far = v.near_reads >= NEAR_AFTER
             if v is None or (not far and v.random_reads < WHOLE_AFTER):
                 # Near and the object not known random: most likely a sequential
                 # reader's request out of order, or past its spent window; exact.
