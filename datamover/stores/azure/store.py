@@ -24,11 +24,12 @@ from datamover.stores import StoreSettings
 from datamover.stores.azure.client import LIMITS, make_service_client
 from datamover.stores.azure.errors import error_code, is_invalid_range, map_error
 from datamover.stores.azure.lean import LeanAzure, LeanUnavailable, lean_enabled
-from datamover.stores.azure.listing import guarded_pages
+from datamover.stores.azure.listing import ListedPrefix, guarded_pages, lean_pages
 from datamover.stores.azure.metadata import (
     headers_info,
     is_directory_marker,
     item_name,
+    listed_info,
     properties_info,
     response_info,
     to_azure_metadata,
@@ -169,6 +170,9 @@ class AzureStore(Store):
             prefix += "/"  # one level down means "this directory", never a name prefix
         client = self._container_client
         guard = PageGuard(self.url(prefix), prefix=prefix)
+        if self._lean is not None:
+            yield from self._lean_list(prefix, recursive, guard)
+            return
         try:
             if recursive:
                 blobs = client.list_blobs(
@@ -201,6 +205,29 @@ class AzureStore(Store):
                         yield properties_info(item)
         except Exception as e:
             raise self._error(e, prefix) from e
+
+    def _lean_list(self, prefix: str, recursive: bool, guard: PageGuard) -> Iterator[ObjectInfo]:
+        """``list`` on the lean path: the same entries, in key order, as the SDK's."""
+        assert self._lean is not None
+        pages = lean_pages(self._lean, prefix, None if recursive else "/", guard, self._page_size)
+        for page in pages:
+            for item in page:
+                if isinstance(item, ListedPrefix):
+                    yield ObjectInfo(key=item.name, size=0, is_dir=True)
+                elif is_directory_marker(item):
+                    if recursive:  # listed so an empty directory can be recreated
+                        name = item.name if item.name.endswith("/") else item.name + "/"
+                        yield ObjectInfo(key=name, size=0, is_dir=True)
+                else:
+                    yield listed_info(
+                        item.name,
+                        item.size,
+                        item.metadata,
+                        item.last_modified,
+                        item.etag,
+                        item.version_id,
+                        item.content_md5,
+                    )
 
     def _download(self, key: str, offset: int | None, length: int | None, limit: int) -> Any:
         """The SDK's downloader after its first request (which the transport bounds to
