@@ -272,3 +272,23 @@ def test_gcs_lean_listing_refuses_a_body_that_is_not_a_listing(clean_env: Any) -
                     list(store.list(""))
         sent = server.requests[0]
         assert sent.query["fields"].startswith("items(name,size,")
+
+
+def test_azure_lean_read_object_takes_the_listed_info_only_for_the_listed_blob(
+    azurite: AzuriteServer, clean_env: Any
+) -> None:
+    """``read_object`` with a listing's entry returns that entry when the Get Blob's
+    ETag is the listed one (one metadata parse per file), and the blob's own
+    properties when it was replaced since it was listed."""
+    clean_env.setenv(ENV_KEY, AZURITE_KEY)
+    container = f"t{secrets.token_hex(8)}"
+    azurite.make_bucket(container)
+    with _azure(azurite, container, 100) as store:
+        store.put("k", b"old", metadata={"x-kind": "old"})
+        (listed,) = list(store.list(""))
+        data, info = store.read_object("k", listed)
+        assert bytes(data) == b"old" and info is listed
+        store.put("k", b"new", metadata={"x-kind": "new"})  # same size, new ETag
+        data, info = store.read_object("k", listed)
+        assert bytes(data) == b"new" and info.metadata["x-kind"] == "new"
+        assert info.etag != listed.etag

@@ -317,6 +317,12 @@ class AzureStore(Store):
             if e.size is not None:
                 check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
             raise
+        etag = got.headers.get("etag", "").strip('"')
+        if info is not None and info.etag and etag == info.etag and total == info.size:
+            # The blob the listing described (any change to its bytes, properties or
+            # metadata changes the ETag): its info as listed, without parsing the
+            # metadata a second time from the headers.
+            return got.body, info
         return got.body, headers_info(key, total, got.headers, whole=got.status == 200)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
