@@ -299,7 +299,8 @@ class AzureStore(Store):
         self, key: str, info: ObjectInfo | None, limit: int, sized: bool
     ) -> tuple[bytes | bytearray, ObjectInfo]:
         """``read_object`` on the lean path: a ranged Get Blob of ``limit`` + 1 bytes
-        (the listed size and one more), or an unranged one of at most ``limit``."""
+        (the listed size and one more), or an unranged one of at most ``limit``; the
+        listing's ``info`` when the answer's ETag and size are the listed ones."""
         assert self._lean is not None
         try:
             got = None
