@@ -153,19 +153,7 @@ class _Connection:
         received_any = False
         self.spent = False
         try:
-            if self.tls is None and body is not None and len(body):
-                total = len(head) + memoryview(body).nbytes
-                sent = sock.sendmsg([head, body])
-                if sent < total:  # a large body: finish with sendall
-                    if sent < len(head):
-                        sock.sendall(memoryview(head)[sent:])
-                        sock.sendall(body)
-                    else:
-                        sock.sendall(memoryview(body)[sent - len(head) :])
-            else:
-                sock.sendall(head)
-                if body is not None and len(body):
-                    sock.sendall(body)
+            _send(sock, [head, *body_parts(body)], gather=self.tls is None)
             status, headers, buf = self._read_head()
             received_any = True
             response = Response(status, headers)
@@ -340,6 +328,38 @@ class _Connection:
                 raise _Malformed(f"trailers over {MAX_HEADER_BYTES} bytes")
         self.buf = buf
         return out, True
+
+
+def body_parts(body: Any) -> list[Any]:
+    """A request body as the buffers to send: one buffer, or a tuple or list of them
+    sent one after another without being joined (a multipart body's framing around
+    the caller's bytes); empty ones dropped."""
+    if body is None:
+        return []
+    parts = body if isinstance(body, tuple | list) else (body,)
+    return [part for part in parts if memoryview(part).nbytes]
+
+
+def body_size(body: Any) -> int:
+    """The length in bytes of a request body (``body_parts``' buffers together)."""
+    return sum(memoryview(part).nbytes for part in body_parts(body))
+
+
+def _send(sock: socket.socket, parts: list[Any], *, gather: bool) -> None:
+    """Send ``parts`` in order: a plain socket with one ``sendmsg`` (a gathering write,
+    finished with ``sendall`` when the kernel took only part), TLS one by one."""
+    if not gather:
+        for part in parts:
+            sock.sendall(part)
+        return
+    views = [memoryview(part).cast("B") for part in parts]
+    sent = sock.sendmsg(views)
+    for view in views:
+        if sent >= len(view):
+            sent -= len(view)
+            continue
+        sock.sendall(view[sent:])
+        sent = 0
 
 
 def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
@@ -521,12 +541,13 @@ class LeanHTTP:
         authorize: Authorize | None = None,
         retry_status: Callable[[Response], bool] | None = None,
     ) -> Response:
-        """One request (``path`` already percent-encoded, ``query`` raw pairs), retried
+        """One request (``path`` already percent-encoded, ``query`` raw pairs, ``body``
+        one buffer or a tuple of them: ``body_parts``), retried
         as the module docstring says. Returns the final response whatever its status;
         raises ``TransientError`` when every attempt failed on the connection and
         ``ResponseTooLarge`` when a success body is over ``into``/``max_body``."""
         pairs = list(query or [])
-        size = 0 if body is None else memoryview(body).nbytes
+        size = body_size(body)
         extra = dict(headers or {})
         for name, value in extra.items():
             if not value.isascii() or "\n" in value or "\r" in value:
@@ -629,6 +650,8 @@ __all__ = [
     "LeanUnavailable",
     "Response",
     "Transport",
+    "body_parts",
+    "body_size",
     "content_length",
     "content_range_total",
     "parse_chunk_size",

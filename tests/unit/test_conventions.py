@@ -250,6 +250,13 @@ def test_time_formats() -> None:
     assert v.rfc3339("2023-11-15T00:13:20.5+02:00") == (1_700_000_000_500_000_000, 10**8)
     assert v.rfc3339("2023-11-14T22:13:20Z") == (1_700_000_000 * 10**9, 10**9)
     assert v.rfc3339("2023-02-30T00:00:00Z") is None
+    assert v.rfc3339("2024-02-29T00:00:00Z") is not None
+    assert v.rfc3339("2100-02-29T00:00:00Z") is None
+    # Year 0 (four digits, so the pattern takes it) raised ValueError from the calendar
+    # module: a bucket's metadata value crashed the listing instead of being ignored.
+    assert v.rfc3339("0000-01-01T00:00:00Z") is None
+    assert v.amlfs_time("0000-01-01 00:00:00 +0000") is None
+    assert normalise({"gcsfuse_mtime": "0000-01-01T00:00:00Z"}, key="k").ignored
     assert v.amlfs_time("2023-11-14 17:13:20 -0500") == (1_700_000_000 * 10**9, 10**9)
     assert v.fmt_rfc3339(NS) == "2023-11-14T22:13:20.123456789Z"
     assert v.fmt_amlfs(NS) == "2023-11-14 22:13:20 +0000"

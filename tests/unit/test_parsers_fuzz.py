@@ -45,7 +45,14 @@ from urllib3.response import HTTPResponse
 from datamover.errors import DatamoverError
 from datamover.stores import StoreSettings
 from datamover.stores.azure import AzureStore
-from datamover.stores.azure.metadata import from_azure_metadata, properties_info
+from datamover.stores.azure.listing import ListedBlob
+from datamover.stores.azure.listing import parse_list_page as parse_blob_page
+from datamover.stores.azure.metadata import (
+    from_azure_metadata,
+    is_directory_marker,
+    listed_info,
+    properties_info,
+)
 from datamover.stores.base import ObjectInfo
 from datamover.stores.gcs import GCSStore
 from datamover.stores.httpbounds import BoundedAdapter
@@ -477,6 +484,24 @@ def test_azure_responses(
     _run(lambda: list(store.list("")))
     _run(lambda: list(store.list("", recursive=False)))
     _run(lambda: store.stat("k"))
+
+
+@FUZZ
+@given(blob_listings() | mutated(blob_listings()) | st.binary(max_size=400))
+def test_azure_lean_list_page_parser(body: bytes) -> None:
+    """The lean List Blobs parser and what the store makes of each entry."""
+    parsed = _run(lambda: parse_blob_page(body))
+    if parsed is None:
+        return
+    items, marker = parsed
+    assert marker is None or (isinstance(marker, str) and marker)
+    for item in items:
+        assert isinstance(item.name, str) and item.name
+        if isinstance(item, ListedBlob):
+            assert type(item.size) is int and item.size >= 0
+            is_directory_marker(item)
+            fields = (item.metadata, item.last_modified, item.etag, item.version_id)
+            _run(lambda i=item, f=fields: listed_info(i.name, i.size, *f, i.content_md5))
 
 
 _azure_values = st.none() | st.text(max_size=8) | st.integers(-5, 2**70) | st.binary(max_size=4)

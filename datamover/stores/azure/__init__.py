@@ -65,18 +65,20 @@ network failures ``TransientError``.
 **Bounds.** What the service sends is bounded, not trusted: the transport's
 ``requests`` adapter (``datamover.stores.httpbounds``) reads a body read whole (a List
 Blobs page) up to ``client.MAX_RESPONSE_BODY`` and an object body up to the range asked
-for, refusing more before it is read; ``read_object`` asks for at most the listed size
-+ 1; the SDK's pages go through a ``PageGuard`` (``listing``: no ``NextMarker`` named
+for, refusing more before it is read (the lean path's List Blobs pages to the same
+bound); ``read_object`` asks for at most the listed size + 1; every List Blobs page,
+lean or the SDK's, goes through a ``PageGuard`` (``listing``: no ``NextMarker`` named
 twice, no endless empty pages, names under the prefix); and whatever the SDK raises on
 a malformed answer, ``AzureError`` or not, becomes a ``StoreError``.
 
 **Lean data path** (``lean``): Put Blob, Put Block, Get Blob (ranged, into the
-caller's buffer), Get Blob Properties and Delete Blob are sent on
+caller's buffer), Get Blob Properties, Delete Blob and List Blobs (its XML parsed in
+``listing``: no DTD, ``Encoded`` names decoded as the SDK does) are sent on
 ``datamover.stores.leanhttp`` (keep-alive socket per thread, bounded bodies) with the
 SDK client's credentials: Shared Key signed as the SDK signs, the SAS query appended,
 or a bearer token from a token credential (cached until 5 minutes before expiry). The
-SDK keeps block-list commits, listings, copies, pending uploads and the container's
-own calls. ``DATAMOVER_AZURE_LEAN=0`` sends everything through the SDK.
+SDK keeps block-list commits, copies, pending uploads (and their listing) and the
+container's own calls. ``DATAMOVER_AZURE_LEAN=0`` sends everything through the SDK.
 
 **Modules.** Arrows point one way: ``store`` uses ``client``, ``errors``, ``metadata``,
 ``listing``, ``writer`` and ``pending``; ``writer`` and ``pending`` use ``errors`` (and
@@ -86,7 +88,8 @@ the CLI or the mount.
 - ``client``: credentials, endpoint, transport and retries (``make_service_client``);
 - ``errors``: ``map_error`` and Azure's error codes (``status_error`` for the lean path);
 - ``lean``: ``LeanAzure``, the data calls without the SDK's pipeline;
-- ``listing``: List Blobs page by page, through a ``PageGuard``;
+- ``listing``: List Blobs page by page (lean: ``parse_list_page``), through a
+  ``PageGuard``;
 - ``metadata``: metadata names, ``ObjectInfo`` from properties, directory markers;
 - ``writer``: ``AzureBlockWriter``, block ids, resume;
 - ``pending``: finding and clearing uncommitted blocks;

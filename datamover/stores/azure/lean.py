@@ -1,5 +1,5 @@
 """A lean request path for Azure Blob's data calls: Put Blob, Put Block, Get Blob
-(ranged), Get Blob Properties and Delete Blob.
+(ranged), Get Blob Properties, Delete Blob and List Blobs.
 
 azure-storage-blob spends 2-3 ms of client CPU on every request (a pipeline of policies,
 response models, logging hooks): more than a whole small file costs rclone. For the
@@ -16,8 +16,9 @@ caller's buffer, every response bounded) and authorizes it the way the SDK would
   until five minutes before it expires.
 
 The credentials and the container URL are the SDK client's (``client.py`` resolves the
-chain); anything else (block-list commits, listings, copies, pending uploads, the
-container's own calls) stays on the SDK. ``DATAMOVER_AZURE_LEAN=0`` turns the lean path
+chain). List Blobs is lean too (``list_page``; the XML is parsed in ``listing.py``);
+anything else (block-list commits, copies, pending uploads' listings, the container's
+own calls) stays on the SDK. ``DATAMOVER_AZURE_LEAN=0`` turns the lean path
 off; a credential it doesn't know, a proxy or a non-ASCII metadata value makes the
 store use the SDK for that call (``LeanUnavailable``).
 """
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from datamover.errors import NotFound, StoreError
+from datamover.stores.azure.client import MAX_RESPONSE_BODY
 from datamover.stores.azure.errors import retry_after, status_error
 from datamover.stores.azure.metadata import headers_info
 from datamover.stores.base import ObjectInfo
@@ -47,6 +49,8 @@ from datamover.stores.leanhttp import (
     quote_path,
 )
 
+#: A List Blobs page's body: what the SDK path allows (``client.MAX_RESPONSE_BODY``).
+MAX_LIST_BODY = MAX_RESPONSE_BODY
 #: The OAuth scope of Azure Storage (what the SDK asks a token credential for).
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 _SIGNED = (
@@ -290,6 +294,33 @@ class LeanAzure:
         response = self.call("PUT", key, query=query, headers=headers, body=body)
         if response.status != 201:
             raise self.error(response, key)
+
+    def list_page(
+        self, prefix: str, delimiter: str | None, marker: str | None, max_results: int
+    ) -> bytes | bytearray:
+        """One List Blobs page (metadata included) as the service's XML, at most
+        ``MAX_LIST_BODY`` bytes; a failure mapped (a missing container:
+        ``BucketNotFound``)."""
+        query = [("comp", "list"), ("include", "metadata"), ("restype", "container")]
+        query.append(("maxresults", str(max_results)))
+        if prefix:
+            query.append(("prefix", prefix))
+        if delimiter:
+            query.append(("delimiter", delimiter))
+        if marker:
+            query.append(("marker", marker))
+        response = self.http.request(
+            "GET",
+            self._path,
+            where=self._where(prefix),
+            key=prefix,
+            query=query,
+            max_body=MAX_LIST_BODY,
+            authorize=self._authorize,
+        )
+        if response.status != 200:
+            raise self.error(response, prefix or None)
+        return response.body
 
     def delete(self, key: str) -> None:
         """Delete Blob with its snapshots; a missing blob is fine."""

@@ -134,6 +134,28 @@ def properties_info(props: BlobProperties, key: str | None = None) -> ObjectInfo
     )
 
 
+def listed_info(
+    name: str,
+    size: int,
+    metadata: Mapping[str, str],
+    last_modified: datetime | None,
+    etag: str | None,
+    version_id: str | None,
+    content_md5: bytes | None,
+) -> ObjectInfo:
+    """Info from a lean List Blobs entry (``listing.ListedBlob``'s fields), read as
+    ``properties_info`` reads the SDK's."""
+    return _object_info(
+        name,
+        size,
+        from_azure_metadata(metadata),
+        last_modified,
+        etag,
+        version_id,
+        content_md5,
+    )
+
+
 def response_info(
     key: str,
     size: int,
@@ -165,8 +187,9 @@ def item_name(item: BlobProperties | BlobPrefix) -> str:
     return str(item.name)
 
 
-def is_directory_marker(props: BlobProperties) -> bool:
-    """Zero-byte ``dir/`` blobs (portal, HNS accounts, other tools) are not files."""
+def is_directory_marker(props: Any) -> bool:
+    """Zero-byte ``dir/`` blobs (portal, HNS accounts, other tools) are not files
+    (``props``: the SDK's ``BlobProperties`` or a lean ``ListedBlob``)."""
     return str(props.name).endswith("/") or (props.metadata or {}).get("hdi_isfolder") == "true"
 
 

@@ -24,11 +24,12 @@ from datamover.stores import StoreSettings
 from datamover.stores.azure.client import LIMITS, make_service_client
 from datamover.stores.azure.errors import error_code, is_invalid_range, map_error
 from datamover.stores.azure.lean import LeanAzure, LeanUnavailable, lean_enabled
-from datamover.stores.azure.listing import guarded_pages
+from datamover.stores.azure.listing import ListedPrefix, guarded_pages, lean_pages
 from datamover.stores.azure.metadata import (
     headers_info,
     is_directory_marker,
     item_name,
+    listed_info,
     properties_info,
     response_info,
     to_azure_metadata,
@@ -170,6 +171,9 @@ class AzureStore(Store):
             prefix += "/"  # one level down means "this directory", never a name prefix
         client = self._container_client
         guard = PageGuard(self.url(prefix), prefix=prefix)
+        if self._lean is not None:
+            yield from self._lean_list(prefix, recursive, guard)
+            return
         try:
             if recursive:
                 blobs = client.list_blobs(
@@ -202,6 +206,29 @@ class AzureStore(Store):
                         yield properties_info(item)
         except Exception as e:
             raise self._error(e, prefix) from e
+
+    def _lean_list(self, prefix: str, recursive: bool, guard: PageGuard) -> Iterator[ObjectInfo]:
+        """``list`` on the lean path: the same entries, in key order, as the SDK's."""
+        assert self._lean is not None
+        pages = lean_pages(self._lean, prefix, None if recursive else "/", guard, self._page_size)
+        for page in pages:
+            for item in page:
+                if isinstance(item, ListedPrefix):
+                    yield ObjectInfo(key=item.name, size=0, is_dir=True)
+                elif is_directory_marker(item):
+                    if recursive:  # listed so an empty directory can be recreated
+                        name = item.name if item.name.endswith("/") else item.name + "/"
+                        yield ObjectInfo(key=name, size=0, is_dir=True)
+                else:
+                    yield listed_info(
+                        item.name,
+                        item.size,
+                        item.metadata,
+                        item.last_modified,
+                        item.etag,
+                        item.version_id,
+                        item.content_md5,
+                    )
 
     def _download(self, key: str, offset: int | None, length: int | None, limit: int) -> Any:
         """The SDK's downloader after its first request (which the transport bounds to
@@ -273,7 +300,8 @@ class AzureStore(Store):
         self, key: str, info: ObjectInfo | None, limit: int, sized: bool
     ) -> tuple[bytes | bytearray, ObjectInfo]:
         """``read_object`` on the lean path: a ranged Get Blob of ``limit`` + 1 bytes
-        (the listed size and one more), or an unranged one of at most ``limit``."""
+        (the listed size and one more), or an unranged one of at most ``limit``; the
+        listing's ``info`` when the answer's ETag and size are the listed ones."""
         assert self._lean is not None
         try:
             got = None
@@ -291,6 +319,12 @@ class AzureStore(Store):
             if e.size is not None:
                 check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
             raise
+        etag = got.headers.get("etag", "").strip('"')
+        if info is not None and info.etag and etag == info.etag and total == info.size:
+            # The blob the listing described (any change to its bytes, properties or
+            # metadata changes the ETag): its info as listed, without parsing the
+            # metadata a second time from the headers.
+            return got.body, info
         return got.body, headers_info(key, total, got.headers, whole=got.status == 200)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:

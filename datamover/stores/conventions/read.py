@@ -71,7 +71,7 @@ Get = Callable[[str], str | None]
 Bad = Callable[[str, str], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Partial:
     """What one convention says about one object."""
 
@@ -286,13 +286,17 @@ def _conflicts(partials: list[Partial]) -> list[str]:
                 continue
             if name == "mode":
                 same = _same_mode(a, b)
-                shown = f"{a:o}", f"{b:o}"
             elif name in ("mtime", "atime"):
                 same = _same_time(a, b)
-                shown = v.fmt_seconds(a[0]), v.fmt_seconds(b[0])
             else:
-                same, shown = a == b, (str(a), str(b))
-            if not same:
+                same = a == b
+            if not same:  # formatted only for the message: agreeing is the common case
+                if name == "mode":
+                    shown = f"{a:o}", f"{b:o}"
+                elif name in ("mtime", "atime"):
+                    shown = v.fmt_seconds(a[0]), v.fmt_seconds(b[0])
+                else:
+                    shown = str(a), str(b)
                 out.append(
                     f"{name}: {first.name} says {shown[0]}, {other.name} says {shown[1]} "
                     f"({first.name} taken)"

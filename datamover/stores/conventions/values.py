@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 import stat as statmod
-from calendar import monthrange, timegm
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 #: Longer values are not values of any convention.
 MAX_VALUE = 64
@@ -102,13 +101,11 @@ def rfc3339(text: str) -> tuple[int, int] | None:
     if not m:
         return None
     year, month, day, hour, minute, sec, frac, zone = m.groups()
-    if zone in ("Z", "z"):
-        tz = UTC
-    else:
-        sign = -1 if zone[0] == "-" else 1
-        hh, mm = int(zone[1:3]), int(zone[-2:])
-        tz = timezone(sign * timedelta(hours=hh, minutes=mm))
-    return _to_ns(year, month, day, hour, minute, sec, tz, frac or "")
+    offset = 0
+    if zone not in ("Z", "z"):
+        offset = (int(zone[1:3]) * 60 + int(zone[-2:])) * 60
+        offset = -offset if zone[0] == "-" else offset
+    return _to_ns(year, month, day, hour, minute, sec, offset, frac or "")
 
 
 def amlfs_time(text: str) -> tuple[int, int] | None:
@@ -117,23 +114,47 @@ def amlfs_time(text: str) -> tuple[int, int] | None:
     if not m:
         return None
     year, month, day, hour, minute, sec, sign, hh, mm = m.groups()
-    offset = (-1 if sign == "-" else 1) * timedelta(hours=int(hh), minutes=int(mm))
-    return _to_ns(year, month, day, hour, minute, sec, timezone(offset), "")
+    offset = (int(hh) * 60 + int(mm)) * 60
+    return _to_ns(year, month, day, hour, minute, sec, -offset if sign == "-" else offset, "")
+
+
+#: Days before each month in a common year.
+_DAYS_BEFORE = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365)
 
 
 def _to_ns(
-    year: str, month: str, day: str, hour: str, minute: str, sec: str, tz: timezone, frac: str
+    year: str, month: str, day: str, hour: str, minute: str, sec: str, offset: int, frac: str
 ) -> tuple[int, int] | None:
+    """A civil date and time at ``offset`` seconds east of UTC as (nanoseconds since
+    the epoch, resolution): integer arithmetic (proleptic Gregorian), no datetime."""
     y, mo, d = int(year), int(month), int(day)
     h, mi, s = int(hour), int(minute), int(sec)
-    if not (1 <= mo <= 12 and 1 <= d <= monthrange(y, mo)[1] and h < 24 and mi < 60 and s < 61):
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if not 1 <= mo <= 12 or h >= 24 or mi >= 60 or s >= 61:
         return None
-    offset = tz.utcoffset(None)
-    whole = timegm((y, mo, d, h, mi, s)) - int(offset.total_seconds() if offset else 0)
-    ns = whole * NS + int((frac + "000000000")[:9] if frac else 0)
+    if not 1 <= d <= _DAYS_BEFORE[mo] - _DAYS_BEFORE[mo - 1] + (leap and mo == 2):
+        return None
+    before = y - 1  # leap days in the whole years before y, counted from year 1
+    days = (
+        before * 365
+        + before // 4
+        - before // 100
+        + before // 400
+        - _EPOCH_DAYS
+        + _DAYS_BEFORE[mo - 1]
+        + (leap and mo > 2)
+        + d
+        - 1
+    )
+    whole = days * 86400 + h * 3600 + mi * 60 + s - offset
+    ns = whole * NS + (int((frac + "000000000")[:9]) if frac else 0)
     if abs(ns) > MAX_NS:
         return None
     return ns, 10 ** (9 - len(frac)) if frac else NS
+
+
+#: ``_to_ns``'s day count of 1970-01-01 (from 0001-01-01).
+_EPOCH_DAYS = 1969 * 365 + 1969 // 4 - 1969 // 100 + 1969 // 400
 
 
 def flag(text: str) -> bool | None:

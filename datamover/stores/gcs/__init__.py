@@ -83,9 +83,13 @@ token repeats or it stops progressing, and an object resource of the wrong shape
 
 Modules, lower ones first: ``crc`` (CRC32C combination and its base64 form),
 ``errors`` (SDK exceptions to datamover errors), ``client`` (endpoint, credentials,
-connection pool), ``metadata`` (blob resources to ``ObjectInfo``), ``uploads`` (the
-temporary-object layout and leftover uploads), ``writer`` (``GCSWriter``), ``store``
-(``GCSStore``).
+connection pool), ``metadata`` (blob resources to ``ObjectInfo``), ``lean`` (the data
+calls and objects.list without the SDK: ``LeanGCS``), ``listing`` (objects.list page
+by page, lean or the SDK's), ``uploads`` (the temporary-object layout and leftover
+uploads), ``writer`` (``GCSWriter``), ``store`` (``GCSStore``).
+
+The lean path's listing pages are bounded as the SDK's (``client.max_response_body``)
+and trimmed with ``fields=`` to what ``blob_info`` reads.
 """
 
 from __future__ import annotations

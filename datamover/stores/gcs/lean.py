@@ -1,5 +1,5 @@
 """A lean request path for GCS's data calls (JSON API): multipart media upload, the
-object resource, ranged media GET and delete.
+object resource, ranged media GET, delete and objects.list.
 
 google-cloud-storage spends ~1.5 ms of client CPU per request (google-resumable-media,
 requests, retry wrappers, the blob model) and reads downloads through several copies.
@@ -12,8 +12,10 @@ credentials, refreshed by google-auth under a lock when they are no longer valid
 the quota project header when the credentials name one).
 
 The endpoint is the SDK client's (``client.py``: ``settings.endpoint``,
-``STORAGE_EMULATOR_HOST`` or storage.googleapis.com). Listings, compose, rewrite, the
-bucket's own calls and the temporaries' cleanup stay on the SDK.
+``STORAGE_EMULATOR_HOST`` or storage.googleapis.com). Listings are lean too
+(``list_page``: ``objects.list`` with ``fields=`` trimming each entry to what a listing
+reads; ``store._pages`` pages and guards them as it does the SDK's). Compose, rewrite,
+the bucket's own calls and the temporaries' cleanup stay on the SDK.
 ``DATAMOVER_GCS_LEAN=0`` turns the lean path off; a proxy, a client without a plain
 endpoint or metadata that is not plain text make it unavailable (``LeanUnavailable``).
 """
@@ -32,6 +34,7 @@ from datamover.checksums import PartDigests
 from datamover.errors import IntegrityError, SourceChanged, StoreError
 from datamover.stores.base import ObjectInfo, check_whole_read
 from datamover.stores.bounds import ResponseTooLarge
+from datamover.stores.gcs.client import max_response_body
 from datamover.stores.gcs.crc import crc_from_b64
 from datamover.stores.gcs.errors import status_error
 from datamover.stores.gcs.metadata import blob_info
@@ -39,6 +42,12 @@ from datamover.stores.leanhttp import LeanHTTP, LeanUnavailable, Response, quote
 
 #: The most an object resource (JSON, user metadata up to 8 KiB) may hold.
 MAX_RESOURCE = 1024 * 1024
+#: What a listing asks for of each object: what ``blob_info`` (and the pending
+#: uploads' listing: ``timeCreated``) reads, nothing more.
+LIST_FIELDS = (
+    "items(name,size,generation,etag,crc32c,md5Hash,metadata,updated,timeCreated),"
+    "prefixes,nextPageToken"
+)
 
 
 def lean_enabled() -> bool:
@@ -99,11 +108,18 @@ class Resource:
 
     @property
     def updated(self) -> datetime | None:
-        value = self._data.get("updated")
+        return self._time("updated")
+
+    @property
+    def time_created(self) -> datetime | None:
+        return self._time("timeCreated")
+
+    def _time(self, name: str) -> datetime | None:
+        value = self._data.get(name)
         if value is None:
             return None
         if not isinstance(value, str):
-            raise TypeError("updated is not text")
+            raise TypeError(f"{name} is not text")
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
@@ -181,8 +197,9 @@ class LeanGCS:
             retry_status=lambda r: r.status == 408,
         )
 
-    def error(self, response: Response, key: str | None) -> StoreError:
-        """The mapped error of a failed response (reason from the JSON error)."""
+    def error(self, response: Response, key: str | None, *, missing: str = "object") -> StoreError:
+        """The mapped error of a failed response (reason from the JSON error);
+        ``missing`` as in ``errors.status_error``."""
         reason, message = "", ""
         try:
             doc = json.loads(bytes(response.body[:65536]))
@@ -203,6 +220,7 @@ class LeanGCS:
             key=key,
             bucket=self.bucket,
             bucket_is_there=self._bucket_is_there,
+            missing=missing,
         )
 
     def _resource(self, response: Response, key: str) -> Resource:
@@ -281,7 +299,8 @@ class LeanGCS:
             + json.dumps(resource)
             + f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
         ).encode("utf-8")
-        body = b"".join((head, payload, f"\r\n--{boundary}--\r\n".encode("ascii")))
+        # Sent as three buffers (one gathering write): the payload is not copied.
+        body = (head, payload, f"\r\n--{boundary}--\r\n".encode("ascii"))
         response = self._call(
             "POST",
             self._upload_path,
@@ -293,6 +312,47 @@ class LeanGCS:
         if response.status != 200:
             raise self.error(response, key)
         return self._resource(response, key)
+
+    def list_page(
+        self, prefix: str, delimiter: str | None, token: str | None, page_size: int
+    ) -> tuple[list[Resource], list[Any], str | None]:
+        """One ``objects.list`` page, trimmed to the fields a listing reads
+        (``LIST_FIELDS``), its body at most ``max_list_body(page_size)`` bytes: the
+        objects, the prefixes and the next page's token (None on the last). A 404 is
+        the bucket's; a body that is not an objects list is a ``StoreError``."""
+        query = [("maxResults", str(page_size)), ("fields", LIST_FIELDS)]
+        if prefix:
+            query.append(("prefix", prefix))
+        if delimiter:
+            query.append(("delimiter", delimiter))
+        if token:
+            query.append(("pageToken", token))
+        response = self._call(
+            "GET",
+            self._object_base,
+            prefix,
+            query=query,
+            max_body=max_response_body(page_size),
+        )
+        if response.status != 200:
+            raise self.error(response, prefix or None, missing="bucket")
+        try:
+            doc = json.loads(bytes(response.body))
+        except ValueError:
+            doc = None
+        items = doc.get("items", []) if isinstance(doc, dict) else None
+        prefixes = doc.get("prefixes", []) if isinstance(doc, dict) else None
+        following = doc.get("nextPageToken") if isinstance(doc, dict) else None
+        if (
+            not isinstance(items, list)
+            or not isinstance(prefixes, list)
+            or not all(isinstance(item, dict) for item in items)
+            or not isinstance(following, str | None)
+        ):
+            raise StoreError(
+                f"{self._where(prefix)}: the server sent a malformed listing", key=prefix
+            )
+        return [Resource(item) for item in items], prefixes, following or None
 
     def delete(self, key: str, generation: int | None = None) -> Response:
         """``objects.delete`` (of that ``generation`` only, when given); the response,

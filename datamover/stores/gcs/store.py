@@ -41,6 +41,7 @@ from datamover.stores.gcs.client import make_client, pool_map, size_pool
 from datamover.stores.gcs.crc import crc_b64, crc_from_b64
 from datamover.stores.gcs.errors import map_error as map_gcs_error
 from datamover.stores.gcs.lean import LeanGCS, LeanUnavailable, lean_enabled
+from datamover.stores.gcs.listing import lean_pages, sdk_pages
 from datamover.stores.gcs.metadata import blob_info, content_type_for
 from datamover.stores.gcs.uploads import DEFAULT_TEMP_PREFIX, UPLOAD_ID_RE, pending_uploads
 from datamover.stores.gcs.writer import GCSWriter
@@ -223,28 +224,20 @@ class GCSStore(Store):
         chain of pages does not loop (``PageGuard``; a prefix named again, as GCS may
         on a later page, is not new and so not progress)."""
         guard = PageGuard(self.url(prefix), prefix=prefix)
-        try:
-            iterator = self._client.list_blobs(
+        if self._lean is not None:
+            pages = lean_pages(self._lean, prefix, delimiter, self.page_size)
+        else:
+            pages = sdk_pages(
+                self._client,
                 self._bucket,
-                prefix=prefix or None,
-                delimiter=delimiter,
-                page_size=self.page_size,
-                retry=self.retry,
+                prefix,
+                delimiter,
+                self.page_size,
+                self.retry,
+                lambda e: self.map_error(e, prefix, missing="bucket"),
             )
-            pages = iter(iterator.pages)
-        except Exception as e:
-            raise self.map_error(e, prefix, missing="bucket") from e
         named = Recurrence()  # prefixes seen: the last ones exactly, constant memory
-        while True:
-            try:
-                page = next(pages, None)
-                if page is None:
-                    return
-                blobs = list(page)
-                prefixes = list(getattr(page, "prefixes", ()))
-            except Exception as e:
-                raise self.map_error(e, prefix, missing="bucket") from e
-            token = iterator.next_page_token
+        for blobs, prefixes, token in pages:
             if len(blobs) > self.page_size:
                 raise guard.error(f"returned {len(blobs)} objects in a page of {self.page_size}")
             names = [blob.name for blob in blobs]
@@ -429,19 +422,23 @@ class GCSStore(Store):
     ) -> Any:
         """Upload one object with its CRC32C in the resource, so GCS verifies the bytes,
         and check the CRC32C the server reports. Returns the loaded blob."""
-        payload = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
         crc = int.from_bytes(digests.get("crc32c"), "big")
-        blob: Any = self._bucket.blob(name)
-        blob.crc32c = crc_b64(crc)
         rendered = self.styles.render(metadata) if metadata else None
-        if rendered:
-            blob.metadata = rendered
+        payload: Any
+        blob: Any
         try:
             if self._lean is not None:  # the keys of the chosen styles, as the SDK's
+                # The caller's buffer as it is: the lean upload sends it without a copy.
+                payload = data if isinstance(data, bytes) else memoryview(data).cast("B")
                 blob = self._lean.upload(
-                    name, payload, blob.crc32c, content_type_for(name), rendered
+                    name, payload, crc_b64(crc), content_type_for(name), rendered
                 )
             else:
+                payload = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
+                blob = self._bucket.blob(name)
+                blob.crc32c = crc_b64(crc)
+                if rendered:
+                    blob.metadata = rendered
                 blob.upload_from_string(
                     payload,
                     content_type=content_type_for(name),
