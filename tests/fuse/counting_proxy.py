@@ -11,7 +11,8 @@ the first bytes of the server's answer are passed on (HTTP/1.1 without pipelinin
 one request at a time per connection). ``head_delay`` holds each answer
 to a HEAD back that long, so that requests a mount sends in parallel overlap for
 sure even on a fast local server. ``ranges`` records the ``Range`` of each GET whose
-request head arrived in one piece (all of them, in practice: a head is one send).
+request head arrived in one piece (all of them, in practice: a head is one send);
+``peak_gets`` the ranges of the GETs in flight when most were.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class CountingProxy:
         self.ranges: list[tuple[str, int, int]] = []  # (path, first, last byte) of GETs
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
+        self._gets: dict[int, tuple[int, int] | None] = {}  # id -> Range, in flight
+        self.peak_gets: list[tuple[int, int] | None] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = False
@@ -75,6 +78,7 @@ class CountingProxy:
             self.requests.clear()
             self.ranges.clear()
             self.max_in_flight.clear()
+            self.peak_gets.clear()
 
     def count(self, method: str, path_prefix: str = "/") -> int:
         with self.lock:
@@ -100,7 +104,8 @@ class CountingProxy:
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.settimeout(None)
-            waiting: list[str] = []  # methods sent and not answered yet, oldest first
+            # (method, id) of requests sent and not answered yet, oldest first
+            waiting: list[tuple[str, int]] = []
             with self.lock:
                 self._sockets += [client, server]
             threading.Thread(
@@ -110,7 +115,9 @@ class CountingProxy:
                 target=self._downstream, args=(server, client, waiting), daemon=True
             ).start()
 
-    def _upstream(self, src: socket.socket, dst: socket.socket, waiting: list[str]) -> None:
+    def _upstream(
+        self, src: socket.socket, dst: socket.socket, waiting: list[tuple[str, int]]
+    ) -> None:
         tail = b""
         try:
             while data := src.recv(65536):
@@ -123,15 +130,23 @@ class CountingProxy:
                         path = urllib.parse.unquote(m.group(2).decode().split("?", 1)[0])
                         self.requests.append((method, path))
                         head_end = buf.find(_HEAD_END, m.end() - 2)
+                        rng: tuple[int, int] | None = None
                         if method == "GET" and head_end >= 0:
                             r = _RANGE.search(buf, m.end() - 2, head_end + 2)
                             if r is not None:
-                                self.ranges.append((path, int(r.group(1)), int(r.group(2))))
-                        waiting.append(method)
+                                rng = (int(r.group(1)), int(r.group(2)))
+                                self.ranges.append((path, *rng))
+                        request = len(self.requests)
+                        waiting.append((method, request))
+                        if method == "GET":
+                            self._gets[request] = rng
                         self.in_flight[method] += 1
-                        self.max_in_flight[method] = max(
-                            self.max_in_flight[method], self.in_flight[method]
-                        )
+                        if self.in_flight[method] > self.max_in_flight[method]:
+                            self.max_in_flight[method] = self.in_flight[method]
+                            if method == "GET":
+                                self.peak_gets = sorted(
+                                    self._gets.values(), key=lambda r: r or (-1, -1)
+                                )
                 tail = buf[-_TAIL:]
                 dst.sendall(data)
         except OSError:
@@ -139,16 +154,19 @@ class CountingProxy:
         finally:
             self._shut(src, dst)
 
-    def _downstream(self, src: socket.socket, dst: socket.socket, waiting: list[str]) -> None:
+    def _downstream(
+        self, src: socket.socket, dst: socket.socket, waiting: list[tuple[str, int]]
+    ) -> None:
         try:
             while data := src.recv(65536):
                 with self.lock:
-                    method = waiting.pop(0) if waiting else None
+                    method, request = waiting.pop(0) if waiting else (None, 0)
                 if method == "HEAD" and self.head_delay:
                     time.sleep(self.head_delay)
                 if method is not None:
                     with self.lock:
                         self.in_flight[method] -= 1
+                        self._gets.pop(request, None)
                 dst.sendall(data)
         except OSError:
             pass
