@@ -18,7 +18,12 @@ arrived out of order most likely is):
   GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
   4, left to reads) in flight, each into a buffer of the shared read-ahead budget
   (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
-  and gcsfuse's parallel downloads do, so later reads are all local.
+  and gcsfuse's parallel downloads do, so later reads are all local;
+- the background fetch yields to reads: while a read's own GET is in flight, or one
+  ended less than ``YIELD_FOR`` ago, it keeps only one range in flight (never none,
+  so reads that keep missing can't starve it). A server that answers requests in
+  turn (Azurite: one Node.js thread) would otherwise serve several background ranges
+  before each read's few blocks.
 
 Consistency: blocks are looked up by (key, ETag/generation, size) as the mount last
 learnt them (``Inode``: at open, and when the attribute TTL has run out), so a
@@ -42,7 +47,7 @@ import trio
 from datamover.stores.base import MiB
 from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
 from datamover_fuse.inodes import Inode
-from datamover_fuse.runtime import Runtime
+from datamover_fuse.runtime import PrefetchBudget, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,8 @@ AHEAD_BLOCKS = 3
 WHOLE_AFTER = 3
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
 MAX_VERSIONS = 10_000
+#: How long after a read's GET the background fetch stays at one range in flight.
+YIELD_FOR = 0.05
 
 
 def new_read_cache(rt: Runtime) -> ReadCache | None:
@@ -99,6 +106,10 @@ class ReadCache:
         self._versions: OrderedDict[str, Version] = OrderedDict()
         self.fetches = 0
         self.whole_fetches = 0
+        self._reads = 0  # reads' own GETs in flight
+        self._last_read = -1e9  # when the last of them ended (trio clock)
+        self._background = 0  # background ranges in flight, all objects
+        self._wake = trio.Event()  # set (and replaced) when either count drops
 
     def version(self, key: str, etag: str | None, size: int) -> Version | None:
         """The version to cache reads of, None when there is nothing to key it by."""
@@ -202,6 +213,7 @@ class ReadCache:
         event = trio.Event()
         for i in mine:
             v.inflight[i] = event
+        self._reads += 1
         try:
             start = lo * self.block
             stop = min(v.size, (hi + 1) * self.block)
@@ -214,6 +226,24 @@ class ReadCache:
                 if v.inflight.get(i) is event:
                     del v.inflight[i]
             event.set()
+            self._reads -= 1
+            self._last_read = trio.current_time()
+            self._poke()
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake = trio.Event()
+
+    async def _background_turn(self, workers: int) -> None:
+        """Wait until the background fetch may start one more range: ``workers`` in
+        flight when reads are quiet, one while they are busy (``YIELD_FOR``)."""
+        while True:
+            quiet = not self._reads and trio.current_time() - self._last_read >= YIELD_FOR
+            if self._background < (workers if quiet else 1):
+                self._background += 1
+                return
+            with trio.move_on_after(YIELD_FOR):
+                await self._wake.wait()
 
     async def _fetch_whole(self, v: Version) -> None:
         """Every missing block of ``v`` in ranged GETs of ``WHOLE_PART``, in parallel."""
@@ -225,35 +255,47 @@ class ReadCache:
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(workers):
-                    nursery.start_soon(self._whole_worker, v, starts, part)
+                    nursery.start_soon(self._whole_worker, v, starts, part, workers)
         except Exception as e:  # the demand path still works: log and stop
             log.warning("%s: background fetch stopped: %s", v.key, e)
             return
         log.info("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
 
-    async def _whole_worker(self, v: Version, starts: list[int], part: int) -> None:
+    async def _whole_worker(self, v: Version, starts: list[int], part: int, workers: int) -> None:
         budget = self.rt.prefetch
         while starts and not v.dropped:
+            await self._background_turn(workers)
+            try:
+                await self._whole_range(v, starts, part, budget)
+            finally:
+                self._background -= 1
+                self._poke()
+
+    async def _whole_range(
+        self, v: Version, starts: list[int], part: int, budget: PrefetchBudget
+    ) -> None:
+        """The next range of ``starts`` with blocks still missing, fetched and stored."""
+        mine: list[int] = []
+        while starts and not mine and not v.dropped:
             start = starts.pop(0)
             stop = min(v.size, start + part)
-            lo, hi = start // self.block, (stop - 1) // self.block
-            mine = self.blocks.missing(v.name, lo, hi)
-            if not mine:
-                continue
-            lo, hi = mine[0], mine[-1]
-            start, stop = lo * self.block, min(v.size, (hi + 1) * self.block)
+            mine = self.blocks.missing(v.name, start // self.block, (stop - 1) // self.block)
+        if not mine or v.dropped:
+            return
+        lo, hi = mine[0], mine[-1]
+        start, stop = lo * self.block, min(v.size, (hi + 1) * self.block)
+        buf = budget.take(stop - start)
+        while buf is None:
+            await trio.sleep(0.02)
+            if v.dropped:
+                return
             buf = budget.take(stop - start)
-            while buf is None:
-                await trio.sleep(0.02)
-                if v.dropped:
-                    return
-                buf = budget.take(stop - start)
-            view = memoryview(buf)[: stop - start]
-            try:
-                n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
-                if n == stop - start and not v.dropped:
-                    await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
-            finally:
-                view.release()
-                budget.give(buf)
-                del buf  # unmapped now, not when the next one is taken
+        view = memoryview(buf)[: stop - start]
+        try:
+            n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
+            if n == stop - start and not v.dropped:
+                await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
+        finally:
+            view.release()
+            budget.give(buf)
+            del buf  # unmapped now, not when the next one is taken

@@ -12,7 +12,9 @@ one request at a time per connection). ``head_delay`` holds each answer
 to a HEAD back that long, so that requests a mount sends in parallel overlap for
 sure even on a fast local server. ``ranges`` records the ``Range`` of each GET whose
 request head arrived in one piece (all of them, in practice: a head is one send);
-``peak_gets`` the ranges of the GETs in flight when most were.
+``peak_gets`` the ranges of the GETs in flight when most were. ``slow_gets`` (bytes,
+seconds) holds each answer to a GET of a range at least that long back that long, and
+counts those GETs in flight apart, under the method ``"slow GET"``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,17 @@ _RANGE = re.compile(rb"\r\nrange: *bytes=(\d+)-(\d+)\r\n", re.IGNORECASE)
 
 
 class CountingProxy:
-    def __init__(self, upstream: str, *, head_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        head_delay: float = 0.0,
+        slow_gets: tuple[int, float] | None = None,
+    ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.head_delay = head_delay
+        self.slow_gets = slow_gets
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []  # (method, unquoted path), in order
         self.ranges: list[tuple[str, int, int]] = []  # (path, first, last byte) of GETs
@@ -137,6 +146,8 @@ class CountingProxy:
                                 rng = (int(r.group(1)), int(r.group(2)))
                                 self.ranges.append((path, *rng))
                         request = len(self.requests)
+                        if self._slow(rng):
+                            method = "slow GET"
                         waiting.append((method, request))
                         if method == "GET":
                             self._gets[request] = rng
@@ -163,6 +174,8 @@ class CountingProxy:
                     method, request = waiting.pop(0) if waiting else (None, 0)
                 if method == "HEAD" and self.head_delay:
                     time.sleep(self.head_delay)
+                if method == "slow GET" and self.slow_gets is not None:
+                    time.sleep(self.slow_gets[1])
                 if method is not None:
                     with self.lock:
                         self.in_flight[method] -= 1
@@ -172,6 +185,13 @@ class CountingProxy:
             pass
         finally:
             self._shut(src, dst)
+
+    def _slow(self, rng: tuple[int, int] | None) -> bool:
+        return (
+            self.slow_gets is not None
+            and rng is not None
+            and rng[1] - rng[0] + 1 >= self.slow_gets[0]
+        )
 
     @staticmethod
     def _shut(a: socket.socket, b: socket.socket) -> None:

@@ -231,3 +231,41 @@ def test_cache_keep_needs_a_cache_dir_and_keeps_blocks(
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE, cache_keep=True) as m:
         assert pread_fresh(m.path / key, off, 4096) == data[off : off + 4096]
     assert gets(proxy, path_prefix) == before, proxy.ranges
+
+
+def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> None:
+    """While random reads keep missing, the background fetch of the whole object keeps
+    one range in flight (a server that answers in turn would otherwise serve its
+    ranges before the reads' own); once reads stop it opens up to several. Its ranges
+    (4 MiB, less what is cached) are held back 0.3 s each by the proxy, so the reads
+    overlap them for sure; the reads walk down from the end of the object while the
+    background fetch works up from its start, so every read misses."""
+    key = f"yield-{uuid.uuid4().hex[:8]}/obj"
+    size = 64 * MiB  # 16 ranges of 4 MiB; a quarter of the cache
+    data = payload(size, 6)
+    s3_target.store.put(key, data)
+    path_prefix = f"/{s3_target.backend.bucket}/{key}"
+    slow = CountingProxy(s3_target.backend.server.endpoint, slow_gets=(1 * MiB, 0.3))
+    with slow as proxy, mount_through(proxy, s3_target, tmp_path, cache_size=256 * MiB) as m:
+        fd = random_fd(m.path / key)
+        try:
+            for off in (20 * MiB, 44 * MiB, 8 * MiB):  # far apart: fetched whole
+                assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+            reads = 0
+            for off in range(size - 4 * BLOCK, size // 2, -4 * BLOCK):  # each a miss
+                assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+                reads += 1
+            busy = proxy.max_in_flight["slow GET"]
+            proxy.max_in_flight.clear()
+            settle(proxy, path_prefix, quiet=1.0)
+            quiet = proxy.max_in_flight["slow GET"]
+            for off in range(0, size, 4 * MiB):  # all local now, and right
+                assert os.pread(fd, BLOCK, off + 999) == data[off + 999 : off + 999 + BLOCK]
+        finally:
+            os.close(fd)
+    # One range while reads are busy (two if the machine stalled the reader for more
+    # than YIELD_FOR between two misses), several once they stop.
+    background = [first // MiB for _, first, last in proxy.ranges if last - first >= MiB]
+    assert 1 <= busy <= 2, (busy, reads, background)
+    assert quiet >= 2, (quiet, reads, background)
+    assert "1 objects fetched whole" in m.log.read_text()
