@@ -20,10 +20,12 @@ arrived out of order most likely is):
   (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
   and gcsfuse's parallel downloads do, so later reads are all local;
 - the background fetch yields to reads: while a read's own GET is in flight, or one
-  ended less than ``YIELD_FOR`` ago, it keeps only one range in flight (never none,
-  so reads that keep missing can't starve it). A server that answers requests in
-  turn (Azurite: one Node.js thread) would otherwise serve several background ranges
-  before each read's few blocks.
+  ended less than ``YIELD_FOR`` ago, it keeps at most ``BUSY_WORKERS`` ranges in
+  flight (never none, so reads that keep missing can't starve it); a read of blocks
+  a background range is fetching waits for it rather than asking the server for them
+  again behind it. A server that answers requests in turn (Azurite: one Node.js
+  thread) would otherwise serve several background ranges before each read's few
+  blocks.
 
 Consistency: blocks are looked up by (key, ETag/generation, size) as the mount last
 learnt them (``Inode``: at open, and when the attribute TTL has run out), so a
@@ -59,8 +61,11 @@ AHEAD_BLOCKS = 3
 WHOLE_AFTER = 3
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
 MAX_VERSIONS = 10_000
-#: How long after a read's GET the background fetch stays at one range in flight.
+#: How long after a read's GET the background fetch stays at ``BUSY_WORKERS``.
 YIELD_FOR = 0.05
+#: Background ranges in flight while reads are busy (two: one arriving while the
+#: other is written to the cache).
+BUSY_WORKERS = 2
 
 
 def new_read_cache(rt: Runtime) -> ReadCache | None:
@@ -85,9 +90,7 @@ class Version:
     etag: str
     name: str
     size: int
-    #: Blocks a random read is fetching (other reads wait for them). The background
-    #: fetch of the whole object does not register its ranges: a read never waits for
-    #: a large GET, it fetches its own few blocks.
+    #: Blocks a random read or a background range is fetching (reads wait for them).
     inflight: dict[int, trio.Event] = field(default_factory=dict)
     random_reads: int = 0
     whole_started: bool = False
@@ -106,7 +109,7 @@ class ReadCache:
         self._versions: OrderedDict[str, Version] = OrderedDict()
         self.fetches = 0
         self.whole_fetches = 0
-        self._reads = 0  # reads' own GETs in flight
+        self._reads = 0  # reads fetching or waiting for their blocks
         self._last_read = -1e9  # when the last of them ended (trio clock)
         self._background = 0  # background ranges in flight, all objects
         self._wake = trio.Event()  # set (and replaced) when either count drops
@@ -188,20 +191,26 @@ class ReadCache:
         first, last = offset // self.block, (end - 1) // self.block
         ahead = min((v.size - 1) // self.block, last + AHEAD_BLOCKS)
         need = {i for i in self.blocks.missing(v.name, first, ahead) if i not in v.inflight}
-        i = first
-        while i <= last:  # one GET per run of missing blocks the read needs (and ahead)
-            if i not in need:
-                i += 1
-                continue
-            hi = i
-            while hi + 1 in need:
-                hi += 1
-            await self._fetch(v, i, hi)
-            i = hi + 1
-        for i in range(first, last + 1):
-            event = v.inflight.get(i)
-            if event is not None:
-                await event.wait()
+        self._reads += 1  # the background fetch yields while this read waits
+        try:
+            i = first
+            while i <= last:  # one GET per run of missing blocks the read needs (and ahead)
+                if i not in need:
+                    i += 1
+                    continue
+                hi = i
+                while hi + 1 in need:
+                    hi += 1
+                await self._fetch(v, i, hi)
+                i = hi + 1
+            for i in range(first, last + 1):
+                event = v.inflight.get(i)
+                if event is not None:
+                    await event.wait()
+        finally:
+            self._reads -= 1
+            self._last_read = trio.current_time()
+            self._poke()
         data = await self.cached(v, offset, end - offset)
         if data is None:  # no room, a store error elsewhere, or a block failed its check
             data = await self.rt.call(self.rt.store.read, v.key, offset, end - offset)
@@ -213,7 +222,6 @@ class ReadCache:
         event = trio.Event()
         for i in mine:
             v.inflight[i] = event
-        self._reads += 1
         try:
             start = lo * self.block
             stop = min(v.size, (hi + 1) * self.block)
@@ -226,9 +234,6 @@ class ReadCache:
                 if v.inflight.get(i) is event:
                     del v.inflight[i]
             event.set()
-            self._reads -= 1
-            self._last_read = trio.current_time()
-            self._poke()
 
     def _poke(self) -> None:
         self._wake.set()
@@ -239,7 +244,7 @@ class ReadCache:
         flight when reads are quiet, one while they are busy (``YIELD_FOR``)."""
         while True:
             quiet = not self._reads and trio.current_time() - self._last_read >= YIELD_FOR
-            if self._background < (workers if quiet else 1):
+            if self._background < (workers if quiet else min(workers, BUSY_WORKERS)):
                 self._background += 1
                 return
             with trio.move_on_after(YIELD_FOR):
@@ -291,11 +296,19 @@ class ReadCache:
                 return
             buf = budget.take(stop - start)
         view = memoryview(buf)[: stop - start]
+        event = trio.Event()
+        mine = [i for i in mine if i not in v.inflight]
+        for i in mine:  # a read of these waits for them: no second GET behind this one
+            v.inflight[i] = event
         try:
             n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
             if n == stop - start and not v.dropped:
                 await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
         finally:
+            for i in mine:
+                if v.inflight.get(i) is event:
+                    del v.inflight[i]
+            event.set()
             view.release()
             budget.give(buf)
             del buf  # unmapped now, not when the next one is taken
