@@ -19,13 +19,16 @@ arrived out of order most likely is):
   4, left to reads) in flight, each into a buffer of the shared read-ahead budget
   (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
   and gcsfuse's parallel downloads do, so later reads are all local;
-- the background fetch yields to reads: while a read's own GET is in flight, or one
-  ended less than ``YIELD_FOR`` ago, it keeps at most ``BUSY_WORKERS`` ranges in
-  flight (never none, so reads that keep missing can't starve it); a read of blocks
-  a background range is fetching waits for it rather than asking the server for them
-  again behind it. A server that answers requests in turn (Azurite: one Node.js
-  thread) would otherwise serve several background ranges before each read's few
-  blocks.
+- the background fetch yields to reads: while a read waits for its blocks, or one
+  did less than ``YIELD_FOR`` ago, it keeps at most ``busy_workers`` ranges in
+  flight, never none (reads that keep missing can't starve it). ``busy_workers``
+  starts at 1 and follows what the reads see: a read's GET that took more than
+  ``SLOWED`` times the fastest one seen while background ranges were in flight halves
+  it, one that didn't adds one (up to the workers). A server that answers requests in
+  turn (Azurite: one Node.js thread) would otherwise serve several background ranges
+  before each read's few blocks; one that serves them side by side (S3) keeps all
+  of them. A read of blocks a background range is fetching waits for it rather than
+  asking the server for them again behind it.
 
 Consistency: blocks are looked up by (key, ETag/generation, size) as the mount last
 learnt them (``Inode``: at open, and when the attribute TTL has run out), so a
@@ -61,11 +64,10 @@ AHEAD_BLOCKS = 3
 WHOLE_AFTER = 3
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
 MAX_VERSIONS = 10_000
-#: How long after a read's GET the background fetch stays at ``BUSY_WORKERS``.
+#: How long after a read waited the background fetch stays at ``busy_workers``.
 YIELD_FOR = 0.05
-#: Background ranges in flight while reads are busy (two: one arriving while the
-#: other is written to the cache).
-BUSY_WORKERS = 2
+#: A read's GET this many times slower than the fastest was slowed by the background.
+SLOWED = 3.0
 
 
 def new_read_cache(rt: Runtime) -> ReadCache | None:
@@ -111,6 +113,8 @@ class ReadCache:
         self.whole_fetches = 0
         self._reads = 0  # reads fetching or waiting for their blocks
         self._last_read = -1e9  # when the last of them ended (trio clock)
+        self._fastest = float("inf")  # the fastest GET of a read, seconds
+        self.busy_workers = 1  # background ranges in flight while reads wait
         self._background = 0  # background ranges in flight, all objects
         self._wake = trio.Event()  # set (and replaced) when either count drops
 
@@ -225,7 +229,9 @@ class ReadCache:
         try:
             start = lo * self.block
             stop = min(v.size, (hi + 1) * self.block)
+            began = trio.current_time()
             data = await self.rt.call(self.rt.store.read, v.key, start, stop - start)
+            self._took(trio.current_time() - began)
             self.fetches += 1
             if not v.dropped and len(data) == stop - start:
                 await self.rt.disk(self.blocks.store, v.name, v.size, start, data)
@@ -235,16 +241,26 @@ class ReadCache:
                     del v.inflight[i]
             event.set()
 
+    def _took(self, seconds: float) -> None:
+        """A read's GET took ``seconds``: adjust ``busy_workers``."""
+        self._fastest = min(self._fastest, seconds)
+        if not self._background:
+            return
+        if seconds > SLOWED * self._fastest:
+            self.busy_workers = max(1, self.busy_workers // 2)
+        else:
+            self.busy_workers = min(WHOLE_WORKERS, self.busy_workers + 1)
+
     def _poke(self) -> None:
         self._wake.set()
         self._wake = trio.Event()
 
     async def _background_turn(self, workers: int) -> None:
         """Wait until the background fetch may start one more range: ``workers`` in
-        flight when reads are quiet, one while they are busy (``YIELD_FOR``)."""
+        flight when reads are quiet, ``busy_workers`` while they wait (``YIELD_FOR``)."""
         while True:
             quiet = not self._reads and trio.current_time() - self._last_read >= YIELD_FOR
-            if self._background < (workers if quiet else min(workers, BUSY_WORKERS)):
+            if self._background < (workers if quiet else min(workers, self.busy_workers)):
                 self._background += 1
                 return
             with trio.move_on_after(YIELD_FOR):

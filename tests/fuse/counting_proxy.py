@@ -13,8 +13,10 @@ to a HEAD back that long, so that requests a mount sends in parallel overlap for
 sure even on a fast local server. ``ranges`` records the ``Range`` of each GET whose
 request head arrived in one piece (all of them, in practice: a head is one send);
 ``peak_gets`` the ranges of the GETs in flight when most were. ``slow_gets`` (bytes,
-seconds) holds each answer to a GET of a range at least that long back that long, and
-counts those GETs in flight apart, under the method ``"slow GET"``.
+seconds, seconds) holds each answer to a GET of a range at least that long back that
+long, and counts those GETs in flight apart, under the method ``"slow GET"``; the
+answer to any other GET is held back the third number times the slow GETs in flight
+(a server that serves requests in turn, big ones first).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class CountingProxy:
         upstream: str,
         *,
         head_delay: float = 0.0,
-        slow_gets: tuple[int, float] | None = None,
+        slow_gets: tuple[int, float, float] | None = None,
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
@@ -174,8 +176,11 @@ class CountingProxy:
                     method, request = waiting.pop(0) if waiting else (None, 0)
                 if method == "HEAD" and self.head_delay:
                     time.sleep(self.head_delay)
-                if method == "slow GET" and self.slow_gets is not None:
-                    time.sleep(self.slow_gets[1])
+                if self.slow_gets is not None:
+                    if method == "slow GET":
+                        time.sleep(self.slow_gets[1])
+                    elif method == "GET":
+                        time.sleep(self.slow_gets[2] * self.in_flight["slow GET"])
                 if method is not None:
                     with self.lock:
                         self.in_flight[method] -= 1
