@@ -15,7 +15,8 @@ arrived out of order most likely is):
 - the third *far* random read (see ``Prefetcher``) of an object no larger than
   ``whole_max`` (a quarter of
   ``--cache-size``) starts a background fetch of the whole object in parallel ranged
-  GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
+  GETs of ``read_part_size`` bytes (16 MiB; Azurite serves 4 MiB ranges at half the
+  rate of 16 MiB ones, a cost per request), at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
   4, left to reads) in flight, each into a buffer of the shared read-ahead budget
   (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
   and gcsfuse's parallel downloads do, so later reads are all local;
@@ -49,14 +50,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from datamover.stores.base import MiB
 from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
 from datamover_fuse.inodes import Inode
 from datamover_fuse.runtime import PrefetchBudget, Runtime
 
 log = logging.getLogger(__name__)
 
-WHOLE_PART = 4 * MiB
 WHOLE_WORKERS = 6
 #: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
 AHEAD_BLOCKS = 3
@@ -267,8 +266,9 @@ class ReadCache:
                 await self._wake.wait()
 
     async def _fetch_whole(self, v: Version) -> None:
-        """Every missing block of ``v`` in ranged GETs of ``WHOLE_PART``, in parallel."""
-        part = max(self.block, WHOLE_PART - WHOLE_PART % self.block)
+        """Every missing block of ``v`` in ranged GETs of ``read_part_size``, in parallel."""
+        size = self.rt.options.read_part_size
+        part = max(self.block, size - size % self.block)
         starts = list(range(0, v.size, part))
         workers = max(1, min(WHOLE_WORKERS, self.rt.options.fs_threads - 4, len(starts)))
         self.whole_fetches += 1

@@ -248,7 +248,8 @@ def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> 
     s3_target.store.put(key, data)
     path_prefix = f"/{s3_target.backend.bucket}/{key}"
     slow = CountingProxy(s3_target.backend.server.endpoint, slow_gets=(1 * MiB, 1.0, 0.15))
-    with slow as proxy, mount_through(proxy, s3_target, tmp_path, cache_size=512 * MiB) as m:
+    options = {"cache_size": 512 * MiB, "read_part_size": 4 * MiB}  # background ranges
+    with slow as proxy, mount_through(proxy, s3_target, tmp_path, **options) as m:
         fd = random_fd(m.path / key)
         try:
             for off in (40 * MiB, 80 * MiB, 20 * MiB):  # far apart: fetched whole
