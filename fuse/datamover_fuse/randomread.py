@@ -23,7 +23,7 @@ arrived out of order most likely is):
 - the background fetch yields to reads: while a read waits for its blocks, or one
   did less than ``YIELD_FOR`` ago, it keeps at most ``busy_workers`` ranges in
   flight, never none (reads that keep missing can't starve it). ``busy_workers``
-  starts at 1 and follows what the reads see: a read's GET that took more than
+  starts at ``WHOLE_WORKERS`` and follows what the reads see: a read's GET that took more than
   ``SLOWED`` times the fastest one seen while background ranges were in flight halves
   it, one that didn't adds one (up to the workers). A server that answers requests in
   turn (Azurite: one Node.js thread) would otherwise serve several background ranges
@@ -113,7 +113,7 @@ class ReadCache:
         self._reads = 0  # reads fetching or waiting for their blocks
         self._last_read = -1e9  # when the last of them ended (trio clock)
         self._fastest = float("inf")  # the fastest GET of a read, seconds
-        self.busy_workers = 1  # background ranges in flight while reads wait
+        self.busy_workers = WHOLE_WORKERS  # background ranges in flight while reads wait
         self._background = 0  # background ranges in flight, all objects
         self._wake = trio.Event()  # set (and replaced) when either count drops
 
