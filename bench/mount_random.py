@@ -152,7 +152,9 @@ class Run:
         elif backend == "az":
             s = self.stack.enter_context(servers.AzuriteServer())
         else:
-            s = self.stack.enter_context(servers.FakeGcsServer())
+            # The memory backend: with the filesystem one an object written by compose
+            # reads as a directory through a mount (as in bench/run.py).
+            s = self.stack.enter_context(servers.FakeGcsServer(backend="memory"))
         s.make_bucket(BUCKET)
         return s
 

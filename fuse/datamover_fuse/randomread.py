@@ -17,10 +17,21 @@ read, and read exactly it cost a GET per 4 KiB page):
 - the third *far* random read (see ``Prefetcher``) of an object no larger than
   ``whole_max`` (a quarter of
   ``--cache-size``) starts a background fetch of the whole object in parallel ranged
-  GETs of ``WHOLE_PART`` bytes, at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
+  GETs of ``read_part_size`` bytes (16 MiB; Azurite serves 4 MiB ranges at half the
+  rate of 16 MiB ones, a cost per request), at most ``WHOLE_WORKERS`` (and ``--fs-threads`` less
   4, left to reads) in flight, each into a buffer of the shared read-ahead budget
   (``--prefetch-budget``; a worker waits for a buffer when it is spent): what s3fs
-  and gcsfuse's parallel downloads do, so later reads are all local.
+  and gcsfuse's parallel downloads do, so later reads are all local;
+- the background fetch yields to reads: while a read waits for its blocks, or one
+  did less than ``YIELD_FOR`` ago, it keeps at most ``busy_workers`` ranges in
+  flight, never none (reads that keep missing can't starve it). ``busy_workers``
+  starts at ``WHOLE_WORKERS`` and follows what the reads see: a read's GET that took more than
+  ``SLOWED`` times the fastest one seen while background ranges were in flight halves
+  it, one that didn't adds one (up to the workers). A server that answers requests in
+  turn (Azurite: one Node.js thread) would otherwise serve several background ranges
+  before each read's few blocks; one that serves them side by side (S3) keeps all
+  of them. A read of blocks a background range is fetching waits for it rather than
+  asking the server for them again behind it.
 
 Consistency: blocks are looked up by (key, ETag/generation, size) as the mount last
 learnt them (``Inode``: at open, and when the attribute TTL has run out), so a
@@ -41,14 +52,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from datamover.stores.base import MiB
 from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
 from datamover_fuse.inodes import Inode
-from datamover_fuse.runtime import Runtime
+from datamover_fuse.runtime import PrefetchBudget, Runtime
 
 log = logging.getLogger(__name__)
 
-WHOLE_PART = 4 * MiB
 WHOLE_WORKERS = 6
 #: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
 AHEAD_BLOCKS = 3
@@ -59,6 +68,10 @@ WHOLE_AFTER = 3
 NEAR_AFTER = 64
 #: Object versions remembered (their in-flight fetches); their blocks outlive them.
 MAX_VERSIONS = 10_000
+#: How long after a read waited the background fetch stays at ``busy_workers``.
+YIELD_FOR = 0.05
+#: A read's GET this many times slower than the fastest was slowed by the background.
+SLOWED = 3.0
 
 
 def new_read_cache(rt: Runtime) -> ReadCache | None:
@@ -83,9 +96,7 @@ class Version:
     etag: str
     name: str
     size: int
-    #: Blocks a random read is fetching (other reads wait for them). The background
-    #: fetch of the whole object does not register its ranges: a read never waits for
-    #: a large GET, it fetches its own few blocks.
+    #: Blocks a random read or a background range is fetching (reads wait for them).
     inflight: dict[int, trio.Event] = field(default_factory=dict)
     random_reads: int = 0
     near_reads: int = 0
@@ -105,6 +116,12 @@ class ReadCache:
         self._versions: OrderedDict[str, Version] = OrderedDict()
         self.fetches = 0
         self.whole_fetches = 0
+        self._reads = 0  # reads fetching or waiting for their blocks
+        self._last_read = -1e9  # when the last of them ended (trio clock)
+        self._fastest = float("inf")  # the fastest GET of a read, seconds
+        self.busy_workers = WHOLE_WORKERS  # background ranges in flight while reads wait
+        self._background = 0  # background ranges in flight, all objects
+        self._wake = trio.Event()  # set (and replaced) when either count drops
 
     def version(self, key: str, etag: str | None, size: int) -> Version | None:
         """The version to cache reads of, None when there is nothing to key it by."""
@@ -186,20 +203,26 @@ class ReadCache:
         first, last = offset // self.block, (end - 1) // self.block
         ahead = min((v.size - 1) // self.block, last + AHEAD_BLOCKS)
         need = {i for i in self.blocks.missing(v.name, first, ahead) if i not in v.inflight}
-        i = first
-        while i <= last:  # one GET per run of missing blocks the read needs (and ahead)
-            if i not in need:
-                i += 1
-                continue
-            hi = i
-            while hi + 1 in need:
-                hi += 1
-            await self._fetch(v, i, hi)
-            i = hi + 1
-        for i in range(first, last + 1):
-            event = v.inflight.get(i)
-            if event is not None:
-                await event.wait()
+        self._reads += 1  # the background fetch yields while this read waits
+        try:
+            i = first
+            while i <= last:  # one GET per run of missing blocks the read needs (and ahead)
+                if i not in need:
+                    i += 1
+                    continue
+                hi = i
+                while hi + 1 in need:
+                    hi += 1
+                await self._fetch(v, i, hi)
+                i = hi + 1
+            for i in range(first, last + 1):
+                event = v.inflight.get(i)
+                if event is not None:
+                    await event.wait()
+        finally:
+            self._reads -= 1
+            self._last_read = trio.current_time()
+            self._poke()
         data = await self.cached(v, offset, end - offset)
         if data is None:  # no room, a store error elsewhere, or a block failed its check
             data = await self.rt.call(self.rt.store.read, v.key, offset, end - offset)
@@ -214,7 +237,9 @@ class ReadCache:
         try:
             start = lo * self.block
             stop = min(v.size, (hi + 1) * self.block)
+            began = trio.current_time()
             data = await self.rt.call(self.rt.store.read, v.key, start, stop - start)
+            self._took(trio.current_time() - began)
             self.fetches += 1
             if not v.dropped and len(data) == stop - start:
                 await self.rt.disk(self.blocks.store, v.name, v.size, start, data)
@@ -224,9 +249,35 @@ class ReadCache:
                     del v.inflight[i]
             event.set()
 
+    def _took(self, seconds: float) -> None:
+        """A read's GET took ``seconds``: adjust ``busy_workers``."""
+        self._fastest = min(self._fastest, seconds)
+        if not self._background:
+            return
+        if seconds > SLOWED * self._fastest:
+            self.busy_workers = max(1, self.busy_workers // 2)
+        else:
+            self.busy_workers = min(WHOLE_WORKERS, self.busy_workers + 1)
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake = trio.Event()
+
+    async def _background_turn(self, workers: int) -> None:
+        """Wait until the background fetch may start one more range: ``workers`` in
+        flight when reads are quiet, ``busy_workers`` while they wait (``YIELD_FOR``)."""
+        while True:
+            quiet = not self._reads and trio.current_time() - self._last_read >= YIELD_FOR
+            if self._background < (workers if quiet else min(workers, self.busy_workers)):
+                self._background += 1
+                return
+            with trio.move_on_after(YIELD_FOR):
+                await self._wake.wait()
+
     async def _fetch_whole(self, v: Version) -> None:
-        """Every missing block of ``v`` in ranged GETs of ``WHOLE_PART``, in parallel."""
-        part = max(self.block, WHOLE_PART - WHOLE_PART % self.block)
+        """Every missing block of ``v`` in ranged GETs of ``read_part_size``, in parallel."""
+        size = self.rt.options.read_part_size
+        part = max(self.block, size - size % self.block)
         starts = list(range(0, v.size, part))
         workers = max(1, min(WHOLE_WORKERS, self.rt.options.fs_threads - 4, len(starts)))
         self.whole_fetches += 1
@@ -234,35 +285,55 @@ class ReadCache:
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(workers):
-                    nursery.start_soon(self._whole_worker, v, starts, part)
+                    nursery.start_soon(self._whole_worker, v, starts, part, workers)
         except Exception as e:  # the demand path still works: log and stop
             log.warning("%s: background fetch stopped: %s", v.key, e)
             return
         log.info("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
 
-    async def _whole_worker(self, v: Version, starts: list[int], part: int) -> None:
+    async def _whole_worker(self, v: Version, starts: list[int], part: int, workers: int) -> None:
         budget = self.rt.prefetch
         while starts and not v.dropped:
+            await self._background_turn(workers)
+            try:
+                await self._whole_range(v, starts, part, budget)
+            finally:
+                self._background -= 1
+                self._poke()
+
+    async def _whole_range(
+        self, v: Version, starts: list[int], part: int, budget: PrefetchBudget
+    ) -> None:
+        """The next range of ``starts`` with blocks still missing, fetched and stored."""
+        mine: list[int] = []
+        while starts and not mine and not v.dropped:
             start = starts.pop(0)
             stop = min(v.size, start + part)
-            lo, hi = start // self.block, (stop - 1) // self.block
-            mine = self.blocks.missing(v.name, lo, hi)
-            if not mine:
-                continue
-            lo, hi = mine[0], mine[-1]
-            start, stop = lo * self.block, min(v.size, (hi + 1) * self.block)
+            mine = self.blocks.missing(v.name, start // self.block, (stop - 1) // self.block)
+        if not mine or v.dropped:
+            return
+        lo, hi = mine[0], mine[-1]
+        start, stop = lo * self.block, min(v.size, (hi + 1) * self.block)
+        buf = budget.take(stop - start)
+        while buf is None:
+            await trio.sleep(0.02)
+            if v.dropped:
+                return
             buf = budget.take(stop - start)
-            while buf is None:
-                await trio.sleep(0.02)
-                if v.dropped:
-                    return
-                buf = budget.take(stop - start)
-            view = memoryview(buf)[: stop - start]
-            try:
-                n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
-                if n == stop - start and not v.dropped:
-                    await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
-            finally:
-                view.release()
-                budget.give(buf)
-                del buf  # unmapped now, not when the next one is taken
+        view = memoryview(buf)[: stop - start]
+        event = trio.Event()
+        mine = [i for i in mine if i not in v.inflight]
+        for i in mine:  # a read of these waits for them: no second GET behind this one
+            v.inflight[i] = event
+        try:
+            n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
+            if n == stop - start and not v.dropped:
+                await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
+        finally:
+            for i in mine:
+                if v.inflight.get(i) is event:
+                    del v.inflight[i]
+            event.set()
+            view.release()
+            budget.give(buf)
+            del buf  # unmapped now, not when the next one is taken

@@ -11,7 +11,12 @@ the first bytes of the server's answer are passed on (HTTP/1.1 without pipelinin
 one request at a time per connection). ``head_delay`` holds each answer
 to a HEAD back that long, so that requests a mount sends in parallel overlap for
 sure even on a fast local server. ``ranges`` records the ``Range`` of each GET whose
-request head arrived in one piece (all of them, in practice: a head is one send).
+request head arrived in one piece (all of them, in practice: a head is one send);
+``peak_gets`` the ranges of the GETs in flight when most were. ``slow_gets`` (bytes,
+seconds, seconds) holds each answer to a GET of a range at least that long back that
+long, and counts those GETs in flight apart, under the method ``"slow GET"``; the
+answer to any other GET is held back the third number times the slow GETs in flight
+(a server that serves requests in turn, big ones first).
 """
 
 from __future__ import annotations
@@ -32,15 +37,24 @@ _RANGE = re.compile(rb"\r\nrange: *bytes=(\d+)-(\d+)\r\n", re.IGNORECASE)
 
 
 class CountingProxy:
-    def __init__(self, upstream: str, *, head_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        head_delay: float = 0.0,
+        slow_gets: tuple[int, float, float] | None = None,
+    ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.head_delay = head_delay
+        self.slow_gets = slow_gets
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []  # (method, unquoted path), in order
         self.ranges: list[tuple[str, int, int]] = []  # (path, first, last byte) of GETs
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
+        self._gets: dict[int, tuple[int, int] | None] = {}  # id -> Range, in flight
+        self.peak_gets: list[tuple[int, int] | None] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = False
@@ -75,6 +89,7 @@ class CountingProxy:
             self.requests.clear()
             self.ranges.clear()
             self.max_in_flight.clear()
+            self.peak_gets.clear()
 
     def count(self, method: str, path_prefix: str = "/") -> int:
         with self.lock:
@@ -100,7 +115,8 @@ class CountingProxy:
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.settimeout(None)
-            waiting: list[str] = []  # methods sent and not answered yet, oldest first
+            # (method, id) of requests sent and not answered yet, oldest first
+            waiting: list[tuple[str, int]] = []
             with self.lock:
                 self._sockets += [client, server]
             threading.Thread(
@@ -110,7 +126,9 @@ class CountingProxy:
                 target=self._downstream, args=(server, client, waiting), daemon=True
             ).start()
 
-    def _upstream(self, src: socket.socket, dst: socket.socket, waiting: list[str]) -> None:
+    def _upstream(
+        self, src: socket.socket, dst: socket.socket, waiting: list[tuple[str, int]]
+    ) -> None:
         tail = b""
         try:
             while data := src.recv(65536):
@@ -123,15 +141,25 @@ class CountingProxy:
                         path = urllib.parse.unquote(m.group(2).decode().split("?", 1)[0])
                         self.requests.append((method, path))
                         head_end = buf.find(_HEAD_END, m.end() - 2)
+                        rng: tuple[int, int] | None = None
                         if method == "GET" and head_end >= 0:
                             r = _RANGE.search(buf, m.end() - 2, head_end + 2)
                             if r is not None:
-                                self.ranges.append((path, int(r.group(1)), int(r.group(2))))
-                        waiting.append(method)
+                                rng = (int(r.group(1)), int(r.group(2)))
+                                self.ranges.append((path, *rng))
+                        request = len(self.requests)
+                        if self._slow(rng):
+                            method = "slow GET"
+                        waiting.append((method, request))
+                        if method == "GET":
+                            self._gets[request] = rng
                         self.in_flight[method] += 1
-                        self.max_in_flight[method] = max(
-                            self.max_in_flight[method], self.in_flight[method]
-                        )
+                        if self.in_flight[method] > self.max_in_flight[method]:
+                            self.max_in_flight[method] = self.in_flight[method]
+                            if method == "GET":
+                                self.peak_gets = sorted(
+                                    self._gets.values(), key=lambda r: r or (-1, -1)
+                                )
                 tail = buf[-_TAIL:]
                 dst.sendall(data)
         except OSError:
@@ -139,21 +167,36 @@ class CountingProxy:
         finally:
             self._shut(src, dst)
 
-    def _downstream(self, src: socket.socket, dst: socket.socket, waiting: list[str]) -> None:
+    def _downstream(
+        self, src: socket.socket, dst: socket.socket, waiting: list[tuple[str, int]]
+    ) -> None:
         try:
             while data := src.recv(65536):
                 with self.lock:
-                    method = waiting.pop(0) if waiting else None
+                    method, request = waiting.pop(0) if waiting else (None, 0)
                 if method == "HEAD" and self.head_delay:
                     time.sleep(self.head_delay)
+                if self.slow_gets is not None:
+                    if method == "slow GET":
+                        time.sleep(self.slow_gets[1])
+                    elif method == "GET":
+                        time.sleep(self.slow_gets[2] * self.in_flight["slow GET"])
                 if method is not None:
                     with self.lock:
                         self.in_flight[method] -= 1
+                        self._gets.pop(request, None)
                 dst.sendall(data)
         except OSError:
             pass
         finally:
             self._shut(src, dst)
+
+    def _slow(self, rng: tuple[int, int] | None) -> bool:
+        return (
+            self.slow_gets is not None
+            and rng is not None
+            and rng[1] - rng[0] + 1 >= self.slow_gets[0]
+        )
 
     @staticmethod
     def _shut(a: socket.socket, b: socket.socket) -> None:

@@ -231,3 +231,54 @@ def test_cache_keep_needs_a_cache_dir_and_keeps_blocks(
     with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE, cache_keep=True) as m:
         assert pread_fresh(m.path / key, off, 4096) == data[off : off + 4096]
     assert gets(proxy, path_prefix) == before, proxy.ranges
+
+
+def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> None:
+    """A server that serves requests in turn: the proxy holds each background range
+    (4 MiB, less what is cached) back 1 s, and every other GET 0.15 s per background
+    range in flight. While random reads keep missing, the background fetch of the
+    whole object soon keeps one range in flight (the reads' GETs, slowed, cut it back
+    from six); once reads stop it opens up to six again. A read of blocks a background range is
+    fetching waits for it, without a GET of its own. The reads walk down from the end
+    of the object while the background fetch works up from its start, so every read
+    misses."""
+    key = f"yield-{uuid.uuid4().hex[:8]}/obj"
+    size = 96 * MiB  # 24 ranges of 4 MiB, below a quarter of the cache
+    data = payload(size, 6)
+    s3_target.store.put(key, data)
+    path_prefix = f"/{s3_target.backend.bucket}/{key}"
+    slow = CountingProxy(s3_target.backend.server.endpoint, slow_gets=(1 * MiB, 1.0, 0.15))
+    options = {"cache_size": 512 * MiB, "read_part_size": 4 * MiB}  # background ranges
+    with slow as proxy, mount_through(proxy, s3_target, tmp_path, **options) as m:
+        fd = random_fd(m.path / key)
+        try:
+            for off in (40 * MiB, 80 * MiB, 20 * MiB):  # far apart: fetched whole
+                assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+            # The background fetch has the first ranges in flight now: a read there
+            # waits for them.
+            off = MiB + 5 * BLOCK
+            assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+            reads = 0
+            for off in range(size - 4 * BLOCK, size - 8 * MiB, -4 * BLOCK):  # each a miss
+                assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+                reads += 1
+                if reads == 3:  # the first ranges went out before any read was slowed
+                    proxy.max_in_flight.clear()
+            busy = proxy.max_in_flight["slow GET"]
+            proxy.max_in_flight.clear()
+            settle(proxy, path_prefix, quiet=1.5)
+            quiet = proxy.max_in_flight["slow GET"]
+            for off in range(0, size, 4 * MiB):  # all local now, and right
+                assert os.pread(fd, BLOCK, off + 999) == data[off + 999 : off + 999 + BLOCK]
+        finally:
+            os.close(fd)
+    ranges = sorted(
+        (first, last - first + 1) for p, first, last in proxy.ranges if p == path_prefix
+    )
+    assert [r for r in ranges if r[0] < 4 * MiB] == [(0, 4 * MiB)], ranges[:4]
+    # One range while reads are busy (two or three if the machine stalled the reader
+    # for more than YIELD_FOR between two misses), more once they stop.
+    background = [first // MiB for first, length in ranges if length >= MiB]
+    assert 1 <= busy <= 3, (busy, reads, background)
+    assert quiet >= 4, (quiet, reads, background)
+    assert "1 objects fetched whole" in m.log.read_text()
