@@ -1352,7 +1352,7 @@ def to_json(b: Bench, results: list[RowResult], started: str, table: str) -> dic
         },
         "versions": {
             "datamover": f"{git}{' (modified)' if dirty else ''}",
-            "rclone": _version(["rclone", "version"]),
+            "rclone": _version([rclone_exe(), "version"]),
             "s3fs": _version(["s3fs", "--version"]),
             "openssl": _version(["openssl", "version"]),
             "weed": _version([str(VENV_BIN / "weed"), "version"]),
