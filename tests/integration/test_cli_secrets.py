@@ -155,7 +155,19 @@ def test_no_secret_in_any_output_azure(
         env=env,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "sig=***" in run.stderr  # the SDK's request lines were logged, scrubbed
+    # The lean path logs no request lines; the SDK's (DATAMOVER_AZURE_LEAN=0) log the
+    # SAS in every URL, scrubbed.
+    sdk = out.run(
+        "-vvv",
+        "copy",
+        str(src),
+        f"vault:{az.bucket}/sas-sdk/",
+        "--manifest",
+        str(tmp_path / "m3.jsonl"),
+        env={**env, "DATAMOVER_AZURE_LEAN": "0"},
+    )
+    assert sdk.returncode == 0, sdk.stderr[-2000:]
+    assert "sig=***" in sdk.stderr
     assert out.run("-vvv", "ls", "-l", f"vault:{az.bucket}/sas/", env=env).returncode == 0
     assert out.run("remotes", "show", "vault", env=env).returncode == 0
     secrets = _variants(AZURITE_KEY) | _variants(signature) | {sas}
