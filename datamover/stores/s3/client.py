@@ -61,13 +61,17 @@ def plain_keys(
     keys a remote names, or (no profile asked for) AWS_ACCESS_KEY_ID and
     AWS_SECRET_ACCESS_KEY, the chain's first source. None: ask botocore (profiles,
     SSO, web identity, IMDS, expiring env keys, ...)."""
+    if settings.profile:
+        return None  # botocore reads (and checks) the profile
     if key_id and secret:
         return Keys(key_id, secret, token)
-    if key_id or secret or token or settings.profile:
+    if key_id or secret or token:
         return None
     env = os.environ
-    if env.get("AWS_CREDENTIAL_EXPIRATION") or env.get("AWS_SECURITY_TOKEN"):
+    if any(env.get(v) for v in ("AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN")):
         return None  # refreshable env credentials / the legacy token name: botocore
+    if any(env.get(v) for v in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")):
+        return None  # a profile named: botocore reads (and checks) it
     access, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if not access or not secret_key:
         return None
