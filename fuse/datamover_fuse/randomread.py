@@ -143,10 +143,12 @@ class ReadCache:
             self._versions.popitem(last=False)
         return v
 
-    def random_reader(self, node: Inode) -> Callable[[int, int, bool], Awaitable[bytes]]:
+    def random_reader(
+        self, node: Inode
+    ) -> Callable[[int, int, bool], Awaitable[bytes | memoryview]]:
         """What a ``Prefetcher`` calls for a random read of ``node``."""
 
-        async def read(offset: int, length: int, far: bool) -> bytes:
+        async def read(offset: int, length: int, far: bool) -> bytes | memoryview:
             v = self.version(node.key, node.etag, node.size)
             if v is not None and not far:
                 v.near_reads += 1
@@ -178,7 +180,7 @@ class ReadCache:
             v.dropped = True
             self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
 
-    async def cached(self, v: Version, offset: int, length: int) -> bytes | None:
+    async def cached(self, v: Version, offset: int, length: int) -> bytes | memoryview | None:
         """The bytes if every block under them is cached and checks out, else None."""
         end = min(v.size, offset + length)
         if offset >= end:
@@ -190,7 +192,9 @@ class ReadCache:
         except BlockingIOError:
             return await self.rt.disk(self.blocks.read, v.name, offset, end - offset)
 
-    async def read_random(self, v: Version, offset: int, length: int, far: bool) -> bytes:
+    async def read_random(
+        self, v: Version, offset: int, length: int, far: bool
+    ) -> bytes | memoryview:
         """``far``: the read is far from where its handle was reading (not merely one
         of the kernel's read-ahead requests arriving out of order)."""
         end = min(v.size, offset + length)
