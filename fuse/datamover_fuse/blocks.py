@@ -66,10 +66,6 @@ class _File:
     lengths: dict[int, int] = field(default_factory=dict)  # block index -> bytes charged
     pending: set[int] = field(default_factory=set)
     dropped: bool = False
-    #: A read-only descriptor kept open while the file is (no open/close per read),
-    #: closed once it is dropped and no read is using it (``users``).
-    fd: int | None = None
-    users: int = 0
 
 
 class BlockStore:
@@ -123,10 +119,9 @@ class BlockStore:
         self, name: str, offset: int, length: int, *, nowait: bool = False
     ) -> bytes | memoryview | None:
         """Bytes ``[offset, offset+length)`` of the version if every block under them
-        is cached and checks out (every read checks every block it returns); else None
-        (a block that failed its check is dropped). ``nowait``: raise
-        ``BlockingIOError`` rather than wait for the disk (the blocks are not all in the
-        page cache), so the caller may read inline, off a thread."""
+        is cached and checks out; else None (a block that failed its check is dropped).
+        ``nowait``: raise ``BlockingIOError`` rather than wait for the disk (the blocks
+        are not all in the page cache), so the caller may read inline, off a thread."""
         first, last = offset // self.block, (offset + length - 1) // self.block
         with self._lock:
             f = self._files.get(name)
@@ -137,10 +132,7 @@ class BlockStore:
                 return None
             for i in range(first, last + 1):
                 self._lru.move_to_end((name, i))
-            if f.fd is None:
-                f.fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
-            fd = f.fd
-            f.users += 1
+            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             start = first * self.block
             span = min(f.size, (last + 1) * self.block) - start
@@ -152,10 +144,7 @@ class BlockStore:
             else:
                 data = os.pread(fd, span, start)
         finally:
-            with self._lock:
-                f.users -= 1
-                if f.dropped:
-                    self._close_fd(f)
+            os.close(fd)
         view = memoryview(data)
         bad = [
             first + j
@@ -233,7 +222,6 @@ class BlockStore:
             if f is None:
                 return
             f.dropped = True
-            self._close_fd(f)
             for i in list(f.crcs):
                 self._lru.pop((name, i), None)
                 self._unreserve(f.lengths.pop(i, 0))
@@ -285,16 +273,8 @@ class BlockStore:
         if not f.crcs and not f.pending:
             self._files.pop(f.name, None)
             f.dropped = True
-            self._close_fd(f)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f.path)
-
-    @staticmethod
-    def _close_fd(f: _File) -> None:
-        """Close a dropped file's read descriptor once no read uses it (under the lock)."""
-        if f.fd is not None and not f.users:
-            os.close(f.fd)
-            f.fd = None
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -312,9 +292,6 @@ class BlockStore:
                 os.replace(tmp, os.path.join(self.path, _INDEX))
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
-            for f in self._files.values():
-                f.dropped = True
-                self._close_fd(f)
             self._files.clear()
             self._lru.clear()
             if self._lock_fd is not None:
