@@ -115,7 +115,9 @@ class BlockStore:
             return list(range(first, last + 1))
         return [i for i in range(first, last + 1) if i not in f.crcs and i not in f.pending]
 
-    def read(self, name: str, offset: int, length: int, *, nowait: bool = False) -> bytes | None:
+    def read(
+        self, name: str, offset: int, length: int, *, nowait: bool = False
+    ) -> bytes | memoryview | None:
         """Bytes ``[offset, offset+length)`` of the version if every block under them
         is cached and checks out; else None (a block that failed its check is dropped).
         ``nowait``: raise ``BlockingIOError`` rather than wait for the disk (the blocks
@@ -159,7 +161,7 @@ class BlockStore:
             return None
         self.hits += 1
         rel = offset - start
-        return bytes(view[rel : rel + length])
+        return view[rel : rel + length]  # no copy: FUSE replies from any buffer
 
     def store(self, name: str, size: int, offset: int, data: bytes | memoryview) -> int:
         """Cache the whole blocks of ``data`` (which starts at block-aligned ``offset``

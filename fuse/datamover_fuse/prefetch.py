@@ -70,7 +70,7 @@ class Prefetcher:
         rt: Runtime,
         key: Callable[[], str],
         size: int,
-        random_read: Callable[[int, int, bool], Awaitable[bytes]] | None = None,
+        random_read: Callable[[int, int, bool], Awaitable[bytes | memoryview]] | None = None,
     ) -> None:
         self._rt = rt
         self._random_read = random_read

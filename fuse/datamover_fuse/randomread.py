@@ -9,7 +9,9 @@ random read once the object has had ``WHOLE_AFTER`` far ones, or ``NEAR_AFTER`` 
 ones) comes here (``read_random``; a near one is read exactly, as a sequential reader's
 request that arrived out of order most likely is, until there are that many of them: a
 code hopping a few pages at a time, as SQLite walking a B-tree does, never makes a far
-read, and read exactly it cost a GET per 4 KiB page):
+read, and read exactly it cost a GET per 4 KiB page; a near read no larger than a block
+(smaller than the mount's read-ahead requests) fetches the aligned ``NEAR_SPAN`` around
+it into the cache from the first, so SQLite's next hops nearby are local):
 
 - the blocks under the read are fetched with one ranged GET, together with the
   ``AHEAD_BLOCKS`` after them when they are missing, and stored; a block another read or the
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 WHOLE_WORKERS = 6
 #: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
 AHEAD_BLOCKS = 3
+#: What a near read no larger than a block fetches around itself (aligned).
+NEAR_SPAN = 1024 * 1024
 #: Far random reads of an object (all handles together) before it is fetched whole.
 WHOLE_AFTER = 3
 #: Near random reads of an object (all handles together) after which every further one
@@ -143,15 +147,23 @@ class ReadCache:
             self._versions.popitem(last=False)
         return v
 
-    def random_reader(self, node: Inode) -> Callable[[int, int, bool], Awaitable[bytes]]:
+    def random_reader(
+        self, node: Inode
+    ) -> Callable[[int, int, bool], Awaitable[bytes | memoryview]]:
         """What a ``Prefetcher`` calls for a random read of ``node``."""
 
-        async def read(offset: int, length: int, far: bool) -> bytes:
+        async def read(offset: int, length: int, far: bool) -> bytes | memoryview:
             v = self.version(node.key, node.etag, node.size)
             if v is not None and not far:
                 v.near_reads += 1
                 far = v.near_reads >= NEAR_AFTER
             if v is None or (not far and v.random_reads < WHOLE_AFTER):
+                if v is not None and length <= self.block:
+                    # No bigger than a block: not a sequential reader's read-ahead
+                    # (the mount's is larger) but a program hopping pages (SQLite
+                    # walks them backwards 64 KiB at a time): the ``NEAR_SPAN``
+                    # around it in one GET, cached, so the next hops are local.
+                    return await self.read_random(v, offset, length, False, NEAR_SPAN)
                 # Near and the object not known random: most likely a sequential
                 # reader's request out of order, or past its spent window; exact.
                 return await self.rt.call(self.rt.store.read, node.key, offset, length)
@@ -178,7 +190,7 @@ class ReadCache:
             v.dropped = True
             self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
 
-    async def cached(self, v: Version, offset: int, length: int) -> bytes | None:
+    async def cached(self, v: Version, offset: int, length: int) -> bytes | memoryview | None:
         """The bytes if every block under them is cached and checks out, else None."""
         end = min(v.size, offset + length)
         if offset >= end:
@@ -190,7 +202,9 @@ class ReadCache:
         except BlockingIOError:
             return await self.rt.disk(self.blocks.read, v.name, offset, end - offset)
 
-    async def read_random(self, v: Version, offset: int, length: int, far: bool) -> bytes:
+    async def read_random(
+        self, v: Version, offset: int, length: int, far: bool, around: int = 0
+    ) -> bytes | memoryview:
         """``far``: the read is far from where its handle was reading (not merely one
         of the kernel's read-ahead requests arriving out of order)."""
         end = min(v.size, offset + length)
@@ -201,20 +215,25 @@ class ReadCache:
             v.whole_started = True
             self.rt.spawn(self._fetch_whole, v)
         first, last = offset // self.block, (end - 1) // self.block
-        ahead = min((v.size - 1) // self.block, last + AHEAD_BLOCKS)
-        need = {i for i in self.blocks.missing(v.name, first, ahead) if i not in v.inflight}
+        lo, hi = first, last + AHEAD_BLOCKS
+        if around:  # the aligned span of ``around`` bytes the read is in
+            span = max(1, around // self.block)
+            lo = first - first % span
+            hi = max(last, lo + span - 1)
+        hi = min((v.size - 1) // self.block, hi)
+        need = {i for i in self.blocks.missing(v.name, lo, hi) if i not in v.inflight}
         self._reads += 1  # the background fetch yields while this read waits
         try:
-            i = first
-            while i <= last:  # one GET per run of missing blocks the read needs (and ahead)
+            i = lo if around else first
+            while i <= (hi if around else last):  # a GET per run of missing blocks
                 if i not in need:
                     i += 1
                     continue
-                hi = i
-                while hi + 1 in need:
-                    hi += 1
-                await self._fetch(v, i, hi)
-                i = hi + 1
+                top = i
+                while top + 1 in need:
+                    top += 1
+                await self._fetch(v, i, top)
+                i = top + 1
             for i in range(first, last + 1):
                 event = v.inflight.get(i)
                 if event is not None:
