@@ -243,12 +243,12 @@ def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> 
     of the object while the background fetch works up from its start, so every read
     misses."""
     key = f"yield-{uuid.uuid4().hex[:8]}/obj"
-    size = 96 * MiB  # 24 ranges of 4 MiB, below a quarter of the cache
+    size = 160 * MiB  # 40 ranges of 4 MiB, below a quarter of the cache
     data = payload(size, 6)
     s3_target.store.put(key, data)
     path_prefix = f"/{s3_target.backend.bucket}/{key}"
     slow = CountingProxy(s3_target.backend.server.endpoint, slow_gets=(1 * MiB, 1.0, 0.15))
-    options = {"cache_size": 512 * MiB, "read_part_size": 4 * MiB}  # background ranges
+    options = {"cache_size": 1024 * MiB, "read_part_size": 4 * MiB}  # background ranges
     with slow as proxy, mount_through(proxy, s3_target, tmp_path, **options) as m:
         fd = random_fd(m.path / key)
         try:
@@ -266,6 +266,7 @@ def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> 
                     proxy.max_in_flight.clear()
             busy = proxy.max_in_flight["slow GET"]
             proxy.max_in_flight.clear()
+            stopped = len(proxy.ranges)
             settle(proxy, path_prefix, quiet=1.5)
             quiet = proxy.max_in_flight["slow GET"]
             for off in range(0, size, 4 * MiB):  # all local now, and right
@@ -280,5 +281,14 @@ def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> 
     # for more than YIELD_FOR between two misses), more once they stop.
     background = [first // MiB for first, length in ranges if length >= MiB]
     assert 1 <= busy <= 3, (busy, reads, background)
-    assert quiet >= 4, (quiet, reads, background)
+    # Once reads stop it opens up again, one more range per range that came back
+    # unslowed: to four when enough ranges were left (a loaded machine leaves fewer,
+    # the busy phase having lasted longer).
+    after = [
+        first
+        for p, first, last in proxy.ranges[stopped:]
+        if p == path_prefix and last - first >= MiB
+    ]
+    assert quiet >= min(4, len(after) - 2), (quiet, len(after), reads, background)
+    assert len(after) >= 4, (len(after), reads, background)
     assert "1 objects fetched whole" in m.log.read_text()
