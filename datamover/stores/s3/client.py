@@ -10,7 +10,6 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
-from xml.sax.saxutils import unescape
 
 from datamover.errors import (
     AuthError,
@@ -359,7 +358,7 @@ class BucketClient:
         found = _UPLOAD_ID.search(bytes(r.body))
         if found is None:
             raise TransientError(f"{self.url(key)}: CreateMultipartUpload: no UploadId", key=key)
-        return unescape(found.group(1).decode("utf-8", "replace"))  # XML text: &amp; etc.
+        return found.group(1).decode("utf-8", "replace")
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         """AbortMultipartUpload; an upload already gone (NoSuchUpload) is no error."""
