@@ -423,6 +423,29 @@ class Runner:
         result.retries = retries[0]
         self.finish(result)
 
+    def record_remote(self, result: FileResult) -> None:
+        """Record one file another process finished (a Dask or ``--processes``
+        worker): journal, manifest (``on_result``), listener, as ``finish`` does for
+        this process's files; the worker already redid what deserved a redo."""
+        error, job = result.error, result.job
+        if error is not None and error.fatal:
+            self._set_fatal(error)
+        elif self.job is not None:
+            self.job.finished(
+                job,
+                error is None,
+                result.digests.get(self.algorithm),
+                None if error is None else str(error),
+            )
+        if error is None:
+            self.note_digest(job, result.digests)
+        self.listener.file_started(job)
+        if error is None:
+            self.listener.bytes_done(result.size, job)
+        with self._results_lock:
+            self.on_result(result)
+        self.listener.file_finished(result)
+
     def note_digest(self, job: FileJob, digests: Mapping[str, str]) -> None:
         if job.info.link_id is not None and self.algorithm in digests:
             with self._results_lock:

@@ -58,6 +58,6 @@ Caveats, honestly:
 """
 
 from datamover.engine.dask.runner import DaskRunner, connect, scale_out
-from datamover.engine.dask.worker import StoreSpec
+from datamover.engine.specs import StoreSpec
 
 __all__ = ["DaskRunner", "StoreSpec", "connect", "scale_out"]

@@ -24,7 +24,6 @@ from datamover.engine.dask.worker import (
     PartsTask,
     Shard,
     ShardDone,
-    StoreSpec,
     run_shard,
     write_parts,
 )
@@ -32,6 +31,7 @@ from datamover.engine.largefile import LargeFile, check_expected
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.engine.runner import HASH_CHUNK, Runner
+from datamover.engine.specs import StoreSpec
 from datamover.errors import (
     DatamoverError,
     IntegrityError,
@@ -217,26 +217,7 @@ class DaskRunner(Runner):
         self._send(run_shard, shard, handler, window)
 
     def _deliver(self, result: FileResult) -> None:
-        """Record one file a worker finished: journal, manifest (``on_result``),
-        listener; the worker already redid what deserved a redo."""
-        error, job = result.error, result.job
-        if error is not None and error.fatal:
-            self._set_fatal(error)
-        elif self.job is not None:
-            self.job.finished(
-                job,
-                error is None,
-                result.digests.get(self.algorithm),
-                None if error is None else str(error),
-            )
-        if error is None:
-            self.note_digest(job, result.digests)
-        self.listener.file_started(job)
-        if error is None:
-            self.listener.bytes_done(result.size, job)
-        with self._results_lock:
-            self.on_result(result)
-        self.listener.file_finished(result)
+        self.record_remote(result)
 
     def finish(self, result: FileResult) -> None:
         """For files the client schedules itself (by parts, hard links): no redo here

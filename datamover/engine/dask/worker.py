@@ -18,6 +18,7 @@ from datamover.engine.budget import ByteBudget, TokenBucket
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.engine.runner import Runner
+from datamover.engine.specs import StoreSpec
 from datamover.errors import (
     DatamoverError,
     SourceChanged,
@@ -25,27 +26,7 @@ from datamover.errors import (
 )
 from datamover.options import TransferOptions
 from datamover.retry import call_with_retries
-from datamover.stores import StoreSettings, open_location, resolve_remote
 from datamover.stores.base import PartReceipt, ResumableWriter, Store
-from datamover.stores.urls import Location, parse_url
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSpec:
-    """How a worker opens a store: a concrete location (a named remote already
-    resolved by the client) and its settings. Secrets are not in it: the store's SDK
-    chain finds them on the worker (or the remote names an env var to read there)."""
-
-    location: Location
-    settings: StoreSettings
-
-    @classmethod
-    def from_url(cls, url: str, settings: StoreSettings) -> StoreSpec:
-        loc = parse_url(url)
-        if loc.remote is not None:
-            loc, settings = resolve_remote(loc, settings)
-        return cls(Location(loc.scheme, loc.bucket, ""), settings)
-
 
 # -- worker side -----------------------------------------------------------------------
 
@@ -63,9 +44,7 @@ def _store(spec: StoreSpec, job_id: str | None = None) -> Store:
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
-            store = open_location(spec.location, spec.settings)
-            if job_id is not None:
-                store.use_job(job_id)
+            store = spec.open(job_id)
             _STORES[key] = store
         return store
 

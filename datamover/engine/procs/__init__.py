@@ -16,7 +16,7 @@ back as data, the client alone records) without its machinery:
   parent's own ``Runner``, beside the workers.
 * **A worker is a fresh interpreter** (``python -m datamover.engine.procs``,
   fork + exec: nothing of the parent's threads or locks is copied). It opens its own
-  stores from a ``ProcSpec`` (location and settings: plain values, no secrets; the SDK
+  stores from a ``StoreSpec`` (location and settings: plain values, no secrets; the SDK
   chains find credentials in the environment it inherits, never on a command line),
   and runs each batch with the normal ``Runner``: its share of ``transfers`` threads,
   its own ``memory_budget``, the usual redo of a file whose digest mismatched, the usual
@@ -45,6 +45,6 @@ holds per process (peak ~ ``(processes + 1) x`` one process's); an explicit
 """
 
 from datamover.engine.procs.runner import ProcessRunner, auto_processes, process_factory
-from datamover.engine.procs.worker import ProcSpec
+from datamover.engine.specs import StoreSpec
 
-__all__ = ["ProcSpec", "ProcessRunner", "auto_processes", "process_factory"]
+__all__ = ["ProcessRunner", "StoreSpec", "auto_processes", "process_factory"]

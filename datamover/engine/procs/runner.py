@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from datamover.engine.plan import FileJob
-from datamover.engine.procs.worker import BatchDone, ProcSpec, WorkerInit
+from datamover.engine.procs.worker import BatchDone, WorkerInit
 from datamover.engine.results import FileResult
 from datamover.engine.runner import Runner, _is_symlink
+from datamover.engine.specs import StoreSpec
 from datamover.errors import TransferError
 from datamover.options import MiB, TransferOptions
 from datamover.stores import StoreSettings
@@ -109,8 +110,8 @@ class ProcessRunner(Runner):
         options: TransferOptions,
         on_result: Callable[[FileResult], None],
         *,
-        src_spec: ProcSpec,
-        dst_spec: ProcSpec,
+        src_spec: StoreSpec,
+        dst_spec: StoreSpec,
         **kwargs: Any,
     ) -> None:
         asked = options.processes
@@ -283,29 +284,12 @@ class ProcessRunner(Runner):
             self._deliver(FileResult(job, job.info.size, error=error), None)
 
     def _deliver(self, result: FileResult, worker: _Worker | None) -> None:
-        job, error = result.job, result.error
         if worker is not None:
             with self._slots:
                 for batch in worker.outstanding.values():
-                    if batch.pop(job.rel, None) is not None:
+                    if batch.pop(result.job.rel, None) is not None:
                         break
-        if error is not None and error.fatal:
-            self._set_fatal(error)
-        elif self.job is not None:
-            self.job.finished(
-                job,
-                error is None,
-                result.digests.get(self.algorithm),
-                None if error is None else str(error),
-            )
-        if error is None:
-            self.note_digest(job, result.digests)
-        self.listener.file_started(job)
-        if error is None:
-            self.listener.bytes_done(result.size, job)
-        with self._results_lock:
-            self.on_result(result)
-        self.listener.file_finished(result)
+        self.record_remote(result)
 
     def _batch_done(self, done: BatchDone, worker: _Worker) -> None:
         self.moved(done.bytes_moved)
@@ -355,6 +339,6 @@ def process_factory(
     with ``options.processes`` other than 1."""
     return functools.partial(
         ProcessRunner,
-        src_spec=ProcSpec.from_url(src, settings),
-        dst_spec=ProcSpec.from_url(dst, dst_settings),
+        src_spec=StoreSpec.from_url(src, settings),
+        dst_spec=StoreSpec.from_url(dst, dst_settings),
     )

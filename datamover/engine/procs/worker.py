@@ -37,11 +37,10 @@ from multiprocessing.connection import Connection
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.engine.runner import Runner
+from datamover.engine.specs import StoreSpec
 from datamover.errors import DatamoverError, StoreError
 from datamover.options import TransferOptions
-from datamover.stores import StoreSettings, open_location, resolve_remote
 from datamover.stores.base import Store
-from datamover.stores.urls import Location, parse_url
 
 _PR_SET_PDEATHSIG = 1
 #: Results go back in messages of at most this many files, held at most this long
@@ -54,26 +53,9 @@ _stopping = threading.Event()
 
 
 @dataclass(frozen=True, slots=True)
-class ProcSpec:
-    """How a worker opens a store: a concrete location (a named remote resolved by
-    the parent) and its settings. No secrets: the store's SDK chain finds them in the
-    environment the worker inherits (or a remote names an env var to read there)."""
-
-    location: Location
-    settings: StoreSettings
-
-    @classmethod
-    def from_url(cls, url: str, settings: StoreSettings) -> ProcSpec:
-        loc = parse_url(url)
-        if loc.remote is not None:
-            loc, settings = resolve_remote(loc, settings)
-        return cls(Location(loc.scheme, loc.bucket, ""), settings)
-
-
-@dataclass(frozen=True, slots=True)
 class WorkerInit:
-    src: ProcSpec
-    dst: ProcSpec
+    src: StoreSpec
+    dst: StoreSpec
     roots: tuple[str, str]
     options: TransferOptions
     job_id: str | None
@@ -179,10 +161,8 @@ def _die_with_parent(parent: int) -> None:
 
 def serve(conn: Connection) -> None:
     init: WorkerInit = conn.recv()
-    src = open_location(init.src.location, init.src.settings)
-    dst = open_location(init.dst.location, init.dst.settings)
-    if init.job_id is not None:
-        dst.use_job(init.job_id)  # the temp names the parent's journal expects
+    src = init.src.open()
+    dst = init.dst.open(init.job_id)  # the temp names the parent's journal expects
     with src, dst:
         while True:
             try:
