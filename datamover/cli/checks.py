@@ -4,6 +4,8 @@ what proves a copy, and what a manifest holds."""
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from collections import Counter
 from typing import IO
@@ -158,13 +160,23 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
                 file=sys.stderr,
             )
         return EXIT_OK
+    lines = io.StringIO()  # (the manifest's entries are in memory already)
+    count = export_sums(manifest, lines)  # refuses an algorithm no coreutils tool checks
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            count = export_sums(manifest, fh)
+        # Whole or not at all: a temp file beside it, renamed over it when written.
+        temp = f"{args.output}.dmtmp-{os.getpid()}"
+        with open(temp, "x", encoding="utf-8") as fh:  # never one that was there
+            try:
+                fh.write(lines.getvalue())
+                fh.flush()
+                os.replace(temp, args.output)
+            except BaseException:
+                os.unlink(temp)
+                raise
         if not args.quiet:
             print(f"wrote {count} lines to {args.output}", file=sys.stderr)
     else:
-        export_sums(manifest, out)
+        out.write(lines.getvalue())
     return EXIT_OK
 
 

@@ -121,6 +121,7 @@ def test_exports_of_a_manifest_no_tool_checks_say_so_in_one_line(
         export_sums(read_manifest(str(m)), io.StringIO())
     for argv in (
         ["manifest", "export", str(m)],
+        ["manifest", "export", str(m), "--output", str(tmp_path / "SUMS")],
         ["manifest", "export", str(m), "--format", "bagit", "--output", str(tmp_path / "bag")],
     ):
         done = subprocess.run([*DM, *argv], capture_output=True, text=True, timeout=60)
@@ -128,6 +129,8 @@ def test_exports_of_a_manifest_no_tool_checks_say_so_in_one_line(
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert algorithm in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "bag").exists()
+    assert not (tmp_path / "SUMS").exists()  # refused before anything was written
+    assert sorted(os.listdir(tmp_path)) == ["a", "m.jsonl"]
 
 
 def test_jobs_resume_keeps_the_algorithm(tmp_path: Path) -> None:
