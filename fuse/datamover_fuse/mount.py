@@ -208,6 +208,7 @@ def serve(
 
     # optional: the kernel side imports pyfuse3 and trio, which need libfuse3; the
     # package's other modules (options, umount) import without them
+    from datamover_fuse import fastloop
     from datamover_fuse.core import FsCore
 
     # optional: as above
@@ -242,6 +243,7 @@ def serve(
             nursery.start_soon(tune)
             if ready is not None:
                 ready()
+            fastloop.install()
             await pyfuse3.main(max_tasks=max(64, options.fs_threads * 4))
             unmounted = not is_mounted(mountpoint)
             nursery.cancel_scope.cancel()

@@ -203,8 +203,17 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh), entry(attr)
 
     # pyfuse3 replies from any buffer (PyObject_GetBuffer); its stub says bytes.
-    @_translated
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
+        try:  # a hit in the read cache: the fewest frames per request
+            data = self.core.read_hit(fh, off, size)
+        except Exception:  # the full path below answers, errors included
+            data = None
+        if data is not None:
+            return data
+        return await self._read(fh, off, size)
+
+    @_translated
+    async def _read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         return await self.core.read(fh, off, size)
 
     @_translated

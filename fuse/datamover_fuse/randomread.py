@@ -190,13 +190,21 @@ class ReadCache:
             v.dropped = True
             self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
 
+    def cached_now(self, v: Version, offset: int, length: int) -> bytes | memoryview | None:
+        """``cached`` if that needs no wait for the disk; else None."""
+        end = min(v.size, offset + length)
+        if offset >= end:
+            return None
+        try:
+            return self.blocks.read(v.name, offset, end - offset, nowait=True)
+        except BlockingIOError:
+            return None
+
     async def cached(self, v: Version, offset: int, length: int) -> bytes | memoryview | None:
         """The bytes if every block under them is cached and checks out, else None."""
         end = min(v.size, offset + length)
         if offset >= end:
             return b""
-        if not self.blocks.has(v.name, offset // self.block, (end - 1) // self.block):
-            return None
         try:  # inline when the blocks are in the page cache: no thread hop
             return self.blocks.read(v.name, offset, end - offset, nowait=True)
         except BlockingIOError:

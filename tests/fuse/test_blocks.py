@@ -80,3 +80,95 @@ def test_kept_blocks_survive_and_the_dir_is_locked(tmp_path: Path) -> None:
     assert again.read(name, 0, len(data)) == data
     assert again.used == len(data)
     again.close()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_read_descriptors_are_kept_within_their_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads keep their cache file open (no open/close per read), at most ``MAX_OPEN``
+    files at once; dropping a version or evicting its last block closes its file."""
+    from datamover_fuse import blocks as blocks_mod
+
+    monkeypatch.setattr(blocks_mod, "MAX_OPEN", 3)
+    blocks = new_store(tmp_path, 64 * BLOCK)
+    before = open_fds()
+    datas = {}
+    for k in range(6):
+        data = os.urandom(2 * BLOCK)
+        name = version_name(f"k{k}", "etag", len(data))
+        datas[name] = data
+        blocks.store(name, len(data), 0, data)
+    for _ in range(3):
+        for name, data in datas.items():
+            assert blocks.read(name, BLOCK + 7, 100) == data[BLOCK + 7 : BLOCK + 107]
+            assert open_fds() - before <= 3
+    for name in datas:
+        blocks.drop(name)
+    assert open_fds() == before
+    blocks.close()
+    assert open_fds() == before
+
+
+def test_a_kept_descriptor_still_sees_a_flipped_byte(tmp_path: Path) -> None:
+    blocks = new_store(tmp_path, 64 * BLOCK)
+    data = os.urandom(4 * BLOCK)
+    name = version_name("k", "etag", len(data))
+    blocks.store(name, len(data), 0, data)
+    assert blocks.read(name, 2 * BLOCK, 10, nowait=True) == data[2 * BLOCK : 2 * BLOCK + 10]
+    with open(os.path.join(blocks.path, name), "r+b") as f:  # the file read is kept open
+        f.seek(2 * BLOCK + 3)
+        f.write(bytes([data[2 * BLOCK + 3] ^ 0xFF]))
+    assert blocks.read(name, 2 * BLOCK, 10, nowait=True) is None
+    assert blocks.corrupt == 1
+
+
+def test_concurrent_reads_drops_and_a_bound_of_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads reading two versions through a one-descriptor bound while a third
+    drops and re-stores one of them: every read returns the right bytes or None,
+    never another file's, and no descriptor is left open."""
+    import threading
+
+    from datamover_fuse import blocks as blocks_mod
+
+    monkeypatch.setattr(blocks_mod, "MAX_OPEN", 1)
+    blocks = new_store(tmp_path, 256 * BLOCK)
+    before = open_fds()
+    a, b = os.urandom(8 * BLOCK), os.urandom(8 * BLOCK)
+    na, nb = version_name("a", "e", len(a)), version_name("b", "e", len(b))
+    blocks.store(na, len(a), 0, a)
+    blocks.store(nb, len(b), 0, b)
+    wrong: list[str] = []
+    stop = threading.Event()
+
+    def reader(name: str, data: bytes) -> None:
+        for n in range(2000):
+            i = n % 8
+            got = blocks.read(name, i * BLOCK, BLOCK)
+            if got is not None and bytes(got) != data[i * BLOCK : (i + 1) * BLOCK]:
+                wrong.append(f"{name} block {i}")
+
+    def churn() -> None:
+        while not stop.is_set():
+            blocks.drop(nb)
+            blocks.store(nb, len(b), 0, b)
+
+    threads = [threading.Thread(target=reader, args=(n, d)) for n, d in ((na, a), (nb, b))]
+    threads += [threading.Thread(target=reader, args=(na, a))]
+    spinner = threading.Thread(target=churn)
+    spinner.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    stop.set()
+    spinner.join(timeout=60)
+    assert not wrong
+    assert blocks.read(na, 0, 10) == a[:10]
+    blocks.close()
+    assert open_fds() == before
