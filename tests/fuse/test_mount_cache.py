@@ -292,3 +292,40 @@ def test_background_fetch_yields_to_reads(s3_target: Target, tmp_path: Path) -> 
     assert quiet >= min(4, len(after) - 2), (quiet, len(after), reads, background)
     assert len(after) >= 4, (len(after), reads, background)
     assert "1 objects fetched whole" in m.log.read_text()
+
+
+def test_background_ranges_land_in_pieces(s3_target: Target, tmp_path: Path) -> None:
+    """A background range (``read_part_size``, 16 MiB here) is fetched as GETs of
+    ``WHOLE_PIECE`` (4 MiB) one after another, each stored and its waiters woken as it
+    lands: a read of a block in the range's first piece waits for that piece only and
+    sends no GET of its own, and the pieces cover the object once."""
+    from datamover_fuse.randomread import WHOLE_PIECE
+
+    key = f"pieces-{uuid.uuid4().hex[:8]}/obj"
+    size = 64 * MiB
+    data = payload(size, 9)
+    s3_target.store.put(key, data)
+    path_prefix = f"/{s3_target.backend.bucket}/{key}"
+    slow = CountingProxy(s3_target.backend.server.endpoint, slow_gets=(1 * MiB, 0.3, 0.0))
+    options = {"cache_size": 1024 * MiB, "read_part_size": 16 * MiB}
+    with slow as proxy, mount_through(proxy, s3_target, tmp_path, **options) as m:
+        fd = random_fd(m.path / key)
+        try:
+            for off in (40 * MiB, 60 * MiB, 20 * MiB):  # far apart: fetched whole
+                assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+            off = MiB + 5 * BLOCK  # in the first piece of the first range, in flight
+            assert os.pread(fd, BLOCK, off) == data[off : off + BLOCK]
+            settle(proxy, path_prefix, quiet=1.0)
+            for off in range(0, size, 4 * MiB):
+                assert os.pread(fd, BLOCK, off + 77) == data[off + 77 : off + 77 + BLOCK]
+        finally:
+            os.close(fd)
+    ranges = sorted(
+        (first, last - first + 1) for p, first, last in proxy.ranges if p == path_prefix
+    )
+    pieces = [r for r in ranges if r[1] >= MiB]
+    assert pieces and all(length <= WHOLE_PIECE for _, length in pieces), pieces
+    assert not [r for r in ranges if r[0] < WHOLE_PIECE and r[1] < MiB], ranges[:6]
+    covered = sum(length for _, length in pieces)
+    assert covered <= size, (covered, pieces)
+    assert "1 objects fetched whole" in m.log.read_text()
