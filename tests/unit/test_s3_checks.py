@@ -58,6 +58,12 @@ class _Endpoint:
     def abort_upload(self, key: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Key=key, UploadId=upload_id)
 
+    def lean_request(self, method: str, key: str, **kw: Any) -> None:
+        return None  # no lean path: every request goes to ``client``
+
+    def create_upload(self, key: str, headers: dict[str, str], **kw: Any) -> str:
+        return str(self.call(key, self.client.create_multipart_upload, Key=key, **kw)["UploadId"])
+
     def url(self, key: str = "") -> str:
         return f"s3://b/{key}"
 

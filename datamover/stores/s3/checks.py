@@ -236,7 +236,6 @@ def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:
 def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tuple[str, bool]:
     """("checked" | "ignored" | "refused", full_object) for checksum ``alg``."""
     key = f"{prefix}{secrets.token_hex(8)}"
-    client = s3.client
     full_object = alg in _BOTO
     create: dict[str, str] = {}
     if alg in _BOTO:
@@ -244,7 +243,7 @@ def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tu
     upload_id: str | None = None
     try:
         try:
-            upload_id = s3.call(key, client.create_multipart_upload, Key=key, **create)["UploadId"]
+            upload_id = s3.create_upload(key, _create_headers(create), **create)
         except DatamoverError as e:
             if not create or not _refused(e):
                 raise
@@ -252,10 +251,18 @@ def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tu
                 return _refused_by_store(s3, alg, e, explicit), False
             full_object = False
             create.pop("ChecksumType")
-            upload_id = s3.call(key, client.create_multipart_upload, Key=key, **create)["UploadId"]
+            upload_id = s3.create_upload(key, _create_headers(create), **create)
 
         def part(number: int, body: bytes, digest_of: bytes) -> None:
             checks = Checks(alg, alg)
+            query = {"partNumber": str(number), "uploadId": str(upload_id)}
+            headers = checks.headers(PartDigests(digest_of))
+            r = s3.lean_request("PUT", key, body=memoryview(body), query=query, headers=headers)
+            if r is not None:
+                if not 200 <= r.status < 300:
+                    raise s3.lean_error(r, key)
+                return
+            client = s3.client
             s3.call(
                 key,
                 client.upload_part,
@@ -282,6 +289,12 @@ def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tu
             _abort(s3, key, upload_id)
 
 
+def _create_headers(create: Mapping[str, str]) -> dict[str, str]:
+    """CreateMultipartUpload's boto3 arguments (``create_args``) as request headers."""
+    names = {"ChecksumAlgorithm": "x-amz-checksum-algorithm", "ChecksumType": "x-amz-checksum-type"}
+    return {names[k]: v for k, v in create.items()}
+
+
 def _refused(e: DatamoverError) -> bool:
     """An error that means "this request, as built, is not accepted" (InvalidRequest,
     InvalidArgument, NotImplemented), not a failure of the store or the credentials."""
@@ -305,8 +318,7 @@ def _probe_payload(s3: BucketClient, prefix: str) -> bool:
     if lean is None:
         return False
     key = f"{prefix}{secrets.token_hex(8)}"
-    client = s3.client
-    upload_id = s3.call(key, client.create_multipart_upload, Key=key)["UploadId"]
+    upload_id = s3.create_upload(key, {})
     try:
         query = {"partNumber": "1", "uploadId": upload_id}
         wrong = hashlib.sha256(_WRONG_BODY).hexdigest()
