@@ -39,6 +39,9 @@ class _Client:
     def abort_multipart_upload(self, **kw: Any) -> None:
         self.aborted.append(kw["UploadId"])
 
+    def list_multipart_uploads(self, **kw: Any) -> dict[str, Any]:
+        return {"Uploads": []}
+
 
 class _Endpoint:
     """What ``checks`` uses of a ``BucketClient``."""

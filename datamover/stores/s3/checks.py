@@ -31,11 +31,15 @@ object: an upload never becomes an object, so the probe leaves no version on a
 versioned bucket, nothing under Object Lock (where a probe object could never be
 deleted), and needs no delete permission: write-only credentials can start and
 upload parts, and if they may not abort, the invisible upload expires under the
-bucket's AbortIncompleteMultipartUpload rule (``datamover cleanup`` lists it). The answer for
+bucket's AbortIncompleteMultipartUpload rule (``datamover cleanup`` lists it). A probe
+killed before its abort leaves its upload too: each probe's key names its owner, and
+the next probe first aborts the uploads whose owner is provably dead or that are over
+an hour old, never a live concurrent probe's (``probes.py``). The answer for
 parts is taken for PutObject too (no store is known to check one and not the other).
 Over plain http the signed payload is probed the same way: a part whose signed
 ``x-amz-content-sha256`` belongs to other bytes (refused with SignatureDoesNotMatch
-or XAmzContentSHA256Mismatch: checked). Cost: 4-13 small requests per process.
+or XAmzContentSHA256Mismatch: checked). Cost: 5-14 small requests per process (one
+lists the probe prefix's uploads).
 
 Measured (docs/SEMANTICS.md): SeaweedFS checks CRC64NVME, CRC32C and Content-MD5
 (``crc64nvme``) but not a signed payload's SHA-256; moto checks nothing (it echoes
@@ -52,7 +56,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +72,7 @@ from datamover.errors import (
 )
 from datamover.options import S3_CHECKSUMS
 from datamover.stores.s3.client import BucketClient
+from datamover.stores.s3.probes import probe_key, sweep
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +196,7 @@ def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:
     signed = s3.signs_payload
     if mode == "off":
         return Checks(None, None, signed_payload=signed)
+    sweep(s3, prefix)  # what killed probes left (``probes.py``)
     candidates = ["crc64nvme", "crc32c", "md5"] if mode == "auto" else [mode]
     payload_checked = False
     enforced: str | None = None
@@ -235,7 +240,7 @@ def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:
 
 def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tuple[str, bool]:
     """("checked" | "ignored" | "refused", full_object) for checksum ``alg``."""
-    key = f"{prefix}{secrets.token_hex(8)}"
+    key = probe_key(prefix)
     full_object = alg in _BOTO
     create: dict[str, str] = {}
     if alg in _BOTO:
@@ -317,7 +322,7 @@ def _probe_payload(s3: BucketClient, prefix: str) -> bool:
     lean = s3.lean
     if lean is None:
         return False
-    key = f"{prefix}{secrets.token_hex(8)}"
+    key = probe_key(prefix)
     upload_id = s3.create_upload(key, {})
     try:
         query = {"partNumber": "1", "uploadId": upload_id}
