@@ -4,28 +4,31 @@ those a killed process left.
 A probe starts a multipart upload and aborts it a few requests later. A process
 killed in between (kill -9, a crash, the machine going down) leaves that upload
 behind: invisible, but stored until a lifecycle rule or ``datamover cleanup`` removes
-it. So a probe's key names its owner, ``<prefix><owner>-<pid>-<start>-<random>``
-(``owner``: a hash of this boot's id and this pid namespace, nothing more about the
-machine; ``start``: the process's start time in clock ticks since boot, which tells a
-reused pid apart), and before probing, a process lists the uploads under the probe
-prefix (one page, ``MAX_LISTED``) and aborts (at most ``MAX_ABORTS``) those that are
-provably abandoned:
+it. So a probe's key names its owner and its time,
+``<prefix><owner>-<pid>-<start>-<time>-<random>`` (``owner``: a hash of this boot's
+id and this pid namespace, nothing more about the machine; ``start``: the process's
+start time in clock ticks since boot, which tells a reused pid apart; ``time``: Unix
+seconds), and before probing, a process lists the uploads under the probe prefix (one
+page, ``MAX_LISTED``) and aborts (at most ``MAX_ABORTS``) those provably abandoned:
 
 - the owner is this boot and pid namespace, and that pid no longer exists, or is now
   a process that started at another time;
-- or, for any key shaped like a probe's (older versions' ``<prefix><random>`` too),
-  the store says it was started over ``STALE_AFTER`` (1 hour) ago: a probe lasts
-  seconds. This is what covers other machines' and other containers' probes.
+- or it is over ``STALE_AFTER`` (1 hour) old both by the time in its key and by the
+  store's ``Initiated`` (a probe lasts seconds): this covers other machines' and
+  other containers' probes. Both must say so: a clock an hour wrong, or a store that
+  lists a made-up date (moto lists every upload as started in 2010), is not enough.
+  Older versions' keys, ``<prefix><random>``, carry no time: their ``Initiated``
+  alone decides.
 
 Never a live concurrent probe: one from another machine or pid namespace is only
 ever aborted by age, and a pid that still exists counts as alive unless its start
 time can be read and differs (a process this user may not inspect, as under
 ``hidepid``, stays alive). Where /proc can't say who we are (not Linux, a /proc of
-another pid namespace), probe keys carry no owner and only the age rule applies.
-Bucket contents are untrusted: a key that claims to be ours can only get an upload
-under the probe prefix aborted, which is what the prefix is for. The sweep never
-fails the caller: no permission to list or to abort (write-only credentials) and
-store errors are logged at debug level and the probe goes on.
+another pid namespace), the key's owner is ``0`` * 16 with pid 0 and only the age
+rule applies. Bucket contents are untrusted: a key that claims to be ours can only
+get an upload under the probe prefix aborted, which is what the prefix is for. The
+sweep never fails the caller: no permission to list or to abort (write-only
+credentials) and store errors are logged at debug level and the probe goes on.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ MAX_LISTED = 1000
 MAX_ABORTS = 32
 #: A page of 1,000 uploads with 1 KiB keys is well under this.
 _MAX_BODY = 8 * MiB
-_OWNED = re.compile(r"([0-9a-f]{16})-([1-9][0-9]{0,9})-([0-9]{1,20})-[0-9a-f]{16}")
+_OWNED = re.compile(r"([0-9a-f]{16})-([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,12})-[0-9a-f]{16}")
+_NOBODY = "0" * 16
 _UNOWNED = re.compile(r"[0-9a-f]{16}")
 
 
@@ -97,14 +101,15 @@ def this_process() -> Me | None:
 
 def probe_key(prefix: str) -> str:
     """A new probe upload's key under ``prefix``, naming this process."""
-    token = secrets.token_hex(8)
-    me = this_process()
-    return f"{prefix}{me.owner}-{me.pid}-{me.start}-{token}" if me else f"{prefix}{token}"
+    me = this_process() or Me(_NOBODY, 0, "0")
+    return f"{prefix}{me.owner}-{me.pid}-{me.start}-{int(time.time())}-{secrets.token_hex(8)}"
 
 
 def _alive(pid: int, start: str) -> bool:
     """False only when process ``pid`` (of this pid namespace) provably is not the one
     that started at ``start``."""
+    if pid <= 0:
+        return True  # no pid named (and kill(0) would mean our process group)
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the pid exists
     except ProcessLookupError:
@@ -120,11 +125,13 @@ def abandoned(name: str, initiated: float | None, now: float, me: Me | None) -> 
     ``initiated`` (the store's time, seconds), is a killed probe's. ``me``:
     ``this_process()``."""
     owned = _OWNED.fullmatch(name)
-    if owned is None and _UNOWNED.fullmatch(name) is None:
-        return False  # not a probe's key: left alone
-    if initiated is not None and now - initiated > STALE_AFTER:
+    if owned is None:
+        # An older version's probe (or not a probe's key at all: left alone).
+        old = initiated is not None and now - initiated > STALE_AFTER
+        return old and _UNOWNED.fullmatch(name) is not None
+    if initiated is not None and min(now - initiated, now - int(owned[4])) > STALE_AFTER:
         return True
-    if owned is None or me is None or owned[1] != me.owner:
+    if me is None or owned[1] != me.owner or owned[1] == _NOBODY:
         return False
     return not _alive(int(owned[2]), owned[3])
 
