@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from datamover.stores import open_store
 from datamover.stores.s3 import probes
 from datamover.stores.s3.checks import PROBE_PREFIX
 
+from faultproxy import FaultProxy
 from serverenv import ServerEnv, use_server
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120)]
@@ -96,3 +98,37 @@ def test_a_run_aborts_only_the_probe_uploads_of_killed_processes(
             except Exception:  # already aborted by the sweep
                 pass
         store.close()
+
+
+def test_a_run_killed_inside_the_probe_leaves_an_upload_the_next_run_aborts(
+    seaweed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The resume test's kill "while starting up" by design, not by timing: the probe's
+    part is held at a proxy until the process is killed."""
+    s3 = use_server(seaweed, monkeypatch)
+    reached, release = threading.Event(), threading.Event()
+
+    def hold_probe_parts(request: Any) -> None:
+        if request.method == "PUT" and "/.datamover-probe/" in request.path:
+            reached.set()
+            release.wait(30)
+
+    (tmp_path / "f.txt").write_bytes(b"x" * 4096)
+    cmd = [*DM, "copy", str(tmp_path / "f.txt"), s3.url("d/")]
+    client: Any = seaweed.client()
+    with FaultProxy(seaweed.endpoint, rewrite=hold_probe_parts) as proxy:
+        env = proxy.client_env(seaweed)
+        env.pop("AWS_ENDPOINT_URL_S3", None)
+        env["XDG_STATE_HOME"] = str(tmp_path / "state")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert reached.wait(60), "the probe never sent a part"
+        finally:
+            proc.kill()
+            proc.wait(30)
+            release.set()
+        assert len(_uploads(client, s3.bucket)) == 1  # the killed probe's
+        proxy.rewrite = None
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert _uploads(client, s3.bucket) == set()
