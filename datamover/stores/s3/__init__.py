@@ -58,6 +58,7 @@ The modules, each importing only those above it:
 ``client.py``       ``BucketClient``: endpoint, credentials, the boto3 client, the lean
                     path beside it, mapped calls; S3's part limits
 ``checks.py``       what the endpoint checks (the probe), how writes carry it
+``probes.py``       the probe's upload keys (their owner) and the sweep of killed ones
 ``listing.py``      ListObjectsV2 (lean XML or boto3) and ListMultipartUploads paging
 ``copy.py``         server-side copy: CopyObject, or UploadPartCopy beyond 5 GiB
 ``writer.py``       ``S3Writer``: one multipart upload, resumable
