@@ -2,7 +2,7 @@
 run's probe, and only those (``datamover/stores/s3/probes.py``): uploads planted
 under ``.datamover-probe/`` as a dead process's, a reused pid's, a live process's,
 another machine's, an older version's and a stranger's, then a real ``datamover
-copy`` run, over HTTP against SeaweedFS, moto and Ceph RGW."""
+copy`` run, over HTTP against SeaweedFS, moto and Ceph RGW (http and https)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,14 @@ pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120)]
 DM = [sys.executable, "-m", "datamover"]
 
 
-@pytest.fixture(params=["seaweed", "moto", pytest.param("ceph", marks=pytest.mark.ceph)])
+@pytest.fixture(
+    params=[
+        "seaweed",
+        "moto",
+        pytest.param("ceph", marks=pytest.mark.ceph),
+        pytest.param("ceph_tls", marks=pytest.mark.ceph, id="ceph-tls"),
+    ]
+)
 def store_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ServerEnv:
     return use_server(request.getfixturevalue(request.param), monkeypatch)
 
