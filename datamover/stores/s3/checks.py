@@ -31,11 +31,15 @@ object: an upload never becomes an object, so the probe leaves no version on a
 versioned bucket, nothing under Object Lock (where a probe object could never be
 deleted), and needs no delete permission: write-only credentials can start and
 upload parts, and if they may not abort, the invisible upload expires under the
-bucket's AbortIncompleteMultipartUpload rule (``datamover cleanup`` lists it). The answer for
+bucket's AbortIncompleteMultipartUpload rule (``datamover cleanup`` lists it). A probe
+killed before its abort leaves its upload too: each probe's key names its owner, and
+the next probe first aborts the uploads whose owner is provably dead or that are over
+an hour old, never a live concurrent probe's (``probes.py``). The answer for
 parts is taken for PutObject too (no store is known to check one and not the other).
 Over plain http the signed payload is probed the same way: a part whose signed
 ``x-amz-content-sha256`` belongs to other bytes (refused with SignatureDoesNotMatch
-or XAmzContentSHA256Mismatch: checked). Cost: 4-13 small requests per process.
+or XAmzContentSHA256Mismatch: checked). Cost: 5-14 small requests per process (one
+lists the probe prefix's uploads).
 
 Measured (docs/SEMANTICS.md): SeaweedFS checks CRC64NVME, CRC32C and Content-MD5
 (``crc64nvme``) but not a signed payload's SHA-256; moto checks nothing (it echoes
@@ -52,7 +56,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +72,7 @@ from datamover.errors import (
 )
 from datamover.options import S3_CHECKSUMS
 from datamover.stores.s3.client import BucketClient
+from datamover.stores.s3.probes import probe_key, sweep
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +196,7 @@ def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:
     signed = s3.signs_payload
     if mode == "off":
         return Checks(None, None, signed_payload=signed)
+    sweep(s3, prefix)  # what killed probes left (``probes.py``)
     candidates = ["crc64nvme", "crc32c", "md5"] if mode == "auto" else [mode]
     payload_checked = False
     enforced: str | None = None
@@ -235,8 +240,7 @@ def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:
 
 def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tuple[str, bool]:
     """("checked" | "ignored" | "refused", full_object) for checksum ``alg``."""
-    key = f"{prefix}{secrets.token_hex(8)}"
-    client = s3.client
+    key = probe_key(prefix)
     full_object = alg in _BOTO
     create: dict[str, str] = {}
     if alg in _BOTO:
@@ -244,7 +248,7 @@ def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tu
     upload_id: str | None = None
     try:
         try:
-            upload_id = s3.call(key, client.create_multipart_upload, Key=key, **create)["UploadId"]
+            upload_id = s3.create_upload(key, _create_headers(create), **create)
         except DatamoverError as e:
             if not create or not _refused(e):
                 raise
@@ -252,10 +256,18 @@ def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tu
                 return _refused_by_store(s3, alg, e, explicit), False
             full_object = False
             create.pop("ChecksumType")
-            upload_id = s3.call(key, client.create_multipart_upload, Key=key, **create)["UploadId"]
+            upload_id = s3.create_upload(key, _create_headers(create), **create)
 
         def part(number: int, body: bytes, digest_of: bytes) -> None:
             checks = Checks(alg, alg)
+            query = {"partNumber": str(number), "uploadId": str(upload_id)}
+            headers = checks.headers(PartDigests(digest_of))
+            r = s3.lean_request("PUT", key, body=memoryview(body), query=query, headers=headers)
+            if r is not None:
+                if not 200 <= r.status < 300:
+                    raise s3.lean_error(r, key)
+                return
+            client = s3.client
             s3.call(
                 key,
                 client.upload_part,
@@ -282,6 +294,12 @@ def _probe_one(s3: BucketClient, alg: str, prefix: str, *, explicit: bool) -> tu
             _abort(s3, key, upload_id)
 
 
+def _create_headers(create: Mapping[str, str]) -> dict[str, str]:
+    """CreateMultipartUpload's boto3 arguments (``create_args``) as request headers."""
+    names = {"ChecksumAlgorithm": "x-amz-checksum-algorithm", "ChecksumType": "x-amz-checksum-type"}
+    return {names[k]: v for k, v in create.items()}
+
+
 def _refused(e: DatamoverError) -> bool:
     """An error that means "this request, as built, is not accepted" (InvalidRequest,
     InvalidArgument, NotImplemented), not a failure of the store or the credentials."""
@@ -304,9 +322,8 @@ def _probe_payload(s3: BucketClient, prefix: str) -> bool:
     lean = s3.lean
     if lean is None:
         return False
-    key = f"{prefix}{secrets.token_hex(8)}"
-    client = s3.client
-    upload_id = s3.call(key, client.create_multipart_upload, Key=key)["UploadId"]
+    key = probe_key(prefix)
+    upload_id = s3.create_upload(key, {})
     try:
         query = {"partNumber": "1", "uploadId": upload_id}
         wrong = hashlib.sha256(_WRONG_BODY).hexdigest()

@@ -6,13 +6,10 @@ mapped (``errors.py``)."""
 from __future__ import annotations
 
 import os
+import re
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
-
-import boto3
-import botocore.config
-import botocore.session
-from botocore.httpsession import get_cert_path
 
 from datamover.errors import (
     AuthError,
@@ -21,6 +18,7 @@ from datamover.errors import (
     IntegrityError,
     NotFound,
     StoreError,
+    TransientError,
     UsageError,
 )
 from datamover.options import S3_CHECKSUMS
@@ -29,6 +27,9 @@ from datamover.stores.base import Buffer, GiB, MiB, PartLimits, TiB
 from datamover.stores.s3.errors import classify_error, map_error
 from datamover.stores.s3.lean import LeanS3, LeanUnavailable, Response, lean_enabled
 from datamover.stores.s3.objectinfo import parse_timestamp
+from datamover.stores.s3.sdk import boto3, botocore
+
+_UPLOAD_ID = re.compile(rb"<UploadId>([^<]{1,1024})</UploadId>")
 
 S3_LIMITS = PartLimits(
     min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000, max_single_put=5 * GiB
@@ -43,6 +44,53 @@ def _endpoint(settings: StoreSettings) -> str | None:
         or os.environ.get("AWS_ENDPOINT_URL")
         or None
     )
+
+
+class Keys:
+    """A set of keys as botocore's frozen credentials carry them (what ``lean.py``
+    reads)."""
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
+        self.access_key, self.secret_key, self.token = access_key, secret_key, token
+
+
+def plain_keys(
+    settings: StoreSettings, key_id: str | None, secret: str | None, token: str | None
+) -> Keys | None:
+    """The keys botocore's chain would settle on, when that is certain without it:
+    keys a remote names, or (no profile asked for) AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, the chain's first source. None: ask botocore (profiles,
+    SSO, web identity, IMDS, expiring env keys, ...)."""
+    if settings.profile:
+        return None  # botocore reads (and checks) the profile
+    if key_id and secret:
+        return Keys(key_id, secret, token)
+    if key_id or secret or token:
+        return None
+    env = os.environ
+    if any(env.get(v) for v in ("AWS_CREDENTIAL_EXPIRATION", "AWS_SECURITY_TOKEN")):
+        return None  # refreshable env credentials / the legacy token name: botocore
+    if any(env.get(v) for v in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")):
+        return None  # a profile named: botocore reads (and checks) it
+    access, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not access or not secret_key:
+        return None
+    return Keys(access, secret_key, env.get("AWS_SESSION_TOKEN") or None)
+
+
+def _config_file() -> bool:
+    """An AWS config file exists (it may set the region, CA bundle, ... per profile)."""
+    path = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    return os.path.exists(os.path.expanduser(path))
+
+
+def plain_region(settings: StoreSettings) -> str | None:
+    """The region botocore would settle on, when that is certain without it (the
+    setting, AWS_DEFAULT_REGION, or no config file: us-east-1); None: ask botocore."""
+    region = settings.region or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    return None if _config_file() else "us-east-1"
 
 
 def _virtual_host_ok(bucket: str) -> bool:
@@ -104,41 +152,65 @@ class BucketClient:
         key_id = referenced_secret(settings, "access_key_env")
         secret = referenced_secret(settings, "secret_key_env")
         token = referenced_secret(settings, "session_token_env")
-        core = botocore.session.get_session()
+        self._profile, self._keys = settings.profile, (key_id, secret, token)
+        self._core: Any = None
+        self._session: Any = None
+        self._config: Any = None
+        self._endpoint = endpoint
+        self._connections = settings.connections
+        self._boto: Any = None
+        self._boto_lock = threading.Lock()
+        self.lean: LeanS3 | None = None
+        self.identity: tuple[str | None, str | None]
+        keys = plain_keys(settings, key_id, secret, token) if endpoint else None
+        region = plain_region(settings) if keys else None
+        if keys is not None and region is not None and lean_enabled():
+            # Endpoint, keys and region known without botocore: boto3 is imported
+            # only if a call needs it (``sdk.py``); the lean path does the rest.
+            self.identity = (settings.profile, keys.access_key)
+            self._region = region
+            self.lean = self._make_lean(endpoint, lambda: keys, None)
+            return
+        session = self._boto_session()
+        credentials = session.get_credentials()
+        self.identity = (settings.profile, credentials.access_key if credentials else None)
+        self._region = settings.region or session.region_name or "us-east-1"
+        if endpoint is None:
+            self._boto = self._new_client()  # AWS: its endpoint URL comes from the client
+        if lean_enabled() and credentials is not None:
+            self.lean = self._make_lean(endpoint, credentials.get_frozen_credentials, self._core)
+
+    def _boto_session(self) -> Any:
+        """The boto3 session (and client config), made on first need."""
+        if self._session is not None:
+            return self._session
+        core = botocore().session.get_session()
         core.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=parse_timestamp
         )
+        key_id, secret, token = self._keys
         try:
-            session = boto3.session.Session(
+            session = boto3().session.Session(
                 botocore_session=core,
-                profile_name=settings.profile,
+                profile_name=self._profile,
                 aws_access_key_id=key_id,
                 aws_secret_access_key=secret,
                 aws_session_token=token,
             )
         except Exception as e:  # botocore ProfileNotFound and friends
-            raise ConfigError(f"AWS profile {settings.profile!r}: {e}") from e
-        config = botocore.config.Config(
-            max_pool_connections=max(10, settings.connections),
+            raise ConfigError(f"AWS profile {self._profile!r}: {e}") from e
+        self._config = botocore().config.Config(
+            max_pool_connections=max(10, self._connections),
             retries={"mode": "standard", "max_attempts": 3},
-            s3={"addressing_style": "path" if endpoint else "auto"},
+            s3={"addressing_style": "path" if self._endpoint else "auto"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             tcp_keepalive=True,
             connect_timeout=10,
             read_timeout=60,
         )
-        credentials = session.get_credentials()
-        self.identity = (settings.profile, credentials.access_key if credentials else None)
-        self._region = settings.region or session.region_name or "us-east-1"
-        self._session, self._config, self._endpoint = session, config, endpoint
-        self._boto: Any = None
-        self._boto_lock = threading.Lock()
-        if endpoint is None:
-            self._boto = self._new_client()  # AWS: its endpoint URL comes from the client
-        self.lean: LeanS3 | None = None
-        if lean_enabled() and credentials is not None:
-            self.lean = self._make_lean(endpoint, credentials, core)
+        self._core, self._session = core, session
+        return session
 
     @property
     def signs_payload(self) -> bool:
@@ -152,7 +224,7 @@ class BucketClient:
         return self._endpoint or str(self.client.meta.endpoint_url)
 
     def _new_client(self) -> Any:
-        return self._session.client(
+        return self._boto_session().client(
             "s3", endpoint_url=self._endpoint, region_name=self._region, config=self._config
         )
 
@@ -164,11 +236,13 @@ class BucketClient:
         if client is None:
             with self._boto_lock:
                 if self._boto is None:
-                    self._boto = self._new_client()
+                    self._boto = self._new_client()  # the session, too, if not yet made
                 client = self._boto
         return client
 
-    def _make_lean(self, endpoint: str | None, credentials: Any, core: Any) -> LeanS3 | None:
+    def _make_lean(
+        self, endpoint: str | None, credentials: Callable[[], Any], core: Any
+    ) -> LeanS3 | None:
         """The lean request path (``lean.py``) for this bucket, or None where it can't
         promise to behave as boto3 does here."""
         url = endpoint or self.client.meta.endpoint_url
@@ -182,14 +256,20 @@ class BucketClient:
                 return None
             if "fips" in url or "dualstack" in url or "accelerate" in url:
                 return None
-        verify = core.get_config_variable("ca_bundle") or get_cert_path(True)
+        verify: Any = None
+        if url.startswith("https://"):
+            verify = os.environ.get("AWS_CA_BUNDLE") if core is None else None
+            if not verify:  # the config file's, else botocore's default bundle
+                self._boto_session()
+                verify = self._core.get_config_variable("ca_bundle")
+                verify = verify or botocore().httpsession.get_cert_path(True)
         try:
             return LeanS3(
                 endpoint=url,
                 bucket=self.bucket,
                 region=self.client.meta.region_name if endpoint is None else self._region,
                 path_style=endpoint is not None,
-                credentials=credentials.get_frozen_credentials,
+                credentials=credentials,
                 ca_bundle=verify if isinstance(verify, str) else None,
                 connect_timeout=10,
                 read_timeout=60,
@@ -266,8 +346,30 @@ class BucketClient:
             return
         self._bucket_seen = True
 
+    def create_upload(self, key: str, headers: Mapping[str, str], **boto_args: Any) -> str:
+        """CreateMultipartUpload (lean where it can, else boto3 with ``boto_args``,
+        the same request): its UploadId."""
+        r = self.lean_request("POST", key, query={"uploads": ""}, headers=headers)
+        if r is None:
+            answer = self.call(key, self.client.create_multipart_upload, Key=key, **boto_args)
+            return str(answer["UploadId"])
+        if r.status != 200:
+            raise self.lean_error(r, key)
+        found = _UPLOAD_ID.search(bytes(r.body))
+        if found is None:
+            raise TransientError(f"{self.url(key)}: CreateMultipartUpload: no UploadId", key=key)
+        return found.group(1).decode("utf-8", "replace")
+
     def abort_upload(self, key: str, upload_id: str) -> None:
         """AbortMultipartUpload; an upload already gone (NoSuchUpload) is no error."""
+        r = self.lean_request("DELETE", key, query={"uploadId": upload_id})
+        if r is not None:
+            if r.status < 300:
+                return
+            mapped = self.lean_error(r, key)
+            if not isinstance(mapped, NotFound):  # NoSuchUpload: already gone
+                raise mapped
+            return
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except Exception as e:

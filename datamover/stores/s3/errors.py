@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import http.client
 
-import botocore.exceptions as bce
-import urllib3.exceptions
-
 from datamover.errors import (
     AuthError,
     BucketNotFound,
@@ -21,6 +18,7 @@ from datamover.errors import (
     TransientError,
     Unsupported,
 )
+from datamover.stores.s3.sdk import loaded
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _NO_BUCKET = {"NoSuchBucket"}
@@ -99,41 +97,43 @@ def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
     if isinstance(e, StoreError):
         return e
     where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
-    if isinstance(e, bce.ClientError):
-        err = e.response.get("Error", {})
-        meta = e.response.get("ResponseMetadata", {})
-        return classify_error(
-            str(err.get("Code", "")),
-            meta.get("HTTPStatusCode"),
-            err.get("Message") or "",
-            meta.get("HTTPHeaders", {}).get("retry-after"),
-            bucket,
-            key,
-        )
-    if isinstance(e, bce.NoCredentialsError | bce.PartialCredentialsError):
-        return AuthError(
-            f"{where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or configure a remote",
-            key=key,
-        )
-    if isinstance(e, bce.EndpointConnectionError):
-        return TransientError(f"{where}: cannot connect to the endpoint", key=key)
-    if isinstance(
-        e,
-        bce.ConnectionError
-        # HTTPClientError covers ConnectionClosedError (a reset before the response),
-        # ReadTimeoutError and ResponseStreamingError.
-        | bce.HTTPClientError
-        | bce.ConnectTimeoutError
-        | bce.IncompleteReadError,
-    ):
-        return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
-    if isinstance(e, bce.FlexibleChecksumError):
-        return IntegrityError(f"{where}: response checksum mismatch", key=key)
+    bce = loaded("botocore.exceptions")  # not loaded: e is none of its classes
+    if bce is not None:
+        if isinstance(e, bce.ClientError):
+            err = e.response.get("Error", {})
+            meta = e.response.get("ResponseMetadata", {})
+            return classify_error(
+                str(err.get("Code", "")),
+                meta.get("HTTPStatusCode"),
+                err.get("Message") or "",
+                meta.get("HTTPHeaders", {}).get("retry-after"),
+                bucket,
+                key,
+            )
+        if isinstance(e, bce.NoCredentialsError | bce.PartialCredentialsError):
+            return AuthError(
+                f"{where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or configure a remote",
+                key=key,
+            )
+        if isinstance(e, bce.EndpointConnectionError):
+            return TransientError(f"{where}: cannot connect to the endpoint", key=key)
+        if isinstance(
+            e,
+            bce.ConnectionError
+            # HTTPClientError covers ConnectionClosedError (a reset before the response),
+            # ReadTimeoutError and ResponseStreamingError.
+            | bce.HTTPClientError
+            | bce.ConnectTimeoutError
+            | bce.IncompleteReadError,
+        ):
+            return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
+        if isinstance(e, bce.FlexibleChecksumError):
+            return IntegrityError(f"{where}: response checksum mismatch", key=key)
     # Body reads go straight to urllib3 (readinto), so its errors arrive unwrapped.
-    if isinstance(
-        e,
-        ConnectionError | TimeoutError | urllib3.exceptions.HTTPError | http.client.HTTPException,
+    urllib3 = loaded("urllib3.exceptions")
+    if isinstance(e, ConnectionError | TimeoutError | http.client.HTTPException) or (
+        urllib3 is not None and isinstance(e, urllib3.HTTPError)
     ):
         return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
     return StoreError(f"{where}: {type(e).__name__}: {e}", key=key)

@@ -21,13 +21,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from botocore.utils import parse_timestamp as botocore_parse_timestamp
-
 from datamover.errors import StoreError
 from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover.stores.conventions import posix_metadata, precedence
 from datamover.stores.s3.lean import Response
+from datamover.stores.s3.sdk import botocore
 
 #: Conventions on one object that disagree: s3fs's (and rclone's) keys decide.
 READ_ORDER = precedence(("s3fs",))
@@ -48,7 +47,7 @@ def parse_timestamp(value: str) -> datetime:
             return parsed
     except (TypeError, ValueError, IndexError):
         pass
-    result: datetime = botocore_parse_timestamp(value)
+    result: datetime = botocore().utils.parse_timestamp(value)
     return result
 
 
