@@ -51,6 +51,8 @@ CONFIRM_TRIES = 2
 CONFIRM_SPLIT = 4
 CONFIRM_DEPTH = 3
 CONFIRM_MIN_PIECE = 64 * 1024
+#: Read-back buffer for a writer's unfinished file (``PrefixReadBack``).
+LOCAL_READBACK = 1024 * 1024
 
 
 def _stripe_size(raw: str | None, where: str) -> int:
@@ -158,7 +160,9 @@ class LargeFile:
             received=self.part_digests,
             part_algorithm=r.part_algorithm,
             algorithms=self.digest.algorithms,
-            buffer=lambda: prover.buffer(size),
+            # Any transfer thread may read back: 1 MiB reads from the page cache cost
+            # no more CPU than 4 MiB ones, and 8 threads hold 8 MiB, not 32.
+            buffer=lambda: prover.buffer(min(size, LOCAL_READBACK - 1)),
             where=r.dst.url(job.dst_key),
             key=job.dst_key,
         )
