@@ -236,7 +236,7 @@ class PrefixReadBack:
         self.done = 0
         self._busy = False  # a thread is reading back
         self._ended = False  # by digests() or close(): no more catching up
-        self._error: DatamoverError | None = None
+        self._error: BaseException | None = None
 
     def written(self, index: int) -> None:
         with self._cond:
@@ -262,10 +262,10 @@ class PrefixReadBack:
                 self._read(start, end)
                 with self._cond:
                     self.done = end
-        except DatamoverError as e:
+        except BaseException as e:
             with self._cond:
-                self._error = e
-                self._busy = False
+                self._error = e  # a bug too: the digests are not of the whole file
+                self._busy = False  # never leave digests() or close() waiting
                 self._cond.notify_all()
             raise
 

@@ -192,3 +192,24 @@ def test_a_download_reads_each_part_back_right_after_writing_it(
     (entry,) = read_manifest(str(manifest)).entries
     assert entry.verified == "readback"
     assert entry.digest == digest_bytes("sha256", data).hex()
+
+
+def test_a_reader_that_breaks_leaves_nobody_waiting_and_no_digest() -> None:
+    data = bytearray(os.urandom(2 * PART))
+    back, _, _ = _setup(data)
+    broken = [True]
+    real = back._read_at
+
+    def flaky(offset: int, view: memoryview) -> int:
+        if broken and broken.pop():
+            raise RuntimeError("a bug, not a mismatch")
+        return real(offset, view)
+
+    back._read_at = flaky
+    back.written(0)
+    with pytest.raises(RuntimeError):
+        back.catch_up()
+    back.written(1)
+    back.catch_up()  # nothing more is read back
+    with pytest.raises(RuntimeError):  # never digests of part of the file
+        back.digests()
