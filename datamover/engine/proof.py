@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from datamover.checksums import new_hasher
+from datamover.checksums import crc32c_combine, new_hasher
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.errors import DatamoverError, DigestMismatch, IntegrityError
@@ -226,7 +226,13 @@ class PrefixReadBack:
         self._received = received
         self._part_algorithm = part_algorithm
         self.algorithms = algorithms
-        self._hashers = [new_hasher(a) for a in algorithms]
+        #: A whole-file CRC32C is combined from the parts' CRC32Cs read back (no
+        #: second CRC32C pass over the bytes).
+        self._combine = part_algorithm == "crc32c" and "crc32c" in algorithms
+        self._whole_crc = 0
+        self._hashers = [
+            (a, new_hasher(a)) for a in algorithms if not (self._combine and a == "crc32c")
+        ]
         self._buffer = buffer
         self._where = where
         self._key = key
@@ -276,7 +282,10 @@ class PrefixReadBack:
             self._end()
             start = self.done
         self._read(start, self.count)
-        return {a: h.hexdigest() for a, h in zip(self.algorithms, self._hashers, strict=True)}
+        got = {a: h.hexdigest() for a, h in self._hashers}
+        if self._combine:
+            got["crc32c"] = f"{self._whole_crc:08x}"
+        return {a: got[a] for a in self.algorithms}
 
     def close(self) -> None:
         """End the read-back without a result (the file failed): waits for the thread
@@ -303,7 +312,7 @@ class PrefixReadBack:
         if offset >= stop:
             return
         buf = self._buffer()
-        hashers = self._hashers
+        hashers = [h for _, h in self._hashers]
         index = start
         part = new_hasher(self._part_algorithm)
         part_end = min(offset + part_size, size)
@@ -335,6 +344,9 @@ class PrefixReadBack:
                             "than arrived (removed; the file is sent again)",
                             key=self._key,
                         )
+                    if self._combine:
+                        length = part_end - index * part_size
+                        self._whole_crc = crc32c_combine(self._whole_crc, int(got, 16), length)
                     index += 1
                     part = new_hasher(self._part_algorithm)
                     part_end = min(part_end + part_size, size)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import datamover
-from datamover.checksums import digest_bytes
+from datamover.checksums import crc32c_combine, digest_bytes
 from datamover.engine.proof import PrefixReadBack
 from datamover.errors import DigestMismatch
 from datamover.manifest import read_manifest
@@ -21,7 +21,9 @@ from datamover.manifest import read_manifest
 PART = 1000
 
 
-def _setup(data: bytearray, buf: int = 384) -> tuple[PrefixReadBack, list[int], list[str]]:
+def _setup(
+    data: bytearray, buf: int = 384, algorithms: tuple[str, ...] = ("sha256", "crc32c")
+) -> tuple[PrefixReadBack, list[int], list[str]]:
     reads: list[int] = []
     received = [digest_bytes("crc32c", data[i : i + PART]).hex() for i in range(0, len(data), PART)]
 
@@ -37,7 +39,7 @@ def _setup(data: bytearray, buf: int = 384) -> tuple[PrefixReadBack, list[int], 
         part_size=PART,
         received=received,
         part_algorithm="crc32c",
-        algorithms=("sha256", "crc32c"),
+        algorithms=algorithms,
         buffer=lambda: memoryview(bytearray(buf)),  # reads straddle parts
         where="/x",
         key="x",
@@ -213,3 +215,40 @@ def test_a_reader_that_breaks_leaves_nobody_waiting_and_no_digest() -> None:
     back.catch_up()  # nothing more is read back
     with pytest.raises(RuntimeError):  # never digests of part of the file
         back.digests()
+
+
+@pytest.mark.parametrize(
+    "sizes", [(1, 1), (1000, 7), (5, 0), (0, 5), (4 * 1024 * 1024, 3), (3, 1 << 20)]
+)
+def test_crc32c_combine_is_the_crc32c_of_the_concatenation(sizes: tuple[int, int]) -> None:
+    a, b = os.urandom(sizes[0]), os.urandom(sizes[1])
+
+    def crc(data: bytes) -> int:
+        return int(digest_bytes("crc32c", data).hex(), 16)
+
+    assert crc32c_combine(crc(a), crc(b), len(b)) == crc(a + b)
+
+
+def test_a_crc32c_manifest_takes_one_crc32c_pass_in_the_read_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole-file CRC32C is combined from the parts' CRC32Cs read back: each byte
+    is CRC32C'd once there, and the digest is still that of the whole file."""
+    from datamover import checksums
+
+    data = bytearray(os.urandom(5 * PART + 7))
+    back, _, _ = _setup(data, algorithms=("crc32c",))
+    want = digest_bytes("crc32c", data).hex()
+    passed: list[int] = []
+    real = checksums._Crc32c.update
+
+    def counting(self: object, piece: memoryview) -> None:
+        passed.append(len(piece))
+        real(self, piece)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checksums._Crc32c, "update", counting)
+    for i in range(6):
+        back.written(i)
+    back.catch_up()
+    assert back.digests() == {"crc32c": want}
+    assert sum(passed) == len(data)  # the part checks only
