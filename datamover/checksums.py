@@ -74,6 +74,41 @@ class _Crc32c:
         return self.digest().hex()
 
 
+#: CRC-32C's polynomial, bit-reflected (as the CRC instructions and ``crc32c`` use it).
+_CRC32C_POLY = 0x82F63B78
+
+
+def _crc32c_mult(a: int, b: int) -> int:
+    """``a * b`` modulo the CRC-32C polynomial (reflected; zlib's ``multmodp``)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if a & (m - 1) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC32C_POLY if b & 1 else b >> 1
+
+
+#: ``x^(2^k)`` modulo the polynomial, k = 0..31.
+_CRC32C_X2N = [1 << 30]
+for _ in range(31):
+    _CRC32C_X2N.append(_crc32c_mult(_CRC32C_X2N[-1], _CRC32C_X2N[-1]))
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC32C of ``A + B`` from ``crc1`` (of A), ``crc2`` (of B) and ``len(B)``,
+    without reading the bytes (zlib's ``crc32_combine`` for the Castagnoli polynomial;
+    ~15 us in Python)."""
+    p, k, n = 1 << 31, 3, len2  # x^(8 * len2): bytes are 2^3 bits
+    while n:
+        if n & 1:
+            p = _crc32c_mult(_CRC32C_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _crc32c_mult(p, crc1) ^ crc2
+
+
 class _Crc64Nvme:
     """CRC-64/NVME with the hashlib shape; big-endian 8-byte digest, as S3 encodes it.
     awscrt takes any buffer and releases the GIL."""

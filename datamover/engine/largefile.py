@@ -9,9 +9,11 @@ its writer and skips parts the store still holds with the journaled digest.
 
 Into a writer that can read its unfinished file (a POSIX temp file, ``read_at``) with
 ``--unverified readback``, the whole-file digest is not taken in stream order: the
-finalizing task reads the file back before the commit and computes it there, once,
-checking each part's digest against the one taken as it arrived
-(``engine.proof.read_back_unfinished``); nothing then holds a part's buffer for order.
+file is read back before the commit and the digest computed there, once, checking
+each part's digest against the one taken as it arrived (``engine.proof.PrefixReadBack``);
+nothing then holds a part's buffer for order. That read-back runs while later parts
+still arrive: a part task that has written its part reads back the contiguous run of
+written parts (one task at a time), so the commit waits only for the last few parts'.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from crc32c import crc32c as _crc32c
 
 from datamover.checksums import OrderedDigest, PartDigests
 from datamover.engine.plan import FileJob
-from datamover.engine.proof import READBACK, ReadAt, read_back_unfinished
+from datamover.engine.proof import READBACK, PrefixReadBack, ReadAt
 from datamover.engine.results import FileResult
 from datamover.errors import (
     DatamoverError,
@@ -49,6 +51,8 @@ CONFIRM_TRIES = 2
 CONFIRM_SPLIT = 4
 CONFIRM_DEPTH = 3
 CONFIRM_MIN_PIECE = 64 * 1024
+#: Read-back buffer for a writer's unfinished file (``PrefixReadBack``).
+LOCAL_READBACK = 1024 * 1024
 
 
 def _stripe_size(raw: str | None, where: str) -> int:
@@ -95,6 +99,8 @@ class LargeFile:
         self.buffers: dict[int, bytearray] = {}
         #: The writer's reader of its unfinished file, when the digest waits for it.
         self.read_at: ReadAt | None = None
+        #: The read-back of the written parts, with ``read_at``.
+        self.readback: PrefixReadBack | None = None
 
     def open(self) -> bool:
         """Stat the source, size the parts, open the writer. False if the file failed."""
@@ -121,6 +127,7 @@ class LargeFile:
             if r.dst is not None:
                 self.writer = self._resume() or self._open_new()
             self.read_at = self._unfinished_reader()
+            self.readback = self._prefix_read_back()
             return True
         except DatamoverError as e:
             self.result.error = e
@@ -138,6 +145,27 @@ class LargeFile:
             return None
         read_at: ReadAt | None = getattr(self.writer, "read_at", None)
         return read_at
+
+    def _prefix_read_back(self) -> PrefixReadBack | None:
+        """The read-back of the unfinished file (``engine.proof``), with ``read_at``."""
+        r, job, prover, read_at = self.r, self.job, self.r.prover, self.read_at
+        if read_at is None:
+            return None
+        assert prover is not None and r.dst is not None
+        size = self.info.size
+        return PrefixReadBack(
+            read_at,
+            size=size,
+            part_size=self.part_size,
+            received=self.part_digests,
+            part_algorithm=r.part_algorithm,
+            algorithms=self.digest.algorithms,
+            # Any transfer thread may read back: 1 MiB reads from the page cache cost
+            # no more CPU than 4 MiB ones, and 8 threads hold 8 MiB, not 32.
+            buffer=lambda: prover.buffer(min(size, LOCAL_READBACK - 1)),
+            where=r.dst.url(job.dst_key),
+            key=job.dst_key,
+        )
 
     def _open_new(self) -> ChunkWriter:
         r, job, dst = self.r, self.job, self.r.dst
@@ -290,10 +318,19 @@ class LargeFile:
             if not skip_write:
                 r.moved(length)
             r.listener.bytes_done(length, job)
+            if self.readback is not None:
+                self.readback.written(index)
             self._settle(index, 1)
         except DatamoverError as e:
             self.fail(e, unsettled_from=None)
             self._settle(index, 1 if hashed_added else 2)
+            return
+        if self.readback is not None and self.error is None:
+            # The buffer is back in the pool: read back what is written so far.
+            try:
+                self.readback.catch_up()
+            except DatamoverError as e:
+                self.fail(e, unsettled_from=None)  # also raised by the commit's digests()
 
     def fail(self, e: DatamoverError, *, unsettled_from: int | None) -> None:
         """Mark the file failed; with ``unsettled_from``, parts from there on were never
@@ -324,22 +361,6 @@ class LargeFile:
         if last:
             self._finalize()
 
-    def _read_back(self) -> dict[str, str]:
-        """Whole-file digests of the unfinished file, read back (``engine.proof``)."""
-        r, job, prover, read_at = self.r, self.job, self.r.prover, self.read_at
-        assert prover is not None and read_at is not None and r.dst is not None
-        return read_back_unfinished(
-            read_at,
-            size=self.info.size,
-            part_size=self.part_size,
-            received=self.part_digests,
-            part_algorithm=r.part_algorithm,
-            algorithms=self.digest.algorithms,
-            buf=prover.buffer(self.info.size),
-            where=r.dst.url(job.dst_key),
-            key=job.dst_key,
-        )
-
     def _finalize(self) -> None:
         r, job, result = self.r, self.job, self.result
         result.part_size = self.part_size
@@ -347,7 +368,8 @@ class LargeFile:
         try:
             if self.error is not None:
                 raise self.error
-            computed = self._read_back() if self.read_at is not None else self.digest.hexdigests()
+            back = self.readback
+            computed = back.digests() if back is not None else self.digest.hexdigests()
             check_expected(job, r.src, self.info.checksums, computed)
             r.check_unchanged(job, self.info)
             result.digests = computed
@@ -359,10 +381,12 @@ class LargeFile:
                 result.dst_info = r.retrying(job, lambda: writer.commit(meta), self.retries)
                 if self.read_at is None:
                     r.prove(job, result, self.retries)
-                else:  # read back before the commit (``_read_back``)
+                else:  # read back before the commit (``readback``)
                     result.verified = result.dst_info.verified or READBACK
         except DatamoverError as e:
             result.error = e
+            if self.readback is not None:
+                self.readback.close()  # nothing reads the temp file once it is aborted
             kept = (
                 isinstance(e, RunStopped)
                 and isinstance(self.writer, ResumableWriter)

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from datamover.checksums import new_hasher
+from datamover.checksums import crc32c_combine, new_hasher
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.errors import DatamoverError, DigestMismatch, IntegrityError
@@ -176,39 +176,177 @@ def read_back_unfinished(
     checking each part's ``part_algorithm`` digest against ``received`` (hex, per
     part, of the bytes that arrived). Raises ``DigestMismatch`` when the file holds
     other bytes, or fewer, than were received."""
-    hashers = [new_hasher(a) for a in algorithms]
-    part = new_hasher(part_algorithm)
-    index = 0
-    part_end = min(part_size, size)
-    offset = 0
-    while offset < size:
-        want = buf[: min(len(buf), size - offset)]
-        n = read_at(offset, want)
-        if n <= 0:
-            raise DigestMismatch(
-                f"{where}: read back before its commit, it ends at {offset} bytes, not "
-                f"the {size} received (removed; the file is sent again)",
-                key=key,
-            )
-        pos = 0
-        while pos < n:
-            step = min(n - pos, _HASH_SLICE, part_end - offset)
-            piece = want[pos : pos + step]
-            part.update(piece)
-            for h in hashers:
-                h.update(piece)
-            pos += step
-            offset += step
-            if offset == part_end:
-                got = part.hexdigest()
-                if got != received[index]:
-                    raise DigestMismatch(
-                        f"{where}: read back before its commit, part {index} holds "
-                        f"{part_algorithm} {got}, not the {received[index]} received; the "
-                        "disk holds other bytes than arrived (removed; the file is sent again)",
-                        key=key,
-                    )
-                index += 1
-                part = new_hasher(part_algorithm)
-                part_end = min(part_end + part_size, size)
-    return {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
+    back = PrefixReadBack(
+        read_at,
+        size=size,
+        part_size=part_size,
+        received=received,
+        part_algorithm=part_algorithm,
+        algorithms=algorithms,
+        buffer=lambda: buf,
+        where=where,
+        key=key,
+    )
+    return back.digests()
+
+
+class PrefixReadBack:
+    """The read-back of a file written by parts, done while later parts still arrive.
+
+    ``written(i)`` says part ``i`` is on disk (its ``received`` digest set before);
+    ``catch_up()`` then reads back, in file order, every written part after those
+    already read back (the contiguous prefix), checking each part's ``part_algorithm``
+    digest against ``received`` and feeding the whole-file ``algorithms``; one thread
+    at a time does so, the others return at once. ``digests()`` (the commit's caller,
+    once every part was written) waits for that thread, reads back what is left and
+    returns the whole-file digests; ``close()`` (a failed file) waits for it and ends
+    the read-back. The proof is that of ``read_back_unfinished``, covering every byte
+    on disk before the commit: only this writer writes the temp file, and its parts
+    are disjoint, so a part read back stays as read until the rename. A difference
+    raises ``DigestMismatch`` (also from ``digests()``, wherever it was found).
+    ``buffer()`` gives the calling thread's read buffer."""
+
+    def __init__(
+        self,
+        read_at: ReadAt,
+        *,
+        size: int,
+        part_size: int,
+        received: list[str],
+        part_algorithm: str,
+        algorithms: tuple[str, ...],
+        buffer: Callable[[], memoryview],
+        where: str,
+        key: str,
+    ) -> None:
+        self._read_at = read_at
+        self.size = size
+        self.part_size = part_size
+        self.count = max(1, -(-size // part_size))
+        self._received = received
+        self._part_algorithm = part_algorithm
+        self.algorithms = algorithms
+        #: A whole-file CRC32C is combined from the parts' CRC32Cs read back (no
+        #: second CRC32C pass over the bytes).
+        self._combine = part_algorithm == "crc32c" and "crc32c" in algorithms
+        self._whole_crc = 0
+        self._hashers = [
+            (a, new_hasher(a)) for a in algorithms if not (self._combine and a == "crc32c")
+        ]
+        self._buffer = buffer
+        self._where = where
+        self._key = key
+        self._cond = threading.Condition(threading.Lock())
+        self._written = [False] * self.count
+        #: Parts read back and checked: ``0 .. done - 1``.
+        self.done = 0
+        self._busy = False  # a thread is reading back
+        self._ended = False  # by digests() or close(): no more catching up
+        self._error: BaseException | None = None
+
+    def written(self, index: int) -> None:
+        with self._cond:
+            self._written[index] = True
+
+    def catch_up(self) -> None:
+        """Read back the written parts that follow the ones read back, unless another
+        thread does. Raises what the read-back found (also kept for ``digests()``)."""
+        with self._cond:
+            if self._busy or self._ended or self._error is not None:
+                return
+            self._busy = True
+        try:
+            while True:
+                with self._cond:
+                    start = end = self.done
+                    while end < self.count and self._written[end]:
+                        end += 1
+                    if end == start:
+                        self._busy = False
+                        self._cond.notify_all()
+                        return
+                self._read(start, end)
+                with self._cond:
+                    self.done = end
+        except BaseException as e:
+            with self._cond:
+                self._error = e  # a bug too: the digests are not of the whole file
+                self._busy = False  # never leave digests() or close() waiting
+                self._cond.notify_all()
+            raise
+
+    def digests(self) -> dict[str, str]:
+        """The whole-file digests, once every part was written; raises what the
+        read-back found. Ends the read-back."""
+        with self._cond:
+            self._end()
+            start = self.done
+        self._read(start, self.count)
+        got = {a: h.hexdigest() for a, h in self._hashers}
+        if self._combine:
+            got["crc32c"] = f"{self._whole_crc:08x}"
+        return {a: got[a] for a in self.algorithms}
+
+    def close(self) -> None:
+        """End the read-back without a result (the file failed): waits for the thread
+        reading back, so nothing reads the temp file once it is aborted."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            self._ended = True
+
+    def _end(self) -> None:
+        # Under the lock: wait for a reader, keep others out, raise what it found.
+        while self._busy:
+            self._cond.wait()
+        assert not self._ended, "the read-back ended already"
+        self._ended = True
+        if self._error is not None:
+            raise self._error
+
+    def _read(self, start: int, end: int) -> None:
+        """Read back parts ``start .. end - 1``, checking each and feeding the digests."""
+        size, part_size = self.size, self.part_size
+        offset = start * part_size
+        stop = min(end * part_size, size)
+        if offset >= stop:
+            return
+        buf = self._buffer()
+        hashers = [h for _, h in self._hashers]
+        index = start
+        part = new_hasher(self._part_algorithm)
+        part_end = min(offset + part_size, size)
+        while offset < stop:
+            want = buf[: min(len(buf), stop - offset)]
+            n = self._read_at(offset, want)
+            if n <= 0:
+                raise DigestMismatch(
+                    f"{self._where}: read back before its commit, it ends at {offset} "
+                    f"bytes, not the {size} received (removed; the file is sent again)",
+                    key=self._key,
+                )
+            pos = 0
+            while pos < n:
+                step = min(n - pos, _HASH_SLICE, part_end - offset)
+                piece = want[pos : pos + step]
+                part.update(piece)
+                for h in hashers:
+                    h.update(piece)
+                pos += step
+                offset += step
+                if offset == part_end:
+                    got = part.hexdigest()
+                    if got != self._received[index]:
+                        raise DigestMismatch(
+                            f"{self._where}: read back before its commit, part {index} "
+                            f"holds {self._part_algorithm} {got}, not the "
+                            f"{self._received[index]} received; the disk holds other bytes "
+                            "than arrived (removed; the file is sent again)",
+                            key=self._key,
+                        )
+                    if self._combine:
+                        length = part_end - index * part_size
+                        self._whole_crc = crc32c_combine(self._whole_crc, int(got, 16), length)
+                    index += 1
+                    part = new_hasher(self._part_algorithm)
+                    part_end = min(part_end + part_size, size)

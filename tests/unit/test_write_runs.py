@@ -42,3 +42,39 @@ def test_long_runs_are_split_and_zero_blocks_stay_holes(
     written = sorted(writes)
     assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(written))
     assert not any(a <= offset + hole_at < a + n for a, n in written)  # never written
+
+
+def test_only_blocks_with_zero_ends_are_hashed_and_zero_ends_alone_are_no_hole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block is hashed (CRC32C) only when its first and last bytes are zero; such a
+    block with data inside is written all the same, only all-zero blocks stay holes."""
+    data = bytearray(os.urandom(6 * SPARSE_BLOCK))
+    data[0:SPARSE_BLOCK] = bytes(SPARSE_BLOCK)  # a hole
+    inner = 2 * SPARSE_BLOCK  # zero ends, one byte of data in the middle
+    data[inner : inner + SPARSE_BLOCK] = bytes(SPARSE_BLOCK)
+    data[inner + SPARSE_BLOCK // 2] = 1
+    data[4 * SPARSE_BLOCK] = 0  # zero first byte only: no candidate
+    data[4 * SPARSE_BLOCK + 5] = 7
+    data[5 * SPARSE_BLOCK - 1] = 9
+    for k in (1, 3, 5):
+        data[k * SPARSE_BLOCK] |= 1  # random blocks: never a candidate
+    hashed: list[int] = []
+    real = sparse._crc32c_extend
+
+    def counting(block: memoryview, *args: int) -> int:
+        hashed.append(len(block))
+        return real(block, *args)
+
+    monkeypatch.setattr(sparse, "_crc32c_extend", counting)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        write_sparse(fd, memoryview(data), 0)
+        data_at = os.lseek(fd, 0, os.SEEK_DATA)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(data)
+    assert hashed == [SPARSE_BLOCK, SPARSE_BLOCK]  # the hole and the inner block only
+    assert data_at >= SPARSE_BLOCK or os.statvfs(tmp_path).f_bsize > SPARSE_BLOCK

@@ -46,8 +46,10 @@ def read_sparse(fd: int, view: memoryview, offset: int) -> int:
 
 def write_sparse(fd: int, view: memoryview, offset: int) -> int:
     """``pwrite`` the runs of ``view`` that aren't all-zero 64 KiB blocks, leaving the
-    zero blocks of the pre-sized file as holes. A block's CRC32C (hardware, ~14 GB/s)
-    picks candidates; only those are compared byte for byte. Data goes out in runs of
+    zero blocks of the pre-sized file as holes. A block whose first and last bytes
+    are zero is a candidate (most data blocks stop there, unhashed: a CRC32C of every
+    block was ~0.07 CPU-s per GiB); a candidate's CRC32C (hardware) must be that of
+    zeros, and then it is compared byte for byte. Data goes out in runs of
     at most ``WRITE_RUN`` bytes, each right after its blocks were checked. Returns the
     file offset where the last bytes written end (``offset`` when all of it was holes)."""
     zero_crc = int.from_bytes(_zero_crc(SPARSE_BLOCK), "big")
@@ -59,6 +61,7 @@ def write_sparse(fd: int, view: memoryview, offset: int) -> int:
         block = view[pos : pos + SPARSE_BLOCK]
         hole = (
             len(block) == SPARSE_BLOCK
+            and not (block[0] or block[-1])  # most data blocks end here, unhashed
             and _crc32c_extend(block) == zero_crc
             and bytes(block) == bytes(SPARSE_BLOCK)
         )
