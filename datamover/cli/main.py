@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from datamover import gcpolicy
 from datamover._version import __version__
 from datamover.cli import browse, checks, jobs, mount, signals, transfer
 from datamover.cli.common import EXIT_OK, EXIT_USAGE, Parser, log, shown
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the process's own command line: datamover's GC settings
+        gcpolicy.tune()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -45,7 +45,7 @@ from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket
 from datamover.engine.largefile import LargeFile, check_expected
 from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
-from datamover.engine.proof import Prover, readback_chunk
+from datamover.engine.proof import READBACK, Prover, readback_chunk
 from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
 from datamover.errors import (
@@ -124,6 +124,11 @@ class Runner:
         self.budget = ByteBudget(options.memory_budget - chunk * options.transfers)
         self.buffers = BufferPool(options.memory_budget - chunk * options.transfers)
         self.prover = Prover(dst, options, chunk) if dst is not None else None
+        # A store that reads a small write back before it is visible saves the
+        # prover's read-back after it (and nothing unchecked is ever visible).
+        self.put_read_back = (
+            dst is not None and dst.features.reads_back_puts and options.unverified == READBACK
+        )
         self.server_copy = dst is not None and options.server_side_copy and dst.can_copy_from(src)
         self.on_result = on_result
         self.listener = listener or Listener()
@@ -488,8 +493,9 @@ class Runner:
             if self.dst is not None:
                 dst = self.dst
                 meta = self.dst_metadata(info, computed[self.algorithm])
+                put = dst.put_read_back if self.put_read_back else dst.put
                 result.dst_info = self.retrying(
-                    job, lambda: dst.put(job.dst_key, data, metadata=meta, digests=digests), retries
+                    job, lambda: put(job.dst_key, data, metadata=meta, digests=digests), retries
                 )
                 self.prove(job, result, retries, link=_is_symlink(info))
             self.moved(len(data))

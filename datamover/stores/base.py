@@ -92,6 +92,9 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 
 Buffer = bytes | bytearray | memoryview
+#: ``ObjectInfo.verified`` of a write the store read back before it became visible
+#: (``Store.put_read_back``): the manifest's ``verified: readback``.
+VERIFIED_READBACK = "readback"
 
 #: The most a ``read`` without a length, or a ``read_object`` without the listed
 #: ``info``, returns in one piece; a larger object raises ``StoreError`` (read it in
@@ -417,6 +420,10 @@ class Features:
     #: ``ResumableWriter.state()``): parts of one file can be written by other
     #: processes (Dask workers) and a killed run's parts reused.
     resumable_writes: bool = False
+    #: ``Store.put_read_back`` reads what it wrote back, and compares it with what
+    #: it was given, before the object becomes visible (a local file: from its temp
+    #: file, before the rename); the result's ``verified`` is then ``"readback"``.
+    reads_back_puts: bool = False
 
 
 class Store(ABC):
@@ -532,6 +539,20 @@ class Store(ABC):
         (of ``data``, when the caller has them) saves the store hashing again. Raises
         ``IntegrityError`` when the provider refused the bytes. The result's
         ``verified`` names the check that covered them (None: none did)."""
+
+    def put_read_back(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        """``put``, with the bytes stored read back and compared with ``data`` before
+        they become visible, where ``features.reads_back_puts``: then the result's
+        ``verified`` is ``"readback"``, and bytes that differ raise ``DigestMismatch``
+        with nothing left visible. Default: ``put`` (the caller reads back after)."""
+        return self.put(key, data, metadata=metadata, digests=digests)
 
     @abstractmethod
     def open_writer(

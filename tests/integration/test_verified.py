@@ -219,3 +219,42 @@ def test_verify_counts_a_digest_mismatch_as_mismatched(
     assert code == 1
     assert "MISMATCH sub/other.bin" in out, out
     assert "1 mismatched, 0 unreadable" in out, out
+
+
+@pytest.mark.parametrize("server", ["azurite", "seaweed", "gcs"])
+def test_small_downloads_are_read_back_before_their_rename(
+    server: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Into local files, a small download is compared with what arrived while it is a
+    temp file (``PosixStore.put_read_back``): recorded ``readback`` with no read of
+    the renamed file; modes and times are restored as before."""
+    from datamover.engine.proof import Prover
+
+    env = use_server(request.getfixturevalue(server), monkeypatch)
+    report, got = _copy(tmp_path, env.url("t/"))
+    assert report.ok, report.failures
+    after: list[str] = []
+    real = Prover._read_back
+
+    def counted(self: Prover, job: Any, size: int, retrying: Any) -> tuple[str, int]:
+        after.append(job.dst_key)
+        return real(self, job, size, retrying)
+
+    monkeypatch.setattr(Prover, "_read_back", counted)
+    out = tmp_path / "out"
+    manifest = str(tmp_path / "down.jsonl")
+    down = datamover.copy(
+        env.url("t/"), str(out), manifest=manifest, part_size=PART, multipart_threshold=PART
+    )
+    assert down.ok, down.failures
+    assert after == []  # small ones before the rename, the big one before its rename too
+    entries = read_manifest(manifest).entries
+    assert {e.path: e.verified for e in entries} == dict.fromkeys(got["files"], "readback")
+    for name, data in got["files"].items():
+        assert (out / name).read_bytes() == data
+        src = (tmp_path / "src" / name).stat()
+        assert (out / name).stat().st_mtime_ns == src.st_mtime_ns
+        assert (out / name).stat().st_mode == src.st_mode

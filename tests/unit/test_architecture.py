@@ -28,6 +28,7 @@ VOCABULARY = (
     "datamover.config",
     "datamover.posixmeta",
     "datamover.ownfiles",
+    "datamover.gcpolicy",
 )
 STORES = ("datamover.stores",)
 ENGINE = ("datamover.engine", "datamover.journal", "datamover.manifest", "datamover.filters")

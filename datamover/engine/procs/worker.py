@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
+from datamover import gcpolicy
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult
 from datamover.engine.runner import Runner
@@ -176,6 +177,7 @@ def serve(conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
+    gcpolicy.tune()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, _stop)
     _die_with_parent(int(argv[0]))

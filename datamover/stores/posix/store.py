@@ -6,6 +6,7 @@ confined root through ``beneath``. The package docstring says what the store pro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import stat as statmod
@@ -24,6 +25,7 @@ from datamover.errors import (
 )
 from datamover.stores.base import (
     HARDLINK_KEY,
+    VERIFIED_READBACK,
     Buffer,
     ChunkWriter,
     Features,
@@ -109,6 +111,7 @@ class PosixStore(Store):
         listing_metadata=True,
         native_mtime=True,
         resumable_writes=True,
+        reads_back_puts=True,
     )
     # No provider limits; these keep part counts and buffers sane.
     limits = PartLimits(
@@ -578,6 +581,30 @@ class PosixStore(Store):
         metadata: Mapping[str, str] | None = None,
         digests: PartDigests | None = None,
     ) -> ObjectInfo:
+        return self._put(key, data, metadata, digests, read_back=False)
+
+    def put_read_back(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        digests: PartDigests | None = None,
+    ) -> ObjectInfo:
+        """A file's temp file is read back and compared with ``data`` before its
+        rename (``PosixWriter.check_holds``); directories, links and symlinks are
+        made as ``put`` makes them, unverified (the caller checks them itself)."""
+        return self._put(key, data, metadata, digests, read_back=True)
+
+    def _put(
+        self,
+        key: str,
+        data: Buffer,
+        metadata: Mapping[str, str] | None,
+        digests: PartDigests | None,
+        *,
+        read_back: bool,
+    ) -> ObjectInfo:
         meta = metadata or {}
         attrs = parse_attrs(meta, key)  # bad metadata fails this file before anything is made
         parse_layout(meta, key)  # (a whole file is never striped, but its layout is checked)
@@ -606,6 +633,10 @@ class PosixStore(Store):
         )
         try:
             writer.write_part(0, data, digests or PartDigests(data))
+            if read_back:
+                writer.check_holds(data)
+                info = writer.commit(meta, checked=attrs)
+                return dataclasses.replace(info, verified=VERIFIED_READBACK)
             return writer.commit(meta, checked=attrs)
         except BaseException:
             writer.abort()

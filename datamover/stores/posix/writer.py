@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from datamover.checksums import PartDigests
-from datamover.errors import NotFound, StoreError, UnsafePath
+from datamover.errors import DigestMismatch, NotFound, StoreError, UnsafePath
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import Buffer, ObjectInfo, PartReceipt
 from datamover.stores.posix.attrs import apply_attrs, apply_xattrs, info_from_stat, parse_attrs
@@ -274,6 +274,35 @@ class PosixWriter:
             return os.preadv(fd, [buf], offset)
         except OSError as e:
             raise map_oserror(e, self.key) from e
+
+    def check_holds(self, data: Buffer) -> None:
+        """Before the commit of a whole file written with one ``write_part``: read the
+        temp file back (one byte past its size) and compare it with ``data``.
+        ``DigestMismatch`` when it holds other bytes or another length; the caller
+        aborts, and nothing was visible."""
+        fd = self._fd
+        if fd is None:
+            raise StoreError(f"/{self.key}: read after commit or abort", key=self.key)
+        want = memoryview(data).cast("B")
+        buf = bytearray(len(want) + 1)
+        n = 0
+        try:
+            if self._end < self.size:  # ends in a hole (zeros not written): its size
+                os.ftruncate(fd, self.size)
+                self._end = self.size
+            with memoryview(buf) as view:
+                while n < len(buf) and (got := os.preadv(fd, [view[n:]], n)) > 0:
+                    n += got
+        except OSError as e:
+            raise map_oserror(e, self.key) from e
+        del buf[n:]
+        if buf != want:  # (bytearray against a buffer: one memcmp)
+            raise DigestMismatch(
+                f"/{self.key}: read back before its rename, it holds {n} bytes that are not "
+                f"the {len(want)} received; the disk holds other bytes than arrived "
+                "(removed; the file is sent again)",
+                key=self.key,
+            )
 
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
         fd = self._fd
