@@ -61,8 +61,6 @@ from datamover_fuse.runtime import PrefetchBudget, Runtime
 log = logging.getLogger(__name__)
 
 WHOLE_WORKERS = 6
-#: The background fetch's ranges land in pieces of this size (see ``_whole_range``).
-WHOLE_PIECE = 4 * 1024 * 1024
 #: Blocks fetched past the end of a random read (with it: 256 KiB in one GET).
 AHEAD_BLOCKS = 3
 #: What a near read no larger than a block fetches around itself (aligned).
@@ -350,39 +348,19 @@ class ReadCache:
                 return
             buf = budget.take(stop - start)
         view = memoryview(buf)[: stop - start]
-        # The range is fetched in pieces of ``WHOLE_PIECE``, one after another, each
-        # stored and its waiters woken as it lands: a read waiting for a block of the
-        # range waits for its piece, not for the whole range.
-        step = max(self.block, WHOLE_PIECE - WHOLE_PIECE % self.block)
-        events: list[tuple[trio.Event, list[int]]] = []
-        for at in range(start, stop, step):
-            first, last = at // self.block, (min(stop, at + step) - 1) // self.block
-            ev = trio.Event()
-            own = [i for i in range(first, last + 1) if i not in v.inflight]
-            for i in own:  # a read of these waits for them: no second GET behind this one
-                v.inflight[i] = ev
-            events.append((ev, own))
+        event = trio.Event()
+        mine = [i for i in mine if i not in v.inflight]
+        for i in mine:  # a read of these waits for them: no second GET behind this one
+            v.inflight[i] = event
         try:
-            for k, at in enumerate(range(start, stop, step)):
-                if v.dropped:
-                    break
-                end = min(stop, at + step)
-                piece = view[at - start : end - start]
-                n = await self.rt.call(self.rt.store.readinto, v.key, at, piece)
-                if n == end - at and not v.dropped:
-                    await self.rt.disk(self.blocks.store, v.name, v.size, at, piece)
-                ev, own = events[k]
-                self._release(v, ev, own)
+            n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
+            if n == stop - start and not v.dropped:
+                await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
         finally:
-            for ev, own in events:
-                self._release(v, ev, own)
+            for i in mine:
+                if v.inflight.get(i) is event:
+                    del v.inflight[i]
+            event.set()
             view.release()
             budget.give(buf)
             del buf  # unmapped now, not when the next one is taken
-
-    @staticmethod
-    def _release(v: Version, event: trio.Event, blocks: list[int]) -> None:
-        for i in blocks:
-            if v.inflight.get(i) is event:
-                del v.inflight[i]
-        event.set()
