@@ -21,7 +21,7 @@ A local filesystem destination is no exception: nothing it enforced covered the
 bytes either, so its files are read back too (from the page cache, usually).
 
 A multipart write into a writer that can read its own unfinished file (``read_at``:
-a POSIX temp file) is read back *before* its commit, by ``read_back_unfinished``, and
+a POSIX temp file) is read back *before* its commit, by ``PrefixReadBack``, and
 that pass is also where the whole-file digest is computed, once: while the parts
 stream in, only their part digests (``part_checksum``, CRC32C by default) are taken
 over the bytes received; the read-back computes the manifest's digest over the bytes
@@ -159,37 +159,6 @@ ReadAt = Callable[[int, memoryview], int]
 _HASH_SLICE = 1 * MiB
 
 
-def read_back_unfinished(
-    read_at: ReadAt,
-    *,
-    size: int,
-    part_size: int,
-    received: list[str],
-    part_algorithm: str,
-    algorithms: tuple[str, ...],
-    buf: memoryview,
-    where: str,
-    key: str,
-) -> dict[str, str]:
-    """Read a written but uncommitted file back through ``buf`` (see the module
-    docstring): the whole-file digests of ``algorithms`` over the bytes read, after
-    checking each part's ``part_algorithm`` digest against ``received`` (hex, per
-    part, of the bytes that arrived). Raises ``DigestMismatch`` when the file holds
-    other bytes, or fewer, than were received."""
-    back = PrefixReadBack(
-        read_at,
-        size=size,
-        part_size=part_size,
-        received=received,
-        part_algorithm=part_algorithm,
-        algorithms=algorithms,
-        buffer=lambda: buf,
-        where=where,
-        key=key,
-    )
-    return back.digests()
-
-
 class PrefixReadBack:
     """The read-back of a file written by parts, done while later parts still arrive.
 
@@ -200,7 +169,7 @@ class PrefixReadBack:
     at a time does so, the others return at once. ``digests()`` (the commit's caller,
     once every part was written) waits for that thread, reads back what is left and
     returns the whole-file digests; ``close()`` (a failed file) waits for it and ends
-    the read-back. The proof is that of ``read_back_unfinished``, covering every byte
+    the read-back. The proof is the module docstring's, covering every byte
     on disk before the commit: only this writer writes the temp file, and its parts
     are disjoint, so a part read back stays as read until the rename. A difference
     raises ``DigestMismatch`` (also from ``digests()``, wherever it was found).

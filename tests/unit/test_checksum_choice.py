@@ -6,7 +6,7 @@
 * ``jobs resume`` keeps the interrupted job's algorithm;
 * the exports say in one line why a crc32c/blake3 manifest can't be a ``sha256sum
   -c`` file or a BagIt bag;
-* the read-back before a download's commit (``engine.proof.read_back_unfinished``)
+* the read-back before a download's commit (``engine.proof.PrefixReadBack``)
   finds a byte the disk holds differently from what was received, and a short file.
 """
 
@@ -23,7 +23,7 @@ import pytest
 
 from datamover import engine
 from datamover.checksums import digest_bytes
-from datamover.engine.proof import read_back_unfinished
+from datamover.engine.proof import PrefixReadBack
 from datamover.errors import AuthError, DigestMismatch, ManifestError, UsageError
 from datamover.job import TransferJob
 from datamover.journal import Journal, journal_path
@@ -191,17 +191,17 @@ def test_read_back_before_commit_checks_every_part_and_digests_once() -> None:
     received = [digest_bytes("crc32c", data[i : i + part]).hex() for i in range(0, len(data), part)]
 
     def run(disk: bytearray) -> dict[str, str]:
-        return read_back_unfinished(
+        return PrefixReadBack(
             _reader(disk),
             size=len(data),
             part_size=part,
             received=received,
             part_algorithm="crc32c",
             algorithms=("sha256", "crc32c"),
-            buf=memoryview(bytearray(384)),  # reads that straddle parts
+            buffer=lambda: memoryview(bytearray(384)),  # reads that straddle parts
             where="/x",
             key="x",
-        )
+        ).digests()
 
     got = run(data)
     assert got == {a: digest_bytes(a, data).hex() for a in ("sha256", "crc32c")}
