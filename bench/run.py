@@ -342,6 +342,38 @@ class Bench:
         self._fixtures.add(name)
         return prefix
 
+    def rclone_fixture(self, remote: str, env: dict[str, str], name: str) -> tuple[str, str]:
+        """Upload dataset ``name`` once with rclone itself to ``remote`` ("SW:bench",
+        "CL:bench"), as a user of rclone would have: with the MD5 rclone checks a download
+        against (S3: ``X-Amz-Meta-Md5chksum`` on a multipart object; Azure: Content-MD5;
+        GCS: the server's md5Hash). Returns the key prefix and the MD5 rclone lists for
+        the file ("" when it lists none: then rclone checks nothing on download either)."""
+        data = self.dataset(name)
+        prefix = f"rcfixtures/{name}/"
+        tag = f"rclone:{remote}:{name}"
+        if tag not in self._fixtures:
+            began = time.monotonic()
+            subprocess.run(
+                self.rclone("copy", str(data.path), f"{remote}/{prefix}", "--s3-no-check-bucket"),
+                env=env,
+                check=True,
+                stdout=self.log,
+                stderr=self.log,
+            )
+            print(
+                f"# fixture {remote}/{prefix} uploaded by rclone in {time.monotonic() - began:.1f} s"
+            )
+            self._fixtures.add(tag)
+        listed = subprocess.run(
+            self.rclone("lsjson", "--hash", "--hash-type", "md5", f"{remote}/{prefix}"),
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        md5 = "".join(str(e.get("Hashes", {}).get("md5", "")) for e in json.loads(listed.stdout))
+        return prefix, md5
+
     def s3_list(self, prefix: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
@@ -565,7 +597,7 @@ def _s3_down(
         argv = b.rclone("copy", f"SW:{BUCKET}/{src_key}", str(out), *rc_flags)
         return Invocation(argv, b.rclone_s3_env(), done(run_id, stack))
 
-    return Row(
+    r = Row(
         row_id,
         title,
         data.bytes,
@@ -573,10 +605,17 @@ def _s3_down(
         [
             Tool("datamover", dm, " ".join(dm_flags) + " (durable: syncfs before done)"),
             Tool(DM_NOSYNC, dm_nosync, " ".join([*dm_flags, *NOSYNC]) + " (like rclone)"),
-            Tool("rclone", rc, " ".join(rc_flags) + " (no fsync)"),
+            Tool(
+                "rclone",
+                rc,
+                " ".join(rc_flags) + " (no fsync; no check: no MD5 on a multipart object)",
+            ),
         ],
         [*S3_TARGETS, *(dataclasses.replace(t, tool=DM_NOSYNC) for t in S3_TARGETS)],
     )
+    if data.path.is_file():
+        with_verifying_rclone(b, r, "SW:" + BUCKET, b.rclone_s3_env(), name, rc_flags, done)
+    return r
 
 
 @row("s3-up-large", "s3")
@@ -821,6 +860,44 @@ def _(b: Bench) -> Row:
     return r
 
 
+def with_verifying_rclone(
+    b: Bench,
+    r: Row,
+    remote: str,
+    env: dict[str, str],
+    name: str,
+    rc_flags: list[str],
+    done: Callable[[str, contextlib.ExitStack], Callable[[], None]],
+) -> None:
+    """Add "rclone-md5": rclone downloading the same bytes as uploaded by rclone, so it
+    checks them (its MD5 of the written file against the one stored with the object),
+    as datamover always does. The "rclone" line downloads an object with no MD5 rclone
+    can use (a multipart upload by another tool) and so checks nothing: a download
+    that verifies against one that does not. Both lines are kept; this one is the
+    like-for-like comparison."""
+    data = b.dataset(name)
+    prefix, md5 = b.rclone_fixture(remote, env, name)
+    key = prefix + data.path.name
+
+    def rc_md5(run_id: str, stack: contextlib.ExitStack) -> Invocation:
+        out = b.out_dir(run_id)
+        argv = b.rclone("copy", f"{remote}/{key}", str(out), *rc_flags)
+        return Invocation(argv, env, done(run_id, stack))
+
+    what = f"checks MD5 {md5[:8]}..." if md5 else "lists no MD5: checks nothing"
+    r.tools.append(
+        Tool("rclone-md5", rc_md5, " ".join(rc_flags) + f" (object uploaded by rclone; {what})")
+    )
+    r.targets += [
+        dataclasses.replace(t, label=t.label.replace("rclone", "rclone-md5"), peer="rclone-md5")
+        for t in r.targets
+        if t.peer == "rclone" and t.tool == "datamover"
+    ] or [
+        Target("wall <= 1.0x rclone-md5", "wall", 1.0, "rclone-md5"),
+        Target("CPU <= 1.0x rclone-md5", "cpu", 1.0, "rclone-md5"),
+    ]
+
+
 def _cloud_rows(provider: str) -> None:
     """Azure (Azurite) and GCS (fake-gcs-server) rows vs rclone, same shape as S3."""
 
@@ -975,6 +1052,8 @@ def _cloud_rows(provider: str) -> None:
                 [Tool("datamover", dm, " ".join(dm_flags)), Tool("rclone", rc, " ".join(rc_flags))],
                 warm=[data.path] if up else [],
             )
+            if not up and data.path.is_file():
+                with_verifying_rclone(b, r, f"CL:{BUCKET}", rclone_env(b), name, rc_flags, done)
             return r
 
         ROWS[row_id] = (group, build)
@@ -1158,6 +1237,24 @@ def with_checksums(r: Row, algorithms: list[str]) -> Row:
         r.tools.insert(len(r.tools) - 1, Tool(f"dm-{alg}", prepare, f"{dm.note} --checksum {alg}"))
         if "datamover" in r.unavailable:
             r.unavailable[f"dm-{alg}"] = r.unavailable["datamover"]
+    return r
+
+
+def with_variants(r: Row, variants: list[str]) -> Row:
+    """Add "dm-<name>" for each ``name=args`` (``args`` split on spaces): datamover with
+    those extra arguments, alternating with the others (``--dm-variant t4="--transfers 4"``)."""
+    dm = r.tools[0]
+    for variant in variants:
+        name, _, extra = variant.partition("=")
+
+        def prepare(run_id: str, stack: contextlib.ExitStack, extra: str = extra) -> Invocation:
+            inv = dm.prepare(run_id, stack)
+            inv.argv = [*inv.argv, *extra.split()]
+            return inv
+
+        r.tools.insert(len(r.tools) - 1, Tool(f"dm-{name}", prepare, f"{dm.note} {extra}"))
+        if "datamover" in r.unavailable:
+            r.unavailable[f"dm-{name}"] = r.unavailable["datamover"]
     return r
 
 
@@ -1448,6 +1545,13 @@ def main(argv: list[str] | None = None) -> int:
         "dm-ALG, alternating with the others",
     )
     p.add_argument(
+        "--dm-variant",
+        action="append",
+        metavar="NAME=ARGS",
+        help="also run datamover with the extra arguments ARGS (split on spaces) as tool "
+        "dm-NAME, alternating with the others; may be repeated",
+    )
+    p.add_argument(
         "--compare",
         nargs=2,
         metavar=("BEFORE", "AFTER"),
@@ -1486,6 +1590,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = with_baseline(r, str(Path(args.baseline).resolve()))
                 if args.dm_checksums:
                     r = with_checksums(r, args.dm_checksums.split(","))
+                if args.dm_variant:
+                    r = with_variants(r, args.dm_variant)
             except (Unavailable, CommandFailed, RuntimeError) as e:
                 print(f"  {rid}: not available: {e}", flush=True)
                 continue
