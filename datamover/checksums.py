@@ -27,8 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from crc32c import crc32c as _crc32c_extend
-
+from datamover.crcfast import crc32c as _crc32c_extend
 from datamover.errors import UsageError
 
 ALGORITHMS = ("sha256", "sha512", "md5", "crc32c", "crc64nvme", "blake3")

@@ -23,9 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from crc32c import crc32c as _crc32c
-
 from datamover.checksums import OrderedDigest, PartDigests
+from datamover.crcfast import crc32c as _crc32c
 from datamover.engine.plan import FileJob
 from datamover.engine.proof import READBACK, PrefixReadBack, ReadAt
 from datamover.engine.results import FileResult

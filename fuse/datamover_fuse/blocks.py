@@ -39,8 +39,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from crc32c import crc32c
-
+from datamover.crcfast import crc32c
 from datamover.errors import UsageError
 from datamover_fuse.staging import CacheDir, punch_hole
 

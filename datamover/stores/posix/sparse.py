@@ -6,9 +6,8 @@ from __future__ import annotations
 import errno
 import os
 
-from crc32c import crc32c as _crc32c_extend
-
 from datamover.checksums import PartDigests
+from datamover.crcfast import crc32c as _crc32c_extend
 from datamover.stores.base import Buffer
 
 SPARSE_BLOCK = 64 * 1024
