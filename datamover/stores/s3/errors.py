@@ -4,8 +4,6 @@ boto3 raises (``map_error``). Messages never carry secrets."""
 
 from __future__ import annotations
 
-import http.client
-
 from datamover.errors import (
     AuthError,
     BucketNotFound,
@@ -132,8 +130,11 @@ def map_error(e: BaseException, bucket: str, key: str | None) -> StoreError:
             return IntegrityError(f"{where}: response checksum mismatch", key=key)
     # Body reads go straight to urllib3 (readinto), so its errors arrive unwrapped.
     urllib3 = loaded("urllib3.exceptions")
-    if isinstance(e, ConnectionError | TimeoutError | http.client.HTTPException) or (
-        urllib3 is not None and isinstance(e, urllib3.HTTPError)
+    client = loaded("http.client")  # an HTTPException only exists once it is imported
+    if (
+        isinstance(e, ConnectionError | TimeoutError)
+        or (client is not None and isinstance(e, client.HTTPException))
+        or (urllib3 is not None and isinstance(e, urllib3.HTTPError))
     ):
         return TransientError(f"{where}: connection problem ({type(e).__name__})", key=key)
     return StoreError(f"{where}: {type(e).__name__}: {e}", key=key)
