@@ -1,0 +1,101 @@
+"""A ``datamover`` run against fake-gcs-server, as the fixtures and the benchmark
+configure it (``STORAGE_EMULATOR_HOST``: anonymous credentials), never imports
+google-cloud-storage, google-auth or google-api-core (``stores/gcs/sdk.py``: ~0.3
+CPU-s of start-up in every process, issue #18): small files and a multipart upload
+(parts and their compose), a download, both with worker processes, verify, a
+listing, and the errors of a missing object and a missing bucket. Every Python
+process of a run (the coordinator and each ``--processes`` worker) reports its
+imports through ``PYTHONPROFILEIMPORTTIME``, which children inherit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datamover.options import KiB, MiB
+
+from serverenv import ServerEnv, use_server
+from servers import FakeGcsServer
+
+pytestmark = [pytest.mark.cloud, pytest.mark.timeout(240)]
+
+#: The SDK packages a run with anonymous credentials must not load.
+SDK = ("google.cloud", "google.auth", "google.api_core", "google.resumable_media")
+
+
+def _run(*argv: str) -> tuple[subprocess.CompletedProcess[str], int, list[str]]:
+    """``datamover *argv``: the result, how many Python processes reported their
+    imports and which SDK modules any of them loaded."""
+    env = os.environ.copy()
+    env["PYTHONPROFILEIMPORTTIME"] = "1"
+    r = subprocess.run(
+        [sys.executable, "-m", "datamover", *argv],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    lines = r.stderr.splitlines()
+    processes = sum(1 for ln in lines if ln.startswith("import time:") and "self [us]" in ln)
+    loaded = sorted(
+        {
+            name
+            for ln in lines
+            if ln.startswith("import time:")
+            and (name := ln.rsplit("|", 1)[-1].strip()).startswith(SDK)
+        }
+    )
+    errors = "\n".join(ln for ln in lines if not ln.startswith("import time:"))
+    sys.stderr.write(errors)  # shown when a test fails
+    return r, processes, loaded
+
+
+@pytest.fixture
+def gcs_env(gcs: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> ServerEnv:
+    return use_server(gcs, monkeypatch)
+
+
+def test_gcs_copy_up_and_down_imports_no_sdk(gcs_env: ServerEnv, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = {f"d{i % 3}/f{i:03d}.bin": os.urandom(4 * KiB + i) for i in range(40)}
+    files["big.bin"] = os.urandom(3 * MiB + 5)  # three parts and their compose
+    files["empty.bin"] = b""
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    up, down = tmp_path / "up.json", tmp_path / "down.json"
+    sizes = ["--multipart-threshold", "1MiB", "--part-size", "1MiB", "--processes", "2"]
+
+    r, processes, loaded = _run("copy", str(src), gcs_env.url("up/"), "--manifest", str(up), *sizes)
+    assert r.returncode == 0 and loaded == [], loaded
+    assert processes >= 2  # the coordinator and at least one worker reported
+
+    r, _, loaded = _run("verify", str(up))
+    assert r.returncode == 0 and loaded == [], loaded
+
+    r, _, loaded = _run("ls", gcs_env.url("up/"))
+    assert r.returncode == 0 and loaded == [], loaded
+    assert {"big.bin", "empty.bin", "d0/"} <= set(r.stdout.split())
+
+    dst = tmp_path / "down"
+    r, processes, loaded = _run(
+        "copy", gcs_env.url("up/"), str(dst), "--manifest", str(down), *sizes
+    )
+    assert r.returncode == 0 and loaded == [], loaded
+    assert processes >= 2
+    for rel, data in files.items():
+        assert (dst / rel).read_bytes() == data, rel
+
+    r, _, loaded = _run("verify", str(down))
+    assert r.returncode == 0 and loaded == [], loaded
+
+
+def test_gcs_errors_map_without_the_sdk(gcs_env: ServerEnv) -> None:
+    r, _, loaded = _run("cat", gcs_env.url("no/such/key"))
+    assert r.returncode != 0 and "no such object" in r.stderr and loaded == [], loaded
+    r, _, loaded = _run("cat", "gs://no-such-bucket-here/k")
+    assert r.returncode != 0 and "bucket does not exist" in r.stderr and loaded == [], loaded
