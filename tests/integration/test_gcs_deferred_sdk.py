@@ -27,11 +27,12 @@ pytestmark = [pytest.mark.cloud, pytest.mark.timeout(240)]
 SDK = ("google.cloud", "google.auth", "google.api_core", "google.resumable_media")
 
 
-def _run(*argv: str) -> tuple[subprocess.CompletedProcess[str], int, list[str]]:
+def _run(
+    *argv: str, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], int, list[str]]:
     """``datamover *argv``: the result, how many Python processes reported their
     imports and which SDK modules any of them loaded."""
-    env = os.environ.copy()
-    env["PYTHONPROFILEIMPORTTIME"] = "1"
+    env = {**os.environ, **(env_extra or {}), "PYTHONPROFILEIMPORTTIME": "1"}
     r = subprocess.run(
         [sys.executable, "-m", "datamover", *argv],
         capture_output=True,
@@ -99,3 +100,23 @@ def test_gcs_errors_map_without_the_sdk(gcs_env: ServerEnv) -> None:
     assert r.returncode != 0 and "no such object" in r.stderr and loaded == [], loaded
     r, _, loaded = _run("cat", "gs://no-such-bucket-here/k")
     assert r.returncode != 0 and "bucket does not exist" in r.stderr and loaded == [], loaded
+
+
+def test_gcs_sdk_path_imports_the_sdk_on_first_use(gcs_env: ServerEnv, tmp_path: Path) -> None:
+    """With the lean path off, a fresh process imports the SDK where a call needs it
+    (``sdk.py``) and the copy works as before: nothing else loaded it first."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = {"a.bin": os.urandom(5000), "b.bin": os.urandom(2 * MiB + 3)}
+    for name, body in data.items():
+        (src / name).write_bytes(body)
+    off = {"DATAMOVER_GCS_LEAN": "0"}
+    sizes = ["--multipart-threshold", "1MiB", "--part-size", "1MiB"]
+    r, _, loaded = _run("copy", str(src), gcs_env.url("sdk/"), *sizes, env_extra=off)
+    assert r.returncode == 0 and "google.cloud.storage" in loaded, loaded
+    r, _, loaded = _run("copy", gcs_env.url("sdk/"), str(tmp_path / "down"), env_extra=off)
+    assert r.returncode == 0 and "google.cloud.storage" in loaded, loaded
+    for name, body in data.items():
+        assert (tmp_path / "down" / name).read_bytes() == body
+    r, _, loaded = _run("cat", gcs_env.url("sdk/missing"), env_extra=off)
+    assert r.returncode != 0 and "no such object" in r.stderr

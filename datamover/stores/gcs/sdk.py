@@ -20,8 +20,12 @@ from types import ModuleType
 def storage() -> ModuleType:
     """The ``google.cloud.storage`` package (its ``retry`` and ``exceptions`` loaded)."""
     # deferred: ~0.3 CPU-s of imports (google-auth, api-core, requests, protobuf).
+    import google.cloud.storage
+    import google.cloud.storage.exceptions
+    import google.cloud.storage.retry
 
-    return sys.modules["google.cloud.storage"]  # the package, typed as a module
+    module: ModuleType = google.cloud.storage
+    return module
 
 
 def auth() -> ModuleType:
