@@ -92,7 +92,8 @@ datamover errors), ``client`` (endpoint, credentials, the SDK client made on fir
 use, its connection pool), ``metadata`` (blob resources to ``ObjectInfo``), ``lean`` (the data
 calls and objects.list without the SDK: ``LeanGCS``), ``listing`` (objects.list page
 by page, lean or the SDK's), ``uploads`` (the temporary-object layout and leftover
-uploads), ``writer`` (``GCSWriter``), ``store`` (``GCSStore``).
+uploads), ``writer`` (``GCSWriter``), ``sdk_reads`` (downloads through the SDK, when
+the lean path is off), ``store`` (``GCSStore``).
 
 The lean path's listing pages are bounded as the SDK's (``client.max_response_body``)
 and trimmed with ``fields=`` to what ``blob_info`` reads.

@@ -18,7 +18,6 @@ from datamover.errors import (
     ConfigError,
     IntegrityError,
     NotFound,
-    SourceChanged,
     StoreError,
 )
 from datamover.stores import StoreSettings
@@ -31,12 +30,11 @@ from datamover.stores.base import (
     PartLimits,
     PendingUpload,
     Store,
-    check_whole_read,
     whole_read_limit,
 )
 from datamover.stores.bounds import MAX_EMPTY_PAGES, PageGuard, Recurrence, ResponseTooLarge
 from datamover.stores.conventions import Styles
-from datamover.stores.gcs import sdk
+from datamover.stores.gcs import sdk, sdk_reads
 from datamover.stores.gcs.client import Connection, make_client, pool_map
 from datamover.stores.gcs.crc import crc_b64, crc_from_b64
 from datamover.stores.gcs.errors import map_error as map_gcs_error
@@ -54,47 +52,6 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_HELD_PREFIXES = 10_000
 DEFAULT_RETRY_DEADLINE = 60.0
 _UNSET = object()
-
-
-class _ViewWriter:
-    """A write-only file object over a caller's buffer, so a download lands in it with
-    one copy (from the socket chunk) and no intermediate ``BytesIO``. More bytes than
-    the buffer holds are refused (``ResponseTooLarge``) as they arrive."""
-
-    def __init__(self, view: memoryview, where: str) -> None:
-        self._view = view
-        self._where = where
-        self.pos = 0
-
-    def write(self, chunk: bytes) -> int:
-        n = len(chunk)
-        end = self.pos + n
-        if end > len(self._view):
-            raise ResponseTooLarge(
-                f"{self._where}: the server sent more than the {len(self._view)} bytes asked for"
-            )
-        self._view[self.pos : end] = chunk
-        self.pos = end
-        return n
-
-
-class _Sink:
-    """A write-only file object that keeps at most ``limit`` bytes; more is refused
-    (``ResponseTooLarge``) as it arrives, so an answer never outgrows the caller's
-    bound whatever length the server gives."""
-
-    def __init__(self, limit: int, where: str) -> None:
-        self.data = bytearray()
-        self._limit = limit
-        self._where = where
-
-    def write(self, chunk: bytes) -> int:
-        if len(self.data) + len(chunk) > self._limit:
-            raise ResponseTooLarge(
-                f"{self._where}: the server sent more than the {self._limit} bytes accepted"
-            )
-        self.data += chunk
-        return len(chunk)
 
 
 class GCSStore(Store):
@@ -333,43 +290,20 @@ class GCSStore(Store):
             return b""
         whole = offset == 0 and length is None
         limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
-        if self._lean is not None:
-            try:
-                return self._lean.read(key, offset, length, limit)
-            except ResponseTooLarge as e:
-                if length is None:
-                    raise self._whole_too_large(key, limit) from e
-                raise
-            except Exception as e:
-                raise self.map_error(e, key) from e
-        sink = _Sink(limit, self.url(key))
-        blob = self._bucket.blob(key)
-        gexc = sdk.api_exceptions()
         try:
-            blob.download_to_file(
-                sink,
-                start=offset or None,
-                end=offset + length - 1 if length is not None else None,
-                raw_download=True,
-                checksum="crc32c" if whole else None,
-                retry=self.retry,
-            )
-        except gexc.RequestRangeNotSatisfiable:
-            return b""
+            if self._lean is not None:
+                return self._lean.read(key, offset, length, limit)
+            return sdk_reads.read(self, key, offset, length, limit, whole)
         except ResponseTooLarge as e:
             if length is None:
-                raise self._whole_too_large(key, limit) from e
+                raise StoreError(
+                    f"{self.url(key)}: over the {limit}-byte limit of a whole-object read; "
+                    "read it in ranges",
+                    key=key,
+                ) from e
             raise
         except Exception as e:
             raise self.map_error(e, key) from e
-        return bytes(sink.data)
-
-    def _whole_too_large(self, key: str, limit: int) -> StoreError:
-        return StoreError(
-            f"{self.url(key)}: over the {limit}-byte limit of a whole-object read; "
-            "read it in ranges",
-            key=key,
-        )
 
     def read_object(
         self, key: str, info: ObjectInfo | None = None
@@ -382,41 +316,7 @@ class GCSStore(Store):
         into a buffer of the resource's size that refuses more."""
         if self._lean is not None:
             return self._lean.read_object(key, info, self.limits.max_single_put)
-        gexc = sdk.api_exceptions()
-        for _ in range(3):
-            blob = self._bucket.blob(key)
-            try:
-                blob.reload(retry=self.retry)
-            except Exception as e:
-                raise self.map_error(e, key) from e
-            got = blob_info(blob, key)
-            check_whole_read(self.url(key), key, got.size, info, self.limits.max_single_put)
-            data = bytearray(got.size)
-            if not got.size:
-                return data, got
-            sink = _ViewWriter(memoryview(data), self.url(key))
-            try:
-                # A fresh handle, without the mediaLink the reload set: the bytes come
-                # from the configured endpoint, not from whatever host the server names
-                # (an emulator's external URL, the public host behind a private endpoint).
-                self._bucket.blob(key).download_to_file(
-                    sink,
-                    start=0,
-                    end=got.size - 1,
-                    raw_download=True,
-                    checksum=None,  # compared below with the resource's CRC32C
-                    if_generation_match=blob.generation,
-                    retry=self.retry,
-                )
-            except gexc.PreconditionFailed:
-                continue
-            except Exception as e:
-                raise self.map_error(e, key) from e
-            crc = int.from_bytes(PartDigests(data).get("crc32c"), "big")
-            expected = crc_from_b64(blob.crc32c)
-            if sink.pos == got.size and expected in (None, crc):
-                return data, got
-        raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
+        return sdk_reads.read_object(self, key, info)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if offset < 0:
@@ -427,23 +327,7 @@ class GCSStore(Store):
             return 0
         if self._lean is not None:
             return self._lean.readinto(key, offset, view)
-        sink = _ViewWriter(view, self.url(key))
-        blob = self._bucket.blob(key)
-        gexc = sdk.api_exceptions()
-        try:
-            blob.download_to_file(
-                sink,
-                start=offset,
-                end=offset + len(view) - 1,
-                raw_download=True,
-                checksum=None,
-                retry=self.retry,
-            )
-        except gexc.RequestRangeNotSatisfiable:
-            return 0
-        except Exception as e:
-            raise self.map_error(e, key) from e
-        return sink.pos
+        return sdk_reads.readinto(self, key, offset, view)
 
     def put(
         self,
