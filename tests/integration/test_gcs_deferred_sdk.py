@@ -5,10 +5,13 @@ CPU-s of start-up in every process, issue #18): small files and a multipart uplo
 (parts and their compose), a download, both with worker processes, verify, a
 listing, and the errors of a missing object and a missing bucket. Every Python
 process of a run (the coordinator and each ``--processes`` worker) reports its
-imports through ``PYTHONPROFILEIMPORTTIME``, which children inherit."""
+imports through ``PYTHONPROFILEIMPORTTIME``, which children inherit. Also: with the
+lean path off the SDK is imported on first use, and the requests of the two calls
+the lean path took over from the SDK for this (compose, the bucket probe)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from datamover.errors import PreconditionFailed, StoreError
 from datamover.options import KiB, MiB
+from datamover.stores import StoreSettings
+from datamover.stores.gcs import GCSStore
+from datamover.stores.gcs.client import make_client
 
+from rawserver import RawServer, response
 from serverenv import ServerEnv, use_server
 from servers import FakeGcsServer
 
@@ -120,3 +128,49 @@ def test_gcs_sdk_path_imports_the_sdk_on_first_use(gcs_env: ServerEnv, tmp_path:
         assert (tmp_path / "down" / name).read_bytes() == body
     r, _, loaded = _run("cat", gcs_env.url("sdk/missing"), env_extra=off)
     assert r.returncode != 0 and "no such object" in r.stderr
+
+
+def _resource(name: str) -> bytes:
+    body = json.dumps(
+        {"name": name, "bucket": "b", "size": "6", "generation": "9", "crc32c": "AAAAAA=="}
+    ).encode()
+    return response(200, body, {"Content-Type": "application/json"})
+
+
+def test_lean_compose_and_bucket_probe_requests() -> None:
+    """What the lean path sends for a compose (each source pinned to its generation,
+    as the SDK's ``if_source_generation_match``; the destination's type and metadata)
+    and for the bucket probe, and what their answers mean; the emulator ignores
+    compose preconditions, so the request itself is checked here."""
+    answers = iter(
+        [
+            _resource("dst/k"),
+            response(404, b"{}"),  # compose: a source is gone
+            response(200, b'{"name": "b"}'),  # ... and the bucket is there
+            response(412, b"{}"),
+            response(404, b"{}"),  # the bucket probe
+        ]
+    )
+    with RawServer(lambda req: next(answers)) as server:
+        store = GCSStore(make_client("b", StoreSettings(endpoint=server.url)), "b")
+        assert store._lean is not None
+        got = store._compose("dst/k", [("t/part-0", 5), ("t/part-1", 7)], metadata={"a": "1"})
+        assert (got.generation, got.size) == (9, 6)
+        with pytest.raises(StoreError, match="a part to compose has vanished"):
+            store._compose("dst/k", [("t/part-0", 5)])
+        with pytest.raises(PreconditionFailed):
+            store._compose("dst/k", [("t/part-0", 5)])
+        assert store._lean.bucket_exists() is False
+        store.close()
+    first = server.requests[0]
+    assert (first.method, first.target) == ("POST", "/storage/v1/b/b/o/dst%2Fk/compose")
+    sent = json.loads(first.body)
+    assert sent["sourceObjects"] == [
+        {"name": "t/part-0", "generation": 5, "objectPreconditions": {"ifGenerationMatch": 5}},
+        {"name": "t/part-1", "generation": 7, "objectPreconditions": {"ifGenerationMatch": 7}},
+    ]
+    assert sent["destination"]["contentType"] == "application/octet-stream"
+    assert "name" not in sent["destination"]
+    assert sent["destination"]["metadata"]["a"] == "1"
+    probe = server.requests[2]
+    assert (probe.method, probe.path, probe.query) == ("GET", "/storage/v1/b/b", {"fields": "name"})

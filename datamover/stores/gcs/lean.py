@@ -368,7 +368,8 @@ class LeanGCS:
         """``objects.compose`` of ``sources`` (name, generation; each pinned with
         ``ifGenerationMatch``, as the SDK's ``if_source_generation_match``) into
         ``key`` with ``content_type`` and ``metadata``; returns the new resource."""
-        destination: dict[str, Any] = {"name": key, "contentType": content_type}
+        # What the SDK's compose sends: the destination's properties, not its name.
+        destination: dict[str, Any] = {"contentType": content_type}
         if metadata:
             destination["metadata"] = dict(metadata)
         request = {
