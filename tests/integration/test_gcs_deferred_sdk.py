@@ -1,6 +1,6 @@
 """A ``datamover`` run against fake-gcs-server, as the fixtures and the benchmark
 configure it (``STORAGE_EMULATOR_HOST``: anonymous credentials), never imports
-google-cloud-storage, google-auth or google-api-core (``stores/gcs/sdk.py``: ~0.3
+google-cloud-storage, google-auth or google-api-core (``stores/gcs/sdk.py``: ~0.45
 CPU-s of start-up in every process, issue #18): small files and a multipart upload
 (parts and their compose), a download, both with worker processes, verify, a
 listing, and the errors of a missing object and a missing bucket. Every Python

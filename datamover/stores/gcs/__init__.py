@@ -13,7 +13,7 @@ with the connection's endpoint and credentials (a bearer token from google-auth,
 for an anonymous emulator client). Rewrite and bucket administration stay on the SDK.
 ``DATAMOVER_GCS_LEAN=0`` sends everything through the SDK.
 
-The SDK (google-cloud-storage, google-auth, google-api-core: ~0.3 CPU-s of imports in
+The SDK (google-cloud-storage, google-auth, google-api-core: ~0.45 CPU-s of imports in
 every process) is imported on first need, in one place (``sdk``): with anonymous
 credentials (an emulator) a copy never imports it; Application Default Credentials
 import google-auth and make the SDK client when the store is opened.
