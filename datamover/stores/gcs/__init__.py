@@ -7,11 +7,16 @@ endpoint with anonymous credentials: that is how the local fake-gcs-server is us
 
 Lean data path (``lean``): uploads (multipart media upload: resource with its CRC32C
 and the bytes in one request), object resources, ranged media GETs (into the caller's
-buffer; a small file's read pinned to its listed generation, one request) and deletes
-are sent on ``datamover.stores.leanhttp`` with the SDK client's endpoint and
-credentials (a bearer token from google-auth, none for an anonymous emulator client).
-Listings, compose, rewrite and bucket calls stay on the SDK. ``DATAMOVER_GCS_LEAN=0``
-sends everything through the SDK.
+buffer; a small file's read pinned to its listed generation, one request), listings,
+compose, deletes and the bucket's existence are sent on ``datamover.stores.leanhttp``
+with the connection's endpoint and credentials (a bearer token from google-auth, none
+for an anonymous emulator client). Rewrite and bucket administration stay on the SDK.
+``DATAMOVER_GCS_LEAN=0`` sends everything through the SDK.
+
+The SDK (google-cloud-storage, google-auth, google-api-core: ~0.45 CPU-s of imports in
+every process) is imported on first need, in one place (``sdk``): with anonymous
+credentials (an emulator) a copy never imports it; Application Default Credentials
+import google-auth and make the SDK client when the store is opened.
 
 Multipart writes: GCS has no S3-style multipart upload on its JSON API (the XML API has
 one, but the emulators lack it, and a resumable upload takes its bytes in order only).
@@ -82,11 +87,13 @@ token repeats or it stops progressing, and an object resource of the wrong shape
 ``StoreError`` (``metadata.blob_info``).
 
 Modules, lower ones first: ``crc`` (CRC32C combination and its base64 form),
-``errors`` (SDK exceptions to datamover errors), ``client`` (endpoint, credentials,
-connection pool), ``metadata`` (blob resources to ``ObjectInfo``), ``lean`` (the data
+``sdk`` (the SDK's modules, imported on first need), ``errors`` (SDK exceptions to
+datamover errors), ``client`` (endpoint, credentials, the SDK client made on first
+use, its connection pool), ``metadata`` (blob resources to ``ObjectInfo``), ``lean`` (the data
 calls and objects.list without the SDK: ``LeanGCS``), ``listing`` (objects.list page
 by page, lean or the SDK's), ``uploads`` (the temporary-object layout and leftover
-uploads), ``writer`` (``GCSWriter``), ``store`` (``GCSStore``).
+uploads), ``writer`` (``GCSWriter``), ``sdk_reads`` (downloads through the SDK, when
+the lean path is off), ``store`` (``GCSStore``).
 
 The lean path's listing pages are bounded as the SDK's (``client.max_response_body``)
 and trimmed with ``fields=`` to what ``blob_info`` reads.

@@ -1,5 +1,7 @@
 """Error mapping: the one place google-cloud-storage, google-auth, requests and
-transport exceptions become datamover errors (``datamover.errors``).
+transport exceptions become datamover errors (``datamover.errors``). The SDK's
+classes are looked up only where the SDK is loaded (``sdk.loaded``): mapping an
+error never imports it.
 
 What survives the SDK's own retries (see the package docstring) is mapped here:
 429 to ``Throttled`` (with ``Retry-After``), 408, 5xx and connection errors to
@@ -12,11 +14,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable, Mapping
-
-import google.auth.exceptions
-import requests
-from google.api_core import exceptions as gexc
-from google.cloud.storage.exceptions import DataCorruption
+from typing import TYPE_CHECKING
 
 from datamover.errors import (
     AuthError,
@@ -29,16 +27,29 @@ from datamover.errors import (
     Throttled,
     TransientError,
 )
+from datamover.stores.gcs.sdk import loaded
+
+if TYPE_CHECKING:
+    from google.api_core import exceptions as gexc
 
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
     ConnectionError,
     TimeoutError,
     http.client.HTTPException,
-    google.auth.exceptions.TransportError,
 )
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    """Connection-level failures: the built-in ones, and requests' and google-auth's
+    when those are loaded (none of theirs can be raised before)."""
+    found = _TRANSIENT_TYPES
+    rexc = loaded("requests.exceptions")
+    if rexc is not None:
+        found += (rexc.ConnectionError, rexc.Timeout, rexc.ChunkedEncodingError)
+    aexc = loaded("google.auth.exceptions")
+    if aexc is not None:
+        found += (aexc.TransportError,)
+    return found
 
 
 def _retry_after(e: gexc.GoogleAPICallError) -> float | None:
@@ -79,7 +90,12 @@ def map_error(
     if isinstance(e, StoreError):
         return e
     where = f"gs://{bucket}/{key or ''}"
-    if isinstance(e, gexc.RetryError):
+    # The SDK's exception classes, where the SDK is loaded: an exception can't be one
+    # of them before (``sdk.loaded``), and importing it here would cost its start-up.
+    gexc = loaded("google.api_core.exceptions")
+    storage_exc = loaded("google.cloud.storage.exceptions")
+    aexc = loaded("google.auth.exceptions")
+    if gexc is not None and isinstance(e, gexc.RetryError):
         cause = e.cause
         if cause is not None and cause is not e:
             mapped = map_error(
@@ -88,15 +104,15 @@ def map_error(
             if isinstance(mapped, TransientError):
                 return mapped
         return TransientError(f"{where}: gave up after retries", key=key)
-    if isinstance(e, DataCorruption):
+    if storage_exc is not None and isinstance(e, storage_exc.DataCorruption):
         return IntegrityError(f"{where}: downloaded bytes failed their checksum", key=key)
-    if isinstance(e, google.auth.exceptions.RefreshError):
+    if aexc is not None and isinstance(e, aexc.RefreshError):
         if getattr(e, "retryable", False):  # e.g. the metadata server did not answer
             return TransientError(f"{where}: could not refresh Google credentials", key=key)
         return AuthError(f"{where}: Google credentials were rejected or expired", key=key)
-    if isinstance(e, gexc.GoogleAPICallError):
+    if gexc is not None and isinstance(e, gexc.GoogleAPICallError):
         return _map_status(e, key, where, missing, bucket, bucket_is_there)
-    if isinstance(e, _TRANSIENT_TYPES):
+    if isinstance(e, _transient_types()):
         return TransientError(f"{where}: {type(e).__name__}", key=key)
     return StoreError(f"{where}: {type(e).__name__}", key=key)
 

@@ -1,5 +1,6 @@
 """A lean request path for GCS's data calls (JSON API): multipart media upload, the
-object resource, ranged media GET, delete and objects.list.
+object resource, ranged media GET, delete, compose, objects.list and whether the
+bucket exists.
 
 google-cloud-storage spends ~1.5 ms of client CPU per request (google-resumable-media,
 requests, retry wrappers, the blob model) and reads downloads through several copies.
@@ -14,8 +15,10 @@ the quota project header when the credentials name one).
 The endpoint is the SDK client's (``client.py``: ``settings.endpoint``,
 ``STORAGE_EMULATOR_HOST`` or storage.googleapis.com). Listings are lean too
 (``list_page``: ``objects.list`` with ``fields=`` trimming each entry to what a listing
-reads; ``store._pages`` pages and guards them as it does the SDK's). Compose, rewrite,
-the bucket's own calls and the temporaries' cleanup stay on the SDK.
+reads; ``store._pages`` pages and guards them as it does the SDK's), and so are the
+compose of a multipart upload's parts and the temporaries' cleanup: with anonymous
+credentials a copy needs no SDK at all (``sdk.py``). Rewrite and bucket administration
+stay on the SDK.
 ``DATAMOVER_GCS_LEAN=0`` turns the lean path off; a proxy, a client without a plain
 endpoint or metadata that is not plain text make it unavailable (``LeanUnavailable``).
 """
@@ -26,7 +29,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +37,7 @@ from datamover.checksums import PartDigests
 from datamover.errors import IntegrityError, SourceChanged, StoreError
 from datamover.stores.base import ObjectInfo, check_whole_read
 from datamover.stores.bounds import ResponseTooLarge
+from datamover.stores.gcs import sdk
 from datamover.stores.gcs.client import max_response_body
 from datamover.stores.gcs.crc import crc_from_b64
 from datamover.stores.gcs.errors import status_error
@@ -127,6 +131,8 @@ class LeanGCS:
     """Data calls on one bucket; thread-safe (one connection per thread)."""
 
     def __init__(self, client: Any, bucket: str, bucket_is_there: Callable[[], bool]) -> None:
+        """``client``: the SDK client or a ``client.Connection`` (its ``api_endpoint``
+        and ``_credentials``, None or ``AnonymousCredentials`` for none)."""
         endpoint = str(getattr(client, "api_endpoint", "") or "").rstrip("/")
         if not endpoint:
             raise LeanUnavailable("no endpoint")
@@ -157,10 +163,8 @@ class LeanGCS:
         if not creds.valid:
             with self._lock:
                 if not creds.valid:
-                    if self._request is None:
-                        import google.auth.transport.requests  # deferred: only with real creds
-
-                        self._request = google.auth.transport.requests.Request()
+                    if self._request is None:  # google-auth: only with real credentials
+                        self._request = sdk.auth().transport.requests.Request()
                     creds.refresh(self._request)
         headers["authorization"] = f"Bearer {creds.token}"
         quota = getattr(creds, "quota_project_id", None)
@@ -353,6 +357,50 @@ class LeanGCS:
                 f"{self._where(prefix)}: the server sent a malformed listing", key=prefix
             )
         return [Resource(item) for item in items], prefixes, following or None
+
+    def compose(
+        self,
+        key: str,
+        sources: Sequence[tuple[str, int]],
+        content_type: str,
+        metadata: Mapping[str, str] | None,
+    ) -> Resource:
+        """``objects.compose`` of ``sources`` (name, generation; each pinned with
+        ``ifGenerationMatch``, as the SDK's ``if_source_generation_match``) into
+        ``key`` with ``content_type`` and ``metadata``; returns the new resource."""
+        # What the SDK's compose sends: the destination's properties, not its name.
+        destination: dict[str, Any] = {"contentType": content_type}
+        if metadata:
+            destination["metadata"] = dict(metadata)
+        request = {
+            "sourceObjects": [
+                {"name": n, "generation": g, "objectPreconditions": {"ifGenerationMatch": g}}
+                for n, g in sources
+            ],
+            "destination": destination,
+        }
+        response = self._call(
+            "POST",
+            f"{self._object_path(key)}/compose",
+            key,
+            headers={"content-type": "application/json; charset=UTF-8"},
+            body=json.dumps(request).encode("utf-8"),
+        )
+        if response.status != 200:
+            raise self.error(response, key)
+        return self._resource(response, key)
+
+    def bucket_exists(self) -> bool:
+        """Whether the bucket exists (``buckets.get``): a 404 says no, any other
+        failure raises (the caller can't tell)."""
+        response = self._call(
+            "GET", self._object_base[: -len("/o")], "", query=[("fields", "name")]
+        )
+        if response.status == 200:
+            return True
+        if response.status == 404:
+            return False
+        raise self.error(response, None, missing="bucket")
 
     def delete(self, key: str, generation: int | None = None) -> Response:
         """``objects.delete`` (of that ``generation`` only, when given); the response,

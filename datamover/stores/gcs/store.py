@@ -1,6 +1,8 @@
 """``GCSStore``: one bucket, through google-cloud-storage's JSON API. The design
 (credentials, temporary part objects and compose, resume, integrity, retries, the
-emulator's differences) is in the package docstring.
+emulator's differences) is in the package docstring. The SDK client, its bucket
+handle and its retry policy are made on first use (``sdk.py``): on the lean path with
+anonymous credentials a copy never imports the SDK.
 """
 
 from __future__ import annotations
@@ -10,16 +12,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from heapq import heappop, heappush
 from typing import Any
 
-from google.api_core import exceptions as gexc
-from google.cloud.storage.retry import DEFAULT_RETRY
-
 from datamover.checksums import PartDigests
 from datamover.errors import (
     BucketNotFound,
     ConfigError,
     IntegrityError,
     NotFound,
-    SourceChanged,
     StoreError,
 )
 from datamover.stores import StoreSettings
@@ -32,12 +30,12 @@ from datamover.stores.base import (
     PartLimits,
     PendingUpload,
     Store,
-    check_whole_read,
     whole_read_limit,
 )
 from datamover.stores.bounds import MAX_EMPTY_PAGES, PageGuard, Recurrence, ResponseTooLarge
 from datamover.stores.conventions import Styles
-from datamover.stores.gcs.client import make_client, pool_map, size_pool
+from datamover.stores.gcs import sdk, sdk_reads
+from datamover.stores.gcs.client import Connection, make_client, pool_map
 from datamover.stores.gcs.crc import crc_b64, crc_from_b64
 from datamover.stores.gcs.errors import map_error as map_gcs_error
 from datamover.stores.gcs.lean import LeanGCS, LeanUnavailable, lean_enabled
@@ -53,47 +51,7 @@ DEFAULT_PAGE_SIZE = 1000
 #: Prefixes of a delimited listing held back to be released in key order.
 MAX_HELD_PREFIXES = 10_000
 DEFAULT_RETRY_DEADLINE = 60.0
-
-
-class _ViewWriter:
-    """A write-only file object over a caller's buffer, so a download lands in it with
-    one copy (from the socket chunk) and no intermediate ``BytesIO``. More bytes than
-    the buffer holds are refused (``ResponseTooLarge``) as they arrive."""
-
-    def __init__(self, view: memoryview, where: str) -> None:
-        self._view = view
-        self._where = where
-        self.pos = 0
-
-    def write(self, chunk: bytes) -> int:
-        n = len(chunk)
-        end = self.pos + n
-        if end > len(self._view):
-            raise ResponseTooLarge(
-                f"{self._where}: the server sent more than the {len(self._view)} bytes asked for"
-            )
-        self._view[self.pos : end] = chunk
-        self.pos = end
-        return n
-
-
-class _Sink:
-    """A write-only file object that keeps at most ``limit`` bytes; more is refused
-    (``ResponseTooLarge``) as it arrives, so an answer never outgrows the caller's
-    bound whatever length the server gives."""
-
-    def __init__(self, limit: int, where: str) -> None:
-        self.data = bytearray()
-        self._limit = limit
-        self._where = where
-
-    def write(self, chunk: bytes) -> int:
-        if len(self.data) + len(chunk) > self._limit:
-            raise ResponseTooLarge(
-                f"{self._where}: the server sent more than the {self._limit} bytes accepted"
-            )
-        self.data += chunk
-        return len(chunk)
+_UNSET = object()
 
 
 class GCSStore(Store):
@@ -124,23 +82,25 @@ class GCSStore(Store):
     ) -> None:
         if not temp_prefix.endswith("/") or temp_prefix == "/":
             raise ConfigError(f"gs temp_prefix {temp_prefix!r} must be a prefix ending in '/'")
-        self._client = client
-        self._bucket = client.bucket(bucket)
+        # ``client``: a ``Connection`` (``make_client``) or an SDK client made elsewhere.
+        self._conn = client if isinstance(client, Connection) else Connection.of(client)
+        self._bucket_handle: Any = None
         self.bucket_name = bucket
         self.connections = connections
         self.page_size = page_size
         self.temp_prefix = temp_prefix
-        self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
+        self._retry_deadline = retry_deadline
+        self._retry: Any = _UNSET
         self._bucket_exists = False
         self._closed = False
         self.styles = Styles.chosen(
             metadata_style, self.features.metadata_styles, rfc3339_mtime=True
         )
-        size_pool(client, connections, page_size)
+        self._conn.size(connections, page_size)
         self._lean: LeanGCS | None = None
         if lean_enabled():
             try:
-                self._lean = LeanGCS(client, bucket, self._bucket_is_there)
+                self._lean = LeanGCS(self._conn, bucket, self._bucket_is_there)
             except LeanUnavailable:
                 self._lean = None
 
@@ -162,6 +122,32 @@ class GCSStore(Store):
             temp_prefix=str(extra.get("temp_prefix", DEFAULT_TEMP_PREFIX)),
             metadata_style=extra.get("metadata_style"),
         )
+
+    # -- the SDK, made on first use ---------------------------------------------------------
+
+    @property
+    def _client(self) -> Any:
+        """The ``storage.Client`` (the SDK imported and the client made on first use)."""
+        return self._conn.client
+
+    @property
+    def _bucket(self) -> Any:
+        """The SDK's bucket handle, made on first use."""
+        if self._bucket_handle is None:
+            self._bucket_handle = self._client.bucket(self.bucket_name)
+        return self._bucket_handle
+
+    @property
+    def retry(self) -> Any:
+        """The SDK's retry policy for every SDK call (``DEFAULT_RETRY`` with the
+        store's deadline), made on first use; a test may set another (or None)."""
+        if self._retry is _UNSET:
+            self._retry = sdk.storage().retry.DEFAULT_RETRY.with_timeout(self._retry_deadline)
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: Any) -> None:
+        self._retry = value
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -188,7 +174,10 @@ class GCSStore(Store):
         if self._bucket_exists:
             return True
         try:
-            exists = bool(self._bucket.exists(retry=self.retry))
+            if self._lean is not None:
+                exists = self._lean.bucket_exists()
+            else:
+                exists = bool(self._bucket.exists(retry=self.retry))
         except Exception:
             return True
         self._bucket_exists = exists
@@ -301,21 +290,10 @@ class GCSStore(Store):
             return b""
         whole = offset == 0 and length is None
         limit = whole_read_limit(None, self.limits.max_single_put) if length is None else length
-        sink = _Sink(limit, self.url(key))
-        blob = self._bucket.blob(key)
         try:
             if self._lean is not None:
                 return self._lean.read(key, offset, length, limit)
-            blob.download_to_file(
-                sink,
-                start=offset or None,
-                end=offset + length - 1 if length is not None else None,
-                raw_download=True,
-                checksum="crc32c" if whole else None,
-                retry=self.retry,
-            )
-        except gexc.RequestRangeNotSatisfiable:
-            return b""
+            return sdk_reads.read(self, key, offset, length, limit, whole)
         except ResponseTooLarge as e:
             if length is None:
                 raise StoreError(
@@ -326,7 +304,6 @@ class GCSStore(Store):
             raise
         except Exception as e:
             raise self.map_error(e, key) from e
-        return bytes(sink.data)
 
     def read_object(
         self, key: str, info: ObjectInfo | None = None
@@ -339,40 +316,7 @@ class GCSStore(Store):
         into a buffer of the resource's size that refuses more."""
         if self._lean is not None:
             return self._lean.read_object(key, info, self.limits.max_single_put)
-        for _ in range(3):
-            blob = self._bucket.blob(key)
-            try:
-                blob.reload(retry=self.retry)
-            except Exception as e:
-                raise self.map_error(e, key) from e
-            got = blob_info(blob, key)
-            check_whole_read(self.url(key), key, got.size, info, self.limits.max_single_put)
-            data = bytearray(got.size)
-            if not got.size:
-                return data, got
-            sink = _ViewWriter(memoryview(data), self.url(key))
-            try:
-                # A fresh handle, without the mediaLink the reload set: the bytes come
-                # from the configured endpoint, not from whatever host the server names
-                # (an emulator's external URL, the public host behind a private endpoint).
-                self._bucket.blob(key).download_to_file(
-                    sink,
-                    start=0,
-                    end=got.size - 1,
-                    raw_download=True,
-                    checksum=None,  # compared below with the resource's CRC32C
-                    if_generation_match=blob.generation,
-                    retry=self.retry,
-                )
-            except gexc.PreconditionFailed:
-                continue
-            except Exception as e:
-                raise self.map_error(e, key) from e
-            crc = int.from_bytes(PartDigests(data).get("crc32c"), "big")
-            expected = crc_from_b64(blob.crc32c)
-            if sink.pos == got.size and expected in (None, crc):
-                return data, got
-        raise SourceChanged(f"{self.url(key)}: replaced while being read", key=key)
+        return sdk_reads.read_object(self, key, info)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if offset < 0:
@@ -383,22 +327,7 @@ class GCSStore(Store):
             return 0
         if self._lean is not None:
             return self._lean.readinto(key, offset, view)
-        sink = _ViewWriter(view, self.url(key))
-        blob = self._bucket.blob(key)
-        try:
-            blob.download_to_file(
-                sink,
-                start=offset,
-                end=offset + len(view) - 1,
-                raw_download=True,
-                checksum=None,
-                retry=self.retry,
-            )
-        except gexc.RequestRangeNotSatisfiable:
-            return 0
-        except Exception as e:
-            raise self.map_error(e, key) from e
-        return sink.pos
+        return sdk_reads.readinto(self, key, offset, view)
 
     def put(
         self,
@@ -462,7 +391,12 @@ class GCSStore(Store):
     def _delete_generation(self, name: str, generation: int | None) -> None:
         """Best-effort removal of one bad object we just wrote (only that generation)."""
         try:
-            self._bucket.blob(name).delete(if_generation_match=generation, retry=self.retry)
+            if self._lean is not None:
+                response = self._lean.delete(name, generation)
+                if response.status >= 300:
+                    raise self._lean.error(response, name)
+            else:
+                self._bucket.blob(name).delete(if_generation_match=generation, retry=self.retry)
         except Exception as e:
             log.warning("%s: could not remove a corrupt upload: %s", self.url(name), e)
 
@@ -588,7 +522,7 @@ class GCSStore(Store):
             self._closed = True
             if self._lean is not None:
                 self._lean.close()
-            self._client.close()
+            self._conn.close()  # the SDK client, if one was made
 
     # -- helpers for the writer -------------------------------------------------------------
 
@@ -601,10 +535,20 @@ class GCSStore(Store):
     ) -> Any:
         """Compose ``sources`` (name, generation) into ``name``; returns the loaded blob.
         The generations pin the exact parts we uploaded (GCS refuses if one changed)."""
+        rendered = self.styles.render(metadata) if metadata else None
+        if self._lean is not None:
+            try:
+                return self._lean.compose(name, sources, content_type_for(name), rendered)
+            except NotFound as e:
+                if type(e) is not NotFound:
+                    raise
+                raise StoreError(  # a source, not the target: say so
+                    f"{self.url(name)}: a part to compose has vanished", key=name
+                ) from e
         dst = self._bucket.blob(name)
         dst.content_type = content_type_for(name)
-        if metadata:
-            dst.metadata = self.styles.render(metadata)
+        if rendered:
+            dst.metadata = rendered
         try:
             dst.compose(
                 [self._bucket.blob(n, generation=g) for n, g in sources],
