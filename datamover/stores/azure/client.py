@@ -293,7 +293,10 @@ def plain_target(settings: StoreSettings, container: str) -> LeanTarget | None:
             return None
         return LeanTarget(container_url, API_VERSION, account=account, key=key)
     if isinstance(credential, str) and _is_sas(credential):
-        return LeanTarget(f"{container_url}?{credential.lstrip('?').rstrip('?&')}", API_VERSION)
+        # Re-encoded as the SDK's container client does (``parse_query``).
+        query = {k: v[0] for k, v in parse_qs(credential.lstrip("?")).items()}
+        sas = "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+        return LeanTarget(f"{container_url}?{sas}", API_VERSION)
     return None
 
 
