@@ -5,7 +5,7 @@ first level, letters case-insensitive), not by code point, so a signature over, 
 ``x-ms-meta-a_b`` and ``x-ms-meta-ab`` must list them as the service does. This is
 azure-storage-blob's comparison (``_shared/authentication.py``: ``compare`` and its
 weight tables, MIT License, Copyright (c) Microsoft Corporation), kept here so the lean
-path signs without importing the SDK; ``tests/unit/test_azure_deferred_sdk.py`` holds
+path signs without importing the SDK; ``tests/unit/test_azure_plain_target.py`` holds
 the two orders equal.
 """
 
