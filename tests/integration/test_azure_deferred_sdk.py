@@ -23,7 +23,7 @@ from datamover.checksums import PartDigests
 from datamover.errors import BucketNotFound, NotFound
 from datamover.stores import open_store
 from datamover.stores.azure import AzureStore
-from datamover.stores.base import PartReceipt
+from datamover.stores.base import PartReceipt, digest_metadata_key
 
 from serverenv import ServerEnv, new_bucket_name, use_server
 from servers import AzuriteServer
@@ -171,3 +171,39 @@ def test_sdk_calls_on_a_lean_store(azurite_env: ServerEnv) -> None:
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.cloud
+def test_lean_block_list_commit_leaves_what_the_sdks_does(
+    azurite: AzuriteServer, azurite_env: ServerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Put Block List on the lean path (``LeanAzure.put_block_list``) leaves the blob
+    the SDK's commit leaves (bytes, metadata, Content-MD5 property, content type) and
+    returns the same info."""
+    data = os.urandom(10)
+    md5 = hashlib.md5(data).hexdigest()
+    seen = {}
+    for lean in ("1", "0"):
+        monkeypatch.setenv("DATAMOVER_AZURE_LEAN", lean)
+        store, _key = open_store(azurite_env.url(""))
+        with store:
+            assert (store._lean is not None) == (lean == "1")
+            writer = store.open_writer(f"k{lean}", size=10, part_size=4)
+            for index in range(3):
+                chunk = data[index * 4 : index * 4 + 4]
+                writer.write_part(index, chunk, PartDigests(chunk))
+            info = writer.commit({digest_metadata_key("md5"): md5, "x-note": "v"})
+            assert store.read(f"k{lean}") == data
+        with azurite.client() as service:
+            blob = service.get_blob_client(azurite_env.bucket, f"k{lean}")
+            props = blob.get_blob_properties()
+            committed, _uncommitted = blob.get_block_list("all")
+        settings = props.content_settings
+        seen[lean] = (
+            (info.size, info.checksums, info.provider_checksums, info.metadata, info.verified),
+            (bytes(settings.content_md5 or b"").hex(), settings.content_type, props.metadata),
+            [b.size for b in committed],
+        )
+        assert info.etag == props.etag.strip('"')
+    assert seen["1"] == seen["0"]
+    assert seen["1"][1][0] == md5
