@@ -6,7 +6,8 @@ and a multipart one (Put Block, Put Block List, ranged Get Blob), a listing and 
 ``--processes`` worker. Each command runs in a child process with
 ``PYTHONPROFILEIMPORTTIME`` set (inherited by its workers), whose report names every
 module any of them imported. What truly needs the SDK still gets it: a server-side
-copy, the pending-upload listing."""
+copy, the pending-upload listing. Errors (missing container, missing blob, rejected
+key) come out mapped as before without it."""
 
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ def azurite_env(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> Serv
     return use_server(azurite, monkeypatch)
 
 
-def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[str, list[str]]:
-    """``datamover argv`` in a child; its output and the SDK modules it (or a worker
-    it started) imported."""
+def _run(*argv: str, env: dict[str, str] | None = None, code: int = 0) -> tuple[str, list[str]]:
+    """``datamover argv`` in a child, which must exit with ``code``; its output
+    (stdout, and the error lines when ``code`` is not 0) and the SDK modules it (or a
+    worker it started) imported."""
     child_env = {**os.environ, **(env or {}), "PYTHONPROFILEIMPORTTIME": "1"}
     r = subprocess.run(
         [sys.executable, "-m", "datamover", *argv],
@@ -57,9 +59,10 @@ def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[str, list[str]]
             modules.add(m.group(1))
         elif not line.startswith("import time:"):
             other.append(line)
-    assert r.returncode == 0, r.stdout + "\n".join(other)
+    assert r.returncode == code, r.stdout + "\n".join(other)
     assert "datamover.stores.azure.store" in modules  # the report is real
-    return r.stdout, sorted(m for m in modules if m.startswith(SDK))
+    out = r.stdout if code == 0 else "\n".join(other)
+    return out, sorted(m for m in modules if m.startswith(SDK))
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -98,6 +101,27 @@ def test_copy_up_down_list_verify_without_the_sdk(azurite_env: ServerEnv, tmp_pa
     _out, loaded = _run("copy", "--processes", "2", azurite_env.url("up/d/"), str(down2))
     assert loaded == [], loaded
     assert _tree(down2) == _tree(src / "d")
+
+
+@pytest.mark.cloud
+def test_errors_are_mapped_without_the_sdk(
+    azurite: AzuriteServer, azurite_env: ServerEnv, tmp_path: Path
+) -> None:
+    """A missing container, a missing blob and a rejected key: the same one-line
+    errors as on the SDK, with no SDK loaded."""
+    out, loaded = _run("ls", f"az://{new_bucket_name()}/", code=2)
+    assert loaded == [] and "container does not exist" in out, out
+    out, loaded = _run("stat", azurite_env.url("nothing"), code=2)
+    assert loaded == [] and "no such object" in out, out
+    bad = re.sub(r"AccountKey=[^;]*", "AccountKey=d3Jvbmc=", azurite.connection_string)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": bad}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    for argv in (("stat", azurite_env.url("f")), ("copy", str(src), azurite_env.url("bad/"))):
+        out, loaded = _run(*argv, env=env, code=2)
+        assert loaded == [] and "credentials rejected" in out, out
+        assert "d3Jvbmc" not in out
 
 
 @pytest.mark.cloud
