@@ -239,11 +239,12 @@ class AzureStore(Store):
                 delimiter="/",
                 results_per_page=self._page_size,
             )
+            blob_prefix = sdk.blob().BlobPrefix
             for page in guarded_pages(walk, guard, self._page_size):
                 # The SDK hands each page's prefixes first, then its blobs; one page
                 # spans one key range, so sorting the page restores key order.
                 for item in sorted(page, key=item_name):
-                    if isinstance(item, sdk.blob().BlobPrefix):
+                    if isinstance(item, blob_prefix):
                         yield ObjectInfo(key=item.name, size=0, is_dir=True)
                     elif not is_directory_marker(item):
                         yield properties_info(item)
