@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from serverenv import ServerEnv
+from serverenv import ServerEnv, use_server
+from servers import AzuriteServer
 
 #: Top-level names of the SDK modules a lean copy must not load.
 SDK = ("boto3", "botocore", "azure.storage", "azure.core", "google.cloud.storage")
@@ -67,3 +68,11 @@ def test_s3_copy_imports_no_sdk(seaweed_env: ServerEnv, tmp_path: Path) -> None:
 def test_cli_basics_import_no_sdk(argv: list[str]) -> None:
     _code, loaded = _run(*argv)
     assert loaded == []
+
+
+@pytest.mark.cloud
+def test_azure_copy_imports_no_sdk(
+    azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """More in ``test_azure_deferred_sdk.py`` (multipart, ls, verify, workers)."""
+    _roundtrip(use_server(azurite, monkeypatch), tmp_path)

@@ -1,4 +1,5 @@
-"""Azure Blob Storage store (``az://container/blob``), on azure-storage-blob.
+"""Azure Blob Storage store (``az://container/blob``), on a lean request path and
+azure-storage-blob.
 
 One ``AzureStore`` is one container; keys are blob names. Objects are block blobs.
 
@@ -76,18 +77,30 @@ caller's buffer), Get Blob Properties, Delete Blob and List Blobs (its XML parse
 ``listing``: no DTD, ``Encoded`` names decoded as the SDK does) are sent on
 ``datamover.stores.leanhttp`` (keep-alive socket per thread, bounded bodies) with the
 SDK client's credentials: Shared Key signed as the SDK signs, the SAS query appended,
-or a bearer token from a token credential (cached until 5 minutes before expiry). The
-SDK keeps block-list commits, copies, pending uploads (and their listing) and the
-container's own calls. ``DATAMOVER_AZURE_LEAN=0`` sends everything through the SDK.
+or a bearer token from a token credential (cached until 5 minutes before expiry). Put
+Block List (a multipart commit) is lean too. The SDK keeps copies, pending uploads
+(and their listing), resume's Get Block List and the container's own calls.
+``DATAMOVER_AZURE_LEAN=0`` sends everything through the SDK.
+
+**The SDK is imported on first need** (``sdk``): importing azure-storage-blob costs
+~0.4 CPU-s in every process (the coordinator and each ``--processes`` worker). With a
+connection string, or an account with a key or a SAS, ``client.plain_target`` gives
+the lean path the container URL and credential the SDK's client would use, and the
+``BlobServiceClient`` is made only when a call needs it; error mapping asks
+``sdk.loaded`` instead of importing the SDK. Other credentials (DefaultAzureCredential,
+``UseDevelopmentStorage``) make the SDK's client at the start, as before.
 
 **Modules.** Arrows point one way: ``store`` uses ``client``, ``errors``, ``metadata``,
 ``listing``, ``writer`` and ``pending``; ``writer`` and ``pending`` use ``errors`` (and
 ``metadata``, ``listing``); ``fsops`` uses ``store``. None imports the engine, the API,
 the CLI or the mount.
 
-- ``client``: credentials, endpoint, transport and retries (``make_service_client``);
+- ``sdk``: azure-storage-blob / azure-core, imported on first need;
+- ``client``: credentials, endpoint, transport and retries (``make_service_client``,
+  ``ServiceClient``), and ``plain_target`` (the lean path's target without the SDK);
 - ``errors``: ``map_error`` and Azure's error codes (``status_error`` for the lean path);
 - ``lean``: ``LeanAzure``, the data calls without the SDK's pipeline;
+- ``headersort``: the Shared Key order of ``x-ms-`` headers (the SDK's comparison);
 - ``listing``: List Blobs page by page (lean: ``parse_list_page``), through a
   ``PageGuard``;
 - ``metadata``: metadata names, ``ObjectInfo`` from properties, directory markers;

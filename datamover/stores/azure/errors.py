@@ -14,16 +14,7 @@ Retry-After hint), other 5xx and network failures ``TransientError``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import requests
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    IncompleteReadError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from typing import TYPE_CHECKING, Any, cast
 
 from datamover.errors import (
     AuthError,
@@ -36,6 +27,19 @@ from datamover.errors import (
     Throttled,
     TransientError,
 )
+from datamover.stores.azure.sdk import loaded
+
+if TYPE_CHECKING:
+    from azure.core.exceptions import HttpResponseError
+
+
+def http_error(e: BaseException) -> HttpResponseError | None:
+    """``e`` when it is the SDK's ``HttpResponseError``, else None; asked without
+    importing the SDK (not loaded: ``e`` can't be one)."""
+    ace = loaded("azure.core.exceptions")
+    if ace is not None and isinstance(e, ace.HttpResponseError):
+        return cast("HttpResponseError", e)
+    return None
 
 
 def _headers(e: HttpResponseError) -> Mapping[str, str]:
@@ -92,18 +96,26 @@ def map_error(e: BaseException, container: str, key: str | None = None) -> Store
     if isinstance(e, StoreError):
         return e
     where = f"az://{container}/{key}" if key is not None else f"az://{container}"
-    if isinstance(e, ClientAuthenticationError):
-        return AuthError(f"{where}: credentials rejected ({error_code(e) or 'auth'})", key=key)
-    if isinstance(e, (IncompleteReadError, ServiceRequestError, ServiceResponseError)):
-        return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
-    if isinstance(e, HttpResponseError):
-        status = e.status_code
-        if status is None:  # the SDK's re-raise of a body that could not be read
+    ace = loaded("azure.core.exceptions")  # not loaded: e is none of its classes
+    if ace is not None:
+        if isinstance(e, ace.ClientAuthenticationError):
+            reason = error_code(cast("HttpResponseError", e)) or "auth"
+            return AuthError(f"{where}: credentials rejected ({reason})", key=key)
+        network = (ace.IncompleteReadError, ace.ServiceRequestError, ace.ServiceResponseError)
+        if isinstance(e, network):
             return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
-        return status_error(
-            status, error_code(e), str(e), _retry_after(e), container=container, key=key
-        )
-    if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError)):
+        http = http_error(e)
+        if http is not None:
+            status = http.status_code
+            if status is None:  # the SDK's re-raise of a body that could not be read
+                return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
+            return status_error(
+                status, error_code(http), str(e), _retry_after(http), container=container, key=key
+            )
+    rex = loaded("requests.exceptions")
+    if isinstance(e, ConnectionError | TimeoutError) or (
+        rex is not None and isinstance(e, rex.ConnectionError)
+    ):
         return TransientError(f"{where}: network error ({_network_reason(e)})", key=key)
     return StoreError(f"{where}: malformed answer from the service ({type(e).__name__})", key=key)
 
@@ -149,6 +161,5 @@ def status_error(
 
 def is_invalid_range(e: BaseException) -> bool:
     """Whether a ranged read failed only because it starts at or past the end."""
-    return isinstance(e, HttpResponseError) and (
-        e.status_code == 416 or error_code(e) == "InvalidRange"
-    )
+    http = http_error(e)
+    return http is not None and (http.status_code == 416 or error_code(http) == "InvalidRange")

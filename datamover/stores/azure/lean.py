@@ -15,10 +15,12 @@ caller's buffer, every response bounded) and authorizes it the way the SDK would
 - a token credential (azure-identity): a bearer token for the storage scope, cached
   until five minutes before it expires.
 
-The credentials and the container URL are the SDK client's (``client.py`` resolves the
-chain). List Blobs is lean too (``list_page``; the XML is parsed in ``listing.py``);
-anything else (block-list commits, copies, pending uploads' listings, the container's
-own calls) stays on the SDK. ``DATAMOVER_AZURE_LEAN=0`` turns the lean path
+The container URL and credentials are a ``client.LeanTarget``: worked out without the
+SDK for a connection string, account key or SAS (``client.plain_target``), else the
+SDK client's. List Blobs is lean too (``list_page``; the XML is parsed in
+``listing.py``), and so is Put Block List (``put_block_list``); anything else (copies,
+pending uploads' listings, Get Block List, the container's own calls) stays on the
+SDK. ``DATAMOVER_AZURE_LEAN=0`` turns the lean path
 off; a credential it doesn't know, a proxy or a non-ASCII metadata value makes the
 store use the SDK for that call (``LeanUnavailable``).
 """
@@ -37,8 +39,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from datamover.errors import NotFound, StoreError
-from datamover.stores.azure.client import MAX_RESPONSE_BODY
+from datamover.stores.azure.client import MAX_RESPONSE_BODY, LeanTarget
 from datamover.stores.azure.errors import retry_after, status_error
+from datamover.stores.azure.headersort import header_order
 from datamover.stores.azure.metadata import headers_info
 from datamover.stores.base import ObjectInfo
 from datamover.stores.leanhttp import (
@@ -72,38 +75,25 @@ def lean_enabled() -> bool:
     return value not in ("0", "false", "no")
 
 
-def _header_order(names: tuple[str, ...]) -> list[str]:
-    """``x-ms-`` header names in the order the service signs them (the SDK's sort)."""
-    try:
-        from azure.storage.blob._shared.authentication import (  # deferred: private SDK helper
-            _storage_header_sort,
-        )
-    except ImportError:  # pragma: no cover - a renamed helper: plain order (ASCII names)
-        return sorted(names)
-    return [n for n, _ in _storage_header_sort([(n, "") for n in names])]
-
-
 class LeanAzure:
     """Data calls on one container; thread-safe (one connection per thread)."""
 
-    def __init__(self, container_client: Any, container: str) -> None:
-        url = str(container_client.url)
-        parts = urlsplit(url)
+    def __init__(self, target: LeanTarget, container: str) -> None:
+        parts = urlsplit(target.url)
         self.container = container
         self._sas = parts.query
         self._path = parts.path.rstrip("/")
-        self._version = str(container_client.api_version)
-        credential = container_client.credential
+        self._version = target.api_version
         self._key: bytes | None = None
         self._account = ""
         self._token_credential: Any = None
         if self._sas:
             pass
-        elif credential is not None and hasattr(credential, "account_key"):
-            self._account = str(credential.account_name)
-            self._key = base64.b64decode(credential.account_key)
-        elif credential is not None and hasattr(credential, "get_token"):
-            self._token_credential = credential
+        elif target.key is not None:
+            self._account = target.account
+            self._key = base64.b64decode(target.key)
+        elif target.token_credential is not None:
+            self._token_credential = target.token_credential
         else:
             raise LeanUnavailable("credential kind")
         ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
@@ -146,7 +136,7 @@ class LeanAzure:
         names = tuple(n for n in headers if n.startswith("x-ms-"))
         order = self._orders.get(names)
         if order is None:
-            order = _header_order(names)
+            order = header_order(names)
             if len(self._orders) > 256:
                 self._orders.clear()
             self._orders[names] = order
@@ -294,6 +284,30 @@ class LeanAzure:
         response = self.call("PUT", key, query=query, headers=headers, body=body)
         if response.status != 201:
             raise self.error(response, key)
+
+    def put_block_list(
+        self,
+        key: str,
+        raw_ids: list[str],
+        blob_md5: bytes | None,
+        azure_metadata: Mapping[str, str],
+    ) -> Response:
+        """Put Block List committing ``raw_ids`` (block ids before base64) from the
+        "latest" list, with the blob's metadata and, when given, its Content-MD5
+        property (stored as given: the service does not check it). Returns the 201
+        response; a failure raises mapped."""
+        body = (
+            "<?xml version='1.0' encoding='utf-8'?>\n<BlockList>"
+            + "".join(f"<Latest>{block_id(raw)}</Latest>" for raw in raw_ids)
+            + "</BlockList>"
+        ).encode("ascii")
+        headers = {"content-type": "application/xml; charset=utf-8", **meta_headers(azure_metadata)}
+        if blob_md5 is not None:
+            headers["x-ms-blob-content-md5"] = base64.b64encode(blob_md5).decode("ascii")
+        response = self.call("PUT", key, query=[("comp", "blocklist")], headers=headers, body=body)
+        if response.status != 201:
+            raise self.error(response, key)
+        return response
 
     def list_page(
         self, prefix: str, delimiter: str | None, marker: str | None, max_results: int

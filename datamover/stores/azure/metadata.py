@@ -18,15 +18,16 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-from azure.storage.blob import BlobPrefix, BlobProperties
+from typing import TYPE_CHECKING, Any
 
 from datamover.checksums import ALGORITHMS
 from datamover.errors import StoreError, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIGEST_KEY_PREFIX, ObjectInfo
 from datamover.stores.conventions import posix_metadata, precedence
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobPrefix, BlobProperties
 
 #: Conventions on one blob that disagree: AzCopy's keys decide, then rclone's.
 READ_ORDER = precedence(("azcopy", "rclone"))

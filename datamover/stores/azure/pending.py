@@ -7,20 +7,20 @@ no call that deletes it; see the package docstring's abort caveat. ``AzureStore`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
-
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobClient, ContainerClient
+from typing import TYPE_CHECKING, Any
 
 from datamover.errors import NotFound, PreconditionFailed, StoreError, Unsupported
-from datamover.stores.azure.errors import error_code, map_error
+from datamover.stores.azure import sdk
+from datamover.stores.azure.errors import error_code, http_error, map_error
 from datamover.stores.azure.listing import guarded_pages
 from datamover.stores.base import PendingUpload
 from datamover.stores.bounds import PageGuard
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, ContainerClient
 
 #: Get Block List probes of committed blobs, in flight / per batch (cleanup listings).
 _PROBE_WORKERS = 8
@@ -33,10 +33,12 @@ def _items(paged: Any, guard: PageGuard, page_size: int) -> Iterator[Any]:
 
 
 class PendingUploads:
-    """The pending uploads of one container; ``page_size`` is blobs per List Blobs
-    request."""
+    """The pending uploads of one container (on the SDK, asked of ``client`` when a
+    call needs it); ``page_size`` is blobs per List Blobs request."""
 
-    def __init__(self, client: ContainerClient, container: str, page_size: int) -> None:
+    def __init__(
+        self, client: Callable[[], ContainerClient], container: str, page_size: int
+    ) -> None:
         self._client = client
         self._container = container
         self._page_size = page_size
@@ -45,7 +47,7 @@ class PendingUploads:
         return f"az://{self._container}/{key}"
 
     def _blob(self, key: str) -> BlobClient:
-        return self._client.get_blob_client(key)
+        return self._client().get_blob_client(key)
 
     def _error(self, e: BaseException, key: str | None) -> StoreError:
         return map_error(e, self._container, key)
@@ -63,7 +65,7 @@ class PendingUploads:
         so memory stays bounded). Such blocks can't be removed without rewriting the
         blob, so they come back with ``cannot_abort`` set and ``initiated`` None; Azure
         discards them at the blob's next commit or after 7 days."""
-        client = self._client
+        client = self._client()
         where = self._url(prefix)
         with ThreadPoolExecutor(max_workers=_PROBE_WORKERS) as pool:
             try:
@@ -161,8 +163,11 @@ class PendingUploads:
         blob = self._blob(key)
         try:
             response = blob.commit_block_list([], if_none_match="*")
-        except HttpResponseError as e:
-            exists = error_code(e) == "BlobAlreadyExists" or e.status_code == 412
+        except Exception as e:
+            http = http_error(e)
+            exists = http is not None and (
+                error_code(http) == "BlobAlreadyExists" or http.status_code == 412
+            )
             if not exists:
                 raise self._error(e, key) from e
             if self._uncommitted_blocks(key):
@@ -172,11 +177,9 @@ class PendingUploads:
                     key=key,
                 ) from e
             return  # committed meanwhile: nothing pending any more
-        except Exception as e:
-            raise self._error(e, key) from e
         try:
             blob.delete_blob(
-                etag=str(response["etag"]), match_condition=MatchConditions.IfNotModified
+                etag=str(response["etag"]), match_condition=sdk.core().MatchConditions.IfNotModified
             )
         except Exception as e:
             error = self._error(e, key)

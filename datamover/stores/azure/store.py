@@ -4,6 +4,10 @@ package docstring (``datamover.stores.azure``).
 The store reads, lists, puts, copies and deletes; it leaves client construction to
 ``client``, error mapping to ``errors``, metadata and properties to ``metadata``,
 multipart writes to ``writer`` and leftover uncommitted blocks to ``pending``.
+
+The SDK's clients (``_service``, ``_container_client``) are made when a call needs
+them (``sdk.py`` says which): with the lean path on and plain credentials
+(``client.plain_target``) a copy never imports azure-storage-blob.
 """
 
 from __future__ import annotations
@@ -11,18 +15,23 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, cast
-
-from azure.core.exceptions import AzureError, HttpResponseError
-from azure.storage.blob import BlobClient, BlobPrefix, BlobServiceClient
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError, TransientError, Unsupported, UsageError
 from datamover.stores import StoreSettings
-from datamover.stores.azure.client import LIMITS, make_service_client
-from datamover.stores.azure.errors import error_code, is_invalid_range, map_error
+from datamover.stores.azure import sdk
+from datamover.stores.azure.client import (
+    LIMITS,
+    LeanTarget,
+    ServiceClient,
+    make_service_client,
+    plain_target,
+)
+from datamover.stores.azure.errors import error_code, http_error, is_invalid_range, map_error
 from datamover.stores.azure.lean import LeanAzure, LeanUnavailable, lean_enabled
 from datamover.stores.azure.listing import ListedPrefix, guarded_pages, lean_pages
 from datamover.stores.azure.metadata import (
@@ -50,6 +59,9 @@ from datamover.stores.bounds import PageGuard, ResponseTooLarge
 from datamover.stores.conventions import Styles
 from datamover.stores.leanhttp import content_range_total
 from datamover.stores.urls import Location
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 
 #: Azure's own ceiling for one List Blobs page.
 MAX_PAGE_SIZE = 5000
@@ -103,31 +115,38 @@ class AzureStore(Store):
     def __init__(
         self,
         container: str,
-        service: BlobServiceClient,
+        service: BlobServiceClient | ServiceClient,
         *,
         page_size: int = MAX_PAGE_SIZE,
         copy_timeout: float = DEFAULT_COPY_TIMEOUT,
         metadata_style: object = None,
+        lean_target: LeanTarget | None = None,
     ) -> None:
-        """``page_size`` is blobs per List Blobs request (at most 5000);
+        """``service``: the SDK's client, or a ``ServiceClient`` that makes it on first
+        need; ``page_size`` is blobs per List Blobs request (at most 5000);
         ``copy_timeout`` bounds the wait for a server-side copy, in seconds;
         ``metadata_style`` the POSIX-metadata styles written (``--metadata-style``;
-        None: ``features.metadata_styles``)."""
+        None: ``features.metadata_styles``); ``lean_target`` where the lean path sends
+        (``client.plain_target``; None: the SDK client's)."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be in [1, {MAX_PAGE_SIZE}], not {page_size}")
         self.container = container
-        self._service = service
-        self._container_client = service.get_container_client(container)
+        self._services = (
+            service if isinstance(service, ServiceClient) else ServiceClient(client=service)
+        )
+        self._containers: ContainerClient | None = None
+        self._clients_lock = threading.Lock()
         self._page_size = page_size
         self._copy_timeout = copy_timeout
-        self._pending = PendingUploads(self._container_client, container, page_size)
+        self._pending = PendingUploads(lambda: self._container_client, container, page_size)
         self.styles = Styles.chosen(
             metadata_style, self.features.metadata_styles, rfc3339_mtime=True
         )
         self._lean: LeanAzure | None = None
         if lean_enabled():
             try:
-                self._lean = LeanAzure(self._container_client, container)
+                target = lean_target or LeanTarget.of_client(self._container_client)
+                self._lean = LeanAzure(target, container)
             except LeanUnavailable:
                 self._lean = None
 
@@ -139,7 +158,31 @@ class AzureStore(Store):
                 "digits and single hyphens)"
             )
         style = settings.extra.get("metadata_style")
-        return cls(loc.bucket, make_service_client(settings), metadata_style=style)
+        target = plain_target(settings, loc.bucket) if lean_enabled() else None
+        # Without a plain target the SDK's client is made now, as it always was, so a
+        # malformed setting fails before the transfer starts.
+        service = (
+            ServiceClient(settings)
+            if target is not None
+            else ServiceClient(client=make_service_client(settings))
+        )
+        return cls(loc.bucket, service, metadata_style=style, lean_target=target)
+
+    @property
+    def _service(self) -> BlobServiceClient:
+        """The SDK's service client, made on first use."""
+        return self._services.client
+
+    @property
+    def _container_client(self) -> ContainerClient:
+        """The SDK's container client, made on first use."""
+        client = self._containers
+        if client is None:
+            with self._clients_lock:
+                if self._containers is None:
+                    self._containers = self._service.get_container_client(self.container)
+                client = self._containers
+        return client
 
     def url(self, key: str = "") -> str:
         return f"az://{self.container}/{key}"
@@ -169,11 +212,11 @@ class AzureStore(Store):
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         if not recursive and prefix and not prefix.endswith("/"):
             prefix += "/"  # one level down means "this directory", never a name prefix
-        client = self._container_client
         guard = PageGuard(self.url(prefix), prefix=prefix)
         if self._lean is not None:
             yield from self._lean_list(prefix, recursive, guard)
             return
+        client = self._container_client
         try:
             if recursive:
                 blobs = client.list_blobs(
@@ -196,11 +239,12 @@ class AzureStore(Store):
                 delimiter="/",
                 results_per_page=self._page_size,
             )
+            blob_prefix = sdk.blob().BlobPrefix
             for page in guarded_pages(walk, guard, self._page_size):
                 # The SDK hands each page's prefixes first, then its blobs; one page
                 # spans one key range, so sorting the page restores key order.
                 for item in sorted(page, key=item_name):
-                    if isinstance(item, BlobPrefix):
+                    if isinstance(item, blob_prefix):
                         yield ObjectInfo(key=item.name, size=0, is_dir=True)
                     elif not is_directory_marker(item):
                         yield properties_info(item)
@@ -405,7 +449,7 @@ class AzureStore(Store):
                 f"{self.limits.max_parts} blocks"
             )
         return AzureBlockWriter(
-            self._blob(key),
+            lambda: self._blob(key),
             self.container,
             key,
             size=size,
@@ -429,7 +473,7 @@ class AzureStore(Store):
             raise NotFound(f"{self.url(key)}: no upload to resume", key=key)
         initial = state.get("metadata")
         writer = AzureBlockWriter(
-            self._blob(key),
+            lambda: self._blob(key),
             self.container,
             key,
             size=size,
@@ -479,17 +523,17 @@ class AzureStore(Store):
             options["metadata"] = to_azure_metadata(self.styles.render(metadata))
         try:
             started = target.start_copy_from_url(source.url, **options)
-        except HttpResponseError as e:
-            code, status = error_code(e), e.status_code
-            if status == 404 and code in ("BlobNotFound", "CannotVerifyCopySource"):
-                raise NotFound(f"{self.url(src_key)}: no such blob", key=src_key) from e
-            if status == 501 or code in ("CannotVerifyCopySource", "NotImplemented"):
-                raise Unsupported(
-                    f"{self.url(dst_key)}: server-side copy refused ({code or status})",
-                    key=src_key,
-                ) from e
-            raise self._error(e, dst_key) from e
         except Exception as e:
+            http = http_error(e)
+            if http is not None:
+                code, status = error_code(http), http.status_code
+                if status == 404 and code in ("BlobNotFound", "CannotVerifyCopySource"):
+                    raise NotFound(f"{self.url(src_key)}: no such blob", key=src_key) from e
+                if status == 501 or code in ("CannotVerifyCopySource", "NotImplemented"):
+                    raise Unsupported(
+                        f"{self.url(dst_key)}: server-side copy refused ({code or status})",
+                        key=src_key,
+                    ) from e
             raise self._error(e, dst_key) from e
         self._wait_for_copy(
             target, dst_key, str(started.get("copy_id", "")), str(started.get("copy_status", ""))
@@ -503,7 +547,7 @@ class AzureStore(Store):
             while status == "pending":
                 if time.monotonic() >= deadline:
                     # It may have finished meanwhile; the timeout error stands either way.
-                    with contextlib.suppress(AzureError):
+                    with contextlib.suppress(sdk.exceptions().AzureError):
                         target.abort_copy(copy_id)
                     raise TransientError(
                         f"{self.url(key)}: server-side copy still pending after "
@@ -528,4 +572,4 @@ class AzureStore(Store):
     def close(self) -> None:
         if self._lean is not None:
             self._lean.close()
-        self._service.close()
+        self._services.close()

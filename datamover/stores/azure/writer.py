@@ -1,7 +1,9 @@
 """Multipart writes to a block blob: ``AzureBlockWriter``.
 
-One Put Block per part, one Put Block List to commit. The block-id scheme, resume and
-the abort caveat are described in the package docstring (``datamover.stores.azure``).
+One Put Block per part, one Put Block List to commit, both on the lean path when the
+store has one (the SDK's ``BlobClient`` is then asked for only by resume's Get Block
+List). The block-id scheme, resume and the abort caveat are described in the package
+docstring (``datamover.stores.azure``).
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, cast
-
-from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
+from typing import TYPE_CHECKING, Any, cast
 
 from datamover.checksums import PartDigests
 from datamover.errors import NotFound, StoreError
+from datamover.stores.azure import sdk
 from datamover.stores.azure.errors import map_error
-from datamover.stores.azure.lean import LeanAzure
-from datamover.stores.azure.metadata import response_info, to_azure_metadata
+from datamover.stores.azure.lean import LeanAzure, LeanUnavailable
+from datamover.stores.azure.metadata import headers_info, response_info, to_azure_metadata
 from datamover.stores.base import (
     Buffer,
     ObjectInfo,
@@ -28,6 +29,9 @@ from datamover.stores.base import (
     digest_metadata_key,
     parts_verified,
 )
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
 
 _BLOCK_ID_DIGITS = 8
 #: The random per-upload prefix of a writer's block ids (its resume ``state``).
@@ -52,7 +56,7 @@ class AzureBlockWriter:
 
     def __init__(
         self,
-        blob: BlobClient,
+        blob: Callable[[], BlobClient],
         container: str,
         key: str,
         *,
@@ -63,7 +67,9 @@ class AzureBlockWriter:
         render: Callable[[Mapping[str, str]], dict[str, str]] = dict,
         lean: LeanAzure | None = None,
     ) -> None:
-        """``lean``: stage blocks on the lean path (``azure/lean.py``), else the SDK."""
+        """``blob`` gives the SDK's client for the blob (made on first need);
+        ``lean``: stage and commit blocks on the lean path (``azure/lean.py``), else
+        the SDK."""
         self.key = key
         self._lean = lean
         self.size = size
@@ -89,7 +95,7 @@ class AzureBlockWriter:
         receipt's size and MD5 (carried in the block id). Raises ``NotFound`` when no
         uncommitted block of this upload is left."""
         try:
-            _committed, uncommitted = self._blob.get_block_list("uncommitted")
+            _committed, uncommitted = self._blob().get_block_list("uncommitted")
         except Exception as e:
             raise map_error(e, self._container, self.key) from e
         held: dict[tuple[int, str], int] = {}
@@ -152,7 +158,7 @@ class AzureBlockWriter:
     def _stage(self, index: int, view: memoryview, md5: bytes) -> None:
         try:
             # The SDK sends any bytes-like body as is; its annotation only says bytes.
-            self._blob.stage_block(
+            self._blob().stage_block(
                 self._block_id(index, md5.hex()),
                 cast(bytes, view),
                 length=len(view),
@@ -176,29 +182,50 @@ class AzureBlockWriter:
             )
         final = {**self._metadata, **self._render(metadata)}
         md5_hex = final.get(digest_metadata_key("md5"), "").lower()
-        content = (
-            ContentSettings(content_md5=bytearray.fromhex(md5_hex))
-            if _MD5_HEX_RE.match(md5_hex)
-            else None
-        )
+        blob_md5 = bytes.fromhex(md5_hex) if _MD5_HEX_RE.match(md5_hex) else None
         azure_metadata = to_azure_metadata(final)  # UsageError for a name Azure can't take
+        # Ids go in the "latest" list: if a commit whose first attempt did land is
+        # retried, the blocks are committed by then and still resolve.
+        info: ObjectInfo | None = None
+        if self._lean is not None:
+            try:
+                response = self._lean.put_block_list(self.key, ids, blob_md5, azure_metadata)
+            except LeanUnavailable:
+                pass  # a value the lean path can't send: the SDK's Put Block List
+            else:
+                # Only these: the response's Content-MD5 is the block list's.
+                kept = ("etag", "last-modified", "x-ms-version-id")
+                headers = {k: v for k, v in response.headers.items() if k in kept}
+                info = headers_info(self.key, self.size, headers, whole=False, metadata=final)
+        if info is None:
+            info = self._sdk_commit(ids, blob_md5, azure_metadata, final)
+        with self._lock:
+            self._state = "commit"
+        # Each id carries its block's MD5, checked when it was staged, so the list
+        # can only assemble those blocks.
+        return dataclasses.replace(info, verified=parts_verified(committed))
+
+    def _sdk_commit(
+        self,
+        ids: list[str],
+        blob_md5: bytes | None,
+        azure_metadata: dict[str, str],
+        final: Mapping[str, str],
+    ) -> ObjectInfo:
+        blob = sdk.blob()
+        content = (
+            None if blob_md5 is None else blob.ContentSettings(content_md5=bytearray(blob_md5))
+        )
         try:
-            # Ids go in the "latest" list: if the SDK retries a commit whose first
-            # attempt did land, the blocks are committed by then and still resolve.
-            response = self._blob.commit_block_list(
-                [BlobBlock(block_id) for block_id in ids],
+            response = self._blob().commit_block_list(
+                [blob.BlobBlock(block_id) for block_id in ids],
                 content_settings=content,
                 metadata=azure_metadata,
             )
         except Exception as e:
             raise map_error(e, self._container, self.key) from e
-        with self._lock:
-            self._state = "commit"
         # The response's Content-MD5 is that of the block list request, not the blob.
-        # Each id carries its block's MD5, checked when it was staged, so the list
-        # can only assemble those blocks.
-        info = response_info(self.key, self.size, final, response, None)
-        return dataclasses.replace(info, verified=parts_verified(committed))
+        return response_info(self.key, self.size, final, response, None)
 
     def abort(self) -> None:
         with self._lock:
