@@ -48,6 +48,7 @@ from datamover.engine.plan import FileJob
 from datamover.engine.proof import READBACK, Prover, readback_chunk
 from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
+from datamover.engine.smallreads import SmallReads
 from datamover.errors import (
     DatamoverError,
     DigestMismatch,
@@ -141,6 +142,8 @@ class Runner:
         self._redo: collections.deque[FileJob] = collections.deque()
         self._links: list[FileJob] = []
         self._linking = False
+        self._small: SmallReads | None = None
+        self._small_asked = False
         #: Digests of files that other paths hard-link to (bounded by such files).
         self.link_digests: dict[str, str] = {}
         self.src_root, self.dst_root = roots or ("", "")
@@ -165,6 +168,7 @@ class Runner:
                     self._schedule_redos(wait=False)
                     self._schedule(job)
                 self._schedule_redos(wait=True)
+                self._end_small_reads()
                 # Hard links last: on POSIX their targets must exist first.
                 self._linking = True
                 for job in self._links:
@@ -179,6 +183,8 @@ class Runner:
             except BaseException:
                 self.stop.set()
                 raise
+            finally:
+                self._end_small_reads()
         if self.bug is not None:
             raise self.bug
         if self.fatal is not None:
@@ -239,7 +245,11 @@ class Runner:
             cost = max(size, MIN_TASK_COST)
             if not self.budget.acquire(cost, self.stop):
                 return
-            self._submit(self._small_file, job, cost)
+            small = self._small_reads()
+            if small is not None:
+                small.put(job, cost)
+            else:
+                self.submit_small(job, cost)
             return
         large = LargeFile(self, job)
         if not large.open():
@@ -250,6 +260,29 @@ class Runner:
                 large.fail(RunStopped("run stopped"), unsettled_from=index)
                 return
             self._submit(large.part_task, index, cost)
+
+    def _small_reads(self) -> SmallReads | None:
+        """The thread moving small files with their reads in flight (``SmallReads``),
+        started on the first small file when the source can and the destination is a
+        local filesystem with no bandwidth limit; None: the worker pool moves them."""
+        if self._linking:
+            return None
+        if not self._small_asked:
+            self._small_asked = True
+            dst = self.dst
+            if dst is not None and dst.features.local and self.bandwidth is None:
+                reader = self.src.pipelined_reads(self.transfers)
+                if reader is not None:
+                    self._small = SmallReads(self, reader, self.transfers)
+        return self._small
+
+    def submit_small(self, job: FileJob, cost: int) -> None:
+        """Move a small file on the worker pool (its ``cost`` already granted)."""
+        self._submit(self._small_file, job, cost)
+
+    def _end_small_reads(self) -> None:
+        if self._small is not None:
+            self._small.close()
 
     # -- helpers shared by both paths ---------------------------------------------------
 
@@ -458,14 +491,21 @@ class Runner:
 
     # -- small files: one task, one request ---------------------------------------------
 
-    def _small_file(self, job: FileJob, cost: int) -> None:
+    def _small_file(
+        self,
+        job: FileJob,
+        cost: int,
+        answer: tuple[bytes | bytearray, ObjectInfo] | None = None,
+    ) -> None:
+        """Move one small file in one read and one put; ``answer``: its read already
+        done (``SmallReads``), used as the first attempt's."""
         started = time.monotonic()
         result = FileResult(job, job.info.size)
         retries = [0]
         try:
             self.listener.file_started(job)
             self.throttle(job.info.size)
-            data, info, computed = self._read_whole(job, retries)
+            data, info, computed = self._read_whole(job, retries, answer)
             target = info.metadata.get(HARDLINK_KEY)
             if target is not None:
                 # A hard-link marker written by datamover: recreate the link at the end.
@@ -544,14 +584,20 @@ class Runner:
             self._flow.notify_all()
 
     def _read_whole(
-        self, job: FileJob, retries: list[int]
+        self,
+        job: FileJob,
+        retries: list[int],
+        answer: tuple[bytes | bytearray, ObjectInfo] | None = None,
     ) -> tuple[bytes | bytearray, ObjectInfo, dict[str, str]]:
         """Read and hash a whole small file; a digest mismatch with what the source
-        carries is retried like any failed request (it is this file's only part)."""
+        carries is retried like any failed request (it is this file's only part).
+        ``answer``: the first attempt's read, already done."""
         src = self.src
+        given = [answer]
 
         def read() -> tuple[bytes | bytearray, ObjectInfo, dict[str, str]]:
-            data, info = src.read_object(job.src_key, job.info)
+            first, given[0] = given[0], None
+            data, info = first if first is not None else src.read_object(job.src_key, job.info)
             if len(data) != info.size:
                 raise SourceChanged(
                     f"{src.url(job.src_key)}: read {len(data)} bytes, expected {info.size}; "

@@ -281,6 +281,29 @@ def parts_verified(receipts: Iterable[PartReceipt]) -> str | None:
     return checks.pop()
 
 
+class PipelinedReads(Protocol):
+    """Whole-object reads with several in flight from one thread
+    (``Store.pipelined_reads``): ``start`` asks for an object, ``finish`` reads that
+    answer, in the order started. Both answer None when the object should be read
+    through ``read_object`` instead (any failure, any answer but the plain success):
+    nothing here retries, maps or names an error; that stays ``read_object``'s."""
+
+    def start(self, key: str, info: ObjectInfo) -> object | None:
+        """Ask for the whole of ``key`` (``info``: what the listing said); a token for
+        ``finish``, or None."""
+        ...
+
+    def finish(self, started: object) -> tuple[bytes | bytearray, ObjectInfo] | None:
+        """The body and info ``read_object`` would have returned, or None."""
+        ...
+
+    def abandon(self, started: object) -> None:
+        """Forget a request whose answer will not be read."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class ChunkWriter(Protocol):
     """A multipart upload in progress: parts of fixed ``part_size`` (the last may be
     shorter), written in any order from several threads, then ``commit`` or ``abort``.
@@ -524,6 +547,12 @@ class Store(ABC):
         if len(data) != info.size:
             info = self.stat(key)
         return data, info
+
+    def pipelined_reads(self, width: int) -> PipelinedReads | None:
+        """A reader keeping up to ``width`` whole-object reads in flight from the
+        calling thread (the engine's many-small-files path), or None: this store reads
+        with ``read_object`` on each of several threads."""
+        return None
 
     @abstractmethod
     def put(

@@ -43,6 +43,8 @@ MAX_ERROR_BODY = 1024 * 1024
 MAX_INTERIM = 8
 ATTEMPTS = 3
 _RECV = 256 * 1024
+#: Each connection's receive buffer for heads, chunk lines and small answers.
+_SCRATCH = 64 * 1024
 _STATUS = re.compile(r"[1-9][0-9][0-9]")
 
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
@@ -115,6 +117,7 @@ class _Connection:
         self.used = 0  # requests completed on this socket
         self.buf = bytearray()  # bytes received past the previous response
         self.spent = False  # the response was not read to its end: don't reuse
+        self._scratch: memoryview | None = None  # _recv_more's, _SCRATCH bytes
 
     def close(self) -> None:
         if self.sock is not None:
@@ -144,6 +147,12 @@ class _Connection:
         connect_timeout: float,
         read_timeout: float,
     ) -> Response:
+        reused = self.send(head, body, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        return self.receive(has_body=has_body, into=into, limit=limit, reused=reused)
+
+    def send(self, head: bytes, body: Any, *, connect_timeout: float, read_timeout: float) -> bool:
+        """Write one request (connecting first if need be); True when the connection
+        was kept alive from an earlier request. Raises ``_Broken``."""
         reused = self.sock is not None
         if self.sock is None:
             try:
@@ -151,11 +160,22 @@ class _Connection:
             except OSError as e:
                 self.close()
                 raise _Broken(e, stale=False) from e
-        sock = self.sock
-        received_any = False
         self.spent = False
         try:
-            _send(sock, [head, *body_parts(body)], gather=self.tls is None)
+            _send(self.sock, [head, *body_parts(body)], gather=self.tls is None)
+        except (OSError, ValueError) as e:
+            self.close()
+            raise _Broken(e, stale=reused) from e
+        return reused
+
+    def receive(
+        self, *, has_body: bool, into: memoryview | None, limit: int, reused: bool
+    ) -> Response:
+        """The response to the request ``send`` wrote, read to its end (bounded as the
+        class docstring says). Raises ``_Broken`` (``stale`` when a reused connection
+        failed before any byte of the response) or ``ResponseTooLarge``."""
+        received_any = False
+        try:
             status, headers, buf = self._read_head()
             received_any = True
             response = Response(status, headers)
@@ -180,12 +200,18 @@ class _Connection:
             self.used += 1
         return response
 
-    def _recv_more(self, buf: bytearray) -> None:
+    def _recv_more(self, buf: bytearray, closed: str = "connection closed by the server") -> None:
+        """Append what the socket has to ``buf`` (at most ``_SCRATCH`` bytes), received
+        into this connection's own buffer: a fresh 256 KiB ``recv`` per answer cost an
+        ``mmap``, ``mremap`` and ``munmap`` each (glibc maps allocations that large)."""
         assert self.sock is not None
-        chunk = self.sock.recv(_RECV)
-        if not chunk:
-            raise ConnectionResetError("connection closed by the server")
-        buf += chunk
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = memoryview(bytearray(_SCRATCH))
+        n = self.sock.recv_into(scratch)
+        if not n:
+            raise ConnectionResetError(closed)
+        buf += scratch[:n]
 
     def _read_head(self) -> tuple[int, dict[str, str], bytearray]:
         """Status, headers and the bytes after them, past any interim (1xx) answers."""
@@ -200,11 +226,7 @@ class _Connection:
                 if buf:
                     self._recv_more(buf)
                 else:
-                    assert self.sock is not None
-                    chunk = self.sock.recv(_RECV)
-                    if not chunk:
-                        raise ConnectionResetError("connection closed before the response")
-                    buf += chunk
+                    self._recv_more(buf, "connection closed before the response")
                 end = buf.find(b"\r\n\r\n", searched)
             if end > MAX_HEADER_BYTES:
                 raise ResponseTooLarge(f"response headers over {MAX_HEADER_BYTES} bytes")
@@ -445,7 +467,7 @@ class ConnectionPool:
         transport: Transport,
     ) -> None:
         self.scheme, self.host, self.port = scheme, host, port
-        self._transport = transport
+        self.transport = transport
         self.tls: ssl.SSLContext | None = None
         if scheme == "https":
             import ssl  # deferred: ~3 ms of start-up that plain-http endpoints never use
@@ -463,7 +485,7 @@ class ConnectionPool:
         """This thread's connection (made on first use)."""
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _Connection(self.scheme, self.host, self.port, self.tls, self._transport)
+            conn = _Connection(self.scheme, self.host, self.port, self.tls, self.transport)
             self._local.conn = conn
             with self._lock:
                 self.all.append(conn)

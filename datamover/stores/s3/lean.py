@@ -70,6 +70,7 @@ from datamover.stores.leanhttp import (  # the connection machinery, shared
     parse_chunk_size,
     parse_head,
 )
+from datamover.stores.leanpipe import LeanPipeline
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -260,28 +261,7 @@ class LeanS3:
         for attempt in range(ATTEMPTS):
             if attempt:
                 self._sleep(min(20.0, random.random() * (2**attempt) * 0.5))
-            creds = self.credentials()
-            if creds is None:
-                raise LeanUnavailable("no credentials")
-            signed = dict(extra)
-            self.signer.sign(
-                method,
-                self.host_header,
-                path,
-                canonical_query,
-                signed,
-                payload_hash,
-                creds.access_key,
-                creds.secret_key,
-                creds.token,
-            )
-            target = f"{path}?{canonical_query}" if canonical_query else path
-            lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
-            lines += [f"{name}: {value}" for name, value in signed.items()]
-            if method in ("PUT", "POST") or size:
-                lines.append(f"Content-Length: {size}")
-            lines.append("User-Agent: datamover")
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            head = self._head(method, path, canonical_query, extra, payload_hash, size)
             conn = self.pool.conn()
             try:
                 response = self._exchange(conn, method, head, body, into, max_body)
@@ -308,6 +288,61 @@ class LeanS3:
             )
         raise TransientError(
             f"s3://{self.bucket}/{key}: connection problem ({type(failure).__name__})", key=key
+        )
+
+    def _head(
+        self,
+        method: str,
+        path: str,
+        canonical_query: str,
+        extra: Mapping[str, str],
+        payload_hash: str,
+        size: int,
+    ) -> bytes:
+        """A request's head, signed now (credentials are read at each attempt, so a
+        refreshed token is picked up). Raises ``LeanUnavailable`` without
+        credentials."""
+        creds = self.credentials()
+        if creds is None:
+            raise LeanUnavailable("no credentials")
+        signed = dict(extra)
+        self.signer.sign(
+            method,
+            self.host_header,
+            path,
+            canonical_query,
+            signed,
+            payload_hash,
+            creds.access_key,
+            creds.secret_key,
+            creds.token,
+        )
+        target = f"{path}?{canonical_query}" if canonical_query else path
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
+        lines += [f"{name}: {value}" for name, value in signed.items()]
+        if method in ("PUT", "POST") or size:
+            lines.append(f"Content-Length: {size}")
+        lines.append("User-Agent: datamover")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def get_head(self, key: str) -> bytes:
+        """The signed head of a plain GET of ``key``, as ``request`` sends it (for a
+        ``LeanPipeline``). Raises ``LeanUnavailable`` when this path is off."""
+        if self.disabled:
+            raise LeanUnavailable("disabled")
+        return self._head("GET", self.prefix + _quote(key), "", {}, EMPTY_SHA256, 0)
+
+    def pipeline(self, width: int) -> LeanPipeline:
+        """A ``LeanPipeline`` to this endpoint (connections of its own)."""
+        return LeanPipeline(
+            self.scheme,
+            self.host,
+            self.port,
+            self.tls,
+            width=width,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            transport=self.pool.transport,
         )
 
     def _exchange(

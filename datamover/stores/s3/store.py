@@ -25,6 +25,7 @@ from datamover.stores.base import (
     Features,
     ObjectInfo,
     PendingUpload,
+    PipelinedReads,
     Store,
     check_whole_read,
     whole_read_limit,
@@ -44,6 +45,7 @@ from datamover.stores.s3.objectinfo import (
     lean_info,
     put_info,
 )
+from datamover.stores.s3.pipelined import S3PipelinedReads
 from datamover.stores.s3.writer import S3Writer
 from datamover.stores.urls import Location
 
@@ -233,6 +235,12 @@ class S3Store(Store):
                 check_whole_read(self.url(key), key, e.size, info, self.limits.max_single_put)
             raise
         return data, boto_info(key, r, len(data))
+
+    def pipelined_reads(self, width: int) -> PipelinedReads | None:
+        lean = self._s3.lean
+        if lean is None or lean.disabled:
+            return None
+        return S3PipelinedReads(self._s3, lean, width, self.limits.max_single_put)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if len(buf) == 0:
