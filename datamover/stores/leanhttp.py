@@ -588,17 +588,7 @@ class LeanHTTP:
         for attempt in range(ATTEMPTS):
             if attempt:
                 self._sleep(min(20.0, random.random() * (2**attempt) * 0.5))
-            sent = dict(extra)
-            suffix = authorize(method, path, pairs, sent) if authorize is not None else ""
-            query_string = "&".join(f"{quote_param(k)}={quote_param(v)}" for k, v in pairs)
-            query_string = (query_string + suffix) if query_string else suffix.lstrip("&")
-            target = f"{path}?{query_string}" if query_string else path
-            lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
-            lines += [f"{name}: {value}" for name, value in sent.items()]
-            if (method in ("PUT", "POST") or size) and "content-length" not in sent:
-                lines.append(f"Content-Length: {size}")
-            lines.append("User-Agent: datamover")
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            head = self._head(method, path, pairs, extra, size, authorize)
             try:
                 response = self._exchange(self.pool.conn(), method, head, body, into, max_body)
             except _Broken as e:
@@ -620,6 +610,41 @@ class LeanHTTP:
         if isinstance(failure, OSError) and failure.strerror:
             reason = failure.strerror.lower()
         raise TransientError(f"{where}: network error ({reason})", key=key)
+
+    def _head(
+        self,
+        method: str,
+        path: str,
+        pairs: list[tuple[str, str]],
+        extra: Mapping[str, str],
+        size: int,
+        authorize: Authorize | None,
+    ) -> bytes:
+        """A request's head, authorized now (at each attempt: a refreshed token is
+        picked up)."""
+        sent = dict(extra)
+        suffix = authorize(method, path, pairs, sent) if authorize is not None else ""
+        query_string = "&".join(f"{quote_param(k)}={quote_param(v)}" for k, v in pairs)
+        query_string = (query_string + suffix) if query_string else suffix.lstrip("&")
+        target = f"{path}?{query_string}" if query_string else path
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
+        lines += [f"{name}: {value}" for name, value in sent.items()]
+        if (method in ("PUT", "POST") or size) and "content-length" not in sent:
+            lines.append(f"Content-Length: {size}")
+        lines.append("User-Agent: datamover")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def get_head(
+        self,
+        path: str,
+        *,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        authorize: Authorize | None,
+    ) -> bytes:
+        """The head of a GET as ``request`` sends it (for a ``pipeline``); the caller
+        gives plain ASCII header values."""
+        return self._head("GET", path, list(query), headers, 0, authorize)
 
     def _exchange(
         self,

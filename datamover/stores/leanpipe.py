@@ -20,10 +20,19 @@ is bounded by the caller's ``limit`` before its body is read (``_Connection``).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from datamover.stores.base import ObjectInfo
 from datamover.stores.bounds import ResponseTooLarge
-from datamover.stores.leanhttp import Response, Transport, _Broken, _Connection
+from datamover.stores.leanhttp import (
+    ConnectionPool,
+    LeanHTTP,
+    Response,
+    Transport,
+    _Broken,
+    _Connection,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -61,6 +70,28 @@ class LeanPipeline:
         self._transport = transport
         self._idle: list[_Connection] = []
         self._busy = 0
+
+    @classmethod
+    def to(
+        cls, pool: ConnectionPool, width: int, connect_timeout: float, read_timeout: float
+    ) -> LeanPipeline:
+        """A pipeline to where ``pool`` connects (TLS set-up and transport shared; the
+        connections are its own)."""
+        return cls(
+            pool.scheme,
+            pool.host,
+            pool.port,
+            pool.tls,
+            width=width,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            transport=pool.transport,
+        )
+
+    @classmethod
+    def over(cls, http: LeanHTTP, width: int) -> LeanPipeline:
+        """A pipeline to ``http``'s endpoint, with its timeouts."""
+        return cls.to(http.pool, width, http.connect_timeout, http.read_timeout)
 
     def send(self, head: bytes) -> Sent | None:
         """Write a request without a body (``head``: request line and headers, ready
@@ -109,4 +140,53 @@ class LeanPipeline:
         self._idle.clear()
 
 
-__all__ = ["LeanPipeline", "Sent"]
+#: (key, listed info) -> the head of its GET, or None (read it the ordinary way).
+HeadFor = Callable[[str, ObjectInfo], bytes | None]
+#: The body and info ``read_object`` would return.
+Whole = tuple[bytes | bytearray, ObjectInfo]
+#: (key, listed info, answer) -> what ``read_object`` would return, or None.
+Accept = Callable[[str, ObjectInfo, Response], Whole | None]
+
+
+class _Started:
+    __slots__ = ("info", "key", "sent")
+
+    def __init__(self, key: str, info: ObjectInfo, sent: Sent) -> None:
+        self.key, self.info, self.sent = key, info, sent
+
+
+class PipelinedGets:
+    """``stores.base.PipelinedReads`` over a ``LeanPipeline``: each backend gives the
+    request of an object (``head``), what to make of an answer (``accept``) and the
+    most an answer's body may hold (``limit``, from the listed info)."""
+
+    def __init__(
+        self,
+        pipe: LeanPipeline,
+        head: HeadFor,
+        accept: Accept,
+        limit: Callable[[ObjectInfo], int],
+    ) -> None:
+        self.pipe, self._head, self._accept, self._limit = pipe, head, accept, limit
+
+    def start(self, key: str, info: ObjectInfo) -> object | None:
+        head = self._head(key, info)
+        if head is None:
+            return None
+        sent = self.pipe.send(head)
+        return None if sent is None else _Started(key, info, sent)
+
+    def finish(self, started: object) -> Whole | None:
+        assert isinstance(started, _Started)
+        r = self.pipe.receive(started.sent, limit=self._limit(started.info))
+        return None if r is None else self._accept(started.key, started.info, r)
+
+    def abandon(self, started: object) -> None:
+        assert isinstance(started, _Started)
+        self.pipe.abandon(started.sent)
+
+    def close(self) -> None:
+        self.pipe.close()
+
+
+__all__ = ["Accept", "HeadFor", "LeanPipeline", "PipelinedGets", "Sent", "Whole"]

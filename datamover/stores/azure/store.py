@@ -51,6 +51,7 @@ from datamover.stores.base import (
     Features,
     ObjectInfo,
     PendingUpload,
+    PipelinedReads,
     Store,
     check_whole_read,
     whole_read_limit,
@@ -370,6 +371,10 @@ class AzureStore(Store):
             # metadata a second time from the headers.
             return got.body, info
         return got.body, headers_info(key, total, got.headers, whole=got.status == 200)
+
+    def pipelined_reads(self, width: int) -> PipelinedReads | None:
+        lean = self._lean
+        return None if lean is None else lean.pipelined(width, self.limits.max_single_put)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         view = bytes_view(buf)

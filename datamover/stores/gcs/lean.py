@@ -43,6 +43,7 @@ from datamover.stores.gcs.crc import crc_from_b64
 from datamover.stores.gcs.errors import status_error
 from datamover.stores.gcs.metadata import blob_info
 from datamover.stores.leanhttp import LeanHTTP, LeanUnavailable, Response, quote_param
+from datamover.stores.leanpipe import LeanPipeline, PipelinedGets, Whole
 
 #: The most an object resource (JSON, user metadata up to 8 KiB) may hold.
 MAX_RESOURCE = 1024 * 1024
@@ -284,6 +285,45 @@ class LeanGCS:
             return response
         raise self.error(response, key)
 
+    def get_head(self, key: str, length: int, generation: int) -> bytes:
+        """The head of ``get(key, 0, length, generation=...)`` (for a
+        ``LeanPipeline``)."""
+        return self.http.get_head(
+            self._object_path(key),
+            query=[("alt", "media"), ("ifGenerationMatch", str(generation))],
+            headers={"range": f"bytes=0-{length - 1}"},
+            authorize=self._authorize,
+        )
+
+    def pipelined(self, width: int, single_put: int) -> PipelinedGets:
+        """``Store.pipelined_reads``: ``read_object``'s one request (the listed
+        generation's bytes), taken only when ``checked_media`` takes it."""
+
+        def head(key: str, info: ObjectInfo) -> bytes | None:
+            generation = info.version or ""
+            if not (0 < info.size <= single_put and generation.isdigit()):
+                return None
+            return self.get_head(key, info.size, int(generation))
+
+        def accept(key: str, info: ObjectInfo, r: Response) -> Whole | None:
+            return self.checked_media(info, r)
+
+        return PipelinedGets(LeanPipeline.over(self.http, width), head, accept, lambda i: i.size)
+
+    def checked_media(self, info: ObjectInfo, response: Response) -> Whole | None:
+        """The answer to ``get_head``'s GET as ``read_object``'s one request takes it:
+        all of ``info.size`` bytes whose CRC32C is the one GCS sends (else the
+        listing's); None otherwise."""
+        body = response.body
+        if response.status not in (200, 206) or len(body) != info.size:
+            return None
+        expected = _hash_crc(response.headers)
+        if expected is None and "crc32c" in info.provider_checksums:
+            expected = int(info.provider_checksums["crc32c"], 16)
+        if expected is None or expected != _crc(body):
+            return None
+        return body, info
+
     def upload(
         self,
         key: str,
@@ -445,12 +485,11 @@ class LeanGCS:
                 max_body=info.size,
                 generation=int(info.version or 0),
             )
-            if response.status in (200, 206) and response.length == info.size:
-                expected = _hash_crc(response.headers)
-                if expected is None and "crc32c" in info.provider_checksums:
-                    expected = int(info.provider_checksums["crc32c"], 16)
-                if expected is not None and expected == _crc(data):
-                    return data, info
+            if response.length == info.size:
+                response.body = data
+                checked = self.checked_media(info, response)
+                if checked is not None:
+                    return checked
         for _ in range(3):
             resource = self.stat(key)
             got = blob_info(resource, key)

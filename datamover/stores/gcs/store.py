@@ -29,6 +29,7 @@ from datamover.stores.base import (
     ObjectInfo,
     PartLimits,
     PendingUpload,
+    PipelinedReads,
     Store,
     whole_read_limit,
 )
@@ -317,6 +318,10 @@ class GCSStore(Store):
         if self._lean is not None:
             return self._lean.read_object(key, info, self.limits.max_single_put)
         return sdk_reads.read_object(self, key, info)
+
+    def pipelined_reads(self, width: int) -> PipelinedReads | None:
+        lean = self._lean
+        return None if lean is None else lean.pipelined(width, self.limits.max_single_put)
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if offset < 0:

@@ -334,16 +334,7 @@ class LeanS3:
 
     def pipeline(self, width: int) -> LeanPipeline:
         """A ``LeanPipeline`` to this endpoint (connections of its own)."""
-        return LeanPipeline(
-            self.scheme,
-            self.host,
-            self.port,
-            self.tls,
-            width=width,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            transport=self.pool.transport,
-        )
+        return LeanPipeline.to(self.pool, width, self.connect_timeout, self.read_timeout)
 
     def _exchange(
         self,

@@ -32,6 +32,8 @@ from datamover.stores.base import (
 )
 from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.conventions import Styles
+from datamover.stores.leanhttp import LeanUnavailable
+from datamover.stores.leanpipe import PipelinedGets, Whole
 from datamover.stores.s3.checks import Checks, checks_for, remember, returned_checksum
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
@@ -45,7 +47,6 @@ from datamover.stores.s3.objectinfo import (
     lean_info,
     put_info,
 )
-from datamover.stores.s3.pipelined import S3PipelinedReads
 from datamover.stores.s3.writer import S3Writer
 from datamover.stores.urls import Location
 
@@ -237,10 +238,28 @@ class S3Store(Store):
         return data, boto_info(key, r, len(data))
 
     def pipelined_reads(self, width: int) -> PipelinedReads | None:
-        lean = self._s3.lean
+        """Plain GETs on the lean path; only a 200 is taken (anything else, a redirect
+        included, is ``read_object``'s to retry, map or hand to boto3)."""
+        s3, lean = self._s3, self._s3.lean
         if lean is None or lean.disabled:
             return None
-        return S3PipelinedReads(self._s3, lean, width, self.limits.max_single_put)
+        single_put = self.limits.max_single_put
+
+        def head(key: str, info: ObjectInfo) -> bytes | None:
+            try:
+                return lean.get_head(key)
+            except LeanUnavailable:
+                return None
+
+        def accept(key: str, info: ObjectInfo, r: Response) -> Whole | None:
+            if r.status != 200:
+                return None
+            s3.authenticated = True
+            return r.body, lean_info(key, r, len(r.body))
+
+        return PipelinedGets(
+            lean.pipeline(width), head, accept, lambda info: whole_read_limit(info, single_put)
+        )
 
     def readinto(self, key: str, offset: int, buf: memoryview) -> int:
         if len(buf) == 0:
