@@ -48,6 +48,7 @@ from datamover.engine.plan import FileJob
 from datamover.engine.proof import READBACK, Prover, readback_chunk
 from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
+from datamover.engine.smallreads import MAX_SIZE as SMALL_READ_MAX
 from datamover.engine.smallreads import SmallReads
 from datamover.errors import (
     DatamoverError,
@@ -245,7 +246,7 @@ class Runner:
             cost = max(size, MIN_TASK_COST)
             if not self.budget.acquire(cost, self.stop):
                 return
-            small = self._small_reads()
+            small = self._small_reads() if size <= SMALL_READ_MAX else None
             if small is not None:
                 small.put(job, cost)
             else:

@@ -11,6 +11,11 @@ one thread of its own moves the run's small files instead: it asks for the next
 records each file as ``Runner._small_file`` always does (the read-back, the manifest
 entry, the journal row), with the answer in hand.
 
+Only files of up to ``MAX_SIZE`` bytes take this path: above it the per-request
+overhead is small beside the bytes, and the pool's threads hash, write and read back
+several files at once (those calls release the interpreter lock), which one thread
+cannot.
+
 Anything but a plain success (an error status, a broken or malformed answer, a body
 longer than the listing said) sends that file to the worker pool's ordinary path,
 which reads it again, retries and names the error: this path adds no failure mode of
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
     from datamover.engine.runner import Runner
 
 log = logging.getLogger("datamover")
+
+#: The largest file moved by ``SmallReads``; larger small files go to the pool.
+MAX_SIZE = 1024 * 1024
 
 
 class SmallReads:
@@ -110,4 +118,4 @@ class SmallReads:
                 runner._small_file(job, cost, answer)
 
 
-__all__ = ["SmallReads"]
+__all__ = ["MAX_SIZE", "SmallReads"]

@@ -7,6 +7,7 @@ reader stops the run instead of hanging it."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from datamover.engine import copy_between
+from datamover.engine.smallreads import MAX_SIZE
 from datamover.errors import SourceChanged
 from datamover.manifest import read_manifest
 from datamover.options import TransferOptions
@@ -82,11 +84,15 @@ class PipelinedStore(MemoryStore):
         return reader
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _source() -> PipelinedStore:
     src = PipelinedStore()
     for i in range(FILES):
         data = bytes([i % 251 + 1]) * (50 + i)
-        digest = {digest_metadata_key("sha256"): hashlib.sha256(data).hexdigest()}
+        digest = {digest_metadata_key("sha256"): _sha(data)}
         src.put(f"src/d{i % 3}/f{i:03d}", data, metadata=digest)
     return src
 
@@ -135,6 +141,16 @@ def test_what_the_reader_does_not_answer_takes_the_ordinary_path(tmp_path: Path)
     assert src.calls["read"] == handed + len(src.corrupt)
     _check_tree(src, tmp_path / "out")
     assert not [p for p in (tmp_path / "out").rglob("*") if ".dmtmp-" in p.name]
+
+
+def test_files_over_a_mebibyte_take_the_pool(tmp_path: Path) -> None:
+    src = _source()
+    big = os.urandom(MAX_SIZE + 1)
+    src.put("src/big.bin", big, metadata={digest_metadata_key("sha256"): _sha(big)})
+    report = _copy(src, tmp_path, transfers=4)
+    assert report.files_ok == FILES + 1
+    assert src.readers[0].answered == FILES and src.calls["read"] == 1
+    assert (tmp_path / "out" / "big.bin").read_bytes() == big
 
 
 def test_a_source_that_keeps_changing_fails_that_file_only(tmp_path: Path) -> None:
