@@ -383,12 +383,13 @@ def check_entry(
     )
 
 
-def plainly_valid(entry: ManifestEntry, algorithm: str) -> bool:
-    """Whether ``check_entry`` takes ``entry.to_json()`` in an ``algorithm`` manifest,
-    answered by a few comparisons, without building anything, for the entries a run
-    writes by the thousand: a file, directory or symlink, without part digests,
-    ``source_path`` or ``link_to``. True only when ``check_entry`` would accept it;
-    False means "ask ``check_entry``", which names the problem, if there is one.
+def plainly_valid(entry: ManifestEntry, algorithm: str, part_algorithm: str | None) -> bool:
+    """Whether ``check_entry`` takes ``entry.to_json()`` in an ``algorithm`` manifest
+    (``part_algorithm`` for part digests), answered by a few comparisons, without
+    building anything, for the entries a run writes by the thousand: a file,
+    directory or symlink of at most one part, without ``source_path`` or ``link_to``.
+    True only when ``check_entry`` would accept it; False means "ask
+    ``check_entry``", which names the problem, if there is one.
     (``ManifestWriter.add`` checks every entry it writes; a full check cost a small
     file's download some 30 dict look-ups.)"""
     path, size, status, kind = entry.path, entry.size, entry.status, entry.kind
@@ -423,8 +424,19 @@ def plainly_valid(entry: ManifestEntry, algorithm: str) -> bool:
         return False
     if seconds is not None and (type(seconds) is not float or not 0 <= seconds < math.inf):
         return False
-    if entry.parts or entry.source_path is not None or entry.link_to is not None:
+    if entry.source_path is not None or entry.link_to is not None:
         return False
+    parts = entry.parts
+    if parts:  # a small file's one part digest; more go to check_entry's _parts
+        if type(parts) is not list or len(parts) != 1:
+            return False
+        part = parts[0]
+        if (
+            type(part) is not str
+            or len(part) != HEX_LENGTH.get(part_algorithm or "")
+            or not _HEX.fullmatch(part)
+        ):
+            return False
     etag, version = entry.etag, entry.version
     if (etag is not None and type(etag) is not str) or (
         version is not None and type(version) is not str

@@ -118,7 +118,7 @@ class ManifestWriter:
         """Append ``entry``. An entry the reader would refuse (a path that is not safe
         for its status, a malformed digest) is a bug in the caller: ``ValueError``."""
         line = entry.to_json()
-        if not plainly_valid(entry, self._algorithm):
+        if not plainly_valid(entry, self._algorithm, self._part_algorithm):
             try:
                 check_entry(line, self._algorithm, self._part_algorithm)
             except LineProblem as e:

@@ -139,6 +139,7 @@ VERIFIED_BY = ("crc64nvme", "crc32c", "md5", "sha256-payload")
 
 #: User-metadata key holding a whole-object digest written by datamover, per algorithm.
 DIGEST_KEY_PREFIX = "datamover-"
+_DIGEST_CUT = len(DIGEST_KEY_PREFIX)
 
 
 def digest_metadata_key(algorithm: str) -> str:
@@ -168,8 +169,8 @@ def digests_from_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     keys (``datamover-hardlink``) are not digests."""
     out = {}
     for key, value in metadata.items():
-        if key.startswith(DIGEST_KEY_PREFIX) and value:
-            alg = key[len(DIGEST_KEY_PREFIX) :]
+        if key[:_DIGEST_CUT] == DIGEST_KEY_PREFIX and value:
+            alg = key[_DIGEST_CUT:]
             if alg in ALGORITHMS:
                 out[alg] = value.lower()
     return out

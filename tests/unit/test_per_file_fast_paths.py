@@ -142,7 +142,16 @@ _VALUES: dict[str, list[Any]] = {
     "mtime": [None, "1.000000000", "-5.123456789", "1.5", "x"],
     "mode": [None, "0644", "0999", "644"],
     "part_size": [None, 1, 0, 8 << 20],
-    "parts": [[], ["0a0b0c0d"], ["zz"]],
+    "parts": [
+        [],
+        ["0a0b0c0d"],
+        ["zz"],
+        ["0A0B0C0D"],
+        ["0a0b0c0"],
+        ["0a0b0c0d", "0a0b0c0d"],
+        ["0a0b0c0d", "zz"],
+        [5],
+    ],
     "etag": [None, "e"],
     "version": [None, "v"],
     "error": [None, "boom"],
@@ -202,9 +211,9 @@ def entries(draw: st.DrawFn) -> ManifestEntry:
     return ManifestEntry(**fields)
 
 
-def _accepted(entry: ManifestEntry, algorithm: str) -> bool:
+def _accepted(entry: ManifestEntry, algorithm: str, part_algorithm: str | None = "crc32c") -> bool:
     try:
-        check_entry(entry.to_json(), algorithm, "crc32c")
+        check_entry(entry.to_json(), algorithm, part_algorithm)
     except LineProblem:
         return False
     return True
@@ -219,13 +228,16 @@ def test_plainly_valid_entries_are_ones_the_reader_accepts(
         line = entry.to_json()
     except TypeError:  # provider checksums with odd keys don't even sort
         return
-    if plainly_valid(entry, algorithm):
+    if plainly_valid(entry, algorithm, "crc32c"):
         assert _accepted(entry, algorithm), line
 
 
+@pytest.mark.parametrize("part_algorithm", ["crc32c", "sha256", None])
 @pytest.mark.parametrize("algorithm", ["sha256", "crc32c"])
 @pytest.mark.parametrize("status", ["ok", "failed", "skipped"])
-def test_plainly_valid_with_each_field_changed(status: str, algorithm: str) -> None:
+def test_plainly_valid_with_each_field_changed(
+    status: str, algorithm: str, part_algorithm: str | None
+) -> None:
     """Every value of every field, one field at a time, on an entry of each status."""
     for name, values in _VALUES.items():
         for value in values if name in _NO_ODD else [*values, *_ODD]:
@@ -233,8 +245,8 @@ def test_plainly_valid_with_each_field_changed(status: str, algorithm: str) -> N
             if algorithm == "crc32c" and fields["digest"] == _HEX64:
                 fields["digest"] = "0a0b0c0d"
             entry = ManifestEntry(**fields)
-            if plainly_valid(entry, algorithm):
-                assert _accepted(entry, algorithm), (name, value)
+            if plainly_valid(entry, algorithm, part_algorithm):
+                assert _accepted(entry, algorithm, part_algorithm), (name, value)
 
 
 def test_the_entries_a_download_writes_are_plainly_valid() -> None:
@@ -251,11 +263,12 @@ def test_the_entries_a_download_writes_are_plainly_valid() -> None:
         gid=0,
         verified="readback",
         provider_checksums={"md5": "cd" * 16, "crc64nvme": "ef" * 8},
+        parts=["c7c34d96"],
     )
     failed = ManifestEntry(path="x", size=0, status="failed", error="boom", seconds=0.5)
     folder = ManifestEntry(path="d/", size=0, status="ok", kind="dir", mode="0755")
     for entry in (ok, failed, folder):
-        assert plainly_valid(entry, "sha256")
+        assert plainly_valid(entry, "sha256", "crc32c")
         assert _accepted(entry, "sha256")
 
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datamover.errors import StoreError
-from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
+from datamover.posixmeta import MTIME, mode_from_metadata, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover.stores.conventions import posix_metadata, precedence
 from datamover.stores.s3.lean import Response
@@ -158,7 +158,7 @@ def _object_info(
         checksums=_checksums(meta, provider),
         provider_checksums=provider,
         metadata=meta,
-        mode=PosixAttrs.from_metadata(meta).mode,
+        mode=mode_from_metadata(meta),
     )
 
 
