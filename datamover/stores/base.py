@@ -237,12 +237,15 @@ class ObjectInfo:
     verified: str | None = None
 
     def __post_init__(self) -> None:
-        if self.checksums:
-            kept = _kept_checksums(self.checksums)
+        checksums, provider = self.checksums, self.provider_checksums
+        kept = None
+        if checksums:
+            kept = _kept_checksums(checksums)
             if kept is not None:
                 object.__setattr__(self, "checksums", kept)
-        if self.provider_checksums:
-            kept = _kept_checksums(self.provider_checksums)
+        if provider:
+            if provider is not checksums:  # one mapping for both (a listing's): once
+                kept = _kept_checksums(provider)
             if kept is not None:
                 object.__setattr__(self, "provider_checksums", kept)
 

@@ -336,11 +336,16 @@ def _kept_before(checksums: dict[str, Any]) -> dict[str, Any]:
     )
 )
 def test_object_info_keeps_the_same_checksums(checksums: dict[str, str]) -> None:
-    info = ObjectInfo(key="k", size=0, checksums=checksums, provider_checksums=checksums)
-    assert info.checksums == _kept_before(checksums)
-    assert info.provider_checksums == _kept_before(checksums)
+    shared = ObjectInfo(key="k", size=0, checksums=checksums, provider_checksums=checksums)
+    apart = ObjectInfo(key="k", size=0, checksums=checksums, provider_checksums=dict(checksums))
+    for info in (shared, apart):
+        assert info.checksums == _kept_before(checksums)
+        assert info.provider_checksums == _kept_before(checksums)
     if _kept_before(checksums) is checksums:
-        assert info.checksums is checksums  # nothing changed: the caller's mapping kept
+        assert shared.checksums is checksums  # nothing changed: the caller's mapping kept
+    only_provider = ObjectInfo(key="k", size=0, provider_checksums=checksums)
+    assert only_provider.provider_checksums == _kept_before(checksums)
+    assert only_provider.checksums == {}
 
 
 # -- path_problem ---------------------------------------------------------------------

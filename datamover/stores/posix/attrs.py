@@ -32,7 +32,11 @@ log = logging.getLogger("datamover")
 
 
 def info_from_stat(
-    key: str, st: os.stat_result, extra: Mapping[str, str] | None = None
+    key: str,
+    st: os.stat_result,
+    extra: Mapping[str, str] | None = None,
+    *,
+    verified: str | None = None,
 ) -> ObjectInfo:
     meta = PosixAttrs.from_stat(st).to_metadata()
     if extra:
@@ -46,6 +50,7 @@ def info_from_stat(
         is_dir=statmod.S_ISDIR(st.st_mode),
         metadata=meta,
         link_id=f"{st.st_dev}:{st.st_ino}" if linked else None,
+        verified=verified,
     )
 
 
