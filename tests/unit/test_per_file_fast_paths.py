@@ -30,6 +30,7 @@ from datamover.manifest.rules import (
     plainly_valid,
     text_problem,
 )
+from datamover.posixmeta import PosixAttrs, mode_from_metadata
 from datamover.stores.base import ObjectInfo
 from datamover.stores.s3.objectinfo import parse_http_date
 
@@ -396,3 +397,18 @@ def _path_problem_before(path: str) -> str | None:
 )
 def test_path_problem_says_what_it_said(path: str) -> None:
     assert path_problem(path) == _path_problem_before(path)
+
+
+# -- POSIX attributes from metadata --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, "33188", "420", "0", "-1", "4294967295", "4294967296", " 420", "0o644", "x", ""],
+)
+def test_mode_from_metadata_is_from_metadatas_mode(raw: str | None) -> None:
+    meta = {} if raw is None else {"mode": raw, "uid": raw, "gid": raw, "mtime": "1.5"}
+    assert mode_from_metadata(meta) == PosixAttrs.from_metadata(meta).mode
+    assert PosixAttrs.from_metadata(meta).uid == (
+        int(raw) if raw and raw.strip().lstrip("-").isdigit() and 0 <= int(raw) < 2**32 else None
+    )
