@@ -1,7 +1,8 @@
 """The shortcuts a small file's download takes (issue #18) give what the long ways
 give: the HTTP date reader equals ``email.utils``, a manifest entry that
 ``plainly_valid`` passes is one ``check_entry`` accepts, ``to_json`` writes what it
-wrote, and ``ObjectInfo`` keeps and drops the same checksums.
+wrote, ``ObjectInfo`` keeps and drops the same checksums, and an S3 object's mtime
+comes from its metadata, else from Last-Modified (now read only then).
 
 Deterministic (``derandomize``) and bounded, like the other fuzz tests.
 """
@@ -32,7 +33,8 @@ from datamover.manifest.rules import (
 )
 from datamover.posixmeta import PosixAttrs, mode_from_metadata
 from datamover.stores.base import ObjectInfo
-from datamover.stores.s3.objectinfo import parse_http_date
+from datamover.stores.s3.lean import Response
+from datamover.stores.s3.objectinfo import lean_info, parse_http_date
 
 FUZZ = settings(
     max_examples=400,
@@ -412,3 +414,17 @@ def test_mode_from_metadata_is_from_metadatas_mode(raw: str | None) -> None:
     assert PosixAttrs.from_metadata(meta).uid == (
         int(raw) if raw and raw.strip().lstrip("-").isdigit() and 0 <= int(raw) < 2**32 else None
     )
+
+
+# -- S3 object info ------------------------------------------------------------------
+
+
+def test_lean_info_mtime_from_metadata_else_last_modified() -> None:
+    last_modified = "Mon, 07 Dec 2026 01:18:47 GMT"
+    with_meta = {"last-modified": last_modified, "x-amz-meta-mtime": "1700000000.5"}
+    assert lean_info("k", Response(200, with_meta, b""), 0).mtime == 1700000000.5
+    bare = {"last-modified": last_modified}
+    expected = datetime(2026, 12, 7, 1, 18, 47, tzinfo=UTC).timestamp()
+    assert lean_info("k", Response(200, bare, b""), 0).mtime == expected
+    unreadable = {"last-modified": "yesterday", "x-amz-meta-mtime": "not a time"}
+    assert lean_info("k", Response(200, unreadable, b""), 0).mtime is None
