@@ -80,15 +80,29 @@ class PosixAttrs:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str]) -> PosixAttrs:
-        def as_int(key: str) -> int | None:
-            try:
-                value = int(meta[key])
-            except (KeyError, ValueError, TypeError):
-                return None
-            return value if 0 <= value < _MAX_ID else None
-
         mtime = meta.get(MTIME)
-        mode = as_int(MODE)
-        if mode is not None and statmod.S_IFMT(mode) == 0:
-            mode |= statmod.S_IFREG
-        return cls(mode, as_int(UID), as_int(GID), parse_mtime_ns(mtime) if mtime else None)
+        return cls(
+            mode_from_metadata(meta),
+            _as_id(meta, UID),
+            _as_id(meta, GID),
+            parse_mtime_ns(mtime) if mtime else None,
+        )
+
+
+def _as_id(meta: Mapping[str, str], key: str) -> int | None:
+    raw = meta.get(key)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except (ValueError, TypeError):
+        return None
+    return value if 0 <= value < _MAX_ID else None
+
+
+def mode_from_metadata(meta: Mapping[str, str]) -> int | None:
+    """``PosixAttrs.from_metadata(meta).mode``, without reading the other keys."""
+    mode = _as_id(meta, MODE)
+    if mode is not None and statmod.S_IFMT(mode) == 0:
+        mode |= statmod.S_IFREG
+    return mode

@@ -72,28 +72,40 @@ class ManifestEntry:
     provider_checksums: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        # Field by field rather than a getattr loop: this runs for every file written.
         out: dict[str, Any] = {"type": "file", "path": self.path, "size": self.size}
-        for name in (
-            "status",
-            "digest",
-            "mtime",
-            "mode",
-            "part_size",
-            "etag",
-            "version",
-            "error",
-            "source_path",
-            "seconds",
-            "attempts",
-            "kind",
-            "link_to",
-            "uid",
-            "gid",
-            "verified",
-        ):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        if self.status is not None:
+            out["status"] = self.status
+        if self.digest is not None:
+            out["digest"] = self.digest
+        if self.mtime is not None:
+            out["mtime"] = self.mtime
+        if self.mode is not None:
+            out["mode"] = self.mode
+        if self.part_size is not None:
+            out["part_size"] = self.part_size
+        if self.etag is not None:
+            out["etag"] = self.etag
+        if self.version is not None:
+            out["version"] = self.version
+        if self.error is not None:
+            out["error"] = self.error
+        if self.source_path is not None:
+            out["source_path"] = self.source_path
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        if self.attempts is not None:
+            out["attempts"] = self.attempts
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.link_to is not None:
+            out["link_to"] = self.link_to
+        if self.uid is not None:
+            out["uid"] = self.uid
+        if self.gid is not None:
+            out["gid"] = self.gid
+        if self.verified is not None:
+            out["verified"] = self.verified
         if self.provider_checksums:
             out["provider_checksums"] = dict(sorted(self.provider_checksums.items()))
         if self.parts:

@@ -75,6 +75,7 @@ Integrity: what proves a write, and what can prove it again later.
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ VERIFIED_BY = ("crc64nvme", "crc32c", "md5", "sha256-payload")
 
 #: User-metadata key holding a whole-object digest written by datamover, per algorithm.
 DIGEST_KEY_PREFIX = "datamover-"
+_DIGEST_CUT = len(DIGEST_KEY_PREFIX)
 
 
 def digest_metadata_key(algorithm: str) -> str:
@@ -167,11 +169,37 @@ def digests_from_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     keys (``datamover-hardlink``) are not digests."""
     out = {}
     for key, value in metadata.items():
-        if key.startswith(DIGEST_KEY_PREFIX) and value:
-            alg = key[len(DIGEST_KEY_PREFIX) :]
+        if key[:_DIGEST_CUT] == DIGEST_KEY_PREFIX and value:
+            alg = key[_DIGEST_CUT:]
             if alg in ALGORITHMS:
                 out[alg] = value.lower()
     return out
+
+
+_LOWER_HEX_RE = re.compile(r"[0-9a-f]+")
+
+
+def _kept_checksums(checksums: Mapping[str, str]) -> dict[str, str] | None:
+    """``checksums`` without the values of known algorithms that are not hex of their
+    length, lower-cased (``ObjectInfo``); None when that changes nothing, which a
+    first pass of comparisons finds for the usual, well-formed checksums without
+    building a dict (this runs for every object listed or fetched)."""
+    for alg, value in checksums.items():
+        want = HEX_DIGITS.get(alg)
+        if type(value) is not str or (
+            value.lower() != value
+            if want is None
+            else len(value) != want or _LOWER_HEX_RE.fullmatch(value) is None
+        ):
+            break
+    else:
+        return None
+    kept = {
+        alg: value.lower()
+        for alg, value in checksums.items()
+        if alg not in HEX_DIGITS or is_hex_digest(str(value).lower(), alg)
+    }
+    return kept if kept != checksums else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,21 +237,16 @@ class ObjectInfo:
     verified: str | None = None
 
     def __post_init__(self) -> None:
-        if self.checksums:
-            kept = {
-                alg: value.lower()
-                for alg, value in self.checksums.items()
-                if alg not in HEX_DIGITS or is_hex_digest(str(value).lower(), alg)
-            }
-            if kept != self.checksums:
+        checksums, provider = self.checksums, self.provider_checksums
+        kept = None
+        if checksums:
+            kept = _kept_checksums(checksums)
+            if kept is not None:
                 object.__setattr__(self, "checksums", kept)
-        if self.provider_checksums:
-            kept = {
-                alg: value.lower()
-                for alg, value in self.provider_checksums.items()
-                if alg not in HEX_DIGITS or is_hex_digest(str(value).lower(), alg)
-            }
-            if kept != self.provider_checksums:
+        if provider:
+            if provider is not checksums:  # one mapping for both (a listing's): once
+                kept = _kept_checksums(provider)
+            if kept is not None:
                 object.__setattr__(self, "provider_checksums", kept)
 
     @property

@@ -115,9 +115,17 @@ def normalise(
     is a directory; an object with bytes is no directory, FIFO or device)."""
     if not metadata:
         return Normalised({})
-    names = {k.lower().replace("_", "-"): k for k in metadata}
-    if not (names.keys() & _FOREIGN_KEYS) and not _needs_reading(metadata):
-        return Normalised(dict(metadata))
+    joined = "\n".join(metadata)
+    if joined.lower().replace("_", "-") == joined:
+        # Keys already in the form they are compared in (datamover's and s3fs's own,
+        # the usual case): no dict of names to build just to find out.
+        if _FOREIGN_KEYS.isdisjoint(metadata) and not _needs_reading(metadata):
+            return Normalised(dict(metadata))
+        names = {k: k for k in metadata}
+    else:
+        names = {k.lower().replace("_", "-"): k for k in metadata}
+        if not (names.keys() & _FOREIGN_KEYS) and not _needs_reading(metadata):
+            return Normalised(dict(metadata))
     ignored: list[str] = []
 
     def get(name: str) -> str | None:
@@ -160,7 +168,8 @@ def _needs_reading(metadata: Mapping[str, str]) -> bool:
     mode = metadata.get("mode")
     if mode is not None and (mode[:1] == "0" or not ("8" in mode or "9" in mode)):
         return True
-    return any("-" in (metadata.get(t) or "")[1:] for t in ("mtime", "atime"))
+    mtime, atime = metadata.get("mtime"), metadata.get("atime")
+    return bool(mtime and "-" in mtime[1:]) or bool(atime and "-" in atime[1:])
 
 
 def _mode_family(

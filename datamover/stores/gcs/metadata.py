@@ -11,7 +11,7 @@ import mimetypes
 from typing import Any
 
 from datamover.errors import StoreError
-from datamover.posixmeta import MTIME, PosixAttrs, parse_mtime_ns
+from datamover.posixmeta import MTIME, mode_from_metadata, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover.stores.conventions import posix_metadata, precedence
 
@@ -81,7 +81,7 @@ def blob_info(blob: Any, key: str | None = None, *, verified: str | None = None)
         checksums=checksums,
         provider_checksums=provider,
         metadata=metadata,
-        mode=PosixAttrs.from_metadata(metadata).mode if metadata else None,
+        mode=mode_from_metadata(metadata) if metadata else None,
         verified=verified,
     )
 

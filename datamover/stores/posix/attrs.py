@@ -23,6 +23,7 @@ from datamover.posixmeta import GID, MODE, MTIME, UID, PosixAttrs, parse_mtime_n
 from datamover.stores.base import ObjectInfo
 
 XATTR_PREFIX = "xattr-"
+_XATTR_CUT = len(XATTR_PREFIX)
 _SETID = statmod.S_ISUID | statmod.S_ISGID
 _ID_MAX = 2**32 - 2  # (uid_t)-1 means "leave as is" to chown
 _NS_MAX = 2**63 - 1
@@ -31,7 +32,11 @@ log = logging.getLogger("datamover")
 
 
 def info_from_stat(
-    key: str, st: os.stat_result, extra: Mapping[str, str] | None = None
+    key: str,
+    st: os.stat_result,
+    extra: Mapping[str, str] | None = None,
+    *,
+    verified: str | None = None,
 ) -> ObjectInfo:
     meta = PosixAttrs.from_stat(st).to_metadata()
     if extra:
@@ -45,6 +50,7 @@ def info_from_stat(
         is_dir=statmod.S_ISDIR(st.st_mode),
         metadata=meta,
         link_id=f"{st.st_dev}:{st.st_ino}" if linked else None,
+        verified=verified,
     )
 
 
@@ -120,7 +126,7 @@ def apply_xattrs(fd: int, metadata: Mapping[str, str], key: str) -> None:
     """Set the ``xattr-<name>`` metadata on the open file ``fd``; one that can't be
     set (bad base64, a name the filesystem refuses) is warned about and left out."""
     for name, value in metadata.items():
-        if name.startswith(XATTR_PREFIX):
+        if name[:_XATTR_CUT] == XATTR_PREFIX:
             try:
                 os.setxattr(fd, "user." + name[len(XATTR_PREFIX) :], base64.b64decode(value))
             except (OSError, ValueError) as e:

@@ -6,7 +6,6 @@ confined root through ``beneath``. The package docstring says what the store pro
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import stat as statmod
@@ -635,8 +634,7 @@ class PosixStore(Store):
             writer.write_part(0, data, digests or PartDigests(data))
             if read_back:
                 writer.check_holds(data)
-                info = writer.commit(meta, checked=attrs)
-                return dataclasses.replace(info, verified=VERIFIED_READBACK)
+                return writer.commit(meta, checked=attrs, verified=VERIFIED_READBACK)
             return writer.commit(meta, checked=attrs)
         except BaseException:
             writer.abort()

@@ -322,10 +322,15 @@ class PosixWriter:
         return PartReceipt(index, len(data), checksum=digests.get("crc32c").hex())
 
     def commit(
-        self, metadata: Mapping[str, str], *, checked: PosixAttrs | None = None
+        self,
+        metadata: Mapping[str, str],
+        *,
+        checked: PosixAttrs | None = None,
+        verified: str | None = None,
     ) -> ObjectInfo:
         """Commit with ``metadata`` merged over ``initial_metadata``. ``checked``: the
-        merged metadata's attributes, already parsed by the caller (``put``)."""
+        merged metadata's attributes, already parsed by the caller (``put``);
+        ``verified``: the check that covered the bytes, for the returned info."""
         with self._lock:
             # A part never written would be a hole of zeros in the file: refuse, and
             # leave the temp file to abort().
@@ -357,7 +362,7 @@ class PosixWriter:
         except OSError as e:
             raise map_oserror(e, self.key) from e
         self._close_tree()
-        return info_from_stat(self.key, st)
+        return info_from_stat(self.key, st, verified=verified)
 
     def abort(self) -> None:
         with self._lock:

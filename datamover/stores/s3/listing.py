@@ -50,10 +50,10 @@ def _mtime(value: object) -> float | None:
     """A listed LastModified as seconds; None when absent or unreadable (an object
     store's listing mtime only ever stands in for metadata a HEAD would give)."""
     try:
+        if isinstance(value, str):  # the lean path's (the most listed), then boto3's
+            return parse_timestamp(value).timestamp() if value else None
         if isinstance(value, datetime):
             return value.timestamp()
-        if isinstance(value, str) and value:
-            return parse_timestamp(value).timestamp()
     except Exception:  # dateutil's parser, behind botocore's, raises several kinds
         pass
     return None
@@ -74,7 +74,10 @@ def parse_list_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
     url_encoded = (root.findtext(f"{ns}EncodingType") or "") == "url"
 
     def decode(value: str | None) -> str:
-        return _key(unquote_plus(value) if url_encoded and value else value)
+        # A key without '%' or '+' decodes to itself (the usual key: no call for it).
+        if url_encoded and value and ("%" in value or "+" in value):
+            value = unquote_plus(value)
+        return _key(value)
 
     entries = [
         ObjectInfo(key=decode(cp.findtext(f"{ns}Prefix")), size=0, is_dir=True)
