@@ -485,11 +485,16 @@ class ConnectionPool:
         """This thread's connection (made on first use)."""
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _Connection(self.scheme, self.host, self.port, self.tls, self.transport)
+            conn = self.new_connection()
             self._local.conn = conn
             with self._lock:
                 self.all.append(conn)
         return conn
+
+    def new_connection(self) -> _Connection:
+        """A connection of the caller's own (not this thread's, not closed by
+        ``close``): a ``LeanPipeline``'s."""
+        return _Connection(self.scheme, self.host, self.port, self.tls, self.transport)
 
     def close(self) -> None:
         _close_all(self.all, self._lock)

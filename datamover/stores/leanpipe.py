@@ -19,23 +19,11 @@ is bounded by the caller's ``limit`` before its body is read (``_Connection``).
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from datamover.stores.base import ObjectInfo
 from datamover.stores.bounds import ResponseTooLarge
-from datamover.stores.leanhttp import (
-    ConnectionPool,
-    LeanHTTP,
-    Response,
-    Transport,
-    _Broken,
-    _Connection,
-)
-
-if TYPE_CHECKING:
-    import ssl
+from datamover.stores.leanhttp import ConnectionPool, LeanHTTP, Response, _Broken, _Connection
 
 
 class Sent:
@@ -53,45 +41,25 @@ class LeanPipeline:
     thread (not thread-safe: one pipeline per thread)."""
 
     def __init__(
-        self,
-        scheme: str,
-        host: str,
-        port: int,
-        tls: ssl.SSLContext | None,
-        *,
-        width: int,
-        connect_timeout: float,
-        read_timeout: float,
-        transport: Transport = socket.create_connection,
+        self, pool: ConnectionPool, *, width: int, connect_timeout: float, read_timeout: float
     ) -> None:
-        self.scheme, self.host, self.port, self.tls = scheme, host, port, tls
+        """Connections to where ``pool`` connects (its TLS set-up and transport), but
+        this pipeline's own."""
+        self.pool = pool
         self.width = max(1, width)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._transport = transport
         self._idle: list[_Connection] = []
         self._busy = 0
 
     @classmethod
-    def to(
-        cls, pool: ConnectionPool, width: int, connect_timeout: float, read_timeout: float
-    ) -> LeanPipeline:
-        """A pipeline to where ``pool`` connects (TLS set-up and transport shared; the
-        connections are its own)."""
-        return cls(
-            pool.scheme,
-            pool.host,
-            pool.port,
-            pool.tls,
-            width=width,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            transport=pool.transport,
-        )
-
-    @classmethod
     def over(cls, http: LeanHTTP, width: int) -> LeanPipeline:
         """A pipeline to ``http``'s endpoint, with its timeouts."""
-        return cls.to(http.pool, width, http.connect_timeout, http.read_timeout)
+        return cls(
+            http.pool,
+            width=width,
+            connect_timeout=http.connect_timeout,
+            read_timeout=http.read_timeout,
+        )
 
     def send(self, head: bytes) -> Sent | None:
         """Write a request without a body (``head``: request line and headers, ready
@@ -99,11 +67,7 @@ class LeanPipeline:
         path). Raises ``RuntimeError`` when ``width`` requests are already in flight."""
         if self._busy >= self.width:
             raise RuntimeError(f"over {self.width} requests in flight")
-        conn = (
-            self._idle.pop()
-            if self._idle
-            else _Connection(self.scheme, self.host, self.port, self.tls, self._transport)
-        )
+        conn = self._idle.pop() if self._idle else self.pool.new_connection()
         self._busy += 1
         try:
             reused = conn.send(

@@ -14,11 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from importprobe import run_probed
 
 from datamover.checksums import PartDigests
 from datamover.errors import BucketNotFound, NotFound
@@ -31,7 +30,6 @@ from servers import AzuriteServer
 
 #: Modules only the SDK path loads.
 SDK = ("azure.storage", "azure.core", "azure.identity", "requests")
-_IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*(\S+)\s*$")
 
 
 @pytest.fixture
@@ -43,26 +41,12 @@ def _run(*argv: str, env: dict[str, str] | None = None, code: int = 0) -> tuple[
     """``datamover argv`` in a child, which must exit with ``code``; its output
     (stdout, and the error lines when ``code`` is not 0) and the SDK modules it (or a
     worker it started) imported."""
-    child_env = {**os.environ, **(env or {}), "PYTHONPROFILEIMPORTTIME": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "datamover", *argv],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=child_env,
-    )
-    modules = set()
-    other = []
-    for line in r.stderr.splitlines():
-        m = _IMPORT_LINE.match(line)
-        if m:
-            modules.add(m.group(1))
-        elif not line.startswith("import time:"):
-            other.append(line)
-    assert r.returncode == code, r.stdout + "\n".join(other)
-    assert "datamover.stores.azure.store" in modules  # the report is real
-    out = r.stdout if code == 0 else "\n".join(other)
-    return out, sorted(m for m in modules if m.startswith(SDK))
+    run = run_probed(*argv, env=env)
+    r = run.result
+    assert r.returncode == code, r.stdout + "\n".join(run.other)
+    assert "datamover.stores.azure.store" in run.modules  # the report is real
+    out = r.stdout if code == 0 else "\n".join(run.other)
+    return out, run.loaded(SDK)
 
 
 def _tree(root: Path) -> dict[str, bytes]:

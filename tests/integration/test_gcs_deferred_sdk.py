@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from importprobe import run_probed
 
 from datamover.errors import PreconditionFailed, StoreError
 from datamover.options import KiB, MiB
@@ -40,27 +41,9 @@ def _run(
 ) -> tuple[subprocess.CompletedProcess[str], int, list[str]]:
     """``datamover *argv``: the result, how many Python processes reported their
     imports and which SDK modules any of them loaded."""
-    env = {**os.environ, **(env_extra or {}), "PYTHONPROFILEIMPORTTIME": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "datamover", *argv],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
-    lines = r.stderr.splitlines()
-    processes = sum(1 for ln in lines if ln.startswith("import time:") and "self [us]" in ln)
-    loaded = sorted(
-        {
-            name
-            for ln in lines
-            if ln.startswith("import time:")
-            and (name := ln.rsplit("|", 1)[-1].strip()).startswith(SDK)
-        }
-    )
-    errors = "\n".join(ln for ln in lines if not ln.startswith("import time:"))
-    sys.stderr.write(errors)  # shown when a test fails
-    return r, processes, loaded
+    run = run_probed(*argv, env=env_extra)
+    sys.stderr.write("\n".join(run.other))  # shown when a test fails
+    return run.result, run.processes, run.loaded(SDK)
 
 
 @pytest.fixture

@@ -334,7 +334,12 @@ class LeanS3:
 
     def pipeline(self, width: int) -> LeanPipeline:
         """A ``LeanPipeline`` to this endpoint (connections of its own)."""
-        return LeanPipeline.to(self.pool, width, self.connect_timeout, self.read_timeout)
+        return LeanPipeline(
+            self.pool,
+            width=width,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
 
     def _exchange(
         self,
