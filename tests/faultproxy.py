@@ -382,7 +382,13 @@ class _Handler(socketserver.StreamRequestHandler):
             except (OSError, ssl.SSLError):
                 self.request.close()
                 raise
-        super().setup()
+        try:
+            super().setup()
+        except OSError:
+            # finish() won't run: close the TLS wrapper here (socketserver closes only
+            # the socket it accepted, which the wrapper detached)
+            self.request.close()
+            raise
 
     def finish(self) -> None:
         try:

@@ -129,11 +129,17 @@ class _Connection:
 
     def _connect(self, connect_timeout: float, read_timeout: float) -> socket.socket:
         sock = self.transport((self.host, self.port), connect_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_hostname=self.host)
-        sock.settimeout(read_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self.tls is not None:
+                # wrap_socket takes the descriptor over and closes it if the handshake
+                # fails; closing ``sock`` afterwards is then a no-op
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+            sock.settimeout(read_timeout)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
     def exchange(

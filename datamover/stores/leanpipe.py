@@ -49,6 +49,7 @@ class LeanPipeline:
         self.width = max(1, width)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._idle: list[_Connection] = []
+        self._all: list[_Connection] = []  # at most ``width``: closed by ``close``
         self._busy = 0
 
     @classmethod
@@ -67,7 +68,11 @@ class LeanPipeline:
         path). Raises ``RuntimeError`` when ``width`` requests are already in flight."""
         if self._busy >= self.width:
             raise RuntimeError(f"over {self.width} requests in flight")
-        conn = self._idle.pop() if self._idle else self.pool.new_connection()
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            conn = self.pool.new_connection()
+            self._all.append(conn)
         self._busy += 1
         try:
             reused = conn.send(
@@ -99,8 +104,11 @@ class LeanPipeline:
         self._idle.append(conn)
 
     def close(self) -> None:
-        for conn in self._idle:
+        """Close every connection, idle or with an answer not read (a caller that
+        stopped on an error)."""
+        for conn in self._all:
             conn.close()
+        self._all.clear()
         self._idle.clear()
 
 

@@ -73,7 +73,8 @@ class CountingProxy:
         self.close()
 
     def close(self) -> None:
-        self._closed = True
+        with self.lock:
+            self._closed = True
         with contextlib.suppress(OSError):
             self._listener.close()
         with self.lock:
@@ -118,7 +119,13 @@ class CountingProxy:
             # (method, id) of requests sent and not answered yet, oldest first
             waiting: list[tuple[str, int]] = []
             with self.lock:
-                self._sockets += [client, server]
+                closed = self._closed
+                if not closed:
+                    self._sockets += [client, server]
+            if closed:  # close() ran while this connection was being set up
+                client.close()
+                server.close()
+                return
             threading.Thread(
                 target=self._upstream, args=(client, server, waiting), daemon=True
             ).start()
@@ -166,6 +173,7 @@ class CountingProxy:
             pass
         finally:
             self._shut(src, dst)
+            src.close()  # each direction closes the socket it reads; _shut woke the other
 
     def _downstream(
         self, src: socket.socket, dst: socket.socket, waiting: list[tuple[str, int]]
@@ -190,6 +198,7 @@ class CountingProxy:
             pass
         finally:
             self._shut(src, dst)
+            src.close()
 
     def _slow(self, rng: tuple[int, int] | None) -> bool:
         return (
