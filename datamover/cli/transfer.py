@@ -270,7 +270,7 @@ def _process_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="worker processes for files up to --multipart-threshold, sharing --transfers, "
         "each with its own --memory-budget; batches of <= 256 files, <= 2 per worker "
-        "queued (default: min(idle cores, 4) once 1000 small files are planned, else 1; "
+        "queued (default: min(idle cores - 1, 4) once 1000 small files are planned, else 1; "
         "1: one process)",
     )
 

@@ -4,6 +4,8 @@ tests/integration/test_processes.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from datamover.cli.main import build_parser
@@ -40,3 +42,24 @@ def test_cli_parses_processes() -> None:
 def test_auto_processes_is_bounded_by_the_cores() -> None:
     n = auto_processes()
     assert 1 <= n <= AUTO_MAX
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "expected"),
+    [
+        (2, 0.0, 1),  # idle 2-core machine: the parent keeps one core busy
+        (3, 0.0, 2),
+        (4, 0.2, 3),
+        (4, 2.6, 1),  # one idle core besides the parent's: no workers
+        (8, 1.0, AUTO_MAX),
+        (16, 0.0, AUTO_MAX),
+        (1, 0.0, 1),
+        (4, 9.0, 1),  # overloaded
+    ],
+)
+def test_auto_processes_leaves_the_parent_a_core(
+    monkeypatch: pytest.MonkeyPatch, cores: int, load: float, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert auto_processes() == expected
