@@ -59,6 +59,7 @@ class CountingProxy:
         self.port = self._listener.getsockname()[1]
         self._closed = False
         self._sockets: list[socket.socket] = []
+        self._half_done: set[socket.socket] = set()  # connections one direction ended
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     @property
@@ -173,7 +174,7 @@ class CountingProxy:
             pass
         finally:
             self._shut(src, dst)
-            src.close()  # each direction closes the socket it reads; _shut woke the other
+            self._ended(src, dst)
 
     def _downstream(
         self, src: socket.socket, dst: socket.socket, waiting: list[tuple[str, int]]
@@ -198,7 +199,20 @@ class CountingProxy:
             pass
         finally:
             self._shut(src, dst)
-            src.close()
+            self._ended(dst, src)  # (client, server), as _upstream says it
+
+    def _ended(self, client: socket.socket, server: socket.socket) -> None:
+        """One direction of a connection ended (``_shut`` woke the other): the second
+        to end closes both sockets, so neither is closed under the other's feet."""
+        with self.lock:
+            last = client in self._half_done
+            if last:
+                self._half_done.discard(client)
+            else:
+                self._half_done.add(client)
+        if last:
+            client.close()
+            server.close()
 
     def _slow(self, rng: tuple[int, int] | None) -> bool:
         return (
