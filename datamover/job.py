@@ -498,7 +498,7 @@ def preflight(store: Store, key: str, role: str) -> None:
     prefix = key.rpartition("/")[0]
 
     def probe() -> None:
-        next(iter(store.list(prefix + "/" if prefix else "", recursive=False)), None)
+        store.probe(prefix + "/" if prefix else "")
 
     try:
         call_with_retries(probe, _PREFLIGHT_RETRY)

@@ -472,6 +472,10 @@ class Features:
     reads_back_puts: bool = False
 
 
+#: Entries per listing page asked for by ``Store.probe``.
+PROBE_PAGE = 1
+
+
 class Store(ABC):
     """One namespace of one backend. See the module docstring for the contracts."""
 
@@ -536,6 +540,15 @@ class Store(ABC):
         entry found but not servable (POSIX: a link loop under ``copy_links``, a path
         past PATH_MAX, a subdirectory that can't be read) comes with
         ``ObjectInfo.problem`` set instead of ending the listing."""
+
+    def probe(self, prefix: str) -> None:
+        """One cheap request that reaches the store before a run (``job.preflight``):
+        the first entry of a one-level listing of ``prefix``. Raises what ``list``
+        raises (a missing bucket, rejected credentials, an endpoint that does not
+        answer). Stores that list in pages ask for a page of ``PROBE_PAGE`` entries: a
+        full page of a large directory (5,000 blobs on Azure, metadata included) is
+        the server's work and the client's parse for nothing."""
+        next(iter(self.list(prefix, recursive=False)), None)
 
     @abstractmethod
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

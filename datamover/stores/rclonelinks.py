@@ -147,6 +147,9 @@ class RcloneLinks(Store):
         for info in self.inner.list(prefix, recursive=recursive):
             yield self._shown(info)
 
+    def probe(self, prefix: str) -> None:
+        self.inner.probe(prefix)
+
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         if self._linked(key):
             return self.inner.read(key + SUFFIX, offset, LINK_MAX + 1 if length is None else length)

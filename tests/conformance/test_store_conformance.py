@@ -558,6 +558,9 @@ def test_list_recursive_and_one_level(store: tuple[Store, str]) -> None:
     assert list(s.list(p + "missing/")) == []
     assert list(s.list(p + "missing/", recursive=False)) == []
     assert list(s.list(p + "top.txt/")) == []
+    # The preflight's probe reaches the store, whatever the prefix holds.
+    for prefix in (p, p + "d/", p + "d", p + "missing/", ""):
+        assert s.probe(prefix) is None
 
 
 def test_list_pages_in_key_order(backend: Backend) -> None:
@@ -759,6 +762,7 @@ def test_missing_bucket_is_bucket_not_found(backend: Backend) -> None:
         "read_object": lambda: s.read_object("k"),
         "list": lambda: list(s.list("")),
         "list one level": lambda: list(s.list("", recursive=False)),
+        "probe": lambda: s.probe(""),
         "delete": lambda: s.delete("k"),
         "put": lambda: s.put("k", b"data"),
         "multipart": lambda: s.open_writer("k", size=10, part_size=10).write_part(

@@ -46,6 +46,7 @@ from datamover.stores.azure.metadata import (
 from datamover.stores.azure.pending import PendingUploads
 from datamover.stores.azure.writer import TOKEN_RE, AzureBlockWriter, bytes_view
 from datamover.stores.base import (
+    PROBE_PAGE,
     Buffer,
     ChunkWriter,
     Features,
@@ -211,11 +212,17 @@ class AzureStore(Store):
         return properties_info(props, key)
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        yield from self._listing(prefix, recursive, self._page_size)
+
+    def probe(self, prefix: str) -> None:
+        next(iter(self._listing(prefix, False, PROBE_PAGE)), None)
+
+    def _listing(self, prefix: str, recursive: bool, page_size: int) -> Iterator[ObjectInfo]:
         if not recursive and prefix and not prefix.endswith("/"):
             prefix += "/"  # one level down means "this directory", never a name prefix
         guard = PageGuard(self.url(prefix), prefix=prefix)
         if self._lean is not None:
-            yield from self._lean_list(prefix, recursive, guard)
+            yield from self._lean_list(prefix, recursive, guard, page_size)
             return
         client = self._container_client
         try:
@@ -223,9 +230,9 @@ class AzureStore(Store):
                 blobs = client.list_blobs(
                     name_starts_with=prefix or None,
                     include=["metadata"],
-                    results_per_page=self._page_size,
+                    results_per_page=page_size,
                 )
-                for page in guarded_pages(blobs, guard, self._page_size):
+                for page in guarded_pages(blobs, guard, page_size):
                     for props in page:
                         if is_directory_marker(props):
                             # Listed so an empty directory can be recreated (base.py).
@@ -238,10 +245,10 @@ class AzureStore(Store):
                 name_starts_with=prefix or None,
                 include=["metadata"],
                 delimiter="/",
-                results_per_page=self._page_size,
+                results_per_page=page_size,
             )
             blob_prefix = sdk.blob().BlobPrefix
-            for page in guarded_pages(walk, guard, self._page_size):
+            for page in guarded_pages(walk, guard, page_size):
                 # The SDK hands each page's prefixes first, then its blobs; one page
                 # spans one key range, so sorting the page restores key order.
                 for item in sorted(page, key=item_name):
@@ -252,10 +259,12 @@ class AzureStore(Store):
         except Exception as e:
             raise self._error(e, prefix) from e
 
-    def _lean_list(self, prefix: str, recursive: bool, guard: PageGuard) -> Iterator[ObjectInfo]:
+    def _lean_list(
+        self, prefix: str, recursive: bool, guard: PageGuard, page_size: int
+    ) -> Iterator[ObjectInfo]:
         """``list`` on the lean path: the same entries, in key order, as the SDK's."""
         assert self._lean is not None
-        pages = lean_pages(self._lean, prefix, None if recursive else "/", guard, self._page_size)
+        pages = lean_pages(self._lean, prefix, None if recursive else "/", guard, page_size)
         for page in pages:
             for item in page:
                 if isinstance(item, ListedPrefix):

@@ -22,6 +22,7 @@ from datamover.errors import (
 )
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
+    PROBE_PAGE,
     Buffer,
     ChunkWriter,
     Features,
@@ -206,30 +207,36 @@ class GCSStore(Store):
             prefix += "/"
         return self._list(prefix, delimiter=None if recursive else "/", hide_temp=True)
 
+    def probe(self, prefix: str) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        next(iter(self._pages(prefix, "/", PROBE_PAGE)), None)  # one request
+
     def _pages(
-        self, prefix: str, delimiter: str | None
+        self, prefix: str, delimiter: str | None, page_size: int | None = None
     ) -> Iterator[tuple[Sequence[Any], Sequence[str]]]:
         """The listing's pages as (blobs, prefixes), checked as they come: every name
         is text under ``prefix``, a page holds at most ``page_size`` objects, and the
         chain of pages does not loop (``PageGuard``; a prefix named again, as GCS may
         on a later page, is not new and so not progress)."""
+        page_size = page_size or self.page_size
         guard = PageGuard(self.url(prefix), prefix=prefix)
         if self._lean is not None:
-            pages = lean_pages(self._lean, prefix, delimiter, self.page_size)
+            pages = lean_pages(self._lean, prefix, delimiter, page_size)
         else:
             pages = sdk_pages(
                 self._client,
                 self._bucket,
                 prefix,
                 delimiter,
-                self.page_size,
+                page_size,
                 self.retry,
                 lambda e: self.map_error(e, prefix, missing="bucket"),
             )
         named = Recurrence()  # prefixes seen: the last ones exactly, constant memory
         for blobs, prefixes, token in pages:
-            if len(blobs) > self.page_size:
-                raise guard.error(f"returned {len(blobs)} objects in a page of {self.page_size}")
+            if len(blobs) > page_size:
+                raise guard.error(f"returned {len(blobs)} objects in a page of {page_size}")
             names = [blob.name for blob in blobs]
             for name in (*names, *prefixes):
                 if not isinstance(name, str) or not name:

@@ -20,6 +20,7 @@ from datamover.errors import (
 )
 from datamover.stores import StoreSettings
 from datamover.stores.base import (
+    PROBE_PAGE,
     Buffer,
     ChunkWriter,
     Features,
@@ -128,6 +129,9 @@ class S3Store(Store):
 
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         yield from list_objects(self._s3, prefix, recursive, self.page_size)
+
+    def probe(self, prefix: str) -> None:
+        next(iter(list_objects(self._s3, prefix, False, PROBE_PAGE)), None)
 
     def _get(self, key: str, offset: int, length: int | None) -> Any:
         if length is not None and length <= 0:
