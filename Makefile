@@ -60,6 +60,11 @@ python-deps:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 	  python3 -m pip install --quiet uv
 	@cd $(ROOT) && $(UV) sync --all-groups --all-extras --frozen --quiet --compile-bytecode
+	@# the mount's C reader (fuse/datamover_fuse/_native.c) is built in place at install;
+	@# an editable install does not rebuild it when the source changes: do it here
+	@cd $(ROOT) && so=$$(ls fuse/datamover_fuse/_native.*.so 2>/dev/null | head -1); \
+	if [ -z "$$so" ] || [ fuse/datamover_fuse/_native.c -nt "$$so" ]; then \
+	  $(UV) sync --all-groups --all-extras --frozen --quiet --reinstall-package datamover-fuse; fi
 
 node-deps:
 	@if [ ! -x "$(DATAMOVER_AZURITE)" ]; then \

@@ -44,6 +44,14 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
         action="store_false",
         help="keep no blocks of what is read (random reads go to the store each time)",
     )
+    p.add_argument(
+        "--read-threads",
+        type=int,
+        default=2,
+        metavar="N",
+        help="threads that answer reads of cached blocks in C, beside the Python loop; "
+        "0: answer them on the loop's thread (default 2, at most 8)",
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     p.add_argument(
         "--suid",
@@ -134,6 +142,7 @@ def cmd_mount(args: argparse.Namespace, out: IO[str]) -> int:
         cache_size=args.cache_size,
         cache_keep=args.cache_keep,
         read_cache=args.read_cache,
+        read_threads=args.read_threads,
         allow_other=args.allow_other,
         suid=args.suid,
         dev=args.dev,

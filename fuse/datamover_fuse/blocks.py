@@ -41,6 +41,7 @@ from typing import Any
 
 from datamover.crcfast import crc32c
 from datamover.errors import UsageError
+from datamover_fuse import native
 from datamover_fuse.staging import CacheDir, punch_hole
 
 KiB = 1024
@@ -248,6 +249,7 @@ class BlockStore:
             os.close(fd)
             with self._lock:
                 stored = 0
+                ext = native.ext
                 for j in take:
                     i = first + j
                     f.pending.discard(i)
@@ -255,6 +257,9 @@ class BlockStore:
                         f.crcs[i] = crcs[i]
                         self._lru[(name, i)] = None
                         stored += f.lengths[i]
+                        if ext is not None:
+                            n = f.lengths[i]
+                            ext.set_block(name, f.path, f.size, self.block, i, crcs[i], n)
                     else:
                         self._unreserve(f.lengths.pop(i, 0))
         return stored
@@ -266,6 +271,8 @@ class BlockStore:
             if f is None:
                 return
             f.dropped = True
+            if native.ext is not None:
+                native.ext.drop(name)
             self._open.pop(name, None)
             self._close_reader(f)
             for i in list(f.crcs):
@@ -299,7 +306,17 @@ class BlockStore:
         self.staging.release(n)
 
     def _evict_lru(self) -> int:
-        (name, i), _ = self._lru.popitem(last=False)
+        """Evict the least recently used block. Hits served by ``_native`` do not pass
+        here: a block it served since last asked gets a second chance (CLOCK)."""
+        ext = native.ext
+        key = next(iter(self._lru))
+        if ext is not None:
+            for _ in range(len(self._lru)):
+                key = next(iter(self._lru))
+                if not ext.referenced(*key):
+                    break
+                self._lru.move_to_end(key)
+        name, i = key
         f = self._files[name]
         n = f.lengths.get(i, 0)
         self._evict(f, i)
@@ -308,6 +325,9 @@ class BlockStore:
     def _evict(self, f: _File, i: int) -> None:
         self._lru.pop((f.name, i), None)
         f.crcs.pop(i, None)
+        ext = native.ext
+        if ext is not None:
+            ext.clear_block(f.name, i)
         self._unreserve(f.lengths.pop(i, 0))
         self.evicted += 1
         with contextlib.suppress(OSError):
@@ -319,6 +339,8 @@ class BlockStore:
         if not f.crcs and not f.pending:
             self._files.pop(f.name, None)
             f.dropped = True
+            if ext is not None:
+                ext.drop(f.name)
             self._open.pop(f.name, None)
             self._close_reader(f)
             with contextlib.suppress(FileNotFoundError):
@@ -329,6 +351,8 @@ class BlockStore:
     def close(self) -> None:
         """At unmount: keep the blocks and their index (``keep``), else remove them."""
         with self._lock:
+            if native.ext is not None:
+                native.ext.clear()
             if self.keep:
                 index = {
                     f.name: {"size": f.size, "crcs": {str(i): c for i, c in f.crcs.items()}}
@@ -380,4 +404,6 @@ class BlockStore:
                     continue
                 f.crcs[i] = crc
                 f.lengths[i] = n
+                if native.ext is not None:
+                    native.ext.set_block(entry, f.path, f.size, self.block, i, crc, n)
                 self._lru[(entry, i)] = None

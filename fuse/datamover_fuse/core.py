@@ -50,6 +50,7 @@ import trio
 from datamover.errors import NotFound
 from datamover.stores.base import Store
 from datamover.stores.fsops import FsOps, OpenFile, for_store
+from datamover_fuse import native
 from datamover_fuse.cache import Clock
 from datamover_fuse.fserrors import FsError, check_writable
 from datamover_fuse.inodes import (
@@ -223,6 +224,7 @@ class FsCore:
             handle.file = file = await self.rt.call(
                 self.rt.fsops.open_file, node.key, existing=True
             )
+            native.invalidate()
         return file
 
     def _file_handle(self, fh: int) -> FileHandle:
@@ -301,6 +303,7 @@ class FsCore:
             handle.file = await self.rt.call(
                 self.rt.fsops.open_file, node.key, existing=node.remote
             )
+            native.invalidate()
             await self._check_opened(handle)
         if writing:
             lf = self.local.get(node, truncate=bool(flags & os.O_TRUNC))
@@ -346,6 +349,7 @@ class FsCore:
         node.mtime_ns = node.ctime_ns = now
         node.exact = True
         node.remote = False
+        native.invalidate()
         node.expires = self.rt.clock() + self.options.attr_ttl
         lf = self.local.get(node, truncate=True)
         lf.handles += 1
@@ -369,7 +373,12 @@ class FsCore:
         if node.local is not None or not node.remote or handle.file is not None:
             return None
         v = reads.version(node.key, node.etag, node.size)
-        return None if v is None else reads.cached_now(v, offset, length)
+        if v is None:
+            return None
+        data = reads.cached_now(v, offset, length)
+        if data is not None and native.ext is not None:
+            reads.bind(fh, v)  # the next READs of this handle are answered in C
+        return data
 
     async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
         handle = self._file_handle(fh)
@@ -386,6 +395,8 @@ class FsCore:
         try:
             version = reads.version(node.key, node.etag, node.size) if reads else None
             if reads is not None and version is not None:
+                if native.ext is not None and lf is None and handle.file is None:
+                    reads.bind(fh, version)
                 data = await reads.cached(version, offset, length)
                 if data is not None:
                     return data
@@ -413,6 +424,7 @@ class FsCore:
                     source = await self._pinned(handle)
                     if source is not None:  # the file opened, whatever its name is now
                         node.size = await self.rt.call(source.size)
+                        native.invalidate()
                     elif node.remote and not node.detached:
                         await self.resolver.refresh_file(node)  # its size now, not cached
                     await self.writes.load_base(lf, node.size, source)
@@ -435,6 +447,8 @@ class FsCore:
         await self.flush(fh)
 
     async def release(self, fh: int) -> None:
+        if native.ext is not None:
+            native.ext.unbind(fh)
         handle = self._handles.pop(fh, None)
         if not isinstance(handle, FileHandle):
             return

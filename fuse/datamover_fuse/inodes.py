@@ -43,6 +43,7 @@ from datamover.posixmeta import (
     parse_mtime_ns,
 )
 from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY, MiB, ObjectInfo
+from datamover_fuse import native
 from datamover_fuse.cache import Clock, TTLCache
 from datamover_fuse.fserrors import FsError
 from datamover_fuse.options import MountOptions
@@ -425,10 +426,13 @@ class InodeTable:
             if ours is not None:
                 node.mtime_ns, node.ctime_ns = ours
         else:
-            if node.etag is not None and node.etag != (info.etag or info.version):
-                node.target = None
+            etag = info.etag or info.version
+            if node.etag != etag or node.size != info.size:
+                if node.etag is not None:
+                    node.target = None
+                native.invalidate()  # a handle bound to the old version must not read it
             node.size = info.size
-            node.etag = info.etag or info.version
+            node.etag = etag
             if kind is Kind.SPECIAL:
                 try:
                     node.rdev = int(meta.get(RDEV, "0"))

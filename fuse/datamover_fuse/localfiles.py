@@ -12,6 +12,7 @@ import errno
 import logging
 
 from datamover.stores.base import ObjectInfo
+from datamover_fuse import native
 from datamover_fuse.fserrors import FsError
 from datamover_fuse.inodes import Inode, InodeTable, posix_meta
 from datamover_fuse.listing import DirCache
@@ -47,6 +48,7 @@ class LocalFiles:
         if fresh:
             lf.dirty = True
         node.local = lf
+        native.invalidate()  # reads of the node now go through the local copy
         return lf
 
     async def drop(self, node: Inode) -> None:
@@ -76,6 +78,7 @@ class LocalFiles:
         self._committed(node, info, lf.size)
 
     def _committed(self, node: Inode, info: ObjectInfo, size: int) -> None:
+        native.invalidate()
         node.remote = True
         node.stored += 1
         node.size = size

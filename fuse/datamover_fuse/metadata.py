@@ -22,6 +22,7 @@ import stat as statmod
 from datamover.errors import Unsupported
 from datamover.stores.base import ObjectInfo, digests_from_metadata
 from datamover.stores.fsops import OpenFile
+from datamover_fuse import native
 from datamover_fuse.fserrors import FsError, check_writable, errno_for
 from datamover_fuse.inodes import (
     LINKS_KEY,
@@ -120,6 +121,7 @@ class Metadata:
                 if not lf.base_loaded and size > 0:
                     if source is not None:
                         node.size = await self.rt.call(source.size)
+                        native.invalidate()
                     await self.writes.load_base(lf, node.size, source)
                 await self.writes.truncate(lf, size)
             node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
@@ -183,6 +185,7 @@ class Metadata:
             self.table.dir_times.pop(node.key)  # what was stored now says it
         elif info.etag is not None:
             node.etag = info.etag
+            native.invalidate()
         node.exact = True
         node.expires = max(node.expires, self.rt.clock() + self.rt.options.attr_ttl)
 

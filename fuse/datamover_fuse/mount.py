@@ -44,6 +44,7 @@ from collections.abc import Callable
 from datamover import redact
 from datamover.errors import ConfigError, DatamoverError, UsageError
 from datamover.stores import StoreSettings, local_path, open_store
+from datamover_fuse import native
 from datamover_fuse.options import KiB, MountOptions
 
 log = logging.getLogger("datamover.mount")
@@ -160,6 +161,7 @@ def tune_connection(mountpoint: str, max_background: int) -> bool:
 
 
 def _fuse_options(url: str, options: MountOptions) -> set[str]:
+    native.preload()
     import pyfuse3
 
     opts = set(pyfuse3.default_options)
@@ -203,6 +205,7 @@ def serve(
 ) -> None:
     """Mount and serve until unmounted (or SIGINT/SIGTERM: then unmount)."""
     redact.install()  # the daemon's --log-file gets library debug lines too
+    native.preload()  # before pyfuse3: it stands in front of libfuse (native.py)
     import pyfuse3
     import trio
 
@@ -215,10 +218,13 @@ def serve(
     from datamover_fuse.ops import Operations
 
     _raise_fd_limit()
+    if options.read_cache:  # else no block is ever cached: nothing to answer in C
+        native.configure(options.read_threads)
     store, key = open_store(url, _settings(options))
     core = FsCore(store, key, options)
     core.rt.fsops.warm()
     pyfuse3.init(Operations(core), mountpoint, _fuse_options(url, options))
+    log.info("reads of cached blocks answered: %s", native.started())
     unmounted = False
 
     async def tune() -> None:
@@ -253,6 +259,8 @@ def serve(
     finally:
         pyfuse3.close(unmount=not unmounted)
         store.close()
+        if native.ext is not None:
+            log.info("reads answered in C: %s", native.stats())
 
 
 def _raise_fd_limit() -> None:
@@ -273,6 +281,7 @@ def mount(url: str, mountpoint: str, options: MountOptions, *, foreground: bool)
     Raises ``ConfigError`` when pyfuse3/libfuse3 is missing, ``UsageError`` for a bad
     mountpoint, and the store's error for a bad URL or credentials."""
     try:
+        native.preload()  # before pyfuse3 (native.py); the daemon is forked from here
         import pyfuse3  # noqa: F401
         import trio  # noqa: F401
     except ImportError as e:

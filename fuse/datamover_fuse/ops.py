@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
+from datamover_fuse import native
 from datamover_fuse.core import FsCore
 from datamover_fuse.fserrors import FsError, errno_for
 from datamover_fuse.inodes import Attr, SetAttrs
@@ -30,12 +31,37 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: Requests that change nothing a read handle reads. Every other one unbinds the
+#: handles ``_native`` answers READs for (native.py), before it runs; the places that
+#: change a file's version or contents do too (a refreshed ETag, a local copy, a commit).
+_KEEPS_BINDINGS = frozenset(
+    {
+        "lookup",
+        "getattr",
+        "readlink",
+        "_read",
+        "release",
+        "opendir",
+        "readdir",
+        "releasedir",
+        "fsyncdir",
+        "statfs",
+        "getxattr",
+        "listxattr",
+    }
+)
+
+
 def _translated(
     fn: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
+    invalidates = fn.__name__ not in _KEEPS_BINDINGS
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            if invalidates:
+                native.invalidate()
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise

@@ -56,6 +56,10 @@ class MountOptions:
     ahead, and the whole object in the background when it is at most a quarter of
     ``cache_size``), checked by CRC32C and keyed by the object's ETag; ``cache_keep``
     keeps them for the next mount of the same ``cache_dir``. See docs/SEMANTICS.md.
+    ``read_threads`` threads (C, ``native.py``) take the kernel's requests and answer
+    the reads of cached blocks themselves (checked the same way); 0 answers them in C
+    on the Python loop's thread. Each holds ~2.2 MiB of buffers; requests they hand
+    to the Python loop wait in a queue of at most 1,024.
 
     ``read_ahead`` (the kernel's read-ahead for the mount) and ``max_background``
     (the kernel's asynchronous FUSE requests in flight, read-ahead mostly) are set
@@ -92,6 +96,7 @@ class MountOptions:
     dev: bool = False
     cache_keep: bool = False
     read_cache: bool = True
+    read_threads: int = 2
 
     def __post_init__(self) -> None:
         if self.cache_size < 64 * MiB:
@@ -122,6 +127,8 @@ class MountOptions:
             raise UsageError("--stat-concurrency must be between 1 and 256")
         if self.cache_keep and self.cache_dir is None:
             raise UsageError("--cache-keep needs --cache-dir DIR: where the kept cache lives")
+        if not 0 <= self.read_threads <= 8:
+            raise UsageError("--read-threads must be between 0 and 8")
         if self.max_cached_entries < 1000:
             raise UsageError("max_cached_entries must be at least 1000")
 

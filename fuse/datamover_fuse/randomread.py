@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from datamover_fuse import native
 from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
 from datamover_fuse.inodes import Inode
 from datamover_fuse.runtime import PrefetchBudget, Runtime
@@ -141,11 +142,19 @@ class ReadCache:
             return v
         if v is not None:  # the object changed: its old blocks are never served again
             v.dropped = True
+            if native.ext is not None:
+                native.ext.drop(v.name)  # now: handles bound to it read through Python
             self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
         v = self._versions[key] = Version(key, etag, name, size)
         while len(self._versions) > MAX_VERSIONS:
             self._versions.popitem(last=False)
         return v
+
+    def bind(self, fh: int, v: Version) -> None:
+        """Let ``_native`` answer handle ``fh``'s READs from ``v``'s cached blocks (the
+        caller checked that ``fh`` reads ``v``; see native.py)."""
+        path = os.path.join(self.blocks.path, v.name)
+        native.ext.bind(fh, v.name, path, v.size, self.block)
 
     def random_reader(
         self, node: Inode
