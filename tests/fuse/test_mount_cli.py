@@ -81,6 +81,9 @@ def test_mount_errors_are_one_line(s3_target: Target, tmp_path: Path) -> None:
     line = one_error_line(datamover("mount", s3_target.backend.url(), str(s3_target.mount.path)))
     assert "already" in line
     assert "not mounted" in one_error_line(datamover("umount", str(tmp_path)))
+    url, where = s3_target.backend.url(), str(tmp_path)
+    line = one_error_line(datamover("mount", url, where, "--read-threads", "9", env=env))
+    assert "--read-threads must be between 0 and 8" in line
 
 
 def test_mount_without_the_fuse_package_says_what_to_install(tmp_path: Path) -> None:
