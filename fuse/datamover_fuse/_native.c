@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -582,11 +583,16 @@ static void start_threads(struct fuse_session *se) {
     if (queue_fd < 0 || stop_fd < 0 || flags < 0 ||
         fcntl(dev_fd, F_SETFL, flags | O_NONBLOCK) < 0)
         goto fail;
+    /* Signals stay with Python's thread: the readers are created with all blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     for (int i = 0; i < want_threads; i++) {
         if (pthread_create(&threads[i], NULL, reader, NULL))
             break;
         nthreads++;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (nthreads)
         return;
 fail:

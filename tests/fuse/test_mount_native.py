@@ -183,3 +183,66 @@ def test_write_through_the_mount_is_seen_by_a_kept_reader(
             assert fresh_pread(fd, 8192, 4096) == data[8192:12288]
         finally:
             os.close(fd)
+
+
+def _reader(path: str, seed: int, size: int, seconds: float) -> int:
+    """Random reads of a kept handle for ``seconds``, pages dropped now and then;
+    returns the reads done (raises on a wrong byte)."""
+    data = payload(size, 16)
+    rng = random.Random(seed)
+    fd = random_fd(Path(path))
+    done = 0
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if done % 64 == 0:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            off = rng.randrange(0, size - BLOCK) & ~4095
+            got = os.pread(fd, BLOCK, off)
+            if got != data[off : off + BLOCK]:
+                raise AssertionError(f"wrong bytes at {off}")
+            done += 1
+    finally:
+        os.close(fd)
+    return done
+
+
+def test_readers_in_c_beside_other_requests(
+    s3_target: Target, proxy: CountingProxy, tmp_path: Path
+) -> None:
+    """Four processes read one cached object at random (answered in C) while this one
+    creates, writes, lists, stats and removes other files through the same mount (all
+    handed to Python): every byte read is right and every other request is answered."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    prefix = f"native-mix-{uuid.uuid4().hex[:8]}/"
+    size = 8 * MiB
+    s3_target.store.put(prefix + "obj", payload(size, 16))
+    path_prefix = f"/{s3_target.backend.bucket}/{prefix}obj"
+    with mount_through(proxy, s3_target, tmp_path, cache_size=CACHE) as m:
+        path = m.path / prefix / "obj"
+        fd = random_fd(path)
+        try:
+            for o in (7 * MiB, 1 * MiB, 5 * MiB, 3 * MiB):
+                os.pread(fd, 4096, o)
+        finally:
+            os.close(fd)
+        settle(proxy, path_prefix)
+        with ProcessPoolExecutor(4) as pool:
+            futures = [pool.submit(_reader, str(path), i, size, 6.0) for i in range(4)]
+            n = 0
+            while not all(f.done() for f in futures):
+                other = m.path / prefix / f"other-{n}"
+                other.write_bytes(b"x" * (n + 1) * 1000)
+                assert other.read_bytes() == b"x" * (n + 1) * 1000
+                assert other.stat().st_size == (n + 1) * 1000
+                assert f"other-{n}" in os.listdir(m.path / prefix)
+                other.unlink()
+                n += 1
+            reads = [f.result() for f in futures]
+        assert n >= 3, n
+        assert sum(reads) >= 400, reads
+    mode, stats = native_stats(m)
+    assert mode == "threads"
+    assert stats["hits"] >= 100, stats
+    assert stats["failed_check"] == 0, stats
