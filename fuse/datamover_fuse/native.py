@@ -52,6 +52,7 @@ def preload() -> None:
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | os.RTLD_GLOBAL)
     try:
+        # deferred: loaded here, between the dlopen flags set and restored
         from datamover_fuse import _native  # type: ignore[attr-defined]
     except ImportError as e:  # not built: the mount answers in Python
         log.info("reads from the cache answered in Python (%s)", e)
