@@ -24,13 +24,15 @@ from datamover.checksums import ALGORITHMS
 from datamover.errors import StoreError, UsageError
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIGEST_KEY_PREFIX, ObjectInfo
-from datamover.stores.conventions import posix_metadata, precedence
+from datamover.stores.conventions import Styles, posix_metadata, precedence
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobPrefix, BlobProperties
 
 #: Conventions on one blob that disagree: AzCopy's keys decide, then rclone's.
 READ_ORDER = precedence(("azcopy", "rclone"))
+#: What this store writes by default (``Features.metadata_styles``): read in one step.
+WRITTEN = Styles(("azcopy", "rclone"), rfc3339_mtime=True)
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -90,7 +92,7 @@ def _object_info(
     verified: str | None = None,
     stored_md5: bytes | None = None,
 ) -> ObjectInfo:
-    metadata = posix_metadata(metadata, key=key, size=size, order=READ_ORDER)
+    metadata = posix_metadata(metadata, key=key, size=size, order=READ_ORDER, written=WRITTEN)
     attrs = PosixAttrs.from_metadata(metadata)
     if attrs.mtime_ns is not None:
         mtime: float | None = attrs.mtime_ns / 1e9

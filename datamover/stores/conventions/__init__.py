@@ -22,7 +22,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from datamover.stores.conventions.read import ORDER, Normalised, normalise, precedence, read_mode
+from datamover.stores.conventions.read import (
+    ORDER,
+    Normalised,
+    as_written,
+    normalise,
+    precedence,
+    read_mode,
+)
 from datamover.stores.conventions.write import OWN_KEYS, STYLES, parse_styles, render
 
 log = logging.getLogger("datamover")
@@ -34,11 +41,17 @@ def posix_metadata(
     key: str,
     size: int | None = None,
     order: tuple[str, ...] = ORDER,
+    written: Styles | None = None,
 ) -> dict[str, str]:
     """``normalise``, with conflicts and ignored values logged as warnings naming the
-    object."""
+    object. ``written``: the styles the store writes by default; metadata that is
+    exactly their rendering of a regular file is read in one step (``as_written``)."""
     if not metadata:
         return {}
+    if written is not None:
+        fast = as_written(metadata, written.styles, rfc3339_mtime=written.rfc3339_mtime, key=key)
+        if fast is not None:
+            return fast
     result = normalise(metadata, key=key, size=size, order=order)
     for line in result.conflicts:
         log.warning("/%s: POSIX metadata conventions disagree: %s", key, line)

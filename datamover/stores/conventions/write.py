@@ -73,6 +73,18 @@ def render(
     return out
 
 
+def render_own(
+    own: Mapping[str, int], styles: tuple[str, ...], *, rfc3339_mtime: bool
+) -> dict[str, str]:
+    """The keys ``render`` writes in ``styles`` for datamover's keys already read
+    (``mode``, ``uid``, ``gid``, ``rdev`` as numbers, ``mtime``/``atime`` in
+    nanoseconds), other keys aside."""
+    out: dict[str, str] = {}
+    for name in styles:
+        out.update(_render_one(name, own, rfc3339_mtime))
+    return out
+
+
 def _own(metadata: Mapping[str, str]) -> dict[str, int]:
     """datamover's keys that hold values (times in nanoseconds)."""
     own: dict[str, int] = {}

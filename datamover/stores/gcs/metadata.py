@@ -13,11 +13,13 @@ from typing import Any
 from datamover.errors import StoreError
 from datamover.posixmeta import MTIME, mode_from_metadata, parse_mtime_ns
 from datamover.stores.base import ObjectInfo, digests_from_metadata
-from datamover.stores.conventions import posix_metadata, precedence
+from datamover.stores.conventions import Styles, posix_metadata, precedence
 
 #: Conventions on one object that disagree: gcloud's keys decide, then gcsfuse's and
 #: rclone's.
 READ_ORDER = precedence(("gcloud", "gcsfuse", "rclone"))
+#: What this store writes by default (``Features.metadata_styles``): read in one step.
+WRITTEN = Styles(("gcloud", "gcsfuse", "rclone"), rfc3339_mtime=True)
 
 
 def _b64_to_hex(value: object) -> str | None:
@@ -60,7 +62,9 @@ def blob_info(blob: Any, key: str | None = None, *, verified: str | None = None)
         raise _malformed(blob, name, "metadata that is not text")
     if size is not None and (type(size) is not int or size < 0):
         raise _malformed(blob, name, "a negative size")
-    metadata = posix_metadata(raw_metadata or {}, key=name, size=size, order=READ_ORDER)
+    metadata = posix_metadata(
+        raw_metadata or {}, key=name, size=size, order=READ_ORDER, written=WRITTEN
+    )
     provider: dict[str, str] = {}
     md5 = _b64_to_hex(md5_hash)
     if md5:
