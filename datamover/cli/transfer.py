@@ -356,9 +356,6 @@ def listeners(
 ) -> tuple[Listener | None, Observer, JsonLines | None]:
     """The CLI's listeners for a copy/sync, the progress display (to stop) and the
     --json stream (to end with a summary even when the run never started)."""
-    # deferred: rich costs ~40 ms of start-up, and only a live display needs it
-    from datamover.cli.progress import make_progress
-
     parts: list[Listener] = [JobTracker()]
     progress = None
     stream = JsonLines(out) if args.json else None
@@ -368,8 +365,11 @@ def listeners(
         parts.append(_DryRunPrinter(out))
     if args.verbose:
         parts.append(_LogLines())
-    elif not args.json:
-        progress = make_progress(quiet=args.quiet)
+    elif not args.json and not args.quiet and sys.stderr.isatty():
+        # deferred: rich costs 20-40 ms of start-up, and only a live display needs it
+        from datamover.cli.progress import make_progress
+
+        progress = make_progress()
         if progress is not None:
             parts.append(progress)
     listener = parts[0] if len(parts) == 1 else Fanout(parts)

@@ -45,3 +45,35 @@ def test_start_up_loads_none_of_the_costly_modules() -> None:
         env=env,
     ).stdout.splitlines()
     assert out == ["False", ""]
+
+
+def test_a_copy_without_a_terminal_loads_no_progress_display(tmp_path) -> None:
+    """rich (20-40 ms of start-up) only for a live display on a terminal: not for a
+    copy whose standard error is a file or a pipe, nor for ``-q``."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_bytes(b"x")
+    code = (
+        "import sys\n"
+        "from datamover.cli.main import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print(rc, 'rich' in sys.modules)"
+    )
+    for quiet in ([], ["-q"]):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                *quiet,
+                "copy",
+                str(tmp_path / "src"),
+                str(tmp_path / f"out{len(quiet)}"),
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.stdout.splitlines()[-1] == "0 False", (out.stdout, out.stderr[-2000:])
+        assert (tmp_path / f"out{len(quiet)}" / "a").read_bytes() == b"x"
