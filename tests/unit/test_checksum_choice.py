@@ -230,14 +230,14 @@ def test_a_part_the_disk_holds_differently_is_found_and_redone(
     flipped: list[int] = []
     offsets: list[int] = []
 
-    def flipping(fd: int, view: memoryview, offset: int) -> int:
+    def flipping(fd: int, view: memoryview, offset: int, lock: object = None) -> int:
         offsets.append(offset)
         if not flipped and offset > 0:
             flipped.append(offset)
             bad = bytearray(view)
             bad[5] ^= 0x04
-            return real(fd, memoryview(bad), offset)
-        return real(fd, view, offset)
+            return real(fd, memoryview(bad), offset, lock)
+        return real(fd, view, offset, lock)
 
     monkeypatch.setattr(posix_writer, "write_sparse", flipping)
     manifest = tmp_path / "m.jsonl"

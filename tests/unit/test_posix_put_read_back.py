@@ -52,12 +52,12 @@ def _flipping_pwrite(monkeypatch: pytest.MonkeyPatch, flips: int = 1_000_000) ->
     real = posix_writer.write_sparse
     left = [flips]
 
-    def flipped(fd: int, view: memoryview, offset: int) -> int:
+    def flipped(fd: int, view: memoryview, offset: int, lock: object = None) -> int:
         body = bytearray(view)
         if left[0] > 0:
             left[0] -= 1
             body[len(body) // 2] ^= 0x10
-        return int(real(fd, memoryview(body), offset))
+        return int(real(fd, memoryview(body), offset, lock))
 
     monkeypatch.setattr(posix_writer, "write_sparse", flipped)
     return left

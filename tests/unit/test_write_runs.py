@@ -78,3 +78,41 @@ def test_only_blocks_with_zero_ends_are_hashed_and_zero_ends_alone_are_no_hole(
     assert path.read_bytes() == bytes(data)
     assert hashed == [SPARSE_BLOCK, SPARSE_BLOCK]  # the hole and the inner block only
     assert data_at >= SPARSE_BLOCK or os.statvfs(tmp_path).f_bsize > SPARSE_BLOCK
+
+
+def test_every_pwrite_holds_the_files_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads writing one file's parts take turns at ``pwrite`` (a lock per file):
+    ext4 serialises buffered writes to an inode anyway, and its waiters spin."""
+
+    class Recording:
+        held = False
+        entered = 0
+
+        def __enter__(self) -> None:
+            assert not self.held
+            self.held = True
+            self.entered += 1
+
+        def __exit__(self, *exc: object) -> None:
+            self.held = False
+
+    lock = Recording()
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, at: int) -> int:
+        assert lock.held, "pwrite outside the file's write lock"
+        return real(fd, buf, at)
+
+    monkeypatch.setattr(sparse.os, "pwrite", pwrite)
+    data = bytearray(os.urandom(3 * WRITE_RUN + 3 * SPARSE_BLOCK))
+    data[WRITE_RUN : WRITE_RUN + SPARSE_BLOCK] = bytes(SPARSE_BLOCK)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        write_sparse(fd, memoryview(data), 0, lock)
+    finally:
+        os.close(fd)
+    assert lock.entered >= 4 and not lock.held
+    assert (tmp_path / "f").read_bytes() == bytes(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import AbstractContextManager, nullcontext
 
 from datamover.checksums import PartDigests
 from datamover.crcfast import crc32c as _crc32c_extend
@@ -43,14 +44,22 @@ def read_sparse(fd: int, view: memoryview, offset: int) -> int:
     return total
 
 
-def write_sparse(fd: int, view: memoryview, offset: int) -> int:
+def write_sparse(
+    fd: int, view: memoryview, offset: int, lock: AbstractContextManager[object] | None = None
+) -> int:
     """``pwrite`` the runs of ``view`` that aren't all-zero 64 KiB blocks, leaving the
     zero blocks of the pre-sized file as holes. A block whose first and last bytes
     are zero is a candidate (most data blocks stop there, unhashed: a CRC32C of every
     block was ~0.07 CPU-s per GiB); a candidate's CRC32C (hardware) must be that of
     zeros, and then it is compared byte for byte. Data goes out in runs of
     at most ``WRITE_RUN`` bytes, each right after its blocks were checked. Returns the
-    file offset where the last bytes written end (``offset`` when all of it was holes)."""
+    file offset where the last bytes written end (``offset`` when all of it was holes).
+
+    ``lock``: held around each ``pwrite`` (one per file, shared by the threads writing
+    its parts). ext4 takes the inode's lock for every buffered write and waiters spin
+    on it: eight threads writing one file spent 0.8-1.3 CPU-s per GiB spinning
+    (``rwsem_spin_on_owner``); waiting on a Python lock they sleep instead."""
+    guard = lock if lock is not None else nullcontext()
     zero_crc = int.from_bytes(_zero_crc(SPARSE_BLOCK), "big")
     start = None  # start of the pending run of data blocks
     pos = 0
@@ -65,19 +74,22 @@ def write_sparse(fd: int, view: memoryview, offset: int) -> int:
             and bytes(block) == bytes(SPARSE_BLOCK)
         )
         if hole and start is not None:
-            _pwrite_all(fd, view[start:pos], offset + start)
+            with guard:
+                _pwrite_all(fd, view[start:pos], offset + start)
             start = None
             end = offset + pos
         elif not hole:
             if start is None:
                 start = pos
             if pos + len(block) - start >= WRITE_RUN:
-                _pwrite_all(fd, view[start : pos + len(block)], offset + start)
+                with guard:
+                    _pwrite_all(fd, view[start : pos + len(block)], offset + start)
                 start = None
                 end = offset + pos + len(block)
         pos += SPARSE_BLOCK
     if start is not None:
-        _pwrite_all(fd, view[start:], offset + start)
+        with guard:
+            _pwrite_all(fd, view[start:], offset + start)
         end = offset + n
     return end
 

@@ -142,6 +142,7 @@ class PosixWriter:
         self.path = "/" + key
         self.setid = setid
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one pwrite at a time (sparse.write_sparse)
         self._written: set[int] = set()
         self._end = size  # where the written bytes end, when not pre-sized
         self._owned: Beneath | None = tree if owns_tree else None
@@ -311,7 +312,8 @@ class PosixWriter:
         end = 0
         try:
             if not is_zeros(data, digests):  # the temp file is pre-sized: zeros stay holes
-                end = write_sparse(fd, memoryview(data).cast("B"), index * self.part_size)
+                view = memoryview(data).cast("B")
+                end = write_sparse(fd, view, index * self.part_size, self._write_lock)
             if self._journaled and self._dir is not None:
                 self.durability.part_data(fd, self._dir)  # durable before journaled
         except OSError as e:
