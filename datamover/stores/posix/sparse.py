@@ -56,9 +56,10 @@ def write_sparse(
     file offset where the last bytes written end (``offset`` when all of it was holes).
 
     ``lock``: held around each ``pwrite`` (one per file, shared by the threads writing
-    its parts). ext4 takes the inode's lock for every buffered write and waiters spin
-    on it: eight threads writing one file spent 0.8-1.3 CPU-s per GiB spinning
-    (``rwsem_spin_on_owner``); waiting on a Python lock they sleep instead."""
+    its parts). ext4 takes the inode's lock for every buffered write and its waiters
+    spin (``rwsem_spin_on_owner``, the top kernel symbol of an 8-thread 1 GiB download
+    in bench/RESULTS.md, eleventh session); waiting on a Python lock they sleep
+    instead: system time 1.44-1.49 -> 1.21-1.28 s there."""
     guard = lock if lock is not None else nullcontext()
     zero_crc = int.from_bytes(_zero_crc(SPARSE_BLOCK), "big")
     start = None  # start of the pending run of data blocks
