@@ -3,6 +3,9 @@ returns once the mount is live, and one-line errors with exit status 2."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -96,3 +99,69 @@ def test_mount_without_the_fuse_package_says_what_to_install(tmp_path: Path) -> 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert "datamover-fuse" in one_error_line(result)
+
+
+@pytest.mark.cloud
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_foreground_mount_with_reader_threads_unmounts_on_a_signal(
+    s3_target: Target, tmp_path: Path, signum: int
+) -> None:
+    """The C reader threads start with every signal blocked, so SIGTERM and SIGINT
+    reach Python's thread, which unmounts and exits 0, after reads were answered."""
+    data = bytes(range(256)) * 4096 * 8  # 8 MiB: read through the block cache
+    s3_target.store.put(s3_target.key("obj"), data)
+    mountpoint = tmp_path / "fg"
+    mountpoint.mkdir()
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "datamover",
+            "-v",
+            "mount",
+            s3_target.backend.url(s3_target.prefix),
+            str(mountpoint),
+            "--foreground",
+            "--read-threads",
+            "2",
+        ],
+        env=s3_target.backend.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not is_mounted(str(mountpoint)):
+            assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
+            assert time.monotonic() < deadline, "mount not live after 60 s"
+            time.sleep(0.1)
+        fd = os.open(mountpoint / "obj", os.O_RDONLY)
+        try:
+            # random reads: the object is fetched whole into the read cache, and the
+            # later passes are answered from it (in C, by the reader threads)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            for o in (7, 1, 5, 3):  # far random reads: the object is fetched whole
+                assert os.pread(fd, 4096, o << 20) == data[o << 20 : (o << 20) + 4096]
+            time.sleep(1)
+            offsets = [(i * 37 % 128) * 65536 for i in range(24)]
+            for _ in range(10):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                for off in offsets:
+                    assert os.pread(fd, 65536, off) == data[off : off + 65536]
+                time.sleep(0.3)
+        finally:
+            os.close(fd)
+        daemon.send_signal(signum)
+        _, err = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, err
+        assert not is_mounted(str(mountpoint))
+        assert "reads of cached blocks answered: threads" in err, err[-2000:]
+        hits = re.search(r"reads answered in C: .*'hits': (\d+)", err)
+        assert hits and int(hits.group(1)) > 0, err[-2000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)
+        if is_mounted(str(mountpoint)):
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False, timeout=30)
