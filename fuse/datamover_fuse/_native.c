@@ -334,6 +334,16 @@ static void unbind_all_locked(void) {
     }
 }
 
+/* Every binding and every mirrored block forgotten. */
+static void forget_all(void) {
+    pthread_rwlock_wrlock(&lock);
+    unbind_all_locked();
+    for (size_t h = 0; h < VBUCKETS; h++)
+        while (versions[h])
+            version_drop(versions[h]);
+    pthread_rwlock_unlock(&lock);
+}
+
 /* ---- serving a READ ---------------------------------------------------------------- */
 
 static atomic_ullong st_hits, st_misses, st_bad, st_handed, st_replies_failed;
@@ -693,12 +703,7 @@ void fuse_session_destroy(struct fuse_session *se) {
         queue_fd = stop_fd = dev_fd = -1;
         our_se = NULL;
         started = 0;
-        pthread_rwlock_wrlock(&lock);
-        unbind_all_locked();
-        for (size_t h = 0; h < VBUCKETS; h++)
-            while (versions[h])
-                version_drop(versions[h]);
-        pthread_rwlock_unlock(&lock);
+        forget_all();
     }
     real_destroy(se);
 }
@@ -830,13 +835,7 @@ static PyObject *py_unbind_all(PyObject *self, PyObject *noargs) {
 }
 
 static PyObject *py_clear(PyObject *self, PyObject *noargs) {
-    /* Forget every binding and every mirrored block (the session is not ours). */
-    pthread_rwlock_wrlock(&lock);
-    unbind_all_locked();
-    for (size_t h = 0; h < VBUCKETS; h++)
-        while (versions[h])
-            version_drop(versions[h]);
-    pthread_rwlock_unlock(&lock);
+    forget_all(); /* the session is not ours */
     Py_RETURN_NONE;
 }
 
