@@ -83,6 +83,37 @@ def test_empty_and_large_objects(store: S3Store) -> None:
     assert store.readinto("big", 0, view) == len(big) and bytes(view) == big
 
 
+def test_multipart_parts_go_over_the_lean_path(
+    store: S3Store, s3: ServerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UploadPart is sent by the lean path, the part buffer as it is (botocore's
+    signer copied every part: a second part-sized buffer per part in flight, outside
+    --memory-budget). Awkward keys and the upload id travel in the query; what boto3
+    then reads is what was written, with the two-part ETag."""
+    from datamover.checksums import PartDigests
+
+    def boto_upload_part(**kw: object) -> None:
+        raise AssertionError("UploadPart went to boto3")
+
+    monkeypatch.setattr(store._s3.client, "upload_part", boto_upload_part)
+    client = s3.server.client()  # type: ignore[attr-defined]
+    part = store.limits.min_part_size
+    for key in (KEYS[1], KEYS[3]):
+        data = os.urandom(part + 4321)
+        view = memoryview(bytearray(data))
+        w = store.open_writer(key, size=len(data), part_size=part, metadata={"k": "v"})
+        for index, piece in ((1, view[part:]), (0, view[:part])):  # any order
+            receipt = w.write_part(index, piece, PartDigests(piece))
+            assert receipt.size == len(piece) and receipt.etag
+        info = w.commit({})
+        theirs = client.head_object(Bucket=s3.bucket, Key=key)
+        assert theirs["ContentLength"] == len(data) and theirs["Metadata"] == {"k": "v"}
+        assert theirs["ETag"].strip('"').endswith("-2")
+        assert info.etag in (None, theirs["ETag"].strip('"'))
+        got = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
 def test_errors_map_like_boto3(s3: ServerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     missing, _ = open_store(f"s3://{s3.bucket}-missing/")
     with pytest.raises(BucketNotFound):

@@ -169,21 +169,51 @@ class S3Writer:
         return valid
 
     def write_part(self, index: int, data: Buffer, digests: PartDigests) -> PartReceipt:
+        """UploadPart: over the lean path where it can (the part buffer is sent as it
+        is), else boto3. botocore's signer copies every body it signs (awscrt's
+        ``BytesIO(body)``), a second part-sized buffer per part in flight, outside
+        ``--memory-budget``."""
         checks = self.checks
-        body = request_body(data)
-        r = self.s3.upload(
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        lean = self.s3.lean_request(
+            "PUT",
             self.key,
-            self.s3.client.upload_part,
-            signed_payload=checks.signed_payload,
-            Key=self.key,
-            UploadId=self.upload_id,
-            PartNumber=index + 1,
-            Body=body,
-            **checks.boto_args(digests),
+            headers=checks.headers(digests),
+            body=view,
+            query={"partNumber": str(index + 1), "uploadId": self.upload_id},
         )
+        answer: Mapping[str, Any]
+        if lean is not None:
+            if lean.status != 200:
+                raise self.s3.lean_upload_error(
+                    lean, self.key, signed_payload=checks.signed_payload
+                )
+            answer, size = lean.headers, view.nbytes
+            etag = answer.get("etag")
+        else:
+            body = request_body(data)
+            answer = self.s3.upload(
+                self.key,
+                self.s3.client.upload_part,
+                signed_payload=checks.signed_payload,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=index + 1,
+                Body=body,
+                **checks.boto_args(digests),
+            )
+            size, etag = len(body), answer.get("ETag")
+        if not etag:
+            raise StoreError(
+                f"{self.s3.url(self.key)}: part {index + 1} accepted without an ETag; "
+                "the upload can't be completed",
+                key=self.key,
+            )
         sent = checks.digest(digests)
         if checks.send in ("crc64nvme", "crc32c") and sent is not None:
-            returned = returned_checksum(r, checks.send)
+            returned = returned_checksum(answer, checks.send)
             if returned and unb64(returned) != sent:
                 raise IntegrityError(
                     f"{self.s3.url(self.key)}: part {index + 1} stored with "
@@ -192,8 +222,8 @@ class S3Writer:
                 )
         receipt = PartReceipt(
             index,
-            len(body),
-            r["ETag"],
+            size,
+            str(etag),
             b64(sent) if sent is not None else None,
             checks.verified,
         )
