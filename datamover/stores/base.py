@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from datamover.checksums import ALGORITHMS, HEX_DIGITS, PartDigests, is_hex_digest
-from datamover.errors import SourceChanged, StoreError, Unsupported
+from datamover.errors import SourceChanged, StoreError, UnsafePath, Unsupported
 
 if TYPE_CHECKING:
     from datamover.stores.fsops import FsOps
@@ -679,8 +679,21 @@ class Store(ABC):
         """The key for ``rel`` (a path relative to a copy's root, taken from a source
         listing) under ``root`` here. Stores whose keys become paths refuse what can't
         be one safely (``..``, empty components, NUL, ...) with ``UnsafePath``, and
-        ``confine`` ``root``; object stores take any key."""
-        return root + rel
+        ``confine`` ``root``; object stores take any key they keep under that very name
+        (``refused_key``)."""
+        key = root + rel
+        why = self.refused_key(key)
+        if why is not None:
+            raise UnsafePath(f"{self.url(key)}: {why}", key=key)
+        return key
+
+    def refused_key(self, key: str) -> str | None:
+        """Why this store would not keep ``key`` under that very name; None when it
+        would. A store that stores some keys under another name says so here (Azure
+        Blob and some S3 servers turn a backslash into a slash, over the key that has
+        one there): ``child_key`` refuses those keys, the mount such names (EINVAL).
+        May ask the server, once per process (S3)."""
+        return None
 
     def confine(self, root: str) -> None:  # noqa: B027 - optional hook, object stores need none
         """Declare ``root`` (a key prefix: ``""`` or ending in ``/``) a tree this store's

@@ -256,6 +256,9 @@ class RcloneLinks(Store):
     def child_key(self, root: str, rel: str) -> str:
         return self.inner.child_key(root, rel)
 
+    def refused_key(self, key: str) -> str | None:
+        return self.inner.refused_key(key)
+
     def confine(self, root: str) -> None:
         self.inner.confine(root)
 

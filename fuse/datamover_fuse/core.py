@@ -61,7 +61,6 @@ from datamover_fuse.inodes import (
     InodeTable,
     Kind,
     SetAttrs,
-    new_key,
 )
 from datamover_fuse.listing import DirCache
 from datamover_fuse.localfiles import LocalFiles
@@ -329,7 +328,7 @@ class FsCore:
     ) -> tuple[int, Attr]:
         check_writable(self.options)
         parent = self.table.directory(parent_ino)
-        key = new_key(parent, name)
+        key = await self.namespace.new_key(parent, name)
         file = None
         if self.rt.fsops.pins_files:
             file = await self.rt.call(self.rt.fsops.open_file, key, existing=False)

@@ -128,9 +128,19 @@ class Namespace:
         self.dirs.add(parent, name, info)
         self._touched(parent)
 
+    async def new_key(self, parent: Inode, name: str) -> str:
+        """The key for a name about to be made in ``parent`` (``inodes.new_key``), one
+        the store holds as it is: ``Store.refused_key`` names the others (EINVAL), e.g.
+        a name with a backslash where the store would turn it into a slash."""
+        key = new_key(parent, name)
+        why = await self._call(self.store.refused_key, key)
+        if why is not None:
+            raise FsError(errno.EINVAL, why)
+        return key
+
     async def _absent(self, parent: Inode, name: str) -> str:
         """The key for a new ``name`` in ``parent``; EEXIST when something has it."""
-        key = new_key(parent, name)
+        key = await self.new_key(parent, name)
         if await self.resolver.resolve(parent, name) is not None:
             raise FsError(errno.EEXIST)
         return key
@@ -402,7 +412,7 @@ class Namespace:
         src = await self.resolver.resolve(src_parent, old_name)
         if src is None:
             raise FsError(errno.ENOENT)
-        new_key(dst_parent, new_name)  # the reserved name is never a target
+        await self.new_key(dst_parent, new_name)  # the reserved name is never a target
         dst = await self.resolver.resolve(dst_parent, new_name)
         src_key = src_parent.key + old_name
         dst_key = child_key(dst_parent, new_name)

@@ -19,7 +19,7 @@ from datamover.errors import NotFound
 from datamover.posixmeta import PosixAttrs
 from datamover.stores.base import DIR_META_NAME, MiB
 
-from mounting import Target, run
+from mounting import MountPool, Target, make_target, run
 
 pytestmark = [pytest.mark.fuse, pytest.mark.cloud, pytest.mark.timeout(180)]
 
@@ -201,3 +201,37 @@ def test_unlinked_file_is_gone_from_the_store(target: Target) -> None:
     subprocess.run(["rm", "-r", str(target.path / "d")], check=True, timeout=60)
     assert not (target.path / "d").exists()
     assert [i.key for i in target.store.list(target.key("d/"), recursive=True)] == []
+
+
+@pytest.mark.parametrize("name, kept", [("s3", False), ("az", False), ("moto", True), ("gs", True)])
+def test_a_backslash_name_only_where_the_store_keeps_it(
+    mount_pool: MountPool, name: str, kept: bool
+) -> None:
+    """SeaweedFS and Azure Blob store ``a\\b`` as ``a/b`` (answering 200): the mount
+    refuses such a name (EINVAL) rather than let it land on ``a/b``. moto (like AWS,
+    Ceph RGW) and GCS keep it: there it is a name like any other."""
+    t = make_target(mount_pool, name)
+    (t.path / "a").mkdir()
+    (t.path / "a" / "b").write_bytes(b"slash")
+    odd = t.path / "a\\b"
+    if kept:
+        odd.write_bytes(b"backslash")
+        (t.path / "a" / "b").rename(t.path / "c\\d")
+        assert sorted(os.listdir(t.path)) == ["a", "a\\b", "c\\d"]
+        assert odd.read_bytes() == b"backslash"
+        assert (t.path / "c\\d").read_bytes() == b"slash"
+        return
+    for attempt in (
+        lambda: odd.write_bytes(b"backslash"),
+        lambda: (t.path / "c\\d").mkdir(),
+        lambda: os.symlink("a/b", t.path / "c\\d"),
+        lambda: os.link(t.path / "a" / "b", t.path / "c\\d"),
+        lambda: (t.path / "a" / "b").rename(t.path / "c\\d"),
+    ):
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno == errno.EINVAL
+    assert sorted(os.listdir(t.path)) == ["a"]
+    assert (t.path / "a" / "b").read_bytes() == b"slash"
+    keys = [i.key for i in t.store.list(t.prefix)]  # less markers and directory metadata
+    assert [k for k in keys if not k.endswith(("/", DIR_META_NAME))] == [t.key("a/b")]

@@ -59,6 +59,17 @@ def test_a_dead_or_reused_pid_of_this_machine_is_abandoned() -> None:
     assert not abandoned(_name(me.owner, _dead_pid(), "5"), NOW, NOW, None)
 
 
+def test_a_backslash_probe_is_swept_as_sent_or_as_rewritten() -> None:
+    """The backslash probe's key ends in ``\\x``, or ``/x`` where the server rewrote
+    it (``backslash.py``): the same rules apply to it, and to nothing else after it."""
+    me = _me()
+    dead = _name(me.owner, _dead_pid(), "5")
+    assert abandoned(dead + "\\x", NOW, NOW, me)
+    assert abandoned(dead + "/x", NOW, NOW, me)
+    assert not abandoned(_name(me.owner, os.getpid(), me.start) + "/x", NOW, NOW, me)
+    assert not abandoned(dead + "/y", NOW, NOW, me)  # not a probe's key: left alone
+
+
 def test_age_needs_both_the_key_and_the_store_to_say_old() -> None:
     old = NOW - STALE_AFTER - 1
     other = "f" * 16

@@ -21,7 +21,13 @@ from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from datamover.checksums import PartDigests
-from datamover.errors import NotFound, StoreError, TransientError, Unsupported, UsageError
+from datamover.errors import (
+    NotFound,
+    StoreError,
+    TransientError,
+    Unsupported,
+    UsageError,
+)
 from datamover.stores import StoreSettings
 from datamover.stores.azure import sdk
 from datamover.stores.azure.client import (
@@ -522,6 +528,16 @@ class AzureStore(Store):
             error = self._error(e, key)
             if not isinstance(error, NotFound):
                 raise error from e
+
+    def refused_key(self, key: str) -> str | None:
+        """Never a backslash: Azure Blob (and Azurite) store ``a\\b`` as ``a/b``, over
+        the blob that has that name, and answer 201."""
+        if "\\" not in key:
+            return None
+        return (
+            "Azure Blob stores '\\' in a blob name as '/' (over the blob with '/' there); "
+            "rename the file (no '\\' in its name)"
+        )
 
     def copy_object(
         self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None

@@ -1,5 +1,6 @@
-"""The checksum probe's uploads (``checks.py``): whose each one is, and sweeping up
-those a killed process left.
+"""The probes' uploads (the checksum probe, ``checks.py``; the backslash probe,
+``backslash.py``, whose keys end in ``\\x``, or ``/x`` as the server stored them):
+whose each one is, and sweeping up those a killed process left.
 
 A probe starts a multipart upload and aborts it a few requests later. A process
 killed in between (kill -9, a crash, the machine going down) leaves that upload
@@ -57,7 +58,12 @@ MAX_LISTED = 1000
 MAX_ABORTS = 32
 #: A page of 1,000 uploads with 1 KiB keys is well under this.
 _MAX_BODY = 8 * MiB
-_OWNED = re.compile(r"([0-9a-f]{16})-([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,12})-[0-9a-f]{16}")
+#: What follows a probe key when the key itself is probed (``backslash.py``): ``\\x``
+#: as sent, ``/x`` where the server turned the backslash into a slash.
+PROBE_SUFFIX = "x"
+_OWNED = re.compile(
+    r"([0-9a-f]{16})-([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,12})-[0-9a-f]{16}(?:[\\/]x)?"
+)
 _NOBODY = "0" * 16
 _UNOWNED = re.compile(r"[0-9a-f]{16}")
 
@@ -136,7 +142,7 @@ def abandoned(name: str, initiated: float | None, now: float, me: Me | None) -> 
     return not _alive(int(owned[2]), owned[3])
 
 
-def _page(s3: BucketClient, prefix: str) -> list[tuple[str, str, float | None]]:
+def list_probe_uploads(s3: BucketClient, prefix: str) -> list[tuple[str, str, float | None]]:
     """One ListMultipartUploads page under ``prefix``: (key, upload id, initiated)."""
     query = {"uploads": "", "prefix": prefix, "max-uploads": str(MAX_LISTED)}
     r = s3.lean_request("GET", "", query=query, max_body=_MAX_BODY)
@@ -190,7 +196,7 @@ def sweep(s3: BucketClient, prefix: str) -> int:
     how many were aborted. Never raises a store error: a sweep that can't list or
     abort leaves the rest to the next one."""
     try:
-        listed = _page(s3, prefix)
+        listed = list_probe_uploads(s3, prefix)
     except DatamoverError as e:
         log.debug("%s: probe uploads not listed: %s", s3.url(prefix), e)
         return 0

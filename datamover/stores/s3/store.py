@@ -35,6 +35,7 @@ from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.conventions import Styles
 from datamover.stores.leanhttp import LeanUnavailable
 from datamover.stores.leanpipe import PipelinedGets, Whole
+from datamover.stores.s3.backslash import backslash_problem
 from datamover.stores.s3.checks import Checks, checks_for, remember, returned_checksum
 from datamover.stores.s3.client import MAX_OBJECT_SIZE, S3_LIMITS, BucketClient, request_body
 from datamover.stores.s3.copy import copy_object
@@ -441,6 +442,14 @@ class S3Store(Store):
         if not isinstance(upload_id, str):
             raise ValueError(f"{self.url(upload.key)}: not an S3 upload token")
         self._s3.abort_upload(upload.key, upload_id)
+
+    def refused_key(self, key: str) -> str | None:
+        """A key with a backslash where the server stores it as a slash
+        (``backslash.py``: SeaweedFS stores ``a\\b`` as ``a/b``, over what is there)."""
+        if "\\" not in key:
+            return None
+        problem = backslash_problem(self._s3, key)
+        return None if problem is None else f"{problem}; rename the file (no '\\' in its name)"
 
     def can_copy_from(self, source: Store) -> bool:
         # One endpoint, one set of credentials: CopyObject works across its buckets.
