@@ -43,7 +43,16 @@ _SECRET_ENV = re.compile(
     re.I,
 )
 #: Env vars that match the pattern above but hold no secret.
-_NOT_SECRET_ENV = {"AWS_ACCESS_KEY_ID", "GPG_KEY", "SSH_AUTH_SOCK", "PYTEST_CURRENT_TEST"}
+_NOT_SECRET_ENV = {
+    "AWS_ACCESS_KEY_ID",
+    "GPG_KEY",
+    "SSH_AUTH_SOCK",
+    "PYTEST_CURRENT_TEST",
+    "GOOGLE_APPLICATION_CREDENTIALS",  # the path of a key file, not the key
+}
+#: Names of variables that hold where a secret is (``AWS_SHARED_CREDENTIALS_FILE``):
+#: masking a path only hides which file an error is about.
+_WHERE_ENV = re.compile(r"_(FILE|PATH|DIR)$", re.I)
 #: Values shorter than this are not masked by value (too likely to hit ordinary text).
 _MIN_SECRET_LEN = 8
 
@@ -86,6 +95,7 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
         for name, value in env.items()
         if name not in _NOT_SECRET_ENV
         and _SECRET_ENV.search(name)
+        and not _WHERE_ENV.search(name)
         and len(value) >= _MIN_SECRET_LEN
     }
     # Also each ;-separated part of a connection string: a part may be quoted alone.

@@ -55,6 +55,17 @@ def test_redact_env_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert redact("a digest 0123456789abcdef stays") == "a digest 0123456789abcdef stays"
 
 
+def test_paths_of_credential_files_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a secret is kept is no secret: masking ``/dev/null`` made an error about
+    that very file read ``***: no manifest header`` (found by a new-user sweep)."""
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/tmp/aws-config")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/home/me/key.json")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-123")
+    text = "/dev/null: no manifest header; /home/me/key.json; s3cr3t-value-123"
+    assert redact(text) == "/dev/null: no manifest header; /home/me/key.json; ***"
+
+
 def test_options_record_a_scrubbed_command_line() -> None:
     opts = TransferOptions(command_line=("datamover", "copy", "--secret-key", "zzzzzzzz", "a"))
     assert "zzzzzzzz" not in opts.command_line
