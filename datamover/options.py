@@ -31,6 +31,8 @@ def parse_size(text: str | int) -> int:
     if isinstance(text, int):
         return text
     m = _SIZE_RE.match(text)
+    if not m and _SIZE_RE.match(text.strip().removeprefix("-")):
+        raise UsageError(f"size {text!r} is negative; sizes are 0 or more, like 8MiB or 1G")
     if not m:
         raise UsageError(f"cannot read size {text!r}; write it like 8MiB, 64M, 1G or 4096")
     number, unit = float(m.group(1)), m.group(2).lower()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -28,6 +27,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         top = kwargs.pop("top", False)
         super().__init__(*args, **kwargs)
+        # "-5M", "-7d" are values (then refused as negative by their option), not
+        # unknown options: argparse took only plain numbers ("-5") for values, and
+        # "--part-size -5M" failed with "expected one argument".
+        self._negative_number_matcher = re.compile(r"^-\d[\w.]*$")
         if top:
             return
         self.add_argument(
@@ -49,8 +52,9 @@ class Parser(argparse.ArgumentParser):
         self.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"datamover: error: {message}\n")
+        # One line, as every other usage error: argparse's usage block before it was
+        # 17 lines for ``copy``, the error itself at the bottom.
+        self.exit(EXIT_USAGE, f"datamover: error: {message} (see '{self.prog} --help')\n")
 
 
 def size_arg(text: str) -> int:

@@ -86,3 +86,30 @@ def test_parse_url_relative_path_and_remote() -> None:
     assert (loc.remote, loc.bucket, loc.key) == ("archive", "bucket", "some/key")
     with pytest.raises(UsageError, match="names no bucket"):
         parse_url("s3:///key")
+
+
+def test_a_negative_size_is_called_negative() -> None:
+    with pytest.raises(UsageError, match="is negative"):
+        parse_size("-5M")
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--part-size", "-5M"], "argument --part-size: size '-5M' is negative"),
+        (["--min-size", "-1"], "argument --min-size: size '-1' is negative"),
+        (["--transfers", "x"], "argument --transfers: invalid int value: 'x'"),
+    ],
+)
+def test_a_bad_option_value_is_one_line(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One line naming the option, no usage block (a new-user sweep found 17 lines of
+    usage before the error, and "expected one argument" for a negative size)."""
+    from datamover.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["copy", "src", "dst", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "datamover copy --help" in err
