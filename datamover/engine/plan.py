@@ -96,6 +96,8 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
             f"destination {dst_url} is inside source {src_url}; "
             "copy to a place outside the source tree"
         )
+    if dst_root and dst.features.real_dirs:
+        _check_dir_target(dst, dst_root, src.url(src_root))
     listing = iter(src.list(src_root))
     first = next(listing, None)
     if first is None and not _source_dir_exists(src, src_key):
@@ -111,6 +113,22 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
             yield make_job(dst, dst_root, rel, info, linked)
 
     return Plan(src_root, dst_root, False, jobs())
+
+
+def _check_dir_target(dst: Store, dst_root: str, src_url: str) -> None:
+    """A tree copied onto a file (``copy DIR afile``) is a usage error, said once:
+    every file of it would fail with "Not a directory"."""
+    try:
+        info = dst.stat(dst_root.rstrip("/"))
+    except NotFound:
+        return
+    except StoreError:
+        return  # e.g. a parent that is a file: each file says so, named
+    if not info.is_dir:
+        raise UsageError(
+            f"{dst.url(dst_root.rstrip('/'))} is a file, not a directory; "
+            f"name a directory to copy {src_url} into"
+        )
 
 
 def make_job(

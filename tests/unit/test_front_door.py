@@ -127,3 +127,25 @@ def test_global_flags_after_the_command(tmp_path: Path) -> None:
     assert verbose.returncode == 0 and "INFO" in verbose.stderr
     no_json = subprocess.run([*DM, "hash", str(src), "--json"], capture_output=True, text=True)
     assert no_json.returncode == 2 and "no JSON output" in no_json.stderr
+
+
+def test_a_tree_copied_onto_a_file_is_one_usage_error(tmp_path: Path) -> None:
+    """``copy DIR afile``: one line and exit 2 before anything starts, not a
+    "Not a directory" failure per file (found by a new-user sweep)."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"a")
+    (src / "sub" / "b.txt").write_bytes(b"b")
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"keep")
+    p = subprocess.run(
+        [sys.executable, "-m", "datamover", "copy", str(src), str(afile)],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        f"datamover: error: {afile} is a file, not a directory; "
+        f"name a directory to copy {src}/ into"
+    ]
+    assert afile.read_bytes() == b"keep"
