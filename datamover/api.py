@@ -190,19 +190,23 @@ def verify(
     progress: ProgressCallback | None = None,
     no_download: bool = False,
     allow_download: bool = False,
+    partial: bool = False,
     **option_kwargs: Any,
 ) -> VerifyReport:
     """Re-read ``target`` (default: the manifest's destination) and compare each file
     the manifest lists as copied with its size and digest. ``.passed`` says whether
     everything matched. ``no_download``: read nothing, prove files by the checksums
     the store computed (``.unproven`` lists those it can't; ``allow_download`` reads
-    those instead)."""
+    those instead). A manifest with no summary (cut off, or a killed or running run's
+    ``.partial``) raises ``ManifestError`` unless ``partial=True``, which checks the
+    files it lists."""
     job = VerifyJob(
         manifest,
         target,
         make_options(options, **option_kwargs),
         no_download=no_download,
         allow_download=allow_download,
+        partial=partial,
     )
     return run(job, listener=_listener(listener, progress))
 

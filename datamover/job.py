@@ -50,8 +50,8 @@ from datamover.errors import (
 from datamover.filters import FileFilter
 from datamover.journal import JobRecord, Journal, journal_path
 from datamover.journal.admin import clean_jobs, list_jobs, show_job
-from datamover.manifest import bagit, read_manifest
-from datamover.options import DaskOptions, RetryPolicy, TransferOptions, parse_size
+from datamover.manifest import bagit, check_complete, read_manifest
+from datamover.options import DaskOptions, RetryPolicy, TransferOptions, parse_cluster, parse_size
 from datamover.redact import redact
 from datamover.reporting.report import ReportCollector
 from datamover.retry import call_with_retries
@@ -119,6 +119,10 @@ class ScaleOut:
 
     cluster: str | None = None
     options: DaskOptions = field(default_factory=DaskOptions)
+
+    def __post_init__(self) -> None:
+        if self.cluster is not None:
+            parse_cluster(self.cluster)  # a bad address is a usage error before any work
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,9 @@ class VerifyJob:
     #: proven so fail the verify, unless ``allow_download`` reads them instead.
     no_download: bool = False
     allow_download: bool = False
+    #: Accept a manifest with no summary (a killed or running run's ``.partial``, or
+    #: a cut-off file) and check the files it lists; otherwise it is refused.
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,6 +523,8 @@ def preflight(store: Store, key: str, role: str) -> None:
 
 def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
     manifest = read_manifest(job.manifest)
+    if not job.partial:
+        check_complete(manifest, job.manifest, doing="verify")
     root_url = job.target or str(manifest.header.get("destination", ""))
     if not root_url:
         raise UsageError(f"{job.manifest} names no destination; give the TARGET to verify")

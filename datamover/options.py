@@ -312,6 +312,10 @@ class DaskOptions:
         )
 
 
+#: The protocols a Dask scheduler address may name (``distributed.comm``).
+_DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+
+
 def parse_cluster(text: str) -> tuple[str, int | None]:
     """``local``, ``local:N`` -> ("local", N or None); anything else is a scheduler
     address (``tcp://host:8786``, ``host:8786``) -> ("address", None)."""
@@ -322,4 +326,18 @@ def parse_cluster(text: str) -> tuple[str, int | None]:
         return "local", int(n) if n else None
     if not text:
         raise UsageError("--dask needs a scheduler address (tcp://host:8786) or local:N")
+    scheme, sep, rest = text.rpartition("://")
+    if sep and scheme not in _DASK_SCHEMES:
+        raise UsageError(
+            f"--dask {text}: unknown scheduler protocol {scheme}://; use one of "
+            + ", ".join(f"{s}://" for s in _DASK_SCHEMES)
+            + " (tcp://host:8786), or local:N"
+        )
+    if scheme != "inproc":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(
+                f"--dask {text}: a scheduler address is HOST:PORT, e.g. tcp://host:8786 "
+                "(or local:N for worker processes on this machine)"
+            )
     return "address", None

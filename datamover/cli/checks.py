@@ -14,7 +14,7 @@ from datamover.checksums import ALGORITHMS
 from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, escaped
 from datamover.errors import UsageError
 from datamover.job import HashJob, VerifyJob, run
-from datamover.manifest import export_sums, read_manifest
+from datamover.manifest import check_complete, export_sums, read_manifest
 from datamover.manifest.bagit import export_bag
 from datamover.options import TransferOptions, format_size
 
@@ -34,6 +34,12 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
         "--allow-download",
         action="store_true",
         help="with --no-download: read the files the store's checksums can't prove",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="accept a manifest with no summary (a killed or running run's "
+        "MANIFEST.partial) and check the files it lists; without it one is refused",
     )
 
     p.set_defaults(handler=cmd_verify)
@@ -57,6 +63,12 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     e.add_argument(
         "--copy", action="store_true", help="bagit: copy payload files instead of hard-linking"
+    )
+    e.add_argument(
+        "--partial",
+        action="store_true",
+        help="sha256sum: accept a manifest with no summary (a killed or running run's "
+        "MANIFEST.partial) and export the files it lists; without it one is refused",
     )
     e.add_argument(
         "--bag-info",
@@ -89,6 +101,7 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
         TransferOptions(transfers=args.transfers),
         no_download=args.no_download,
         allow_download=args.allow_download,
+        partial=args.partial,
     )
     report = run(job)
     for path in report.missing:
@@ -148,6 +161,10 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
             print(f"  verified by: {covered}", file=out)
         return EXIT_OK
     if args.format == "bagit":
+        if args.partial:
+            raise UsageError(
+                "--partial goes with --format sha256sum; a bag is made from a finished copy only"
+            )
         if not args.output:
             raise UsageError("--format bagit needs --output DIR (the bag to create)")
         bag = export_bag(
@@ -162,17 +179,22 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
         return EXIT_OK
     lines = io.StringIO()  # (the manifest's entries are in memory already)
     count = export_sums(manifest, lines)  # refuses an algorithm no coreutils tool checks
+    if not args.partial:  # (then, as the bag export does) a run seen only in part
+        check_complete(manifest, args.manifest, doing="export")
     if args.output:
         # Whole or not at all: a temp file beside it, renamed over it when written.
         temp = f"{args.output}.dmtmp-{os.getpid()}"
-        with open(temp, "x", encoding="utf-8") as fh:  # never one that was there
-            try:
-                fh.write(lines.getvalue())
-                fh.flush()
-                os.replace(temp, args.output)
-            except BaseException:
-                os.unlink(temp)
-                raise
+        try:
+            with open(temp, "x", encoding="utf-8") as fh:  # never one that was there
+                try:
+                    fh.write(lines.getvalue())
+                    fh.flush()
+                    os.replace(temp, args.output)
+                except BaseException:
+                    os.unlink(temp)
+                    raise
+        except OSError as e:  # no such directory, not writable, a directory at OUTPUT
+            raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from e
         if not args.quiet:
             print(f"wrote {count} lines to {args.output}", file=sys.stderr)
     else:

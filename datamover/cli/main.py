@@ -96,12 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("failed")
         print(f"datamover: error: {shown(redact(_explain(e)), sys.stderr)}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:  # a bug or an unmapped SDK error: one line unless -vv
-        if args.verbose >= 2:
-            raise
+    except Exception as e:  # a bug or an unmapped SDK error: one line (-vv: a traceback too)
+        with_traceback = args.verbose >= 2
+        if with_traceback:
+            log.exception("internal error")
         print(
             f"datamover: internal error: {redact(f'{type(e).__name__}: {e}')} "
-            "(run with -vv for the traceback, and please report it)",
+            f"({'' if with_traceback else 'run with -vv for the traceback, and '}please report it)",
             file=sys.stderr,
         )
         return EXIT_USAGE

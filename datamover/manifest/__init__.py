@@ -21,7 +21,7 @@ from datamover.manifest.format import (
     make_header,
     utc_now,
 )
-from datamover.manifest.reader import iter_manifest, read_manifest
+from datamover.manifest.reader import check_complete, iter_manifest, read_manifest
 from datamover.manifest.rules import path_problem
 from datamover.manifest.sums import export_sums
 from datamover.manifest.writer import ManifestWriter
@@ -39,6 +39,7 @@ __all__ = [
     "ManifestEntry",
     "ManifestWriter",
     "Tally",
+    "check_complete",
     "export_sums",
     "iter_manifest",
     "make_header",

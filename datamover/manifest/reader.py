@@ -13,7 +13,11 @@ could not read would vouch for a tree it never checked.
   ``files_ok``, ``files_failed`` (and ``files_skipped`` when present) count those
   statuses, ``bytes`` adds up the sizes of ``ok`` entries. A resumed run appends
   after an earlier attempt's summary, so a summary followed by entries belongs to an
-  attempt, and ``Manifest.summary`` is the last line's only.
+  attempt, and ``Manifest.summary`` is the last line's only (None when a torn line
+  follows it).
+* A manifest at its final path always ends with its summary; one without is cut off,
+  or the ``.partial`` of a run still going or killed. ``check_complete`` refuses it
+  for readers that vouch for a whole run (verify, the exports) unless asked.
 
 Memory: the entries are kept (one per path); lines are read one at a time, each at
 most ``rules.MAX_LINE_BYTES``.
@@ -142,6 +146,7 @@ def parse(fh: IO[bytes], name: str) -> Manifest:
     for number, offset, obj in _lines(fh, name):
         if obj is None:
             torn_at = offset
+            summary = None  # a writer was appending after it: not the last line
             break
         try:
             kind = obj.get("type")
@@ -171,6 +176,20 @@ def parse(fh: IO[bytes], name: str) -> Manifest:
     if header is None:
         raise ManifestError(f"{name}: no manifest header; is this a datamover manifest?", path=name)
     return Manifest(header, list(counts.entries.values()), summary, torn_at)
+
+
+def check_complete(manifest: Manifest, name: str, *, doing: str) -> None:
+    """Refuse (``ManifestError``) a manifest with no summary on its last line: it was
+    cut off, or its run is still going or was killed, and a reader that vouched for it
+    would vouch for a run it sees only part of. ``doing`` is the command's verb
+    (``verify``, ``export``); ``--partial`` is how a user asks for the part."""
+    if manifest.summary is None:
+        raise ManifestError(
+            f"{name}: manifest has no summary line: it is incomplete (cut off, or still "
+            f"being written); {doing} the complete manifest, or give --partial to {doing} "
+            "only the files it lists",
+            path=name,
+        )
 
 
 def read_manifest(path: str) -> Manifest:

@@ -12,7 +12,8 @@ doesn't either, and says so:
   ``put_file``. Nothing is visible at the key before that upload; whether the upload
   itself is atomic is up to the filesystem (it is for memory://).
 * Missing implementations raise ``ConfigError`` quoting fsspec's own hint (``Install
-  paramiko to access SFTP``); unknown schemes raise ``UsageError``.
+  paramiko to access SFTP``), and so does a host a connecting filesystem (ftp://,
+  sftp://) can't reach; unknown schemes raise ``UsageError``.
 """
 
 from __future__ import annotations
@@ -106,7 +107,15 @@ class FsspecStore(Store):
             ) from e
         except ImportError as e:
             raise ConfigError(f"{protocol}:// is not available: {e}") from e
-        self.fs, root = fsspec.core.url_to_fs(f"{protocol}://{bucket}")
+        try:
+            # Some filesystems connect here (ftp://, sftp://): a host that does not
+            # resolve or answer is a configuration error, not an internal one.
+            self.fs, root = fsspec.core.url_to_fs(f"{protocol}://{bucket}")
+        except OSError as e:
+            raise ConfigError(
+                f"cannot reach {protocol}://{bucket}/ ({e.strerror or e}); check the host "
+                "name (and port) and that the server is up"
+            ) from e
         self._root = root.rstrip("/")
 
     @classmethod

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 
-from datamover.errors import UsageError
+from datamover.errors import ConfigError, UsageError
 
 SCHEME_ALIASES = {
     "file": "file",
@@ -93,3 +94,21 @@ def _posix(path: str, original: str) -> Location:
     if trailing and key:
         key += "/"
     return Location("file", "", key)
+
+
+def check_endpoint(url: str, where: str) -> str:
+    """``url`` when it is an endpoint URL an SDK can use (``http(s)://HOST[:PORT]``,
+    with a path if any); else a ``ConfigError`` naming ``where`` it came from (an env
+    var, a remote's ``endpoint``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        ok = ok and parts.port != 0  # .port raises ValueError for one that is no number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"{where} is {url!r}, not an endpoint URL; write http(s)://HOST[:PORT] "
+            "(e.g. http://localhost:8333)"
+        )
+    return url

@@ -101,3 +101,82 @@ def test_traceback_only_with_vv(seaweed_env: ServerEnv, tmp_path: Path) -> None:
     )
     assert run.returncode == 2 and "Traceback" in run.stderr
     assert run.stderr.rstrip().splitlines()[-1].startswith("datamover: error: ")
+
+
+def test_bad_input_is_a_usage_error_not_an_internal_one(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reproductions: each of these said "internal error ... please report it"
+    (exit 2), and with -vv exited 1 (documented as "some files failed") with no
+    `datamover:` line. No server is needed: each is refused before any request."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    env = dict(os.environ)
+    manifest = tmp_path / "m.jsonl"
+    made = subprocess.run(
+        [*DM, "copy", str(src), str(tmp_path / "dst"), "--manifest", str(manifest)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    bad_endpoint = {**env, "AWS_ENDPOINT_URL": "not-a-url"}
+    bad_endpoint.update(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")  # the lean path too
+    no_keys = {k: v for k, v in bad_endpoint.items() if not k.startswith("AWS_") or "URL" in k}
+    sums = tmp_path / "nodir" / "sums.txt"
+    port = _closed_port()
+    cases: list[tuple[list[str], dict[str, str], tuple[str, ...]]] = [
+        (
+            ["copy", str(src), f"ftp://127.0.0.1:{port}/x"],
+            env,
+            (f"cannot reach ftp://127.0.0.1:{port}/", "Connection refused"),
+        ),
+        (
+            ["copy", str(src), str(tmp_path / "out"), "--dask", "bogus"],
+            env,
+            ("--dask bogus", "HOST:PORT", "local:N"),
+        ),
+        (
+            ["copy", str(src), str(tmp_path / "out"), "--dask", "foo://h:1"],
+            env,
+            ("unknown scheduler protocol foo://", "tcp://"),
+        ),
+        (["ls", "s3://bench/"], bad_endpoint, ("AWS_ENDPOINT_URL is 'not-a-url'", "http(s)://")),
+        (["ls", "s3://bench/"], no_keys, ("AWS_ENDPOINT_URL is 'not-a-url'",)),
+        (["manifest", "export", str(manifest), "-o", str(sums)], env, (f"cannot write {sums}",)),
+    ]
+    for args, case_env, needles in cases:
+        _fails_cleanly(args, case_env, *needles)
+        # -vv: the traceback, then the same line, and still exit 2
+        run = subprocess.run(
+            [*DM, "-vv", *args], capture_output=True, text=True, env=case_env, timeout=120
+        )
+        assert run.returncode == 2, run.stderr
+        last = run.stderr.rstrip().splitlines()[-1]
+        assert last.startswith("datamover: error: ") and needles[0] in last, run.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "nodir").exists()
+
+
+def test_internal_error_with_vv_is_still_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (an exception datamover did not map): one line, exit 2; -vv adds the
+    traceback before it rather than raising out of main (exit 1, no datamover line)."""
+    from datamover import cli
+    from datamover.cli import checks
+
+    def broken(args: object, out: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(checks, "cmd_hash", broken)
+    assert cli.main(["hash", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("datamover: internal error: RuntimeError: a bug (run with -vv")
+    assert cli.main(["-vv", "hash", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.rstrip().splitlines()[-1] == (
+        "datamover: internal error: RuntimeError: a bug (please report it)"
+    )

@@ -363,6 +363,102 @@ def test_summary_counts_follow_the_last_entry_per_path(tmp_path: Path) -> None:
     assert manifest.summary is not None and manifest.summary["files_ok"] == 1
 
 
+def _incomplete(whole: bytes) -> dict[str, bytes]:
+    """Ways a finished run's manifest (header, entries, summary) loses its summary."""
+    lines = whole.splitlines(keepends=True)
+    summary_at = whole.rindex(b'{"type":"summary"')
+    return {
+        "head": b"".join(lines[:-1]),  # `head -n N`: whole lines, the summary gone
+        "cut mid-line": whole[: summary_at - 5],  # an entry torn, no summary
+        "header only": lines[0],
+        # a resumed run killed while appending after the aborted attempt's summary
+        "torn after a summary": whole + b'{"type":"file","path":"sub/c.t',
+    }
+
+
+@pytest.mark.parametrize("how", ["head", "cut mid-line", "header only", "torn after a summary"])
+def test_an_incomplete_manifest_is_refused_unless_partial(
+    tmp_path: Path, tree: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """The reproduction: `head -n 5 run1.jsonl > t.jsonl; datamover verify t.jsonl` said
+    "OK: 4 of 4 files match" (exit 0), and export wrote the shorter list. A manifest
+    at its final path always ends with its summary (manifests/SPEC.md)."""
+    report = datamover.copy(str(tree), str(tmp_path / "dst"), manifest=str(tmp_path / "m.jsonl"))
+    assert report.ok and report.manifest
+    m = tmp_path / "t.jsonl"
+    m.write_bytes(_incomplete(Path(report.manifest).read_bytes())[how])
+    listed = [e for e in read_manifest(str(m)).entries if e.kind is None]
+    for argv, verb in (
+        (["verify", str(m)], "verify"),
+        (["verify", "--no-download", str(m)], "verify"),
+        (["manifest", "export", str(m)], "export"),
+        (["manifest", "export", str(m), "-o", str(tmp_path / "SUMS")], "export"),
+    ):
+        _cli_fails(
+            argv,
+            capsys,
+            f"{m}: manifest has no summary line: it is incomplete",
+            f"{verb} the complete manifest, or give --partial",
+        )
+    assert not (tmp_path / "SUMS").exists()
+    with pytest.raises(ManifestError, match="manifest has no summary line"):
+        datamover.verify(str(m))
+    # Asked for explicitly, the files it lists are checked / exported.
+    assert cli.main(["verify", "--partial", str(m)]) == 0
+    out = capsys.readouterr().out
+    assert f"OK: {len(listed)} of {len(listed)} files match" in out
+    assert datamover.verify(str(m), partial=True).checked == len(listed)
+    assert cli.main(["manifest", "export", "--partial", str(m)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(listed)
+    # manifest show says so too
+    assert cli.main(["manifest", "show", str(m)]) == 0
+    assert "(incomplete: no summary)" in capsys.readouterr().out
+
+
+def test_a_complete_manifest_still_verifies_and_exports(
+    tmp_path: Path, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = datamover.copy(str(tree), str(tmp_path / "dst"), manifest=str(tmp_path / "m.jsonl"))
+    assert report.manifest
+    assert cli.main(["verify", report.manifest]) == 0
+    assert "OK: 2 of 2 files match" in capsys.readouterr().out
+    assert cli.main(["manifest", "export", report.manifest]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    _cli_fails(
+        ["manifest", "export", report.manifest, "--format", "bagit", "-o", "x", "--partial"],
+        capsys,
+        "--partial goes with --format sha256sum",
+    )
+
+
+def test_a_summary_that_does_not_add_up_is_refused(
+    tmp_path: Path, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry cut out of a finished manifest: its summary disagrees, verify refuses."""
+    report = datamover.copy(str(tree), str(tmp_path / "dst"), manifest=str(tmp_path / "m.jsonl"))
+    assert report.manifest
+    lines = Path(report.manifest).read_bytes().splitlines(keepends=True)
+    m = tmp_path / "t.jsonl"
+    m.write_bytes(b"".join(line for line in lines if b'"a.txt"' not in line))
+    for argv in (["verify", str(m)], ["manifest", "export", str(m)]):
+        _cli_fails(argv, capsys, "the summary says files_ok 2, the entries above it add up to 1")
+
+
+def test_export_to_a_missing_directory_is_one_line(
+    tmp_path: Path, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reproduction: "internal error: FileNotFoundError: ... sums.txt.dmtmp-14943"."""
+    report = datamover.copy(str(tree), str(tmp_path / "dst"), manifest=str(tmp_path / "m.jsonl"))
+    assert report.manifest
+    out = tmp_path / "nodir" / "sums.txt"
+    _cli_fails(
+        ["manifest", "export", report.manifest, "-o", str(out)],
+        capsys,
+        f"cannot write {out}: No such file or directory",
+    )
+    assert not (tmp_path / "nodir").exists()
+
+
 # -- exports ------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from datamover.stores.s3.errors import classify_error, map_error
 from datamover.stores.s3.lean import LeanS3, LeanUnavailable, Response, lean_enabled
 from datamover.stores.s3.objectinfo import parse_timestamp
 from datamover.stores.s3.sdk import boto3, botocore
+from datamover.stores.urls import check_endpoint
 
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]{1,1024})</UploadId>")
 
@@ -38,12 +39,16 @@ MAX_OBJECT_SIZE = 5 * TiB
 
 
 def _endpoint(settings: StoreSettings) -> str | None:
-    return (
-        settings.endpoint
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or None
-    )
+    """The endpoint URL to use (None: AWS's own), checked where it is read so a typo
+    is one line naming where it came from, not an SDK's ValueError."""
+    for where, url in (
+        ("the remote's endpoint", settings.endpoint),
+        ("AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL_S3")),
+        ("AWS_ENDPOINT_URL", os.environ.get("AWS_ENDPOINT_URL")),
+    ):
+        if url:
+            return check_endpoint(url, where)
+    return None
 
 
 class Keys:
