@@ -14,10 +14,12 @@ that store (docs/SEMANTICS.md, "Metadata").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from datamover.errors import NotFound, StoreError, UnsafePath, UsageError
+from datamover.manifest import as_recorded, is_utf8
 from datamover.stores.base import ObjectInfo, Store, is_dir_meta
 
 
@@ -67,6 +69,16 @@ def _parent(key: str) -> str:
     return head + sep
 
 
+def _utf8_root(store: Store, root: str) -> None:
+    """A root whose name is not UTF-8 can't be recorded (journal, manifest header):
+    a usage error. A name below the roots that is not fails alone (``make_job``)."""
+    if not is_utf8(root):
+        raise UsageError(
+            f"{as_recorded(store.url(root))}: the name is not valid UTF-8; rename it "
+            "(manifests, journals and object keys hold UTF-8 names)"
+        )
+
+
 def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     """Resolve the copy rules above. Raises ``UsageError`` for a missing source."""
     single: ObjectInfo | None = None
@@ -80,12 +92,16 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     if single is not None:
         name = src_key.rsplit("/", 1)[-1]
         target = _as_dir(dst_key) + name if _is_existing_dir(dst, dst_key) else dst_key
+        _utf8_root(src, _parent(src_key))
+        _utf8_root(dst, _parent(target))
         src.confine(_parent(src_key))
         dst.confine(_parent(target))
         job = make_job(dst, _parent(target), target.rsplit("/", 1)[-1], single, {})
         return Plan(_parent(src_key), _parent(target), True, iter([job]))
 
     src_root, dst_root = _as_dir(src_key), _as_dir(dst_key)
+    _utf8_root(src, src_root)
+    _utf8_root(dst, dst_root)
     # From here on nothing below either root is reached through a symlink (except the
     # source's, when it follows links on purpose): see Store.confine.
     src.confine(src_root)
@@ -137,7 +153,10 @@ def make_job(
     """One FileJob for a listed entry: directory, later hard link, or file; a key the
     destination can't take safely, or an entry the source could not serve (a link
     loop, a path too long: ``info.problem``), becomes a job that fails with the
-    reason."""
+    reason. So does a name that is not UTF-8, under its ``as_recorded`` name: later
+    layers (journal, manifest, object keys) see UTF-8 names only."""
+    if not (is_utf8(rel) and is_utf8(info.key)):
+        return _not_utf8(dst_root, rel, info)
     if info.problem is not None:
         problem = UnsafePath(f"{rel}: {info.problem}; not copied", key=info.key)
         kind = "dir" if info.key.endswith("/") else "file"
@@ -156,6 +175,21 @@ def make_job(
     except StoreError as e:
         return FileJob(rel, info.key, dst_root + rel, info, problem=e)
     return FileJob(rel, info.key, dst_key, info, kind=kind, link_to=link_to)
+
+
+def _not_utf8(dst_root: str, rel: str, info: ObjectInfo) -> FileJob:
+    """The job, failing by its escaped name, of an entry whose name is not UTF-8."""
+    # A single file copied under a new name: the source's own name is the bad one.
+    shown = as_recorded(rel if not is_utf8(rel) else info.key.rsplit("/", 1)[-1])
+    problem = UnsafePath(
+        f"{shown}: the name is not valid UTF-8; rename it "
+        "(manifests, journals and object keys hold UTF-8 names)",
+        key=shown,
+    )
+    src_key, rel = as_recorded(info.key), as_recorded(rel)
+    kind = "dir" if info.key.endswith("/") else "file"
+    info = dataclasses.replace(info, key=src_key)
+    return FileJob(rel, src_key, dst_root + rel, info, kind=kind, problem=problem)
 
 
 def _chain(first: ObjectInfo, rest: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datamover.checksums import new_hasher
 from datamover.engine.plan import FileJob, make_job
 from datamover.errors import NotFound
-from datamover.manifest import STATUS_SKIPPED, ManifestEntry
+from datamover.manifest import STATUS_SKIPPED, ManifestEntry, is_utf8
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
 from datamover.stores.base import ObjectInfo, Store, is_dir_meta
 
@@ -173,7 +173,8 @@ class SyncPlanner:
                     if self.delete and d is not None and d.problem is None:
                         self.plan.to_delete.append(d.key)
                     continue
-                if d is None or s.problem is not None:  # a problem fails it, by name
+                # A problem, or a name that is not UTF-8, fails it, by name.
+                if d is None or s.problem is not None or not is_utf8(rel):
                     yield make_job(self.dst, self.dst_root, rel, s, self.linked)
                     continue
                 window.append((rel, s, pool.submit(self._unchanged, s, d)))

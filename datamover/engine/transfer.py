@@ -36,6 +36,7 @@ from datamover.manifest import (
     VERIFIED_NONE,
     ManifestEntry,
     ManifestWriter,
+    as_recorded,
     make_header,
     path_problem,
 )
@@ -513,12 +514,15 @@ def sync_between(
                 f"sync would delete {len(doomed)} files, more than --max-delete "
                 f"{max_delete}; nothing was deleted (raise --max-delete to allow it)"
             )
+        # Deleted names are reported and recorded as UTF-8 (``as_recorded``): a
+        # destination file whose name is not is deleted too, but can't be recorded
+        # under the name it had.
         if dry_run:
-            report.deleted.extend(key[len(dst_root) :] for key in doomed)
+            report.deleted.extend(as_recorded(key[len(dst_root) :]) for key in doomed)
             return
         for key in doomed:
             dst_store.delete(key)
-            report.deleted.append(key[len(dst_root) :])
+            report.deleted.append(as_recorded(key[len(dst_root) :]))
 
     jobs = plan.jobs if plan.single_file else planner.jobs()
     return run_job(

@@ -8,6 +8,7 @@ files finish, ``reader`` reads them back, ``sums`` and ``bagit`` export them.
 from __future__ import annotations
 
 import getpass
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -138,6 +139,35 @@ class ManifestEntry:
         )
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_ESCAPED = re.compile(r"[\\\ud800-\udfff]")
+
+
+def is_utf8(name: str) -> bool:
+    """Whether ``name`` is UTF-8 text. A POSIX name that is not holds the bytes that
+    are not UTF-8 as lone surrogates (Python's ``surrogateescape``), which a
+    manifest, the journal and an object key can't hold."""
+    return name.isascii() or _SURROGATE.search(name) is None
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    if code == 0x5C:
+        return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\{code - 0xDC00:03o}"
+    return f"\\u{code:04x}"
+
+
+def as_recorded(name: str) -> str:
+    """``name`` as UTF-8 text a manifest and the journal can hold: unchanged if it is
+    UTF-8; otherwise each byte that is not UTF-8 written as an octal escape and each
+    backslash doubled, as GNU ``ls -b`` shows names (``lat\\351.txt``), so no two such
+    names are recorded alike. For what is only recorded, never opened: a refused
+    name (it fails by this name), a header's command line."""
+    return name if is_utf8(name) else _ESCAPED.sub(_escape, name)
+
+
 def make_header(
     *,
     operation: str,
@@ -170,7 +200,7 @@ def make_header(
     except (KeyError, OSError):
         pass
     if command_line:
-        header["command_line"] = list(command_line)
+        header["command_line"] = [as_recorded(a) for a in command_line]
     return header
 
 

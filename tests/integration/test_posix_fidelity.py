@@ -293,3 +293,82 @@ def test_a_symlink_object_with_children_never_redirects_writes(
     assert (dst / "link" / "inner.txt").read_bytes() == b"must not land outside"
     assert not (dst / "link").is_symlink()
     assert proc.returncode == 1 and "link" in proc.stderr, proc.stderr
+
+
+def test_a_name_that_is_not_utf8_fails_alone(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A POSIX name that is not UTF-8 (manifests, the journal and object keys can't
+    hold it) fails by itself, recorded under its ``ls -b`` name; the rest is copied
+    and the job ends (no traceback, no job left running, no ``.partial``)."""
+    env = use_server(moto, monkeypatch)
+    src = tmp_path / "nonutf"
+    (src / os.fsdecode(b"d\xe9")).mkdir(parents=True)
+    (src / "good.txt").write_text("ok\n")
+    (src / os.fsdecode(b"lat\xe9.txt")).write_text("4\n")
+    (src / os.fsdecode(b"d\xe9") / "inner.txt").write_text("inner\n")
+    os.link(src / os.fsdecode(b"lat\xe9.txt"), src / "same.txt")  # its hard link: a file
+    state = Path(os.environ["XDG_STATE_HOME"]) / "datamover"
+    store, _ = open_store(env.url())
+    for dst, copied in (
+        (str(tmp_path / "out"), lambda: sorted(p.name for p in (tmp_path / "out").iterdir())),
+        (env.url("nonutf"), lambda: sorted(o.key for o in store.list(""))),
+    ):
+        proc = subprocess.run([*DM, "copy", str(src), dst], capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+        for name in ("lat\\351.txt", "d\\351/inner.txt"):
+            assert f"{name}: the name is not valid UTF-8; rename it" in proc.stderr
+        if dst.startswith("s3://"):
+            assert copied() == ["nonutf/good.txt", "nonutf/same.txt"]
+        else:
+            assert copied() == ["good.txt", "same.txt"]
+            assert (tmp_path / "out" / "same.txt").read_text() == "4\n"
+        manifests = list((state / "manifests").iterdir())
+        assert not [m for m in manifests if m.name.endswith(".partial")]
+        manifest = read_manifest(str(max(manifests, key=lambda m: m.stat().st_mtime_ns)))
+        status = {e.path: e.status for e in manifest.entries}
+        assert status == {
+            "good.txt": "ok",
+            "same.txt": "ok",
+            "lat\\351.txt": "failed",
+            "d\\351/inner.txt": "failed",
+        }
+    jobs = subprocess.run([*DM, "jobs", "list"], capture_output=True, text=True)
+    assert jobs.returncode == 0 and jobs.stdout.count("incomplete") == 2, jobs.stdout
+    assert "running" not in jobs.stdout
+
+
+def test_sync_and_roots_with_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """Sync fails such a source file even when the destination has it already,
+    ``--delete`` removes a destination-only one and records it escaped, and a root
+    that is not UTF-8 is a usage error."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for root in (src, dst):
+        root.mkdir()
+        (root / "good.txt").write_text("ok\n")
+        (root / os.fsdecode(b"lat\xe9.txt")).write_text("4\n")
+    proc = subprocess.run([*DM, "sync", str(src), str(dst)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "lat\\351.txt: the name is not valid UTF-8; rename it" in proc.stderr
+    (src / os.fsdecode(b"lat\xe9.txt")).unlink()
+    (dst / os.fsdecode(b"a\\\xff")).write_text("stale\n")
+    proc = subprocess.run(
+        [*DM, "sync", "--delete", str(src), str(dst)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(dst)) == ["good.txt"]
+    manifests = list((Path(os.environ["XDG_STATE_HOME"]) / "datamover" / "manifests").iterdir())
+    manifest = read_manifest(str(max(manifests, key=lambda m: m.stat().st_mtime_ns)))
+    assert {e.path: e.status for e in manifest.entries} == {
+        "good.txt": "skipped",
+        "a\\\\\\377": "deleted",
+        "lat\\351.txt": "deleted",
+    }
+    bad_root = tmp_path / os.fsdecode(b"root\xe9")
+    bad_root.mkdir()
+    for args in ([str(src), str(tmp_path / os.fsdecode(b"out\xe9"))], [str(bad_root), "out"]):
+        proc = subprocess.run([*DM, "copy", *args], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert "\\351/: the name is not valid UTF-8; rename it" in proc.stderr
+        assert "Traceback" not in proc.stderr
