@@ -90,7 +90,9 @@ class TransferOptions:
 
     ``part_size=None`` picks per file: 8 MiB, raised until the file fits the
     destination's part-count limit (S3: 10,000 parts), within its min/max part size.
-    ``multipart_threshold``: files up to this size go as one request (default 8 MiB).
+    ``multipart_threshold``: files up to this size go as one request (default 8 MiB),
+    larger ones by parts; 0 sends every non-empty file by parts. A symlink always goes
+    as one request (its text), whatever its size.
 
     ``bwlimit``: bytes per second for the whole run, shared by all threads (None:
     unlimited).

@@ -112,7 +112,8 @@ def _transfer_args(p: argparse.ArgumentParser) -> None:
         type=size_arg,
         default=8 * 1024 * 1024,
         metavar="SIZE",
-        help="files up to this size go as one request (default 8MiB)",
+        help="files up to this size go as one request, larger ones by parts (default "
+        "8MiB; 0: every non-empty file by parts; a symlink always goes as one)",
     )
     p.add_argument(
         "--s3-checksum",

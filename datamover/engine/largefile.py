@@ -18,6 +18,7 @@ written parts (one task at a time), so the commit waits only for the last few pa
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from datamover.checksums import OrderedDigest, PartDigests
 from datamover.crcfast import crc32c as _crc32c
-from datamover.engine.plan import FileJob
+from datamover.engine.plan import LINK_MAX, FileJob, is_symlink
 from datamover.engine.proof import READBACK, PrefixReadBack, ReadAt
 from datamover.engine.results import FileResult
 from datamover.errors import (
@@ -108,6 +109,10 @@ class LargeFile:
             r.listener.file_started(job)
             self.info = r.retrying(job, lambda: r.src.stat(job.src_key), self.retries)
             size = self.info.size
+            # Only the stat showed it is a link: a link is never written by parts.
+            link = is_symlink(self.info) and size <= LINK_MAX
+            if link and r.link_found(dataclasses.replace(job, info=self.info)):
+                return False
             limits = r.dst.limits if r.dst is not None else r.src.limits
             self.part_size = limits.choose_part_size(size, r.requested_part_size)
             align = _stripe_size(self.info.metadata.get(ALIGN_KEY), r.src.url(job.src_key))

@@ -15,12 +15,27 @@ that store (docs/SEMANTICS.md, "Metadata").
 from __future__ import annotations
 
 import dataclasses
+import stat as statmod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from datamover.errors import NotFound, StoreError, UnsafePath, UsageError
 from datamover.manifest import as_recorded, is_utf8
+from datamover.posixmeta import MODE
 from datamover.stores.base import ObjectInfo, Store, is_dir_meta
+
+#: Longest link target a system makes (PATH_MAX): a symlink up to this size is always
+#: moved as one read and one write, whatever ``multipart_threshold`` says.
+LINK_MAX = 4096
+
+
+def is_symlink(info: ObjectInfo) -> bool:
+    """Whether ``info`` is a symlink: its mode (in the metadata, as s3fs stores it, or
+    from ``lstat``) says ``S_IFLNK``. Object stores list no metadata: only a stat or a
+    read of such an object tells."""
+    raw = info.metadata.get(MODE)
+    mode = int(raw) if raw is not None and raw.isascii() and raw.isdigit() else info.mode
+    return mode is not None and statmod.S_ISLNK(mode)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import stat as statmod
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +43,7 @@ from datamover.checksums import PartDigests, new_hasher
 from datamover.engine.budget import BufferPool, ByteBudget, TokenBucket
 from datamover.engine.largefile import LargeFile, check_expected
 from datamover.engine.observer import Listener
-from datamover.engine.plan import FileJob
+from datamover.engine.plan import LINK_MAX, FileJob, is_symlink
 from datamover.engine.proof import READBACK, Prover, readback_chunk
 from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
@@ -83,12 +82,6 @@ XATTR_PREFIX = "xattr-"
 _CARRIED = (XATTR_PREFIX, "lustre-stripe-")
 
 log = logging.getLogger("datamover")
-
-
-def _is_symlink(info: ObjectInfo) -> bool:
-    raw = info.metadata.get(MODE)
-    mode = int(raw) if raw is not None and raw.isascii() and raw.isdigit() else info.mode
-    return mode is not None and statmod.S_ISLNK(mode)
 
 
 class Runner:
@@ -220,7 +213,7 @@ class Runner:
         self.stop.set()
 
     def _schedule(self, job: FileJob) -> None:
-        if (job.kind == "hardlink" or _is_symlink(job.info)) and not self._linking:
+        if (job.kind == "hardlink" or is_symlink(job.info)) and not self._linking:
             # Links last: a hard link's target must exist first, and a symlink must not
             # exist while files are written under its name (an object "a" stored as a
             # link and a key "a/x" would otherwise write x through the link, outside
@@ -242,7 +235,9 @@ class Runner:
             if self.budget.acquire(cost, self.stop):
                 self._submit(self._server_side_copy, job, cost)
             return
-        if size <= self.threshold:
+        if size <= self.threshold or (is_symlink(job.info) and size <= LINK_MAX):
+            # A symlink is one read of its text and one write, never parts: a source
+            # that doesn't follow links can only read it whole (read_object).
             cost = max(size, MIN_TASK_COST)
             if not self.budget.acquire(cost, self.stop):
                 return
@@ -326,7 +321,7 @@ class Runner:
             )
             if MTIME not in meta and info.mtime is not None:
                 meta[MTIME] = format_mtime_ns(round(info.mtime * 1e9))
-        elif _is_symlink(info) and MODE in info.metadata:
+        elif is_symlink(info) and MODE in info.metadata:
             meta[MODE] = info.metadata[MODE]
         if digest:
             meta[digest_metadata_key(self.algorithm)] = digest
@@ -520,7 +515,7 @@ class Runner:
                 link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
                 self._defer(link)
                 return  # (the budget is released below)
-            if not self._linking and _is_symlink(info):
+            if not self._linking and is_symlink(info):
                 # Only the read showed it is a link (object stores list no modes):
                 # written with the other links, after every file (see _schedule).
                 self._defer(dataclasses.replace(job, info=info))
@@ -538,7 +533,7 @@ class Runner:
                 result.dst_info = self.retrying(
                     job, lambda: put(job.dst_key, data, metadata=meta, digests=digests), retries
                 )
-                self.prove(job, result, retries, link=_is_symlink(info))
+                self.prove(job, result, retries, link=is_symlink(info))
             self.moved(len(data))
             self.listener.bytes_done(len(data), job)
         except DatamoverError as e:
@@ -576,6 +571,16 @@ class Runner:
             raise UnsafePath(
                 f"{job.rel}: its hard-link target: {e}; not linked", key=job.src_key
             ) from e
+
+    def link_found(self, job: FileJob) -> bool:
+        """A file about to be written by parts whose stat showed a symlink (object
+        stores list no modes): True if it was taken back, to be moved with the other
+        links in one request (see ``_schedule``); False in the links phase (a file
+        that became a link meanwhile: it fails as changed, as any other would)."""
+        if self._linking:
+            return False
+        self._defer(job)
+        return True
 
     def _defer(self, job: FileJob) -> None:
         """Take ``job`` out of flight, to be scheduled again in the links phase."""
@@ -643,7 +648,7 @@ class Runner:
             result.src_info = info
             result.size = info.size
             result.digests = {self.algorithm: digest}
-            self.prove(job, result, retries, link=_is_symlink(info))
+            self.prove(job, result, retries, link=is_symlink(info))
             self.listener.bytes_done(info.size, job)
         except DatamoverError as e:
             result.error = e

@@ -11,6 +11,12 @@ not grow with the tree. A file present on both sides is *unchanged* when
 * ``checksum=True``: whole-file digests are equal. The destination's digest comes from
   the metadata datamover stored on it (no re-read); only when that is absent is the
   destination re-read. The source's digest comes from its metadata, or by reading it.
+  A symlink's digest is that of its link text (its content as stored on an object
+  store, read with ``read_object``: a POSIX store never reads through a link).
+
+Either way a symlink and a file that is not one are never the same. A comparison that
+fails (a file that can't be read or stat'ed, one that changed meanwhile) counts as
+changed: the copy reads it again and reports a failure by name, not the whole run.
 
 Those checks run ``lookahead`` at a time on a small thread pool while decisions are
 yielded in key order. Deletions (destination-only files) are collected as keys and
@@ -31,8 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from datamover.checksums import new_hasher
-from datamover.engine.plan import FileJob, make_job
-from datamover.errors import NotFound
+from datamover.engine.plan import LINK_MAX, FileJob, is_symlink, make_job
+from datamover.errors import DatamoverError, NotFound
 from datamover.manifest import STATUS_SKIPPED, ManifestEntry, is_utf8
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
 from datamover.stores.base import ObjectInfo, Store, is_dir_meta
@@ -177,7 +183,7 @@ class SyncPlanner:
                 if d is None or s.problem is not None or not is_utf8(rel):
                     yield make_job(self.dst, self.dst_root, rel, s, self.linked)
                     continue
-                window.append((rel, s, pool.submit(self._unchanged, s, d)))
+                window.append((rel, s, pool.submit(self._compare, s, d)))
                 yield from self._drain(window, self.lookahead)
             yield from self._drain(window, 0)
 
@@ -205,12 +211,23 @@ class SyncPlanner:
         except NotFound:
             return info
 
+    def _compare(self, s: ObjectInfo, d: ObjectInfo) -> tuple[bool, ObjectInfo, str | None]:
+        """``_unchanged``; a comparison that fails (not fatally) counts as changed."""
+        try:
+            return self._unchanged(s, d)
+        except DatamoverError as e:
+            if e.fatal:
+                raise
+            return False, s, None
+
     def _unchanged(self, s: ObjectInfo, d: ObjectInfo) -> tuple[bool, ObjectInfo, str | None]:
         if s.is_dir and d.is_dir:
             return True, s, None
         if s.size != d.size or s.is_dir != d.is_dir:
             return False, s, None
         s, d = self._full(self.src, s), self._full(self.dst, d)
+        if is_symlink(s) != is_symlink(d):
+            return False, s, None
         if not self.checksum:
             sm, dm = _mtime_ns(s), _mtime_ns(d)
             if sm is None and s.mtime is not None:
@@ -225,6 +242,10 @@ class SyncPlanner:
 
     def _hash(self, store: Store, info: ObjectInfo) -> str:
         h = new_hasher(self.algorithm)
+        if is_symlink(info) and info.size <= LINK_MAX:
+            # Its text, as the copy reads it: a link is never read through.
+            h.update(store.read_object(info.key, info)[0])
+            return h.hexdigest()
         buf = memoryview(bytearray(min(HASH_CHUNK, max(info.size, 1))))
         for i in range(math.ceil(info.size / len(buf))):
             n = store.readinto(info.key, i * len(buf), buf)

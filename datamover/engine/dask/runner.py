@@ -28,7 +28,7 @@ from datamover.engine.dask.worker import (
     write_parts,
 )
 from datamover.engine.largefile import LargeFile, check_expected
-from datamover.engine.plan import FileJob
+from datamover.engine.plan import LINK_MAX, FileJob, is_symlink
 from datamover.engine.results import FileResult
 from datamover.engine.runner import HASH_CHUNK, Runner
 from datamover.engine.specs import StoreSpec
@@ -154,6 +154,7 @@ class DaskRunner(Runner):
             and job.kind == "file"
             and job.problem is None
             and job.info.size > self.threshold
+            and not (is_symlink(job.info) and job.info.size <= LINK_MAX)  # a link: one request
         )
 
     def _send(self, fn: Callable[..., Any], arg: object, handler: Handler, window: int) -> None:

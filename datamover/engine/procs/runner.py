@@ -18,10 +18,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from datamover.engine.plan import FileJob
+from datamover.engine.plan import FileJob, is_symlink
 from datamover.engine.procs.worker import BatchDone, WorkerInit
 from datamover.engine.results import FileResult
-from datamover.engine.runner import Runner, _is_symlink
+from datamover.engine.runner import Runner
 from datamover.engine.specs import StoreSpec
 from datamover.errors import TransferError
 from datamover.options import MiB, TransferOptions
@@ -160,7 +160,7 @@ class ProcessRunner(Runner):
             and job.kind == "file"
             and job.problem is None
             and job.info.size <= self.threshold
-            and not _is_symlink(job.info)
+            and not is_symlink(job.info)
         )
 
     def _route(self, jobs: Iterable[FileJob]) -> Iterator[FileJob]:
