@@ -49,6 +49,8 @@ from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
 from datamover.engine.smallreads import MAX_SIZE as SMALL_READ_MAX
 from datamover.engine.smallreads import SmallReads
+from datamover.engine.storedlinks import is_symlink as _is_symlink
+from datamover.engine.storedlinks import resolve as resolve_stored_link
 from datamover.errors import (
     DatamoverError,
     DigestMismatch,
@@ -112,6 +114,9 @@ class Runner:
         self.requested_part_size = options.part_size
         self.threshold = options.multipart_threshold
         self.preserve = options.preserve
+        #: Follow symlinks a source store shows as entries (stored links): a store
+        #: that follows links itself (POSIX) shows none.
+        self.follow_links = options.copy_links
         self.retry = options.retry
         self.transfers = options.transfers
         # Read-back buffers (one per thread) come out of the memory budget.
@@ -225,6 +230,10 @@ class Runner:
         size = job.info.size
         if job.problem is not None:
             self.finish(FileResult(job, size, error=job.problem))
+            return
+        if self.follow_links and job.kind == "file" and _is_symlink(job.info):
+            if self.budget.acquire(MIN_TASK_COST, self.stop):
+                self._submit(self._follow_stored_link, job, MIN_TASK_COST)
             return
         if job.kind in ("dir", "hardlink") or (self.dst is None and job.info.is_dir):
             if self.budget.acquire(MIN_TASK_COST, self.stop):
@@ -415,6 +424,30 @@ class Runner:
             # per file (a GIL round trip of the main thread) for nothing.
             if not self._inflight or self.stop.is_set():
                 self._flow.notify_all()
+
+    def _follow_stored_link(self, job: FileJob, cost: int) -> None:
+        """With ``copy_links``, a symlink the source holds as an object (only a read
+        showed it, so this is the links phase): queued again as the object it leads to,
+        below the source root (``storedlinks``), copied as a regular file under the
+        link's name; a link that can't be followed safely fails alone."""
+        retries = [0]
+
+        def call(fn: Callable[[], T]) -> T:
+            return self.retrying(job, fn, retries)
+
+        try:
+            key, info = resolve_stored_link(
+                self.src, self.src_root, job.rel, job.src_key, job.info, call
+            )
+        except DatamoverError as e:
+            self.budget.release(cost)
+            self.finish(FileResult(job, job.info.size, error=e, retries=retries[0]))
+            return
+        self.budget.release(cost)
+        with self._flow:
+            self._redo.append(dataclasses.replace(job, src_key=key, info=info))
+            self._inflight -= 1
+            self._flow.notify_all()
 
     # -- entries with no bytes of their own: directories and hard links ----------------------
 
@@ -632,6 +665,10 @@ class Runner:
             src, dst = self.src, self.dst
             assert dst is not None
             info = self.retrying(job, lambda: src.stat(job.src_key), retries)
+            if self.follow_links and not self._linking and _is_symlink(info):
+                # A stored link, to be followed: with the other links (_schedule).
+                self._defer(dataclasses.replace(job, info=info))
+                return
             digest = info.checksums.get(self.algorithm)
             if digest is None:
                 digest = self._hash_sequential(job, info, min(cost, max(info.size, 1)), retries)

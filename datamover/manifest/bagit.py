@@ -22,7 +22,8 @@ manifest's algorithm (sha256, sha512 or md5; BagIt has no crc32c or blake3),
 given) and ``tagmanifest-<alg>.txt`` over the other tag files. Payload paths are
 ``data/`` + the manifest path, with ``%``, CR and LF percent-encoded (RFC 8493 §2.1.3).
 Only regular files are payload: directory and symlink entries are left out (copy
-``--bagit`` follows symlinks, so the bag holds their targets' bytes).
+``--bagit`` follows symlinks, so the bag holds their targets' bytes; links an object
+store holds are followed within the copied prefix only, ``engine.storedlinks``).
 
 Safety (the manifest is untrusted input, ``manifest.rules``): payload paths are
 canonical relative paths, and each is resolved beneath the copy's root and beneath

@@ -1,5 +1,5 @@
 """BagIt export and copy --bagit (validated by the ``bagit`` package), datamover.open,
-and the everyday CLI commands, on POSIX (no servers)."""
+and the everyday CLI commands, on POSIX (no servers but moto, for a bag from S3)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import datamover
 from datamover import cli
 from datamover.errors import NotFound, UsageError
 from datamover.manifest.bagit import BagError, export_bag
+
+from serverenv import ServerEnv
 
 DM = [sys.executable, "-m", "datamover"]
 
@@ -187,3 +189,78 @@ def test_cat_is_binary_safe_through_a_pipe(tmp_path: Path) -> None:
     (tmp_path / "blob").write_bytes(blob)
     run = subprocess.run([*DM, "cat", str(tmp_path / "blob")], capture_output=True, check=True)
     assert run.stdout == blob
+
+
+def test_copy_bagit_from_s3_follows_stored_symlinks(moto_env: ServerEnv, tmp_path: Path) -> None:
+    # A tree with symlinks, uploaded as is: each link is an object holding its target
+    # with a mode saying it is a link. A bag (which holds bytes, not links) follows a
+    # stored link to another object of the copied prefix; one it can't follow safely
+    # (out of the prefix, absolute, dangling, a loop, a directory) fails alone.
+    src = tmp_path / "run1"
+    files = _tree(src)
+    big = os.urandom(200_000)  # copied by parts when followed
+    (src / "big.bin").write_bytes(big)
+    os.symlink("a.txt", src / "link.txt")
+    os.symlink("../a.txt", src / "sub" / "up.txt")
+    os.symlink("link.txt", src / "chain.txt")  # a link to a link
+    os.symlink("big.bin", src / "big-link.bin")
+    opts = {"multipart_threshold": "64K", "part_size": "64K"}
+    assert datamover.copy(str(src), moto_env.url("run1"), **opts).ok
+
+    bag = tmp_path / "bag1"
+    report = datamover.copy(moto_env.url("run1"), str(bag), bagit=True, **opts)
+    assert report.ok, report.failures
+    expected = {**files, "big.bin": big, "big-link.bin": big}
+    expected.update({"link.txt": files["a.txt"], "sub/up.txt": files["a.txt"]})
+    expected["chain.txt"] = files["a.txt"]
+    for rel, data in expected.items():
+        path = bag / "data" / rel
+        assert not path.is_symlink() and path.read_bytes() == data, rel
+    bagit.Bag(str(bag)).validate()
+    listed = (bag / "manifest-sha256.txt").read_text()
+    assert "data/link.txt" in listed and "data/big-link.bin" in listed
+    # -L between buckets (a server-side copy) follows them too.
+    assert datamover.copy(moto_env.url("run1"), moto_env.url("followed"), copy_links=True).ok
+    assert datamover.copy(moto_env.url("followed"), str(tmp_path / "down")).ok
+    assert not (tmp_path / "down" / "chain.txt").is_symlink()
+    assert (tmp_path / "down" / "chain.txt").read_bytes() == files["a.txt"]
+
+    # Links a bag can't follow safely: each fails with its reason, the rest is
+    # copied, nothing is read from outside the prefix, and no tag files are written.
+    bad = tmp_path / "run2"
+    _tree(bad)
+    (tmp_path / "secret.txt").write_bytes(b"outside the prefix\n")
+    assert datamover.copy(str(tmp_path / "secret.txt"), moto_env.url("secret.txt")).ok
+    os.symlink("../secret.txt", bad / "escape.txt")
+    os.symlink(str(tmp_path / "secret.txt"), bad / "absolute.txt")
+    os.symlink("missing.txt", bad / "dangling.txt")
+    os.symlink("loop2", bad / "loop1")
+    os.symlink("loop1", bad / "loop2")
+    os.symlink("sub", bad / "dir-link")
+    assert datamover.copy(str(bad), moto_env.url("run2")).ok
+    bag2 = tmp_path / "bag2"
+    report = datamover.copy(moto_env.url("run2"), str(bag2), bagit=True)
+    assert not report.ok
+    failed = dict(report.failures)
+    assert sorted(failed) == [
+        "absolute.txt",
+        "dangling.txt",
+        "dir-link",
+        "escape.txt",
+        "loop1",
+        "loop2",
+    ]
+    assert "outside" in failed["escape.txt"] and "absolute" in failed["absolute.txt"]
+    assert "no object" in failed["dangling.txt"] and "directory" in failed["dir-link"]
+    assert "loop" in failed["loop1"]
+    assert all("\n" not in why for why in failed.values())
+    written = list((bag2 / "data").rglob("*"))
+    assert not [p for p in written if p.is_symlink()]
+    payload = {p.relative_to(bag2 / "data").as_posix() for p in written if p.is_file()}
+    assert payload == set(files)  # nothing for the failed links
+    assert not any((bag2 / "data").rglob("*secret*"))
+    assert sorted(p.name for p in bag2.iterdir()) == ["data"]  # not a bag (yet)
+    # Leaving the unfollowable links out finishes the bag.
+    report = datamover.copy(moto_env.url("run2"), str(bag2), bagit=True, exclude=sorted(failed))
+    assert report.ok, report.failures
+    bagit.Bag(str(bag2)).validate()
