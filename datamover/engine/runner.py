@@ -49,7 +49,6 @@ from datamover.engine.results import FileResult
 from datamover.engine.run_state import JobContext
 from datamover.engine.smallreads import MAX_SIZE as SMALL_READ_MAX
 from datamover.engine.smallreads import SmallReads
-from datamover.engine.storedlinks import is_symlink as _is_symlink
 from datamover.engine.storedlinks import resolve as resolve_stored_link
 from datamover.errors import (
     DatamoverError,
@@ -231,7 +230,7 @@ class Runner:
         if job.problem is not None:
             self.finish(FileResult(job, size, error=job.problem))
             return
-        if self.follow_links and job.kind == "file" and _is_symlink(job.info):
+        if self.follow_links and job.kind == "file" and is_symlink(job.info):
             if self.budget.acquire(MIN_TASK_COST, self.stop):
                 self._submit(self._follow_stored_link, job, MIN_TASK_COST)
             return
@@ -665,7 +664,7 @@ class Runner:
             src, dst = self.src, self.dst
             assert dst is not None
             info = self.retrying(job, lambda: src.stat(job.src_key), retries)
-            if self.follow_links and not self._linking and _is_symlink(info):
+            if self.follow_links and not self._linking and is_symlink(info):
                 # A stored link, to be followed: with the other links (_schedule).
                 self._defer(dataclasses.replace(job, info=info))
                 return

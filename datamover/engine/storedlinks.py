@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import stat as statmod
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from datamover.engine.plan import LINK_MAX, is_symlink
 from datamover.errors import NotFound, StoreError, UnsafePath
-from datamover.posixmeta import MODE
 from datamover.stores.base import ObjectInfo, Store
 
 #: Links followed in a row before giving up (Linux's MAXSYMLINKS).
 MAX_HOPS = 40
 #: The longest link text followed (PATH_MAX).
-MAX_TARGET = 4096
+MAX_TARGET = LINK_MAX
 _DIRECTORY = "a directory (only files are followed)"
 _DANGLING = "no object (dangling)"
 _NOT_FOLLOWED = "not followed (exclude it, or copy without --copy-links/--bagit to keep the link)"
@@ -42,13 +41,6 @@ class Call(Protocol):
     """Runs one request, with the caller's retries."""
 
     def __call__(self, fn: Callable[[], T]) -> T: ...
-
-
-def is_symlink(info: ObjectInfo) -> bool:
-    """Whether ``info`` (a listing's, a stat's or a read's) says the entry is a symlink."""
-    raw = info.metadata.get(MODE)
-    mode = int(raw) if raw is not None and raw.isascii() and raw.isdigit() else info.mode
-    return mode is not None and statmod.S_ISLNK(mode)
 
 
 def resolve(

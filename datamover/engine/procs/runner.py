@@ -23,7 +23,6 @@ from datamover.engine.procs.worker import BatchDone, WorkerInit
 from datamover.engine.results import FileResult
 from datamover.engine.runner import Runner
 from datamover.engine.specs import StoreSpec
-from datamover.engine.storedlinks import is_symlink
 from datamover.errors import TransferError
 from datamover.options import MiB, TransferOptions
 from datamover.stores import StoreSettings
