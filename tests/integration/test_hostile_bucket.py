@@ -296,7 +296,10 @@ def test_a_source_file_swapped_for_a_link_is_never_read_through(
         assert not path.exists() or path.is_symlink()  # a link copied as one, or failed
         if path.exists() and not path.is_symlink():
             assert path.read_bytes() != b"keep"
-    assert any(p == "large" and "symlink" in why for p, why in report.failures), report.failures
+    # The large one too is copied as the link it now is (its stat shows the link: a
+    # link is never moved by parts), or fails as changed; never read through.
+    large_failed = any(p == "large" and "symlink" in why for p, why in report.failures)
+    assert large_failed or (dst / "large").is_symlink(), report.failures
     untouched(outside)
 
 
