@@ -55,7 +55,13 @@ from datamover.options import DaskOptions, RetryPolicy, TransferOptions, parse_c
 from datamover.redact import redact
 from datamover.reporting.report import ReportCollector
 from datamover.retry import call_with_retries
-from datamover.stores import StoreSettings, local_path, open_store
+from datamover.stores import (
+    StoreSettings,
+    absolute_url,
+    is_relative_path,
+    local_path,
+    open_store,
+)
 from datamover.stores.base import Store
 from datamover.stores.conventions import parse_styles
 
@@ -155,18 +161,26 @@ class TransferJob:
             raise UsageError("--bagit lays out a copy; use copy, not sync")
 
     def to_record(self) -> dict[str, Any]:
-        """JSON-able, kept in the journal so ``resume`` runs this very job again."""
+        """JSON-able, kept in the journal so ``resume`` runs this very job again. Local
+        paths (source, destination, manifest, report, state directory) are recorded
+        absolute, resolved against the current directory now, so a resume from another
+        directory reads and writes the same places. (Filters are recorded by content:
+        ``--files-from`` and ``--exclude-from`` files are not read again.)"""
+        options = self.options.to_record()
+        for name in ("manifest", "state_dir"):
+            if options.get(name):
+                options[name] = os.path.abspath(options[name])
         return {
             "version": RECORD_VERSION,
             "operation": self.operation,
-            "src": self.src,
-            "dst": self.dst,
-            "options": self.options.to_record(),
+            "src": absolute_url(self.src),
+            "dst": absolute_url(self.dst),
+            "options": options,
             "filters": self.filters.to_record() if self.filters is not None else None,
             "sync": dataclasses.asdict(self.sync),
             "bagit": self.bagit,
             "bag_info": [list(kv) for kv in self.bag_info],
-            "report": self.report,
+            "report": os.path.abspath(self.report) if self.report is not None else None,
         }
 
     @classmethod
@@ -594,8 +608,31 @@ def recorded_job(job_id: str, state_dir: str | None = None) -> TransferJob:
         except (TypeError, ValueError, AttributeError) as e:
             raise StateError(corrupt) from e
         job = TransferJob("sync" if record.operation == "sync" else "copy", src, dst, options)
-    options = job.options.with_(manifest=record.manifest, state_dir=state_dir, resume=True)
+    relative = _relative_path(job, record.manifest)
+    if relative is not None:
+        # An older datamover recorded paths as typed: from another directory they name
+        # other places, so the job is refused rather than guessed at.
+        raise UsageError(
+            f"job {record.job_id} recorded its {relative[0]} as the relative path "
+            f"{relative[1]!r}, which can't be resumed safely; run the original command "
+            "again from the directory it was started in (that resumes the job)"
+        )
+    options = job.options.with_(
+        manifest=record.manifest, state_dir=state_dir, resume=True, resume_job=record.job_id
+    )
     return dataclasses.replace(job, options=options, dry_run=False)
+
+
+def _relative_path(job: TransferJob, manifest: str | None) -> tuple[str, str] | None:
+    """``(what, path)`` for the first local path of a recorded job that depends on the
+    current directory, or None."""
+    for what, url in (("source", job.src), ("destination", job.dst)):
+        if is_relative_path(url):
+            return what, url
+    for what, path in (("manifest", manifest), ("report", job.report)):
+        if path and not os.path.isabs(path):
+            return what, path
+    return None
 
 
 def resume(

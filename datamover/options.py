@@ -100,6 +100,8 @@ class TransferOptions:
     ``state_dir``: where the job journal lives (default ``$XDG_STATE_HOME/datamover``).
     ``resume``: re-running the same copy resumes its unfinished job (finished files are
     skipped, partly uploaded files continue from their parts); False starts afresh.
+    ``resume_job`` (``jobs resume``): the id of the journaled job to continue; the run
+    continues exactly that job or raises ``UsageError``, it never starts another one.
 
     ``preserve``: carry POSIX mode, owner and mtime (and back onto POSIX files; owners
     only where ``chown`` can work: as root, or to the caller's own ids);
@@ -163,6 +165,7 @@ class TransferOptions:
     manifest: str | None = None
     state_dir: str | None = None
     resume: bool = True
+    resume_job: str | None = None
     bwlimit: int | None = None
     s3_checksum: str | None = None
     metadata_style: str | None = None

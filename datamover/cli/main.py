@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = handler(args, out)
         return code
     except KeyboardInterrupt as e:
-        print(signals.resume_hint(), file=sys.stderr)
+        print(signals.resume_hint(getattr(args, "state_dir", None)), file=sys.stderr)
         return signals.exit_code(e)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

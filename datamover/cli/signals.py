@@ -4,15 +4,16 @@ second one at once.
 The first signal raises ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread:
 the runner stops scheduling, lets the parts in flight end (each bounded by one part's
 read and write), the manifest is suspended and the journal flushed and marked, and
-``main`` prints how to resume (``datamover jobs resume ID``) and exits 130 (SIGINT) or
-143 (SIGTERM). A second signal while that happens exits at once (``os._exit``), with
-the same code: the journal is SQLite in WAL mode, so what it committed stays committed,
-and the next run resumes from there.
+``main`` prints how to resume (``datamover jobs resume ID [--state-dir DIR]``) and
+exits 130 (SIGINT) or 143 (SIGTERM). A second signal while that happens exits at once
+(``os._exit``), with the same code: the journal is SQLite in WAL mode, so what it
+committed stays committed, and the next run resumes from there.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
 from collections.abc import Callable
@@ -67,14 +68,17 @@ def exit_code(e: KeyboardInterrupt) -> int:
     return 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
 
 
-def resume_hint() -> str:
-    """What to tell the user after an interrupted run."""
+def resume_hint(state_dir: str | None = None) -> str:
+    """What to tell the user after an interrupted run; ``state_dir`` is the run's
+    ``--state-dir``, named in the command (absolute, quoted for a shell) so that the
+    command finds the journal from any directory."""
     if not current_job:
         return "datamover: interrupted"
     job = current_job[-1]
+    where = f" --state-dir {shlex.quote(os.path.abspath(state_dir))}" if state_dir else ""
     return (
-        f"datamover: interrupted; job {job} is saved in the journal: "
-        f"resume it with `datamover jobs resume {job}` (or run the same command again)"
+        f"datamover: interrupted; job {job} is saved in the journal: resume it with "
+        f"`datamover jobs resume {job}{where}` (or run the same command again)"
     )
 
 

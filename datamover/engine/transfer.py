@@ -26,7 +26,7 @@ from datamover.engine.runner import Runner
 from datamover.engine.sync import SyncPlanner
 from datamover.errors import DatamoverError, NotFound, UnsafePath, UsageError
 from datamover.filters import FileFilter
-from datamover.journal import Journal, default_state_dir, job_key, journal_path
+from datamover.journal import JobRecord, Journal, default_state_dir, job_key, journal_path
 from datamover.journal.lock import JobLock
 from datamover.manifest import (
     STATUS_DELETED,
@@ -209,13 +209,18 @@ def run_job(
         # to resume, so two runs started together can't both start one.
         lock = JobLock(os.path.dirname(journal.path), key)
         lock.acquire()
-        previous = journal.resumable(key) if options.resume else None
-        if (
-            previous is not None
-            and previous.manifest
-            and not os.path.exists(previous.manifest + ".partial")
-        ):
-            previous = None  # its manifest was finished: that run ended after all
+        if options.resume_job is not None:
+            previous: JobRecord | None = _named_job(
+                journal, options.resume_job, key, source, destination
+            )
+        else:
+            previous = journal.resumable(key) if options.resume else None
+            if (
+                previous is not None
+                and previous.manifest
+                and not os.path.exists(previous.manifest + ".partial")
+            ):
+                previous = None  # its manifest was finished: that run ended after all
         if previous is not None:
             job_id = previous.job_id
             manifest_path = options.manifest or previous.manifest or ""
@@ -231,7 +236,8 @@ def run_job(
                 source,
                 destination,
                 options.public(),
-                manifest_path,
+                # absolute: `jobs resume` may run from another directory
+                os.path.abspath(manifest_path),
                 request,
             )
         lock.holds(job_id)
@@ -378,6 +384,43 @@ def run_job(
         journal.close()
         if lock is not None:
             lock.release()
+
+
+def _named_job(journal: Journal, job_id: str, key: str, source: str, destination: str) -> JobRecord:
+    """The unfinished job ``job_id`` (``jobs resume``), checked to be the job this run
+    is (same identity) and to have its unfinished manifest still in place; otherwise
+    ``UsageError`` saying why: the named job is continued or nothing runs."""
+    record = journal.job(job_id)
+    if record is None:
+        raise UsageError(f"no job {job_id!r} in {journal.path}; see `datamover jobs list`")
+    if record.state not in ("running", "aborted", "incomplete"):
+        raise UsageError(f"job {record.job_id} already finished; nothing to resume")
+    if record.job_key != key:
+        now = (
+            f"{source} -> {destination}"
+            if (source, destination) != (record.source, record.destination)
+            else "the same with other options"
+        )
+        raise UsageError(
+            f"job {record.job_id} is {record.source} -> {record.destination}, but resumed "
+            f"now it would be {now}; run the command you mean again instead"
+        )
+    if record.manifest:
+        partial = record.manifest + ".partial"
+        if not os.path.exists(partial):
+            if os.path.lexists(record.manifest):
+                raise UsageError(
+                    f"job {record.job_id}'s manifest {record.manifest} is already finished "
+                    f"(there is no {partial}), so there is nothing to resume; `datamover "
+                    "verify` it, or run the command again with --new-job and another "
+                    "--manifest to copy afresh"
+                )
+            raise UsageError(
+                f"job {record.job_id}'s unfinished manifest {partial} is missing; put it "
+                "back to resume the job, or run the command again with --new-job to start "
+                "afresh"
+            )
+    return record
 
 
 def _dry_run(

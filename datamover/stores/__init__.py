@@ -19,7 +19,13 @@ from datamover.config import load_config
 from datamover.errors import ConfigError, UsageError
 from datamover.stores.base import ChunkWriter, ObjectInfo, PartLimits, PartReceipt, Store
 from datamover.stores.rclonelinks import RcloneLinks
-from datamover.stores.urls import SCHEME_ALIASES, Location, parse_url
+from datamover.stores.urls import (
+    SCHEME_ALIASES,
+    Location,
+    absolute_url,
+    is_relative_path,
+    parse_url,
+)
 
 __all__ = [
     "ChunkWriter",
@@ -28,6 +34,8 @@ __all__ = [
     "PartReceipt",
     "Store",
     "StoreSettings",
+    "absolute_url",
+    "is_relative_path",
     "local_path",
     "open_location",
     "open_store",

@@ -87,6 +87,28 @@ def parse_url(text: str) -> Location:
     return _posix(text, text)
 
 
+def _plain_path(text: str) -> bool:
+    """Whether ``parse_url`` reads ``text`` as a POSIX path typed as such (no scheme, no
+    remote): the form whose meaning depends on the current directory when relative."""
+    if not text or _SCHEME_RE.match(text):
+        return False
+    return not (_REMOTE_RE.match(text) and not os.path.exists(text))
+
+
+def absolute_url(text: str) -> str:
+    """``text`` with a local path made absolute (against the current directory now, ``~``
+    expanded, a trailing ``/`` kept), so it names the same place from anywhere: what a
+    job records to be resumed. URLs and remotes are returned unchanged."""
+    if not _plain_path(text):
+        return text
+    return str(_posix(text, text))
+
+
+def is_relative_path(text: str) -> bool:
+    """Whether ``text`` is a local path that depends on the current directory."""
+    return _plain_path(text) and not text.startswith(("/", "~"))
+
+
 def _posix(path: str, original: str) -> Location:
     trailing = path.endswith("/") and len(path) > 1
     absolute = os.path.abspath(os.path.expanduser(path))

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from datamover.errors import UsageError
 from datamover.options import MiB, TransferOptions, parse_size
 from datamover.stores.base import GiB, PartLimits
 from datamover.stores.s3 import S3_LIMITS
-from datamover.stores.urls import parse_url
+from datamover.stores.urls import absolute_url, is_relative_path, parse_url
 
 
 @pytest.mark.parametrize(
@@ -79,8 +82,6 @@ def test_parse_url(url: str, scheme: str, bucket: str, key: str) -> None:
 
 
 def test_parse_url_relative_path_and_remote() -> None:
-    import os
-
     assert parse_url("rel/path").key == os.path.abspath("rel/path").lstrip("/")
     loc = parse_url("archive:bucket/some/key")
     assert (loc.remote, loc.bucket, loc.key) == ("archive", "bucket", "some/key")
@@ -113,3 +114,24 @@ def test_a_bad_option_value_is_one_line(
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err and "datamover copy --help" in err
+
+
+def test_absolute_url_pins_local_paths_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a job records (``jobs resume`` from anywhere): local paths made absolute, a
+    trailing ``/`` kept; URLs and remotes as typed."""
+    monkeypatch.chdir(str(tmp_path))
+    here = str(tmp_path)
+    assert absolute_url("src") == here + "/src"
+    assert absolute_url("src/") == here + "/src/"
+    assert absolute_url("../x/") == os.path.dirname(here) + "/x/"
+    assert absolute_url(".") == here
+    for text in ("/abs/p", "/abs/d/", "s3://b/k", "file:///x", "archive:bucket/k"):
+        assert absolute_url(text) == text
+        assert not is_relative_path(text)
+    assert is_relative_path("src") and is_relative_path("./src/")
+    assert not is_relative_path("~/src")
+    os.mkdir("name:with-colon")  # an existing local path that looks like a remote
+    assert absolute_url("name:with-colon") == here + "/name:with-colon"
+    assert is_relative_path("name:with-colon")
