@@ -265,4 +265,7 @@ def _skip_entry(rel: str, info: ObjectInfo, digest: str | None) -> ManifestEntry
         digest=digest,
         mtime=format_mtime_ns(ns) if ns is not None else None,
         mode=f"{attrs.mode & 0o7777:04o}" if attrs.mode is not None else None,
+        # A link is recorded as one, as its copy was: a verify compares its text and
+        # never reads through it.
+        kind="symlink" if is_symlink(info) else None,
     )
