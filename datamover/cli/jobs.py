@@ -4,14 +4,16 @@ knows, and the unfinished uploads runs left behind."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import IO
 
 from datamover.cli import transfer
-from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser
+from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, shown
 from datamover.errors import UsageError
 from datamover.filters import parse_duration
 from datamover.job import clean_jobs, cleanup, list_jobs, resume, show_job
 from datamover.options import format_size
+from datamover.redact import redact
 
 
 def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -71,11 +73,16 @@ def cmd_jobs(args: argparse.Namespace, out: IO[str]) -> int:
             transfer.stop(progress)
         return transfer.render(report, args, out)
     aborted: list[str] = []
-    removed = clean_jobs(args.job_id, state, include_unfinished=args.all, aborted=aborted)
+    left: list[str] = []
+    removed = clean_jobs(
+        args.job_id, state, include_unfinished=args.all, aborted=aborted, left=left
+    )
     for url in aborted:
         print(f"aborted unfinished upload {url}", file=out)
+    for line in left:
+        print(f"datamover: {shown(redact(line), sys.stderr)}", file=sys.stderr)
     print(f"removed {removed} jobs from the journal", file=out)
-    return EXIT_OK
+    return EXIT_FAILED if left else EXIT_OK
 
 
 def cmd_cleanup(args: argparse.Namespace, out: IO[str]) -> int:

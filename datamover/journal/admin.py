@@ -49,11 +49,16 @@ def clean_jobs(
     *,
     include_unfinished: bool = False,
     aborted: list[str] | None = None,
+    left: list[str] | None = None,
 ) -> int:
     """Forget finished jobs (or the one named). With ``include_unfinished``, unfinished
     ones too, after aborting the uploads they still hold open (each one's URL is
-    appended to ``aborted``). A job a live run holds (``lock.is_live``) is never
-    touched: named, it is a ``UsageError``; otherwise it is passed over."""
+    appended to ``aborted``). Each job is cleaned on its own: one whose destination
+    can't be opened or cleaned (no credentials, unreachable) stays in the journal, to
+    be cleaned later, and a line saying why and what to do is appended to ``left``
+    (raised as the error when ``left`` is None). A job a live run holds
+    (``lock.is_live``) is never touched: named, it is a ``UsageError``; otherwise it is
+    passed over."""
     journal = _journal(directory)
     state_dir = os.path.dirname(journal.path)
     removed = 0
@@ -79,9 +84,21 @@ def clean_jobs(
                     )
                 continue
             if unfinished:
-                done = _abort_writers(journal, job)
-                if aborted is not None:
-                    aborted.extend(done)
+                done: list[str] = []
+                try:
+                    _abort_writers(journal, job, done)
+                except DatamoverError as e:
+                    if left is None:
+                        raise
+                    left.append(
+                        f"job {job.job_id}: its uploads on {job.destination} were not "
+                        f"cleaned: {e}; once that is fixed, run `datamover jobs clean "
+                        f"{job.job_id}` again"
+                    )
+                    continue  # kept in the journal: its leftovers are still to clean
+                finally:
+                    if aborted is not None:
+                        aborted.extend(done)
             journal.delete_job(job.job_id)
             removed += 1
     finally:
@@ -89,12 +106,12 @@ def clean_jobs(
     return removed
 
 
-def _abort_writers(journal: Journal, job: JobRecord) -> list[str]:
+def _abort_writers(journal: Journal, job: JobRecord, done: list[str]) -> None:
     """Abort the uploads (S3 multipart uploads, Azure blocks, GCS part objects, POSIX
     temp files) the journal says ``job`` holds open: all of them listed first, then
-    each aborted. Returns the URLs of those aborted (gone already: not listed)."""
+    each aborted. Appends to ``done`` the URLs of those aborted (gone already: not
+    listed), as it goes, so they are known even when a later step raises."""
     store, root = open_store(job.destination)
-    done = []
     with store:
         open_writers = list(journal.writers(job.job_id))
         for rel, size, part_size, state in open_writers:
@@ -107,4 +124,3 @@ def _abort_writers(journal: Journal, job: JobRecord) -> list[str]:
         # Temp files of whole-file writes (and of writers killed before they were
         # journaled) carry names derived from the job: remove those too.
         store.discard_job_pieces(job.job_id, [root + rel for rel in journal.unfinished(job.job_id)])
-    return done
