@@ -553,9 +553,19 @@ def sync_between(
             log.warning("not deleting %d files: %d copies failed", len(doomed), report.files_failed)
             return
         if max_delete is not None and len(doomed) > max_delete:
+            # Deletions come after the copies (as in rclone), so those are made (and
+            # in the manifest, left unfinished so a rerun resumes the job): say so.
+            copied = report.files_ok
+            if copied:
+                files = "file" if copied == 1 else "files"
+                were = "would be" if dry_run else "was" if copied == 1 else "were"
+                made = f"the {copied} new and changed {files} {were} copied; "
+            else:
+                made = ""
             raise UsageError(
                 f"sync would delete {len(doomed)} files, more than --max-delete "
-                f"{max_delete}; nothing was deleted (raise --max-delete to allow it)"
+                f"{max_delete}; nothing was deleted ({made}raise --max-delete to allow "
+                "the deletions)"
             )
         # Deleted names are reported and recorded as UTF-8 (``as_recorded``): a
         # destination file whose name is not is deleted too, but can't be recorded
