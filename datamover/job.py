@@ -61,6 +61,8 @@ from datamover.stores import (
     is_relative_path,
     local_path,
     open_store,
+    remote_defined,
+    remote_name,
 )
 from datamover.stores.base import Store
 from datamover.stores.conventions import parse_styles
@@ -412,6 +414,8 @@ def _transfer(
                     "dry_run": job.dry_run,
                     "runner_factory": factory,
                     "request": job.to_record(),
+                    # verify opens a remote's destination the way the copy did
+                    "destination_remote": remote_name(dst),
                 }
                 if job.operation == "sync":
                     result = engine.sync_between(
@@ -542,6 +546,18 @@ def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
     root_url = job.target or str(manifest.header.get("destination", ""))
     if not root_url:
         raise UsageError(f"{job.manifest} names no destination; give the TARGET to verify")
+    # The copy went through a configured remote: its URL is opened with that remote's
+    # settings (endpoint, credentials), as the copy opened it.
+    remote = manifest.header.get("destination_remote")
+    via = remote if isinstance(remote, str) and remote and not job.target else None
+    hint = ""
+    if via is not None and not remote_defined(via):
+        hint = (
+            f" (the copy went through remote {via!r}, which the config does not define; "
+            "define it, or pass --config FILE, to verify through it, or give a TARGET "
+            "this verify can reach)"
+        )
+        via = None
     if job.allow_download and not job.no_download:
         raise UsageError("--allow-download goes with --no-download (a verify reads anyway)")
     options = job.options
@@ -550,18 +566,23 @@ def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
         # The copy wrote symlinks as rclone's NAME.rclonelink objects (--links): they are
         # read back the way they were written.
         options = options.with_(links=True)
-    store, key = open_store(root_url, store_settings(options, "destination"))
-    with store:
-        return engine.verify_store(
-            manifest,
-            job.manifest,
-            store,
-            key,
-            options,
-            listener=listener,
-            no_download=job.no_download,
-            allow_download=job.allow_download,
-        )
+    try:
+        store, key = open_store(root_url, store_settings(options, "destination"), remote=via)
+        with store:
+            return engine.verify_store(
+                manifest,
+                job.manifest,
+                store,
+                key,
+                options,
+                listener=listener,
+                no_download=job.no_download,
+                allow_download=job.allow_download,
+            )
+    except DatamoverError as e:
+        if not hint or not e.fatal:
+            raise
+        raise ConfigError(f"{e}{hint}") from e
 
 
 def _hash(job: HashJob) -> dict[str, str]:

@@ -103,12 +103,15 @@ def copy_between(
     dry_run: bool = False,
     runner_factory: Callable[..., Runner] | None = None,
     request: Mapping[str, Any] | None = None,
+    destination_remote: str | None = None,
 ) -> TransferReport:
     """Copy ``src_key`` (file, directory or prefix) to ``dst_key`` between stores already
     open (the caller closes them), with a checksum manifest. ``filters`` narrows what is
     taken; ``dry_run`` plans and reports what would be copied, transferring nothing and
     writing no manifest or journal entry; ``request`` is what the journal keeps to
-    resume the job (``run_job``)."""
+    resume the job (``run_job``); ``destination_remote`` is the destination as named
+    through a configured remote (``name:bucket/path``), kept in the manifest header
+    beside its URL so ``verify`` opens it the same way."""
     plan = plan_copy(src_store, src_key, dst_store, dst_key)
     return run_job(
         "copy",
@@ -123,6 +126,7 @@ def copy_between(
         dry_run=dry_run,
         runner_factory=runner_factory,
         request=request,
+        destination_remote=destination_remote,
     )
 
 
@@ -173,6 +177,7 @@ def run_job(
     request: Mapping[str, Any] | None = None,
     dry_run: bool = False,
     runner_factory: Callable[..., Runner] | None = None,
+    destination_remote: str | None = None,
 ) -> TransferReport:
     """Run planned ``jobs`` as one journaled job with one manifest.
 
@@ -183,7 +188,8 @@ def run_job(
     ``after`` runs once every file is done, before the manifest is closed (sync's
     deletions). ``dry_run`` only walks the plan (see ``_dry_run``). ``runner_factory``
     builds the runner instead of ``Runner`` (same arguments): ``datamover.dask`` runs
-    the files on a Dask cluster and reports them back here.
+    the files on a Dask cluster and reports them back here. ``destination_remote``: as
+    for ``copy_between``.
     """
     obs = as_observer(listener)
     if dry_run:
@@ -255,6 +261,7 @@ def run_job(
             options=options.public(),
             job_id=job_id,
             command_line=options.command_line,
+            destination_remote=destination_remote,
         )
         writer = ManifestWriter(manifest_path, header, resume=ctx.resumed)
         obs.run_started(
@@ -495,6 +502,7 @@ def sync_between(
     dry_run: bool = False,
     runner_factory: Callable[..., Runner] | None = None,
     request: Mapping[str, Any] | None = None,
+    destination_remote: str | None = None,
 ) -> TransferReport:
     """Make ``dst_key`` hold what ``src_key`` holds, copying only files that differ
     (``engine.sync``). With ``delete``, destination files absent from the source are
@@ -593,4 +601,5 @@ def sync_between(
         dry_run=dry_run,
         runner_factory=runner_factory,
         request=request,
+        destination_remote=destination_remote,
     )

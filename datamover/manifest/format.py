@@ -178,6 +178,7 @@ def make_header(
     options: Mapping[str, Any],
     job_id: str,
     command_line: tuple[str, ...] = (),
+    destination_remote: str | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "type": "header",
@@ -201,6 +202,8 @@ def make_header(
         pass
     if command_line:
         header["command_line"] = [as_recorded(a) for a in command_line]
+    if destination_remote:  # the destination as named through a configured remote
+        header["destination_remote"] = as_recorded(destination_remote)
     return header
 
 

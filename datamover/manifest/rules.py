@@ -150,6 +150,7 @@ _HEADER_TYPES: dict[str, tuple[type, ...]] = {
     "operation": (str,),
     "source": (str,),
     "destination": (str,),
+    "destination_remote": (str,),
     "started": (str,),
     "host": (str,),
     "user": (str,),

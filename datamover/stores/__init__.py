@@ -40,6 +40,8 @@ __all__ = [
     "open_location",
     "open_store",
     "referenced_secret",
+    "remote_defined",
+    "remote_name",
     "resolve_remote",
 ]
 
@@ -211,10 +213,38 @@ def local_path(url: str) -> str | None:
     return store.local_path(loc.key)
 
 
-def open_store(url: str, settings: StoreSettings | None = None) -> tuple[Store, str]:
+def remote_name(url: str) -> str | None:
+    """The configured remote ``url`` names (``name:path``), or None (a URL, a path,
+    or text that does not parse); nothing is looked up."""
+    try:
+        return parse_url(url).remote
+    except UsageError:
+        return None
+
+
+def remote_defined(name: str) -> bool:
+    """Whether the config (``datamover.config``) defines a remote ``name``."""
+    return name in load_config().remotes
+
+
+def open_store(
+    url: str, settings: StoreSettings | None = None, *, remote: str | None = None
+) -> tuple[Store, str]:
     """Parse ``url`` and open its store; returns ``(store, key)`` (for ``name:path``,
-    the key within the remote's bucket)."""
+    the key within the remote's bucket). With ``remote``, the name of a configured
+    remote of ``url``'s type, a plain ``url`` is opened with that remote's settings
+    (endpoint, credentials), as a copy through the remote reached it."""
     loc = parse_url(url)
+    if loc.remote is None and remote is not None:
+        kind = load_config().remote(remote).type  # ConfigError when not defined
+        if kind != loc.scheme:
+            raise ConfigError(
+                f"remote {remote!r} is of type {kind}, not {loc.scheme}, so it can't open "
+                f"{url}; give the target to use"
+            )
+        # Its settings only: the place is ``url``'s, whatever the remote's root.
+        path = f"{loc.bucket}/{loc.key}" if loc.bucket else loc.key
+        _, settings = resolve_remote(Location(loc.scheme, "", "", remote, path), settings)
     if loc.remote is not None:
         loc, settings = resolve_remote(loc, settings)
     return open_location(loc, settings), loc.key

@@ -208,3 +208,44 @@ def test_named_remote_with_env_referenced_keys(
     del bare["LAB_SECRET"]
     run = dm("--config", str(config), "ls", "lab:in", env=bare, ok=False)
     assert run.returncode == 2 and "$LAB_SECRET, which is not set" in run.stderr
+
+
+def test_verify_without_target_goes_through_the_remote_the_copy_used(
+    moto_env: ServerEnv, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The header keeps the remote's name beside the URL: ``verify MANIFEST`` opens the
+    destination through it (endpoint, keys), as the copy did; without that remote in
+    the config, the error names it and what to do."""
+    server = moto_env.server
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[remotes.myremote]\n"
+        'type = "s3"\n'
+        f'endpoint = "{server.endpoint}"\n'  # type: ignore[attr-defined]
+        'region = "us-east-1"\n'
+        'access_key_env = "LAB_KEY_ID"\n'
+        'secret_key_env = "LAB_SECRET"\n'
+    )
+    bare = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    bare["LAB_KEY_ID"] = server.access_key  # type: ignore[attr-defined]
+    bare["LAB_SECRET"] = server.secret_key  # type: ignore[attr-defined]
+    bare["AWS_CONFIG_FILE"] = bare["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    src = tmp_path / "data"
+    _tree(src)
+    manifest = tmp_path / "m.jsonl"
+    target = f"myremote:{moto_env.bucket}/x"
+    dm("--config", str(config), "copy", str(src), target, "--manifest", str(manifest), env=bare)
+    header = json.loads(manifest.read_text().splitlines()[0])
+    assert header["destination"] == f"s3://{moto_env.bucket}/x/"
+    assert header["destination_remote"] == "myremote"
+
+    run = dm("--config", str(config), "verify", str(manifest), env=bare)
+    assert run.stdout.startswith("OK: 17 of 17 files match"), run.stdout
+
+    other = tmp_path / "other.toml"
+    other.write_text('[remotes.elsewhere]\ntype = "file"\nroot = "/tmp"\n')
+    run = dm("--config", str(other), "verify", str(manifest), env=bare, ok=False)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert "no AWS credentials" in lines[0]
+    assert "the copy went through remote 'myremote', which the config does not" in lines[0]
