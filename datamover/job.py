@@ -116,6 +116,8 @@ class SyncRules:
     max_delete: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_delete is not None and not self.delete:
+            raise UsageError("--max-delete goes with --delete (it caps the deletions)")
         if self.max_delete is not None and self.max_delete < 0:
             raise UsageError("--max-delete must not be negative")
 
@@ -161,6 +163,8 @@ class TransferJob:
             raise UsageError("delete, max_delete and checksum comparison are sync options")
         if self.bagit and self.operation != "copy":
             raise UsageError("--bagit lays out a copy; use copy, not sync")
+        if self.bag_info and not self.bagit:
+            raise UsageError("--bag-info goes with --bagit (it is a field of the bag)")
 
     def to_record(self) -> dict[str, Any]:
         """JSON-able, kept in the journal so ``resume`` runs this very job again. Local

@@ -11,7 +11,7 @@ from typing import IO
 from datamover.checksums import ALGORITHMS
 from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, bag_info, rate, shown, size_arg
 from datamover.cli.signals import JobTracker
-from datamover.errors import DatamoverError
+from datamover.errors import DatamoverError, UsageError
 from datamover.filters import EXCLUDE, INCLUDE, FileFilter
 from datamover.job import (
     Fanout,
@@ -405,6 +405,10 @@ def _options(args: argparse.Namespace) -> TransferOptions:
 
 def _job(args: argparse.Namespace, operation: str) -> TransferJob:
     sync = operation == "sync"
+    if args.dask is None:
+        for flag, value in (("--shard-files", args.shard_files), ("--shard-size", args.shard_size)):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --dask (it cuts a Dask run into tasks)")
     return TransferJob(
         "sync" if sync else "copy",
         args.src,

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from datamover.errors import UsageError
+from datamover.job import SyncRules
+
 from serverenv import ServerEnv
 
 pytestmark = pytest.mark.cloud
@@ -180,3 +183,34 @@ def test_internal_error_with_vv_is_still_exit_2(
     assert err.rstrip().splitlines()[-1] == (
         "datamover: internal error: RuntimeError: a bug (please report it)"
     )
+
+
+def test_an_option_without_its_partner_is_a_usage_error(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rclone-style: an option that only means something with another one is refused,
+    in one line naming the partner, before anything is copied."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    env = dict(os.environ)
+    dst = tmp_path / "dst"
+    cases = [
+        (["sync", "--max-delete", "1"], "--max-delete goes with --delete"),
+        (["sync", "--shard-files", "0"], "--shard-files goes with --dask"),
+        (["copy", "--shard-size", "1MiB"], "--shard-size goes with --dask"),
+        (["copy", "--bag-info", "A=b"], "--bag-info goes with --bagit"),
+    ]
+    for args, needle in cases:
+        _fails_cleanly([*args, str(src), str(dst)], env, needle)
+    assert not dst.exists()
+    # With their partners they are taken.
+    run = subprocess.run(
+        [*DM, "sync", str(src), str(dst), "--delete", "--max-delete", "1", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    with pytest.raises(UsageError, match="--max-delete goes with --delete"):
+        SyncRules(max_delete=3)
