@@ -252,3 +252,22 @@ def test_cluster_argument_and_options_are_checked() -> None:
         parse_cluster("local:zero")
     with pytest.raises(UsageError, match="shard-files"):
         DaskOptions(shard_files=0)
+
+
+def test_quiet_local_cluster_run_prints_nothing(tmp_path: Path) -> None:
+    """``-q`` prints only errors: the local cluster's scheduler and nannies logged
+    ~30 INFO lines through distributed's own handler (found by a new-user re-test)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    cmd = [sys.executable, "-m", "datamover", "-q", "copy", str(src), str(tmp_path / "dst")]
+    p = subprocess.run(
+        [*cmd, "--dask", "local:2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "" and p.stdout == ""
+    assert sorted(os.listdir(tmp_path / "dst")) == ["f0", "f1", "f2"]

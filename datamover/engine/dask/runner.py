@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -393,6 +394,12 @@ def connect(client: Client | None = None, cluster: Any = None) -> Iterator[Clien
     if isinstance(cluster, str):
         kind, n = parse_cluster(cluster)
         if kind == "local":
+            # The scheduler and nannies of a local cluster run in this process and log
+            # their start and stop at INFO through distributed's own handler: ~30
+            # lines even under -q. They speak only when datamover's own log is at
+            # debug (-vv).
+            debug = logging.getLogger("datamover").getEffectiveLevel() <= logging.DEBUG
+            logging.getLogger("distributed").setLevel(logging.INFO if debug else logging.WARNING)
             with (
                 LocalCluster(
                     n_workers=n or os.cpu_count() or 1,
