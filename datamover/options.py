@@ -185,6 +185,8 @@ class TransferOptions:
             )
         if self.part_checksum not in ALGORITHMS:
             raise UsageError(f"unknown part checksum {self.part_checksum!r}")
+        if isinstance(self.transfers, bool) or not isinstance(self.transfers, int):
+            raise UsageError(f"transfers={self.transfers!r}: give a whole number, 1 to 256")
         if not 1 <= self.transfers <= 256:
             raise UsageError("--transfers must be between 1 and 256")
         if self.part_size is not None and not 64 * KiB <= self.part_size <= 5 * GiB:

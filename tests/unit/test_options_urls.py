@@ -135,3 +135,9 @@ def test_absolute_url_pins_local_paths_only(
     os.mkdir("name:with-colon")  # an existing local path that looks like a remote
     assert absolute_url("name:with-colon") == here + "/name:with-colon"
     assert is_relative_path("name:with-colon")
+
+
+def test_a_transfers_value_that_is_no_number_is_a_usage_error() -> None:
+    """The library call ``copy(..., transfers="x")`` raised a bare TypeError."""
+    with pytest.raises(UsageError, match="whole number"):
+        TransferOptions(transfers="x")  # type: ignore[arg-type]
