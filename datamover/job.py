@@ -49,7 +49,14 @@ from datamover.errors import (
 )
 from datamover.filters import FileFilter
 from datamover.journal import JobRecord, Journal, journal_path
-from datamover.journal.admin import clean_jobs, list_jobs, show_job
+from datamover.journal.admin import (
+    clean_jobs,
+    has_journal,
+    list_jobs,
+    no_jobs_note,
+    no_journal,
+    show_job,
+)
 from datamover.manifest import bagit, check_complete, read_manifest
 from datamover.options import DaskOptions, RetryPolicy, TransferOptions, parse_cluster, parse_size
 from datamover.redact import redact
@@ -90,6 +97,7 @@ __all__ = [
     "list_jobs",
     "make_filter",
     "make_options",
+    "no_jobs_note",
     "recorded_job",
     "resume",
     "run",
@@ -573,6 +581,8 @@ def _verify(job: VerifyJob, listener: Listener | None) -> VerifyReport:
     try:
         store, key = open_store(root_url, store_settings(options, "destination"), remote=via)
         with store:
+            # A dead endpoint or rejected credentials: one line (exit 2), not one per file.
+            preflight(store, key, "verify target")
             return engine.verify_store(
                 manifest,
                 job.manifest,
@@ -599,6 +609,8 @@ def _hash(job: HashJob) -> dict[str, str]:
 
 
 def _record(job_id: str, state_dir: str | None) -> JobRecord:
+    if not has_journal(state_dir):
+        raise no_journal(job_id, state_dir)
     journal = Journal(journal_path(state_dir))
     try:
         record = journal.job(job_id)

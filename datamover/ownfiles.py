@@ -77,6 +77,21 @@ def private_dir(path: str) -> str:
     return path
 
 
+def dir_problem(path: str, error: OSError) -> str:
+    """Why the directory of ``path`` could not be made (``error``, from ``makedirs``),
+    in words: for a parent that is a file, that it is no directory (``makedirs``
+    says "File exists", or "Not a directory"), naming it as the user wrote it."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        parent = os.path.dirname(path)
+        while parent and parent != os.path.dirname(parent):
+            if os.path.lexists(parent):
+                if not os.path.isdir(parent):
+                    return f"{parent} is not a directory"
+                break
+            parent = os.path.dirname(parent)
+    return error.strerror or str(error)
+
+
 def create_private(path: str, flags: int = os.O_RDWR) -> int:
     """A new file at ``path``, mode ``0600``, created exclusively without following a
     link: returns its descriptor. A name already taken raises ``StateError``."""

@@ -11,7 +11,7 @@ from datamover.cli import transfer
 from datamover.cli.common import EXIT_FAILED, EXIT_OK, Parser, shown
 from datamover.errors import UsageError
 from datamover.filters import parse_duration
-from datamover.job import clean_jobs, cleanup, list_jobs, resume, show_job
+from datamover.job import clean_jobs, cleanup, list_jobs, no_jobs_note, resume, show_job
 from datamover.options import format_size
 from datamover.redact import redact
 
@@ -51,7 +51,10 @@ def cmd_jobs(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError("jobs needs an action: list, show, resume or clean")
     state = args.state_dir
     if args.jobs_command == "list":
-        for job in list_jobs(state):
+        jobs = list_jobs(state)
+        if not jobs and not args.quiet:
+            print(no_jobs_note(state), file=sys.stderr)
+        for job in jobs:
             print(
                 f"{job.job_id}  {job.state:10}  {job.operation:4}  {job.source} -> "
                 f"{job.destination}  ({job.files_done} done, {job.files_failed} failed)",

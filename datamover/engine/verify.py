@@ -40,6 +40,7 @@ from datamover.errors import (
 from datamover.manifest import STATUS_OK, STATUS_SKIPPED, Manifest, ManifestEntry
 from datamover.options import TransferOptions
 from datamover.stores.base import ObjectInfo, Store
+from datamover.stores.browse import the_object
 
 
 def verify_store(
@@ -292,7 +293,7 @@ def hash_object(store: Store, key: str, options: TransferOptions) -> dict[str, s
             errors.append(result.error)
         out.update(result.digests)
 
-    info = store.stat(key)
+    info = the_object(store, key)  # a directory or prefix is refused, as cat does
     Runner(store, None, options, on_result).run([FileJob(key, key, "", info)])
     if errors:
         raise errors[0]

@@ -19,7 +19,28 @@ def _journal(directory: str | None) -> Journal:
     return Journal(journal_path(directory))
 
 
+def has_journal(directory: str | None = None) -> bool:
+    """Whether the state directory holds a journal. Commands that only look (``jobs
+    list|show|resume|clean``) ask this first and never create the directory or the
+    journal: a mistyped ``--state-dir`` is not made."""
+    return os.path.lexists(journal_path(directory))  # a link at the name: Journal refuses it
+
+
+def no_jobs_note(directory: str | None = None) -> str:
+    """What ``jobs list`` says when it lists nothing."""
+    if has_journal(directory):
+        return f"no jobs in {journal_path(directory)}"
+    return f"no journal in {os.path.dirname(journal_path(directory))} (no jobs yet)"
+
+
+def no_journal(job_id: str, directory: str | None) -> UsageError:
+    where = os.path.dirname(journal_path(directory))
+    return UsageError(f"no job {job_id!r}: no journal in {where} (no jobs yet); check --state-dir")
+
+
 def list_jobs(directory: str | None = None) -> list[JobRecord]:
+    if not has_journal(directory):
+        return []
     journal = _journal(directory)
     try:
         return journal.jobs()
@@ -35,6 +56,8 @@ def _find(journal: Journal, job_id: str) -> JobRecord:
 
 
 def show_job(job_id: str, directory: str | None = None) -> tuple[JobRecord, dict[str, int]]:
+    if not has_journal(directory):
+        raise no_journal(job_id, directory)
     journal = _journal(directory)
     try:
         job = _find(journal, job_id)
@@ -59,6 +82,10 @@ def clean_jobs(
     (raised as the error when ``left`` is None). A job a live run holds
     (``lock.is_live``) is never touched: named, it is a ``UsageError``; otherwise it is
     passed over."""
+    if not has_journal(directory):
+        if job_id:
+            raise no_journal(job_id, directory)
+        return 0
     journal = _journal(directory)
     state_dir = os.path.dirname(journal.path)
     removed = 0

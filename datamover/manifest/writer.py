@@ -26,7 +26,7 @@ from datamover.errors import ManifestError, StateError
 from datamover.manifest.format import ManifestEntry, utc_now
 from datamover.manifest.reader import parse
 from datamover.manifest.rules import MAX_LINE_BYTES, LineProblem, check_entry, plainly_valid
-from datamover.ownfiles import PRIVATE_DIR, check_own, create_private, open_own
+from datamover.ownfiles import PRIVATE_DIR, check_own, create_private, dir_problem, open_own
 
 #: ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"))`` without building an
 #: encoder for every line.
@@ -53,7 +53,7 @@ class ManifestWriter:
         try:
             os.makedirs(directory, mode=PRIVATE_DIR, exist_ok=True)
         except OSError as e:
-            raise StateError(f"cannot write manifest {path}: {e.strerror}") from e
+            raise StateError(f"cannot write manifest {path}: {dir_problem(path, e)}") from e
         check_own(path)  # replaced by close(): nothing else may stand there
         self._lock = threading.Lock()
         fd = self._open_resumed(header) if resume else None

@@ -110,14 +110,23 @@ def disk_usage(store: Store, key: str) -> Usage:
     return usage
 
 
+def the_object(store: Store, key: str) -> ObjectInfo:
+    """The object (or file) at ``key``, for a command that reads one (``cat``,
+    ``hash``). Raises ``UsageError`` for a directory or a prefix with something under
+    it (there is no one object to read), ``NotFound`` when there is nothing."""
+    info = stat_object(store, key)
+    if info is not None:
+        return info
+    prefix = as_prefix(key)
+    if key and (_posix_dir(store, prefix) or has_children(store, prefix)):
+        raise UsageError(f"{store.url(key)} is a directory or prefix, not an object")
+    raise NotFound(f"{store.url(key)}: no such object", key=key)
+
+
 def cat(store: Store, key: str, out: BinaryIO, *, chunk: int = CAT_CHUNK) -> int:
     """Stream the object to ``out`` in ``chunk``-byte ranged reads; returns bytes
-    written. Raises ``NotFound`` (also for a prefix: there is nothing to print)."""
-    info = stat_object(store, key)
-    if info is None:
-        if key and has_children(store, as_prefix(key)):
-            raise UsageError(f"{store.url(key)} is a directory or prefix, not an object")
-        raise NotFound(f"{store.url(key)}: no such object", key=key)
+    written. Raises ``NotFound``, or ``UsageError`` for a prefix (``the_object``)."""
+    info = the_object(store, key)
     buf = memoryview(bytearray(min(chunk, max(info.size, 1))))
     offset = 0
     while offset < info.size:

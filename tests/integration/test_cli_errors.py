@@ -214,3 +214,138 @@ def test_an_option_without_its_partner_is_a_usage_error(
     assert run.returncode == 0, run.stderr
     with pytest.raises(UsageError, match="--max-delete goes with --delete"):
         SyncRules(max_delete=3)
+
+
+def test_a_dead_target_or_a_wrong_secret_stops_verify_with_one_line(
+    seaweed_env: ServerEnv, src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify stops as copy does (exit 2, one line) rather than printing an ERROR line
+    per file and exiting 1; and a bad secret is "credentials rejected" for the commands
+    that read one object (a HEAD's 403 has no body to say so) as it is for ls and copy."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    env = dict(os.environ)
+    manifest = tmp_path / "m.jsonl"
+    made = subprocess.run(
+        [*DM, "copy", str(src), seaweed_env.url("run1/"), "--manifest", str(manifest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    closed = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}
+    _fails_cleanly(["verify", str(manifest)], closed, "cannot reach", "check the endpoint")
+    wrong = {**env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    _fails_cleanly(["verify", str(manifest)], wrong, "credentials rejected")
+    for command in (["stat"], ["cat"], ["hash"], ["rm"], ["ls"], ["du"]):
+        line = _fails_cleanly(
+            [*command, seaweed_env.url("run1/f0.txt")], wrong, "credentials rejected", "AWS_"
+        )
+        assert "not-the-secret" not in line
+    # Nothing was removed by the refused rm, and the right secret still verifies.
+    run = subprocess.run(
+        [*DM, "verify", str(manifest)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0 and run.stdout.startswith("OK: 3 of 3"), run.stdout + run.stderr
+
+
+def test_hash_of_a_prefix_says_it_is_one(
+    seaweed_env: ServerEnv, src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hash reads one object: a prefix (or a local directory) is refused as cat refuses
+    it, not reported as "not found" (nor, for a directory, an internal error)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    env = dict(os.environ)
+    made = subprocess.run(
+        [*DM, "copy", str(src), seaweed_env.url("run1/")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    for url in (seaweed_env.url("run1"), seaweed_env.url("run1/"), str(src)):
+        for command in ("hash", "cat"):
+            _fails_cleanly([command, url], env, "is a directory or prefix, not an object")
+    _fails_cleanly(["hash", seaweed_env.url("nothing")], env, "no such object")
+    run = subprocess.run(
+        [*DM, "hash", seaweed_env.url("run1/f0.txt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    digest = "9a271f2a916b0b6ee6cecb2426f0b3206ef074578be55d9bc94f6f3fe3ab86aa"  # "0\n"
+    assert run.stdout == f"{digest}  {seaweed_env.url('run1/f0.txt')}\n"
+
+
+def test_a_missing_bucket_with_an_invalid_name_says_so(
+    seaweed_env: ServerEnv, src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "create it" is no advice for a name no bucket can have; a valid name keeps it.
+    Nothing is refused up front: the server's NoSuchBucket is what is explained."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    env = dict(os.environ)
+    for bucket in ("ab", "Bad_Bucket"):
+        for args in (["ls", f"s3://{bucket}/"], ["stat", f"s3://{bucket}/x"]):
+            line = _fails_cleanly(
+                args, env, f"bucket {bucket!r} does not exist", "not a valid S3 bucket name"
+            )
+            assert "create it" not in line
+        _fails_cleanly(["copy", str(src), f"s3://{bucket}/x"], env, "not a valid S3 bucket name")
+    line = _fails_cleanly(["ls", "s3://no-such-bucket-dm/"], env, "create it")
+    assert "not a valid" not in line
+
+
+def test_a_manifest_under_a_file_says_it_is_no_directory(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    env = dict(os.environ)
+    for manifest in ("afile/m.jsonl", "afile/deeper/m.jsonl"):
+        line = _fails_cleanly(
+            ["copy", str(src), str(tmp_path / "dst"), "--manifest", manifest],
+            env,
+            f"cannot write manifest {manifest}: afile is not a directory",
+        )
+        assert "File exists" not in line
+
+
+def test_jobs_commands_never_create_a_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    env = dict(os.environ)
+    missing = tmp_path / "nonexistent"
+    run = subprocess.run(
+        [*DM, "jobs", "list", "--state-dir", str(missing)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0 and run.stdout == "", run.stdout
+    assert run.stderr == f"no journal in {missing} (no jobs yet)\n"
+    for action in (["show", "J1"], ["resume", "J1"], ["clean", "J1"]):
+        _fails_cleanly(
+            ["jobs", *action, "--state-dir", str(missing)],
+            env,
+            f"no journal in {missing} (no jobs yet)",
+        )
+    run = subprocess.run(
+        [*DM, "jobs", "clean", "--state-dir", str(missing)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run(
+        [*DM, "jobs", "list"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0 and "no journal in" in run.stderr, run.stderr
+    assert not missing.exists() and not (tmp_path / "state").exists()

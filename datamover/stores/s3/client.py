@@ -13,7 +13,6 @@ from typing import Any
 
 from datamover.errors import (
     AuthError,
-    BucketNotFound,
     ConfigError,
     IntegrityError,
     NotFound,
@@ -24,7 +23,7 @@ from datamover.errors import (
 from datamover.options import S3_CHECKSUMS
 from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import Buffer, GiB, MiB, PartLimits, TiB
-from datamover.stores.s3.errors import classify_error, map_error
+from datamover.stores.s3.errors import classify_error, map_error, no_such_bucket
 from datamover.stores.s3.lean import LeanS3, LeanUnavailable, Response, lean_enabled
 from datamover.stores.s3.objectinfo import parse_timestamp
 from datamover.stores.s3.sdk import boto3, botocore
@@ -343,13 +342,27 @@ class BucketClient:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as e:
             if isinstance(map_error(e, self.bucket, key), NotFound):
-                raise BucketNotFound(
-                    f"{self.url(key)}: bucket {self.bucket!r} does not exist; create it or "
-                    "check the name",
-                    key=key,
-                ) from e
+                raise no_such_bucket(self.bucket, key) from e
             return
         self._bucket_seen = True
+
+    def explain_denied(self, key: str) -> None:
+        """Raise ``AuthError`` if a HEAD's bare 403 was really rejected credentials. A
+        HEAD's answer has no body, so it can't say whether the signature or key was
+        refused (SignatureDoesNotMatch, InvalidAccessKeyId) or the request was not
+        allowed (AccessDenied); one small listing, whose error has a body, tells. Asked
+        only while no request of this client has been accepted; when the listing
+        fails otherwise (no ListBucket permission) the caller's error stands."""
+        if self.authenticated:
+            return
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except Exception as e:
+            mapped = map_error(e, self.bucket, key)
+            if isinstance(mapped, AuthError):
+                raise mapped from e
+            return
+        self.authenticated = True  # the 403 was a denial: no need to ask again
 
     def create_upload(self, key: str, headers: Mapping[str, str], **boto_args: Any) -> str:
         """CreateMultipartUpload (lean where it can, else boto3 with ``boto_args``,

@@ -4,6 +4,8 @@ boto3 raises (``map_error``). Messages never carry secrets."""
 
 from __future__ import annotations
 
+import re
+
 from datamover.errors import (
     AuthError,
     BucketNotFound,
@@ -44,6 +46,31 @@ _PRECONDITION = {"PreconditionFailed", "412"}
 _UNSUPPORTED = {"NotImplemented", "501"}
 
 
+#: AWS's rules for bucket names (general purpose buckets, in every region today).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_NAME_RULES = "it is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')"
+
+
+def valid_bucket_name(bucket: str) -> bool:
+    """Whether ``bucket`` follows AWS's naming rules: 3-63 characters of lowercase
+    letters, digits, dots and hyphens, starting and ending with a letter or digit, no
+    ``..``. Only ever used to explain an error: S3-compatible servers and legacy
+    us-east-1 buckets allow other names, so no name is refused for breaking them."""
+    return _BUCKET_NAME.fullmatch(bucket) is not None and ".." not in bucket
+
+
+def no_such_bucket(bucket: str, key: str | None) -> BucketNotFound:
+    """The server says ``bucket`` does not exist: say so, and when its name breaks the
+    rules (so it can't be created either) say that instead of "create it"."""
+    where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
+    what = (
+        "create it or check the name"
+        if valid_bucket_name(bucket)
+        else f"{_NAME_RULES}, so check the name"
+    )
+    return BucketNotFound(f"{where}: bucket {bucket!r} does not exist; {what}", key=key)
+
+
 def classify_error(
     code: str,
     status: int | None,
@@ -57,8 +84,12 @@ def classify_error(
     where = f"s3://{bucket}/{key}" if key is not None else f"s3://{bucket}"
     reason = message or code or f"HTTP {status}"
     if code in _NO_BUCKET:
+        return no_such_bucket(bucket, key)
+    if code == "InvalidBucketName":
         return BucketNotFound(
-            f"{where}: bucket {bucket!r} does not exist; create it or check the name",
+            f"{where}: the server refused the bucket name {bucket!r} (InvalidBucketName)"
+            + (f"; {_NAME_RULES}" if not valid_bucket_name(bucket) else "")
+            + "; check the name",
             key=key,
         )
     if code in _NOT_FOUND or status == 404:

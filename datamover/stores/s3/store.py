@@ -119,12 +119,17 @@ class S3Store(Store):
             error = s3.lean_error(lean, key)
             if isinstance(error, NotFound):
                 s3.check_bucket(key)
+            elif isinstance(error, PermissionDenied):
+                s3.explain_denied(key)
             raise error
         extra = {"ChecksumMode": "ENABLED"} if checksum_mode else {}
         try:
             r = s3.call(key, s3.client.head_object, Key=key, **extra)
         except NotFound:
             s3.check_bucket(key)
+            raise
+        except PermissionDenied:
+            s3.explain_denied(key)
             raise
         return boto_info(key, r, int(r.get("ContentLength") or 0))
 
