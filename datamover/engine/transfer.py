@@ -263,7 +263,13 @@ def run_job(
             command_line=options.command_line,
             destination_remote=destination_remote,
         )
-        writer = ManifestWriter(manifest_path, header, resume=ctx.resumed)
+        try:
+            writer = ManifestWriter(manifest_path, header, resume=ctx.resumed)
+        except DatamoverError:
+            if previous is None:
+                # Nothing ran: the job just made is forgotten, not left "running".
+                journal.delete_job(job_id)
+            raise
         obs.run_started(
             RunInfo(
                 operation,

@@ -302,6 +302,7 @@ def test_a_manifest_under_a_file_says_it_is_no_directory(
     src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))  # the journal: tmp_path/datamover
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("x")
     env = dict(os.environ)
@@ -312,6 +313,16 @@ def test_a_manifest_under_a_file_says_it_is_no_directory(
             f"cannot write manifest {manifest}: afile is not a directory",
         )
         assert "File exists" not in line
+    # Nothing ran, so no job is left behind "running" in the journal.
+    listed = subprocess.run(
+        [*DM, "jobs", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert listed.returncode == 0 and "running" not in listed.stdout, listed.stdout
+    assert not (tmp_path / "dst").exists()
 
 
 def test_jobs_commands_never_create_a_state_dir(
