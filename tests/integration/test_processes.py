@@ -79,16 +79,20 @@ def _workers_of(pid: int) -> list[int]:
     return out
 
 
-def _worker_pids() -> list[int]:
+def _worker_pids(state_home: str | Path | None = None) -> list[int]:
+    """Live worker processes started with ``XDG_STATE_HOME=state_home`` (by default
+    this test's): workers of jobs in other tests running beside this one don't count."""
+    mark = f"XDG_STATE_HOME={state_home or os.environ['XDG_STATE_HOME']}".encode()
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
                 state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if WORKER.encode() in cmdline and state != "Z":
+            if WORKER.encode() in cmdline and state != "Z" and mark in environ:
                 pids.append(int(entry))
     return pids
 
@@ -193,7 +197,7 @@ def test_sigkill_of_the_parent_leaves_no_worker_and_resumes(
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [pid for pid in workers if pid in _worker_pids()]
+    left = [pid for pid in workers if pid in _worker_pids(env["XDG_STATE_HOME"])]
     assert left == [], "a worker outlived its parent"
     assert not manifest.exists()
 
@@ -208,7 +212,7 @@ def test_sigkill_of_the_parent_leaves_no_worker_and_resumes(
         [*DM, "verify", str(manifest)], env=env, capture_output=True, text=True, timeout=120
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert _worker_pids() == []
+    assert _worker_pids(env["XDG_STATE_HOME"]) == []
 
 
 def test_sigint_stops_workers_the_orderly_way_and_resumes(tmp_path: Path) -> None:
@@ -249,7 +253,7 @@ def test_sigint_stops_workers_the_orderly_way_and_resumes(tmp_path: Path) -> Non
     # bound for a loaded machine, the proof is the manifest matching the journal below.
     assert took < 15.0, took
     assert "jobs resume" in err
-    assert [pid for pid in workers if pid in _worker_pids()] == []
+    assert [pid for pid in workers if pid in _worker_pids(env["XDG_STATE_HOME"])] == []
     partial = Path(str(manifest) + ".partial")
     recorded = {e.path for e in read_manifest(str(partial)).entries if e.status == "ok"}
     with sqlite3.connect(str(db)) as conn:
