@@ -23,58 +23,41 @@ backslash never probe.
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Any
 
-from datamover.errors import DatamoverError, PermissionDenied
+from datamover.errors import DatamoverError
 from datamover.stores.s3.client import BucketClient
-from datamover.stores.s3.probes import PROBE_SUFFIX, list_probe_uploads, probe_key
+from datamover.stores.s3.probes import PROBE_SUFFIX, Learnt, list_probe_uploads, near, probe_key
 
 log = logging.getLogger(__name__)
 
 #: Where the probe's upload is started (the checksum probe's prefix).
 PREFIX = ".datamover-probe/"
 
-_lock = threading.Lock()
 #: (endpoint, credentials) -> None when the server keeps ``\``, else why it can't hold it.
-_learnt: dict[tuple[Any, ...], str | None] = {}
-_learning: dict[tuple[Any, ...], threading.Lock] = {}
+_learnt: Learnt[str | None] = Learnt()
 
 
 def backslash_problem(s3: BucketClient, key: str) -> str | None:
     """None when the server keeps ``\\`` in keys; else why ``key`` (which holds one)
     can't be written as it is. Learnt on first use, then cached."""
-    ident = (s3.endpoint_url, s3.identity)
-    with _lock:
-        if ident in _learnt:
-            return _learnt[ident]
-        gate = _learning.setdefault(ident, threading.Lock())
-    with gate:
-        with _lock:
-            if ident in _learnt:
-                return _learnt[ident]
-        try:
-            try:
-                problem = _probe(s3, PREFIX)
-            except PermissionDenied:
-                if "/" not in key:
-                    raise
-                problem = _probe(s3, key.rsplit("/", 1)[0] + "/.datamover-probe-")
-        except DatamoverError as e:
-            # Not learnt (no permission to list uploads, a transient error): this key
-            # is refused, and the next one with a backslash asks again.
-            return f"could not learn whether this S3 server keeps '\\' in keys ({e})"
+
+    def learn() -> str | None:
+        problem = near(key, lambda prefix: _probe(s3, prefix), PREFIX)
         if problem is not None:
             log.info("%s: keys with '\\' are refused: %s", s3.endpoint_url, problem)
-        with _lock:
-            _learnt[ident] = problem
         return problem
+
+    try:
+        return _learnt.get((s3.endpoint_url, s3.identity), learn)
+    except DatamoverError as e:
+        # Not learnt (no permission to list uploads, a transient error): this key
+        # is refused, and the next one with a backslash asks again.
+        return f"could not learn whether this S3 server keeps '\\' in keys ({e})"
 
 
 def forget() -> None:
     """Drop what was learnt (tests that change a server under a running process)."""
-    with _lock:
-        _learnt.clear()
+    _learnt.forget()
 
 
 def _probe(s3: BucketClient, prefix: str) -> str | None:

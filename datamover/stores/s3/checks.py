@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,14 +64,13 @@ from datamover.checksums import PartDigests, b64
 from datamover.errors import (
     DatamoverError,
     IntegrityError,
-    PermissionDenied,
     StoreError,
     Unsupported,
     UsageError,
 )
 from datamover.options import S3_CHECKSUMS
 from datamover.stores.s3.client import BucketClient
-from datamover.stores.s3.probes import probe_key, sweep
+from datamover.stores.s3.probes import Learnt, near, probe_key, sweep
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +143,7 @@ def returned_checksum(headers: Mapping[str, Any], algorithm: str) -> str | None:
     return str(value) if value else None
 
 
-_lock = threading.Lock()
-_learnt: dict[tuple[Any, ...], Checks] = {}
-_learning: dict[tuple[Any, ...], threading.Lock] = {}
+_learnt: Learnt[Checks] = Learnt()
 
 
 def checks_for(s3: BucketClient, key: str = "") -> Checks:
@@ -157,39 +153,22 @@ def checks_for(s3: BucketClient, key: str = "") -> Checks:
     under some prefix are probed next to it when ``.datamover-probe/`` is denied. A
     probe that fails (no permission to write, a transient error) raises what the
     write would have raised, and is tried again next time."""
-    ident = (s3.endpoint_url, s3.identity, s3.checksum_mode)
-    with _lock:
-        known = _learnt.get(ident)
-        if known is not None:
-            return known
-        gate = _learning.setdefault(ident, threading.Lock())
-    with gate:
-        with _lock:
-            known = _learnt.get(ident)
-        if known is not None:
-            return known
-        try:
-            learnt = _probe(s3, s3.checksum_mode, PROBE_PREFIX)
-        except PermissionDenied:
-            if "/" not in key:
-                raise
-            learnt = _probe(s3, s3.checksum_mode, key.rsplit("/", 1)[0] + "/.datamover-probe-")
-        with _lock:
-            _learnt[ident] = learnt
-        return learnt
+    mode = s3.checksum_mode
+    return _learnt.get(
+        (s3.endpoint_url, s3.identity, mode),
+        lambda: near(key, lambda prefix: _probe(s3, mode, prefix), PROBE_PREFIX),
+    )
 
 
 def remember(s3: BucketClient, checks: Checks) -> None:
     """Take ``checks`` as learnt for ``s3`` (what another process's probe found:
     ``S3Store.prepare_writes`` hands it on)."""
-    with _lock:
-        _learnt.setdefault((s3.endpoint_url, s3.identity, s3.checksum_mode), checks)
+    _learnt.remember((s3.endpoint_url, s3.identity, s3.checksum_mode), checks)
 
 
 def forget() -> None:
     """Drop what was learnt (tests that change a server under a running process)."""
-    with _lock:
-        _learnt.clear()
+    _learnt.forget()
 
 
 def _probe(s3: BucketClient, mode: str, prefix: str) -> Checks:

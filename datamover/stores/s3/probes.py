@@ -1,6 +1,7 @@
 """The probes' uploads (the checksum probe, ``checks.py``; the backslash probe,
 ``backslash.py``, whose keys end in ``\\x``, or ``/x`` as the server stored them):
-whose each one is, and sweeping up those a killed process left.
+whose each one is, and sweeping up those a killed process left; and what each probe
+learnt, kept per server for the process (``Learnt``).
 
 A probe starts a multipart upload and aborts it a few requests later. A process
 killed in between (kill -9, a crash, the machine going down) leaves that upload
@@ -39,13 +40,16 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 from urllib.parse import unquote_plus
 
-from datamover.errors import DatamoverError, StoreError, TransientError
+from datamover.errors import DatamoverError, PermissionDenied, StoreError, TransientError
 from datamover.stores.base import MiB
 from datamover.stores.s3.client import BucketClient
 
@@ -66,6 +70,57 @@ _OWNED = re.compile(
 )
 _NOBODY = "0" * 16
 _UNOWNED = re.compile(r"[0-9a-f]{16}")
+
+
+T = TypeVar("T")
+
+
+class Learnt(Generic[T]):
+    """What a probe found, per server (endpoint, credentials, ...), for this process.
+
+    ``get`` answers from what was learnt, else runs ``learn`` once: concurrent first
+    callers for one server wait for that one probe, others are not held up. When
+    ``learn`` raises, nothing is kept and the next caller probes again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[Hashable, T] = {}
+        self._gates: dict[Hashable, threading.Lock] = {}
+
+    def get(self, ident: Hashable, learn: Callable[[], T]) -> T:
+        with self._lock:
+            if ident in self._known:
+                return self._known[ident]
+            gate = self._gates.setdefault(ident, threading.Lock())
+        with gate:
+            with self._lock:
+                if ident in self._known:
+                    return self._known[ident]
+            value = learn()
+            with self._lock:
+                self._known[ident] = value
+            return value
+
+    def remember(self, ident: Hashable, value: T) -> None:
+        """Take ``value`` as learnt unless something already was."""
+        with self._lock:
+            self._known.setdefault(ident, value)
+
+    def forget(self) -> None:
+        """Drop what was learnt (tests that change a server under a running process)."""
+        with self._lock:
+            self._known.clear()
+
+
+def near(key: str, probe: Callable[[str], T], prefix: str) -> T:
+    """``probe(prefix)``; where that is denied, the probe next to ``key`` (credentials
+    that may only write under some prefix)."""
+    try:
+        return probe(prefix)
+    except PermissionDenied:
+        if "/" not in key:
+            raise
+        return probe(key.rsplit("/", 1)[0] + "/.datamover-probe-")
 
 
 @dataclass(frozen=True, slots=True)
