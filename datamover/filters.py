@@ -256,6 +256,21 @@ class FileFilter:
                 return include
         return not any(include for include, _ in self._compiled)
 
+    def dir_excluded(self, rel_dir: str) -> bool:
+        """Whether every path below the directory ``rel_dir`` (ending in ``/``) is
+        provably excluded by the path rules: the file list names nothing below it, or
+        a rule that takes everything below what it matches (ending in ``**``, or
+        ``/``) excludes it before any include rule is tried. False when that can't be
+        told (an include rule might take something below it)."""
+        if self.files_from is not None and not any(p.startswith(rel_dir) for p in self.files_from):
+            return True
+        for include, regex in self._compiled:
+            if include:
+                return False
+            if regex.pattern.endswith(".*$") and regex.search(rel_dir):
+                return True
+        return False
+
     def allows(self, rel: str, info: ObjectInfo) -> bool:
         """Whether the file at ``rel`` described by ``info`` is taken."""
         if not self.path_allowed(rel):

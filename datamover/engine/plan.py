@@ -94,8 +94,11 @@ def _utf8_root(store: Store, root: str) -> None:
         )
 
 
-def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
-    """Resolve the copy rules above. Raises ``UsageError`` for a missing source."""
+def plan_copy(
+    src: Store, src_key: str, dst: Store, dst_key: str, *, deleting: bool = False
+) -> Plan:
+    """Resolve the copy rules above. Raises ``UsageError`` for a missing source, and
+    for roots that overlap (``check_overlap``; ``deleting``: a sync with ``--delete``)."""
     single: ObjectInfo | None = None
     if src_key and not src_key.endswith("/"):
         try:
@@ -107,6 +110,7 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     if single is not None:
         name = src_key.rsplit("/", 1)[-1]
         target = _as_dir(dst_key) + name if _is_existing_dir(dst, dst_key) else dst_key
+        _check_same_file(src, src_key, dst, target)
         _utf8_root(src, _parent(src_key))
         _utf8_root(dst, _parent(target))
         src.confine(_parent(src_key))
@@ -121,12 +125,7 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     # source's, when it follows links on purpose): see Store.confine.
     src.confine(src_root)
     dst.confine(dst_root)
-    src_url, dst_url = src.url(src_root), dst.url(dst_root)
-    if type(src) is type(dst) and src_url != dst_url and dst_url.startswith(src_url):
-        raise UsageError(
-            f"destination {dst_url} is inside source {src_url}; "
-            "copy to a place outside the source tree"
-        )
+    check_overlap(src, src_root, dst, dst_root, deleting=deleting)
     if dst_root and dst.features.real_dirs:
         _check_dir_target(dst, dst_root, src.url(src_root))
     listing = iter(src.list(src_root))
@@ -146,6 +145,45 @@ def plan_copy(src: Store, src_key: str, dst: Store, dst_key: str) -> Plan:
     return Plan(src_root, dst_root, False, jobs())
 
 
+def check_overlap(src: Store, src_root: str, dst: Store, dst_root: str, *, deleting: bool) -> None:
+    """Refuse (``UsageError``) trees that provably overlap (``Store.place``: the same
+    real path, or the same endpoint, bucket and prefix): the same tree (a copy onto
+    itself, which rewrites every file and on object stores copies each onto itself);
+    the destination inside the source (the copy would copy its own output); with
+    ``deleting``, the source inside the destination (``--delete`` would delete the
+    source, which the destination's listing shows under another name). Places a store
+    can't tell (None) are never refused. As rclone, which refuses overlapping syncs."""
+    a, b = src.place(src_root), dst.place(dst_root)
+    if a is None or b is None:
+        return
+    src_url, dst_url = src.url(src_root), dst.url(dst_root)
+    if a == b:
+        raise UsageError(
+            f"source {src_url} and destination {dst_url} are the same place; "
+            "name a destination outside the source"
+        )
+    if b.startswith(a):
+        raise UsageError(
+            f"destination {dst_url} is inside source {src_url}; "
+            "copy to a place outside the source tree"
+        )
+    if deleting and a.startswith(b):
+        raise UsageError(
+            f"source {src_url} is inside destination {dst_url}, so sync --delete would "
+            "delete the source; sync into a place that does not hold the source"
+        )
+
+
+def _check_same_file(src: Store, src_key: str, dst: Store, target: str) -> None:
+    """A file copied onto itself (or a symlink onto the file it points to, which would
+    become a link to itself) is refused, as ``cp`` refuses it."""
+    a, b = src.place(src_key, resolve=True), dst.place(target)
+    if a is not None and a == b:
+        raise UsageError(
+            f"{src.url(src_key)} and {dst.url(target)} are the same file; name another destination"
+        )
+
+
 def _check_dir_target(dst: Store, dst_root: str, src_url: str) -> None:
     """A tree copied onto a file (``copy DIR afile``) is a usage error, said once:
     every file of it would fail with "Not a directory"."""
@@ -155,7 +193,9 @@ def _check_dir_target(dst: Store, dst_root: str, src_url: str) -> None:
         return
     except StoreError:
         return  # e.g. a parent that is a file: each file says so, named
-    if not info.is_dir:
+    if not info.is_dir and not is_symlink(info):
+        # A symlink at the root is followed, as symlinks on the way to it are (a link
+        # to a file then fails each file, named).
         raise UsageError(
             f"{dst.url(dst_root.rstrip('/'))} is a file, not a directory; "
             f"name a directory to copy {src_url} into"

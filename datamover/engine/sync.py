@@ -22,7 +22,10 @@ Those checks run ``lookahead`` at a time on a small thread pool while decisions 
 yielded in key order. Deletions (destination-only files) are collected as keys and
 carried out by the caller after the copies, and only if every copy succeeded.
 The mount's ``DIR_META_NAME`` objects are left out on both sides (never copied, never
-deleted: see ``datamover.engine.plan``). The destination is listed without following
+deleted: see ``datamover.engine.plan``). On a destination that ignores case
+(``Store.ignores_case``) a destination-only name that differs from a source name only
+by case is the file that source name is written to, and is not deleted (as rclone
+matches names on case-insensitive file systems). The destination is listed without following
 links (``--copy-links`` is the source's alone), so a destination symlink is one entry,
 and deleting it removes the link, never what it points to.
 """
@@ -172,8 +175,15 @@ class SyncPlanner:
             self.plan,
         )
         window: deque[tuple[str, ObjectInfo, Future[tuple[bool, ObjectInfo, str | None]]]] = deque()
+        # Where the destination ignores case, "readme" there is the file "README" of the
+        # source is written to: the source's names, folded, keep it from deletion.
+        folded: set[str] | None = (
+            set() if self.delete and self.dst.ignores_case(self.dst_root) else None
+        )
         with ThreadPoolExecutor(self.threads, thread_name_prefix="dm-sync") as pool:
             for rel, s, d in merged:
+                if folded is not None and s is not None:
+                    folded.add(rel.casefold())
                 if s is None:
                     # A destination entry the listing could not serve is left alone.
                     if self.delete and d is not None and d.problem is None:
@@ -186,6 +196,9 @@ class SyncPlanner:
                 window.append((rel, s, pool.submit(self._compare, s, d)))
                 yield from self._drain(window, self.lookahead)
             yield from self._drain(window, 0)
+        if folded is not None:
+            n = len(self.dst_root)
+            self.plan.to_delete = [k for k in self.plan.to_delete if k[n:].casefold() not in folded]
 
     def _drain(
         self,

@@ -131,18 +131,25 @@ def copy_between(
 
 
 def _filtered(jobs: Iterable[FileJob], filters: FileFilter | None) -> Iterable[FileJob]:
-    """The jobs ``filters`` takes: files by path, size and age; directories by path."""
+    """The jobs ``filters`` takes: files by path, size and age; directories by path.
+    An entry the source could not serve (``problem``) is taken, to fail by name, unless
+    the rules leave it out whatever it holds: a directory that can't be listed unless
+    every path below it is excluded (``FileFilter.dir_excluded``: it may hold files
+    the filter takes, and a sync must not delete their copies as if the source lacked
+    them), a file by its path alone (its size and age are not known)."""
     if filters is None or not filters.active:
         return jobs
-    return (
-        job
-        for job in jobs
-        if (
-            filters.path_allowed(job.rel)
-            if job.kind == "dir"
-            else filters.allows(job.rel, job.info)
-        )
-    )
+
+    def taken(job: FileJob) -> bool:
+        if job.problem is not None and job.info.problem is not None:
+            if job.kind == "dir":
+                return not filters.dir_excluded(job.rel)
+            return filters.path_allowed(job.rel)
+        if job.kind == "dir":
+            return filters.path_allowed(job.rel)
+        return filters.allows(job.rel, job.info)
+
+    return (job for job in jobs if taken(job))
 
 
 def _recordable(jobs: Iterable[FileJob]) -> Iterator[FileJob]:
@@ -476,6 +483,12 @@ def _dry_run(
     error: BaseException | None = None
     try:
         for job in planned(jobs, obs):
+            if job.problem is not None:
+                # It fails without a read in a real run (a directory that can't be
+                # listed, a key that can't be written), and so stops sync's deletions.
+                report.files_failed += 1
+                report.failures.append((job.rel, str(job.problem)))
+                continue
             report.files_ok += 1
             report.bytes += job.info.size
             obs.would_copy(job)
@@ -515,7 +528,7 @@ def sync_between(
     removed after every copy succeeded; more than ``max_delete`` of them aborts before
     anything is deleted. ``filters`` narrows both what is copied and what may be
     deleted; the rest as for ``copy_between``."""
-    plan = plan_copy(src_store, src_key, dst_store, dst_key)
+    plan = plan_copy(src_store, src_key, dst_store, dst_key, deleting=delete)
     src_root, dst_root = plan.src_root, plan.dst_root
     planner = SyncPlanner(
         src_store,
@@ -564,7 +577,12 @@ def sync_between(
                 "trusted; nothing was deleted (run without --delete, and report this)"
             )
         if report.files_failed:
-            log.warning("not deleting %d files: %d copies failed", len(doomed), report.files_failed)
+            log.warning(
+                "not deleting %d files: %d copies %s",
+                len(doomed),
+                report.files_failed,
+                "would fail" if dry_run else "failed",
+            )
             return
         if max_delete is not None and len(doomed) > max_delete:
             # Deletions come after the copies (as in rclone), so those are made (and

@@ -523,6 +523,22 @@ class Store(ABC):
     def url(self, key: str = "") -> str:
         """The URL a user would type for ``key`` (no credentials in it)."""
 
+    def ignores_case(self, root: str) -> bool:
+        """Whether names under the directory ``root`` are looked up without regard to
+        case (a POSIX tree on vfat, SMB or casefold ext4), so two keys that differ only
+        by case are one file there. Default: False (object stores keep case)."""
+        return False
+
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        """Where ``key`` is, spelt so that two stores' places are equal only when they
+        provably name the same thing: the same service (endpoint, account), the same
+        bucket and the same key; for a POSIX path its real path. A directory or prefix
+        (``key`` empty or ending in ``/``) ends in ``/``, so one place starts with
+        another exactly when it is inside it. ``resolve``: a symlink at ``key`` itself
+        counts as what it points to (else as the name it is). None when the store can't
+        tell (then nothing is refused as an overlap). Default: None."""
+        return None
+
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo:
         """Info for the object at ``key``. Raises ``NotFound`` if there is none

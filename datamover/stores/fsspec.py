@@ -125,6 +125,10 @@ class FsspecStore(Store):
     def url(self, key: str = "") -> str:
         return f"{self.scheme}://{self.bucket}/{key}"
 
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        # The URL names the host (or bucket) the filesystem reaches.
+        return self.url(key)
+
     def path(self, key: str) -> str:
         return f"{self._root}/{key}"
 

@@ -132,6 +132,9 @@ class RcloneLinks(Store):
     def endpoint(self) -> str | None:
         return self.inner.endpoint()
 
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        return self.inner.place(key, resolve=resolve)
+
     def local_path(self, key: str) -> str | None:
         return self.inner.local_path(key)
 

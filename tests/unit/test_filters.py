@@ -135,3 +135,27 @@ def test_inactive_filter_and_description() -> None:
     flt = FileFilter.build(include=["*.h5"], max_size=10)
     assert flt.active and not flt.by_path_only
     assert flt.describe() == {"rules": ["+ *.h5"], "max_size": 10}
+
+
+def test_dir_excluded_only_when_nothing_below_can_be_taken() -> None:
+    # Provably excluded: a rule taking everything below what it matches, before any
+    # include rule; or a file list naming nothing below.
+    for exclude in (["locked/**"], ["locked/"], ["/locked/**"], ["lo*/**"], ["**"]):
+        assert FileFilter.build(exclude=exclude).dir_excluded("locked/"), exclude
+    assert FileFilter.build(exclude=["locked/"], include=["*.txt"]).dir_excluded("locked/")
+    assert FileFilter.build(exclude=["raw/"]).dir_excluded("x/raw/")
+    assert FileFilter.build(files_from=["a", "other/b"]).dir_excluded("locked/")
+    # Not provable: something below may still be taken.
+    for kwargs in (
+        {},
+        {"include": ["*.txt"]},  # locked/s.txt
+        {"include": ["locked/*.txt"]},
+        {"exclude": ["locked/*"]},  # locked/x/y is not excluded
+        {"exclude": ["*.dat"]},
+        {"rules": [("+", "a"), ("-", "locked/**")]},  # an include comes first
+        {"files_from": ["locked/s.txt"]},
+        {"exclude": ["/locked/**"]},  # anchored: x/locked/ is another directory
+    ):
+        flt = FileFilter.build(**kwargs)  # type: ignore[arg-type]
+        rel = "x/locked/" if kwargs.get("exclude") == ["/locked/**"] else "locked/"
+        assert not flt.dir_excluded(rel), kwargs

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from datamover.checksums import PartDigests
 from datamover.errors import (
@@ -151,9 +152,12 @@ class AzureStore(Store):
             metadata_style, self.features.metadata_styles, rfc3339_mtime=True
         )
         self._lean: LeanAzure | None = None
+        #: The container's URL (account and container), for ``place``.
+        self._container_url: str | None = None
         if lean_enabled():
             try:
                 target = lean_target or LeanTarget.of_client(self._container_client)
+                self._container_url = target.url
                 self._lean = LeanAzure(target, container)
             except LeanUnavailable:
                 self._lean = None
@@ -194,6 +198,12 @@ class AzureStore(Store):
 
     def url(self, key: str = "") -> str:
         return f"az://{self.container}/{key}"
+
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        # The account is in the container's URL (its host, or its path on Azurite and
+        # private endpoints); a SAS query is no part of the place.
+        url = self._container_url or str(self._container_client.url)
+        return f"az+{urlsplit(url)._replace(query='', fragment='').geturl().rstrip('/')}/{key}"
 
     def _blob(self, key: str) -> BlobClient:
         return self._container_client.get_blob_client(key)

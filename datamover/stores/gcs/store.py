@@ -190,6 +190,11 @@ class GCSStore(Store):
     def url(self, key: str = "") -> str:
         return f"gs://{self.bucket_name}/{key}"
 
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        # Bucket names are global to a service: its endpoint (GCS's, or an emulator's).
+        endpoint = (self._conn.api_endpoint or "https://storage.googleapis.com").rstrip("/")
+        return f"gs+{endpoint}/{self.bucket_name}/{key}"
+
     def stat(self, key: str) -> ObjectInfo:
         if not key:
             raise NotFound(f"{self.url(key)}: no object named by an empty key", key=key)

@@ -169,7 +169,7 @@ class ChildKeys:
             why = f"a component is longer than {NAME_MAX} bytes"
         elif len(f"/{root}{rel}".encode("utf-8", "surrogateescape")) >= PATH_MAX:
             why = f"its path is longer than PATH_MAX ({PATH_MAX} bytes)"
-        if why is None and self._folds_case(root):
+        if why is None and self.folds_case(root):
             seen = self._case_seen.setdefault(root, {})
             other = seen.setdefault(rel.casefold(), rel)
             if other != rel:
@@ -178,7 +178,7 @@ class ChildKeys:
             raise UnsafePath(f"refusing key {rel!r}: {why}", key=rel)
         return root + rel
 
-    def _folds_case(self, root: str) -> bool:
+    def folds_case(self, root: str) -> bool:
         """Whether names under ``root`` are case-insensitive (vfat, SMB, casefold ext4):
         probed once per root by creating a name and looking it up in upper case."""
         known = self._case_folding.get(root)

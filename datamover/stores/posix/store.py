@@ -166,6 +166,20 @@ class PosixStore(Store):
     def local_path(self, key: str) -> str | None:
         return "/" + key.rstrip("/")
 
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        """``file://`` and the real path: symlinks on the way are followed, as the
+        copy follows them to its roots (and ``..`` taken after them, as the kernel
+        does). A name that is a symlink is itself unless ``resolve`` or a directory
+        is meant (``key`` ending in ``/``)."""
+        path = "/" + key.rstrip("/")
+        if key == "" or key.endswith("/"):
+            real = os.path.realpath(path)
+            return "file://" + real.rstrip("/") + "/"
+        if resolve:
+            return "file://" + os.path.realpath(path)
+        head, name = os.path.split(path)
+        return "file://" + os.path.join(os.path.realpath(head), name)
+
     # -- where a key lives: a confined tree, or its parent directory as named ---------------
 
     def confine(self, root: str) -> None:
@@ -270,6 +284,9 @@ class PosixStore(Store):
                     return info_from_stat(key, st, self._extra(st, path, path, (d.fd,)))
         except OSError as e:
             raise map_oserror(e, key) from e
+
+    def ignores_case(self, root: str) -> bool:
+        return self._keys.folds_case(root)
 
     def child_key(self, root: str, rel: str) -> str:
         """Refuse keys that can't be a path under ``root`` (``ChildKeys``: the text

@@ -89,6 +89,10 @@ class S3Store(Store):
     def endpoint(self) -> str | None:
         return self._s3.endpoint_url
 
+    def place(self, key: str, *, resolve: bool = False) -> str | None:
+        # One endpoint's bucket namespace (credentials don't change what a key holds).
+        return f"s3+{self._s3.endpoint_url.rstrip('/')}/{self.bucket}/{key}"
+
     def prepare_writes(self, key: str = "") -> Mapping[str, Any]:
         return {"s3_checks": dataclasses.asdict(checks_for(self._s3, key))}
 
