@@ -13,7 +13,7 @@ import datamover
 from datamover.errors import UsageError
 from datamover.stores import open_store
 
-from serverenv import ServerEnv, use_server
+from serverenv import use_server
 
 pytestmark = pytest.mark.cloud
 
@@ -34,10 +34,14 @@ def _put(url: str, tmp_path: Path, objects: dict[str, bytes]) -> None:
         (up / name).unlink()
 
 
-def test_sync_delete_stays_inside_its_prefix(moto_env: ServerEnv, tmp_path: Path) -> None:
-    # moto: SeaweedFS can't hold an object "data" beside a prefix "data/".
+@pytest.mark.parametrize("server", ["moto", "azurite", "gcs"])
+def test_sync_delete_stays_inside_its_prefix(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Not SeaweedFS: it can't hold an object "data" beside a prefix "data/".
+    env = use_server(request.getfixturevalue(server), monkeypatch)
     _put(
-        moto_env.url(),
+        env.url(),
         tmp_path,
         {
             "data2/x": b"sibling",
@@ -46,27 +50,27 @@ def test_sync_delete_stays_inside_its_prefix(moto_env: ServerEnv, tmp_path: Path
             "data/keep.tmp": b"excluded",
         },
     )
-    store, _ = open_store(moto_env.url())
+    store, _ = open_store(env.url())
     with store:
         store.put("data", b"an object named exactly data")
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "a").write_bytes(b"a")
     (src / "sub" / "b").write_bytes(b"b")
-    before = _objects(moto_env.url())
+    before = _objects(env.url())
 
-    dry = datamover.sync(str(src), moto_env.url("data"), delete=True, dry_run=True)
+    dry = datamover.sync(str(src), env.url("data"), delete=True, dry_run=True)
     assert dry.ok and dry.deleted == ["keep.tmp", "old"]
-    assert _objects(moto_env.url()) == before
+    assert _objects(env.url()) == before
     with pytest.raises(UsageError, match="more than --max-delete 0"):
-        datamover.sync(str(src), moto_env.url("data"), delete=True, max_delete=0)
+        datamover.sync(str(src), env.url("data"), delete=True, max_delete=0)
 
     for spelling in ("data", "data/"):
         report = datamover.sync(
-            str(src), moto_env.url(spelling), delete=True, exclude=["*.tmp"], resume=False
+            str(src), env.url(spelling), delete=True, exclude=["*.tmp"], resume=False
         )
         assert report.ok, report.failures
-    assert _objects(moto_env.url()) == {
+    assert _objects(env.url()) == {
         "data": 28,
         "data.bak/y": 7,
         "data/a": 1,
