@@ -126,7 +126,7 @@ def plan_copy(
     src.confine(src_root)
     dst.confine(dst_root)
     check_overlap(src, src_root, dst, dst_root, deleting=deleting)
-    if dst_root and dst.features.real_dirs:
+    if dst_root:
         _check_dir_target(dst, dst_root, src.url(src_root))
     listing = iter(src.list(src_root))
     first = next(listing, None)
@@ -186,20 +186,34 @@ def _check_same_file(src: Store, src_key: str, dst: Store, target: str) -> None:
 
 def _check_dir_target(dst: Store, dst_root: str, src_url: str) -> None:
     """A tree copied onto a file (``copy DIR afile``) is a usage error, said once:
-    every file of it would fail with "Not a directory"."""
-    try:
-        info = dst.stat(dst_root.rstrip("/"))
-    except NotFound:
-        return
-    except StoreError:
-        return  # e.g. a parent that is a file: each file says so, named
-    if not info.is_dir and not is_symlink(info):
-        # A symlink at the root is followed, as symlinks on the way to it are (a link
-        # to a file then fails each file, named).
-        raise UsageError(
-            f"{dst.url(dst_root.rstrip('/'))} is a file, not a directory; "
-            f"name a directory to copy {src_url} into"
-        )
+    every file of it would fail with "Not a directory". On an object store, a tree
+    copied to the prefix of an object that has no prefix yet (``s3://b/data`` when the
+    object ``data`` exists) is refused too, as rclone refuses it: it would make a name
+    that is both a file and a directory, which no filesystem can take back."""
+    name = dst_root.rstrip("/")
+    if dst.features.real_dirs:
+        try:
+            info = dst.stat(name)
+        except StoreError:
+            return  # missing, or e.g. a parent that is a file: each file says so, named
+        if info.is_dir or is_symlink(info):
+            # A symlink at the root is followed, as symlinks on the way to it are (a
+            # link to a file then fails each file, named).
+            return
+    else:
+        # One listing, no HEAD (whose 404 costs a bucket check): an object of that
+        # name sorts first among the keys that start with it.
+        try:
+            first = next(iter(dst.list(name)), None)
+            if first is None or first.key != name or first.is_dir:
+                return
+            if next(iter(dst.list(dst_root)), None) is not None:
+                return  # already both an object and a prefix: the prefix is the directory
+        except StoreError:
+            return  # not listable (write-only credentials): the copy decides
+    raise UsageError(
+        f"{dst.url(name)} is a file, not a directory; name a directory to copy {src_url} into"
+    )
 
 
 def make_job(

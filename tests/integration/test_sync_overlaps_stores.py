@@ -130,3 +130,26 @@ def test_one_place_named_two_ways_and_two_places_named_alike(
     assert report.ok, report.failures
     assert _objects(f"sw:{bucket}/") == {"x": 1, "p/sub/a": 1, "p/sub/sub/b": 1}
     assert _objects(mo.url()) == {"p/a": 1, "p/sub/b": 1}
+
+
+@pytest.mark.parametrize("server", ["moto", "azurite", "gcs"])
+def test_a_tree_onto_an_object_is_refused(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As on POSIX (and as rclone: "is a file not a directory"): the object "solo"
+    would become both a file and a directory, which no download can lay out."""
+    env = use_server(request.getfixturevalue(server), monkeypatch)
+    _put(env.url(), tmp_path, {"solo": b"an object", "solo2/x": b"x"})
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    before = _objects(env.url())
+    for spelling in ("solo", "solo/"):
+        with pytest.raises(UsageError, match="solo is a file, not a directory"):
+            datamover.sync(str(src), env.url(spelling), delete=True)
+        with pytest.raises(UsageError, match="solo is a file, not a directory"):
+            datamover.copy(str(src), env.url(spelling), dry_run=True)
+    assert _objects(env.url()) == before
+    # A file copied there is the object's new version, as before.
+    assert datamover.copy(str(src / "a"), env.url("solo")).ok
+    assert _objects(env.url())["solo"] == 1
