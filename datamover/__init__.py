@@ -25,6 +25,8 @@ raised on purpose is a ``datamover.errors.DatamoverError``.
 
 from __future__ import annotations
 
+import logging
+
 from datamover import errors
 from datamover._version import __version__
 from datamover.api import copy, hash_url, make_options, sync, verify
@@ -45,6 +47,12 @@ from datamover.job import (
 )
 from datamover.options import RetryPolicy, TransferOptions
 from datamover.stores import StoreSettings, open_store
+
+# A library prints nothing on its own: without this, Python's last-resort handler
+# writes datamover's warnings to the stderr of a program that configured no logging
+# (a notebook, a Snakemake rule). The CLI and the mount configure handlers of their
+# own (on the root logger), which still get every record.
+logging.getLogger("datamover").addHandler(logging.NullHandler())
 
 __all__ = [
     "FileFilter",

@@ -53,6 +53,8 @@ provider's error code only.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DatamoverError(Exception):
     """Base of every error datamover raises on purpose."""
@@ -191,3 +193,8 @@ class TransferError(DatamoverError):
         super().__init__(f"{path}: {cause}")
         self.path = path
         self.cause = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (Dask ships errors between processes): rebuilt from its own
+        # arguments, not from ``args`` (the message), which ``__init__`` does not take.
+        return (type(self), (self.path, self.cause), self.__dict__)

@@ -25,6 +25,7 @@ size and mtime.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datamover.errors import UsageError
-from datamover.options import parse_size
+from datamover.options import parse_size, path_text
 from datamover.stores.base import ObjectInfo
 
 INCLUDE, EXCLUDE = "+", "-"
@@ -50,6 +51,18 @@ _UNITS = {
     "M": 30 * 86400,
     "y": 365 * 86400,
 }
+
+
+def patterns(value: str | Iterable[str], what: str) -> tuple[str, ...]:
+    """``include``/``exclude`` as given by a caller: one pattern (a ``str``) or
+    several. A lone string is one pattern, never its characters one by one."""
+    if isinstance(value, str):
+        return (value,)
+    out: tuple[object, ...] = tuple(value) if isinstance(value, Iterable) else (value,)
+    for p in out:
+        if not isinstance(p, str):
+            raise UsageError(f"{what} takes a str or a list of str (got {type(p).__name__})")
+    return tuple(str(p) for p in out)
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
@@ -188,6 +201,7 @@ class FileFilter:
         ``include`` ones and both after ``rules``. ``files_from`` is a file of paths
         or the paths themselves. Sizes take units (``10M``); ages take durations
         (``7d``, or seconds as a number) or ISO dates."""
+        include, exclude = patterns(include, "include"), patterns(exclude, "exclude")
         ordered = [*rules, *((EXCLUDE, p) for p in exclude), *((INCLUDE, p) for p in include)]
         for sign, _ in ordered:
             if sign not in (INCLUDE, EXCLUDE):
@@ -196,17 +210,22 @@ class FileFilter:
         listed: frozenset[str] | None
         if files_from is None:
             listed = None
-        elif isinstance(files_from, str):
-            listed = read_files_from(files_from)
+        elif isinstance(files_from, str | os.PathLike):
+            listed = read_files_from(path_text(files_from, "files_from"))
         else:
-            listed = frozenset(p.lstrip("/") for p in files_from)
+            listed = frozenset(p.lstrip("/") for p in patterns(files_from, "files_from"))
         now = time.time() if now is None else now
 
         def age(value: str | float | None) -> float | None:
             if value is None:
                 return None
-            if isinstance(value, int | float):
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 return now - float(value)
+            if not isinstance(value, str):
+                raise UsageError(
+                    f"an age is a duration ('7d'), seconds or an ISO date, not "
+                    f"{type(value).__name__}"
+                )
             return parse_age(value, now)
 
         lo = parse_size(min_size) if min_size is not None else None

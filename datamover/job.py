@@ -47,7 +47,7 @@ from datamover.errors import (
     TransientError,
     UsageError,
 )
-from datamover.filters import FileFilter
+from datamover.filters import FileFilter, patterns
 from datamover.journal import JobRecord, Journal, journal_path
 from datamover.journal.admin import (
     clean_jobs,
@@ -58,7 +58,14 @@ from datamover.journal.admin import (
     show_job,
 )
 from datamover.manifest import bagit, check_complete, read_manifest
-from datamover.options import DaskOptions, RetryPolicy, TransferOptions, parse_cluster, parse_size
+from datamover.options import (
+    DaskOptions,
+    RetryPolicy,
+    TransferOptions,
+    parse_cluster,
+    parse_size,
+    path_text,
+)
 from datamover.redact import redact
 from datamover.reporting.report import ReportCollector
 from datamover.retry import call_with_retries
@@ -124,6 +131,10 @@ class SyncRules:
     max_delete: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_delete is not None and (
+            isinstance(self.max_delete, bool) or not isinstance(self.max_delete, int)
+        ):
+            raise UsageError(f"max_delete={self.max_delete!r}: give a whole number of files")
         if self.max_delete is not None and not self.delete:
             raise UsageError("--max-delete goes with --delete (it caps the deletions)")
         if self.max_delete is not None and self.max_delete < 0:
@@ -165,6 +176,14 @@ class TransferJob:
     scale_out: ScaleOut | None = None
 
     def __post_init__(self) -> None:
+        # Paths may come as pathlib.Path (the library): the job holds them as text.
+        object.__setattr__(self, "src", path_text(self.src, "src"))
+        object.__setattr__(self, "dst", path_text(self.dst, "dst"))
+        if self.report is not None:
+            object.__setattr__(self, "report", path_text(self.report, "report"))
+        _check_type(self.options, TransferOptions, "options")
+        if self.filters is not None:
+            _check_type(self.filters, FileFilter, "filters")
         if self.operation not in ("copy", "sync"):
             raise UsageError(f"unknown operation {self.operation!r}; copy or sync")
         if self.operation == "copy" and self.sync != SyncRules():
@@ -249,6 +268,12 @@ class VerifyJob:
     #: a cut-off file) and check the files it lists; otherwise it is refused.
     partial: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "manifest", path_text(self.manifest, "manifest"))
+        if self.target is not None:
+            object.__setattr__(self, "target", path_text(self.target, "target"))
+        _check_type(self.options, TransferOptions, "options")
+
 
 @dataclass(frozen=True, slots=True)
 class HashJob:
@@ -257,8 +282,21 @@ class HashJob:
     url: str
     options: TransferOptions = field(default_factory=TransferOptions)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", path_text(self.url, "url"))
+        _check_type(self.options, TransferOptions, "options")
+
 
 Job = TransferJob | VerifyJob | HashJob
+
+
+def _check_type(value: object, kind: type, what: str) -> None:
+    if not isinstance(value, kind):
+        build = "FileFilter.build(...)" if kind is FileFilter else f"{kind.__name__}(...)"
+        raise UsageError(
+            f"{what} must be a datamover.{kind.__name__}, not {type(value).__name__}; "
+            f"make one with datamover.{build}, or give its settings as keywords"
+        )
 
 
 # -- building a job at the edge ----------------------------------------------------------
@@ -278,6 +316,8 @@ def make_options(options: TransferOptions | None = None, **kwargs: Any) -> Trans
             kwargs[name] = parse_size(kwargs[name])
     if "command_line" in kwargs:
         kwargs["command_line"] = tuple(kwargs["command_line"])
+    if options is not None:
+        _check_type(options, TransferOptions, "options")
     base = options or TransferOptions()
     return base.with_(**kwargs) if kwargs else base
 
@@ -294,14 +334,15 @@ def make_filter(
     max_age: str | float | None = None,
 ) -> FileFilter | None:
     """``filters``, or one built from the keyword shortcuts (not both)."""
-    shortcuts = (tuple(include), tuple(exclude), files_from, min_size, max_size, min_age, max_age)
+    inc, exc = patterns(include, "include"), patterns(exclude, "exclude")
+    shortcuts = (inc, exc, files_from, min_size, max_size, min_age, max_age)
     if not any(x for x in shortcuts if x not in ((), None)):
         return filters
     if filters is not None:
         raise UsageError("give either filters= or the filter keywords, not both")
     return FileFilter.build(
-        include=tuple(include),
-        exclude=tuple(exclude),
+        include=inc,
+        exclude=exc,
         files_from=files_from,
         min_size=min_size,
         max_size=max_size,
@@ -609,6 +650,11 @@ def _hash(job: HashJob) -> dict[str, str]:
 
 
 def _record(job_id: str, state_dir: str | None) -> JobRecord:
+    if not isinstance(job_id, str):
+        raise UsageError(
+            f"a job id is a str like '20261124T101500Z-1a2b3c4d', not {type(job_id).__name__}; "
+            "see `datamover jobs list`"
+        )
     if not has_journal(state_dir):
         raise no_journal(job_id, state_dir)
     journal = Journal(journal_path(state_dir))

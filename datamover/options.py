@@ -5,6 +5,7 @@ Workers receive plain values taken from these, never the objects themselves.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -28,8 +29,12 @@ def parse_size(text: str | int) -> int:
     Units are binary (``M`` = ``MiB`` = 2**20), as in rclone and GNU coreutils' ``-B``
     suffixes: storage people mean parts and buffers, which are powers of two.
     """
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool):
         return text
+    if not isinstance(text, str):
+        raise UsageError(
+            f"a size is a whole number of bytes or a str like '64MiB', not {type(text).__name__}"
+        )
     m = _SIZE_RE.match(text)
     if not m and _SIZE_RE.match(text.strip().removeprefix("-")):
         raise UsageError(f"size {text!r} is negative; sizes are 0 or more, like 8MiB or 1G")
@@ -38,6 +43,19 @@ def parse_size(text: str | int) -> int:
     number, unit = float(m.group(1)), m.group(2).lower()
     value = int(number * (1024 ** _UNIT_POWER[unit]))
     return value
+
+
+def path_text(value: object, what: str) -> str:
+    """A path or URL argument as text: a ``str`` as given, an ``os.PathLike`` (a
+    ``pathlib.Path``) as ``os.fspath`` spells it. Anything else (None, a number, a
+    list, bytes) is a ``UsageError`` naming ``what`` and the type, instead of a
+    ``TypeError`` from deep inside a run."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if isinstance(text, str):
+        return text
+    raise UsageError(
+        f"{what} must be a path or URL, as a str or a pathlib.Path, not {type(value).__name__}"
+    )
 
 
 def format_size(n: float) -> str:
@@ -176,6 +194,10 @@ class TransferOptions:
     processes: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("manifest", "state_dir"):
+            value = getattr(self, name)
+            if value is not None:  # a pathlib.Path is welcome; kept as its str
+                object.__setattr__(self, name, path_text(value, name))
         if self.command_line:
             # Recorded in manifests and reports: never with a secret in it.
             object.__setattr__(self, "command_line", tuple(scrub_argv(self.command_line)))

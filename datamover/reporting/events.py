@@ -41,7 +41,7 @@ from typing import IO, Any
 from datamover.engine.observer import Observer, RunInfo
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult, TransferReport
-from datamover.errors import DatamoverError
+from datamover.errors import DatamoverError, UsageError
 from datamover.manifest import ManifestEntry
 from datamover.redact import redact
 
@@ -336,6 +336,10 @@ def callback_listener(
 ) -> EventStream:
     """The library's ``progress=callable``: ``callback`` gets each event dict, one at a
     time (calls never overlap), on whichever thread produced it; keep it quick."""
+    if not callable(callback):
+        raise UsageError(
+            f"progress must be a function taking one event dict, not {type(callback).__name__}"
+        )
 
     def emit(event: Event) -> None:
         callback(event)

@@ -17,6 +17,7 @@ from typing import Any
 
 from datamover.config import load_config
 from datamover.errors import ConfigError, UsageError
+from datamover.options import path_text
 from datamover.stores.base import ChunkWriter, ObjectInfo, PartLimits, PartReceipt, Store
 from datamover.stores.rclonelinks import RcloneLinks
 from datamover.stores.urls import (
@@ -233,8 +234,9 @@ def open_store(
     """Parse ``url`` and open its store; returns ``(store, key)`` (for ``name:path``,
     the key within the remote's bucket). With ``remote``, the name of a configured
     remote of ``url``'s type, a plain ``url`` is opened with that remote's settings
-    (endpoint, credentials), as a copy through the remote reached it."""
-    loc = parse_url(url)
+    (endpoint, credentials), as a copy through the remote reached it. ``url`` may be
+    a ``pathlib.Path``."""
+    loc = parse_url(path_text(url, "url"))
     if loc.remote is None and remote is not None:
         kind = load_config().remote(remote).type  # ConfigError when not defined
         if kind != loc.scheme:

@@ -10,6 +10,7 @@ import errno
 import os
 import stat as statmod
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -143,6 +144,9 @@ class PosixStore(Store):
         #: Confined roots and their trees, longest root first (replaced, never mutated,
         #: so readers need no lock).
         self._trees: tuple[tuple[str, Beneath], ...] = ()
+        #: Multipart writers not yet committed or aborted: ``close`` lets go of their
+        #: descriptors (a stopped run keeps their temp files for a resume).
+        self._writers: weakref.WeakSet[PosixWriter] = weakref.WeakSet()
 
     @classmethod
     def from_location(cls, loc: Location, settings: object) -> PosixStore:
@@ -704,6 +708,7 @@ class PosixStore(Store):
             fixed_temp=self._temp_for(key),
         )
         writer.initial_metadata = dict(meta)
+        self._writers.add(writer)
         return writer
 
     def use_job(self, job_id: str) -> None:
@@ -767,6 +772,7 @@ class PosixStore(Store):
         )
         if metadata:
             writer.initial_metadata = dict(metadata)
+        self._writers.add(writer)
         return writer
 
     def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
@@ -832,6 +838,11 @@ class PosixStore(Store):
             raise map_oserror(e, old_key) from e
 
     def close(self) -> None:
+        # A writer left open (a run stopped by KeyboardInterrupt keeps its temp file
+        # for a resume) would hold its file and directory open for the life of the
+        # process: the library's caller goes on (a notebook, a workflow).
+        for writer in list(self._writers):
+            writer.release()
         with self._trees_lock:
             trees, self._trees = self._trees, ()
         for _, tree in trees:

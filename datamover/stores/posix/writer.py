@@ -366,6 +366,16 @@ class PosixWriter:
         self._close_tree()
         return info_from_stat(self.key, st, verified=verified)
 
+    def release(self) -> None:
+        """Close the temp file and let go of its directory, leaving the temp file as
+        it is (a journaled write a later run resumes). Nothing can be written or
+        committed afterwards. Called by the store's ``close``."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self._close_tree()
+
     def abort(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, None
