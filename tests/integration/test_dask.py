@@ -271,3 +271,34 @@ def test_quiet_local_cluster_run_prints_nothing(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stderr == "" and p.stdout == ""
     assert sorted(os.listdir(tmp_path / "dst")) == ["f0", "f1", "f2"]
+
+
+@pytest.mark.timeout(300)
+def test_library_local_cluster_leaves_the_callers_logging_as_it_was(tmp_path: Path) -> None:
+    """A notebook's ``datamover.copy(..., cluster="local:2")`` quiets the local
+    cluster it starts while it runs, but the ``distributed`` logger's level the caller
+    chose (here stricter than WARNING) is never lowered, and is the same afterwards."""
+    import logging
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    seen: list[int] = []
+
+    class Watch(Listener):
+        def file_finished(self, result: FileResult) -> None:
+            seen.append(logger.getEffectiveLevel())
+
+    try:
+        logger.setLevel(logging.ERROR)
+        report = datamover.copy(
+            str(src), str(tmp_path / "dst"), cluster="local:2", listener=Watch()
+        )
+        assert report.ok and report.files_ok == 3
+        assert logger.level == logging.ERROR
+        assert seen and min(seen) >= logging.ERROR
+    finally:
+        logger.setLevel(before)

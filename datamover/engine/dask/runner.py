@@ -383,6 +383,24 @@ class DaskRunner(Runner):
 
 
 @contextlib.contextmanager
+def _quiet_local_cluster() -> Iterator[None]:
+    """The scheduler and nannies of a local cluster run in this process and log their
+    start and stop at INFO through distributed's own handler: ~30 lines even under
+    -q. While the cluster datamover started lives they speak only when datamover's
+    own log is at debug (-vv); then the ``distributed`` logger's level is put back as
+    it was (the caller's process, a notebook, keeps its logging set-up), and a level
+    stricter than WARNING is never lowered."""
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    if logging.getLogger("datamover").getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@contextlib.contextmanager
 def connect(client: Client | None = None, cluster: Any = None) -> Iterator[Client]:
     """A connected ``Client``: ``client`` itself (left open), or one for ``cluster``:
     ``"local:N"`` starts a ``LocalCluster`` of N single-threaded worker processes
@@ -394,13 +412,8 @@ def connect(client: Client | None = None, cluster: Any = None) -> Iterator[Clien
     if isinstance(cluster, str):
         kind, n = parse_cluster(cluster)
         if kind == "local":
-            # The scheduler and nannies of a local cluster run in this process and log
-            # their start and stop at INFO through distributed's own handler: ~30
-            # lines even under -q. They speak only when datamover's own log is at
-            # debug (-vv).
-            debug = logging.getLogger("datamover").getEffectiveLevel() <= logging.DEBUG
-            logging.getLogger("distributed").setLevel(logging.INFO if debug else logging.WARNING)
             with (
+                _quiet_local_cluster(),
                 LocalCluster(
                     n_workers=n or os.cpu_count() or 1,
                     threads_per_worker=1,
