@@ -78,6 +78,16 @@ def parse_url(text: str) -> Location:
         bucket, _, key = rest.partition("/")
         if not bucket:
             raise UsageError(f"{text!r} names no bucket; write {scheme}://BUCKET/path")
+        userinfo, at, _ = bucket.rpartition("@")
+        if at and (canonical in ("s3", "gs") or (canonical == "az" and ":" in userinfo)):
+            # No bucket name holds an "@": user:secret@ pasted into the URL. Refused
+            # before any request, whose error would echo it (not even redacted).
+            # (Azure's container@account.host form names no secret: left alone.)
+            raise UsageError(
+                f"{scheme}://***@{bucket.rpartition('@')[2]}/: {scheme}:// URLs take no "
+                "credentials; set them in the environment (AWS_ACCESS_KEY_ID, "
+                "AZURE_STORAGE_CONNECTION_STRING, ...) or in a remote of the config"
+            )
         return Location(canonical, bucket, key.lstrip("/") if canonical != "s3" else key)
     m = _REMOTE_RE.match(text)
     if m and not os.path.exists(text):

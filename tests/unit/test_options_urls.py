@@ -141,3 +141,19 @@ def test_a_transfers_value_that_is_no_number_is_a_usage_error() -> None:
     """The library call ``copy(..., transfers="x")`` raised a bare TypeError."""
     with pytest.raises(UsageError, match="whole number"):
         TransferOptions(transfers="x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIAEXAMPLE:s3cr3tVALUE@bucket/key",
+        "az://account:s3cr3tVALUE@container/path",
+        "gs://user:s3cr3tVALUE@bucket/",
+    ],
+)
+def test_credentials_in_an_object_store_url_are_refused_without_echoing_them(url: str) -> None:
+    """No bucket name holds an ``@``: ``user:secret@`` pasted into the URL. Sent on,
+    the SDK's error echoed the secret in a many-line message (CLI and library alike)."""
+    with pytest.raises(UsageError, match="URLs take no credentials") as caught:
+        parse_url(url)
+    assert "s3cr3tVALUE" not in str(caught.value) and "\n" not in str(caught.value)
