@@ -54,11 +54,16 @@ class JobLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
+            holder, pid = _holder(fd)
             os.close(fd)
+            where = (
+                "another thread of this process"
+                if pid == os.getpid()  # a library caller's threads, a notebook's cells
+                else "another process"
+            )
             raise JobBusy(
-                f"job {holder} is already running (the same command, in another "
-                "process); wait for it to end or stop it, then run this again"
+                f"job {holder} is already running (the same command, in {where}); "
+                "wait for it to end or stop it, then run this again"
             ) from None
         except OSError:
             os.close(fd)
@@ -80,15 +85,16 @@ class JobLock:
             os.close(fd)  # closing the last descriptor drops the flock
 
 
-def _holder(fd: int) -> str:
-    """``JOB_ID (pid N)`` from the lock file, as far as it says (it is only a hint)."""
+def _holder(fd: int) -> tuple[str, int | None]:
+    """``(JOB_ID (pid N), N)`` from the lock file, as far as it says (it is only a
+    hint)."""
     try:
         words = os.pread(fd, 200, 0).decode("ascii", "replace").split()
     except OSError:
         words = []
     if len(words) == 2 and words[1].isdigit() and words[0].isprintable():
-        return f"{words[0][:64]} (pid {words[1]})"
-    return "of this command"
+        return f"{words[0][:64]} (pid {words[1]})", int(words[1])
+    return "of this command", None
 
 
 def is_live(state_dir: str, key: str) -> bool:
