@@ -38,6 +38,7 @@ from datamover.engine import (
     VerifyReport,
 )
 from datamover.engine.cleanup import CleanupReport, cleanup_store
+from datamover.engine.observer import check_listener
 from datamover.engine.procs import process_factory
 from datamover.errors import (
     ConfigError,
@@ -62,6 +63,7 @@ from datamover.options import (
     DaskOptions,
     RetryPolicy,
     TransferOptions,
+    check_flags,
     parse_cluster,
     parse_size,
     path_text,
@@ -131,6 +133,13 @@ class SyncRules:
     max_delete: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.checksum, str):
+            raise UsageError(
+                f"checksum={self.checksum!r}: sync's checksum is True or False (compare "
+                "digests, not size and mtime); the manifest's algorithm is "
+                "options=TransferOptions(checksum=...)"
+            )
+        check_flags(self, "checksum", "delete")
         if self.max_delete is not None and (
             isinstance(self.max_delete, bool) or not isinstance(self.max_delete, int)
         ):
@@ -184,6 +193,7 @@ class TransferJob:
         _check_type(self.options, TransferOptions, "options")
         if self.filters is not None:
             _check_type(self.filters, FileFilter, "filters")
+        check_flags(self, "dry_run", "bagit")
         if self.operation not in ("copy", "sync"):
             raise UsageError(f"unknown operation {self.operation!r}; copy or sync")
         if self.operation == "copy" and self.sync != SyncRules():
@@ -273,6 +283,7 @@ class VerifyJob:
         if self.target is not None:
             object.__setattr__(self, "target", path_text(self.target, "target"))
         _check_type(self.options, TransferOptions, "options")
+        check_flags(self, "no_download", "allow_download", "partial")
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +422,18 @@ def run(
     object, or ``"local:N"``/an address) spreads a transfer over Dask workers, as
     ``job.scale_out`` does. Fatal errors raise (``datamover.errors``); per-file
     failures are in the report."""
+    if listener is not None:
+        check_listener(listener)
+    if isinstance(client, str):
+        raise UsageError(
+            f"client= takes a distributed.Client; give the address {client!r} as cluster="
+        )
+    # Every Dask cluster object has a scheduler_address.
+    if not (cluster is None or isinstance(cluster, str) or hasattr(cluster, "scheduler_address")):
+        raise UsageError(
+            "cluster= takes 'local:N', a scheduler address or a Dask cluster object "
+            f"(LocalCluster, SLURMCluster, ...), not {type(cluster).__name__}"
+        )
     if isinstance(job, TransferJob):
         return _transfer(job, listener, client, cluster)
     if isinstance(job, VerifyJob):

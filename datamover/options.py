@@ -58,6 +58,16 @@ def path_text(value: object, what: str) -> str:
     )
 
 
+def check_flags(obj: object, *names: str) -> None:
+    """Each of ``names`` on ``obj`` is a bool: ``delete="no"`` or ``resume="false"``
+    (a value read from a workflow's config file) is truthy, and would do the opposite
+    of what was meant."""
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, bool):
+            raise UsageError(f"{name}={value!r}: give True or False")
+
+
 def format_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -198,6 +208,16 @@ class TransferOptions:
             value = getattr(self, name)
             if value is not None:  # a pathlib.Path is welcome; kept as its str
                 object.__setattr__(self, name, path_text(value, name))
+        check_flags(
+            self,
+            "preserve",
+            "preserve_setid",
+            "copy_links",
+            "links",
+            "xattrs",
+            "server_side_copy",
+            "resume",
+        )
         if self.command_line:
             # Recorded in manifests and reports: never with a secret in it.
             object.__setattr__(self, "command_line", tuple(scrub_argv(self.command_line)))

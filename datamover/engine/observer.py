@@ -22,7 +22,7 @@ from typing import Any
 
 from datamover.engine.plan import FileJob
 from datamover.engine.results import FileResult, TransferReport
-from datamover.errors import DatamoverError
+from datamover.errors import DatamoverError, UsageError
 from datamover.manifest import ManifestEntry
 
 
@@ -88,11 +88,23 @@ class Observer(Listener):
         pass
 
 
+def check_listener(listener: Listener) -> Listener:
+    """``listener``, if it is one (a caller's ``listener=``), else ``UsageError``: an
+    object with none of the hooks would fail at the first one, in the middle of a
+    run."""
+    if not isinstance(listener, Listener):
+        raise UsageError(
+            "listener= takes an instance of a datamover.Listener or datamover.Observer "
+            f"subclass, not {type(listener).__name__} (progress= takes a plain function)"
+        )
+    return listener
+
+
 class Fanout(Observer):
     """Every hook goes to each listener in turn (plain ``Listener``s get theirs)."""
 
     def __init__(self, listeners: Iterable[Listener | None]) -> None:
-        self.listeners = [x for x in listeners if x is not None]
+        self.listeners = [check_listener(x) for x in listeners if x is not None]
         self.observers = [x for x in self.listeners if isinstance(x, Observer)]
 
     def file_started(self, job: FileJob) -> None:

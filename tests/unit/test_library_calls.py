@@ -100,6 +100,21 @@ _WRONG: list[tuple[str, Callable[[Path], object], str]] = [
     ),
     ("progress int", lambda t: datamover.copy(str(t), str(t), progress=5), "progress must"),
     ("job id None", lambda t: datamover.resume(None), "a job id is a str"),
+    # A flag read from a workflow's config file as text is truthy: "no" meant False.
+    ("delete 'no'", lambda t: datamover.sync(str(t), str(t), delete="no"), "delete='no'"),
+    ("resume 'false'", lambda t: datamover.copy(str(t), str(t), resume="false"), "give True"),
+    ("dry_run 'no'", lambda t: datamover.copy(str(t), str(t), dry_run="no"), "give True"),
+    ("partial 1", lambda t: datamover.verify(str(t), partial=1), "partial=1"),
+    # sync's checksum= is the comparison, not the manifest's algorithm.
+    ("sync sha512", lambda t: datamover.sync(str(t), str(t), checksum="sha512"), "True or"),
+    ("client str", lambda t: datamover.copy(str(t), str(t), client="tcp://h:8786"), "cluster="),
+    ("cluster int", lambda t: datamover.copy(str(t), str(t), cluster=4), "cluster= takes"),
+    ("listener obj", lambda t: datamover.copy(str(t), str(t), listener=object()), "Listener"),
+    (
+        "listener obj, progress",
+        lambda t: datamover.copy(str(t), str(t), listener=object(), progress=print),
+        "Listener",
+    ),
 ]
 
 
