@@ -26,6 +26,7 @@ What it holds is read back as untrusted: a record that does not decode raises
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -236,11 +237,9 @@ class Journal:
                     self._flushed.notify_all()
             if batch:
                 try:
-                    with self._write_lock:
-                        self._w.execute("BEGIN")
+                    with self._write_lock, self._transaction():
                         for sql, args in batch:
                             self._w.execute(sql, args)
-                        self._w.execute("COMMIT")
                 except BaseException:  # keep flush() from waiting forever
                     with self._lock:
                         self._pending -= len(batch)
@@ -251,6 +250,23 @@ class Journal:
                     self._flushed.notify_all()
             elif stopping:
                 return
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT on the write connection (its lock held by the caller). Left
+        by any exception, a ``KeyboardInterrupt`` between two statements (Ctrl-C in
+        the thread that opens uploads: the CLI's, a library caller's) included, it
+        rolls back: a transaction left open would make the writer thread's next BEGIN
+        fail (the thread dies, every later row is lost) and ``close`` roll back all
+        that came after, the job's final state too."""
+        try:
+            self._w.execute("BEGIN")
+            yield
+            self._w.execute("COMMIT")
+        except BaseException:
+            if self._w.in_transaction:
+                self._w.execute("ROLLBACK")
+            raise
 
     def set_barrier(self, barrier: Callable[[], None] | None) -> None:
         """``barrier()`` runs in the writer thread before each batch is committed, so
@@ -399,8 +415,7 @@ class Journal:
     ) -> None:
         # Committed before returning, not batched: a kill between opening an upload and
         # journaling it would leave an upload nobody knows to resume or abort.
-        with self._write_lock:
-            self._w.execute("BEGIN")
+        with self._write_lock, self._transaction():
             self._w.execute(
                 "INSERT INTO files (job_id, rel, size, mtime, etag, state, part_size, writer)"
                 " VALUES (?,?,?,?,?,'writing',?,?) ON CONFLICT(job_id, rel) DO UPDATE SET"
@@ -409,7 +424,6 @@ class Journal:
                 (job_id, rel, size, mtime, etag, part_size, json.dumps(dict(writer))),
             )
             self._w.execute("DELETE FROM parts WHERE job_id=? AND rel=?", (job_id, rel))
-            self._w.execute("COMMIT")
 
     def part(self, job_id: str, rel: str, receipt: PartReceipt, digest: str) -> None:
         self._put(

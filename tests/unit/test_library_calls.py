@@ -8,6 +8,7 @@ import _thread
 import inspect
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from datamover.checksums import PartDigests
 from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
 from datamover.errors import UsageError
+from datamover.journal import Journal, journal_path
 from datamover.stores import open_store
+from datamover.stores.base import PartReceipt
 
 
 def _tree(root: Path) -> Path:
@@ -244,3 +247,52 @@ def test_the_library_prints_no_log_line_unless_the_caller_configures_logging() -
         text=True,
     )
     assert "beware" in configured.stderr
+
+
+class _InterruptedOnce:
+    """The journal's write connection, with Ctrl-C landing (once) just before the
+    statement that starts with ``before``: as a KeyboardInterrupt lands between two
+    statements in the thread that opens uploads."""
+
+    def __init__(self, conn: sqlite3.Connection, before: str) -> None:
+        self.conn, self.before, self.fired = conn, before, False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if not self.fired and sql.startswith(self.before):
+            self.fired = True
+            raise KeyboardInterrupt
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_ctrl_c_while_an_upload_is_journaled_leaves_the_journal_working(
+    tmp_path: Path,
+) -> None:
+    """Before: the transaction of ``writing`` stayed open, the writer thread's next
+    BEGIN failed (it died with a traceback on stderr, every later row lost) and
+    ``close`` rolled back the job's final state."""
+    journal = Journal(journal_path(str(tmp_path)))
+    journal.create_job("job-1", "key-1", "copy", "/src", "/dst", {}, None)
+    conn = journal._w
+    journal._w = _InterruptedOnce(conn, "DELETE FROM parts")  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        journal.writing("job-1", "a.bin", 8, None, None, 4, {"temp_path": "/dst/.a"})
+    journal._w = conn
+    assert not conn.in_transaction
+    assert journal.lookup("job-1", "a.bin") is None  # all of it or nothing
+    journal.writing("job-1", "b.bin", 8, None, None, 4, {"temp_path": "/dst/.b"})
+    journal.part("job-1", "b.bin", PartReceipt(0, 4, checksum="00"), "d0")
+    journal.flush()
+    assert journal._thread.is_alive()
+    journal.finish_job("job-1", "aborted", 0, 0, 0)
+    journal.close()
+    again = Journal(journal_path(str(tmp_path)))
+    try:
+        record = again.job("job-1")
+        assert record is not None and record.state == "aborted"
+        found = again.lookup("job-1", "b.bin")
+        assert found is not None and found.parts
+    finally:
+        again.close()
