@@ -88,6 +88,17 @@ def parse_url(text: str) -> Location:
                 "credentials; set them in the environment (AWS_ACCESS_KEY_ID, "
                 "AZURE_STORAGE_CONNECTION_STRING, ...) or in a remote of the config"
             )
+        if at and ":" in userinfo:
+            # ftp://user:password@host (any fsspec protocol): the URL is recorded in
+            # manifests, the journal and reports, and echoed by fsspec's errors. The
+            # user name may stay; the password goes where fsspec reads it.
+            user = userinfo.partition(":")[0]
+            host = bucket.rpartition("@")[2]
+            raise UsageError(
+                f"{scheme}://{user}:***@{host}/: URLs take no passwords (they would be "
+                f"recorded in manifests and the journal); write {scheme}://{user}@{host}/... "
+                f"and set FSSPEC_{scheme.upper()}_PASSWORD (or use an SSH key for sftp)"
+            )
         return Location(canonical, bucket, key.lstrip("/") if canonical != "s3" else key)
     m = _REMOTE_RE.match(text)
     if m and not os.path.exists(text):

@@ -157,3 +157,25 @@ def test_credentials_in_an_object_store_url_are_refused_without_echoing_them(url
     with pytest.raises(UsageError, match="URLs take no credentials") as caught:
         parse_url(url)
     assert "s3cr3tVALUE" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://alice:s3cr3tVALUE@ftp.example.org/data/",
+        "sftp://alice:s3cr3tVALUE@hpc.example.org:2222/scratch/x",
+        "https://alice:s3cr3tVALUE@files.example.org/a.bin",
+    ],
+)
+def test_a_password_in_any_other_url_is_refused_without_echoing_it(url: str) -> None:
+    """fsspec URLs (ftp, sftp, https) are recorded in manifests, the journal and reports
+    as typed, and fsspec's errors echo them: a password in one is refused, with where to
+    put it instead; the user name alone is fine."""
+    with pytest.raises(UsageError, match="URLs take no passwords") as caught:
+        parse_url(url)
+    message = str(caught.value)
+    assert "s3cr3tVALUE" not in message and "\n" not in message
+    assert "alice@" in message and "_PASSWORD" in message
+    scheme = url.split(":", 1)[0]
+    user_only = url.replace(":s3cr3tVALUE", "")
+    assert parse_url(user_only).scheme == scheme
