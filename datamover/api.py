@@ -18,9 +18,11 @@ the returned report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from datamover.errors import UsageError
 from datamover.filters import FileFilter
 from datamover.job import (
     Fanout,
@@ -36,10 +38,12 @@ from datamover.job import (
     make_options,
     run,
 )
-from datamover.options import DaskOptions, TransferOptions
+from datamover.options import DaskOptions, TransferOptions, path_text
 from datamover.reporting.events import callback_listener
 
 ProgressCallback = Callable[[Mapping[str, Any]], object]
+#: A URL, a remote's ``name:path`` or a local path (``pathlib.Path`` too).
+Where = str | os.PathLike[str]
 
 __all__ = ["copy", "hash_url", "make_options", "sync", "verify"]
 
@@ -51,6 +55,22 @@ def _listener(listener: Listener | None, progress: ProgressCallback | None) -> L
     return events if listener is None else Fanout([listener, events])
 
 
+def _pairs(
+    bag_info: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> tuple[tuple[str, str], ...]:
+    """``bag_info`` as (label, value) pairs: a mapping, or pairs already."""
+    if bag_info is None:
+        return ()
+    try:
+        pairs = tuple(dict(bag_info).items())
+    except (TypeError, ValueError):
+        raise UsageError(
+            "bag_info must be a mapping of bag-info.txt labels to values, e.g. "
+            "{'Source-Organization': 'Lab'}"
+        ) from None
+    return tuple((str(k), str(v)) for k, v in pairs)
+
+
 def _scale_out(cluster: Any, dask_options: DaskOptions | None) -> ScaleOut | None:
     """Plain values go into the job; a cluster object is handed to ``run``."""
     if dask_options is None and not isinstance(cluster, str):
@@ -59,8 +79,8 @@ def _scale_out(cluster: Any, dask_options: DaskOptions | None) -> ScaleOut | Non
 
 
 def copy(
-    src: str,
-    dst: str,
+    src: Where,
+    dst: Where,
     options: TransferOptions | None = None,
     *,
     progress: ProgressCallback | None = None,
@@ -68,15 +88,15 @@ def copy(
     filters: FileFilter | None = None,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
-    files_from: str | Iterable[str] | None = None,
+    files_from: Where | Iterable[str] | None = None,
     min_size: int | str | None = None,
     max_size: int | str | None = None,
     min_age: str | float | None = None,
     max_age: str | float | None = None,
     dry_run: bool = False,
-    report: str | None = None,
+    report: Where | None = None,
     bagit: bool = False,
-    bag_info: Mapping[str, str] | None = None,
+    bag_info: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     client: Any = None,
     cluster: Any = None,
     dask_options: DaskOptions | None = None,
@@ -97,14 +117,18 @@ def copy(
     """
     job = TransferJob(
         "copy",
-        src,
-        dst,
+        path_text(src, "src"),
+        path_text(dst, "dst"),
         make_options(options, **option_kwargs),
         make_filter(
             filters,
             include=include,
             exclude=exclude,
-            files_from=files_from,
+            files_from=(
+                path_text(files_from, "files_from")
+                if isinstance(files_from, os.PathLike)
+                else files_from
+            ),
             min_size=min_size,
             max_size=max_size,
             min_age=min_age,
@@ -112,8 +136,8 @@ def copy(
         ),
         dry_run=dry_run,
         bagit=bagit,
-        bag_info=tuple((bag_info or {}).items()),
-        report=report,
+        bag_info=_pairs(bag_info),
+        report=None if report is None else path_text(report, "report"),
         scale_out=_scale_out(cluster, dask_options),
     )
     return run(
@@ -125,8 +149,8 @@ def copy(
 
 
 def sync(
-    src: str,
-    dst: str,
+    src: Where,
+    dst: Where,
     options: TransferOptions | None = None,
     *,
     checksum: bool = False,
@@ -137,13 +161,13 @@ def sync(
     filters: FileFilter | None = None,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
-    files_from: str | Iterable[str] | None = None,
+    files_from: Where | Iterable[str] | None = None,
     min_size: int | str | None = None,
     max_size: int | str | None = None,
     min_age: str | float | None = None,
     max_age: str | float | None = None,
     dry_run: bool = False,
-    report: str | None = None,
+    report: Where | None = None,
     client: Any = None,
     cluster: Any = None,
     dask_options: DaskOptions | None = None,
@@ -155,14 +179,18 @@ def sync(
     what is copied and what may be deleted. Other keywords as for ``copy``."""
     job = TransferJob(
         "sync",
-        src,
-        dst,
+        path_text(src, "src"),
+        path_text(dst, "dst"),
         make_options(options, **option_kwargs),
         make_filter(
             filters,
             include=include,
             exclude=exclude,
-            files_from=files_from,
+            files_from=(
+                path_text(files_from, "files_from")
+                if isinstance(files_from, os.PathLike)
+                else files_from
+            ),
             min_size=min_size,
             max_size=max_size,
             min_age=min_age,
@@ -170,7 +198,7 @@ def sync(
         ),
         SyncRules(checksum=checksum, delete=delete, max_delete=max_delete),
         dry_run=dry_run,
-        report=report,
+        report=None if report is None else path_text(report, "report"),
         scale_out=_scale_out(cluster, dask_options),
     )
     return run(
@@ -182,8 +210,8 @@ def sync(
 
 
 def verify(
-    manifest: str,
-    target: str | None = None,
+    manifest: Where,
+    target: Where | None = None,
     options: TransferOptions | None = None,
     *,
     listener: Listener | None = None,
@@ -201,8 +229,8 @@ def verify(
     ``.partial``) raises ``ManifestError`` unless ``partial=True``, which checks the
     files it lists."""
     job = VerifyJob(
-        manifest,
-        target,
+        path_text(manifest, "manifest"),
+        None if target is None else path_text(target, "target"),
         make_options(options, **option_kwargs),
         no_download=no_download,
         allow_download=allow_download,
@@ -212,8 +240,8 @@ def verify(
 
 
 def hash_url(
-    url: str, options: TransferOptions | None = None, **option_kwargs: Any
+    url: Where, options: TransferOptions | None = None, **option_kwargs: Any
 ) -> dict[str, str]:
     """Digest of one object or file (``checksum=`` picks the algorithm), read with the
     engine's parallel ranged reads: ``{algorithm: hex}``."""
-    return run(HashJob(url, make_options(options, **option_kwargs)))
+    return run(HashJob(path_text(url, "url"), make_options(options, **option_kwargs)))

@@ -61,6 +61,22 @@ def test_paths_may_be_pathlib_paths(tmp_path: Path) -> None:
         assert key.endswith("a.h5")
 
 
+def test_bag_info_may_be_label_value_pairs(tmp_path: Path) -> None:
+    """``bag_info`` as a list of (label, value) pairs, as a workflow's config often
+    holds it, is taken like a mapping."""
+    src = _tree(tmp_path / "src")
+    report = datamover.copy(
+        src,
+        tmp_path / "bag",
+        bagit=True,
+        bag_info=[("Source-Organization", "Lab"), ("Contact-Name", "Ada")],
+        manifest=tmp_path / "m.jsonl",
+    )
+    assert report.ok
+    info = (tmp_path / "bag" / "bag-info.txt").read_text()
+    assert "Source-Organization: Lab" in info and "Contact-Name: Ada" in info
+
+
 def test_one_include_pattern_as_a_string_is_one_pattern(tmp_path: Path) -> None:
     """``include="*.h5"`` is the pattern ``*.h5``, not the patterns ``*``, ``.``,
     ``h``, ``5`` (of which ``*`` takes every file)."""
@@ -113,6 +129,7 @@ _WRONG: list[tuple[str, Callable[[Path], object], str]] = [
     ("client str", lambda t: datamover.copy(str(t), str(t), client="tcp://h:8786"), "cluster="),
     ("cluster int", lambda t: datamover.copy(str(t), str(t), cluster=4), "cluster= takes"),
     ("listener obj", lambda t: datamover.copy(str(t), str(t), listener=object()), "Listener"),
+    ("bag_info int", lambda t: datamover.copy(str(t), str(t), bagit=True, bag_info=5), "mapping"),
     (
         "listener obj, progress",
         lambda t: datamover.copy(str(t), str(t), listener=object(), progress=print),
