@@ -447,6 +447,11 @@ def _transfer(
     opts, dst = job.options, job.dst
     scale = job.scale_out
     if scale is not None and cluster is None and client is None:
+        if scale.cluster is None:
+            raise UsageError(
+                "Dask options were given without a cluster: pass client= or cluster= "
+                "(e.g. cluster='local:2'), or leave dask_options out"
+            )
         cluster = scale.cluster
     distributed = (client is not None or cluster is not None) and not job.dry_run
     opts = cluster_durability(opts, distributed)

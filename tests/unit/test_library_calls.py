@@ -24,6 +24,7 @@ from datamover.engine.observer import Listener
 from datamover.engine.plan import FileJob
 from datamover.errors import UsageError
 from datamover.journal import Journal, journal_path
+from datamover.options import DaskOptions
 from datamover.stores import open_store
 from datamover.stores.base import PartReceipt
 
@@ -129,6 +130,11 @@ _WRONG: list[tuple[str, Callable[[Path], object], str]] = [
     ("client str", lambda t: datamover.copy(str(t), str(t), client="tcp://h:8786"), "cluster="),
     ("cluster int", lambda t: datamover.copy(str(t), str(t), cluster=4), "cluster= takes"),
     ("listener obj", lambda t: datamover.copy(str(t), str(t), listener=object()), "Listener"),
+    (
+        "dask_options alone",
+        lambda t: datamover.copy(str(t), str(t), dask_options=DaskOptions()),
+        "without a cluster",
+    ),
     ("bag_info int", lambda t: datamover.copy(str(t), str(t), bagit=True, bag_info=5), "mapping"),
     (
         "listener obj, progress",
