@@ -4,14 +4,14 @@ process that goes on."""
 
 from __future__ import annotations
 
-import _thread
 import inspect
 import os
 import pickle
+import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,9 @@ def _open_under(root: Path) -> list[str]:
 
 
 class _CtrlC(Listener):
-    """Ctrl-C in the main thread (as a notebook's interrupt) once bytes are moving."""
+    """Ctrl-C (a real SIGINT, as a terminal or a notebook's interrupt sends) once
+    bytes are moving. ``_thread.interrupt_main`` only marks the signal: a main thread
+    blocked in a wait would not see it before the run ended, on a busy machine."""
 
     def __init__(self) -> None:
         self.sent = False
@@ -207,9 +209,21 @@ class _CtrlC(Listener):
     def bytes_done(self, n: int, job: FileJob | None = None) -> None:
         if not self.sent:
             self.sent = True
-            _thread.interrupt_main()
+            os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a notebook kernel or a script: a
+    pytest-xdist worker ignores it, and ``interrupt_main`` then does nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_during_a_copy_leaves_no_descriptor_open(tmp_path: Path) -> None:
     """A library run stopped by KeyboardInterrupt keeps its unfinished temp files for a
     resume, but the process (a notebook kernel) goes on: their descriptors and their
