@@ -105,3 +105,64 @@ def test_two_processes_read_one_file(target: Target) -> None:
     ]
     outs = [p.communicate(timeout=120)[0].split()[0] for p in procs]
     assert outs == [hashlib.sha256(data).hexdigest()] * 2
+
+
+def test_mmap_reads_and_shared_writes_reach_the_object(target: Target) -> None:
+    """Codes that map files (``numpy.memmap``, ``np.load(mmap_mode=...)``, LMDB) read
+    through the page cache and write back dirty pages: both reach the object."""
+    import mmap
+
+    np = pytest.importorskip("numpy")
+    path = target.path / "m.bin"
+    data = bytearray(os.urandom(3 * MiB))
+    path.write_bytes(data)
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert m[:] == bytes(data)
+        assert m[2 * MiB + 7 : 2 * MiB + 100] == bytes(data[2 * MiB + 7 : 2 * MiB + 100])
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as m:
+        m[10:20] = b"x" * 10
+        m[3 * MiB - 5 :] = b"y" * 5
+        m.flush()
+    data[10:20] = b"x" * 10
+    data[3 * MiB - 5 :] = b"y" * 5
+    assert path.read_bytes() == bytes(data)
+    assert target.store.read(target.key("m.bin")) == bytes(data)
+
+    arr = np.memmap(target.path / "np.dat", dtype="float64", mode="w+", shape=(1000, 100))
+    arr[:] = np.arange(100_000, dtype="float64").reshape(1000, 100)
+    arr.flush()
+    del arr
+    stored = target.store.read(target.key("np.dat"))
+    assert np.frombuffer(stored, dtype="float64")[-1] == 99_999.0 and len(stored) == 800_000
+    back = np.memmap(target.path / "np.dat", dtype="float64", mode="r", shape=(1000, 100))
+    assert float(back[999, 99]) == 99_999.0
+
+
+def test_zip_append_locks_and_a_build_run_in_the_mount(target: Target) -> None:
+    """A zip archive appended to (its central directory rewritten at the end), flock
+    and lockf, and ``make`` building a program that then runs from the mount."""
+    import fcntl
+    import zipfile
+
+    archive = target.path / "a.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(20):
+            zf.writestr(f"d/f{i}.txt", os.urandom(5000).hex())
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("late.txt", "hello")
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.testzip() is None and zf.read("late.txt") == b"hello"
+
+    with open(target.path / "lockfile", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    project = target.path / "proj"
+    project.mkdir()
+    (project / "hello.c").write_text('#include <stdio.h>\nint main(void){puts("hi");return 0;}\n')
+    (project / "Makefile").write_text("hello: hello.c\n\tcc -o hello hello.c\n")
+    build = subprocess.run(["make", "-C", str(project)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    ran = subprocess.run([str(project / "hello")], capture_output=True, text=True)
+    assert ran.stdout == "hi\n", ran
+    assert target.store.stat(target.key("proj/hello")).size == (project / "hello").stat().st_size
