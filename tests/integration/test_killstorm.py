@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from killstorm import DM, make_tree, read_tree, storm, temp_files
+from killstorm import DM, journal_progress, make_tree, read_tree, storm, temp_files
 
 import datamover
+from datamover.errors import NotFound
 from datamover.options import MiB
 from datamover.stores import open_store
 
@@ -29,6 +30,24 @@ pytestmark = [pytest.mark.cloud, pytest.mark.timeout(240)]
 #: 3 large files spanning several parts, many small ones: ~46 MiB.
 BIG = [16 * MiB + 12345, 12 * MiB, 9 * MiB + 1]
 SMALL = 300
+
+
+def _committed_unjournaled(db: Path, dst: str) -> int:
+    """Bytes of the files the journal has as being written whose upload was committed
+    already (the whole file is at the destination): a kill landed between the commit
+    and the journal's record of it."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        writing = conn.execute("SELECT rel, size FROM files WHERE state = 'writing'").fetchall()
+    store, root = open_store(dst)
+    total = 0
+    with store:
+        for rel, size in writing:
+            try:
+                if store.stat(root + rel).size == size:
+                    total += size
+            except NotFound:
+                pass
+    return total
 
 
 def _summary(manifest: Path) -> dict[str, Any]:
@@ -63,11 +82,17 @@ def _storm_then_finish(
     )
     assert s.kills >= 10
     assert not manifest.exists(), s  # never finished during the storm
+    durable = journal_progress(db)
+    committed = _committed_unjournaled(db, dst)
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stdout + final.stderr
     summary = _summary(manifest)
     assert summary["files_failed"] == 0
-    assert int(summary["bytes_moved"]) < total / 2, (summary, s)
+    # The final run moves less than half: the storm left 60 % durable. A file a kill
+    # caught between its commit and the journal's record of it is written again (its
+    # upload is gone, so its parts can't be resumed): that much more is allowed.
+    moved = int(summary["bytes_moved"])
+    assert moved < total / 2 + committed, (summary, durable, committed, s)
     assert "already done" in final.stdout
     check = subprocess.run(
         [*DM, "verify", str(manifest)], env=env, capture_output=True, text=True, timeout=120
