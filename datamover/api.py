@@ -124,11 +124,7 @@ def copy(
             filters,
             include=include,
             exclude=exclude,
-            files_from=(
-                path_text(files_from, "files_from")
-                if isinstance(files_from, os.PathLike)
-                else files_from
-            ),
+            files_from=files_from,
             min_size=min_size,
             max_size=max_size,
             min_age=min_age,
@@ -186,11 +182,7 @@ def sync(
             filters,
             include=include,
             exclude=exclude,
-            files_from=(
-                path_text(files_from, "files_from")
-                if isinstance(files_from, os.PathLike)
-                else files_from
-            ),
+            files_from=files_from,
             min_size=min_size,
             max_size=max_size,
             min_age=min_age,

@@ -338,14 +338,17 @@ def make_filter(
     *,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
-    files_from: str | Iterable[str] | None = None,
+    files_from: str | os.PathLike[str] | Iterable[str] | None = None,
     min_size: int | str | None = None,
     max_size: int | str | None = None,
     min_age: str | float | None = None,
     max_age: str | float | None = None,
 ) -> FileFilter | None:
-    """``filters``, or one built from the keyword shortcuts (not both)."""
+    """``filters``, or one built from the keyword shortcuts (not both). ``files_from``:
+    a file of names (a path), or the names themselves."""
     inc, exc = patterns(include, "include"), patterns(exclude, "exclude")
+    if isinstance(files_from, os.PathLike):
+        files_from = path_text(files_from, "files_from")
     shortcuts = (inc, exc, files_from, min_size, max_size, min_age, max_age)
     if not any(x for x in shortcuts if x not in ((), None)):
         return filters
