@@ -1088,6 +1088,10 @@ def _cloud_rows(provider: str) -> None:
         def argv(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
             return [DATAMOVER, "mount", f"{provider}://{BUCKET}/", str(mnt), "--foreground"], env
 
+        def argv_dio(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
+            cmd, env_ = argv(b, mnt)
+            return [*cmd, "--direct-io"], env_
+
         def read(mnt: Path, run_id: str, stack: contextlib.ExitStack) -> Invocation:
             return Invocation(["dd", f"if={mnt / key}", "of=/dev/null", "bs=1M"])
 
@@ -1102,9 +1106,19 @@ def _cloud_rows(provider: str) -> None:
             1,
             [
                 _mount_tool(b, "datamover", argv, read, "datamover mount; dd; fresh mount"),
+                _mount_tool(b, "dm-direct-io", argv_dio, read, "datamover mount --direct-io; dd"),
                 Tool("lean-get", lean, "store readinto, 8 x 16 MiB ranges, null sink"),
             ],
-            [Target("throughput >= 0.8x direct lean GET", "wall", 1.25, "lean-get")],
+            [
+                Target("throughput >= 0.8x direct lean GET", "wall", 1.25, "lean-get"),
+                Target(
+                    "throughput >= 0.8x direct lean GET",
+                    "wall",
+                    1.25,
+                    "lean-get",
+                    tool="dm-direct-io",
+                ),
+            ],
         )
         if not datamover_has_mount():
             r.unavailable["datamover"] = "not available: `datamover mount` does not exist yet"

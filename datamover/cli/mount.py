@@ -121,6 +121,12 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="N",
         help="HEADs in flight to complete S3 listings, all directories together (16)",
     )
+    p.add_argument(
+        "--direct-io",
+        action="store_true",
+        help="files opened read-only bypass the page cache: less CPU for streaming big "
+        "files; no kernel read-ahead or caching, and shared mmap of them fails (ENODEV)",
+    )
     p.add_argument("--log-file", metavar="PATH", help="where a background mount logs")
     p.set_defaults(handler=cmd_mount)
     p = sub.add_parser("umount", help="unmount a datamover mount")
@@ -160,6 +166,7 @@ def cmd_mount(args: argparse.Namespace, out: IO[str]) -> int:
         read_part_size=args.read_part_size,
         read_window=args.read_window,
         max_background=args.max_background,
+        direct_io=args.direct_io,
     )
     datamover_fuse.mount(args.url, args.mountpoint, options, foreground=args.foreground)
     return EXIT_OK

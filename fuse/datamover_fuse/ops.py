@@ -212,6 +212,8 @@ class Operations(pyfuse3.Operations):
     @_translated
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         fh, keep = await self.core.open(inode, flags)
+        if self.core.options.direct_io and flags & os.O_ACCMODE == os.O_RDONLY:
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)  # MountOptions.direct_io
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_translated

@@ -65,6 +65,12 @@ class MountOptions:
     (the kernel's asynchronous FUSE requests in flight, read-ahead mostly) are set
     only when the mounting process may (root); see ``mount``.
 
+    ``direct_io``: files opened read-only bypass the kernel's page cache (FUSE
+    ``direct_io``, as rclone's and s3fs's option of that name): a streaming reader's
+    bytes are copied once fewer, but the kernel no longer reads ahead or caches them, so
+    each read call reaches the daemon and a shared ``mmap`` of such a file fails
+    (``ENODEV``). Off by default; files opened for writing keep the page cache.
+
     The mount is ``nosuid,nodev`` unless ``suid``/``dev`` ask otherwise (as
     ``mount -o suid,dev``): a set-user-ID file or a device node in the bucket or
     tree grants nothing through the mount.
@@ -97,6 +103,7 @@ class MountOptions:
     cache_keep: bool = False
     read_cache: bool = True
     read_threads: int = 2
+    direct_io: bool = False
 
     def __post_init__(self) -> None:
         if self.cache_size < 64 * MiB:

@@ -7,12 +7,16 @@ records each GET and its ``Range``.
   ahead;
 * as root, the mount raises the kernel's read-ahead and its background-request limit
   (without the latter the kernel drops and re-reads part of every read-ahead window);
-* readers beyond ``prefetch_budget`` still read the right bytes, in bounded memory.
+* readers beyond ``prefetch_budget`` still read the right bytes, in bounded memory;
+* with ``--direct-io``, files opened read-only bypass the page cache: streamed and small
+  reads give the right bytes, a shared mapping is refused, writes keep working.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import subprocess
 import time
@@ -130,6 +134,30 @@ def test_root_mount_raises_read_ahead_and_background_requests(
                 break
             time.sleep(0.1)
         assert got == want, mount.log_tail()
+
+
+def test_direct_io_reads_bypass_the_page_cache(s3_target: Target, tmp_path: Path) -> None:
+    data = os.urandom(40 * MiB + 777)
+    key = s3_target.fresh_key("dio.bin")
+    s3_target.store.put(key, data)
+    with s3_target.remount(tmp_path, "--direct-io") as mount:
+        path = mount.path / key
+        assert sha256_of(path) == hashlib.sha256(data).hexdigest(), mount.log_tail()
+        with open(path, "rb", buffering=0) as fh:
+            for offset, length in ((12345, 100), (len(data) - 50, 4096), (7 * MiB - 3, 3 * MiB)):
+                fh.seek(offset)
+                assert fh.read(length) == data[offset : offset + length]
+            # The kernel keeps no pages of a direct_io file: a shared mapping is refused
+            # (MountOptions.direct_io), which also shows the option reached the kernel.
+            with pytest.raises(OSError) as refused:
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            assert refused.value.errno == errno.ENODEV
+        # Files opened for writing keep the page cache: written, then read back.
+        written = mount.path / s3_target.fresh_key("dio-written.bin")
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_bytes(data[: 3 * MiB])
+        assert written.read_bytes() == data[: 3 * MiB]
+    assert s3_target.store.read_object(str(written.relative_to(mount.path)))[0] == data[: 3 * MiB]
 
 
 def test_readers_beyond_the_prefetch_budget_read_right_in_bounded_memory(
