@@ -47,6 +47,21 @@ def native_stats(m: Mount) -> tuple[str, dict[str, int]]:
     return mode, stats
 
 
+def wait_cached(cache: Path, data: bytes, limit: float = 30) -> None:
+    """Until a block file of the mount's ``cache`` holds all of ``data`` (the
+    background fetch of the whole object is stored), then a moment more for the
+    mirror in C to learn of its last blocks; a time-out fails."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for f in block_files(cache):
+            with open(f, "rb") as fh:
+                if fh.read(len(data) + 1) == data:
+                    time.sleep(0.2)
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"the object was not cached within {limit} s")
+
+
 def fresh_pread(fd: int, offset: int, length: int) -> bytes:
     """``pread`` on a kept handle after dropping the kernel's pages: reaches the mount."""
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -138,10 +153,12 @@ def test_changed_object_is_not_served_from_old_blocks(target: Target, tmp_path: 
         fd = random_fd(path)
         try:
             off = 600 * 1024 + 123
-            for o in (768 * 1024, 384 * 1024, off):
+            # Far from the read before, but ``off``: the third far read (10) starts the
+            # fetch of the whole object.
+            for o in (768 * 1024, 384 * 1024, off, 10):
                 assert fresh_pread(fd, o, 4096) == old[o : o + 4096]
-            time.sleep(0.5)  # the background fetch
-            for _ in range(3):
+            wait_cached(tmp_path / "m.cache", old)
+            for _ in range(3):  # answered in C
                 assert fresh_pread(fd, 10, 4096) == old[10:4106]
             target.store.put(key, new)
             time.sleep(1.5)
