@@ -1092,12 +1092,27 @@ def _cloud_rows(provider: str) -> None:
             cmd, env_ = argv(b, mnt)
             return [*cmd, "--direct-io"], env_
 
+        def argv_rclone(b: Bench, mnt: Path) -> tuple[list[str], dict[str, str]]:
+            # rclone's streaming reads (no VFS cache), 8 chunks of 16 MiB in flight:
+            # the same shape as datamover's read window and the lean GET.
+            cmd = [rclone_exe(), "mount", f"CL:{BUCKET}", str(mnt), "--read-only"]
+            cmd += ["--vfs-read-chunk-size", "16M", "--vfs-read-chunk-streams", "8"]
+            return cmd, rclone_env(b)
+
         def read(mnt: Path, run_id: str, stack: contextlib.ExitStack) -> Invocation:
             return Invocation(["dd", f"if={mnt / key}", "of=/dev/null", "bs=1M"])
 
         def lean(run_id: str, stack: contextlib.ExitStack) -> Invocation:
             url = f"{provider}://{BUCKET}/{key}"
             return Invocation([PYTHON, str(BENCH / "store_download.py"), url], env)
+
+        def fill(run_id: str, stack: contextlib.ExitStack) -> Invocation:
+            # No network and no FUSE: the cost of filling as many fresh page-cache
+            # pages as a mount read through the page cache fills (tmpfs, then freed).
+            shm = Path("/dev/shm") / f"datamover-bench-{run_id}"
+            stack.callback(lambda: shm.unlink(missing_ok=True))
+            count = str(-(-data.bytes // MiB))
+            return Invocation(["dd", "if=/dev/zero", f"of={shm}", "bs=1M", f"count={count}"])
 
         r = Row(
             f"{group}-mount-read-large",
@@ -1107,7 +1122,9 @@ def _cloud_rows(provider: str) -> None:
             [
                 _mount_tool(b, "datamover", argv, read, "datamover mount; dd; fresh mount"),
                 _mount_tool(b, "dm-direct-io", argv_dio, read, "datamover mount --direct-io; dd"),
+                _mount_tool(b, "rclone-mount", argv_rclone, read, "rclone mount, 8 x 16M; dd"),
                 Tool("lean-get", lean, "store readinto, 8 x 16 MiB ranges, null sink"),
+                Tool("pagecache-fill", fill, "dd /dev/zero to tmpfs: fresh pages, no I/O"),
             ],
             [
                 Target("throughput >= 0.8x direct lean GET", "wall", 1.25, "lean-get"),
@@ -1118,6 +1135,7 @@ def _cloud_rows(provider: str) -> None:
                     "lean-get",
                     tool="dm-direct-io",
                 ),
+                Target("throughput >= rclone mount", "wall", 1.0, "rclone-mount"),
             ],
         )
         if not datamover_has_mount():

@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_mount_cache import BLOCK, CACHE, block_files, gets, payload, random_fd, settle
+from test_mount_cache import (
+    BLOCK,
+    CACHE,
+    block_files,
+    gets,
+    payload,
+    random_fd,
+    settle,
+    wait_cached,
+)
 
 from datamover.stores.base import MiB
 
@@ -45,21 +54,6 @@ def native_stats(m: Mount) -> tuple[str, dict[str, int]]:
         if "reads answered in C: " in line:
             stats = ast.literal_eval(line.split("reads answered in C: ", 1)[1])
     return mode, stats
-
-
-def wait_cached(cache: Path, data: bytes, limit: float = 30) -> None:
-    """Until a block file of the mount's ``cache`` holds all of ``data`` (the
-    background fetch of the whole object is stored), then a moment more for the
-    mirror in C to learn of its last blocks; a time-out fails."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        for f in block_files(cache):
-            with open(f, "rb") as fh:
-                if fh.read(len(data) + 1) == data:
-                    time.sleep(0.2)
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"the object was not cached within {limit} s")
 
 
 def fresh_pread(fd: int, offset: int, length: int) -> bytes:

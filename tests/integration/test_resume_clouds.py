@@ -188,7 +188,6 @@ def _run_killed(
 
 
 def test_kill_9_at_several_points_then_resume(cloud: ServerEnv, tmp_path: Path) -> None:
-    started = time.monotonic()
     src = tmp_path / "src"
     _tree(src, big=24 * MiB, small=10)
     expected = _files(src)
@@ -233,4 +232,3 @@ def test_kill_9_at_several_points_then_resume(cloud: ServerEnv, tmp_path: Path) 
         for rel, data in expected.items():
             assert store.read(f"k/{rel}") == data
     assert leftovers(cloud) == []
-    assert time.monotonic() - started < 40

@@ -86,8 +86,9 @@ def test_job_mode_sync_covers_commits_made_while_it_runs(tmp_path: Path) -> None
         time.sleep(0.2)
         assert "second" not in order  # waits for the running syncfs
         release.set()
-        first.join(5)
-        second.join(5)
+        first.join(60)  # a real syncfs: slow on a busy disk
+        second.join(60)
+        assert not first.is_alive() and not second.is_alive()
     finally:
         posix_durability._syncfs = real  # type: ignore[assignment]
     assert order.index("syncfs-end") < order.index("second")

@@ -387,13 +387,16 @@ def _quiet_local_cluster() -> Iterator[None]:
     """The scheduler and nannies of a local cluster run in this process and log their
     start and stop at INFO through distributed's own handler: ~30 lines even under
     -q. While the cluster datamover started lives they speak only when datamover's
-    own log is at debug (-vv); then the ``distributed`` logger's level is put back as
-    it was (the caller's process, a notebook, keeps its logging set-up), and a level
-    stricter than WARNING is never lowered."""
+    own log is at debug (-vv), and else at WARNING or datamover's own level, the
+    stricter (under -q, errors only: a nanny's "still alive after 4 s, killing"
+    warning at close on a loaded machine is not one); then the ``distributed``
+    logger's level is put back as it was (the caller's process, a notebook, keeps its
+    logging set-up), and a stricter level is never lowered."""
     logger = logging.getLogger("distributed")
     before = logger.level
-    if logging.getLogger("datamover").getEffectiveLevel() > logging.DEBUG:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    ours = logging.getLogger("datamover").getEffectiveLevel()
+    if ours > logging.DEBUG:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING, ours))
     try:
         yield
     finally:
