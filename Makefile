@@ -36,7 +36,8 @@ help:
 setup: system-deps python-deps node-deps
 
 # fuse3 + libfuse3-dev + pkg-config: pyfuse3 compiles against libfuse3, tests mount;
-# rsync: the mount tests drive the mount with it.
+# rsync: the mount tests drive the mount with it; util-linux-extra: fincore (what a
+# mount read left in the page cache).
 # ceph-mon ceph-osd radosgw ceph-common (Ceph 16.2 on Debian 12) + openssl: the Ceph RGW
 # tests' one-node cluster and its https certificate (tests/servers.py CephRgwServer),
 # without Recommends (those would add ceph-mds, ceph-mgr, a time daemon...).
@@ -47,6 +48,7 @@ system-deps:
 	{ command -v fusermount3 && pkg-config --exists fuse3; } >/dev/null 2>&1 \
 	  || missing="$$missing fuse3 libfuse3-dev pkg-config"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v fincore >/dev/null || missing="$$missing util-linux-extra"; \
 	for tool in $(CEPH_TOOLS) openssl; do \
 	  command -v $$tool >/dev/null || { ceph="ceph-mon ceph-osd radosgw ceph-common openssl"; break; }; \
 	done; \

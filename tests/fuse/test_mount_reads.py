@@ -160,6 +160,33 @@ def test_direct_io_reads_bypass_the_page_cache(s3_target: Target, tmp_path: Path
     assert s3_target.store.read_object(str(written.relative_to(mount.path)))[0] == data[: 3 * MiB]
 
 
+def test_o_direct_open_bypasses_the_page_cache_without_the_option(
+    s3_target: Target, tmp_path: Path
+) -> None:
+    """On the default mount one program can ask for what ``--direct-io`` gives every
+    read-only open (docs/SEMANTICS.md): ``dd iflag=direct`` reads the right bytes and
+    leaves no pages of the file in the page cache; a plain read then fills it."""
+    data = os.urandom(24 * MiB + 4321)
+    key = s3_target.fresh_key("odirect.bin")
+    s3_target.store.put(key, data)
+    with s3_target.remount(tmp_path) as mount:
+        path = mount.path / key
+        out = subprocess.run(
+            ["dd", f"if={path}", "bs=1M", "iflag=direct", "status=none"],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        assert hashlib.sha256(out).hexdigest() == hashlib.sha256(data).hexdigest()
+
+        def resident() -> int:
+            return int(run(["fincore", "-n", "-b", "-o", "RES", str(path)]).stdout.split()[0])
+
+        assert resident() == 0
+        assert sha256_of(path) == hashlib.sha256(data).hexdigest()
+        assert resident() > 0
+
+
 def test_readers_beyond_the_prefetch_budget_read_right_in_bounded_memory(
     s3_target: Target, tmp_path: Path
 ) -> None:
