@@ -7,6 +7,7 @@ can be killed with SIGKILL mid-run, as a node would be lost.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -271,6 +272,35 @@ def test_quiet_local_cluster_run_prints_nothing(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stderr == "" and p.stdout == ""
     assert sorted(os.listdir(tmp_path / "dst")) == ["f0", "f1", "f2"]
+
+
+@pytest.mark.parametrize(
+    ("ours", "inside"),
+    [
+        (logging.ERROR, logging.ERROR),
+        (logging.WARNING, logging.WARNING),
+        (logging.INFO, logging.WARNING),
+    ],
+    ids=["-q", "default", "-v"],
+)
+def test_local_cluster_logs_at_datamovers_level_or_warning(ours: int, inside: int) -> None:
+    """Under -q a local cluster's ``distributed`` logs errors only (a nanny's "still
+    alive after 4 s, killing" at close is a WARNING a loaded machine prints), else
+    WARNING; its level is put back afterwards."""
+    from datamover.engine.dask.runner import _quiet_local_cluster
+
+    dm, dist = logging.getLogger("datamover"), logging.getLogger("distributed")
+    saved = dm.level, dist.level
+    try:
+        dm.setLevel(ours)
+        dist.setLevel(logging.NOTSET)
+        root = logging.getLogger().getEffectiveLevel()  # what ``distributed`` inherits
+        with _quiet_local_cluster():
+            assert dist.level == max(inside, root)
+        assert dist.level == logging.NOTSET
+    finally:
+        dm.setLevel(saved[0])
+        dist.setLevel(saved[1])
 
 
 @pytest.mark.timeout(300)
