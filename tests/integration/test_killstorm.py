@@ -88,11 +88,12 @@ def _storm_then_finish(
     assert final.returncode == 0, final.stdout + final.stderr
     summary = _summary(manifest)
     assert summary["files_failed"] == 0
-    # The final run moves less than half: the storm left 60 % durable. A file a kill
-    # caught between its commit and the journal's record of it is written again (its
-    # upload is gone, so its parts can't be resumed): that much more is allowed.
+    # The final run moves less than half: the storm left 60 % durable (or, when a slow
+    # machine's 30 kills left less, no more than what the journal lacks). A file a
+    # kill caught between its commit and the journal's record of it is written again
+    # (its upload is gone, so its parts can't be resumed): that much more is allowed.
     moved = int(summary["bytes_moved"])
-    assert moved < total / 2 + committed, (summary, durable, committed, s)
+    assert moved <= max(total / 2, total - durable) + committed, (summary, durable, committed, s)
     assert "already done" in final.stdout
     check = subprocess.run(
         [*DM, "verify", str(manifest)], env=env, capture_output=True, text=True, timeout=120
