@@ -54,6 +54,9 @@ class FileJob:
     link_to: str | None = None
     #: Why this file can't be written (an unsafe key): it fails without being read.
     problem: StoreError | None = None
+    #: A hard link whose target this run does not copy, the destination holding it
+    #: unchanged already (sync): the link's digest is the target's, read from the source.
+    link_target_kept: bool = False
 
 
 @dataclass(slots=True)

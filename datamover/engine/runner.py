@@ -463,6 +463,8 @@ class Runner:
             if job.kind == "hardlink":
                 assert job.link_to is not None
                 digest = self.link_digests.get(job.link_to)
+                if digest is None and job.link_target_kept:
+                    digest = ""  # not copied in this run: hashed below
                 if digest is None:
                     raise SourceChanged(f"{job.rel}: its hard-link target {job.link_to} failed")
                 if not digest:  # a marker that carried none: the link's bytes are its target's

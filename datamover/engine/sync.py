@@ -32,6 +32,7 @@ and deleting it removes the link, never what it points to.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import deque
@@ -41,10 +42,10 @@ from dataclasses import dataclass, field
 
 from datamover.checksums import new_hasher
 from datamover.engine.plan import LINK_MAX, FileJob, is_symlink, make_job
-from datamover.errors import DatamoverError, NotFound
+from datamover.errors import DatamoverError, NotFound, StoreError
 from datamover.manifest import STATUS_SKIPPED, ManifestEntry, is_utf8
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
-from datamover.stores.base import ObjectInfo, Store, is_dir_meta
+from datamover.stores.base import HARDLINK_KEY, ObjectInfo, Store, is_dir_meta
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -55,6 +56,11 @@ class SyncPlan:
     skipped: int = 0
     skipped_bytes: int = 0
     out_of_order: bool = False
+
+
+#: ``_compare``'s answer: unchanged, the source's info, its digest when known, and
+#: for a hard link kept the path of the file it links to.
+_Compared = tuple[bool, ObjectInfo, str | None, str | None]
 
 
 def _merge(
@@ -162,6 +168,8 @@ class SyncPlanner:
         self.lookahead = lookahead
         self.plan = SyncPlan()
         self.linked: dict[str, str] = {}
+        #: First names of hard-linked files skipped as unchanged (bounded by the links).
+        self.kept_links: set[str] = set()
         self.record_skip: Callable[[ManifestEntry], None] = lambda e: None
 
     def jobs(self) -> Iterator[FileJob]:
@@ -174,7 +182,7 @@ class SyncPlanner:
             ),
             self.plan,
         )
-        window: deque[tuple[str, ObjectInfo, Future[tuple[bool, ObjectInfo, str | None]]]] = deque()
+        window: deque[tuple[str, ObjectInfo, Future[_Compared]]] = deque()
         # Where the destination ignores case, "readme" there is the file "README" of the
         # source is written to: the source's names, folded, keep it from deletion.
         folded: set[str] | None = (
@@ -189,9 +197,14 @@ class SyncPlanner:
                     if self.delete and d is not None and d.problem is None:
                         self.plan.to_delete.append(d.key)
                     continue
-                # A problem, or a name that is not UTF-8, fails it, by name.
+                # A problem, or a name that is not UTF-8, fails it, by name. Through
+                # the window all the same: jobs leave in listing order, so a new name
+                # of a hard-linked file comes after its first name was judged.
                 if d is None or s.problem is not None or not is_utf8(rel):
-                    yield make_job(self.dst, self.dst_root, rel, s, self.linked)
+                    changed: Future[_Compared] = Future()
+                    changed.set_result((False, s, None, None))
+                    window.append((rel, s, changed))
+                    yield from self._drain(window, self.lookahead)
                     continue
                 window.append((rel, s, pool.submit(self._compare, s, d)))
                 yield from self._drain(window, self.lookahead)
@@ -202,18 +215,31 @@ class SyncPlanner:
 
     def _drain(
         self,
-        window: deque[tuple[str, ObjectInfo, Future[tuple[bool, ObjectInfo, str | None]]]],
+        window: deque[tuple[str, ObjectInfo, Future[_Compared]]],
         keep: int,
     ) -> Iterator[FileJob]:
         while len(window) > keep or (window and window[0][2].done()):
             rel, s, fut = window.popleft()
-            same, info, digest = fut.result()
+            same, info, digest, link = fut.result()
             if same:
                 self.plan.skipped += 1
                 self.plan.skipped_bytes += s.size
-                self.record_skip(_skip_entry(rel, info, digest))
+                # Later names of this file link to it, which this run does not copy.
+                if (
+                    s.link_id is not None
+                    and link is None
+                    and self.linked.setdefault(s.link_id, rel) == rel
+                ):
+                    self.kept_links.add(rel)
+                self.record_skip(_skip_entry(rel, info, digest, link))
             else:
-                yield make_job(self.dst, self.dst_root, rel, s, self.linked)
+                yield self._job(rel, s)
+
+    def _job(self, rel: str, s: ObjectInfo) -> FileJob:
+        job = make_job(self.dst, self.dst_root, rel, s, self.linked)
+        if job.kind == "hardlink" and job.link_to in self.kept_links:
+            job = dataclasses.replace(job, link_target_kept=True)
+        return job
 
     def _full(self, store: Store, info: ObjectInfo) -> ObjectInfo:
         """Listings of object stores carry no user metadata: HEAD for it."""
@@ -224,14 +250,61 @@ class SyncPlanner:
         except NotFound:
             return info
 
-    def _compare(self, s: ObjectInfo, d: ObjectInfo) -> tuple[bool, ObjectInfo, str | None]:
-        """``_unchanged``; a comparison that fails (not fatally) counts as changed."""
+    def _compare(self, s: ObjectInfo, d: ObjectInfo) -> _Compared:
+        """``_unchanged``, or a hard link kept (``_same_link``: its target's path
+        fourth); a comparison that fails (not fatally) counts as changed."""
         try:
-            return self._unchanged(s, d)
+            same, info, digest = self._unchanged(s, d)
+            if same:
+                return same, info, digest, None
+            link = self._same_link(s, d)
+            return (True, s, None, link) if link is not None else (False, info, digest, None)
         except DatamoverError as e:
             if e.fatal:
                 raise
-            return False, s, None
+            return False, s, None, None
+
+    def _same_link(self, s: ObjectInfo, d: ObjectInfo) -> str | None:
+        """The path of the file both sides link ``s`` and ``d`` to, when that file is
+        unchanged: a hard link kept where one side holds it as a marker (an object
+        stores a link as an empty object naming its target, ``HARDLINK_KEY``) and the
+        other as a link (the same inode). Else None: the link is written again."""
+        if s.is_dir or d.is_dir:
+            return None
+        if s.link_id is not None and d.size == 0 and s.size > 0:
+            # POSIX -> object store: the destination's marker names a file of the same
+            # source inode, itself unchanged.
+            target = self._full(self.dst, d).metadata.get(HARDLINK_KEY)
+            if not target or not target.startswith(self.dst_root):
+                return None
+            rel = target[len(self.dst_root) :]
+            s_t, d_t = self._stat(self.src, self.src_root + rel), self._stat(self.dst, target)
+            if s_t is None or d_t is None or s_t.link_id != s.link_id:
+                return None
+        elif s.size == 0 and d.size > 0 and d.link_id is not None:
+            # Object store -> POSIX: the source's marker names a file whose copy is
+            # the destination's file by inode, and unchanged.
+            target = self._full(self.src, s).metadata.get(HARDLINK_KEY)
+            if not target or not target.startswith(self.src_root):
+                return None
+            rel = target[len(self.src_root) :]
+            try:
+                dst_key = self.dst.child_key(self.dst_root, rel)
+            except StoreError:
+                return None
+            s_t, d_t = self._stat(self.src, target), self._stat(self.dst, dst_key)
+            if s_t is None or d_t is None or d_t.link_id != d.link_id:
+                return None
+        else:
+            return None
+        return rel if self._unchanged(s_t, d_t)[0] else None
+
+    @staticmethod
+    def _stat(store: Store, key: str) -> ObjectInfo | None:
+        try:
+            return store.stat(key)
+        except NotFound:
+            return None
 
     def _unchanged(self, s: ObjectInfo, d: ObjectInfo) -> tuple[bool, ObjectInfo, str | None]:
         if s.is_dir and d.is_dir:
@@ -266,7 +339,9 @@ class SyncPlanner:
         return h.hexdigest()
 
 
-def _skip_entry(rel: str, info: ObjectInfo, digest: str | None) -> ManifestEntry:
+def _skip_entry(
+    rel: str, info: ObjectInfo, digest: str | None, link: str | None = None
+) -> ManifestEntry:
     ns = _mtime_ns(info)
     if ns is None and info.mtime is not None:
         ns = round(info.mtime * 1e9)
@@ -279,6 +354,7 @@ def _skip_entry(rel: str, info: ObjectInfo, digest: str | None) -> ManifestEntry
         mtime=format_mtime_ns(ns) if ns is not None else None,
         mode=f"{attrs.mode & 0o7777:04o}" if attrs.mode is not None else None,
         # A link is recorded as one, as its copy was: a verify compares its text and
-        # never reads through it.
-        kind="symlink" if is_symlink(info) else None,
+        # never reads through it; a hard link kept, as the link it is.
+        kind="hardlink" if link is not None else "symlink" if is_symlink(info) else None,
+        link_to=link,
     )

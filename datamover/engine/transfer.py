@@ -149,7 +149,29 @@ def _filtered(jobs: Iterable[FileJob], filters: FileFilter | None) -> Iterable[F
             return filters.path_allowed(job.rel)
         return filters.allows(job.rel, job.info)
 
-    return (job for job in jobs if taken(job))
+    def relinked(jobs: Iterable[FileJob]) -> Iterator[FileJob]:
+        """A hard link's first name left out (``--include '*.h5'`` taking only the
+        other name): the first name taken becomes the file, the others link to it,
+        as ``rsync -H`` with the same filter copies the name it takes."""
+        left_out: set[str] = set()  # first names not taken (bounded by the links)
+        first: dict[str, str] = {}  # link_id -> the name written as the file instead
+        for job in jobs:
+            ok = taken(job)
+            if job.kind == "file" and job.info.link_id is not None and not ok:
+                left_out.add(job.rel)
+            if not ok:
+                continue
+            if job.kind == "hardlink" and job.link_to in left_out:
+                link_id = job.info.link_id
+                if link_id is None or link_id not in first:
+                    if link_id is not None:
+                        first[link_id] = job.rel
+                    job = dataclasses.replace(job, kind="file", link_to=None)
+                else:
+                    job = dataclasses.replace(job, link_to=first[link_id])
+            yield job
+
+    return relinked(jobs)
 
 
 def _recordable(jobs: Iterable[FileJob]) -> Iterator[FileJob]:

@@ -471,6 +471,12 @@ def make_hardlink(
                 key=key,
             )
         _replace(d, temp, split(rel)[1], key, durability)
+        # rename(2) does nothing when both names are already the same file (the link
+        # an earlier run made): the temp name is left, and must go.
+        with contextlib.suppress(FileNotFoundError):
+            left = os.stat(temp, dir_fd=d.fd, follow_symlinks=False)
+            if (left.st_dev, left.st_ino) == (st.st_dev, st.st_ino):
+                _unlink_quietly(d, temp)
         return info_from_stat(key, st)
     except (OSError, UnsafePath) as e:
         _unlink_quietly(d, temp)

@@ -1,0 +1,96 @@
+"""Hard links across re-runs and filters (found by a new-user re-test): a second sync
+of an unchanged tree moves nothing and keeps the links, in both directions; a link
+added later to a file already there becomes a marker; a sync into POSIX leaves no
+temp name behind; a filter that leaves out one name of a linked file copies the
+name it keeps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import datamover
+from datamover.stores import open_store
+from datamover.stores.base import HARDLINK_KEY
+
+from serverenv import ServerEnv
+
+pytestmark = pytest.mark.cloud
+
+
+def _tree(root: Path) -> None:
+    root.mkdir()
+    (root / "a").write_bytes(b"data" * 1000)
+    os.link(root / "a", root / "b")
+    (root / "c").write_bytes(b"plain")
+
+
+def _is_marker(url: str, key: str) -> bool:
+    store, _ = open_store(url)
+    with store:
+        info = store.stat(key)
+    return info.size == 0 and HARDLINK_KEY in info.metadata
+
+
+def test_second_sync_to_a_bucket_moves_nothing_and_keeps_the_link(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    url = seaweed_env.url("hl")
+    first = datamover.sync(str(src), url)
+    assert first.ok and first.files_ok == 3, first.failures
+    again = datamover.sync(str(src), url)
+    assert again.ok, again.failures
+    assert (again.files_ok, again.bytes, again.files_skipped) == (0, 0, 3)
+    assert _is_marker(seaweed_env.url(), "hl/b")
+    # A link made later to a file already there: a marker too, the target untouched.
+    os.link(src / "a", src / "b2")
+    later = datamover.sync(str(src), url)
+    assert later.ok, later.failures
+    assert later.files_ok == 1, later
+    assert _is_marker(seaweed_env.url(), "hl/b2"), later
+    assert _is_marker(seaweed_env.url(), "hl/b2")
+    back = tmp_path / "back"
+    assert datamover.copy(url, str(back)).ok
+    inodes = {n: (back / n).stat().st_ino for n in ("a", "b", "b2")}
+    assert len(set(inodes.values())) == 1, inodes
+    assert (back / "b2").read_bytes() == b"data" * 1000
+
+
+def test_sync_from_a_bucket_again_leaves_no_temp_and_moves_nothing(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    url = seaweed_env.url("hl2")
+    assert datamover.copy(str(src), url).ok
+    dst = tmp_path / "dst"
+    for run in range(3):
+        report = datamover.sync(url, str(dst))
+        assert report.ok, report.failures
+        if run:
+            assert (report.files_ok, report.bytes_moved) == (0, 0), run
+        assert sorted(os.listdir(dst)) == ["a", "b", "c"], run
+    assert (dst / "a").stat().st_ino == (dst / "b").stat().st_ino
+    assert (dst / "a").stat().st_nlink == 2
+
+
+@pytest.mark.parametrize("to_bucket", [False, True], ids=["posix", "bucket"])
+def test_a_filter_that_leaves_out_one_name_of_a_link_copies_the_other(
+    seaweed_env: ServerEnv, tmp_path: Path, to_bucket: bool
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "z.h5").write_bytes(b"x" * 100)
+    os.link(src / "z.h5", src / "a.link")  # sorts first: the first name of the pair
+    dst = seaweed_env.url("flt") if to_bucket else str(tmp_path / "dst")
+    report = datamover.copy(str(src), dst, include=["*.h5"])
+    assert report.ok and report.files_ok == 1, report.failures
+    only = datamover.copy(str(src), dst + "-from", files_from=["z.h5"])
+    assert only.ok and only.files_ok == 1, only.failures
+    if not to_bucket:
+        assert os.listdir(dst) == ["z.h5"]
+        assert (Path(dst) / "z.h5").read_bytes() == b"x" * 100
