@@ -9,7 +9,9 @@ names the new file.
 
 The ``DIR_META_NAME`` objects in which the mount keeps directory metadata on stores
 that can't keep it on markers are not copied: they are the mount's bookkeeping for
-that store (docs/SEMANTICS.md, "Metadata").
+that store (docs/SEMANTICS.md, "Metadata"). The directory such an object is in is
+copied, though, marker or not (``dirs_of_meta``): the mount makes directories there
+as that object alone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datamover.errors import NotFound, StoreError, UnsafePath, UsageError
 from datamover.manifest import as_recorded, is_utf8
 from datamover.posixmeta import MODE
-from datamover.stores.base import ObjectInfo, Store, is_dir_meta
+from datamover.stores.base import ObjectInfo, Store, dirs_of_meta, is_dir_meta
 
 #: Longest link target a system makes (PATH_MAX): a symlink up to this size is always
 #: moved as one read and one write, whatever ``multipart_threshold`` says.
@@ -137,7 +139,7 @@ def plan_copy(
         raise UsageError(f"{src.url(src_key)}: no such file, directory or prefix")
 
     def jobs() -> Iterator[FileJob]:
-        entries = listing if first is None else _chain(first, listing)
+        entries = dirs_of_meta(listing if first is None else _chain(first, listing), src_root)
         linked: dict[str, str] = {}  # link_id -> rel of the first path seen
         for info in entries:
             rel = info.key[len(src_root) :]

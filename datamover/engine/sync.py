@@ -22,7 +22,8 @@ Those checks run ``lookahead`` at a time on a small thread pool while decisions 
 yielded in key order. Deletions (destination-only files) are collected as keys and
 carried out by the caller after the copies, and only if every copy succeeded.
 The mount's ``DIR_META_NAME`` objects are left out on both sides (never copied, never
-deleted: see ``datamover.engine.plan``). On a destination that ignores case
+deleted: see ``datamover.engine.plan``); a source directory only such an object shows
+is a directory all the same. On a destination that ignores case
 (``Store.ignores_case``) a destination-only name that differs from a source name only
 by case is the file that source name is written to, and is not deleted (as rclone
 matches names on case-insensitive file systems). The destination is listed without following
@@ -45,7 +46,7 @@ from datamover.engine.plan import LINK_MAX, FileJob, is_symlink, make_job
 from datamover.errors import DatamoverError, NotFound, StoreError
 from datamover.manifest import STATUS_SKIPPED, ManifestEntry, is_utf8
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
-from datamover.stores.base import HARDLINK_KEY, ObjectInfo, Store, is_dir_meta
+from datamover.stores.base import HARDLINK_KEY, ObjectInfo, Store, dirs_of_meta, is_dir_meta
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -77,7 +78,8 @@ def _merge(
             if (not info.is_dir or info.key.endswith("/")) and not is_dir_meta(info.key):
                 yield info.key[len(root) :], info
 
-    a, b = _reorder(rel(src, src_root)), _reorder(rel(dst, dst_root))
+    # A source directory only its DIR_META_NAME object shows is a directory to copy.
+    a, b = _reorder(rel(dirs_of_meta(src, src_root), src_root)), _reorder(rel(dst, dst_root))
     x, y = next(a, None), next(b, None)
     while x is not None or y is not None:
         if y is None or (x is not None and x[0] < y[0]):

@@ -164,6 +164,32 @@ def is_dir_meta(key: str) -> bool:
     return key == DIR_META_NAME or key.endswith("/" + DIR_META_NAME)
 
 
+def dirs_of_meta(entries: Iterable[ObjectInfo], root: str) -> Iterator[ObjectInfo]:
+    """A listing under ``root`` without its ``DIR_META_NAME`` objects, each standing
+    instead for its directory (an ``is_dir`` entry ``dir/`` with the object's mtime
+    and metadata, the directory's) when the listing showed no marker for it: where
+    markers drop metadata the mount makes a directory as that object alone
+    (``FsOps.make_dir``), and an empty one would otherwise be lost by a copy. ``root``
+    itself is never one. The markers shown are those of the current key's ancestors
+    (a stack as deep as the path), which a key-ordered listing shows first."""
+    shown: list[str] = []
+    for info in entries:
+        key = info.key
+        while shown and not key.startswith(shown[-1]):
+            shown.pop()
+        if is_dir_meta(key):
+            d = key[: len(key) - len(DIR_META_NAME)]
+            if d and d != root and d.startswith(root) and d not in shown:
+                shown.append(d)
+                yield ObjectInfo(
+                    key=d, size=0, mtime=info.mtime, metadata=dict(info.metadata), is_dir=True
+                )
+            continue
+        if info.is_dir and key.endswith("/"):
+            shown.append(key)
+        yield info
+
+
 def digests_from_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     """``{algorithm: hex}`` from ``datamover-<alg>`` metadata; other ``datamover-*``
     keys (``datamover-hardlink``) are not digests."""

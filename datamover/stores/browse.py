@@ -9,7 +9,8 @@ a prefix. Object stores have no real directories, so a prefix "exists" when some
 object lives under it.
 
 Listings hide the ``DIR_META_NAME`` objects the mount keeps directory metadata in
-(``rm`` still removes them with their directory).
+(``rm`` still removes them with their directory), and show the directory one is in
+when no marker does (``dirs_of_meta``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from datamover.errors import DatamoverError, NotFound, UsageError
-from datamover.stores.base import ObjectInfo, Store, is_dir_meta
+from datamover.stores.base import ObjectInfo, Store, dirs_of_meta
 
 CAT_CHUNK = 8 * 1024 * 1024
 #: ``rm -r`` asks for confirmation (on a terminal) above this many objects.
@@ -65,11 +66,11 @@ def listing(store: Store, key: str, *, recursive: bool = False) -> tuple[str, It
         raise NotFound(f"{store.url(key)}: no such object, directory or prefix", key=key)
 
     def chained() -> Iterator[ObjectInfo]:
-        if not is_dir_meta(first.key):
-            yield first
-        yield from (info for info in entries if not is_dir_meta(info.key))
+        yield first
+        yield from entries
 
-    return prefix, chained()
+    # A directory only its DIR_META_NAME object shows is listed as the directory.
+    return prefix, dirs_of_meta(chained(), prefix)
 
 
 def _posix_dir(store: Store, prefix: str) -> bool:

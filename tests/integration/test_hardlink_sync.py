@@ -1,19 +1,21 @@
-"""Hard links across re-runs and filters (found by a new-user re-test): a second sync
-of an unchanged tree moves nothing and keeps the links, in both directions; a link
-added later to a file already there becomes a marker; a sync into POSIX leaves no
-temp name behind; a filter that leaves out one name of a linked file copies the
-name it keeps."""
+"""Hard links across re-runs and filters, and directories the mount made as their
+metadata object alone (found by a new-user re-test): a second sync of an unchanged
+tree moves nothing and keeps the links, in both directions; a link added later to a
+file already there becomes a marker; a sync into POSIX leaves no temp name behind; a
+filter that leaves out one name of a linked file copies the name it keeps."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import datamover
 from datamover.stores import open_store
-from datamover.stores.base import HARDLINK_KEY
+from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY
 
 from serverenv import ServerEnv
 
@@ -94,3 +96,36 @@ def test_a_filter_that_leaves_out_one_name_of_a_link_copies_the_other(
     if not to_bucket:
         assert os.listdir(dst) == ["z.h5"]
         assert (Path(dst) / "z.h5").read_bytes() == b"x" * 100
+
+
+def test_a_directory_only_its_dir_meta_object_shows_is_copied_and_listed(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """Where markers drop metadata the mount makes (and renames) a directory as its
+    ``.datamover-dirmeta`` object alone (found by a new-user re-test: empty
+    directories renamed through a SeaweedFS mount were lost by copy, sync and ls -R)."""
+    store, _ = open_store(seaweed_env.url())
+    with store:
+        store.put("dm/e4/" + DIR_META_NAME, b"", metadata={"mode": "16872"})
+        store.put("dm/top/sub/" + DIR_META_NAME, b"")
+        store.put("dm/top/file", b"x")
+        store.put("dm/" + DIR_META_NAME, b"")  # the root's own: no directory of its own
+    url = seaweed_env.url("dm")
+    out = tmp_path / "out"
+    report = datamover.copy(url, str(out))
+    assert report.ok, report.failures
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert found == ["e4", "top", "top/file", "top/sub"], found
+    assert not any(DIR_META_NAME in p for p in found)
+    again = tmp_path / "again"
+    assert datamover.sync(url, str(again)).ok
+    assert (again / "e4").is_dir() and (again / "top" / "sub").is_dir()
+    assert datamover.sync(url, str(again)).files_ok == 0  # the second: nothing to do
+    ls = subprocess.run(
+        [sys.executable, "-m", "datamover", "ls", "-R", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "e4/" in ls and "sub/" in ls and DIR_META_NAME not in ls, ls
