@@ -79,16 +79,21 @@ def test_sequential_read_is_few_big_parallel_ranged_gets(
     # The window: 1 + 2 + 4 + 8 MiB, then whole parts, then the tail.
     ramp = [MiB, 2 * MiB, 4 * MiB, 8 * MiB][: {8: 3, 16: 4}[part_mib]]
     expected = len(ramp) + -(-(size - sum(ramp)) // part)
-    assert expected <= gets <= expected + 2  # a straggler may be read directly
+    # A straggler may be read directly (at most 1 MiB, the kernel's request): on a
+    # quiet machine one or two, on a loaded CI runner more (seen: 29 GETs for 15).
+    # Either way a handful of big ranges, far from the kernel's 97 requests.
+    assert expected <= gets <= 2 * expected, (gets, expected)
     assert len(ranges) == gets
     lengths = [last - first + 1 for first, last in ranges]
     assert max(lengths) == part
-    # Every byte fetched, hardly any twice.
+    assert sum(1 for n in lengths if n > MiB) >= expected - 1, lengths  # the first is 1 MiB
+    # Every byte fetched, hardly any twice: a straggler's MiB at most.
     end = 0
     for first, last in ranges:
         assert first <= end
         end = max(end, last + 1)
-    assert end == size and sum(lengths) <= size + 2 * MiB
+    stragglers = gets - expected
+    assert end == size and sum(lengths) <= size + max(2, stragglers) * MiB
     # In parallel, within the window. The window is counted from the newest request
     # the kernel sent, and the kernel's own read-ahead (``read_ahead``, 16 MiB by
     # default) sends a burst of requests before the first ranges answer: each request
@@ -99,9 +104,11 @@ def test_sequential_read_is_few_big_parallel_ranged_gets(
     # that start below it, plus one direct read (at most 1 MiB) of a straggler.
     reach = MountOptions().read_ahead + 4 * part
     in_flight = proxy.max_in_flight["GET"]
-    assert 2 <= in_flight <= sum(1 for first, _ in ranges if first < reach) + 1, proxy.peak_gets
+    assert 2 <= in_flight <= sum(1 for first, _ in ranges if first < reach) + 1 + stragglers, (
+        proxy.peak_gets
+    )
     peak = [r for r in proxy.peak_gets if r is not None]
-    assert sum(last - first + 1 for first, last in peak) <= reach + MiB, peak
+    assert sum(last - first + 1 for first, last in peak) <= reach + max(1, stragglers) * MiB, peak
     # A sequential reader never takes the block cache's random-read path (its GETs
     # around random reads, or the background fetch of the whole object).
     assert "read cache: 0 reads from it, 0 GETs around random reads, 0 objects" in (

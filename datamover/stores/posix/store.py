@@ -147,6 +147,23 @@ class PosixStore(Store):
         #: Multipart writers not yet committed or aborted: ``close`` lets go of their
         #: descriptors (a stopped run keeps their temp files for a resume).
         self._writers: weakref.WeakSet[PosixWriter] = weakref.WeakSet()
+        self._writers_lock = threading.Lock()
+        self._closed = False
+
+    def _keep_writer(self, writer: PosixWriter, *, resumed: bool = False) -> PosixWriter:
+        """Register ``writer`` for ``close``. One opened while (or after) the store
+        closed, by a worker still finishing when a Ctrl-C stopped the run, lets go of
+        its descriptors at once instead (they would outlive the sweep): a new temp
+        file is removed, a resumed one kept for the next resume."""
+        with self._writers_lock:
+            if not self._closed:
+                self._writers.add(writer)
+                return writer
+        if resumed:
+            writer.release()
+        else:
+            writer.abort()
+        raise StoreError(f"/{writer.key}: the store was closed; not written", key=writer.key)
 
     @classmethod
     def from_location(cls, loc: Location, settings: object) -> PosixStore:
@@ -708,8 +725,7 @@ class PosixStore(Store):
             fixed_temp=self._temp_for(key),
         )
         writer.initial_metadata = dict(meta)
-        self._writers.add(writer)
-        return writer
+        return self._keep_writer(writer)
 
     def use_job(self, job_id: str) -> None:
         """Temp files of writes from now on are named from ``job_id`` and the key
@@ -772,8 +788,7 @@ class PosixStore(Store):
         )
         if metadata:
             writer.initial_metadata = dict(metadata)
-        self._writers.add(writer)
-        return writer
+        return self._keep_writer(writer, resumed=True)
 
     def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
         """Temp files ``.NAME.dmtmp-*`` whose target key starts with ``prefix``, found
@@ -841,7 +856,10 @@ class PosixStore(Store):
         # A writer left open (a run stopped by KeyboardInterrupt keeps its temp file
         # for a resume) would hold its file and directory open for the life of the
         # process: the library's caller goes on (a notebook, a workflow).
-        for writer in list(self._writers):
+        with self._writers_lock:
+            self._closed = True
+            writers = list(self._writers)
+        for writer in writers:
             writer.release()
         with self._trees_lock:
             trees, self._trees = self._trees, ()
