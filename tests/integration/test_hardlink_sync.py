@@ -129,3 +129,19 @@ def test_a_directory_only_its_dir_meta_object_shows_is_copied_and_listed(
         check=True,
     ).stdout
     assert "e4/" in ls and "sub/" in ls and DIR_META_NAME not in ls, ls
+
+
+def test_linking_a_name_that_already_is_that_link_leaves_no_temp(tmp_path: Path) -> None:
+    """``rename(2)`` of two names of one file does nothing: the temp name of a link
+    made again (a marker written where the link already is) must still go."""
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a").write_bytes(b"x" * 10)
+    os.link(root / "a", root / "b")
+    store, key = open_store(str(root))
+    with store:
+        base = key.rstrip("/") + "/"
+        store.confine(base)
+        store.put(base + "b", b"", metadata={HARDLINK_KEY: base + "a"})
+    assert sorted(os.listdir(root)) == ["a", "b"]
+    assert (root / "a").stat().st_ino == (root / "b").stat().st_ino
