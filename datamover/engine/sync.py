@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datamover.checksums import new_hasher
 from datamover.engine.plan import LINK_MAX, FileJob, is_symlink, make_job
 from datamover.errors import DatamoverError, NotFound, StoreError
-from datamover.manifest import STATUS_SKIPPED, ManifestEntry, is_utf8
+from datamover.manifest import STATUS_SKIPPED, ManifestEntry, is_utf8, path_problem
 from datamover.posixmeta import PosixAttrs, format_mtime_ns
 from datamover.stores.base import HARDLINK_KEY, ObjectInfo, Store, dirs_of_meta, is_dir_meta
 
@@ -277,9 +277,9 @@ class SyncPlanner:
             # POSIX -> object store: the destination's marker names a file of the same
             # source inode, itself unchanged.
             target = self._full(self.dst, d).metadata.get(HARDLINK_KEY)
-            if not target or not target.startswith(self.dst_root):
+            rel = self._marker_rel(target, self.dst_root)
+            if target is None or rel is None:
                 return None
-            rel = target[len(self.dst_root) :]
             s_t, d_t = self._stat(self.src, self.src_root + rel), self._stat(self.dst, target)
             if s_t is None or d_t is None or s_t.link_id != s.link_id:
                 return None
@@ -287,9 +287,9 @@ class SyncPlanner:
             # Object store -> POSIX: the source's marker names a file whose copy is
             # the destination's file by inode, and unchanged.
             target = self._full(self.src, s).metadata.get(HARDLINK_KEY)
-            if not target or not target.startswith(self.src_root):
+            rel = self._marker_rel(target, self.src_root)
+            if target is None or rel is None:
                 return None
-            rel = target[len(self.src_root) :]
             try:
                 dst_key = self.dst.child_key(self.dst_root, rel)
             except StoreError:
@@ -300,6 +300,14 @@ class SyncPlanner:
         else:
             return None
         return rel if self._unchanged(s_t, d_t)[0] else None
+
+    def _marker_rel(self, target: str | None, root: str) -> str | None:
+        """The path below ``root`` a marker's target names, if it is a safe one (the
+        metadata is the bucket writer's word: ``../`` never leads a stat outside)."""
+        if not target or not target.startswith(root):
+            return None
+        rel = target[len(root) :]
+        return rel if rel and path_problem(rel) is None else None
 
     @staticmethod
     def _stat(store: Store, key: str) -> ObjectInfo | None:

@@ -145,3 +145,21 @@ def test_linking_a_name_that_already_is_that_link_leaves_no_temp(tmp_path: Path)
         store.put(base + "b", b"", metadata={HARDLINK_KEY: base + "a"})
     assert sorted(os.listdir(root)) == ["a", "b"]
     assert (root / "a").stat().st_ino == (root / "b").stat().st_ino
+
+
+def test_a_crafted_marker_at_the_destination_is_written_again_not_followed(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """A destination marker whose target leaves the tree (``../``, the bucket
+    writer's word) never makes the sync look outside it: the link is written again."""
+    src = tmp_path / "src"
+    _tree(src)
+    url = seaweed_env.url("crafted")
+    assert datamover.sync(str(src), url).ok
+    store, _ = open_store(seaweed_env.url())
+    with store:
+        store.put("crafted/b", b"", metadata={HARDLINK_KEY: "crafted/../../etc/hostname"})
+    again = datamover.sync(str(src), url)
+    assert again.ok and again.files_ok == 1, again.failures
+    with store:
+        assert store.stat("crafted/b").metadata[HARDLINK_KEY] == "crafted/a"
