@@ -81,7 +81,7 @@ from datamover.stores import (
     remote_name,
 )
 from datamover.stores.base import Store
-from datamover.stores.conventions import parse_styles
+from datamover.stores.conventions import forget_reported, parse_styles
 
 __all__ = [
     # what a face hears while a run goes, and what it gets back
@@ -437,6 +437,7 @@ def run(
             "cluster= takes 'local:N', a scheduler address or a Dask cluster object "
             f"(LocalCluster, SLURMCluster, ...), not {type(cluster).__name__}"
         )
+    forget_reported()  # each run reports what it finds in objects' metadata once
     if isinstance(job, TransferJob):
         return _transfer(job, listener, client, cluster)
     if isinstance(job, VerifyJob):

@@ -108,7 +108,11 @@ def where(
             # Azure names are C# identifiers: tools there write "_", never "-".
             with server.client() as service:
                 blob = service.get_blob_client(env.bucket, key)
-                blob.upload_blob(body, metadata={k.replace("-", "_"): v for k, v in meta.items()})
+                blob.upload_blob(
+                    body,
+                    metadata={k.replace("-", "_"): v for k, v in meta.items()},
+                    overwrite=True,
+                )
 
     else:
 
@@ -241,3 +245,22 @@ def test_a_bad_metadata_style_is_a_one_line_error(tmp_path: Path, style: str, sa
     assert proc.returncode == 2 and said in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_a_disagreement_is_reported_once_per_object_in_a_verify(
+    where: tuple[ServerEnv, Planter], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another tool replaced a copied object with keys that disagree: the verify that
+    finds the change names the disagreement once, not once per request it made."""
+    env, plant = where
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"y" * 300_000)
+    manifest = tmp_path / "m.jsonl"
+    report = datamover.copy(str(src), env.url("v"), TransferOptions(manifest=str(manifest)))
+    assert report.ok, report
+    plant("v/f", b"z" * 300_000, {"mode": "33184", "goog-reserved-posix-mode": "600"})
+    with caplog.at_level("WARNING", logger="datamover"):
+        result = datamover.verify(str(manifest))
+    assert not result.passed
+    assert caplog.text.count("conventions disagree") == 1, caplog.text

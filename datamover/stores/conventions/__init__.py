@@ -19,6 +19,8 @@ before every write, so the engine and the mount only ever see datamover's keys.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,6 +36,30 @@ from datamover.stores.conventions.write import OWN_KEYS, STYLES, parse_styles, r
 
 log = logging.getLogger("datamover")
 
+#: How many reported (object, finding) pairs are remembered, so that one object's
+#: metadata, parsed again by each listing, HEAD and read of a run (or of a mount's
+#: life), is reported once; the oldest are forgotten past this bound.
+REPORTED_BOUND = 4096
+_reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+_reported_lock = threading.Lock()
+
+
+def forget_reported() -> None:
+    """Start a new run's memory of reported findings (the front door, at each run)."""
+    with _reported_lock:
+        _reported.clear()
+
+
+def _first_time(key: str, line: str) -> bool:
+    with _reported_lock:
+        if (key, line) in _reported:
+            _reported.move_to_end((key, line))
+            return False
+        _reported[(key, line)] = None
+        if len(_reported) > REPORTED_BOUND:
+            _reported.popitem(last=False)
+        return True
+
 
 def posix_metadata(
     metadata: Mapping[str, str],
@@ -44,7 +70,7 @@ def posix_metadata(
     written: Styles | None = None,
 ) -> dict[str, str]:
     """``normalise``, with conflicts and ignored values logged as warnings naming the
-    object. ``written``: the styles the store writes by default; metadata that is
+    object, each once per run (``forget_reported``). ``written``: the styles the store writes by default; metadata that is
     exactly their rendering of a regular file is read in one step (``as_written``)."""
     if not metadata:
         return {}
@@ -54,9 +80,11 @@ def posix_metadata(
             return fast
     result = normalise(metadata, key=key, size=size, order=order)
     for line in result.conflicts:
-        log.warning("/%s: POSIX metadata conventions disagree: %s", key, line)
+        if _first_time(key, line):
+            log.warning("/%s: POSIX metadata conventions disagree: %s", key, line)
     for line in result.ignored:
-        log.warning("/%s: %s", key, line)
+        if _first_time(key, line):
+            log.warning("/%s: %s", key, line)
     return result.metadata
 
 
@@ -91,6 +119,7 @@ __all__ = [
     "STYLES",
     "Normalised",
     "Styles",
+    "forget_reported",
     "normalise",
     "parse_styles",
     "posix_metadata",
