@@ -96,7 +96,8 @@ def cmd_cleanup(args: argparse.Namespace, out: IO[str]) -> int:
         size = format_size(e.upload.size) if e.upload.size is not None else "-"
         what = {"would-abort": "would abort"}.get(e.action, e.action)
         print(
-            f"{what:12} {e.upload.key}  ({age}, {size})" + (f": {e.reason}" if e.reason else ""),
+            f"{what:12} {shown(e.url or e.upload.key, out)}  ({age}, {size})"
+            + (f": {shown(e.reason, out)}" if e.reason else ""),
             file=out,
         )
     if not args.quiet:

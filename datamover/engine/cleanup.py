@@ -7,7 +7,7 @@ temporary part objects, POSIX ``.NAME.dmtmp-*`` temp files) and aborts each one 
 than ``--older-than`` (a duration such as ``30m``, ``12h``, ``7d``; default: every
 one, including uploads a running transfer is still writing, so give an age whenever
 another datamover may be running against that place). It prints one line per upload
-(key, age, size, and ``aborted``, ``would abort`` with ``--dry-run``, ``skipped:
+(URL, age, size, and ``aborted``, ``would abort`` with ``--dry-run``, ``skipped:
 <reason>`` or ``failed: <reason>``), then a summary. Exit 0 when nothing failed, 1
 when some upload could not be aborted, 2 for a usage or fatal store error (a store
 that can't list pending uploads at all is a usage error). Committed objects are never
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from datamover.errors import DatamoverError, Unsupported, UsageError
@@ -34,12 +34,13 @@ Action = Literal["aborted", "would-abort", "skipped", "failed"]
 class CleanupEntry:
     """One pending upload and what cleanup did with it. ``age`` is seconds since it
     started (None when the store can't tell); ``reason`` says why it was skipped or
-    why aborting it failed."""
+    why aborting it failed; ``url`` is the upload's object, as a URL (or path)."""
 
     upload: PendingUpload
     action: Action
     age: float | None
     reason: str | None = None
+    url: str = ""
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ def cleanup_store(
         entry = _decide(upload, age, older_than)
         if entry is None:
             entry = _abort(store, upload, age, dry_run)
-        report.entries.append(entry)
+        report.entries.append(replace(entry, url=store.url(upload.key)))
     return report
 
 

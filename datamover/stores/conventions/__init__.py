@@ -70,8 +70,9 @@ def posix_metadata(
     written: Styles | None = None,
 ) -> dict[str, str]:
     """``normalise``, with conflicts and ignored values logged as warnings naming the
-    object, each once per run (``forget_reported``). ``written``: the styles the store writes by default; metadata that is
-    exactly their rendering of a regular file is read in one step (``as_written``)."""
+    object, each once per run (``forget_reported``). ``written``: the styles the store
+    writes by default; metadata that is exactly their rendering of a regular file is
+    read in one step (``as_written``)."""
     if not metadata:
         return {}
     if written is not None:
