@@ -109,6 +109,8 @@ class LargeFile:
             r.listener.file_started(job)
             self.info = r.retrying(job, lambda: r.src.stat(job.src_key), self.retries)
             size = self.info.size
+            # The file as this attempt reads it (a redo after a change sees the new size).
+            self.result.size = size
             # Only the stat showed it is a link: a link is never written by parts.
             link = is_symlink(self.info) and size <= LINK_MAX
             if link and r.link_found(dataclasses.replace(job, info=self.info)):

@@ -163,3 +163,23 @@ def test_a_crafted_marker_at_the_destination_is_written_again_not_followed(
     assert again.ok and again.files_ok == 1, again.failures
     with store:
         assert store.stat("crafted/b").metadata[HARDLINK_KEY] == "crafted/a"
+
+
+def test_verify_finds_a_hard_link_marker_gone_or_repointed(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """On a store without hard links, a link is a marker object: verify checks it is
+    there and names the manifest's target (it counted it ok unread)."""
+    src = tmp_path / "src"
+    _tree(src)
+    manifest = tmp_path / "m.jsonl"
+    assert datamover.copy(str(src), seaweed_env.url("v"), manifest=str(manifest)).ok
+    assert datamover.verify(str(manifest)).passed
+    store, _ = open_store(seaweed_env.url())
+    with store:
+        store.put("v/b", b"", metadata={HARDLINK_KEY: "v/c"})
+        wrong = datamover.verify(str(manifest))
+        assert not wrong.passed and [p for p, _ in wrong.mismatched] == ["b"], wrong
+        store.delete("v/b")
+    gone = datamover.verify(str(manifest))
+    assert not gone.passed and gone.missing == ["b"], gone

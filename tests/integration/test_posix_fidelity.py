@@ -372,3 +372,32 @@ def test_sync_and_roots_with_names_that_are_not_utf8(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert "\\351/: the name is not valid UTF-8; rename it" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_file_grown_after_planning_is_recorded_at_the_size_copied(tmp_path: Path) -> None:
+    """A file that grows between the listing and its copy is copied as it is when its
+    copy starts, and the manifest records that size with that digest (it recorded the
+    listed size beside the digest of the grown file, which verify then failed)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    grows = src / "grows.bin"
+    grows.write_bytes(os.urandom(24 * MiB))
+    extra = os.urandom(1000)
+
+    class Grower(datamover.Listener):
+        def file_started(self, job: object) -> None:
+            if grows.stat().st_size == 24 * MiB:
+                with open(grows, "ab") as f:
+                    f.write(extra)
+
+    manifest = tmp_path / "m.jsonl"
+    report = datamover.copy(
+        str(src),
+        str(tmp_path / "dst"),
+        TransferOptions(manifest=str(manifest), part_size=8 * MiB),
+        listener=Grower(),
+    )
+    assert report.ok, report.failures
+    entry = next(e for e in read_manifest(manifest).entries if e.path == "grows.bin")
+    assert entry.size == 24 * MiB + 1000 == (tmp_path / "dst" / "grows.bin").stat().st_size
+    assert datamover.verify(str(manifest)).passed
