@@ -401,3 +401,31 @@ def test_a_file_grown_after_planning_is_recorded_at_the_size_copied(tmp_path: Pa
     entry = next(e for e in read_manifest(manifest).entries if e.path == "grows.bin")
     assert entry.size == 24 * MiB + 1000 == (tmp_path / "dst" / "grows.bin").stat().st_size
     assert datamover.verify(str(manifest)).passed
+
+
+def test_a_dangling_link_under_copy_links_fails_by_name_and_stops_deletes(
+    tmp_path: Path,
+) -> None:
+    """With -L a link whose target is gone fails that entry, named (it was left out
+    without a word, exit 0), and a sync --delete then deletes nothing: the copy of
+    the file the link led to stays at the destination (as rsync -L does)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    (src / "target").write_text("content")
+    (src / "link").symlink_to("target")
+    dst = tmp_path / "dst"
+    assert datamover.sync(str(src), str(dst), copy_links=True).ok
+    assert (dst / "link").read_text() == "content"
+    (src / "target").unlink()
+    proc = subprocess.run(
+        [*DM, "sync", "-L", "--delete", str(src), str(dst)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED link" in proc.stderr and "dangling symlink" in proc.stderr
+    assert (dst / "link").read_text() == "content" and (dst / "target").exists()
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "gone").symlink_to("/nonexistent/file")
+    report = datamover.copy(str(lone), str(tmp_path / "out"), copy_links=True)
+    assert [p for p, _ in report.failures] == ["gone"], report

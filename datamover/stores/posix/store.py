@@ -80,6 +80,11 @@ def _why(e: OSError) -> str:
         return "can't be read: a symlink loop"
     if e.errno == errno.ENAMETOOLONG:
         return f"path longer than PATH_MAX ({PATH_MAX})"
+    if e.errno == errno.ENOENT:  # only a link's target can be missing from a listing
+        return (
+            "a dangling symlink, its target does not exist "
+            "(exclude it, or copy without -L to keep it as a link)"
+        )
     return f"can't be read: {e.strerror}"
 
 
@@ -421,8 +426,12 @@ class PosixStore(Store):
                 for entry in it:
                     try:
                         entries.append((entry.name, entry.stat(follow_symlinks=True)))
-                    except FileNotFoundError:
-                        continue  # vanished, or a dangling link
+                    except FileNotFoundError as e:
+                        try:
+                            os.lstat(entry.path)
+                        except OSError:
+                            continue  # vanished since the directory was read
+                        entries.append((entry.name, e))  # a dangling link: failed, named
                     except OSError as e:
                         entries.append((entry.name, e))
         except (FileNotFoundError, NotADirectoryError):
