@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +25,7 @@ from datamover.config import load_config, use_config
 from datamover.errors import DatamoverError, TransientError, UsageError
 from datamover.redact import install as install_redaction
 from datamover.redact import redact
+from datamover.reporting.events import discard_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(signals.resume_hint(getattr(args, "state_dir", None)), file=sys.stderr)
         return signals.exit_code(e)
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        discard_output(sys.stdout)
+        if restore is None:  # a listing read as far as its reader wanted (ls | head)
+            return EXIT_OK
+        print("datamover: stopped: its standard output was closed (broken pipe)", file=sys.stderr)
+        return 128 + signal.SIGPIPE
     except DatamoverError as e:
         if args.verbose >= 2:
             log.exception("failed")

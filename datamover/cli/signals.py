@@ -1,5 +1,6 @@
 """SIGINT and SIGTERM for the CLI: the first one stops the run the orderly way, the
-second one at once.
+second one at once. SIGPIPE (standard output closed: the reader of ``--json`` or of
+the summary went away) stops the run the orderly way too, and exits 141.
 
 The first signal raises ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread:
 the runner stops scheduling, lets the parts in flight end (each bounded by one part's
@@ -36,6 +37,8 @@ current_job: list[str] = []
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if signum == signal.SIGPIPE and _state["signum"]:
+        return  # each write to the closed pipe sends one: the stop is under way
     if _state["signum"]:
         os.write(2, b"datamover: stopped at once\n")
         os._exit(128 + _state["signum"])
@@ -54,7 +57,9 @@ def install() -> Callable[[], None] | None:
         return None
     _state["signum"] = 0
     current_job.clear()
-    before = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {
+        s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
+    }
 
     def restore() -> None:
         for s, handler in before.items():
@@ -64,7 +69,7 @@ def install() -> Callable[[], None] | None:
 
 
 def exit_code(e: KeyboardInterrupt) -> int:
-    """130 for SIGINT (or a plain KeyboardInterrupt), 143 for SIGTERM."""
+    """130 for SIGINT (or a plain KeyboardInterrupt), 143 for SIGTERM, 141 for SIGPIPE."""
     return 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
 
 
@@ -72,12 +77,15 @@ def resume_hint(state_dir: str | None = None) -> str:
     """What to tell the user after an interrupted run; ``state_dir`` is the run's
     ``--state-dir``, named in the command (absolute, quoted for a shell) so that the
     command finds the journal from any directory."""
+    what = "interrupted"
+    if _state["signum"] == signal.SIGPIPE:
+        what = "stopped: its standard output was closed (broken pipe)"
     if not current_job:
-        return "datamover: interrupted"
+        return f"datamover: {what}"
     job = current_job[-1]
     where = f" --state-dir {shlex.quote(os.path.abspath(state_dir))}" if state_dir else ""
     return (
-        f"datamover: interrupted; job {job} is saved in the journal: resume it with "
+        f"datamover: {what}; job {job} is saved in the journal: resume it with "
         f"`datamover jobs resume {job}{where}` (or run the same command again)"
     )
 

@@ -299,17 +299,15 @@ def run_job(
                 # Nothing ran: the job just made is forgotten, not left "running".
                 journal.delete_job(job_id)
             raise
-        obs.run_started(
-            RunInfo(
-                operation,
-                job_id,
-                source,
-                destination,
-                manifest_path,
-                options.checksum,
-                resumed=ctx.resumed,
-                options=options.public(),
-            )
+        started_info = RunInfo(
+            operation,
+            job_id,
+            source,
+            destination,
+            manifest_path,
+            options.checksum,
+            resumed=ctx.resumed,
+            options=options.public(),
         )
 
         def record_skip(entry: ManifestEntry) -> None:
@@ -354,6 +352,9 @@ def run_job(
         if dst_store is not None:
             journal.set_barrier(dst_store.sync)
         try:
+            # In the try: a stop while it is heard (a signal, a closed stdout under
+            # --json) leaves the job aborted and resumable, as any other stop.
+            obs.run_started(started_info)
             runner.run(planned(ctx.pending(_recordable(jobs)), obs))
             if after is not None:
                 after(report)

@@ -30,6 +30,7 @@ behind one lock, and ``EventStream`` emits under it, so events never interleave.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -320,13 +321,37 @@ def summary_event(report: TransferReport, error: BaseException | None = None) ->
     return event
 
 
+def discard_output(out: IO[str]) -> None:
+    """Point ``out``'s descriptor at /dev/null, so that what is still buffered for a
+    closed pipe, and the interpreter's flush at exit, fail no more."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 class JsonLines(EventStream):
     """``--json``: one compact JSON object per line on ``out``, flushed per event."""
 
     def __init__(self, out: IO[str], *, progress_interval: float | None = 1.0) -> None:
+        closed = []
+
         def write(event: Event) -> None:
-            out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
-            out.flush()
+            if closed:
+                return
+            try:
+                out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+                out.flush()
+            except BrokenPipeError:
+                # The reader went away: the events end here, the run is not broken by
+                # it (the CLI's SIGPIPE handler stops it the orderly way).
+                closed.append(True)
+                discard_output(out)
 
         super().__init__(write, progress_interval=progress_interval)
 

@@ -221,3 +221,50 @@ def test_jobs_clean_removes_a_dead_jobs_temp_files(tmp_path: Path) -> None:
     assert clean.returncode == 0, clean.stderr
     assert "aborted unfinished upload" in clean.stdout and "removed 1 jobs" in clean.stdout
     assert temp_files(dst) == []
+
+
+def test_a_closed_stdout_stops_the_run_resumable_and_exits_141(tmp_path: Path) -> None:
+    """``--json`` into a reader that went away (``| head -1``, a dead ``jq``): the run
+    stops the orderly way, says so on stderr and exits 141 (it exited 0, having copied
+    nothing, and left the job "running"); the job resumes. A listing cut short by its
+    reader still exits 0."""
+    cmd, expected = _slow_copy(tmp_path)
+    env, db = _env(tmp_path), _db(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first event
+    try:
+        proc = subprocess.run(
+            [*DM, "--json", *cmd[len(DM) :]],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "standard output was closed" in proc.stderr
+    match = re.search(r"`datamover jobs resume (\S+)`", proc.stderr)
+    assert match, proc.stderr
+    with sqlite3.connect(db) as conn:
+        (state,) = conn.execute(
+            "SELECT state FROM jobs WHERE job_id=?", (match.group(1),)
+        ).fetchone()
+    assert state == "aborted"
+    resumed = subprocess.run(
+        [*DM, "jobs", "resume", match.group(1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert read_tree(tmp_path / "dst") == expected
+    listing = subprocess.Popen(
+        [*DM, "ls", "-R", str(tmp_path / "src")], env=env, stdout=subprocess.PIPE
+    )
+    assert listing.stdout is not None
+    listing.stdout.readline()
+    listing.stdout.close()
+    assert listing.wait(timeout=30) == 0
