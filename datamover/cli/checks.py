@@ -68,7 +68,8 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
         "--partial",
         action="store_true",
         help="sha256sum: accept a manifest with no summary (a killed or running run's "
-        "MANIFEST.partial) and export the files it lists; without it one is refused",
+        "MANIFEST.partial), or one without digests for some unchanged files (a sync's), "
+        "and export the files it has digests for; without it either is refused",
     )
     e.add_argument(
         "--bag-info",
@@ -121,6 +122,13 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
             f"({len(report.missing)} missing, {len(report.mismatched)} mismatched, "
             f"{len(report.errors)} unreadable{unproven}; {by_checksum}"
             f"{format_size(report.bytes)} read in {report.seconds:.1f}s)",
+            file=out,
+        )
+    if report.size_only and not args.quiet:
+        print(
+            f"note: {len(report.size_only)} file(s) the sync found unchanged were checked by "
+            "size only: this manifest has no digest for them (verify the manifest of the run "
+            "that copied them)",
             file=out,
         )
     return EXIT_OK if report.passed else EXIT_FAILED
@@ -181,6 +189,13 @@ def cmd_manifest(args: argparse.Namespace, out: IO[str]) -> int:
     count = export_sums(manifest, lines)  # refuses an algorithm no coreutils tool checks
     if not args.partial:  # (then, as the bag export does) a run seen only in part
         check_complete(manifest, args.manifest, doing="export")
+        _, undigested = manifest.files_with_digests()
+        if undigested:
+            raise UsageError(
+                f"{args.manifest}: no digest for {len(undigested)} file(s) it lists as "
+                f"unchanged (first: {shown(undigested[0].path)}), which a sync did not "
+                f"read; add --partial to export the {count} it has digests for"
+            )
     if args.output:
         # Whole or not at all: a temp file beside it, renamed over it when written.
         temp = f"{args.output}.dmtmp-{os.getpid()}"

@@ -63,6 +63,9 @@ class VerifyReport:
     unproven: list[tuple[str, str]] = field(default_factory=list)
     #: ``--no-download``: files proven by the store's own checksums (none read).
     by_checksum: int = 0
+    #: Files the manifest lists as unchanged without a digest (a sync did not read
+    #: them): found, at the recorded size; their bytes were not checked.
+    size_only: list[str] = field(default_factory=list)
     bytes: int = 0
     seconds: float = 0.0
 

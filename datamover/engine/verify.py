@@ -70,6 +70,13 @@ def verify_store(
         if e.status == STATUS_OK or (e.status == STATUS_SKIPPED and e.digest)
     }
     markers: list[ManifestEntry] = []
+    _, undigested = manifest.files_with_digests()
+    size_only: list[ManifestEntry] = []
+    for e in undigested:  # unchanged in a sync that did not read them
+        if e.kind == "hardlink" and e.link_to is not None and not store.features.hardlinks:
+            markers.append(e)
+        else:
+            size_only.append(e)
     for e in list(expected.values()):
         if e.kind == "hardlink" and e.link_to is not None and e.link_to in expected:
             # Where links are real (POSIX) the path is the target's inode: read it like a
@@ -85,6 +92,7 @@ def verify_store(
                 )
     started = time.monotonic()
     _check_markers(markers, store, root, options.transfers, report)
+    _check_sizes(size_only, store, root, options.transfers, report)
     if no_download:
         files = [e for e in expected.values() if e.kind != "dir"]
         unproven = prove_by_checksums(files, store, root, algorithm, options.transfers, report)
@@ -147,12 +155,11 @@ def verify_store(
 _STAT_BATCH = 1024
 
 
-def _check_markers(
-    entries: list[ManifestEntry], store: Store, root: str, threads: int, report: VerifyReport
-) -> None:
-    """Hard links on a store without them: each marker object is there, holds no
-    bytes, and names the key of the file the manifest links it to (the target's own
-    entry checks the bytes)."""
+def _stat_all(
+    entries: list[ManifestEntry], store: Store, root: str, threads: int
+) -> Iterator[tuple[ManifestEntry, ObjectInfo | None, DatamoverError | None]]:
+    """``store.stat`` of each entry's key, on up to 32 threads, ``_STAT_BATCH`` at a
+    time, in order: the info, or the error it gave."""
 
     def one(e: ManifestEntry) -> tuple[ManifestEntry, ObjectInfo | None, DatamoverError | None]:
         try:
@@ -160,28 +167,58 @@ def _check_markers(
         except DatamoverError as err:
             return e, None, err
 
+    if not entries:
+        return
     with ThreadPoolExecutor(max(1, min(threads, 32)), thread_name_prefix="dm-stat") as pool:
         for start in range(0, len(entries), _STAT_BATCH):
-            for e, info, err in pool.map(one, entries[start : start + _STAT_BATCH]):
-                report.checked += 1
-                if isinstance(err, NotFound):
-                    report.missing.append(e.path)
-                elif err is not None or info is None:
-                    report.errors.append((e.path, str(err)))
-                elif info.is_dir or info.size != 0 or HARDLINK_KEY not in info.metadata:
-                    report.mismatched.append(
-                        (e.path, f"not a hard-link marker (a {info.size}-byte object)")
-                    )
-                elif not _names(info.metadata[HARDLINK_KEY], root, str(e.link_to)):
-                    report.mismatched.append(
-                        (
-                            e.path,
-                            f"the hard-link marker names {info.metadata[HARDLINK_KEY]!r:.300}, "
-                            f"the manifest links it to {e.link_to!r}",
-                        )
-                    )
-                else:
-                    report.ok += 1
+            yield from pool.map(one, entries[start : start + _STAT_BATCH])
+
+
+def _check_sizes(
+    entries: list[ManifestEntry], store: Store, root: str, threads: int, report: VerifyReport
+) -> None:
+    """Files a sync left unread and the manifest gives no digest for: each is there,
+    as a file of the size recorded (``report.size_only``); nothing more can be told."""
+    for e, info, err in _stat_all(entries, store, root, threads):
+        report.checked += 1
+        if isinstance(err, NotFound) or (info is not None and info.is_dir):
+            report.missing.append(e.path)
+        elif err is not None or info is None:
+            report.errors.append((e.path, str(err)))
+        elif info.size != e.size:
+            report.mismatched.append(
+                (e.path, f"the store holds {info.size} bytes, the manifest says {e.size}")
+            )
+        else:
+            report.size_only.append(e.path)
+
+
+def _check_markers(
+    entries: list[ManifestEntry], store: Store, root: str, threads: int, report: VerifyReport
+) -> None:
+    """Hard links on a store without them: each marker object is there, holds no
+    bytes, and names the key of the file the manifest links it to (the target's own
+    entry checks the bytes)."""
+    for e, info, err in _stat_all(entries, store, root, threads):
+        report.checked += 1
+        if isinstance(err, NotFound):
+            report.missing.append(e.path)
+        elif err is not None or info is None:
+            report.errors.append((e.path, str(err)))
+        elif info.is_dir or info.size != 0 or HARDLINK_KEY not in info.metadata:
+            report.mismatched.append(
+                (e.path, f"not a hard-link marker (a {info.size}-byte object)")
+            )
+        elif not _names(info.metadata[HARDLINK_KEY], root, str(e.link_to)):
+            report.mismatched.append(
+                (
+                    e.path,
+                    f"the hard-link marker names {info.metadata[HARDLINK_KEY]!r:.300}, "
+                    f"the manifest links it to {e.link_to!r}",
+                )
+            )
+        else:
+            report.ok += 1
 
 
 def _names(target: str, root: str, link_to: str) -> bool:

@@ -54,7 +54,7 @@ from datetime import date
 
 from datamover._version import __version__
 from datamover.errors import UsageError
-from datamover.manifest import STATUS_OK, Manifest, ManifestEntry, read_manifest
+from datamover.manifest import Manifest, ManifestEntry, read_manifest
 from datamover.stores import local_path
 
 BAG_ALGORITHMS = ("sha256", "sha512", "md5")
@@ -97,11 +97,17 @@ def encode_path(path: str) -> str:
 
 
 def _payload(manifest: Manifest) -> list[ManifestEntry]:
-    return [
-        e
-        for e in manifest.entries
-        if e.status == STATUS_OK and e.digest and e.kind in (None, "file", "hardlink")
-    ]
+    """The files of the bag; a bag is whole, so a manifest that gives no digest for
+    some file it vouches for (unchanged in a sync, not read) makes none."""
+    files, undigested = manifest.files_with_digests()
+    if undigested:
+        raise BagError(
+            f"the manifest gives no digest for {len(undigested)} file(s) it lists as "
+            f"unchanged ({undigested[0].path!r}{', ...' if len(undigested) > 1 else ''}): "
+            "a bag must list every file; make it from a copy's manifest "
+            "(datamover copy --bagit), not a sync's"
+        )
+    return files
 
 
 def _tag_value(value: str) -> str:

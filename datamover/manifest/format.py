@@ -207,6 +207,11 @@ def make_header(
     return header
 
 
+#: Entry kinds whose bytes a digest vouches for: regular files (None) and hard links;
+#: not directories, not symlinks (a checker would read what the link leads to).
+_FILE_KINDS = (None, "file", "hardlink")
+
+
 @dataclass(frozen=True, slots=True)
 class Tally:
     """What a manifest's entries add up to: files (regular files, symlinks, hard
@@ -235,6 +240,18 @@ class Manifest:
     @property
     def algorithm(self) -> str:
         return str(self.header["algorithm"])
+
+    def files_with_digests(self) -> tuple[list[ManifestEntry], list[ManifestEntry]]:
+        """The files at the destination this manifest vouches for (``ok``, and
+        ``skipped``: unchanged in a sync), split into those it gives a digest for and
+        those it gives none for (a sync that left them unread had none to record)."""
+        with_digest: list[ManifestEntry] = []
+        without: list[ManifestEntry] = []
+        for e in self.entries:
+            if e.status not in (STATUS_OK, STATUS_SKIPPED) or e.kind not in _FILE_KINDS:
+                continue
+            (with_digest if e.digest else without).append(e)
+        return with_digest, without
 
     def tally(self) -> Tally:
         by: dict[str, int] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import IO
 
 from datamover.errors import UsageError
-from datamover.manifest.format import STATUS_OK, Manifest
+from datamover.manifest.format import Manifest
 
 _SUM_TOOLS = {"sha256": "sha256sum", "sha512": "sha512sum", "md5": "md5sum"}
 
@@ -20,16 +20,17 @@ def _sum_line(digest: str, path: str) -> str:
 
 
 def export_sums(manifest: Manifest, out: IO[str]) -> int:
-    """Write ``<alg>sum -c`` lines for every successfully copied file; returns the count."""
+    """Write ``<alg>sum -c`` lines for every file the manifest gives a digest for (copied,
+    or unchanged in a sync); returns the count. (``Manifest.files_with_digests``
+    tells the files it gives none for: the caller decides what to say of them.)"""
     alg = manifest.algorithm
     if alg not in _SUM_TOOLS:
         raise UsageError(
             f"a {alg} manifest has no coreutils checker; sha256sum export needs a manifest "
             "made with --checksum sha256, sha512 or md5"
         )
-    count = 0
-    for e in manifest.entries:
-        if e.status == STATUS_OK and e.digest and e.kind in (None, "hardlink"):
-            out.write(_sum_line(e.digest, e.path))
-            count += 1
-    return count
+    files, _ = manifest.files_with_digests()
+    for e in files:
+        assert e.digest is not None
+        out.write(_sum_line(e.digest, e.path))
+    return len(files)

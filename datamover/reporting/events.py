@@ -339,7 +339,7 @@ class JsonLines(EventStream):
     """``--json``: one compact JSON object per line on ``out``, flushed per event."""
 
     def __init__(self, out: IO[str], *, progress_interval: float | None = 1.0) -> None:
-        closed = []
+        closed: list[bool] = []
 
         def write(event: Event) -> None:
             if closed:

@@ -183,3 +183,48 @@ def test_verify_finds_a_hard_link_marker_gone_or_repointed(
         store.delete("v/b")
     gone = datamover.verify(str(manifest))
     assert not gone.passed and gone.missing == ["b"], gone
+
+
+def test_a_sync_manifests_unread_files_are_checked_by_size_and_not_exported_unasked(
+    seaweed_env: ServerEnv, tmp_path: Path
+) -> None:
+    """A sync that leaves a multipart object unread has no digest to record for it:
+    verify found it and counted nothing (now: found, at its size, said so; gone:
+    MISSING), and the sha256sum export dropped every unchanged file without a word
+    (now: those with digests are exported, and one without is refused unless
+    --partial)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    (src / "small.txt").write_text("small")
+    url = seaweed_env.url("s")
+    opts = {"multipart_threshold": 5 * 1024 * 1024, "part_size": 5 * 1024 * 1024}
+    assert datamover.sync(str(src), url, **opts).ok
+    manifest = tmp_path / "m.jsonl"
+    again = datamover.sync(str(src), url, manifest=str(manifest), **opts)
+    assert again.ok and again.files_skipped == 2, again
+    checked = datamover.verify(str(manifest))
+    assert checked.passed and checked.size_only == ["big.bin"], checked
+    assert checked.ok == 1  # small.txt, whose digest the object's label gave
+    dm = [sys.executable, "-m", "datamover", "manifest", "export", str(manifest)]
+    refused = subprocess.run(dm, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--partial" in refused.stderr, refused.stderr
+    some = subprocess.run([*dm, "--partial"], capture_output=True, text=True)
+    assert some.returncode == 0 and some.stdout.endswith("  small.txt\n"), some
+    # Locally too, a sync's unchanged files come without digests: no bag from it.
+    assert datamover.sync(str(src), str(tmp_path / "local")).ok
+    local = tmp_path / "local.jsonl"
+    assert datamover.sync(str(src), str(tmp_path / "local"), manifest=str(local)).ok
+    bag = subprocess.run(
+        [*dm[:-1], str(local), "--format", "bagit", "-o", str(tmp_path / "bag")],
+        capture_output=True,
+        text=True,
+    )
+    assert bag.returncode == 2 and "no digest" in bag.stderr, bag.stderr
+    verified = subprocess.run([*dm[:-3], "verify", str(local)], capture_output=True, text=True)
+    assert verified.returncode == 0 and "checked by size only" in verified.stdout, verified
+    store, _ = open_store(seaweed_env.url())
+    with store:
+        store.delete("s/big.bin")
+    gone = datamover.verify(str(manifest))
+    assert not gone.passed and gone.missing == ["big.bin"], gone
