@@ -467,12 +467,17 @@ class Runner:
                     digest = ""  # not copied in this run: hashed below
                 if digest is None:
                     raise SourceChanged(f"{job.rel}: its hard-link target {job.link_to} failed")
+                size = info.size
+                target_key = self.src_root + job.link_to
                 if not digest:  # a marker that carried none: the link's bytes are its target's
-                    target = dataclasses.replace(job, src_key=self.src_root + job.link_to)
-                    target_info = self.retrying(job, lambda: self.src.stat(target.src_key), retries)
+                    target = dataclasses.replace(job, src_key=target_key)
+                    target_info = self.retrying(job, lambda: self.src.stat(target_key), retries)
                     digest = self._hash_sequential(target, target_info, cost, retries)
+                    size = target_info.size
+                elif size == 0:  # a marker (or a link to an empty file): its target's size
+                    size = self.retrying(job, lambda: self.src.stat(target_key), retries).size
                 result.digests = {self.algorithm: digest}
-                result.size = info.size
+                result.size = size
                 meta[HARDLINK_KEY] = self._link_target_key(job, job.link_to)
                 meta[digest_metadata_key(self.algorithm)] = digest
             if self.dst is not None:
@@ -536,18 +541,7 @@ class Runner:
             self.listener.file_started(job)
             self.throttle(job.info.size)
             data, info, computed = self._read_whole(job, retries, answer)
-            target = info.metadata.get(HARDLINK_KEY)
-            if target is not None:
-                # A hard-link marker written by datamover: recreate the link at the end.
-                rel = self._marker_target(job, target)
-                # What the marker claims is only a hint; "" (unknown) makes the link
-                # phase hash the target itself. Never overwrite a digest computed here.
-                claimed = digests_from_metadata(info.metadata).get(self.algorithm, "")
-                with self._results_lock:
-                    if not self.link_digests.get(rel):
-                        self.link_digests[rel] = claimed
-                link = dataclasses.replace(job, kind="hardlink", link_to=rel, info=info)
-                self._defer(link)
+            if self._deferred_marker(job, info):
                 return  # (the budget is released below)
             if not self._linking and is_symlink(info):
                 # Only the read showed it is a link (object stores list no modes):
@@ -657,6 +651,22 @@ class Runner:
 
     # -- server-side copies: the provider moves the bytes ------------------------------------
 
+    def _deferred_marker(self, job: FileJob, info: ObjectInfo) -> bool:
+        """When ``info`` is a hard-link marker datamover wrote: the link is made again
+        at the end, with the other links, naming its target's copy (True)."""
+        target = info.metadata.get(HARDLINK_KEY)
+        if target is None:
+            return False
+        rel = self._marker_target(job, target)
+        # What the marker claims is only a hint; "" (unknown) makes the link phase
+        # hash the target itself. Never overwrite a digest computed here.
+        claimed = digests_from_metadata(info.metadata).get(self.algorithm, "")
+        with self._results_lock:
+            if not self.link_digests.get(rel):
+                self.link_digests[rel] = claimed
+        self._defer(dataclasses.replace(job, kind="hardlink", link_to=rel, info=info))
+        return True
+
     def _server_side_copy(self, job: FileJob, cost: int) -> None:
         started = time.monotonic()
         result = FileResult(job, job.info.size)
@@ -669,6 +679,9 @@ class Runner:
             if self.follow_links and not self._linking and is_symlink(info):
                 # A stored link, to be followed: with the other links (_schedule).
                 self._defer(dataclasses.replace(job, info=info))
+                return
+            if self._deferred_marker(job, info):
+                # Not copied as it is: its target key is the source tree's.
                 return
             digest = info.checksums.get(self.algorithm)
             if digest is None:

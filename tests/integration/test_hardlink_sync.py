@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 
 import datamover
+from datamover.manifest import read_manifest
 from datamover.stores import open_store
 from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY
 
-from serverenv import ServerEnv
+from serverenv import ServerEnv, use_server
 
 pytestmark = pytest.mark.cloud
+
+DM_EXPORT = [sys.executable, "-m", "datamover", "manifest", "export"]
 
 
 def _tree(root: Path) -> None:
@@ -228,3 +231,36 @@ def test_a_sync_manifests_unread_files_are_checked_by_size_and_not_exported_unas
         store.delete("s/big.bin")
     gone = datamover.verify(str(manifest))
     assert not gone.passed and gone.missing == ["big.bin"], gone
+
+
+@pytest.mark.parametrize("name", ["seaweed", "azurite", "gcs"])
+def test_links_from_a_bucket_are_recorded_at_their_size_and_copied_within_it(
+    name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A download recorded a link's marker size (0) beside its target's digest, which
+    broke the bag export and the bag of ``copy --bagit``; a copy within the store sent
+    the marker as it was (naming the source tree's target) or failed it as corrupt."""
+    env = use_server(request.getfixturevalue(name), monkeypatch)
+    src = tmp_path / "src"
+    _tree(src)
+    assert datamover.copy(str(src), env.url("t")).ok
+    down = tmp_path / "down.jsonl"
+    assert datamover.copy(env.url("t"), str(tmp_path / "down"), manifest=str(down)).ok
+    sizes = {e.path: e.size for e in read_manifest(down).entries}
+    assert sizes == {"a": 4000, "b": 4000, "c": 5}, sizes
+    assert (tmp_path / "down" / "b").stat().st_ino == (tmp_path / "down" / "a").stat().st_ino
+    bag = subprocess.run(
+        [*DM_EXPORT, str(down), "--format", "bagit", "-o", str(tmp_path / "bag")],
+        capture_output=True,
+        text=True,
+    )
+    assert bag.returncode == 0, bag.stderr
+    within = tmp_path / "within.jsonl"
+    report = datamover.copy(env.url("t"), env.url("u"), manifest=str(within))
+    assert report.ok, report.failures
+    assert {e.path: e.size for e in read_manifest(within).entries} == sizes
+    assert _is_marker(env.url(), "u/b")
+    store, _ = open_store(env.url())
+    with store:
+        assert store.stat("u/b").metadata[HARDLINK_KEY] == "u/a"
+    assert datamover.verify(str(within)).passed
