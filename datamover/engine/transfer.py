@@ -43,6 +43,7 @@ from datamover.manifest import (
 from datamover.options import TransferOptions
 from datamover.posixmeta import MODE, PosixAttrs, format_mtime_ns
 from datamover.stores.base import ObjectInfo, Store
+from datamover.stores.browse import stat_url
 
 log = logging.getLogger("datamover")
 
@@ -631,6 +632,30 @@ def sync_between(
         for key in doomed:
             dst_store.delete(key)
             report.deleted.append(as_recorded(key[len(dst_root) :]))
+        if dst_store.features.real_dirs:
+            report.deleted.extend(as_recorded(k[len(dst_root) :]) for k in emptied_dirs(doomed))
+
+    def emptied_dirs(doomed: list[str]) -> Iterator[str]:
+        """The destination directories the deletions left empty that the source does
+        not have, removed deepest first (as ``rsync --delete`` removes a whole extra
+        tree in one run; a directory listing shows only the leaves of one)."""
+        parents = set()
+        for key in doomed:
+            parent = key.rstrip("/").rpartition("/")[0]
+            while len(parent) + 1 > len(dst_root) and parent + "/" not in parents:
+                parents.add(parent + "/")
+                parent = parent.rpartition("/")[0]
+        for directory in sorted(parents, key=lambda k: (-k.count("/"), k)):
+            try:
+                stat_url(src_store, src_root + directory[len(dst_root) :])
+                continue  # the source has it
+            except NotFound:
+                pass
+            try:
+                dst_store.delete(directory)  # only when empty: rmdir
+            except DatamoverError:
+                continue  # not empty (an excluded file, a failed delete), or unreadable
+            yield directory
 
     jobs = plan.jobs if plan.single_file else planner.jobs()
     return run_job(

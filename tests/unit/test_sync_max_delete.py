@@ -64,3 +64,29 @@ def test_max_delete_says_the_copies_were_made(tmp_path: Path) -> None:
         "gone1",
         "gone2",
     ]
+
+
+def test_delete_removes_a_whole_extra_tree_in_one_run(tmp_path: Path) -> None:
+    """A destination-only tree goes in one run, its directories too, deepest first
+    (it went one level per run: a listing shows only a tree's empty leaves); a
+    directory the source has stays, and so does one holding an excluded file."""
+    import datamover
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "keep").mkdir(parents=True)
+    (src / "keep" / "k").write_text("k")
+    (dst / "extra" / "a" / "b").mkdir(parents=True)
+    (dst / "extra" / "a" / "b" / "f").write_text("1")
+    (dst / "extra" / "g").write_text("2")
+    (dst / "keep" / "sub").mkdir(parents=True)
+    (dst / "keep" / "sub" / "z").write_text("3")
+    (dst / "kept" / "deep").mkdir(parents=True)
+    (dst / "kept" / "deep" / "x.tmp").write_text("excluded")
+    (dst / "kept" / "y").write_text("4")
+    report = datamover.sync(str(src), str(dst), delete=True, exclude=["*.tmp"])
+    assert report.ok, report.failures
+    left = sorted(str(p.relative_to(dst)) for p in dst.rglob("*"))
+    assert left == ["keep", "keep/k", "kept", "kept/deep", "kept/deep/x.tmp"], left
+    assert {"extra/", "extra/a/", "extra/a/b/", "keep/sub/"} <= set(report.deleted)
+    again = datamover.sync(str(src), str(dst), delete=True, exclude=["*.tmp"])
+    assert again.ok and again.deleted == [], again.deleted
