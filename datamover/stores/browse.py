@@ -74,12 +74,18 @@ def listing(store: Store, key: str, *, recursive: bool = False) -> tuple[str, It
 
 
 def _posix_dir(store: Store, prefix: str) -> bool:
-    if not store.features.real_dirs:
+    """Whether ``prefix`` is a directory that may hold nothing: a POSIX directory, or
+    on an object store a ``dir/`` marker object (an empty directory a copy or the
+    mount made, which some stores' listings of that prefix leave out)."""
+    if not prefix:
         return False
     try:
-        return store.stat(prefix.rstrip("/")).is_dir
+        if store.features.real_dirs:
+            return store.stat(prefix.rstrip("/")).is_dir
+        store.stat(prefix)
     except NotFound:
         return False
+    return True
 
 
 def stat_url(store: Store, key: str) -> ObjectInfo:

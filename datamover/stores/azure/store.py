@@ -13,6 +13,7 @@ them (``sdk.py`` says which): with the lean path on and plain credentials
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 import threading
@@ -251,9 +252,9 @@ class AzureStore(Store):
                 for page in guarded_pages(blobs, guard, page_size):
                     for props in page:
                         if is_directory_marker(props):
-                            # Listed so an empty directory can be recreated (base.py).
-                            name = props.name if props.name.endswith("/") else props.name + "/"
-                            yield ObjectInfo(key=name, size=0, is_dir=True)
+                            # Listed so an empty directory can be recreated (base.py),
+                            # with the mode and times its metadata holds.
+                            yield _marker_info(properties_info(props))
                         else:
                             yield properties_info(props)
                 return
@@ -285,12 +286,8 @@ class AzureStore(Store):
             for item in page:
                 if isinstance(item, ListedPrefix):
                     yield ObjectInfo(key=item.name, size=0, is_dir=True)
-                elif is_directory_marker(item):
-                    if recursive:  # listed so an empty directory can be recreated
-                        name = item.name if item.name.endswith("/") else item.name + "/"
-                        yield ObjectInfo(key=name, size=0, is_dir=True)
                 else:
-                    yield listed_info(
+                    info = listed_info(
                         item.name,
                         item.size,
                         item.metadata,
@@ -299,6 +296,10 @@ class AzureStore(Store):
                         item.version_id,
                         item.content_md5,
                     )
+                    if not is_directory_marker(item):
+                        yield info
+                    elif recursive:  # listed so an empty directory can be recreated
+                        yield _marker_info(info)
 
     def _download(self, key: str, offset: int | None, length: int | None, limit: int) -> Any:
         """The SDK's downloader after its first request (which the transport bounds to
@@ -613,3 +614,10 @@ class AzureStore(Store):
         if self._lean is not None:
             self._lean.close()
         self._services.close()
+
+
+def _marker_info(info: ObjectInfo) -> ObjectInfo:
+    """A directory marker blob (``dir/``, or ``dir`` with ``hdi_isfolder``) as the
+    ``is_dir`` entry of its directory, keeping the mode and times of its metadata."""
+    name = info.key if info.key.endswith("/") else info.key + "/"
+    return dataclasses.replace(info, key=name, size=0, is_dir=True)
