@@ -330,6 +330,9 @@ def check_entry(
     acted_on = status in ACTED_ON
     path = _path(obj, "path", acted_on)
     assert path is not None
+    if acted_on and kind == "dir" and not path.endswith("/"):
+        # A verify reads no bytes of a directory: a file must not pass for one.
+        raise LineProblem(f"a directory entry ({_shown(path)}) whose path does not end in '/'")
     own = obj.get("algorithm")
     if own is not None and own != algorithm:
         raise LineProblem(

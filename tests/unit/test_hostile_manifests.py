@@ -660,3 +660,28 @@ def test_an_unchanged_key_a_manifest_cant_hold_is_failed_not_skipped(tmp_path: P
     assert by_path["ok.txt"].status == "skipped"
     assert by_path["c//d"].status == "failed" and "refusing key" in (by_path["c//d"].error or "")
     assert (report.files_skipped, report.files_failed) == (1, 1)
+
+
+@pytest.mark.parametrize(("path", "accepted"), [("d/", True), ("d", False), ("a/b", False)])
+def test_a_directory_entry_is_a_path_ending_in_a_slash(
+    tmp_path: Path, path: str, accepted: bool
+) -> None:
+    """A hand-edited ``"kind": "dir"`` on a file's path made verify pass it unread:
+    refused by the reader and by the schema alike."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[2] / "manifests/manifest.schema.json").read_text())
+    entry = {"type": "file", "path": path, "size": 0, "status": "ok", "kind": "dir"}
+    try:
+        jsonschema.validate(entry, schema)
+        schema_ok = True
+    except jsonschema.ValidationError:
+        schema_ok = False
+    m = _write(tmp_path / "m.jsonl", _header("/x/"), entry, _summary(1, 0))
+    try:
+        read_manifest(str(m))
+        reader_ok = True
+    except ManifestError as e:
+        assert "does not end in '/'" in str(e)
+        reader_ok = False
+    assert schema_ok == reader_ok == accepted
