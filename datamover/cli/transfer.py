@@ -470,7 +470,7 @@ def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> in
     elif report.dry_run:
         if not args.quiet:
             print(
-                f"dry run: would copy {report.files_ok} files ({format_size(report.bytes)})"
+                f"dry run: would copy {_files(report.files_ok)} ({format_size(report.bytes)})"
                 + (f", {report.files_skipped} unchanged" if report.files_skipped else "")
                 + (f", would delete {len(report.deleted)}" if report.deleted else "")
                 + "; nothing was transferred",
@@ -479,12 +479,12 @@ def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> in
     elif not args.quiet:
         if report.resumed:
             print(
-                f"resumed job {report.job_id}: {report.files_resumed} files / "
+                f"resumed job {report.job_id}: {_files(report.files_resumed)} / "
                 f"{format_size(report.bytes_resumed)} already done",
                 file=out,
             )
         print(
-            f"copied {report.files_ok} files, {format_size(report.bytes)} in "
+            f"copied {_files(report.files_ok)}, {format_size(report.bytes)} in "
             f"{report.seconds:.1f}s ({rate(report.bytes, report.seconds)}); "
             f"moved {format_size(report.bytes_moved)}"
             + (f", {report.files_skipped} unchanged" if report.files_skipped else "")
@@ -501,3 +501,7 @@ def render(report: TransferReport, args: argparse.Namespace, out: IO[str]) -> in
             )
         print(f"manifest: {report.manifest}", file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
