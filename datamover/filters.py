@@ -182,6 +182,9 @@ class FileFilter:
     newer_than: float | None = None
     older_than: float | None = None
     _compiled: tuple[tuple[bool, re.Pattern[str]], ...] = field(default=(), repr=False)
+    #: The ``files_from`` paths a listing offered so far (``path_allowed``), to tell
+    #: those the source does not have (``not_found``); a subset of ``files_from``.
+    _seen: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -266,10 +269,18 @@ class FileFilter:
             and self.older_than is None
         )
 
+    def not_found(self) -> list[str]:
+        """The ``files_from`` paths no listing offered (sorted): not in the source."""
+        if self.files_from is None:
+            return []
+        return sorted(self.files_from - self._seen)
+
     def path_allowed(self, rel: str) -> bool:
         """Whether the path rules and the file list take ``rel``."""
-        if self.files_from is not None and rel not in self.files_from:
-            return False
+        if self.files_from is not None:
+            if rel not in self.files_from:
+                return False
+            self._seen.add(rel)
         for include, regex in self._compiled:
             if regex.search(rel):
                 return include

@@ -171,6 +171,15 @@ def _filtered(jobs: Iterable[FileJob], filters: FileFilter | None) -> Iterable[F
                 else:
                     job = dataclasses.replace(job, link_to=first[link_id])
             yield job
+        missing = filters.not_found()
+        if missing:
+            log.warning(
+                "%d path%s given by --files-from %s not in the source, so not copied (first: %r)",
+                len(missing),
+                "" if len(missing) == 1 else "s",
+                "is" if len(missing) == 1 else "are",
+                missing[0],
+            )
 
     return relinked(jobs)
 

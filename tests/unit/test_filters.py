@@ -159,3 +159,29 @@ def test_dir_excluded_only_when_nothing_below_can_be_taken() -> None:
         flt = FileFilter.build(**kwargs)  # type: ignore[arg-type]
         rel = "x/locked/" if kwargs.get("exclude") == ["/locked/**"] else "locked/"
         assert not flt.dir_excluded(rel), kwargs
+
+
+def test_paths_from_files_from_the_source_lacks_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A --files-from path the source does not have was left out without a word (as
+    rsync says "link_stat failed"): a warning names how many and the first; those a
+    sync finds unchanged are not among them."""
+    import datamover
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    (src / "b").write_text("b")
+    listed = ["a", "b", "gone", "sub/also-gone"]
+    with caplog.at_level("WARNING", logger="datamover"):
+        report = datamover.copy(str(src), str(tmp_path / "dst"), files_from=listed)
+    assert report.ok and report.files_ok == 2
+    assert "2 paths given by --files-from are not in the source" in caplog.text
+    assert "'gone'" in caplog.text
+    caplog.clear()
+    (src / "c").write_text("c")
+    with caplog.at_level("WARNING", logger="datamover"):
+        again = datamover.sync(str(src), str(tmp_path / "dst"), files_from=["a", "b", "c"])
+    assert again.ok and again.files_ok == 1 and again.files_skipped == 2
+    assert "files-from" not in caplog.text
