@@ -400,7 +400,7 @@ def plainly_valid(entry: ManifestEntry, algorithm: str, part_algorithm: str | No
     if type(path) is not str or type(size) is not int or size < 0 or type(status) is not str:
         return False
     if status in ACTED_ON:
-        if path_problem(path) is not None:
+        if path_problem(path) is not None or (kind == "dir" and not path.endswith("/")):
             return False
     elif status not in STATUSES or text_problem(path) is not None:
         return False
