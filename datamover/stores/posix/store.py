@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import stat as statmod
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import FrameType
 from typing import Any
 
 from datamover.checksums import PartDigests
@@ -86,6 +88,38 @@ def _why(e: OSError) -> str:
             "(exclude it, or copy without -L to keep it as a link)"
         )
     return f"can't be read: {e.strerror}"
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """On the main thread, a SIGINT or SIGTERM with a Python handler (Ctrl-C's
+    ``KeyboardInterrupt``) that arrives inside the block is held and handled when it
+    ends: a writer is opened and registered for ``close`` as one step, never left
+    holding its temp file and directory open, unregistered, by an interrupt in
+    between (the scheduler opens writers on the main thread). Elsewhere a no-op:
+    Python runs signal handlers on the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, FrameType | None]] = []
+    before: dict[int, Callable[[int, FrameType | None], Any]] = {}
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append((signum, frame))
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                before[sig] = handler
+                signal.signal(sig, hold)
+        yield
+    finally:
+        for num, handler in before.items():
+            signal.signal(num, handler)
+        if held:
+            first, frame = held[0]
+            before[first](first, frame)
 
 
 class _Place:
@@ -719,22 +753,23 @@ class PosixStore(Store):
             directory = os.path.dirname("/" + key)
             if not self.on_lustre(directory if os.path.isdir(directory) else "/"):
                 layout = None
-        tree, rel, owned = self._open_for_write(key)
-        writer = PosixWriter(
-            key,
-            size,
-            part_size,
-            tree=tree,
-            rel=rel,
-            owns_tree=owned,
-            layout=layout,
-            durability=self.durability,
-            create_mode=0o600 if attrs.mode is not None else 0o666,
-            setid=self.preserve_setid,
-            fixed_temp=self._temp_for(key),
-        )
-        writer.initial_metadata = dict(meta)
-        return self._keep_writer(writer)
+        with _interrupts_deferred():
+            tree, rel, owned = self._open_for_write(key)
+            writer = PosixWriter(
+                key,
+                size,
+                part_size,
+                tree=tree,
+                rel=rel,
+                owns_tree=owned,
+                layout=layout,
+                durability=self.durability,
+                create_mode=0o600 if attrs.mode is not None else 0o666,
+                setid=self.preserve_setid,
+                fixed_temp=self._temp_for(key),
+            )
+            writer.initial_metadata = dict(meta)
+            return self._keep_writer(writer)
 
     def use_job(self, job_id: str) -> None:
         """Temp files of writes from now on are named from ``job_id`` and the key
@@ -783,21 +818,22 @@ class PosixStore(Store):
                 f"/{key}: no partial download to resume ({temp!r} is not a temp file of it)",
                 key=key,
             )
-        tree, rel, owned = self._open_for_write(key)
-        writer = PosixWriter(
-            key,
-            size,
-            part_size,
-            tree=tree,
-            rel=rel,
-            owns_tree=owned,
-            resume_from=os.path.basename(temp),
-            durability=self.durability,
-            setid=self.preserve_setid,
-        )
-        if metadata:
-            writer.initial_metadata = dict(metadata)
-        return self._keep_writer(writer, resumed=True)
+        with _interrupts_deferred():
+            tree, rel, owned = self._open_for_write(key)
+            writer = PosixWriter(
+                key,
+                size,
+                part_size,
+                tree=tree,
+                rel=rel,
+                owns_tree=owned,
+                resume_from=os.path.basename(temp),
+                durability=self.durability,
+                setid=self.preserve_setid,
+            )
+            if metadata:
+                writer.initial_metadata = dict(metadata)
+            return self._keep_writer(writer, resumed=True)
 
     def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
         """Temp files ``.NAME.dmtmp-*`` whose target key starts with ``prefix``, found
