@@ -42,12 +42,13 @@ def info_from_stat(
     if extra:
         meta.update(extra)
     linked = statmod.S_ISREG(st.st_mode) and st.st_nlink > 1
+    is_dir = statmod.S_ISDIR(st.st_mode)
     return ObjectInfo(
         key=key,
-        size=st.st_size,
+        size=0 if is_dir else st.st_size,  # a directory holds no bytes to copy
         mtime=st.st_mtime_ns / 1e9,
         mode=st.st_mode,
-        is_dir=statmod.S_ISDIR(st.st_mode),
+        is_dir=is_dir,
         metadata=meta,
         link_id=f"{st.st_dev}:{st.st_ino}" if linked else None,
         verified=verified,
