@@ -88,6 +88,9 @@ class FileHandle:
     file: OpenFile | None = None
     #: ``node.stored`` when ``file`` was opened.
     stored: int = 0
+    #: Opened with ``O_APPEND``: each write lands at the file's end as this mount
+    #: holds it, whatever offset the kernel's (perhaps stale) size gave it.
+    append: bool = False
 
 
 class FsCore:
@@ -109,6 +112,9 @@ class FsCore:
         # no symlink below it is followed; object stores: nothing to do).
         store.confine(root_key)
         self.options = options
+        #: Called with an inode whose attributes the kernel may hold stale (its size
+        #: changed behind the kernel's cache): the FUSE adapter tells the kernel.
+        self.attrs_changed: Callable[[int], None] = lambda ino: None
         self.rt = Runtime(
             store,
             fsops or for_store(store),
@@ -291,9 +297,16 @@ class FsCore:
         if writing:
             check_writable(self.options)
         fresh = node.exact and node.expires > self.rt.clock()
-        if node.local is None and node.remote and not node.detached and not fresh:
+        if node.local is None and node.remote and not node.detached and (writing or not fresh):
+            # A writer always sees the object as it is now (close-to-open, as NFS),
+            # attributes cached or not: its writes build on that object's bytes.
+            told = (node.size, node.mtime_ns)
             await self.resolver.refresh_file(node)
-        handle = FileHandle(node, writable=writing, stored=node.stored)
+            if (node.size, node.mtime_ns) != told:
+                self.attrs_changed(ino)  # the kernel's size would misplace appends
+        handle = FileHandle(
+            node, writable=writing, stored=node.stored, append=writing and bool(flags & os.O_APPEND)
+        )
         if (
             self.rt.fsops.pins_files
             and not node.detached
@@ -399,6 +412,10 @@ class FsCore:
                 data = await reads.cached(version, offset, length)
                 if data is not None:
                     return data
+            if node.detached:
+                # Unlinked, or replaced at its name, through this mount: the key now
+                # names another object or none, never the bytes this handle opened.
+                raise FsError(errno.ESTALE, f"{node.key}: deleted or replaced while open")
             if handle.reader is None or handle.reader.size != node.size:
                 if handle.reader is not None:
                     handle.reader.close()
@@ -427,6 +444,11 @@ class FsCore:
                     elif node.remote and not node.detached:
                         await self.resolver.refresh_file(node)  # its size now, not cached
                     await self.writes.load_base(lf, node.size, source)
+                if handle.append:
+                    # The kernel placed it at the size it knew (O_APPEND is the
+                    # filesystem's to apply without a writeback cache); the file may
+                    # have grown since, through another handle or another client.
+                    offset = lf.size
                 await self.writes.write(lf, offset, data)
             except Exception as e:
                 # The file can't hold what the program wrote: never upload it.

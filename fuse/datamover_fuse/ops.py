@@ -106,6 +106,18 @@ class Operations(pyfuse3.Operations):
     def __init__(self, core: FsCore) -> None:
         super().__init__()
         self.core = core
+        core.attrs_changed = self._attrs_changed
+
+    @staticmethod
+    def _attrs_changed(inode: int) -> None:
+        """The kernel's attributes of ``inode`` are stale: it asks again at its next
+        use of them (a ``stat``, an ``lseek(SEEK_END)``, a read past the size it
+        knew). Attributes only, never pages: safe inside ``open``, which holds no
+        page lock (libfuse's deadlock rule names lookups, getattr, read and write)."""
+        try:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        except OSError as e:  # ENOENT: the kernel holds no such inode any more
+            log.debug("invalidating the attributes of inode %d: %s", inode, e)
 
     @_translated
     async def lookup(
@@ -214,6 +226,10 @@ class Operations(pyfuse3.Operations):
         fh, keep = await self.core.open(inode, flags)
         if self.core.options.direct_io and flags & os.O_ACCMODE == os.O_RDONLY:
             return pyfuse3.FileInfo(fh=fh, direct_io=True)  # MountOptions.direct_io
+        if flags & os.O_APPEND and flags & os.O_ACCMODE != os.O_RDONLY:
+            # Appends bypass the page cache: the mount puts them at the file's end
+            # (FsCore.write), so the kernel must not keep them at the offset it chose.
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_translated

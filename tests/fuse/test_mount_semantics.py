@@ -235,3 +235,50 @@ def test_a_backslash_name_only_where_the_store_keeps_it(
     assert (t.path / "a" / "b").read_bytes() == b"slash"
     keys = [i.key for i in t.store.list(t.prefix)]  # less markers and directory metadata
     assert [k for k in keys if not k.endswith(("/", DIR_META_NAME))] == [t.key("a/b")]
+
+
+def test_appends_land_at_the_end_of_an_object_another_client_replaced(target: Target) -> None:
+    """Within the attribute cache's time, another client replaced the object: an
+    append (``>>``, O_APPEND) was written at the size the kernel had cached, over the
+    new object's bytes (a blend of two versions, or NULs when it shrank); so was a
+    write after ``lseek(SEEK_END)``. A writer's open now sees the object as it is."""
+    path, key = target.path / "log", target.key("log")
+    path.write_bytes(b"0123456789")
+    assert path.stat().st_size == 10  # the kernel caches this size for attr_ttl
+    target.store.put(key, b"ABCDEFGHIJKLMNOPQRST")
+    with open(path, "ab") as f:
+        f.write(b"appended\n")
+    assert target.store.read(key) == b"ABCDEFGHIJKLMNOPQRST" + b"appended\n"
+    assert path.stat().st_size == 29
+    target.store.put(key, b"short")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert os.fstat(fd).st_size == 5
+        assert os.lseek(fd, 0, os.SEEK_END) == 5
+        os.write(fd, b"X")
+    finally:
+        os.close(fd)
+    assert target.store.read(key) == b"shortX"
+
+
+def test_a_handle_on_an_unlinked_then_recreated_name_never_reads_the_new_file(
+    target: Target,
+) -> None:
+    """A file opened, unlinked and its name reused before the handle read anything:
+    the handle read the new file's bytes (cut to the old size). It reads the old
+    bytes where the mount still holds them, else fails with ESTALE."""
+    path = target.path / "u"
+    path.write_bytes(b"OLD-CONTENT-1234")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.unlink(path)
+        path.write_bytes(b"brand-new-file-with-other-bytes")
+        try:
+            data = os.pread(fd, 100, 0)
+        except OSError as e:
+            assert e.errno == errno.ESTALE, e
+        else:
+            assert data == b"OLD-CONTENT-1234", data
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"brand-new-file-with-other-bytes"
