@@ -546,6 +546,15 @@ class FsCore:
             raise FsError(errno.EBADF)
         await self.dir_reader.readdir(handle, start, reply)
 
+    def dot_entries(self, fh: int) -> tuple[Attr, Attr]:
+        """The attributes of "." and ".." of the directory open as ``fh`` (the root's
+        ".." is itself)."""
+        handle = self._handles.get(fh)
+        if not isinstance(handle, DirHandle):
+            raise FsError(errno.EBADF)
+        node = handle.node
+        return self.table.attr(node), self.table.attr(self.table.by_ino.get(node.parent, node))
+
     async def releasedir(self, fh: int) -> None:
         handle = self._handles.get(fh)
         if isinstance(handle, DirHandle):  # a file's handle is release()'s business

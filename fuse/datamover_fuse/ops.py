@@ -285,7 +285,19 @@ class Operations(pyfuse3.Operations):
         def reply(name: str, attr: Attr, next_id: int) -> bool:
             return bool(pyfuse3.readdir_reply(token, os.fsencode(name), entry(attr), next_id))
 
-        await self.core.readdir(fh, start_id, reply)
+        # "." and ".." come first, as ext4, tmpfs and s3fs list them: code that skips
+        # the first two entries must not skip two files. Positions 0 and 1; the
+        # core's entries follow from 2. (The kernel takes no lookup of either from a
+        # READDIRPLUS reply, so they count none.)
+        if start_id < 2:
+            dots = self.core.dot_entries(fh)
+            for position in range(start_id, 2):
+                if not reply("." * (position + 1), dots[position], position + 1):
+                    return
+            start_id = 2
+        await self.core.readdir(
+            fh, start_id - 2, lambda name, attr, after: reply(name, attr, after + 2)
+        )
 
     @_translated
     async def releasedir(self, fh: int) -> None:

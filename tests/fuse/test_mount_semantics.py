@@ -282,3 +282,18 @@ def test_a_handle_on_an_unlinked_then_recreated_name_never_reads_the_new_file(
     finally:
         os.close(fd)
     assert path.read_bytes() == b"brand-new-file-with-other-bytes"
+
+
+def test_a_listing_starts_with_dot_and_dot_dot(s3_target: Target) -> None:
+    """readdir gave neither "." nor "..": C or Fortran code that skips the first two
+    entries (as it may on ext4, tmpfs and s3fs) skipped two files."""
+    d = s3_target.path / "dots"
+    d.mkdir()
+    for name in ("a", "b", "c"):
+        (d / name).write_bytes(b"x")
+    listed = subprocess.run(["ls", "-f", "-a", str(d)], capture_output=True, text=True, check=True)
+    names = listed.stdout.split()
+    assert names[:2] == [".", ".."] and sorted(names[2:]) == ["a", "b", "c"], names
+    assert sorted(os.listdir(d)) == ["a", "b", "c"]  # Python leaves them out, as ever
+    # (Not the shared mount's root: a listing of it, cached, would hide the new
+    # top-level prefixes other tests' objects are put under, ``Target.fresh_key``.)

@@ -100,11 +100,13 @@ def test_two_processes_read_one_file(target: Target) -> None:
     target.store.put(key, data)
     path = target.mount.path / key
     procs = [
-        subprocess.Popen(["sha256sum", str(path)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            ["sha256sum", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=120)[0].split()[0] for p in procs]
-    assert outs == [hashlib.sha256(data).hexdigest()] * 2
+    done = [p.communicate(timeout=120) for p in procs]
+    assert [out.split()[:1] for out, _ in done] == [[hashlib.sha256(data).hexdigest()]] * 2, done
 
 
 def test_mmap_reads_and_shared_writes_reach_the_object(target: Target) -> None:
