@@ -365,7 +365,11 @@ def _detach_stdio(log_file: str | None) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-        root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+        # The log file gets datamover's INFO lines (its start-up line among them) and
+        # other libraries' warnings: the Azure SDK logs every request at INFO.
+        for name in ("datamover", "datamover_fuse"):
+            mine = logging.getLogger(name)
+            mine.setLevel(min(mine.getEffectiveLevel(), logging.INFO))
 
 
 def umount(mountpoint: str, *, timeout: float = 60.0) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
+from datamover.errors import DatamoverError
 from datamover_fuse import native
 from datamover_fuse.core import FsCore
 from datamover_fuse.fserrors import FsError, errno_for
@@ -69,9 +70,16 @@ def _translated(
             if e.errno in (errno.EIO, errno.ENOSPC, errno.EFBIG) and e.reason:
                 log.warning("%s: %s", fn.__name__, e.reason)
             raise pyfuse3.FUSEError(e.errno) from None
-        except Exception as e:
+        except DatamoverError as e:
+            # The store's failure (after its retries): one line; the traceback with -vv.
             code = errno_for(e)
             if code == errno.EIO:
+                log.warning("%s failed: %s", fn.__name__, e)
+                log.debug("%s failed", fn.__name__, exc_info=True)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception as e:
+            code = errno_for(e)
+            if code == errno.EIO:  # not a store's error: a bug, with its traceback
                 log.exception("%s failed", fn.__name__)
             raise pyfuse3.FUSEError(code) from None
 
