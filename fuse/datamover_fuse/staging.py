@@ -2,9 +2,11 @@
 
 Every file opened for writing is backed by one sparse file under the mount's cache
 directory (``<cache_dir>/datamover-mount-XXXX/<n>``, mode 0600, removed on release and
-the whole directory at unmount). The budget counts the bytes a staging file may hold:
-its size, less any range already uploaded and punched out (``punch``, used by
-streamed uploads so a file larger than the cache can still be written sequentially).
+the whole directory at unmount; a directory a killed mount left is removed by the next
+mount with the same cache directory, ``remove_stale``). The budget counts the bytes a
+staging file may hold: its size, less any range already uploaded and punched out
+(``punch``, used by streamed uploads so a file larger than the cache can still be
+written sequentially).
 
 The methods here block (they are plain ``pread``/``pwrite``); the core calls them on
 worker threads.
@@ -15,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import itertools
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -48,7 +52,14 @@ class CacheDir:
     def __init__(self, parent: str | None, capacity: int) -> None:
         if parent is not None:
             os.makedirs(parent, mode=0o700, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix="datamover-mount-", dir=parent)
+        remove_stale(parent if parent is not None else tempfile.gettempdir())
+        self.path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
+        # Held (flock) for this process's life: a later mount tells a live mount's
+        # directory from a dead one's (remove_stale).
+        self._owner = os.open(
+            os.path.join(self.path, OWNER), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
         self.capacity = capacity
         self.used = 0
         self._names = itertools.count()
@@ -74,6 +85,44 @@ class CacheDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.close(self._owner)
+
+
+PREFIX = "datamover-mount-"
+#: The file in a cache directory its mount holds locked while it runs.
+OWNER = ".owner"
+
+
+def remove_stale(parent: str) -> list[str]:
+    """Remove the cache directories under ``parent`` that mounts killed without an
+    unmount left behind (``kill -9``, a lost node): ours (this user's, mode 0700, not
+    a symlink), whose owner lock no process holds. Their staged writes were never
+    uploaded and can't be. A directory another user made, or one without the lock
+    file (another version's), is left alone. Returns what was removed."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                continue
+            fd = os.open(os.path.join(path, OWNER), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live mount's
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 class StagedFile:

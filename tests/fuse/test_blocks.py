@@ -172,3 +172,28 @@ def test_concurrent_reads_drops_and_a_bound_of_one(
     assert blocks.read(na, 0, 10) == a[:10]
     blocks.close()
     assert open_fds() == before
+
+
+def test_a_cache_dir_a_killed_mount_left_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """``kill -9`` of a mount left its ``datamover-mount-*`` directory (staged files
+    included) for good; the next mount with that cache directory removes it, never a
+    live mount's."""
+    import subprocess
+    import sys
+
+    parent = tmp_path / "cache"
+    code = (
+        "import sys; from datamover_fuse.staging import CacheDir; "
+        "d = CacheDir(sys.argv[1], 1 << 20); open(d.path + '/0', 'w').write('staged'); "
+        "print(d.path)"
+    )
+    dead = subprocess.run(
+        [sys.executable, "-c", code, str(parent)], capture_output=True, text=True, check=True
+    ).stdout.strip()  # exits without remove(): as a killed mount
+    live = CacheDir(str(parent), 1 << 20)
+    assert not os.path.exists(dead) and os.path.isdir(live.path)
+    other = CacheDir(str(parent), 1 << 20)
+    assert os.path.isdir(live.path) and os.path.isdir(other.path)
+    other.remove()
+    live.remove()
+    assert os.listdir(parent) == []
