@@ -651,7 +651,7 @@ def sync_between(
         parents = set()
         for key in doomed:
             parent = key.rstrip("/").rpartition("/")[0]
-            while len(parent) + 1 > len(dst_root) and parent + "/" not in parents:
+            while parent and len(parent) >= len(dst_root) and parent + "/" not in parents:
                 parents.add(parent + "/")
                 parent = parent.rpartition("/")[0]
         for directory in sorted(parents, key=lambda k: (-k.count("/"), k)):
