@@ -301,7 +301,19 @@ class FsCore:
             # A writer always sees the object as it is now (close-to-open, as NFS),
             # attributes cached or not: its writes build on that object's bytes.
             told = (node.size, node.mtime_ns)
-            await self.resolver.refresh_file(node)
+            try:
+                await self.resolver.refresh_file(node)
+            except FsError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                # Deleted since the kernel looked it up: forgotten here, and ESTALE
+                # makes the kernel look the name up again (then O_CREAT creates it,
+                # as on a local disk).
+                parent = self.table.parent_of(node)
+                if parent is not None:
+                    self.dirs.remove(parent, node.name)
+                self.dirs.negative.put(node.key, True)
+                raise FsError(errno.ESTALE, f"{node.key}: gone since it was looked up") from e
             if (node.size, node.mtime_ns) != told:
                 self.attrs_changed(ino)  # the kernel's size would misplace appends
         handle = FileHandle(

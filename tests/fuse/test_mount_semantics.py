@@ -297,3 +297,16 @@ def test_a_listing_starts_with_dot_and_dot_dot(s3_target: Target) -> None:
     assert sorted(os.listdir(d)) == ["a", "b", "c"]  # Python leaves them out, as ever
     # (Not the shared mount's root: a listing of it, cached, would hide the new
     # top-level prefixes other tests' objects are put under, ``Target.fresh_key``.)
+
+
+def test_an_append_to_a_file_another_client_deleted_creates_it_again(target: Target) -> None:
+    """``>>`` to a name the kernel still had cached after another client deleted the
+    object: the open looks the name up again (ESTALE) and O_CREAT makes a new file,
+    as on a local disk, instead of a failed write."""
+    path, key = target.path / "gone.log", target.key("gone.log")
+    path.write_bytes(b"old\n")
+    assert path.stat().st_size == 4
+    target.store.delete(key)
+    with open(path, "ab") as f:
+        f.write(b"new\n")
+    assert target.store.read(key) == b"new\n"
