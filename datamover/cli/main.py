@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     out = sys.stdout
     # Transfers stop the orderly way on SIGINT/SIGTERM (the mount has its own ways).
-    restore = signals.install() if args.command in signals.COMMANDS else None
+    transfer = signals.runs_a_transfer(args.command, getattr(args, "jobs_command", None))
+    restore = signals.install(pipe=transfer) if args.command in signals.COMMANDS else None
     try:
         if args.json and not getattr(args, "json_output", False):
             raise UsageError(f"datamover {args.command} has no JSON output; drop --json")
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return signals.exit_code(e)
     except BrokenPipeError:
         discard_output(sys.stdout)
-        if restore is None:  # a listing read as far as its reader wanted (ls | head)
+        if not transfer:  # a listing read as far as its reader wanted (ls | head)
             return EXIT_OK
         print("datamover: stopped: its standard output was closed (broken pipe)", file=sys.stderr)
         return 128 + signal.SIGPIPE

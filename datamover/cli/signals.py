@@ -50,16 +50,22 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 COMMANDS = ("copy", "sync", "jobs")
 
 
-def install() -> Callable[[], None] | None:
-    """Handle SIGINT and SIGTERM as above (main thread only; elsewhere a no-op).
-    Returns what puts the previous handlers back."""
+def runs_a_transfer(command: str, action: str | None) -> bool:
+    """Whether ``datamover COMMAND [ACTION]`` runs a transfer (``jobs resume`` does;
+    ``jobs list`` and ``jobs show`` only print)."""
+    return command in ("copy", "sync") or (command == "jobs" and action == "resume")
+
+
+def install(*, pipe: bool = False) -> Callable[[], None] | None:
+    """Handle SIGINT and SIGTERM as above, and SIGPIPE with ``pipe`` (a transfer;
+    a command that only prints stops at a closed pipe as listings do), on the main
+    thread only (elsewhere a no-op). Returns what puts the previous handlers back."""
     if threading.current_thread() is not threading.main_thread():
         return None
     _state["signum"] = 0
     current_job.clear()
-    before = {
-        s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
-    }
+    signals = (signal.SIGINT, signal.SIGTERM, *((signal.SIGPIPE,) if pipe else ()))
+    before = {s: signal.signal(s, _handler) for s in signals}
 
     def restore() -> None:
         for s, handler in before.items():

@@ -268,3 +268,13 @@ def test_a_closed_stdout_stops_the_run_resumable_and_exits_141(tmp_path: Path) -
     listing.stdout.readline()
     listing.stdout.close()
     assert listing.wait(timeout=30) == 0
+    # `jobs list` only prints: a closed pipe ends it quietly, as a listing's.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        jobs = subprocess.run(
+            [*DM, "jobs", "list"], env=env, stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write_end)
+    assert (jobs.returncode, jobs.stderr) == (0, "")
