@@ -90,3 +90,23 @@ def test_delete_removes_a_whole_extra_tree_in_one_run(tmp_path: Path) -> None:
     assert {"extra/", "extra/a/", "extra/a/b/", "keep/sub/"} <= set(report.deleted)
     again = datamover.sync(str(src), str(dst), delete=True, exclude=["*.tmp"])
     assert again.ok and again.deleted == [], again.deleted
+
+
+def test_a_dry_run_counts_an_empty_directory_as_no_bytes_and_one_file_as_one(
+    tmp_path: Path,
+) -> None:
+    """A dry run said "would copy emptydir/ (4.0 KiB)" (the directory's st_size) and
+    "1 files"."""
+    src = tmp_path / "src"
+    (src / "emptydir").mkdir(parents=True)
+    run = subprocess.run(
+        [*DM, "copy", str(src), str(tmp_path / "dst"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "would copy emptydir/ (0 B)",
+        "dry run: would copy 1 file (0 B); nothing was transferred",
+    ]
