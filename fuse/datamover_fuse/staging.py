@@ -55,11 +55,12 @@ class CacheDir:
         remove_stale(parent if parent is not None else tempfile.gettempdir())
         self.path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
         # Held (flock) for this process's life: a later mount tells a live mount's
-        # directory from a dead one's (remove_stale).
-        self._owner = os.open(
-            os.path.join(self.path, OWNER), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
+        # directory from a dead one's (remove_stale). Locked before it has its name,
+        # so no other mount ever finds it unlocked while this one lives.
+        locking = os.path.join(self.path, OWNER + ".new")
+        self._owner = os.open(locking, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._owner, fcntl.LOCK_EX)
+        os.rename(locking, os.path.join(self.path, OWNER))
         self.capacity = capacity
         self.used = 0
         self._names = itertools.count()
