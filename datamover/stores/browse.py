@@ -61,7 +61,7 @@ def listing(store: Store, key: str, *, recursive: bool = False) -> tuple[str, It
     entries = iter(store.list(prefix, recursive=recursive))
     first = next(entries, None)
     if first is None:
-        if prefix == "" or _posix_dir(store, prefix):
+        if prefix == "" or _empty_dir(store, prefix):
             return prefix, iter(())
         raise NotFound(f"{store.url(key)}: no such object, directory or prefix", key=key)
 
@@ -74,14 +74,24 @@ def listing(store: Store, key: str, *, recursive: bool = False) -> tuple[str, It
 
 
 def _posix_dir(store: Store, prefix: str) -> bool:
-    """Whether ``prefix`` is a directory that may hold nothing: a POSIX directory, or
-    on an object store a ``dir/`` marker object (an empty directory a copy or the
-    mount made, which some stores' listings of that prefix leave out)."""
-    if not prefix:
+    if not store.features.real_dirs:
         return False
     try:
-        if store.features.real_dirs:
-            return store.stat(prefix.rstrip("/")).is_dir
+        return store.stat(prefix.rstrip("/")).is_dir
+    except NotFound:
+        return False
+
+
+def _empty_dir(store: Store, prefix: str) -> bool:
+    """Whether ``prefix``, with nothing listed under it, is still a directory: a POSIX
+    one, or on an object store a ``dir/`` marker object (an empty directory a copy or
+    the mount made, which some stores' listings of that prefix leave out). Asked only
+    after the listing came up empty: a HEAD of the marker costs nothing otherwise."""
+    if not prefix:
+        return False
+    if store.features.real_dirs:
+        return _posix_dir(store, prefix)
+    try:
         store.stat(prefix)
     except NotFound:
         return False
@@ -95,7 +105,12 @@ def stat_url(store: Store, key: str) -> ObjectInfo:
     if info is not None:
         return info
     prefix = as_prefix(key)
-    if prefix == "" or _posix_dir(store, prefix) or has_children(store, prefix):
+    if (
+        prefix == ""
+        or _posix_dir(store, prefix)
+        or has_children(store, prefix)
+        or _empty_dir(store, prefix)
+    ):
         return ObjectInfo(key=prefix, size=0, is_dir=True)
     raise NotFound(f"{store.url(key)}: no such object, directory or prefix", key=key)
 
@@ -125,7 +140,9 @@ def the_object(store: Store, key: str) -> ObjectInfo:
     if info is not None:
         return info
     prefix = as_prefix(key)
-    if key and (_posix_dir(store, prefix) or has_children(store, prefix)):
+    if key and (
+        _posix_dir(store, prefix) or has_children(store, prefix) or _empty_dir(store, prefix)
+    ):
         raise UsageError(f"{store.url(key)} is a directory or prefix, not an object")
     raise NotFound(f"{store.url(key)}: no such object", key=key)
 
@@ -185,7 +202,12 @@ def remove(
     obj = stat_object(store, key)
     if not recursive:
         if obj is None:
-            if prefix == "" or _posix_dir(store, prefix) or has_children(store, prefix):
+            if (
+                prefix == ""
+                or _posix_dir(store, prefix)
+                or has_children(store, prefix)
+                or _empty_dir(store, prefix)
+            ):
                 raise UsageError(
                     f"{store.url(prefix)} is a directory or prefix; use rm -r to delete it and "
                     "everything under it"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import datamover
+from datamover.errors import NotFound
 from datamover.manifest import read_manifest
 from datamover.stores import open_store
 from datamover.stores.base import DIR_META_NAME, HARDLINK_KEY
@@ -264,3 +265,23 @@ def test_links_from_a_bucket_are_recorded_at_their_size_and_copied_within_it(
     with store:
         assert store.stat("u/b").metadata[HARDLINK_KEY] == "u/a"
     assert datamover.verify(str(within)).passed
+
+
+def test_a_crafted_marker_copied_within_a_store_names_nothing_outside(
+    seaweed_env: ServerEnv,
+) -> None:
+    """A marker another bucket writer planted, naming a key outside the copied tree:
+    a copy within the store (server-side) fails that one file, named, and writes no
+    marker that points out of the destination."""
+    store, _ = open_store(seaweed_env.url())
+    with store:
+        store.put("c/real", b"data")
+        store.put("c/evil", b"", metadata={HARDLINK_KEY: "../../etc/passwd"})
+        store.put("c/other", b"", metadata={HARDLINK_KEY: "elsewhere/secret"})
+        report = datamover.copy(seaweed_env.url("c"), seaweed_env.url("d"))
+        assert sorted(p for p, _ in report.failures) == ["evil", "other"], report.failures
+        assert all("outside the copied tree" in why for _, why in report.failures)
+        assert store.read("d/real") == b"data"
+        for name in ("evil", "other"):
+            with pytest.raises(NotFound):
+                store.stat(f"d/{name}")
