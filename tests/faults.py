@@ -96,10 +96,12 @@ class FaultyStore(Store):
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.inner.read(key, offset, length)
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         self.hook("readinto", key)
         self.maybe_fail("readinto", offset)
-        return self.inner.readinto(key, offset, buf)
+        return self.inner.readinto(key, offset, buf, expect=expect)
 
     def read_object(self, key: str, info: ObjectInfo | None = None) -> tuple[Any, ObjectInfo]:
         self.hook("read_object", key)

@@ -227,7 +227,11 @@ class LargeFile:
         if read_back is not None:
             n = read_back(index, buf)
         else:
-            n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, buf), self.retries)
+            n = r.retrying(
+                job,
+                lambda: r.src.readinto(job.src_key, offset, buf, expect=self.info),
+                self.retries,
+            )
         if n != len(buf):
             return False
         return PartDigests(buf).get(r.part_algorithm).hex() == self.resumed[index]
@@ -253,7 +257,11 @@ class LargeFile:
         check = memoryview(bytearray(len(buf)))
         seen = {_crc32c(buf)}
         for _ in range(tries):
-            n = r.retrying(job, lambda: r.src.readinto(job.src_key, offset, check), self.retries)
+            n = r.retrying(
+                job,
+                lambda: r.src.readinto(job.src_key, offset, check, expect=self.info),
+                self.retries,
+            )
             again = _crc32c(check[:n])
             if n == len(buf) and again in seen:
                 buf[:] = check
@@ -293,7 +301,9 @@ class LargeFile:
             offset = index * self.part_size
 
             def read() -> int:
-                return r.src.readinto(job.src_key, offset, buf)
+                # Pinned to the version stat'ed: a replaced object fails this attempt
+                # (SourceChanged, the file is redone) before its bytes are mixed in.
+                return r.src.readinto(job.src_key, offset, buf, expect=self.info)
 
             skip_write = index in self.resumed and self._read_resumed(index, buf)
             if not skip_write:

@@ -719,7 +719,7 @@ class Runner:
             want = buf[: min(chunk, info.size - offset)]
 
             def read(at: int = offset, into: memoryview = want) -> int:
-                return self.src.readinto(job.src_key, at, into)
+                return self.src.readinto(job.src_key, at, into, expect=info)
 
             n = self.retrying(job, read, retries)
             if n != len(want):

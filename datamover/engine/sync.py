@@ -344,7 +344,7 @@ class SyncPlanner:
             return h.hexdigest()
         buf = memoryview(bytearray(min(HASH_CHUNK, max(info.size, 1))))
         for i in range(math.ceil(info.size / len(buf))):
-            n = store.readinto(info.key, i * len(buf), buf)
+            n = store.readinto(info.key, i * len(buf), buf, expect=info)
             h.update(buf[:n])
         return h.hexdigest()
 

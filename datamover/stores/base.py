@@ -104,6 +104,30 @@ VERIFIED_READBACK = "readback"
 MAX_WHOLE_READ = 256 * MiB
 
 
+def replaced(url: str, key: str) -> SourceChanged:
+    """The error of a pinned read (``Store.readinto``'s ``expect``) of an object
+    replaced since that version was seen."""
+    return SourceChanged(
+        f"{url}: replaced since it was looked at; read it again for the new version",
+        key=key,
+    )
+
+
+def version_of(info: ObjectInfo) -> ObjectInfo:
+    """What names ``info``'s version, without its metadata (a light ``expect`` to
+    send along with work)."""
+    return ObjectInfo(key=info.key, size=info.size, etag=info.etag, version=info.version)
+
+
+def versions_differ(expected: str | None, answered: str | None) -> bool:
+    """Whether an answer names another version than the one asked for (ETags are
+    compared without their quotes); False when either is unknown."""
+    if not expected or not answered:
+        return False
+    answered = answered.strip().removeprefix("W/")  # weakened by a compressing proxy
+    return answered.strip('"') != expected.strip('"')
+
+
 def whole_read_limit(listed: ObjectInfo | None, single_put: int) -> int:
     """The most a whole-object read may take: the size a listing gave (``listed``:
     what the caller budgeted for), else ``MAX_WHOLE_READ``, and never more than one
@@ -599,11 +623,21 @@ class Store(ABC):
         allocates) more than ``length``, whatever the server says; without a length,
         more than ``MAX_WHOLE_READ`` raises ``StoreError``."""
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         """Fill ``buf`` from ``offset``; returns the count read (short at the end).
         Stores override this to avoid the extra copy ``read`` implies. A server that
         answers with more bytes than ``buf`` holds is a ``StoreError`` (not retried),
-        found before the excess is read."""
+        found before the excess is read.
+
+        ``expect`` (what a stat or listing said of the object) pins the read to that
+        version: a store that names versions (an ETag, a GCS generation) asks for
+        that one only (``If-Match``, ``ifGenerationMatch``) and checks the version
+        its answer names, and raises ``SourceChanged`` (``replaced``) when the object
+        is now another; ``buf`` may then hold some of the other version's bytes, to
+        be thrown away. Without a version in ``expect`` (a POSIX file, a plain
+        fsspec filesystem) the read is not pinned."""
         data = self.read(key, offset, len(buf))
         buf[: len(data)] = data
         return len(data)

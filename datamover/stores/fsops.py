@@ -271,13 +271,15 @@ class FsOps:
 
     # -- copy -----------------------------------------------------------------------
 
-    def copy(self, info: ObjectInfo, dst: str, metadata: Mapping[str, str] | None = None) -> None:
+    def copy(
+        self, info: ObjectInfo, dst: str, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
         """Copy ``info.key`` to ``dst`` with its metadata (or ``metadata`` instead):
         server-side when the store can, else through memory part by part (the whole
-        object is never held)."""
+        object is never held; each part's read pinned to the version ``info`` names).
+        Returns what the store says of the copy."""
         try:
-            self.store.copy_object(info.key, dst, metadata=metadata)
-            return
+            return self.store.copy_object(info.key, dst, metadata=metadata)
         except Unsupported:
             pass
         meta = metadata
@@ -285,21 +287,20 @@ class FsOps:
             meta = info.metadata or self.store.stat(info.key).metadata
         if info.size <= SMALL_OBJECT:
             data, got = self.store.read_object(info.key, info)
-            self.store.put(
+            return self.store.put(
                 dst, data, metadata=metadata if metadata is not None else got.metadata or meta
             )
-            return
         part = self.store.limits.choose_part_size(info.size)
         writer = self.store.open_writer(dst, size=info.size, part_size=part, metadata=meta)
         try:
             buf = bytearray(part)
             for index, offset in enumerate(range(0, info.size, part)):
                 view = memoryview(buf)[: min(part, info.size - offset)]
-                got_n = self.store.readinto(info.key, offset, view)
+                got_n = self.store.readinto(info.key, offset, view, expect=info)
                 if got_n != len(view):
                     raise StoreError(f"{info.key}: changed while being copied", key=info.key)
                 writer.write_part(index, view, PartDigests(view))
-            writer.commit(meta)
+            return writer.commit(meta)
         except BaseException:
             writer.abort()
             raise

@@ -158,8 +158,12 @@ class RcloneLinks(Store):
             return self.inner.read(key + SUFFIX, offset, LINK_MAX + 1 if length is None else length)
         return self.inner.read(key, offset, length)
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
-        return self.inner.readinto(key + SUFFIX if self._linked(key) else key, offset, buf)
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
+        return self.inner.readinto(
+            key + SUFFIX if self._linked(key) else key, offset, buf, expect=expect
+        )
 
     def read_object(
         self, key: str, info: ObjectInfo | None = None

@@ -31,6 +31,13 @@ inode attributes (``attr_ttl``), complete directory listings used to answer look
 (``dir_ttl``, at most ``max_cached_entries`` names in all), negative lookups
 (``negative_ttl``, 100,000 names). The core's own writes update them, so a mount sees
 its own changes at once; changes made by others appear when the TTLs run out.
+
+**Versions**: every GET of a file's bytes is pinned to the version the inode names
+(``inodes.pin_of``; the store's ``If-Match`` / ``ifGenerationMatch``). A refused GET
+(``SourceChanged``) makes the mount HEAD the object: another client's version
+(``Inode.replaced`` moves on) ends the reads of every handle opened before it
+(``ESTALE``), so one open file never returns two versions' bytes; a version the mount
+made itself without learning it (``inodes.set_version``) is read on.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from dataclasses import dataclass
 
 import trio
 
-from datamover.errors import NotFound
+from datamover.errors import NotFound, SourceChanged
 from datamover.stores.base import Store
 from datamover.stores.fsops import FsOps, OpenFile, for_store
 from datamover_fuse import native
@@ -61,6 +68,7 @@ from datamover_fuse.inodes import (
     InodeTable,
     Kind,
     SetAttrs,
+    pin_of,
 )
 from datamover_fuse.listing import DirCache
 from datamover_fuse.localfiles import LocalFiles
@@ -91,6 +99,9 @@ class FileHandle:
     #: Opened with ``O_APPEND``: each write lands at the file's end as this mount
     #: holds it, whatever offset the kernel's (perhaps stale) size gave it.
     append: bool = False
+    #: ``node.replaced`` at open: once another client's version is found, this handle
+    #: reads no more (ESTALE) rather than mix two versions' bytes.
+    epoch: int = 0
 
 
 class FsCore:
@@ -317,7 +328,11 @@ class FsCore:
             if (node.size, node.mtime_ns) != told:
                 self.attrs_changed(ino)  # the kernel's size would misplace appends
         handle = FileHandle(
-            node, writable=writing, stored=node.stored, append=writing and bool(flags & os.O_APPEND)
+            node,
+            writable=writing,
+            stored=node.stored,
+            append=writing and bool(flags & os.O_APPEND),
+            epoch=node.replaced,
         )
         if (
             self.rt.fsops.pins_files
@@ -394,9 +409,14 @@ class FsCore:
         if reads is None or not isinstance(handle, FileHandle):
             return None
         node = handle.node
-        if node.local is not None or not node.remote or handle.file is not None:
+        if (
+            node.local is not None
+            or not node.remote
+            or handle.file is not None
+            or handle.epoch != node.replaced
+        ):
             return None
-        v = reads.version(node.key, node.etag, node.size)
+        v = reads.version(node.key, node.etag, node.size, node.generation)
         if v is None:
             return None
         data = reads.cached_now(v, offset, length)
@@ -415,27 +435,79 @@ class FsCore:
         file = await self._pinned(handle)
         if file is not None:
             return await self.rt.call(file.read, offset, length)
-        reads = self.reads
         try:
-            version = reads.version(node.key, node.etag, node.size) if reads else None
-            if reads is not None and version is not None:
-                if native.ext is not None and lf is None and handle.file is None:
-                    reads.bind(fh, version)
-                data = await reads.cached(version, offset, length)
-                if data is not None:
-                    return data
-            if node.detached:
-                # Unlinked, or replaced at its name, through this mount: the key now
-                # names another object or none, never the bytes this handle opened.
-                raise FsError(errno.ESTALE, f"{node.key}: deleted or replaced while open")
-            if handle.reader is None or handle.reader.size != node.size:
-                if handle.reader is not None:
-                    handle.reader.close()
-                random_read = reads.random_reader(node) if reads else None
-                handle.reader = Prefetcher(self.rt, lambda: node.key, node.size, random_read)
-            return await handle.reader.read(offset, length)
+            try:
+                return await self._read_object(fh, handle, offset, length)
+            except SourceChanged:
+                # The store holds another version than the one read so far.
+                await self._learn_version(handle)
+                return await self._read_object(fh, handle, offset, length)
         except NotFound as e:
             raise FsError(errno.ESTALE, f"{node.key} vanished while open") from e
+        except SourceChanged as e:
+            raise FsError(errno.ESTALE, f"{node.key}: replaced while open") from e
+
+    async def _read_object(
+        self, fh: int, handle: FileHandle, offset: int, length: int
+    ) -> bytes | memoryview:
+        """``read`` from the object in the store: the read cache, else the handle's
+        reader; every GET pinned to the version the mount knows (``pin_of``)."""
+        node = handle.node
+        if handle.epoch != node.replaced:
+            # Another client replaced the object since this handle opened it: the rest
+            # of its bytes would be of another file (the page cache may still answer
+            # what it holds of the old one). Reopening reads the new one.
+            raise FsError(
+                errno.ESTALE, f"{node.key}: replaced by another client while open for reading"
+            )
+        reads = self.reads
+        version = reads.version(node.key, node.etag, node.size, node.generation) if reads else None
+        if reads is not None and version is not None:
+            if native.ext is not None and node.local is None and handle.file is None:
+                reads.bind(fh, version)
+            data = await reads.cached(version, offset, length)
+            if data is not None:
+                return data
+        if node.detached:
+            # Unlinked, or replaced at its name, through this mount: the key now
+            # names another object or none, never the bytes this handle opened.
+            raise FsError(errno.ESTALE, f"{node.key}: deleted or replaced while open")
+        if handle.reader is None or handle.reader.size != node.size:
+            if handle.reader is not None:
+                handle.reader.close()
+            random_read = reads.random_reader(node) if reads else None
+            handle.reader = Prefetcher(
+                self.rt, lambda: node.key, node.size, random_read, lambda: pin_of(node)
+            )
+        return await handle.reader.read(offset, length)
+
+    async def _learn_version(self, handle: FileHandle) -> None:
+        """A pinned GET found another version than ``node.etag``: HEAD the object.
+        Another client's (``node.replaced`` moves on) ends this handle's reads; one
+        this mount made without learning it (a tree's copy) is read from now on; the
+        very version the server had refused means its conditional reads can't be
+        trusted, and reads are not pinned again."""
+        node = handle.node
+        if handle.reader is not None:
+            handle.reader.close()  # its segments hold the refusal
+            handle.reader = None
+        pinned = (node.etag, node.generation)
+        told = (node.size, node.mtime_ns)
+        try:
+            await self.resolver.refresh_file(node)
+        except FsError as e:
+            if e.errno == errno.ENOENT:
+                raise FsError(errno.ESTALE, f"{node.key}: deleted while open") from e
+            raise
+        if (node.size, node.mtime_ns) != told:
+            self.attrs_changed(node.ino)  # the kernel's size is the old one's
+        if node.replaced == handle.epoch and (node.etag, node.generation) == pinned:
+            self.rt.pin_reads = False
+            log.warning(
+                "%s: the store refused a read of the version it reports; reads are no "
+                "longer pinned to a version on this mount",
+                self.store.url(node.key),
+            )
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self._file_handle(fh)
@@ -455,7 +527,7 @@ class FsCore:
                         native.invalidate()
                     elif node.remote and not node.detached:
                         await self.resolver.refresh_file(node)  # its size now, not cached
-                    await self.writes.load_base(lf, node.size, source)
+                    await self.writes.load_base(lf, node.size, source, pin_of(node))
                 if handle.append:
                     # The kernel placed it at the size it knew (O_APPEND is the
                     # filesystem's to apply without a writeback cache); the file may

@@ -39,7 +39,16 @@ def check_writable(options: MountOptions) -> None:
         raise FsError(errno.EROFS)
 
 
+def first_leaf(e: BaseException) -> BaseException:
+    """The first exception of a group (what a nursery raises for its tasks'
+    failures), else ``e`` itself: the errno and the message are that one's."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
 def errno_for(e: BaseException) -> int:
+    e = first_leaf(e)
     if isinstance(e, FsError):
         return e.errno
     if isinstance(e, NotFound):

@@ -121,7 +121,15 @@ class Inode:
     #: Stored atime; None: not stored (reads as the mtime).
     atime_ns: int | None = None
     rdev: int = 0
+    #: The object version's name: its ETag (or GCS generation, when no ETag); None
+    #: when not known (a POSIX file, or after this mount moved the object without
+    #: learning the new one).
     etag: str | None = None
+    #: ``ObjectInfo.version`` of that version (GCS: the generation reads are pinned to).
+    generation: str | None = None
+    #: Times a refresh found the object replaced by another client (a new ETag or size
+    #: where one was known): a handle opened before reads no more of it (``FsCore.read``).
+    replaced: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     #: Attributes are complete (from HEAD, our own write, or a listing with metadata).
     exact: bool = False
@@ -143,6 +151,23 @@ class Inode:
     subdirs: int | None = None
     #: Times this mount stored the file (a handle's pinned file is stale after one).
     stored: int = 0
+
+
+def set_version(node: Inode, info: ObjectInfo | None) -> None:
+    """This mount made ``info`` (None: a version it could not learn) the node's object
+    (a commit, a copy for a rename, a metadata update): unlike a refresh that finds
+    another client's, the node's open handles go on reading it."""
+    node.etag = None if info is None else info.etag or info.version
+    node.generation = None if info is None else info.version
+    native.invalidate()
+
+
+def pin_of(node: Inode) -> ObjectInfo | None:
+    """The version reads of ``node`` are pinned to (``Store.readinto``'s ``expect``):
+    a store holding another answers ``SourceChanged``. None: not known, not pinned."""
+    if node.etag is None and node.generation is None:
+        return None
+    return ObjectInfo(key=node.key, size=node.size, etag=node.etag, version=node.generation)
 
 
 def kind_of(info: ObjectInfo) -> Kind:
@@ -430,9 +455,12 @@ class InodeTable:
             if node.etag != etag or node.size != info.size:
                 if node.etag is not None:
                     node.target = None
+                    if etag is not None and node.local is None:
+                        node.replaced += 1  # not by this mount: see ``set_version``
                 native.invalidate()  # a handle bound to the old version must not read it
             node.size = info.size
             node.etag = etag
+            node.generation = info.version
             if kind is Kind.SPECIAL:
                 try:
                     node.rdev = int(meta.get(RDEV, "0"))

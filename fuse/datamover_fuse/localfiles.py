@@ -14,7 +14,7 @@ import logging
 from datamover.stores.base import ObjectInfo
 from datamover_fuse import native
 from datamover_fuse.fserrors import FsError
-from datamover_fuse.inodes import Inode, InodeTable, posix_meta
+from datamover_fuse.inodes import Inode, InodeTable, posix_meta, set_version
 from datamover_fuse.listing import DirCache
 from datamover_fuse.runtime import Runtime
 from datamover_fuse.writes import LocalFile, WriteManager
@@ -82,7 +82,7 @@ class LocalFiles:
         node.remote = True
         node.stored += 1
         node.size = size
-        node.etag = info.etag or info.version
+        set_version(node, info)
         node.metadata = dict(info.metadata)
         node.exact = True
         node.expires = self.rt.clock() + self.rt.options.attr_ttl

@@ -31,7 +31,9 @@ from datamover_fuse.inodes import (
     InodeTable,
     Kind,
     SetAttrs,
+    pin_of,
     posix_meta,
+    set_version,
 )
 from datamover_fuse.localfiles import LocalFiles
 from datamover_fuse.lookup import Resolver
@@ -122,7 +124,7 @@ class Metadata:
                     if source is not None:
                         node.size = await self.rt.call(source.size)
                         native.invalidate()
-                    await self.writes.load_base(lf, node.size, source)
+                    await self.writes.load_base(lf, node.size, source, pin_of(node))
                 await self.writes.truncate(lf, size)
             node.mtime_ns = node.ctime_ns = self.rt.wall_ns()
             if not was_open:
@@ -183,9 +185,8 @@ class Metadata:
         node.metadata = meta
         if node.kind is Kind.DIR:
             self.table.dir_times.pop(node.key)  # what was stored now says it
-        elif info.etag is not None:
-            node.etag = info.etag
-            native.invalidate()
+        else:  # a copy in place may be a new version (None: not known, not pinned)
+            set_version(node, info if info.etag or info.version else None)
         node.exact = True
         node.expires = max(node.expires, self.rt.clock() + self.rt.options.attr_ttl)
 

@@ -47,6 +47,7 @@ from datamover_fuse.inodes import (
     new_key,
     parse_links,
     posix_meta,
+    set_version,
 )
 from datamover_fuse.listing import LIST_BATCH, DirCache, DirListing, take
 from datamover_fuse.localfiles import LocalFiles
@@ -357,8 +358,14 @@ class Namespace:
         meta = {**node.metadata, **posix_meta(node), LINKS_KEY: format_links(rest)}
         if not rest:
             del meta[LINKS_KEY]
-        info = ObjectInfo(key=old_key, size=node.size, etag=node.etag, metadata=node.metadata)
-        await self._call(self.rt.fsops.copy, info, heir, meta)
+        info = ObjectInfo(
+            key=old_key,
+            size=node.size,
+            etag=node.etag,
+            version=node.generation,
+            metadata=node.metadata,
+        )
+        copied = await self._call(self.rt.fsops.copy, info, heir, meta)
         if rest:
             await self._point_links(rest, heir, node)
         await self._call(self.store.delete, old_key)
@@ -367,6 +374,7 @@ class Namespace:
         self.table.unalias(node, heir)
         self.table.rekey(node, heir, holder.ino if holder else 0, heir.rsplit("/", 1)[-1])
         node.metadata = meta
+        set_version(node, copied)  # open handles go on reading it at its new key
         if node.local is not None:
             node.local.key = heir
 
@@ -531,11 +539,18 @@ class Namespace:
                     raise
             src.ctime_ns = self.rt.wall_ns()
             meta = {**src.metadata, **posix_meta(src)}
-            info = ObjectInfo(key=src.key, size=src.size, etag=src.etag, metadata=src.metadata)
+            info = ObjectInfo(
+                key=src.key,
+                size=src.size,
+                etag=src.etag,
+                version=src.generation,
+                metadata=src.metadata,
+            )
+            copied: ObjectInfo | None = None
             try:
                 renamed = await self._call(self.rt.fsops.rename_file, src.key, dst_key)
                 if not renamed:
-                    await self._call(self.rt.fsops.copy, info, dst_key, meta)
+                    copied = await self._call(self.rt.fsops.copy, info, dst_key, meta)
                 if src.links:
                     await self._point_links(src.links, dst_key, src)
                 if not renamed:
@@ -545,6 +560,8 @@ class Namespace:
                     lf.key = src.key
                 raise
             src.metadata = meta
+            if not renamed:  # a copy is another version: open handles read it now
+                set_version(src, copied)
         else:
             self._forget_local_name(src)
             self.dirs.add_local(dst_parent, name)
@@ -593,6 +610,10 @@ class Namespace:
             self.table.unalias(node, key)
         if new != node.key:
             self.table.rekey(node, new, node.parent, node.name)
+            if node.kind is not Kind.DIR:
+                # Copied with the tree: the copy's version is learnt at its next
+                # refresh (reads unpinned until then), not taken for another client's.
+                set_version(node, None)
             if node.local is not None:
                 await self.writes.drop_stream(node.local)
                 node.local.key = new

@@ -22,7 +22,7 @@ import pyfuse3
 from datamover.errors import DatamoverError
 from datamover_fuse import native
 from datamover_fuse.core import FsCore
-from datamover_fuse.fserrors import FsError, errno_for
+from datamover_fuse.fserrors import FsError, errno_for, first_leaf
 from datamover_fuse.inodes import Attr, SetAttrs
 from datamover_fuse.permissions import Caller
 
@@ -66,20 +66,23 @@ def _translated(
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except FsError as e:
-            if e.errno in (errno.EIO, errno.ENOSPC, errno.EFBIG) and e.reason:
-                log.warning("%s: %s", fn.__name__, e.reason)
-            raise pyfuse3.FUSEError(e.errno) from None
-        except DatamoverError as e:
-            # The store's failure (after its retries): one line; the traceback with -vv.
+        except Exception as caught:
+            # A nursery's group (calls made side by side) is answered as its first.
+            e = first_leaf(caught)
+            if isinstance(e, pyfuse3.FUSEError):
+                raise e from None
+            if isinstance(e, FsError):
+                if e.errno in (errno.EIO, errno.ENOSPC, errno.EFBIG) and e.reason:
+                    log.warning("%s: %s", fn.__name__, e.reason)
+                raise pyfuse3.FUSEError(e.errno) from None
             code = errno_for(e)
-            if code == errno.EIO:
-                log.warning("%s failed: %s", fn.__name__, e)
-                log.debug("%s failed", fn.__name__, exc_info=True)
-            raise pyfuse3.FUSEError(code) from None
-        except Exception as e:
-            code = errno_for(e)
-            if code == errno.EIO:  # not a store's error: a bug, with its traceback
+            if isinstance(e, DatamoverError):
+                # The store's failure (after its retries): one line; the traceback
+                # with -vv.
+                if code == errno.EIO:
+                    log.warning("%s failed: %s", fn.__name__, e)
+                    log.debug("%s failed", fn.__name__, exc_info=True)
+            elif code == errno.EIO:  # not a store's error: a bug, with its traceback
                 log.exception("%s failed", fn.__name__)
             raise pyfuse3.FUSEError(code) from None
 

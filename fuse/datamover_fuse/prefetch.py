@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from datamover.stores.base import MiB
+from datamover.stores.base import MiB, ObjectInfo
 from datamover_fuse.runtime import Buffer, Runtime
 
 INITIAL_WINDOW = 1 * MiB
@@ -63,7 +63,8 @@ class _Segment:
 
 class Prefetcher:
     """Read-ahead state of one open handle. ``key`` is asked for on every request so
-    a rename while the file is open is followed."""
+    a rename while the file is open is followed; ``version`` likewise names the object
+    version every GET is pinned to (None: not pinned)."""
 
     def __init__(
         self,
@@ -71,10 +72,12 @@ class Prefetcher:
         key: Callable[[], str],
         size: int,
         random_read: Callable[[int, int, bool], Awaitable[bytes | memoryview]] | None = None,
+        version: Callable[[], ObjectInfo | None] = lambda: None,
     ) -> None:
         self._rt = rt
         self._random_read = random_read
         self._key = key
+        self._version = version
         self.size = size
         self._segments: deque[_Segment] = deque()
         self._fetch_end = 0
@@ -183,7 +186,11 @@ class Prefetcher:
     async def _fetch(self, seg: _Segment) -> None:
         try:
             seg.filled = await self._rt.call(
-                self._rt.store.readinto, self._key(), seg.start, memoryview(seg.buf)
+                self._rt.store.readinto,
+                self._key(),
+                seg.start,
+                memoryview(seg.buf),
+                expect=self._rt.pin(self._version()),
             )
         except Exception as e:
             seg.error = e
@@ -215,5 +222,5 @@ class Prefetcher:
         self._window = min(INITIAL_WINDOW, self._max_window)
         self._fetch_end = 0
 
-    async def _direct(self, offset: int, length: int) -> bytes:
-        return await self._rt.call(self._rt.store.read, self._key(), offset, length)
+    async def _direct(self, offset: int, length: int) -> memoryview:
+        return await self._rt.read_range(self._key(), offset, length, self._version())

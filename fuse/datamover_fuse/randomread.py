@@ -38,10 +38,9 @@ it into the cache from the first, so SQLite's next hops nearby are local):
 Consistency: blocks are looked up by (key, ETag/generation, size) as the mount last
 learnt them (``Inode``: at open, and when the attribute TTL has run out), so a
 changed object is fetched anew after the TTL; the blocks of the version it replaced
-are dropped. A ranged GET is not pinned to the ETag: an object replaced between the
-HEAD and a GET leaves blocks of the new bytes under the old version's name until the
-mount next learns the ETag (at most the attribute TTL later), which is what the
-uncached path serves in that window too.
+are dropped. Every GET of blocks is pinned to their version (``Version.pin``, the
+store's ``If-Match`` / ``ifGenerationMatch``): an object replaced between the HEAD and
+a GET is refused (``SourceChanged``), never filed under the old version's name.
 """
 
 from __future__ import annotations
@@ -54,9 +53,10 @@ from dataclasses import dataclass, field
 
 import trio
 
+from datamover.stores.base import ObjectInfo
 from datamover_fuse import native
 from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
-from datamover_fuse.inodes import Inode
+from datamover_fuse.inodes import Inode, pin_of
 from datamover_fuse.runtime import PrefetchBudget, Runtime
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,9 @@ class Version:
     etag: str
     name: str
     size: int
+    #: What every GET of these blocks is pinned to: bytes of another version are never
+    #: filed under this one's name (``Store.readinto``'s ``expect``).
+    pin: ObjectInfo | None = None
     #: Blocks a random read or a background range is fetching (reads wait for them).
     inflight: dict[int, trio.Event] = field(default_factory=dict)
     random_reads: int = 0
@@ -128,8 +131,11 @@ class ReadCache:
         self._background = 0  # background ranges in flight, all objects
         self._wake = trio.Event()  # set (and replaced) when either count drops
 
-    def version(self, key: str, etag: str | None, size: int) -> Version | None:
-        """The version to cache reads of, None when there is nothing to key it by."""
+    def version(
+        self, key: str, etag: str | None, size: int, generation: str | None = None
+    ) -> Version | None:
+        """The version to cache reads of, None when there is nothing to key it by.
+        ``generation``: the store's version id beside the ETag (GCS)."""
         if etag is None or size <= 0:
             return None
         v = self._versions.get(key)
@@ -145,7 +151,8 @@ class ReadCache:
             if native.ext is not None:
                 native.ext.drop(v.name)  # now: handles bound to it read through Python
             self.rt.spawn(self.rt.disk, self.blocks.drop, v.name)
-        v = self._versions[key] = Version(key, etag, name, size)
+        pin = ObjectInfo(key=key, size=size, etag=etag, version=generation)
+        v = self._versions[key] = Version(key, etag, name, size, pin=pin)
         while len(self._versions) > MAX_VERSIONS:
             self._versions.popitem(last=False)
         return v
@@ -162,7 +169,7 @@ class ReadCache:
         """What a ``Prefetcher`` calls for a random read of ``node``."""
 
         async def read(offset: int, length: int, far: bool) -> bytes | memoryview:
-            v = self.version(node.key, node.etag, node.size)
+            v = self.version(node.key, node.etag, node.size, node.generation)
             if v is not None and not far:
                 v.near_reads += 1
                 far = v.near_reads >= NEAR_AFTER
@@ -175,7 +182,7 @@ class ReadCache:
                     return await self.read_random(v, offset, length, False, NEAR_SPAN)
                 # Near and the object not known random: most likely a sequential
                 # reader's request out of order, or past its spent window; exact.
-                return await self.rt.call(self.rt.store.read, node.key, offset, length)
+                return await self.rt.read_range(node.key, offset, length, pin_of(node))
             return await self.read_random(v, offset, length, far)
 
         return read
@@ -261,7 +268,7 @@ class ReadCache:
             self._poke()
         data = await self.cached(v, offset, end - offset)
         if data is None:  # no room, a store error elsewhere, or a block failed its check
-            data = await self.rt.call(self.rt.store.read, v.key, offset, end - offset)
+            data = await self.rt.read_range(v.key, offset, end - offset, v.pin)
         return data
 
     async def _fetch(self, v: Version, lo: int, hi: int) -> None:
@@ -274,7 +281,7 @@ class ReadCache:
             start = lo * self.block
             stop = min(v.size, (hi + 1) * self.block)
             began = trio.current_time()
-            data = await self.rt.call(self.rt.store.read, v.key, start, stop - start)
+            data = await self.rt.read_range(v.key, start, stop - start, v.pin)
             self._took(trio.current_time() - began)
             self.fetches += 1
             if not v.dropped and len(data) == stop - start:
@@ -362,7 +369,9 @@ class ReadCache:
         for i in mine:  # a read of these waits for them: no second GET behind this one
             v.inflight[i] = event
         try:
-            n = await self.rt.call(self.rt.store.readinto, v.key, start, view)
+            n = await self.rt.call(
+                self.rt.store.readinto, v.key, start, view, expect=self.rt.pin(v.pin)
+            )
             if n == stop - start and not v.dropped:
                 await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
         finally:

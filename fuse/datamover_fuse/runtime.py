@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from datamover.stores.base import Store
+from datamover.stores.base import ObjectInfo, Store
 from datamover.stores.fsops import FsOps
 from datamover_fuse.cache import Clock
 from datamover_fuse.options import MountOptions
@@ -164,6 +164,24 @@ class Runtime:
         self.write_budget = ByteBudget(options.write_buffer)
         self.cache = CacheDir(options.cache_dir, options.cache_size)
         self._nursery: trio.Nursery | None = None
+        #: Reads are pinned to the version the mount knows (``Store.readinto``'s
+        #: ``expect``); off for good once the server refused the very version it names.
+        self.pin_reads = True
+
+    def pin(self, version: ObjectInfo | None) -> ObjectInfo | None:
+        """``version``, or None once pinning is off (``pin_reads``)."""
+        return version if self.pin_reads else None
+
+    async def read_range(
+        self, key: str, offset: int, length: int, version: ObjectInfo | None
+    ) -> memoryview:
+        """``length`` bytes of ``key`` from ``offset`` (fewer at its end), of that
+        ``version`` only (``SourceChanged`` when the store now holds another)."""
+        buf = bytearray(length)
+        n = await self.call(
+            self.store.readinto, key, offset, memoryview(buf), expect=self.pin(version)
+        )
+        return memoryview(buf)[:n]
 
     @property
     def nursery(self) -> trio.Nursery:

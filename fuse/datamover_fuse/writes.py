@@ -55,7 +55,7 @@ from datamover.checksums import PartDigests
 from datamover.errors import SourceChanged
 from datamover.stores.base import ChunkWriter, MiB, ObjectInfo, digest_metadata_key
 from datamover.stores.fsops import OpenFile
-from datamover_fuse.fserrors import FsError
+from datamover_fuse.fserrors import FsError, first_leaf
 from datamover_fuse.runtime import Runtime
 from datamover_fuse.staging import StagedFile
 
@@ -305,10 +305,18 @@ class WriteManager:
         lf.base_loaded = True
         lf.dirty = True
 
-    async def load_base(self, lf: LocalFile, size: int, source: OpenFile | None = None) -> None:
+    async def load_base(
+        self,
+        lf: LocalFile,
+        size: int,
+        source: OpenFile | None = None,
+        version: ObjectInfo | None = None,
+    ) -> None:
         """Download the existing object into the staging file (chunks in parallel):
         from ``source``, the file the writing handle opened, where the store pinned
-        one (``FsOps.open_file``), else by key."""
+        one (``FsOps.open_file``), else by key, each chunk of ``version`` (the object
+        as the mount knows it) only: a copy mixing two versions is never written back.
+        Raises ``SourceChanged`` when the object changed meanwhile."""
         await self.reserve(lf, size)
         rt = self.rt
 
@@ -320,16 +328,30 @@ class WriteManager:
                 if source is not None:
                     got = await rt.call(source.readinto, offset, memoryview(buf))
                 else:
-                    got = await rt.call(rt.store.readinto, lf.key, offset, memoryview(buf))
+                    got = await rt.call(
+                        rt.store.readinto,
+                        lf.key,
+                        offset,
+                        memoryview(buf),
+                        expect=rt.pin(version),
+                    )
                 if got != n:
                     raise SourceChanged(f"{lf.key}: changed while being opened", key=lf.key)
                 await rt.disk(lf.staged.pwrite, offset, buf)
             finally:
                 rt.write_budget.release(granted)
 
-        async with trio.open_nursery() as nursery:
-            for offset in range(0, size, CHUNK):
-                nursery.start_soon(one, offset)
+        try:
+            async with trio.open_nursery() as nursery:
+                for offset in range(0, size, CHUNK):
+                    nursery.start_soon(one, offset)
+        except ExceptionGroup as group:
+            e = first_leaf(group)  # what failed, not "1 sub-exception"
+            if isinstance(e, SourceChanged):
+                raise FsError(
+                    errno.ESTALE, f"{lf.key}: replaced by another client while being opened"
+                ) from e
+            raise e from None
         lf.size = size
         lf.base_loaded = True
 

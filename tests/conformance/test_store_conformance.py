@@ -341,6 +341,49 @@ def test_readinto(store: tuple[Store, str]) -> None:
     assert big[:1000] == b"\x00" * 1000 and big[2000:] == b"\x00" * 1000
 
 
+#: Which backends pin a read to the version a stat or listing saw (``readinto``'s
+#: ``expect``: S3 and Azure by ETag, GCS by generation). A POSIX file and fsspec's
+#: memory filesystem name no versions: their reads are not pinned.
+PINNED_READS = {name: name in CLOUD for name in SERVER_SIDE_COPY}
+
+
+@pytest.mark.parametrize("path", ["lean", "sdk"])
+def test_pinned_reads(backend: Backend, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read pinned to what a stat (or a listing) saw raises ``SourceChanged`` once the
+    object is replaced, on the lean path and through the SDKs alike; pinned to the new
+    version, it reads the new bytes. The mount pins its reads so that one open file
+    never mixes two versions."""
+    if path == "sdk":
+        if backend.name not in CLOUD:
+            pytest.skip("only the clouds have a lean path beside the SDK")
+        for name in ("DATAMOVER_S3_LEAN", "DATAMOVER_AZURE_LEAN", "DATAMOVER_GCS_LEAN"):
+            monkeypatch.setenv(name, "0")
+    s, p = backend.open(), backend.prefix
+    key = p + "pinned/v.bin"
+    old, new = os.urandom(5000), os.urandom(6000)
+    s.put(key, old)
+    seen = s.stat(key)
+    (listed,) = [i for i in s.list(p + "pinned/") if i.key == key]
+    buf = bytearray(1000)
+    for info in (seen, listed):
+        assert s.readinto(key, 100, memoryview(buf), expect=info) == 1000
+        assert buf == old[100:1100]
+    s.put(key, new)
+    if not PINNED_READS[backend.name]:
+        assert s.readinto(key, 100, memoryview(buf), expect=seen) == 1000
+        assert buf == new[100:1100]
+        return
+    for info in (seen, listed):
+        for offset in (100, 5500):  # within the old size, and past it
+            with pytest.raises(SourceChanged) as err:
+                s.readinto(key, offset, memoryview(buf), expect=info)
+            assert err.value.key == key and "replaced" in str(err.value)
+    assert s.readinto(key, 5500, memoryview(buf), expect=s.stat(key)) == 500
+    assert buf[:500] == new[5500:]
+    # Unpinned, a read takes whatever is there.
+    assert s.readinto(key, 0, memoryview(buf)) == 1000 and buf == new[:1000]
+
+
 def test_zero_byte_object(store: tuple[Store, str]) -> None:
     s, p = store
     key = p + "empty/zero.bin"

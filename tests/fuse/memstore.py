@@ -31,6 +31,7 @@ from datamover.stores.base import (
     PartLimits,
     PartReceipt,
     Store,
+    replaced,
 )
 
 
@@ -85,8 +86,12 @@ class MemoryStore(Store):
         listing_has_metadata: bool = False,
         accepts_unknown_size: bool = True,
         drops_marker_metadata: bool = False,
+        unique_etags: bool = False,
     ) -> None:
         self.listing_has_metadata = listing_has_metadata
+        #: Every write a new ETag, as Azure and GCS (S3's single-part ETag is the MD5).
+        self.unique_etags = unique_etags
+        self._writes = 0
         self.drops_marker_metadata = drops_marker_metadata
         self.features = Features(
             listing_metadata=listing_has_metadata,
@@ -126,6 +131,9 @@ class MemoryStore(Store):
             meta = {}
         etag = hashlib.md5(data).hexdigest()
         with self._lock:
+            self._writes += 1
+            if self.unique_etags:
+                etag = f"{etag}-{self._writes}"
             self.objects[key] = (data, dict(meta), etag, time.time())
         return self._info(key)
 
@@ -183,8 +191,13 @@ class MemoryStore(Store):
         end = len(data) if length is None else offset + length
         return data[offset:end]
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         self.maybe_fail("readinto")
+        held = self.objects.get(key)
+        if expect is not None and expect.etag and held is not None and held[2] != expect.etag:
+            raise replaced(self.url(key), key)  # If-Match, as S3 and Azure
         data = self._read(key, offset, len(buf))
         buf[: len(data)] = data
         return len(data)

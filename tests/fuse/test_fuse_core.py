@@ -304,9 +304,11 @@ class RangeLog(MemoryStore):
         super().__init__()
         self.ranges: list[tuple[int, int]] = []
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         self.ranges.append((offset, len(buf)))
-        return super().readinto(key, offset, buf)
+        return super().readinto(key, offset, buf, expect=expect)
 
 
 def test_read_part_size_and_window_bound_the_ranged_gets(tmp_path: Path) -> None:
@@ -381,7 +383,8 @@ def test_random_reads_are_exact_ranged_reads(options: MountOptions) -> None:
         await core.release(fh)
 
     run(store, options, body)
-    assert store.calls["read"] == 5 and store.calls["readinto"] == 0
+    # Exact ranged reads, each pinned to the version opened (``readinto``'s ``expect``).
+    assert store.calls["readinto"] == 5 and store.calls["read"] == 0
 
 
 def test_exhausted_prefetch_budget_falls_back_to_direct_reads(tmp_path: Path) -> None:
@@ -394,7 +397,7 @@ def test_exhausted_prefetch_budget_falls_back_to_direct_reads(tmp_path: Path) ->
         assert await read_file(core, "f", chunk=MiB) == data
 
     run(store, options, body)
-    assert store.calls["readinto"] == 0 and store.calls["read"] == 5
+    assert store.calls["readinto"] == 5 and store.calls["read"] == 0  # one at a time
 
 
 def test_keep_cache_while_the_object_is_unchanged(options: MountOptions, clock: FakeClock) -> None:

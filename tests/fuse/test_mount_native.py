@@ -12,6 +12,7 @@ the mount has learned of the change.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import random
 import time
@@ -136,7 +137,9 @@ def test_flipped_byte_is_caught_in_c_and_fetched_again(
 
 def test_changed_object_is_not_served_from_old_blocks(target: Target, tmp_path: Path) -> None:
     """A handle kept open across a change in the store: once the mount learns the new
-    ETag (a stat after the attribute TTL), that handle's next read is the new bytes."""
+    ETag (a stat after the attribute TTL), that handle reads no more (ESTALE: neither
+    the old version's blocks nor the new bytes mixed into what it read), and a new
+    open reads the new bytes."""
     key = target.fresh_key("native-changing")
     size = 1 * MiB
     old, new = payload(size, 13), payload(size, 14)
@@ -157,8 +160,16 @@ def test_changed_object_is_not_served_from_old_blocks(target: Target, tmp_path: 
             target.store.put(key, new)
             time.sleep(1.5)
             os.stat(path)  # the kernel asks again: the mount sees the new ETag
-            assert fresh_pread(fd, off, 4096) == new[off : off + 4096]
-            assert fresh_pread(fd, 10, 4096) == new[10:4106]
+            for o in (off, 10):
+                with pytest.raises(OSError) as err:
+                    fresh_pread(fd, o, 4096)
+                assert err.value.errno == errno.ESTALE
+            again = random_fd(path)
+            try:
+                assert fresh_pread(again, off, 4096) == new[off : off + 4096]
+                assert fresh_pread(again, 10, 4096) == new[10:4106]
+            finally:
+                os.close(again)
         finally:
             os.close(fd)
     mode, stats = native_stats(m)

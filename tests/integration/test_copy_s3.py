@@ -16,9 +16,10 @@ import pytest
 import datamover
 from datamover.checksums import digest_bytes
 from datamover.engine import copy_between
-from datamover.errors import TransientError
+from datamover.errors import SourceChanged, TransientError
 from datamover.options import MiB, RetryPolicy, TransferOptions
 from datamover.stores import open_store
+from datamover.stores.base import ObjectInfo, Store
 
 from faults import FaultyStore
 from serverenv import ServerEnv, use_server
@@ -205,3 +206,49 @@ def test_transient_part_failure_is_retried(s3: ServerEnv, tmp_path: Path) -> Non
     report = copy_between(src_store, src_key, faulty, "r/", opts, sleep=lambda s: None)
     assert report.ok and report.retries == 2
     assert dst_store.read("r/big.bin") == data
+
+
+class _RecordsRefusals(FaultyStore):
+    """Notes each read the store refused as of another version (``SourceChanged``)."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.refused = 0
+
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
+        try:
+            return super().readinto(key, offset, buf, expect=expect)
+        except SourceChanged:
+            self.refused += 1
+            raise
+
+
+def test_an_object_replaced_mid_download_is_redone_whole(s3: ServerEnv, tmp_path: Path) -> None:
+    """A download's ranged GETs are pinned to the ETag its stat saw (If-Match): once
+    another client replaces the object, the next GET of the old one is refused (before
+    its bytes are mixed in, not after the whole object was read), and the file is
+    downloaded again, the new object whole."""
+    old, new = os.urandom(4 * PART + 11), os.urandom(4 * PART + 11)
+    store, _ = open_store(s3.url())
+    store.put("mid/big.bin", old)
+    source = _RecordsRefusals(store)
+    reads = [0]
+
+    def before(op: str, key: str) -> None:
+        if op == "readinto":
+            reads[0] += 1
+            if reads[0] == 2:
+                store.put("mid/big.bin", new)
+
+    source.before = before
+    dst = tmp_path / "dst"
+    dst_store, dst_key = open_store(str(dst))
+    opts = _opts(tmp_path, "m", part_size=PART, multipart_threshold=PART)
+    report = copy_between(source, "mid/", dst_store, dst_key, opts, sleep=lambda s: None)
+    assert report.ok, report.failures
+    assert source.refused >= 1
+    assert (dst / "big.bin").read_bytes() == new
+    (line,) = [x for x in _validate(report.manifest or "") if x.get("path") == "big.bin"]
+    assert line["status"] == "ok" and line["digest"] == hashlib.sha256(new).hexdigest()

@@ -46,8 +46,10 @@ class LongReadsFlip(FaultyStore):
     def list(self, prefix: str, *, recursive: bool = True) -> Iterator[ObjectInfo]:
         return (self._with_digest(i) for i in self.inner.list(prefix, recursive=recursive))
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
-        n = super().readinto(key, offset, buf)
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
+        n = super().readinto(key, offset, buf, expect=expect)
         self.reads.append(n)
         if n > self.limit:
             bit = self.rng.randrange(n * 8)

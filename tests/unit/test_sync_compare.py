@@ -35,7 +35,9 @@ class _Unreadable(Store):
     def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         raise self.error
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         raise self.error
 
     def read_object(

@@ -42,7 +42,7 @@ from datamover.errors import (
 )
 from datamover.options import DaskOptions, MiB, TransferOptions, parse_cluster
 from datamover.stores import StoreSettings
-from datamover.stores.base import PartReceipt, ResumableWriter, Store
+from datamover.stores.base import PartReceipt, ResumableWriter, Store, version_of
 
 #: How long to wait for a cluster to have at least one worker before giving up.
 WORKER_WAIT_SECONDS = 120.0
@@ -280,6 +280,7 @@ class DaskRunner(Runner):
                 indices,
                 whole,
                 self.worker_options,
+                version_of(large.info),
             )
             self._send(write_parts, task, functools.partial(self._parts_back, split), window)
 
@@ -326,7 +327,7 @@ class DaskRunner(Runner):
             want = buf[: min(len(buf), info.size - offset)]
 
             def read(at: int = offset, into: memoryview = want) -> int:
-                return self.src.readinto(job.src_key, at, into)
+                return self.src.readinto(job.src_key, at, into, expect=info)
 
             n = self.retrying(job, read, large.retries)
             if n != len(want):

@@ -26,7 +26,7 @@ from datamover.errors import (
 )
 from datamover.options import TransferOptions
 from datamover.retry import call_with_retries
-from datamover.stores.base import PartReceipt, ResumableWriter, Store
+from datamover.stores.base import ObjectInfo, PartReceipt, ResumableWriter, Store
 
 # -- worker side -----------------------------------------------------------------------
 
@@ -116,6 +116,8 @@ class PartsTask:
     #: Whole-file algorithms to hash in stream order (the task has every part), or ().
     whole: tuple[str, ...]
     options: TransferOptions
+    #: The source version every part is read of (``Store.readinto``'s ``expect``).
+    expect: ObjectInfo | None = None
 
 
 @dataclass(slots=True)
@@ -172,7 +174,9 @@ def write_parts(task: PartsTask) -> PartsDone:
             if bucket is not None:
                 bucket.consume(length)
             n = call_with_retries(
-                lambda: src.readinto(task.src_key, offset, buf), opts.retry, on_retry=note_retry
+                lambda: src.readinto(task.src_key, offset, buf, expect=task.expect),
+                opts.retry,
+                on_retry=note_retry,
             )
             if n != length:
                 raise SourceChanged(

@@ -237,10 +237,14 @@ class LeanAzure:
         *,
         into: memoryview | None = None,
         max_body: int,
+        etag: str | None = None,
     ) -> Response:
         """Get Blob of ``length`` bytes from ``offset`` (``length`` None: to the end;
-        no range at all from 0). A 416 (range past the end) is returned, not raised."""
+        no range at all from 0), of that ``etag`` only when given (a 412 is then
+        ``PreconditionFailed``). A 416 (range past the end) is returned, not raised."""
         headers: dict[str, str] = {}
+        if etag:
+            headers["if-match"] = f'"{etag}"'
         if length is not None:
             headers["x-ms-range"] = f"bytes={offset}-{offset + length - 1}"
         elif offset:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from datamover.checksums import PartDigests
 from datamover.errors import (
     NotFound,
+    PreconditionFailed,
     StoreError,
     TransientError,
     Unsupported,
@@ -63,6 +64,8 @@ from datamover.stores.base import (
     PipelinedReads,
     Store,
     check_whole_read,
+    replaced,
+    versions_differ,
     whole_read_limit,
 )
 from datamover.stores.bounds import PageGuard, ResponseTooLarge
@@ -301,11 +304,23 @@ class AzureStore(Store):
                     elif recursive:  # listed so an empty directory can be recreated
                         yield _marker_info(info)
 
-    def _download(self, key: str, offset: int | None, length: int | None, limit: int) -> Any:
+    def _download(
+        self,
+        key: str,
+        offset: int | None,
+        length: int | None,
+        limit: int,
+        etag: str | None = None,
+    ) -> Any:
         """The SDK's downloader after its first request (which the transport bounds to
         the range it asked for), refusing an object whose remaining size is over
-        ``limit`` before any more of it is read."""
-        downloader = self._blob(key).download_blob(offset=offset, length=length, max_concurrency=1)
+        ``limit`` before any more of it is read; of that ``etag`` only, when given."""
+        pin: dict[str, Any] = {}
+        if etag:
+            pin = {"etag": f'"{etag}"', "match_condition": sdk.core().MatchConditions.IfNotModified}
+        downloader = self._blob(key).download_blob(
+            offset=offset, length=length, max_concurrency=1, **pin
+        )
         if downloader.size > limit:
             raise ResponseTooLarge(
                 f"{self.url(key)}: {downloader.size} bytes, over the {limit} accepted",
@@ -402,14 +417,19 @@ class AzureStore(Store):
         lean = self._lean
         return None if lean is None else lean.pipelined(width, self.limits.max_single_put)
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         view = bytes_view(buf)
         if len(view) == 0:
             self.stat(key)
             return 0
+        etag = expect.etag if expect is not None else None
         if self._lean is not None:
             try:
-                got = self._lean.get(key, offset, len(view), into=view, max_body=len(view))
+                got = self._lean.get(
+                    key, offset, len(view), into=view, max_body=len(view), etag=etag
+                )
             except ResponseTooLarge as e:
                 raise ResponseTooLarge(
                     f"{self.url(key)}: the server answered with {e.size} bytes "
@@ -417,15 +437,28 @@ class AzureStore(Store):
                     key=key,
                     size=e.size,
                 ) from None
+            except PreconditionFailed:
+                if not etag:
+                    raise
+                raise replaced(self.url(key), key) from None
+            if versions_differ(etag, got.headers.get("etag")):
+                raise replaced(self.url(key), key)
             return 0 if got.status == 416 else got.length
         try:
-            downloader = self._download(key, offset, len(view), len(view))
+            downloader = self._download(key, offset, len(view), len(view), etag)
+            if versions_differ(etag, downloader.properties.etag):
+                raise replaced(self.url(key), key)
             n: int = downloader.readinto(cast(IO[bytes], _ViewWriter(view, self.url(key))))
             return n
+        except StoreError:
+            raise
         except Exception as e:
             if is_invalid_range(e):
                 return 0
-            raise self._error(e, key) from e
+            mapped = self._error(e, key)
+            if etag and isinstance(mapped, PreconditionFailed):
+                raise replaced(self.url(key), key) from None
+            raise mapped from e
 
     def put(
         self,

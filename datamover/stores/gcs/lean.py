@@ -35,7 +35,7 @@ from typing import Any
 
 from datamover.checksums import PartDigests
 from datamover.errors import IntegrityError, SourceChanged, StoreError
-from datamover.stores.base import ObjectInfo, check_whole_read
+from datamover.stores.base import ObjectInfo, check_whole_read, replaced, versions_differ
 from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.gcs import sdk
 from datamover.stores.gcs.client import max_response_body
@@ -512,9 +512,14 @@ class LeanGCS:
                 return data, got
         raise SourceChanged(f"{self._where(key)}: replaced while being read", key=key)
 
-    def readinto(self, key: str, offset: int, view: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, view: memoryview, generation: int | None = None
+    ) -> int:
+        """``Store.readinto``; of that ``generation`` only, when given."""
         try:
-            got = self.get(key, offset, len(view), into=view, max_body=len(view))
+            got = self.get(
+                key, offset, len(view), into=view, max_body=len(view), generation=generation
+            )
         except ResponseTooLarge as e:
             raise ResponseTooLarge(
                 f"{self._where(key)}: the server answered with {e.size} bytes "
@@ -522,6 +527,13 @@ class LeanGCS:
                 key=key,
                 size=e.size,
             ) from None
+        if generation is not None and (
+            got.status == 412
+            or versions_differ(str(generation), got.headers.get("x-goog-generation"))
+        ):
+            raise replaced(self._where(key), key)
+        if got.status == 412:
+            raise self.error(got, key)
         return 0 if got.status == 416 else got.length
 
 

@@ -10,7 +10,13 @@ from typing import Any, Protocol
 
 from datamover.checksums import PartDigests
 from datamover.errors import SourceChanged, StoreError
-from datamover.stores.base import ObjectInfo, PartLimits, check_whole_read
+from datamover.stores.base import (
+    ObjectInfo,
+    PartLimits,
+    check_whole_read,
+    replaced,
+    versions_differ,
+)
 from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.gcs import sdk
 from datamover.stores.gcs.crc import crc_from_b64
@@ -140,8 +146,11 @@ def read_object(
     raise SourceChanged(f"{store.url(key)}: replaced while being read", key=key)
 
 
-def readinto(store: ReadStore, key: str, offset: int, view: memoryview) -> int:
-    """``Store.readinto`` into ``view`` (a non-empty byte view)."""
+def readinto(
+    store: ReadStore, key: str, offset: int, view: memoryview, generation: int | None = None
+) -> int:
+    """``Store.readinto`` into ``view`` (a non-empty byte view); of that
+    ``generation`` only, when given."""
     sink = _ViewWriter(view, store.url(key))
     blob = store._bucket.blob(key)
     gexc = sdk.api_exceptions()
@@ -152,10 +161,19 @@ def readinto(store: ReadStore, key: str, offset: int, view: memoryview) -> int:
             end=offset + len(view) - 1,
             raw_download=True,
             checksum=None,
+            if_generation_match=generation,
             retry=store.retry,
         )
     except gexc.RequestRangeNotSatisfiable:
         return 0
+    except gexc.PreconditionFailed as e:
+        if generation is None:
+            raise store.map_error(e, key) from e
+        raise replaced(store.url(key), key) from None
     except Exception as e:
         raise store.map_error(e, key) from e
+    # The SDK keeps the answer's x-goog-generation: an emulator that ignored the
+    # precondition still names the generation it sent.
+    if generation is not None and versions_differ(str(generation), str(blob.generation or "")):
+        raise replaced(store.url(key), key)
     return sink.pos

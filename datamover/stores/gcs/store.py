@@ -335,16 +335,21 @@ class GCSStore(Store):
         lean = self._lean
         return None if lean is None else lean.pipelined(width, self.limits.max_single_put)
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         if offset < 0:
             raise ValueError("offset must be >= 0")
         view = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
         if len(view) == 0:
             self.stat(key)
             return 0
+        # A generation names the bytes (the ETag changes with metadata alone).
+        version = expect.version if expect is not None else None
+        generation = int(version) if version and version.isdigit() else None
         if self._lean is not None:
-            return self._lean.readinto(key, offset, view)
-        return sdk_reads.readinto(self, key, offset, view)
+            return self._lean.readinto(key, offset, view, generation)
+        return sdk_reads.readinto(self, key, offset, view, generation)
 
     def put(
         self,

@@ -641,7 +641,11 @@ class PosixStore(Store):
         del buf[total:]
         return buf, info_from_stat(key, before, extra)
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
+        # A file has no version to pin (``expect`` is not used): copies compare its
+        # size and mtime before and after they read it.
         fd = self._open_read(key)
         try:
             view = buf.cast("B") if buf.format != "B" else buf

@@ -29,6 +29,8 @@ from datamover.stores.base import (
     PipelinedReads,
     Store,
     check_whole_read,
+    replaced,
+    versions_differ,
     whole_read_limit,
 )
 from datamover.stores.bounds import ResponseTooLarge
@@ -143,18 +145,26 @@ class S3Store(Store):
     def probe(self, prefix: str) -> None:
         next(iter(list_objects(self._s3, prefix, False, PROBE_PAGE)), None)
 
-    def _get(self, key: str, offset: int, length: int | None) -> Any:
+    def _get(self, key: str, offset: int, length: int | None, etag: str | None = None) -> Any:
         if length is not None and length <= 0:
             return None
         end = "" if length is None else str(offset + length - 1)
+        pin = {"IfMatch": f'"{etag}"'} if etag else {}
         try:
-            return self.client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}"
+            r = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}", **pin
             )
         except Exception as e:
-            if error_code(e) == "InvalidRange":
+            code = error_code(e)
+            if code == "InvalidRange":
                 return None  # at or past the end (or an empty object)
+            if etag and code in ("PreconditionFailed", "412"):
+                raise replaced(self.url(key), key) from None
             raise map_error(e, self.bucket, key) from e
+        if versions_differ(etag, r.get("ETag")):
+            r["Body"].close()
+            raise replaced(self.url(key), key)
+        return r
 
     def _lean_range(
         self,
@@ -164,13 +174,25 @@ class S3Store(Store):
         into: memoryview | None = None,
         *,
         max_body: int,
+        etag: str | None = None,
     ) -> Response | None:
-        """A ranged lean GET; None: boto3 should do it. Raises the mapped error; an
+        """A ranged lean GET (of that ``etag`` only, when given: ``replaced`` if the
+        object has another); None: boto3 should do it. Raises the mapped error; an
         answer of 416 (at or past the end) comes back as it is."""
         end = "" if length is None else str(offset + length - 1)
-        r = self._s3.lean_request(
-            "GET", key, headers={"range": f"bytes={offset}-{end}"}, into=into, max_body=max_body
-        )
+        headers = {"range": f"bytes={offset}-{end}"}
+        if etag:
+            headers["if-match"] = f'"{etag}"'
+        r = self._s3.lean_request("GET", key, headers=headers, into=into, max_body=max_body)
+        if (
+            r is not None
+            and etag
+            and (
+                r.status == 412
+                or (r.status in (200, 206) and versions_differ(etag, r.headers.get("etag")))
+            )
+        ):
+            raise replaced(self.url(key), key)
         if r is None or r.status == 206 or r.status == 416:
             return r
         if r.status == 200 and offset == 0:
@@ -275,14 +297,19 @@ class S3Store(Store):
             lean.pipeline(width), head, accept, lambda info: whole_read_limit(info, single_put)
         )
 
-    def readinto(self, key: str, offset: int, buf: memoryview) -> int:
+    def readinto(
+        self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
+    ) -> int:
         if len(buf) == 0:
             return 0
         view = buf.cast("B") if buf.format != "B" else buf
-        lean = self._lean_range(key, offset, view.nbytes, into=view, max_body=view.nbytes)
+        etag = expect.etag if expect is not None else None
+        lean = self._lean_range(
+            key, offset, view.nbytes, into=view, max_body=view.nbytes, etag=etag
+        )
         if lean is not None:
             return 0 if lean.status == 416 else lean.length
-        r = self._get(key, offset, len(buf))
+        r = self._get(key, offset, len(buf), etag)
         if r is None:
             return 0
         expected = r.get("ContentLength")
