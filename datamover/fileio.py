@@ -85,7 +85,11 @@ class StoreReader(io.RawIOBase):
             return 0
         target = view[:want]
         pos = self._pos
-        n = call_with_retries(lambda: self._store.readinto(self.key, pos, target), self._retry)
+        # Pinned to the version opened: a replaced object raises SourceChanged rather
+        # than go on with the new object's bytes.
+        n = call_with_retries(
+            lambda: self._store.readinto(self.key, pos, target, expect=self.info), self._retry
+        )
         self._pos += n
         return n
 

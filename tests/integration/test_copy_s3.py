@@ -252,3 +252,19 @@ def test_an_object_replaced_mid_download_is_redone_whole(s3: ServerEnv, tmp_path
     assert (dst / "big.bin").read_bytes() == new
     (line,) = [x for x in _validate(report.manifest or "") if x.get("path") == "big.bin"]
     assert line["status"] == "ok" and line["digest"] == hashlib.sha256(new).hexdigest()
+
+
+def test_datamover_open_reads_one_version(s3: ServerEnv) -> None:
+    """``datamover.open(..., "rb")`` reads the version it opened: after another client
+    replaced the object, its next read raises SourceChanged instead of handing the new
+    object's bytes on after the old one's; opened again, it reads the new one."""
+    old, new = os.urandom(3 * MiB), os.urandom(3 * MiB)
+    store, _ = open_store(s3.url())
+    store.put("open/v.bin", old)
+    with datamover.open(s3.url("open/v.bin"), "rb", block_size=MiB) as fh:
+        assert fh.read(MiB) == old[:MiB]
+        store.put("open/v.bin", new)
+        with pytest.raises(SourceChanged):
+            fh.read(MiB)
+    with datamover.open(s3.url("open/v.bin"), "rb", block_size=MiB) as fh:
+        assert fh.read() == new
