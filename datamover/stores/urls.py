@@ -34,6 +34,26 @@ SCHEME_ALIASES = {
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
 _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*):(?!//)(.*)$", re.S)
+#: The query of a pasted signed URL: an Azure SAS (``sig=``), an S3 or GCS presigned
+#: URL's signature or credential (SigV4, V4 and V2 forms).
+_SIGNED_QUERY_RE = re.compile(
+    r"\?(?:.*&)?(?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token"
+    r"|x-goog-signature|x-goog-credential|awsaccesskeyid|googleaccessid)=",
+    re.I | re.S,
+)
+
+
+def _refuse_signed_query(shown: str, path: str) -> None:
+    """A key holding a signed URL's query: its token would become part of an object's
+    name and be recorded in manifests, the journal and errors. Refused before any of
+    that, without echoing it."""
+    if "?" in path and _SIGNED_QUERY_RE.search(path):
+        raise UsageError(
+            f"{shown}?***: URLs take no SAS tokens or signatures (they would be recorded "
+            "in manifests and the journal, and become part of the key); give credentials "
+            "through the environment or a remote of the config (an Azure SAS: "
+            "AZURE_STORAGE_SAS_TOKEN, or sas_token_env)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,7 @@ def parse_url(text: str) -> Location:
         bucket, _, key = rest.partition("/")
         if not bucket:
             raise UsageError(f"{text!r} names no bucket; write {scheme}://BUCKET/path")
+        _refuse_signed_query(f"{scheme}://{rest.partition('?')[0]}", rest)
         userinfo, at, _ = bucket.rpartition("@")
         if at and (canonical in ("s3", "gs") or (canonical == "az" and ":" in userinfo)):
             # No bucket name holds an "@": user:secret@ pasted into the URL. Refused
@@ -103,6 +124,7 @@ def parse_url(text: str) -> Location:
     m = _REMOTE_RE.match(text)
     if m and not os.path.exists(text):
         name, rest = m.group(1), m.group(2)
+        _refuse_signed_query(f"{name}:{rest.partition('?')[0]}", rest)
         bucket, _, key = rest.lstrip("/").partition("/")
         return Location("", bucket, key, remote=name, remote_path=rest.lstrip("/"))
     return _posix(text, text)
