@@ -717,7 +717,11 @@ class Store(ABC):
     ) -> ResumableWriter:
         """Reopen an upload a previous process started (``state`` from its
         ``ResumableWriter.state()``). Raises ``NotFound`` when the upload is gone
-        (completed, aborted, expired) and ``Unsupported`` when this store can't."""
+        (completed, aborted, expired) where an upload exists before its first part (an
+        S3 UploadId, a POSIX temp file); where it does not (Azure's uncommitted blocks,
+        GCS's part objects: a fresh upload handed to Dask workers has none yet), the
+        writer's ``verify_parts`` of the parts a resume claims raises it. Raises
+        ``Unsupported`` when this store can't resume at all."""
         raise Unsupported(f"{self.scheme} store can't resume uploads", key=key)
 
     def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:

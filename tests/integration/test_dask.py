@@ -28,7 +28,7 @@ from datamover.manifest import read_manifest
 from datamover.options import DaskOptions, KiB, MiB, parse_cluster
 from datamover.stores import open_store
 
-from serverenv import ServerEnv
+from serverenv import ServerEnv, use_server
 
 distributed = pytest.importorskip("distributed")
 
@@ -332,3 +332,42 @@ def test_library_local_cluster_leaves_the_callers_logging_as_it_was(tmp_path: Pa
         assert seen and min(seen) >= logging.ERROR
     finally:
         logger.setLevel(before)
+
+
+@pytest.mark.parametrize("server", ["azurite", "gcs"])
+@pytest.mark.timeout(150)
+def test_dask_copies_large_files_to_azure_and_gcs(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Workers reopen the upload the client started (``resume_writer``) before any part
+    of it exists: on Azure (uncommitted blocks) and GCS (part objects) that looked like
+    an upload gone, and every file over the multipart threshold failed."""
+    env_ = use_server(request.getfixturevalue(server), monkeypatch)
+    src = tmp_path / "src"
+    files = _tree(src, 6, {"big.bin": 11 * MiB, "d/big2.bin": 6 * MiB})
+    manifest = tmp_path / "m.jsonl"
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    run = subprocess.run(
+        [
+            *DM,
+            "copy",
+            str(src),
+            env_.url("dk"),
+            "--dask",
+            "local:2",
+            "--part-size",
+            "5MiB",
+            "--manifest",
+            str(manifest),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=130,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    _check_manifest(str(manifest), files)
+    check = subprocess.run(
+        [*DM, "verify", str(manifest)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

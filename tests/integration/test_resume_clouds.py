@@ -120,8 +120,10 @@ def test_resume_of_finished_uploads_is_not_found(cloud: ServerEnv, stores: list[
         committed.write_part(i, chunk, PartDigests(chunk))
     state = committed.state()
     committed.commit({})
-    with pytest.raises(NotFound):
-        store.resume_writer("f/committed", size=len(data), part_size=PART, state=state)
+    with pytest.raises(NotFound):  # at the resume's check of the parts it claims
+        store.resume_writer(
+            "f/committed", size=len(data), part_size=PART, state=state
+        ).verify_parts({})
 
     # Gone another way: aborted (GCS deletes its parts) or cleaned up (Azure can only
     # drop uncommitted blocks through cleanup; a writer's abort leaves them to expire).
@@ -135,7 +137,7 @@ def test_resume_of_finished_uploads_is_not_found(cloud: ServerEnv, stores: list[
         [pending] = [u for u in store.list_pending_uploads("f/") if u.key == "f/gone"]
         store.abort_pending_upload(pending)
     with pytest.raises(NotFound):
-        store.resume_writer("f/gone", size=len(data), part_size=PART, state=state)
+        store.resume_writer("f/gone", size=len(data), part_size=PART, state=state).verify_parts({})
     with pytest.raises(NotFound):
         store.resume_writer("f/gone", size=len(data), part_size=PART, state={"x": 1})
     assert leftovers(cloud) == []

@@ -547,7 +547,9 @@ class AzureStore(Store):
             render=self.styles.render,
             lean=self._lean,
         )
-        writer.verify_parts({})  # gone -> NotFound now, not at commit
+        # Not checked here: an upload no part has reached yet (a Dask worker's, handed
+        # a fresh one) has nothing to list. A resume's ``verify_parts`` of the parts it
+        # claims finds one that is gone.
         return writer
 
     def list_pending_uploads(self, prefix: str) -> Iterator[PendingUpload]:
