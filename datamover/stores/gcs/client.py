@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from datamover.errors import ConfigError
-from datamover.stores import StoreSettings
+from datamover.stores import StoreSettings, referenced_secret
 from datamover.stores.base import KiB, MiB
 from datamover.stores.gcs import sdk
 
@@ -127,24 +127,49 @@ def make_client(bucket: str, settings: StoreSettings) -> Connection:
     if endpoint and "://" not in endpoint:
         endpoint = "http://" + endpoint
     project = extra.get("project") or os.environ.get("GOOGLE_CLOUD_PROJECT")
-    if endpoint and extra.get("anonymous", True):
+    # A remote's credentials_file_env names the variable holding a key file's path.
+    key_file = referenced_secret(settings, "credentials_file_env")
+    if endpoint and extra.get("anonymous", True) and key_file is None:
         # No SDK: the lean path needs only the endpoint (see the module docstring).
         return Connection(endpoint, None, project or DEFAULT_PROJECT)
     auth = sdk.auth()
-    try:
-        credentials, adc_project = auth.default(scopes=list(SCOPES))
-    except auth.exceptions.DefaultCredentialsError as e:
-        raise ConfigError(
-            f"gs://{bucket}: no usable Google credentials; set "
-            "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file or run "
-            "`gcloud auth application-default login`"
-        ) from e
+    if key_file is not None:
+        credentials, adc_project = _from_file(auth, key_file, bucket, extra)
+    else:
+        try:
+            credentials, adc_project = auth.default(scopes=list(SCOPES))
+        except auth.exceptions.DefaultCredentialsError as e:
+            raise ConfigError(
+                f"gs://{bucket}: no usable Google credentials; set "
+                "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file or run "
+                "`gcloud auth application-default login`"
+            ) from e
     client = sdk.storage().Client(
         project=project or adc_project,
         credentials=credentials,
         client_options={"api_endpoint": endpoint} if endpoint else None,
     )
     return Connection.of(client)
+
+
+def _from_file(auth: Any, path: str, bucket: str, extra: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Credentials from the service-account key file a remote names (only that kind:
+    a file of another type could send the token request anywhere it says); a file that
+    can't be used is a ``ConfigError`` naming the variable and the path, never the
+    file's text."""
+    var = extra.get("credentials_file_env")
+    try:
+        credentials = sdk.service_account().Credentials.from_service_account_file(
+            path, scopes=list(SCOPES)
+        )
+        project = credentials.project_id
+    except (auth.exceptions.GoogleAuthError, OSError, ValueError, KeyError):
+        why = "no such file" if not os.path.exists(path) else "not a Google credentials file"
+        raise ConfigError(
+            f"gs://{bucket}: ${var} names {path!r}: {why}; point it at a service-account "
+            "key file (JSON)"
+        ) from None
+    return credentials, project
 
 
 def max_response_body(page_size: int) -> int:

@@ -107,14 +107,40 @@ def map_error(
     if storage_exc is not None and isinstance(e, storage_exc.DataCorruption):
         return IntegrityError(f"{where}: downloaded bytes failed their checksum", key=key)
     if aexc is not None and isinstance(e, aexc.RefreshError):
-        if getattr(e, "retryable", False):  # e.g. the metadata server did not answer
-            return TransientError(f"{where}: could not refresh Google credentials", key=key)
-        return AuthError(f"{where}: Google credentials were rejected or expired", key=key)
+        return refresh_error(e, bucket, key)
     if gexc is not None and isinstance(e, gexc.GoogleAPICallError):
         return _map_status(e, key, where, missing, bucket, bucket_is_there)
     if isinstance(e, _transient_types()):
         return TransientError(f"{where}: {type(e).__name__}", key=key)
     return StoreError(f"{where}: {type(e).__name__}", key=key)
+
+
+def refresh_error(e: BaseException, bucket: str, key: str | None = None) -> StoreError:
+    """What google-auth raised refreshing the credentials (a token endpoint refusing
+    them, or not answering), as the datamover error: never its own exception, whose
+    text may quote the token endpoint's answer."""
+    where = f"gs://{bucket}/{key or ''}"
+    aexc = loaded("google.auth.exceptions")
+    if isinstance(e, StoreError):
+        return e
+    if aexc is not None and isinstance(e, aexc.RefreshError) and not getattr(e, "retryable", False):
+        return AuthError(
+            f"{where}: Google credentials were rejected or expired; check "
+            "GOOGLE_APPLICATION_CREDENTIALS (or the remote's credentials_file_env), or run "
+            "`gcloud auth application-default login`",
+            key=key,
+        )
+    if (aexc is not None and isinstance(e, aexc.GoogleAuthError)) or isinstance(
+        e, _transient_types()
+    ):
+        # A RefreshError marked retryable (the metadata server did not answer), or
+        # the token endpoint out of reach.
+        return TransientError(
+            f"{where}: could not refresh Google credentials ({type(e).__name__})", key=key
+        )
+    return StoreError(
+        f"{where}: refreshing Google credentials failed ({type(e).__name__})", key=key
+    )
 
 
 def _map_status(

@@ -40,7 +40,7 @@ from datamover.stores.bounds import ResponseTooLarge
 from datamover.stores.gcs import sdk
 from datamover.stores.gcs.client import max_response_body
 from datamover.stores.gcs.crc import crc_from_b64
-from datamover.stores.gcs.errors import status_error
+from datamover.stores.gcs.errors import refresh_error, status_error
 from datamover.stores.gcs.metadata import blob_info
 from datamover.stores.leanhttp import LeanHTTP, LeanUnavailable, Response, quote_param
 from datamover.stores.leanpipe import LeanPipeline, PipelinedGets, Whole
@@ -166,7 +166,10 @@ class LeanGCS:
                 if not creds.valid:
                     if self._request is None:  # google-auth: only with real credentials
                         self._request = sdk.auth().transport.requests.Request()
-                    creds.refresh(self._request)
+                    try:
+                        creds.refresh(self._request)
+                    except Exception as e:
+                        raise refresh_error(e, self.bucket) from None
         headers["authorization"] = f"Bearer {creds.token}"
         quota = getattr(creds, "quota_project_id", None)
         if quota:

@@ -43,6 +43,13 @@ def auth() -> ModuleType:
     return google.auth
 
 
+def service_account() -> ModuleType:
+    """``google.oauth2.service_account`` (a remote's key file)."""
+    import google.oauth2.service_account
+
+    return google.oauth2.service_account
+
+
 def api_exceptions() -> ModuleType:
     """``google.api_core.exceptions``: the SDK's exception classes."""
     # deferred: as ``storage`` above.
