@@ -15,8 +15,9 @@ import pytest
 
 import datamover
 from datamover import cli
-from datamover.errors import NotFound, UsageError
+from datamover.errors import NotFound, SourceChanged, UsageError
 from datamover.manifest.bagit import BagError, export_bag
+from datamover.options import MiB
 
 from serverenv import ServerEnv
 
@@ -264,3 +265,26 @@ def test_copy_bagit_from_s3_follows_stored_symlinks(moto_env: ServerEnv, tmp_pat
     report = datamover.copy(moto_env.url("run2"), str(bag2), bagit=True, exclude=sorted(failed))
     assert report.ok, report.failures
     bagit.Bag(str(bag2)).validate()
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_open_of_a_local_file_reads_one_version(tmp_path: Path, how: str) -> None:
+    """A local file replaced (``os.replace``) or rewritten in place while open for
+    reading: the reader opened the path anew for each block and handed on the new
+    file's bytes after the old one's. Now its next block raises SourceChanged."""
+    path = tmp_path / "pf.bin"
+    path.write_bytes(b"A" * (6 * MiB))
+    with datamover.open(str(path), "rb", block_size=MiB) as fh:
+        assert fh.read(4) == b"AAAA"
+        if how == "replaced":
+            (tmp_path / "new").write_bytes(b"B" * (6 * MiB))
+            os.replace(tmp_path / "new", path)
+        else:
+            with open(path, "r+b") as f:
+                f.write(b"B" * (6 * MiB))
+            os.utime(path, ns=(1, 10**18))  # a later mtime, whatever the clock's step
+        fh.seek(5 * MiB)
+        with pytest.raises(SourceChanged):
+            fh.read(4)
+    with datamover.open(str(path), "rb") as fh:
+        assert fh.read() == b"B" * (6 * MiB)

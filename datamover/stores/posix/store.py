@@ -644,10 +644,19 @@ class PosixStore(Store):
     def readinto(
         self, key: str, offset: int, buf: memoryview, *, expect: ObjectInfo | None = None
     ) -> int:
-        # A file has no version to pin (``expect`` is not used): copies compare its
-        # size and mtime before and after they read it.
+        # Each call opens the path anew: ``expect``'s size and mtime stand for its
+        # version (a file replaced or rewritten since is another; copies compare them
+        # again before they commit).
         fd = self._open_read(key)
         try:
+            if expect is not None and expect.mtime is not None:
+                st = os.fstat(fd)
+                if st.st_size != expect.size or st.st_mtime_ns / 1e9 != expect.mtime:
+                    raise SourceChanged(
+                        f"{self.url(key)}: changed while being read (its size or mtime is "
+                        "not what it was); read it again for the new version",
+                        key=key,
+                    )
             view = buf.cast("B") if buf.format != "B" else buf
             return read_sparse(fd, view, offset)
         except OSError as e:
