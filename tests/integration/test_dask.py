@@ -23,7 +23,7 @@ import pytest
 import datamover
 from datamover.engine.observer import Listener
 from datamover.engine.results import FileResult
-from datamover.errors import UsageError
+from datamover.errors import ConfigError, UsageError
 from datamover.manifest import read_manifest
 from datamover.options import DaskOptions, KiB, MiB, parse_cluster
 from datamover.stores import open_store
@@ -253,6 +253,22 @@ def test_cluster_argument_and_options_are_checked() -> None:
         parse_cluster("local:zero")
     with pytest.raises(UsageError, match="shard-files"):
         DaskOptions(shard_files=0)
+
+
+def test_an_unreachable_scheduler_is_one_config_error(tmp_path: Path) -> None:
+    """A scheduler address nothing answers at raised distributed's raw OSError."""
+    import dask
+
+    (tmp_path / "a.txt").write_text("a")
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(
+            ConfigError, match=r"could not reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+        ),
+    ):
+        datamover.copy(
+            str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), cluster="tcp://127.0.0.1:9"
+        )
 
 
 def test_quiet_local_cluster_run_prints_nothing(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from datamover.engine.results import FileResult
 from datamover.engine.runner import HASH_CHUNK, Runner
 from datamover.engine.specs import StoreSpec
 from datamover.errors import (
+    ConfigError,
     DatamoverError,
     IntegrityError,
     SourceChanged,
@@ -429,7 +430,14 @@ def connect(client: Client | None = None, cluster: Any = None) -> Iterator[Clien
             ):
                 yield c
             return
-        with Client(cluster) as c:
+        try:
+            c = Client(cluster)
+        except (OSError, TimeoutError) as e:  # distributed's "Timed out trying to connect"
+            raise ConfigError(
+                f"could not reach the Dask scheduler at {cluster} ({type(e).__name__}); "
+                "check the address and that the scheduler is running, or use --dask local:N"
+            ) from None
+        with c:
             yield c
         return
     if cluster is None:
