@@ -489,7 +489,9 @@ def test_missing_container_is_bucket_not_found(
             with pytest.raises(BucketNotFound) as info:
                 call()
             assert info.value.fatal
-            assert str(info.value) == "az://no-such-container: container does not exist"
+            assert str(info.value) == (
+                "az://no-such-container: container does not exist; create it or check the name"
+            )
         writer = store.open_writer("k", size=1, part_size=1)
         with pytest.raises(BucketNotFound):
             writer.write_part(0, b"x", PartDigests(b"x"))

@@ -135,7 +135,10 @@ def status_error(
     reason = f"{code or 'HTTP'} ({status})"
     if status == 404:
         if code == "ContainerNotFound":
-            return BucketNotFound(f"az://{container}: container does not exist", key=key)
+            return BucketNotFound(
+                f"az://{container}: container does not exist; create it or check the name",
+                key=key,
+            )
         return NotFound(f"{where}: no such blob", key=key)
     if (
         status == 401

@@ -180,7 +180,9 @@ def status_error(
     where = f"gs://{bucket}/{key or ''}"
     if code == 404:
         if missing == "bucket" or not bucket_is_there():
-            return BucketNotFound(f"gs://{bucket}: bucket does not exist", key=key)
+            return BucketNotFound(
+                f"gs://{bucket}: bucket does not exist; create it or check the name", key=key
+            )
         return NotFound(f"{where}: no such object", key=key)
     if code == 401:
         return AuthError(f"{where}: {text}: credentials rejected", key=key)
