@@ -36,8 +36,10 @@ its own changes at once; changes made by others appear when the TTLs run out.
 (``inodes.pin_of``; the store's ``If-Match`` / ``ifGenerationMatch``). A refused GET
 (``SourceChanged``) makes the mount HEAD the object: another client's version
 (``Inode.replaced`` moves on) ends the reads of every handle opened before it
-(``ESTALE``), so one open file never returns two versions' bytes; a version the mount
-made itself without learning it (``inodes.set_version``) is read on.
+(``ESTALE``), so one open file never returns two versions' bytes. While the file is
+open, that version gets a new inode (``InodeTable.supersede``): the old one keeps its
+size and the kernel's pages of the old version, and the kernel is told to look the
+name up again. A version the mount made itself (``inodes.set_version``) is read on.
 """
 
 from __future__ import annotations
@@ -307,6 +309,8 @@ class FsCore:
         writing = access in (os.O_WRONLY, os.O_RDWR) or bool(flags & os.O_TRUNC)
         if writing:
             check_writable(self.options)
+        if self._superseded(node):
+            raise FsError(errno.ESTALE, f"{node.key}: replaced by another client")
         fresh = node.exact and node.expires > self.rt.clock()
         if node.local is None and node.remote and not node.detached and (writing or not fresh):
             # A writer always sees the object as it is now (close-to-open, as NFS),
@@ -325,6 +329,10 @@ class FsCore:
                     self.dirs.remove(parent, node.name)
                 self.dirs.negative.put(node.key, True)
                 raise FsError(errno.ESTALE, f"{node.key}: gone since it was looked up") from e
+            if self._superseded(node):
+                # Open elsewhere, and another client's version found: the name has a new
+                # inode, which the kernel finds when it looks the name up again.
+                raise FsError(errno.ESTALE, f"{node.key}: replaced by another client")
             if (node.size, node.mtime_ns) != told:
                 self.attrs_changed(ino)  # the kernel's size would misplace appends
         handle = FileHandle(
@@ -362,6 +370,13 @@ class FsCore:
         node.seen = version
         node.opens += 1
         return self._new_fh(handle), keep
+
+    def _superseded(self, node: Inode) -> bool:
+        """``node`` is a file's old inode: its name now has another (``supersede``)."""
+        if not node.detached or node.kind is not Kind.FILE or node.local is not None:
+            return False
+        current = self.table.at(node.key)
+        return current is not None and current is not node
 
     async def create(
         self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
@@ -414,6 +429,7 @@ class FsCore:
             or not node.remote
             or handle.file is not None
             or handle.epoch != node.replaced
+            or node.detached
         ):
             return None
         v = reads.version(node.key, node.etag, node.size, node.generation)
@@ -436,12 +452,16 @@ class FsCore:
         if file is not None:
             return await self.rt.call(file.read, offset, length)
         try:
-            try:
-                return await self._read_object(fh, handle, offset, length)
-            except SourceChanged:
-                # The store holds another version than the one read so far.
-                await self._learn_version(handle)
-                return await self._read_object(fh, handle, offset, length)
+            refused = 0
+            while True:
+                pinned = (node.etag, node.generation)  # what this read's GETs ask for
+                try:
+                    return await self._read_object(fh, handle, offset, length)
+                except SourceChanged:
+                    # The store holds another version than the one pinned.
+                    if refused > 2:
+                        raise
+                    refused = await self._learn_version(handle, pinned, refused)
         except NotFound as e:
             raise FsError(errno.ESTALE, f"{node.key} vanished while open") from e
         except SourceChanged as e:
@@ -460,6 +480,9 @@ class FsCore:
             raise FsError(
                 errno.ESTALE, f"{node.key}: replaced by another client while open for reading"
             )
+        if self._superseded(node):
+            # Its name's blocks are the new version's: never read them for this one.
+            raise FsError(errno.ESTALE, f"{node.key}: replaced by another client while open")
         reads = self.reads
         version = reads.version(node.key, node.etag, node.size, node.generation) if reads else None
         if reads is not None and version is not None:
@@ -472,26 +495,32 @@ class FsCore:
             # Unlinked, or replaced at its name, through this mount: the key now
             # names another object or none, never the bytes this handle opened.
             raise FsError(errno.ESTALE, f"{node.key}: deleted or replaced while open")
-        if handle.reader is None or handle.reader.size != node.size:
+        if handle.reader is None or handle.reader.version != (node.etag, node.size):
             if handle.reader is not None:
                 handle.reader.close()
             random_read = reads.random_reader(node) if reads else None
+            # The version now, kept: a read under way when another client's version
+            # is learnt never fetches that one (its GETs are refused instead).
+            pin = pin_of(node)
             handle.reader = Prefetcher(
-                self.rt, lambda: node.key, node.size, random_read, lambda: pin_of(node)
+                self.rt, lambda: node.key, node.size, random_read, lambda: pin
             )
+            handle.reader.version = (node.etag, node.size)
         return await handle.reader.read(offset, length)
 
-    async def _learn_version(self, handle: FileHandle) -> None:
-        """A pinned GET found another version than ``node.etag``: HEAD the object.
-        Another client's (``node.replaced`` moves on) ends this handle's reads; one
-        this mount made without learning it (a tree's copy) is read from now on; the
-        very version the server had refused means its conditional reads can't be
-        trusted, and reads are not pinned again."""
+    async def _learn_version(
+        self, handle: FileHandle, pinned: tuple[str | None, str | None], refused: int
+    ) -> int:
+        """A GET pinned to ``pinned`` was refused: HEAD the object. Another client's
+        version (``node.replaced`` moves on) ends this handle's reads (the caller's next
+        try is ESTALE); one this mount made without learning it is read from now on.
+        The very version the server refused, twice (``refused`` counts the times
+        before): its conditional reads can't be trusted, and reads are not pinned
+        again. Returns the new count."""
         node = handle.node
         if handle.reader is not None:
             handle.reader.close()  # its segments hold the refusal
             handle.reader = None
-        pinned = (node.etag, node.generation)
         told = (node.size, node.mtime_ns)
         try:
             await self.resolver.refresh_file(node)
@@ -501,13 +530,16 @@ class FsCore:
             raise
         if (node.size, node.mtime_ns) != told:
             self.attrs_changed(node.ino)  # the kernel's size is the old one's
-        if node.replaced == handle.epoch and (node.etag, node.generation) == pinned:
+        if node.replaced != handle.epoch or (node.etag, node.generation) != pinned:
+            return refused
+        if refused and self.rt.pin_reads:
             self.rt.pin_reads = False
             log.warning(
-                "%s: the store refused a read of the version it reports; reads are no "
-                "longer pinned to a version on this mount",
+                "%s: the store refused, twice, a read of the version it reports; reads are "
+                "no longer pinned to a version on this mount",
                 self.store.url(node.key),
             )
+        return refused + 1
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self._file_handle(fh)

@@ -455,7 +455,7 @@ class InodeTable:
             if node.etag != etag or node.size != info.size:
                 if node.etag is not None:
                     node.target = None
-                    if etag is not None and node.local is None:
+                    if etag is not None:
                         node.replaced += 1  # not by this mount: see ``set_version``
                 native.invalidate()  # a handle bound to the old version must not read it
             node.size = info.size
@@ -479,6 +479,33 @@ class InodeTable:
         for key in keys - node.links:
             self.alias(node, key)
 
+    @staticmethod
+    def superseded(node: Inode, info: ObjectInfo) -> bool:
+        """``info`` is another client's version of a file programs have open: the name
+        gets a new inode (``supersede``) rather than that file changing under them."""
+        etag = info.etag or info.version
+        return (
+            node.kind is Kind.FILE
+            and node.opens > 0
+            and node.local is None
+            and not node.detached
+            and not node.links
+            and node.etag is not None
+            and etag is not None
+            and etag != node.etag
+            and not info.is_dir
+        )
+
+    def supersede(self, node: Inode, info: ObjectInfo, *, exact: bool) -> Inode:
+        """The name's new inode for ``info``; ``node`` stays what its open handles read
+        (its size, and the old version's pages the kernel holds) but reads nothing more
+        from the store (``replaced``; ``FsCore`` answers ESTALE), as an NFS client's
+        file handle of a file replaced on the server."""
+        node.replaced += 1
+        self.detach(node)
+        native.invalidate()
+        return self.object_node(node.key, node.parent, node.name, info, exact=exact)
+
     def file_node(self, parent: Inode, name: str, info: ObjectInfo, *, exact: bool) -> Inode:
         """The inode for a file/symlink/special entry, created or refreshed from
         ``info`` (never a hard-link marker: see ``Resolver.entry``)."""
@@ -496,6 +523,8 @@ class InodeTable:
             node.local is not None or (not exact and node.exact and node.etag == etag)
         ):
             return node
+        if node is not None and self.superseded(node, info):
+            return self.supersede(node, info, exact=exact)
         kind = kind_of(info)
         if not exact and node is not None and node.etag == etag:
             kind = node.kind  # a listing without metadata can't tell a symlink from a file

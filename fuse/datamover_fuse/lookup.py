@@ -139,6 +139,10 @@ class Resolver:
         """HEAD a file, symlink or special file; ENOENT (and detach) when it is gone,
         changed type, or turned out to be a hard-link marker (its name is looked up
         again, as the file it names)."""
+        if node.detached:
+            # Its name is another file's now, or none: nothing learnt of the key is
+            # this inode's (an old version's handles read on what they hold).
+            raise FsError(errno.ESTALE, f"{node.key}: replaced or deleted")
         self.statahead(node)
         info = await self.stat(node.key)
         if (
@@ -148,6 +152,12 @@ class Resolver:
         ):
             self.table.detach(node)
             raise FsError(errno.ENOENT, f"{node.key} is gone")
+        if self.table.superseded(node, info):
+            # Open handles keep this inode; the name gets a new one, and the kernel is
+            # told to look the name up again.
+            self.table.supersede(node, info, exact=True)
+            self.rt.name_changed(node.parent, node.name)
+            return
         self.table.apply_info(node, info, exact=True)
 
     async def entry(self, parent: Inode, name: str, info: ObjectInfo, *, exact: bool) -> Inode:

@@ -610,10 +610,6 @@ class Namespace:
             self.table.unalias(node, key)
         if new != node.key:
             self.table.rekey(node, new, node.parent, node.name)
-            if node.kind is not Kind.DIR:
-                # Copied with the tree: the copy's version is learnt at its next
-                # refresh (reads unpinned until then), not taken for another client's.
-                set_version(node, None)
             if node.local is not None:
                 await self.writes.drop_stream(node.local)
                 node.local.key = new
@@ -696,5 +692,12 @@ class Namespace:
             target = link_target(found) if found is not None else None
             if target is not None:
                 links.append((info.key, new_key, target))
-        await self.rt.call(self.rt.fsops.copy, info, new_key)
+        copied = await self.rt.call(self.rt.fsops.copy, info, new_key)
+        node = self.table.at(info.key)
+        if node is not None and node.key == info.key and node.kind is not Kind.DIR:
+            # Open handles follow the copy (``_rebase_node`` moves the key), unless what
+            # was listed and copied is another client's version than theirs.
+            if node.etag is not None and node.etag != (info.etag or info.version):
+                node.replaced += 1
+            set_version(node, copied)
         await self.rt.call(self.store.delete, info.key)

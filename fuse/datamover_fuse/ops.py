@@ -118,6 +118,7 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.core = core
         core.attrs_changed = self._attrs_changed
+        core.rt.name_changed = self._name_changed
 
     @staticmethod
     def _attrs_changed(inode: int) -> None:
@@ -129,6 +130,15 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_inode(inode, attr_only=True)
         except OSError as e:  # ENOENT: the kernel holds no such inode any more
             log.debug("invalidating the attributes of inode %d: %s", inode, e)
+
+    @staticmethod
+    def _name_changed(parent: int, name: str) -> None:
+        """The kernel's entry for ``name`` names an inode the name no longer has: it is
+        dropped (queued, so safe inside any request), and the next use looks it up."""
+        try:
+            pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        except OSError as e:
+            log.debug("invalidating the entry %r of inode %d: %s", name, parent, e)
 
     @_translated
     async def lookup(

@@ -78,6 +78,8 @@ class Prefetcher:
         self._random_read = random_read
         self._key = key
         self._version = version
+        #: What its owner made it for (``FsCore``: the object's ETag and size).
+        self.version: tuple[object, ...] = ()
         self.size = size
         self._segments: deque[_Segment] = deque()
         self._fetch_end = 0

@@ -53,9 +53,11 @@ from dataclasses import dataclass, field
 
 import trio
 
+from datamover.errors import SourceChanged
 from datamover.stores.base import ObjectInfo
 from datamover_fuse import native
 from datamover_fuse.blocks import KEPT_DIR, BlockStore, version_name
+from datamover_fuse.fserrors import first_leaf
 from datamover_fuse.inodes import Inode, pin_of
 from datamover_fuse.runtime import PrefetchBudget, Runtime
 
@@ -166,10 +168,12 @@ class ReadCache:
     def random_reader(
         self, node: Inode
     ) -> Callable[[int, int, bool], Awaitable[bytes | memoryview]]:
-        """What a ``Prefetcher`` calls for a random read of ``node``."""
+        """What a ``Prefetcher`` calls for a random read of ``node``: of the version
+        the node names now (the reader is made anew when that changes)."""
+        etag, size, generation, pin = node.etag, node.size, node.generation, pin_of(node)
 
         async def read(offset: int, length: int, far: bool) -> bytes | memoryview:
-            v = self.version(node.key, node.etag, node.size, node.generation)
+            v = self.version(node.key, etag, size, generation)
             if v is not None and not far:
                 v.near_reads += 1
                 far = v.near_reads >= NEAR_AFTER
@@ -182,7 +186,7 @@ class ReadCache:
                     return await self.read_random(v, offset, length, False, NEAR_SPAN)
                 # Near and the object not known random: most likely a sequential
                 # reader's request out of order, or past its spent window; exact.
-                return await self.rt.read_range(node.key, offset, length, pin_of(node))
+                return await self.rt.read_range(node.key, offset, length, pin)
             return await self.read_random(v, offset, length, far)
 
         return read
@@ -330,7 +334,11 @@ class ReadCache:
                 for _ in range(workers):
                     nursery.start_soon(self._whole_worker, v, starts, part, workers)
         except Exception as e:  # the demand path still works: log and stop
-            log.warning("%s: background fetch stopped: %s", v.key, e)
+            cause = first_leaf(e)
+            if isinstance(cause, SourceChanged):  # replaced: its reads are ESTALE now
+                log.info("%s: background fetch stopped: %s", v.key, cause)
+            else:
+                log.warning("%s: background fetch stopped: %s", v.key, cause)
             return
         log.info("%s: fetched whole in %.1f s", v.key, trio.current_time() - began)
 

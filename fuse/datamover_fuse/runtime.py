@@ -167,6 +167,9 @@ class Runtime:
         #: Reads are pinned to the version the mount knows (``Store.readinto``'s
         #: ``expect``); off for good once the server refused the very version it names.
         self.pin_reads = True
+        #: Called with (parent inode, name) when the name now has another inode: the
+        #: FUSE adapter tells the kernel to look it up again.
+        self.name_changed: Callable[[int, str], None] = lambda parent, name: None
 
     def pin(self, version: ObjectInfo | None) -> ObjectInfo | None:
         """``version``, or None once pinning is off (``pin_reads``)."""

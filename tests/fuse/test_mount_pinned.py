@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import pytest
 
@@ -67,3 +68,79 @@ def test_an_open_right_after_a_replacement_reads_all_or_nothing_of_it(target: Ta
         assert data == b"new and longer contents"
     assert path.read_bytes() == b"new and longer contents"
     assert path.stat().st_size == 23
+
+
+def _old_or_estale(fd: int, offset: int, old: bytes, length: int = MiB) -> None:
+    try:
+        got = os.pread(fd, length, offset)
+    except OSError as e:
+        assert e.errno == errno.ESTALE
+    else:
+        if got != old[offset : offset + length]:  # never the new bytes, nor EOF
+            want = old[offset : offset + length]
+            good = [got[i : i + 4096] == want[i : i + 4096] for i in range(0, len(got), 4096)]
+            raise AssertionError(
+                f"offset {offset}: {len(got)} bytes, {sum(good)}/{len(good)} pages old"
+            )
+
+
+def test_a_second_reader_does_not_hand_the_first_the_new_pages(target: Target) -> None:
+    """Reader A has the old version open; another client replaces it (smaller); once
+    the attributes expired, reader B reads the new one whole. A shared the inode, so
+    it read B's pages of the new object, or hit a silent end of file at the new size.
+    Now the name has a new inode: A reads only old bytes or ESTALE, at its old size."""
+    key = target.fresh_key("two-readers.bin")
+    old, new = payload(24 * MiB, 33), payload(6 * MiB, 34)
+    target.store.put(key, old)
+    path = target.root / key
+    a = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(a, MiB, 0) == old[:MiB]
+        target.store.put(key, new)
+        time.sleep(6)  # past the shared mount's --attr-ttl (5 s)
+        assert path.read_bytes() == new
+        assert path.stat().st_size == len(new)
+        assert os.fstat(a).st_size == len(old)
+        for offset in (0, 4 * MiB, 12 * MiB, 23 * MiB):
+            _old_or_estale(a, offset, old)
+    finally:
+        os.close(a)
+
+
+def test_files_open_across_a_directory_rename_stay_pinned(target: Target) -> None:
+    """``mv`` of a directory through the mount, then another client replaces a file in
+    it: the open file's reads were no longer pinned and went on into the new bytes."""
+    top = target.fresh_key("tree").rstrip("/")
+    old, new = payload(24 * MiB, 35), payload(24 * MiB, 36)
+    target.store.put(f"{top}/sub/f.bin", old)
+    fd = os.open(target.root / top / "sub" / "f.bin", os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        assert os.pread(fd, MiB, 0) == old[:MiB]
+        os.rename(target.root / top, target.root / (top + "-moved"))
+        target.store.put(f"{top}-moved/sub/f.bin", new)
+        for offset in (8 * MiB, 16 * MiB, 20 * MiB):
+            _old_or_estale(fd, offset, old)
+    finally:
+        os.close(fd)
+
+
+def test_an_idle_writer_beside_a_reader_keeps_it_pinned(target: Target) -> None:
+    """A handle open for writing (nothing written) beside a reader: the reader read
+    another client's replacement into its file."""
+    key = target.fresh_key("rw.bin")
+    old, new = payload(24 * MiB, 37), payload(24 * MiB, 38)
+    target.store.put(key, old)
+    path = target.root / key
+    w = os.open(path, os.O_RDWR)
+    r = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(r, 0, 0, os.POSIX_FADV_RANDOM)
+        assert os.pread(r, MiB, 0) == old[:MiB]
+        target.store.put(key, new)
+        for offset in (8 * MiB, 16 * MiB, 20 * MiB):
+            _old_or_estale(r, offset, old)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert target.store.read(key) == new

@@ -25,6 +25,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
 def options(tmp_path: Path) -> MountOptions:
     # No block cache: every read the kernel sends reaches the store.
     return core_options(tmp_path).with_(read_cache=False, attr_ttl=60.0)
@@ -32,15 +37,16 @@ def options(tmp_path: Path) -> MountOptions:
 
 def test_a_reader_never_mixes_two_versions(options: MountOptions) -> None:
     """Replaced while a program reads it sequentially: every read until then is the
-    old bytes, the first that would reach the new object is ESTALE, and a new open
-    reads the new object whole (at its new size, the kernel told)."""
+    old bytes, the first that would reach the new object is ESTALE, the open inode
+    keeps its size, and the name gets a new inode (the kernel is told to look it up
+    again) whose open reads the new object whole."""
     store = MemoryStore(unique_etags=True)
     old, new = payload(40 * MiB, 1), payload(30 * MiB + 5, 2)
     store.put("f", old)
-    told: list[int] = []
+    names: list[str] = []
 
     async def body(core: FsCore) -> None:
-        core.attrs_changed = told.append
+        core.rt.name_changed = lambda parent, name: names.append(name)
         ino = await walk(core, "f")
         fh, _ = await core.open(ino, os.O_RDONLY)
         got = await core.read(fh, 0, MiB)
@@ -58,9 +64,14 @@ def test_a_reader_never_mixes_two_versions(options: MountOptions) -> None:
             await core.read(fh, 0, MiB)  # the store's answer, not the read-ahead's
         assert errno_of(again) == errno.ESTALE
         await core.release(fh)
-        assert told == [ino]
-        assert (await core.getattr(ino)).size == len(new)
+        assert names == ["f"]
+        assert (await core.getattr(ino)).size == len(old)
+        again = await walk(core, "f")
+        assert again != ino and (await core.getattr(again)).size == len(new)
         assert await read_file(core, "f", chunk=MiB) == new
+        with pytest.raises(FsError) as stale:  # the kernel's entry, not yet dropped
+            await core.open(ino, os.O_RDONLY)
+        assert errno_of(stale) == errno.ESTALE
 
     run(store, options, body)
 
@@ -166,3 +177,86 @@ def test_a_writers_copy_is_never_built_from_two_versions(options: MountOptions) 
     run(store, options, body, clock=FakeClock())
     assert store.data("f") == b"B" * (3 * MiB)
     assert store.calls["put"] == 2 and store.calls["open_writer"] == 0  # the test's two
+
+
+def test_a_second_open_after_the_ttl_gets_a_new_inode(
+    options: MountOptions, clock: FakeClock
+) -> None:
+    """Two handles: A opened the old version; after another client replaced it and the
+    attributes expired, B's lookup and open read the new one, through a new inode. A
+    keeps the old inode, its old size (a shorter new version is no silent end of
+    file for A), and gets ESTALE for what it had not read."""
+    store = MemoryStore(unique_etags=True)
+    old, new = payload(12 * MiB, 5), payload(4 * MiB, 6)
+    store.put("f", old)
+
+    async def body(core: FsCore) -> None:
+        a_ino = await walk(core, "f")
+        a, _ = await core.open(a_ino, os.O_RDONLY)
+        assert await core.read(a, 0, MiB) == old[:MiB]
+        store.put("f", new)
+        clock.now += 61
+        b_ino = await walk(core, "f")
+        assert b_ino != a_ino
+        b, keep = await core.open(b_ino, os.O_RDONLY)
+        assert not keep and await core.read(b, 0, 8 * MiB) == new
+        assert (await core.getattr(a_ino)).size == len(old)
+        with pytest.raises(FsError) as err:
+            await core.read(a, 6 * MiB, MiB)
+        assert errno_of(err) == errno.ESTALE
+        await core.release(a)
+        await core.release(b)
+
+    run(store, options, body, clock=clock)
+
+
+def test_an_idle_writer_does_not_let_a_reader_see_a_replacement(options: MountOptions) -> None:
+    """A handle open for writing (nothing written yet) beside a reader: another
+    client's version was read into the reader's file."""
+    store = MemoryStore(unique_etags=True)
+    old, new = payload(12 * MiB, 7), payload(12 * MiB, 8)
+    store.put("f", old)
+
+    async def body(core: FsCore) -> None:
+        ino = await walk(core, "f")
+        w, _ = await core.open(ino, os.O_RDWR)
+        r, _ = await core.open(ino, os.O_RDONLY)
+        assert await core.read(r, 0, MiB) == old[:MiB]
+        store.put("f", new)
+        with pytest.raises(FsError) as err:
+            offset = MiB
+            while offset < len(old):
+                assert await core.read(r, offset, MiB) == old[offset : offset + MiB]
+                offset += MiB
+        assert errno_of(err) == errno.ESTALE
+        await core.release(r)
+        await core.release(w)
+
+    run(store, options, body)
+    assert store.data("f") == new  # the idle writer wrote nothing back
+
+
+def test_a_tree_renamed_through_the_mount_then_replaced_is_estale(
+    options: MountOptions,
+) -> None:
+    """A directory renamed through the mount, then a file in it replaced by another
+    client: the open file's reads went on, unpinned, into the new bytes."""
+    store = MemoryStore(unique_etags=True)
+    old, new = payload(12 * MiB, 9), payload(12 * MiB, 10)
+    store.put("d/sub/f", old)
+
+    async def body(core: FsCore) -> None:
+        fh, _ = await core.open(await walk(core, "d/sub/f"), os.O_RDONLY)
+        assert await core.read(fh, 0, MiB) == old[:MiB]
+        await core.rename(ROOT_INO, "d", ROOT_INO, "e")
+        assert await core.read(fh, MiB, MiB) == old[MiB : 2 * MiB]
+        store.put("e/sub/f", new)
+        with pytest.raises(FsError) as err:
+            offset = 2 * MiB
+            while offset < len(old):
+                assert await core.read(fh, offset, MiB) == old[offset : offset + MiB]
+                offset += MiB
+        assert errno_of(err) == errno.ESTALE
+        await core.release(fh)
+
+    run(store, options, body)
