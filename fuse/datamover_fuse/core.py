@@ -128,6 +128,7 @@ class FsCore:
         #: Called with an inode whose attributes the kernel may hold stale (its size
         #: changed behind the kernel's cache): the FUSE adapter tells the kernel.
         self.attrs_changed: Callable[[int], None] = lambda ino: None
+        self._refusal_told = False
         self.rt = Runtime(
             store,
             fsops or for_store(store),
@@ -315,7 +316,6 @@ class FsCore:
         if node.local is None and node.remote and not node.detached and (writing or not fresh):
             # A writer always sees the object as it is now (close-to-open, as NFS),
             # attributes cached or not: its writes build on that object's bytes.
-            told = (node.size, node.mtime_ns)
             try:
                 await self.resolver.refresh_file(node)
             except FsError as e:
@@ -333,8 +333,13 @@ class FsCore:
                 # Open elsewhere, and another client's version found: the name has a new
                 # inode, which the kernel finds when it looks the name up again.
                 raise FsError(errno.ESTALE, f"{node.key}: replaced by another client")
-            if (node.size, node.mtime_ns) != told:
-                self.attrs_changed(ino)  # the kernel's size would misplace appends
+        changed = node.seen is not None and node.seen != (node.etag, node.size, node.mtime_ns)
+        if changed or (node.told is not None and node.told != (node.size, node.mtime_ns)):
+            # Another version since the last open, or attributes the kernel was not
+            # told (a refresh here, a listing; readdirplus's may be dropped by a
+            # kernel racing another request): it reads to the size it holds, and
+            # appends land there, until told.
+            self.attrs_changed(ino)
         handle = FileHandle(
             node,
             writable=writing,
@@ -514,9 +519,9 @@ class FsCore:
         """A GET pinned to ``pinned`` was refused: HEAD the object. Another client's
         version (``node.replaced`` moves on) ends this handle's reads (the caller's next
         try is ESTALE); one this mount made without learning it is read from now on.
-        The very version the server refused, twice (``refused`` counts the times
-        before): its conditional reads can't be trusted, and reads are not pinned
-        again. Returns the new count."""
+        The very version the server reports, refused twice (``refused`` counts the
+        times before): the read fails with ESTALE rather than go unpinned. Returns the
+        new count."""
         node = handle.node
         if handle.reader is not None:
             handle.reader.close()  # its segments hold the refusal
@@ -532,13 +537,16 @@ class FsCore:
             self.attrs_changed(node.ino)  # the kernel's size is the old one's
         if node.replaced != handle.epoch or (node.etag, node.generation) != pinned:
             return refused
-        if refused and self.rt.pin_reads:
-            self.rt.pin_reads = False
-            log.warning(
-                "%s: the store refused, twice, a read of the version it reports; reads are "
-                "no longer pinned to a version on this mount",
-                self.store.url(node.key),
-            )
+        if refused:
+            # Integrity first: never read unpinned. The read fails (ESTALE), once said.
+            if not self._refusal_told:
+                self._refusal_told = True
+                log.warning(
+                    "%s: the store refused, twice, a read of the version it reports; "
+                    "such reads fail with ESTALE",
+                    self.store.url(node.key),
+                )
+            raise FsError(errno.ESTALE, f"{node.key}: the store refused its own version")
         return refused + 1
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

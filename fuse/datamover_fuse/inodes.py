@@ -151,6 +151,9 @@ class Inode:
     subdirs: int | None = None
     #: Times this mount stored the file (a handle's pinned file is stale after one).
     stored: int = 0
+    #: (size, mtime) as the kernel was last told them (``InodeTable.attr``): a listing
+    #: that updates the inode tells the kernel nothing.
+    told: tuple[int, int] | None = None
 
 
 def set_version(node: Inode, info: ObjectInfo | None) -> None:
@@ -387,6 +390,7 @@ class InodeTable:
 
     def attr(self, node: Inode) -> Attr:
         size = node.local.size if node.local is not None else node.size
+        node.told = (size, node.mtime_ns)
         ttl = 0.0 if self.provisional(node) else self.options.attr_ttl
         if node.kind is Kind.DIR:
             nlink = 2 + (node.subdirs or 0)

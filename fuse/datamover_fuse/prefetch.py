@@ -192,7 +192,7 @@ class Prefetcher:
                 self._key(),
                 seg.start,
                 memoryview(seg.buf),
-                expect=self._rt.pin(self._version()),
+                expect=self._version(),
             )
         except Exception as e:
             seg.error = e

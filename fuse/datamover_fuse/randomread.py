@@ -377,9 +377,7 @@ class ReadCache:
         for i in mine:  # a read of these waits for them: no second GET behind this one
             v.inflight[i] = event
         try:
-            n = await self.rt.call(
-                self.rt.store.readinto, v.key, start, view, expect=self.rt.pin(v.pin)
-            )
+            n = await self.rt.call(self.rt.store.readinto, v.key, start, view, expect=v.pin)
             if n == stop - start and not v.dropped:
                 await self.rt.disk(self.blocks.store, v.name, v.size, start, view)
         finally:

@@ -164,16 +164,9 @@ class Runtime:
         self.write_budget = ByteBudget(options.write_buffer)
         self.cache = CacheDir(options.cache_dir, options.cache_size)
         self._nursery: trio.Nursery | None = None
-        #: Reads are pinned to the version the mount knows (``Store.readinto``'s
-        #: ``expect``); off for good once the server refused the very version it names.
-        self.pin_reads = True
         #: Called with (parent inode, name) when the name now has another inode: the
         #: FUSE adapter tells the kernel to look it up again.
         self.name_changed: Callable[[int, str], None] = lambda parent, name: None
-
-    def pin(self, version: ObjectInfo | None) -> ObjectInfo | None:
-        """``version``, or None once pinning is off (``pin_reads``)."""
-        return version if self.pin_reads else None
 
     async def read_range(
         self, key: str, offset: int, length: int, version: ObjectInfo | None
@@ -181,9 +174,7 @@ class Runtime:
         """``length`` bytes of ``key`` from ``offset`` (fewer at its end), of that
         ``version`` only (``SourceChanged`` when the store now holds another)."""
         buf = bytearray(length)
-        n = await self.call(
-            self.store.readinto, key, offset, memoryview(buf), expect=self.pin(version)
-        )
+        n = await self.call(self.store.readinto, key, offset, memoryview(buf), expect=version)
         return memoryview(buf)[:n]
 
     @property

@@ -333,7 +333,7 @@ class WriteManager:
                         lf.key,
                         offset,
                         memoryview(buf),
-                        expect=rt.pin(version),
+                        expect=version,
                     )
                 if got != n:
                     raise SourceChanged(f"{lf.key}: changed while being opened", key=lf.key)

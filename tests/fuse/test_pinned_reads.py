@@ -130,21 +130,27 @@ class RefusesItsOwnETags(MemoryStore):
         return super().readinto(key, offset, buf)
 
 
-def test_a_server_refusing_its_own_etags_turns_pinning_off(
+def test_a_server_refusing_its_own_etags_fails_reads_rather_than_unpin_them(
     options: MountOptions, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A server whose conditional GETs fail even for the version it reports (or an
+    emulator that changes its versions behind its own HEAD): the mount turned pinning
+    off for every file, and then read other clients' bytes into open files. Now such
+    a read fails (ESTALE), with one warning for the mount."""
     store = RefusesItsOwnETags()
     data = payload(3 * MiB, 4)
     store.put("f", data)
 
     async def body(core: FsCore) -> None:
         with caplog.at_level(logging.WARNING, logger="datamover_fuse"):
-            assert await read_file(core, "f", chunk=MiB) == data
-            assert await read_file(core, "f", chunk=MiB) == data
+            for _ in range(2):
+                with pytest.raises(FsError) as err:
+                    await read_file(core, "f", chunk=MiB)
+                assert errno_of(err) == errno.ESTALE
 
     run(store, options, body)
-    assert store.calls["refused"] >= 1
-    warned = [r.getMessage() for r in caplog.records if "no longer pinned" in r.getMessage()]
+    assert store.calls["refused"] >= 2
+    warned = [r.getMessage() for r in caplog.records if "refused, twice" in r.getMessage()]
     assert len(warned) == 1 and "mem://f" in warned[0]
 
 
@@ -260,3 +266,33 @@ def test_a_tree_renamed_through_the_mount_then_replaced_is_estale(
         await core.release(fh)
 
     run(store, options, body)
+
+
+def test_an_open_after_a_listing_saw_a_new_version_tells_the_kernel(
+    options: MountOptions, clock: FakeClock
+) -> None:
+    """A listing updated the inode to another client's new, longer version; the kernel
+    still held the old size, so a new open read the new bytes cut to it. The open now
+    tells the kernel the attributes changed."""
+    store = MemoryStore(unique_etags=True, listing_has_metadata=True)
+    store.put("d/f", b"short")
+    told: list[int] = []
+
+    async def body(core: FsCore) -> None:
+        core.attrs_changed = told.append
+        ino = await walk(core, "d/f")
+        fh, _ = await core.open(ino, os.O_RDONLY)
+        await core.release(fh)
+        store.put("d/f", b"a longer new version")
+        clock.now += 61
+        d = await walk(core, "d")
+        dh = await core.opendir(d)
+        await core.readdir(dh, 0, lambda name, attr, nxt: True)
+        await core.releasedir(dh)
+        told.clear()
+        fh, keep = await core.open(ino, os.O_RDONLY)
+        assert not keep and told == [ino]
+        assert await core.read(fh, 0, 100) == b"a longer new version"
+        await core.release(fh)
+
+    run(store, options, body, clock=clock)
