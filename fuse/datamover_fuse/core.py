@@ -500,17 +500,20 @@ class FsCore:
             # Unlinked, or replaced at its name, through this mount: the key now
             # names another object or none, never the bytes this handle opened.
             raise FsError(errno.ESTALE, f"{node.key}: deleted or replaced while open")
-        if handle.reader is None or handle.reader.version != (node.etag, node.size):
+        if handle.reader is None or handle.reader.made_for != (node.etag, node.size):
             if handle.reader is not None:
                 handle.reader.close()
             random_read = reads.random_reader(node) if reads else None
             # The version now, kept: a read under way when another client's version
             # is learnt never fetches that one (its GETs are refused instead).
-            pin = pin_of(node)
             handle.reader = Prefetcher(
-                self.rt, lambda: node.key, node.size, random_read, lambda: pin
+                self.rt,
+                lambda: node.key,
+                node.size,
+                random_read,
+                pin=pin_of(node),
+                made_for=(node.etag, node.size),
             )
-            handle.reader.version = (node.etag, node.size)
         return await handle.reader.read(offset, length)
 
     async def _learn_version(

@@ -63,8 +63,9 @@ class _Segment:
 
 class Prefetcher:
     """Read-ahead state of one open handle. ``key`` is asked for on every request so
-    a rename while the file is open is followed; ``version`` likewise names the object
-    version every GET is pinned to (None: not pinned)."""
+    a rename while the file is open is followed; ``pin`` is the object version every
+    GET is pinned to (None: not pinned), and ``made_for`` what its owner made it for
+    (``FsCore``: the version's ETag and size)."""
 
     def __init__(
         self,
@@ -72,14 +73,14 @@ class Prefetcher:
         key: Callable[[], str],
         size: int,
         random_read: Callable[[int, int, bool], Awaitable[bytes | memoryview]] | None = None,
-        version: Callable[[], ObjectInfo | None] = lambda: None,
+        pin: ObjectInfo | None = None,
+        made_for: tuple[object, ...] = (),
     ) -> None:
         self._rt = rt
         self._random_read = random_read
         self._key = key
-        self._version = version
-        #: What its owner made it for (``FsCore``: the object's ETag and size).
-        self.version: tuple[object, ...] = ()
+        self._pin = pin
+        self.made_for = made_for
         self.size = size
         self._segments: deque[_Segment] = deque()
         self._fetch_end = 0
@@ -192,7 +193,7 @@ class Prefetcher:
                 self._key(),
                 seg.start,
                 memoryview(seg.buf),
-                expect=self._version(),
+                expect=self._pin,
             )
         except Exception as e:
             seg.error = e
@@ -225,4 +226,4 @@ class Prefetcher:
         self._fetch_end = 0
 
     async def _direct(self, offset: int, length: int) -> memoryview:
-        return await self._rt.read_range(self._key(), offset, length, self._version())
+        return await self._rt.read_range(self._key(), offset, length, self._pin)

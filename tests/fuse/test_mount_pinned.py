@@ -71,17 +71,27 @@ def test_an_open_right_after_a_replacement_reads_all_or_nothing_of_it(target: Ta
 
 
 def _old_or_estale(fd: int, offset: int, old: bytes, length: int = MiB) -> None:
-    try:
-        got = os.pread(fd, length, offset)
-    except OSError as e:
-        assert e.errno == errno.ESTALE
-    else:
-        if got != old[offset : offset + length]:  # never the new bytes, nor EOF
-            want = old[offset : offset + length]
-            good = [got[i : i + 4096] == want[i : i + 4096] for i in range(0, len(got), 4096)]
+    """Reads of ``[offset, offset + length)`` give the old bytes until one fails with
+    ESTALE. A read may come back short (the kernel hands over the pages it holds
+    before the one that failed), but never empty before the old size, and never with
+    other bytes."""
+    end = min(len(old), offset + length)
+    while offset < end:
+        try:
+            got = os.pread(fd, end - offset, offset)
+        except OSError as e:
+            assert e.errno == errno.ESTALE
+            return
+        assert got, f"end of file at {offset} of {len(old)}"
+        if got != old[offset : offset + len(got)]:  # never the new bytes
+            good = [
+                got[i : i + 4096] == old[offset + i : offset + i + 4096]
+                for i in range(0, len(got), 4096)
+            ]
             raise AssertionError(
                 f"offset {offset}: {len(got)} bytes, {sum(good)}/{len(good)} pages old"
             )
+        offset += len(got)
 
 
 def test_a_second_reader_does_not_hand_the_first_the_new_pages(target: Target) -> None:
